@@ -1,0 +1,192 @@
+"""The codec hook: every object byte and every object name passes through a `Codec`.
+
+An object body is a sequence of *segments*.  Segment ``i`` holds plaintext bytes
+``[i*S, (i+1)*S)`` and occupies object bytes ``[i*(S+O), i*(S+O) + len_i + O)`` where ``S`` is
+``segment_size`` and ``O`` the fixed per-segment ``overhead`` (0 for the identity codec, nonce +
+tag for an AEAD).  Fixed overhead means the plaintext size follows from the object size alone
+(no HEAD needed) and cache blocks / multipart parts made of whole segments stay aligned.
+
+An encrypting codec stores at least one segment (an empty file is one empty segment) so that
+truncation to zero is detectable; the identity codec stores nothing for an empty file.
+
+Staging files in the cache directory use fixed *slots* of ``segment_size + slot_overhead`` bytes
+sealed by a `SlotCipher`; a codec that must not leave plaintext at rest returns a real cipher.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class IntegrityError(Exception):
+    """Object bytes or metadata failed authentication (tampered, truncated, wrong key)."""
+
+
+class NameTooLong(Exception):
+    """An encoded name or key would exceed S3's limits (maps to ENAMETOOLONG)."""
+
+
+class UndecodableName(Exception):
+    """An object name in the bucket cannot be decoded by this codec (written by someone else)."""
+
+
+@dataclass(frozen=True)
+class SegmentLayout:
+    segment_size: int
+    overhead: int
+    min_segments: int  # 1 for encrypting codecs (empty file = one empty segment), 0 for identity
+
+    @property
+    def stride(self) -> int:
+        return self.segment_size + self.overhead
+
+    def segment_count(self, plain_size: int) -> int:
+        n = -(-plain_size // self.segment_size)
+        return max(self.min_segments, n)
+
+    def object_size(self, plain_size: int) -> int:
+        return plain_size + self.segment_count(plain_size) * self.overhead
+
+    def plain_size(self, object_size: int) -> int:
+        """Inverse of `object_size`; raises IntegrityError for a size no valid object has."""
+        if object_size == 0:
+            if self.min_segments:
+                raise IntegrityError("empty object body (truncated)")
+            return 0
+        full, rem = divmod(object_size, self.stride)
+        if rem == 0:
+            return full * self.segment_size
+        if rem <= self.overhead and self.overhead:
+            if rem == self.overhead and full == 0:
+                return 0
+            raise IntegrityError(f"object size {object_size} is not a valid encrypted size")
+        return full * self.segment_size + rem - self.overhead
+
+    def segment_plain_len(self, index: int, plain_size: int) -> int:
+        return max(0, min(self.segment_size, plain_size - index * self.segment_size))
+
+    def segment_object_range(self, index: int, plain_size: int) -> tuple[int, int]:
+        start = index * self.stride
+        return start, start + self.segment_plain_len(index, plain_size) + self.overhead
+
+
+class ObjectCipher(Protocol):
+    """Seals the segments of one object (one data key, one object id)."""
+
+    def encrypt_segment(self, index: int, plaintext: bytes, last: bool) -> bytes: ...
+
+    def decrypt_segment(self, index: int, data: bytes, last: bool) -> bytes:
+        """Raises IntegrityError on any mismatch (wrong object, index, last flag, key, bit flip)."""
+        ...
+
+
+class SlotCipher(Protocol):
+    """Seals fixed-size slots of a local staging file; `overhead` bytes per slot."""
+
+    overhead: int
+
+    def seal(self, file_id: str, index: int, plaintext: bytes) -> bytes: ...
+
+    def open(self, file_id: str, index: int, data: bytes) -> bytes: ...
+
+
+class Codec(Protocol):
+    name: str
+    layout: SegmentLayout
+    encrypts_names: bool
+
+    def new_object(self) -> tuple[ObjectCipher, dict[str, str]]:
+        """A fresh data key. Returns the cipher and the metadata (``x-amz-meta-`` names, no
+        prefix, lowercase) that must be stored with the object so `open_object` can rebuild it."""
+        ...
+
+    def open_object(self, metadata: dict[str, str]) -> ObjectCipher:
+        """Rebuild the cipher of an existing object; IntegrityError if metadata is bad/foreign."""
+        ...
+
+    def seal_attrs(self, metadata: dict[str, str], attrs: dict[str, str]) -> dict[str, str]:
+        """Return the metadata entries that carry (and authenticate) POSIX `attrs`.
+        `metadata` is the object's key metadata from `new_object`/the existing object."""
+        ...
+
+    def open_attrs(self, metadata: dict[str, str]) -> dict[str, str]:
+        """Inverse of `seal_attrs`; IntegrityError when tampered."""
+        ...
+
+    def seal_blob(self, purpose: str, data: bytes) -> bytes:
+        """Seal a small standalone blob (directory index, canary); bound to `purpose`."""
+        ...
+
+    def open_blob(self, purpose: str, data: bytes) -> bytes: ...
+
+    def encode_name(self, parent: str, name: str) -> str:
+        """Map one path component to its S3 form. `parent` is the plaintext parent path
+        ('' for the root). Raises NameTooLong."""
+        ...
+
+    def decode_name(self, parent: str, encoded: str) -> str:
+        """Raises UndecodableName for names this codec did not write."""
+        ...
+
+    def slot_cipher(self, cache_dir: str) -> SlotCipher: ...
+
+
+class IdentitySlots:
+    overhead = 0
+
+    def seal(self, file_id: str, index: int, plaintext: bytes) -> bytes:
+        return plaintext
+
+    def open(self, file_id: str, index: int, data: bytes) -> bytes:
+        return data
+
+
+class IdentityCipher:
+    def encrypt_segment(self, index: int, plaintext: bytes, last: bool) -> bytes:
+        return plaintext
+
+    def decrypt_segment(self, index: int, data: bytes, last: bool) -> bytes:
+        return data
+
+
+ATTR_PREFIX = ""  # identity codec stores POSIX attrs as plain x-amz-meta-mode|uid|gid|mtime...
+
+
+class IdentityCodec:
+    """No encryption: bytes and names as they are (plain mode, or SSE-only modes)."""
+
+    name = "none"
+    encrypts_names = False
+
+    def __init__(self, segment_size: int = 64 * 1024):
+        self.layout = SegmentLayout(segment_size, 0, 0)
+
+    def new_object(self) -> tuple[ObjectCipher, dict[str, str]]:
+        return IdentityCipher(), {}
+
+    def open_object(self, metadata: dict[str, str]) -> ObjectCipher:
+        return IdentityCipher()
+
+    def seal_attrs(self, metadata: dict[str, str], attrs: dict[str, str]) -> dict[str, str]:
+        return dict(attrs)
+
+    def open_attrs(self, metadata: dict[str, str]) -> dict[str, str]:
+        return dict(metadata)
+
+    def seal_blob(self, purpose: str, data: bytes) -> bytes:
+        return data
+
+    def open_blob(self, purpose: str, data: bytes) -> bytes:
+        return data
+
+    def encode_name(self, parent: str, name: str) -> str:
+        if len(name.encode("utf-8", "surrogateescape")) > 1024:
+            raise NameTooLong(name[:40])
+        return name
+
+    def decode_name(self, parent: str, encoded: str) -> str:
+        return encoded
+
+    def slot_cipher(self, cache_dir: str) -> SlotCipher:
+        return IdentitySlots()
