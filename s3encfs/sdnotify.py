@@ -88,7 +88,7 @@ async def watchdog_loop(health: Callable[[], bool], interval: float | None = Non
     while True:
         try:
             healthy = health()
-        except Exception:  # noqa: BLE001 - a crashing probe is an unhealthy mount
+        except Exception:  # a crashing probe means an unhealthy mount
             log.exception("health check raised")
             healthy = False
         if healthy:
