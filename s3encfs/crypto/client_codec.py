@@ -1,0 +1,200 @@
+"""`ClientCodec`: the client-side encryption `Codec` (format v1, docs/FORMAT.md)."""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from s3encfs.codec import Codec, IntegrityError, SegmentLayout, SlotCipher
+
+from . import envelope as env
+from .names import NameCipher, PlainNames
+
+SLOT_KEY_FILE = "slot.key"
+_SLOT_PURPOSE = "cache-slot-key"
+_SLOT_INFO = b"s3encfs/v1/slot"
+_SLOT_AAD = struct.Struct(">Q")
+
+
+class ClientCodec:
+    """Per-object data keys wrapped by a master key; AES-256-GCM segments; AES-SIV names."""
+
+    name = "client"
+
+    def __init__(
+        self,
+        master_keys: dict[str, bytes],
+        current: str,
+        *,
+        encrypt_names: bool = True,
+        segment_size: int = 64 * 1024,
+        name_key_id: str | None = None,
+    ) -> None:
+        if segment_size <= 0:
+            raise ValueError("segment_size must be positive")
+        self.keys = env.MasterKeys(master_keys, current)
+        self.current = current
+        self.layout = SegmentLayout(segment_size, env.SEGMENT_OVERHEAD, 1)
+        self.name_key_id = name_key_id or current
+        self.encrypts_names = encrypt_names
+        self._names: NameCipher | PlainNames = (
+            NameCipher(self.keys.get(self.name_key_id))
+            if encrypt_names
+            else PlainNames()
+        )
+
+    # -- objects
+    def new_object(self) -> tuple[env.SegmentCipher, dict[str, str]]:
+        oid = env.random_bytes(env.OID_LEN)
+        data_key = env.random_bytes(env.KEY_LEN)
+        meta = env.wrap_data_key(self.keys, self.current, oid, data_key)
+        return env.SegmentCipher(oid, data_key, self.layout.segment_size), meta
+
+    def open_object(self, metadata: dict[str, str]) -> env.SegmentCipher:
+        oid, data_key = env.unwrap_data_key(self.keys, metadata)
+        return env.SegmentCipher(oid, data_key, self.layout.segment_size)
+
+    def rewrap(
+        self, metadata: dict[str, str], key_id: str | None = None
+    ) -> dict[str, str]:
+        """Key metadata re-wrapped under `key_id` (default: current) — rotation is metadata-only.
+        Sealed attrs stay valid (same data key and object id)."""
+        oid, data_key = env.unwrap_data_key(self.keys, metadata)
+        return env.wrap_data_key(self.keys, key_id or self.current, oid, data_key)
+
+    def key_id_of(self, metadata: Mapping[str, str]) -> str:
+        return env.key_id_of(metadata)
+
+    # -- attrs
+    def seal_attrs(
+        self, metadata: dict[str, str], attrs: dict[str, str]
+    ) -> dict[str, str]:
+        cipher = self.open_object(metadata)
+        return {env.META_ATTRS: env.seal_attrs(cipher, attrs)}
+
+    def open_attrs(self, metadata: dict[str, str]) -> dict[str, str]:
+        """{} when the object carries no sealed attrs."""
+        value = metadata.get(env.META_ATTRS)
+        if value is None:
+            return {}
+        return env.open_attrs(self.open_object(metadata), value)
+
+    # -- blobs
+    def seal_blob(self, purpose: str, data: bytes) -> bytes:
+        return env.seal_blob(self.keys, purpose, data)
+
+    def open_blob(self, purpose: str, data: bytes) -> bytes:
+        return env.open_blob(self.keys, purpose, data)
+
+    # -- names
+    def encode_name(self, parent: str, name: str) -> str:
+        return self._names.encode_name(parent, name)
+
+    def decode_name(self, parent: str, encoded: str) -> str:
+        return self._names.decode_name(parent, encoded)
+
+    # -- staging
+    def slot_cipher(self, cache_dir: str) -> SlotCipher:
+        return StagingSlots(load_or_create_slot_key(self, cache_dir))
+
+
+def check_master_key(codec: ClientCodec, metadata: Mapping[str, str]) -> str:
+    """Return the object's master key id; MissingMasterKey (naming it) if it isn't loaded."""
+    key_id = env.key_id_of(metadata)
+    codec.keys.get(key_id)
+    return key_id
+
+
+def load_or_create_slot_key(codec: ClientCodec, cache_dir: str) -> bytes:
+    """The cache key in ``cache_dir/slot.key``, sealed as a blob by the master key (mode 0600).
+
+    Created atomically (tmp + link) so concurrent mounts agree on one key."""
+    path = os.path.join(cache_dir, SLOT_KEY_FILE)
+    for _ in range(2):
+        try:
+            with open(path, "rb") as f:
+                sealed = f.read()
+        except FileNotFoundError:
+            pass
+        else:
+            key = codec.open_blob(_SLOT_PURPOSE, sealed)
+            if len(key) != env.KEY_LEN:
+                raise IntegrityError(f"{path}: bad cache key length")
+            return key
+        key = env.random_bytes(env.KEY_LEN)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, codec.seal_blob(_SLOT_PURPOSE, key))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            continue  # another process won; read its key
+        finally:
+            os.unlink(tmp)
+        return key
+    raise IntegrityError(f"{path}: could not create or read the cache key")
+
+
+class StagingSlots:
+    """SlotCipher: nonce || AES-256-GCM(plain, aad=index) under a per-file subkey.
+
+    The per-file subkey (HKDF(cache key, file_id)) bounds how many random nonces one key sees
+    to the writes of one staging file, however long the cache key lives."""
+
+    overhead = env.SEGMENT_OVERHEAD
+
+    def __init__(self, cache_key: bytes, max_cached: int = 256) -> None:
+        self._key = cache_key
+        self._aeads: OrderedDict[str, AESGCM] = OrderedDict()
+        self._max = max_cached
+
+    def _aead(self, file_id: str) -> AESGCM:
+        aead = self._aeads.get(file_id)
+        if aead is None:
+            aead = AESGCM(
+                env.hkdf(
+                    self._key,
+                    _SLOT_INFO + b"\x00" + file_id.encode("utf-8", "surrogateescape"),
+                )
+            )
+            self._aeads[file_id] = aead
+            if len(self._aeads) > self._max:
+                self._aeads.popitem(last=False)
+        else:
+            self._aeads.move_to_end(file_id)
+        return aead
+
+    def seal(self, file_id: str, index: int, plaintext: bytes) -> bytes:
+        nonce = env.random_bytes(env.NONCE)
+        return nonce + self._aead(file_id).encrypt(
+            nonce, plaintext, _SLOT_AAD.pack(index)
+        )
+
+    def open(self, file_id: str, index: int, data: bytes | memoryview) -> bytes:
+        if len(data) < self.overhead:
+            raise IntegrityError(f"staging slot {index} of {file_id} truncated")
+        view = memoryview(data)
+        try:
+            return self._aead(file_id).decrypt(
+                view[: env.NONCE], view[env.NONCE :], _SLOT_AAD.pack(index)
+            )
+        except InvalidTag:
+            raise IntegrityError(
+                f"staging slot {index} of {file_id} failed authentication"
+            ) from None
+
+
+if TYPE_CHECKING:  # mypy proves ClientCodec satisfies the Codec protocol
+
+    def _is_codec(c: ClientCodec) -> Codec:
+        return c

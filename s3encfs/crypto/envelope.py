@@ -1,0 +1,347 @@
+"""Client-side object format v1: wrapped data keys, sealed segments, sealed attrs, blobs.
+
+See docs/FORMAT.md for the byte layout and the rationale.  Everything here is pure (no I/O);
+randomness comes from `random_bytes` so the test-vector generator can make it deterministic.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import re
+import struct
+from collections.abc import Callable, Mapping
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from s3encfs.codec import IntegrityError
+
+FORMAT_VERSION = 1
+NONCE = 12
+TAG = 16
+SEGMENT_OVERHEAD = NONCE + TAG  # 28
+KEY_LEN = 32
+OID_LEN = 16
+
+META_VERSION = "s3encfs-v"
+META_KEY_ID = "s3encfs-kid"
+META_OID = "s3encfs-oid"
+META_WRAPPED = "s3encfs-key"
+META_ATTRS = "s3encfs-attrs"
+KEY_META = (META_VERSION, META_KEY_ID, META_OID, META_WRAPPED)
+
+# S3 allows 2 KB of user metadata (names + values); leave room for the key entries (~190 B).
+MAX_ATTRS_VALUE = 1800
+
+KEY_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+
+_WRAP_INFO = b"s3encfs/v1/wrap"
+_BLOB_INFO = b"s3encfs/v1/blob"
+_ATTRS_AAD = b"s3encfs/v1/attrs\x00"
+_BLOB_MAGIC = b"S3EB"
+_BLOB_ZERO_NONCE = bytes(NONCE)
+_BLOB_SALT = 16
+_SEG_AAD = struct.Struct(">B16sQ?")  # version, object id, segment index, last flag
+
+random_bytes: Callable[[int], bytes] = os.urandom
+
+
+class MissingMasterKey(IntegrityError):
+    """The object names a master key id that is not loaded."""
+
+    def __init__(self, key_id: str, available: list[str]) -> None:
+        have = ", ".join(sorted(available)) or "none"
+        super().__init__(
+            f"object was encrypted with master key {key_id!r}, which is not loaded "
+            f"(loaded: {have}); add it to the keyring to read this object"
+        )
+        self.key_id = key_id
+
+
+def b64e(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64d(text: str, what: str) -> bytes:
+    try:
+        raw = text.encode("ascii")
+        return base64.urlsafe_b64decode(raw + b"=" * (-len(raw) % 4))
+    except (UnicodeEncodeError, binascii.Error, ValueError) as e:
+        raise IntegrityError(f"metadata {what} is not valid base64url") from e
+
+
+def check_key_id(key_id: str) -> str:
+    if not KEY_ID_RE.fullmatch(key_id):
+        raise ValueError(
+            f"master key id {key_id!r} must be 1-64 chars of [A-Za-z0-9._:-] (it is stored in S3 metadata)"
+        )
+    return key_id
+
+
+def hkdf(
+    master: bytes, info: bytes, salt: bytes | None = None, length: int = KEY_LEN
+) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info).derive(
+        master
+    )
+
+
+class MasterKeys:
+    """The loaded master keys by id; `current` seals new data."""
+
+    def __init__(self, keys: Mapping[str, bytes], current: str) -> None:
+        for kid, key in keys.items():
+            check_key_id(kid)
+            if len(key) != KEY_LEN:
+                raise ValueError(
+                    f"master key {kid!r} must be {KEY_LEN} bytes, got {len(key)}"
+                )
+        if current not in keys:
+            raise ValueError(
+                f"current master key {current!r} is not among the loaded keys"
+            )
+        self._keys = dict(keys)
+        self.current = current
+
+    def get(self, key_id: str) -> bytes:
+        try:
+            return self._keys[key_id]
+        except KeyError:
+            raise MissingMasterKey(key_id, list(self._keys)) from None
+
+    def __contains__(self, key_id: object) -> bool:
+        return key_id in self._keys
+
+    def ids(self) -> list[str]:
+        return list(self._keys)
+
+
+# ---------------------------------------------------------------- data keys in metadata
+
+
+def _wrap_aad(key_id: str) -> bytes:
+    return _WRAP_INFO + b"\x00" + key_id.encode("ascii")
+
+
+def wrap_data_key(
+    keys: MasterKeys, key_id: str, oid: bytes, data_key: bytes
+) -> dict[str, str]:
+    """Metadata entries holding `data_key` wrapped under master `key_id` for object `oid`."""
+    wrap_key = hkdf(keys.get(key_id), _WRAP_INFO, salt=oid)
+    nonce = random_bytes(NONCE)
+    wrapped = nonce + AESGCM(wrap_key).encrypt(nonce, data_key, _wrap_aad(key_id))
+    return {
+        META_VERSION: str(FORMAT_VERSION),
+        META_KEY_ID: key_id,
+        META_OID: b64e(oid),
+        META_WRAPPED: b64e(wrapped),
+    }
+
+
+def key_id_of(metadata: Mapping[str, str]) -> str:
+    """The master key id an object's metadata names (IntegrityError if missing/unknown format)."""
+    version = metadata.get(META_VERSION)
+    if version is None or META_KEY_ID not in metadata:
+        raise IntegrityError(
+            "object has no s3encfs key metadata (not written by the client codec)"
+        )
+    if version != str(FORMAT_VERSION):
+        raise IntegrityError(f"unsupported s3encfs format version {version!r}")
+    return metadata[META_KEY_ID]
+
+
+def unwrap_data_key(
+    keys: MasterKeys, metadata: Mapping[str, str]
+) -> tuple[bytes, bytes]:
+    """Return (object id, data key) from an object's metadata."""
+    key_id = key_id_of(metadata)
+    master = keys.get(key_id)
+    oid = b64d(metadata.get(META_OID, ""), META_OID)
+    wrapped = b64d(metadata.get(META_WRAPPED, ""), META_WRAPPED)
+    if len(oid) != OID_LEN or len(wrapped) != NONCE + KEY_LEN + TAG:
+        raise IntegrityError(
+            "object key metadata has the wrong length (truncated or tampered)"
+        )
+    wrap_key = hkdf(master, _WRAP_INFO, salt=oid)
+    try:
+        data_key = AESGCM(wrap_key).decrypt(
+            wrapped[:NONCE], wrapped[NONCE:], _wrap_aad(key_id)
+        )
+    except InvalidTag:
+        raise IntegrityError(
+            f"cannot unwrap the object's data key with master key {key_id!r}: "
+            "wrong key material for that id, or tampered metadata"
+        ) from None
+    return oid, data_key
+
+
+# ---------------------------------------------------------------- segments
+
+
+class SegmentCipher:
+    """ObjectCipher for one object: AES-256-GCM per segment, random nonce, AAD = (oid, i, last)."""
+
+    __slots__ = ("_aead", "oid", "segment_size")
+
+    def __init__(self, oid: bytes, data_key: bytes, segment_size: int) -> None:
+        self.oid = oid
+        self.segment_size = segment_size
+        self._aead = AESGCM(data_key)
+
+    def _aad(self, index: int, last: bool) -> bytes:
+        return _SEG_AAD.pack(FORMAT_VERSION, self.oid, index, last)
+
+    def encrypt_segment(self, index: int, plaintext: bytes, last: bool) -> bytes:
+        n = len(plaintext)
+        if n > self.segment_size or (not last and n != self.segment_size):
+            raise ValueError(
+                f"segment {index}: {n} bytes (segment size {self.segment_size}, last={last})"
+            )
+        if n == 0 and index:
+            raise ValueError("only segment 0 may be empty")
+        nonce = random_bytes(NONCE)
+        return nonce + self._aead.encrypt(nonce, plaintext, self._aad(index, last))
+
+    def decrypt_segment(
+        self, index: int, data: bytes | memoryview, last: bool
+    ) -> bytes:
+        n = len(data)
+        full = n == self.segment_size + SEGMENT_OVERHEAD
+        if (
+            n < SEGMENT_OVERHEAD
+            or n > self.segment_size + SEGMENT_OVERHEAD
+            or (not last and not full)
+        ):
+            raise IntegrityError(f"segment {index} has invalid length {n} (truncated?)")
+        view = memoryview(data)
+        try:
+            return self._aead.decrypt(
+                view[:NONCE], view[NONCE:], self._aad(index, last)
+            )
+        except InvalidTag:
+            raise IntegrityError(
+                f"segment {index} (last={last}) failed authentication: tampered, truncated, "
+                "reordered or from another object"
+            ) from None
+
+
+def encrypt_object(cipher: SegmentCipher, plaintext: bytes) -> bytes:
+    """Whole-object helper (tests, small objects): plaintext -> object body."""
+    s = cipher.segment_size
+    count = max(1, -(-len(plaintext) // s))
+    view = memoryview(plaintext)
+    return b"".join(
+        cipher.encrypt_segment(i, bytes(view[i * s : (i + 1) * s]), i == count - 1)
+        for i in range(count)
+    )
+
+
+def decrypt_object(cipher: SegmentCipher, body: bytes) -> bytes:
+    """Whole-object helper: object body -> plaintext (IntegrityError on any damage)."""
+    stride = cipher.segment_size + SEGMENT_OVERHEAD
+    if not body:
+        raise IntegrityError("empty object body (truncated)")
+    count = -(-len(body) // stride)
+    view = memoryview(body)
+    return b"".join(
+        cipher.decrypt_segment(i, view[i * stride : (i + 1) * stride], i == count - 1)
+        for i in range(count)
+    )
+
+
+# ---------------------------------------------------------------- attrs
+
+
+def seal_attrs(cipher: SegmentCipher, attrs: Mapping[str, str]) -> str:
+    for k, v in attrs.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise TypeError("attrs must map str to str")
+    plain = json.dumps(
+        dict(attrs), separators=(",", ":"), ensure_ascii=False, sort_keys=True
+    )
+    nonce = random_bytes(NONCE)
+    sealed = nonce + cipher._aead.encrypt(
+        nonce, plain.encode("utf-8"), _ATTRS_AAD + cipher.oid
+    )
+    value = b64e(sealed)
+    if len(value) > MAX_ATTRS_VALUE:
+        raise ValueError(
+            f"sealed attributes need {len(value)} bytes of S3 metadata (limit {MAX_ATTRS_VALUE}); "
+            "too many or too large extended attributes"
+        )
+    return value
+
+
+def open_attrs(cipher: SegmentCipher, value: str) -> dict[str, str]:
+    sealed = b64d(value, META_ATTRS)
+    if len(sealed) < SEGMENT_OVERHEAD:
+        raise IntegrityError("sealed attrs too short")
+    try:
+        plain = cipher._aead.decrypt(
+            sealed[:NONCE], sealed[NONCE:], _ATTRS_AAD + cipher.oid
+        )
+    except InvalidTag:
+        raise IntegrityError(
+            "object attributes failed authentication (tampered or from another object)"
+        ) from None
+    attrs = json.loads(plain.decode("utf-8"))
+    if not isinstance(attrs, dict):
+        raise IntegrityError("sealed attrs are not a mapping")
+    return {str(k): str(v) for k, v in attrs.items()}
+
+
+# ---------------------------------------------------------------- blobs
+
+
+def _blob_header(key_id: str) -> bytes:
+    kid = key_id.encode("ascii")
+    return _BLOB_MAGIC + bytes([FORMAT_VERSION, len(kid)]) + kid
+
+
+def _blob_aad(header: bytes, purpose: str) -> bytes:
+    return header + b"\x00" + purpose.encode("utf-8")
+
+
+def seal_blob(keys: MasterKeys, purpose: str, data: bytes) -> bytes:
+    """magic | version | len(kid) | kid | salt(16) | AESGCM(HKDF(master, salt), nonce 0)(data).
+
+    The key is fresh per blob (random salt), so the fixed zero nonce is used exactly once."""
+    header = _blob_header(keys.current)
+    salt = random_bytes(_BLOB_SALT)
+    key = hkdf(keys.get(keys.current), _BLOB_INFO, salt=salt)
+    return (
+        header
+        + salt
+        + AESGCM(key).encrypt(_BLOB_ZERO_NONCE, data, _blob_aad(header, purpose))
+    )
+
+
+def open_blob(keys: MasterKeys, purpose: str, data: bytes) -> bytes:
+    if len(data) < 6 or data[:4] != _BLOB_MAGIC:
+        raise IntegrityError(f"not an s3encfs blob ({purpose})")
+    if data[4] != FORMAT_VERSION:
+        raise IntegrityError(f"unsupported blob version {data[4]}")
+    end = 6 + data[5]
+    body_start = end + _BLOB_SALT
+    if len(data) < body_start + TAG:
+        raise IntegrityError(f"blob ({purpose}) truncated")
+    try:
+        key_id = data[6:end].decode("ascii")
+    except UnicodeDecodeError:
+        raise IntegrityError("blob header has an invalid key id") from None
+    header = data[:end]
+    key = hkdf(keys.get(key_id), _BLOB_INFO, salt=data[end:body_start])
+    try:
+        return AESGCM(key).decrypt(
+            _BLOB_ZERO_NONCE, data[body_start:], _blob_aad(header, purpose)
+        )
+    except InvalidTag:
+        raise IntegrityError(
+            f"blob ({purpose}) failed authentication with master key {key_id!r}: "
+            "wrong key, wrong purpose or tampered"
+        ) from None
