@@ -1,0 +1,491 @@
+"""Per-mount TOML configuration (``/etc/s3encfs/NAME.toml``), CLI merging and ``config check``.
+
+Every ``s3encfs mount`` flag has a key.  Example::
+
+    source = "s3://backups/host1"
+    mountpoint = "/srv/backup"
+    endpoint_url = "https://s3.example.net"
+    encryption = "client"          # client|none|sse-s3|sse-kms[:KEY]|dsse-kms[:KEY]|sse-c:KEYNAME|client+sse-...
+    key = "host1"
+    cache_size = "20G"
+    options = ["allow_other"]
+
+    [backup]
+    source = "/home/"
+    excludes = ["*.tmp", ".cache/"]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+import re
+import shutil
+import tempfile
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+SYSTEM_CONFIG_DIR = Path("/etc/s3encfs")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+SSE_MODES = ("sse-s3", "sse-kms", "dsse-kms", "sse-c")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, worded for the person who wrote the file."""
+
+
+@dataclass(frozen=True)
+class BackupConfig:
+    """The ``[backup]`` table: what ``s3encfs backup NAME`` rsyncs into the mount."""
+
+    source: str = ""
+    excludes: list[str] = field(default_factory=list)
+    exclude_from: str | None = None
+    rsync_args: list[str] = field(default_factory=list)
+    delete: bool = True
+    subdir: str = ""  # inside the mountpoint
+    flush_timeout: float = 3600.0
+
+
+@dataclass(frozen=True)
+class MountConfig:
+    name: str = ""
+    source: str = ""  # s3://bucket[/prefix]
+    mountpoint: str = ""
+    endpoint_url: str | None = None
+    region: str | None = None
+    profile: str | None = None
+    encryption: str = "client"
+    bucket_key: bool = False
+    key: str | None = None
+    keyring: str | None = None  # key store path; None = the keyring module's default
+    cache_dir: str = ""  # "" = default_cache_dir(name)
+    cache_size: int = 10 * 1024**3
+    max_dirty: int = 2 * 1024**3
+    options: list[str] = field(default_factory=list)
+    log_level: str = "info"
+    debug: list[str] = field(default_factory=list)
+    upload_concurrency: int = 8
+    download_concurrency: int = 8
+    upload_delay: float = 2.0  # seconds a closed file waits before its upload (coalescing)
+    multipart_size: int = 16 * 1024**2
+    attr_timeout: float = 5.0
+    foreground: bool = False
+    backup: BackupConfig = field(default_factory=BackupConfig)
+    path: str | None = None  # the file this came from, for messages
+
+    @property
+    def bucket(self) -> str:
+        return parse_source(self.source)[0]
+
+    @property
+    def prefix(self) -> str:
+        return parse_source(self.source)[1]
+
+    @property
+    def effective_cache_dir(self) -> str:
+        return self.cache_dir or default_cache_dir(self.name or _mount_slug(self.mountpoint))
+
+    @property
+    def encryption_mode(self) -> tuple[bool, str | None, str | None]:
+        """(client-side?, SSE mode or None, SSE key name/id or None)."""
+        return parse_encryption(self.encryption)
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?)(b?)\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str | int) -> int:
+    """``"10G"`` → bytes.  K/M/G/T/P and KiB… are powers of 1024; kB/MB/GB/TB are powers of 1000."""
+    if isinstance(text, bool):
+        raise ConfigError(f"not a size: {text!r}")
+    if isinstance(text, int):
+        if text < 0:
+            raise ConfigError(f"size must not be negative: {text}")
+        return text
+    m = _SIZE.match(str(text))
+    if not m:
+        raise ConfigError(f"not a size: {text!r} (examples: 512M, 10G, 1.5T, 4096)")
+    number, unit, binary, byte = m.groups()
+    exp = " kmgtp".index(unit.lower()) if unit else 0
+    base = 1000 if (byte and not binary and unit) else 1024
+    return int(float(number) * base**exp)
+
+
+def format_size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def parse_source(source: str) -> tuple[str, str]:
+    """``s3://bucket/some/prefix`` → ("bucket", "some/prefix/"); the prefix ends with '/' or is ''."""
+    if not source.startswith("s3://"):
+        raise ConfigError(f"source must look like s3://BUCKET[/PREFIX], got {source!r}")
+    bucket, _, prefix = source[5:].partition("/")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.\-_]{1,254}", bucket):
+        raise ConfigError(f"invalid bucket name {bucket!r} in {source!r}")
+    prefix = prefix.strip("/")
+    return bucket, (prefix + "/" if prefix else "")
+
+
+def parse_encryption(spec: str) -> tuple[bool, str | None, str | None]:
+    """``client``, ``none``, ``sse-kms:alias/x``, ``client+sse-c:k`` → (client, sse, sse_key)."""
+    text = spec.strip().lower() if ":" not in spec else spec.strip()
+    client = False
+    rest = text
+    if text.lower().startswith("client"):
+        client = True
+        rest = text[len("client") :]
+        if rest and not rest.startswith("+"):
+            raise ConfigError(f"bad encryption {spec!r}")
+        rest = rest[1:]
+        if not rest:
+            return True, None, None
+    elif text.lower() == "none":
+        return False, None, None
+    mode, _, key = rest.partition(":")
+    mode = mode.lower()
+    if mode not in SSE_MODES:
+        raise ConfigError(
+            f"bad encryption {spec!r}: use client, none, sse-s3, sse-kms[:KEY], "
+            "dsse-kms[:KEY], sse-c:KEYNAME or client+<sse mode>"
+        )
+    if mode == "sse-s3" and key:
+        raise ConfigError(f"sse-s3 takes no key: {spec!r}")
+    if mode == "sse-c" and not key:
+        raise ConfigError(f"sse-c needs a key name from the keyring: sse-c:KEYNAME ({spec!r})")
+    return client, mode, key or None
+
+
+def default_cache_dir(name: str) -> str:
+    if os.geteuid() == 0:
+        return f"/var/cache/s3encfs/{name}"
+    import platformdirs
+
+    return os.path.join(platformdirs.user_cache_dir("s3encfs"), name)
+
+
+def _mount_slug(mountpoint: str) -> str:
+    return mountpoint.strip("/").replace("/", "-") or "root"
+
+
+_SIZE_FIELDS = {"cache_size", "max_dirty", "multipart_size"}
+_LIST_FIELDS = {"options", "debug"}
+
+
+def _check_type(where: str, key: str, value: Any, expected: Any) -> Any:
+    def bad(kind: str) -> ConfigError:
+        return ConfigError(f"{where}: {key} must be {kind}, got {value!r}")
+
+    if key in _SIZE_FIELDS:
+        try:
+            return parse_size(value)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {key}: {exc}") from None
+    if key in _LIST_FIELDS or expected == "list[str]":
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise bad("a list of strings")
+        return list(value)
+    if expected in ("bool",):
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if expected in ("int",):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("an integer")
+        return value
+    if expected in ("float",):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad("a number")
+        return float(value)
+    if not isinstance(value, str):
+        raise bad("a string")
+    return value
+
+
+def _coerce(cls: type, data: Mapping[str, Any], where: str) -> dict[str, Any]:
+    types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        norm = key.replace("-", "_")
+        if norm not in types or norm in ("path", "backup", "name"):
+            known = ", ".join(sorted(k for k in types if k not in ("path", "backup", "name")))
+            raise ConfigError(f"{where}: unknown key {key!r} (known keys: {known})")
+        if value is None:
+            continue
+        expected = types[norm].replace(" | None", "")
+        out[norm] = _check_type(where, key, value, expected)
+    return out
+
+
+def validate(cfg: MountConfig, complete: bool = True) -> MountConfig:
+    """Check values that depend on each other; ``complete`` requires source and mountpoint."""
+    where = cfg.path or "configuration"
+    if complete and not cfg.source:
+        raise ConfigError(f"{where}: no source (s3://BUCKET[/PREFIX]) given")
+    if complete and not cfg.mountpoint:
+        raise ConfigError(f"{where}: no mountpoint given")
+    try:
+        if cfg.source:
+            parse_source(cfg.source)
+        client, sse, _ = parse_encryption(cfg.encryption)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    if cfg.mountpoint and not os.path.isabs(cfg.mountpoint):
+        raise ConfigError(f"{where}: mountpoint must be an absolute path: {cfg.mountpoint!r}")
+    if cfg.cache_dir and not os.path.isabs(cfg.cache_dir):
+        raise ConfigError(f"{where}: cache_dir must be an absolute path: {cfg.cache_dir!r}")
+    if cfg.log_level.lower() not in LOG_LEVELS:
+        raise ConfigError(f"{where}: log_level must be one of {', '.join(LOG_LEVELS)}")
+    if cfg.bucket_key and sse not in ("sse-kms", "dsse-kms"):
+        raise ConfigError(f"{where}: bucket_key only applies to sse-kms / dsse-kms encryption")
+    if cfg.key and not client:
+        raise ConfigError(f"{where}: key names a client-side key, but encryption is {cfg.encryption!r}")
+    for name in ("upload_concurrency", "download_concurrency"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"{where}: {name} must be at least 1")
+    if cfg.multipart_size < 5 * 1024**2:
+        raise ConfigError(f"{where}: multipart_size must be at least 5M (an S3 limit)")
+    if cfg.max_dirty > cfg.cache_size:
+        raise ConfigError(f"{where}: max_dirty ({format_size(cfg.max_dirty)}) exceeds cache_size")
+    if cfg.upload_delay < 0:
+        raise ConfigError(f"{where}: upload_delay must not be negative")
+    return cfg
+
+
+def config_search_path(name: str) -> list[Path]:
+    dirs = []
+    if env := os.environ.get("S3ENCFS_CONFIG_DIR"):
+        dirs.append(Path(env))
+    dirs.append(SYSTEM_CONFIG_DIR)
+    if os.geteuid() != 0:
+        import platformdirs
+
+        dirs.append(Path(platformdirs.user_config_dir("s3encfs")))
+    return [d / f"{name}.toml" for d in dirs]
+
+
+def resolve_config_path(name_or_path: str) -> Path:
+    """A path (contains '/' or ends in .toml) as is; a NAME is looked up in the config dirs."""
+    if "/" in name_or_path or name_or_path.endswith(".toml"):
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        return path
+    if not re.fullmatch(r"[A-Za-z0-9_.@\-]+", name_or_path):
+        raise ConfigError(f"invalid config name {name_or_path!r}")
+    candidates = config_search_path(name_or_path)
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise ConfigError(
+        f"no config named {name_or_path!r}; looked in " + ", ".join(str(p) for p in candidates)
+    )
+
+
+def load_config(name_or_path: str) -> MountConfig:
+    """Read and validate one mount's TOML file (source and mountpoint may come from flags later)."""
+    path = resolve_config_path(name_or_path)
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror}") from None
+    backup_raw = data.pop("backup", {})
+    if not isinstance(backup_raw, dict):
+        raise ConfigError(f"{path}: backup must be a table ([backup])")
+    values = _coerce(MountConfig, data, str(path))
+    backup = BackupConfig(**_coerce(BackupConfig, backup_raw, f"{path} [backup]"))
+    cfg = MountConfig(name=path.stem, path=str(path), backup=backup, **values)
+    return validate(cfg, complete=False)
+
+
+def merge(config: MountConfig, cli_overrides: Mapping[str, Any]) -> MountConfig:
+    """Flags win over the file; a value of None means "flag not given".  Validates the result.
+
+    ``options`` given on the command line are appended to the file's options.
+    """
+    where = "command line"
+    given = {k: v for k, v in cli_overrides.items() if v is not None and v != () and v != []}
+    values = _coerce(MountConfig, given, where)
+    if "options" in values:
+        opts = [o for item in values["options"] for o in item.split(",") if o]
+        values["options"] = list(config.options) + [o for o in opts if o not in config.options]
+    if "debug" in values:
+        values["debug"] = [d for item in values["debug"] for d in item.split(",") if d]
+    return validate(dataclasses.replace(config, **values))
+
+
+# ----------------------------------------------------------------------------- checks
+
+Check = tuple[str, bool, str]
+KeyLookup = Callable[[MountConfig, str], object]
+BucketCheck = Callable[[MountConfig], object]
+
+
+def _default_key_lookup(cfg: MountConfig, name: str) -> object:
+    keyring_mod: Any = importlib.import_module("s3encfs.keys.keyring")  # lazy: teammate's module
+    ring = keyring_mod.Keyring(cfg.keyring) if cfg.keyring else keyring_mod.Keyring()
+    return ring.get(name)
+
+
+def _default_bucket_check(cfg: MountConfig) -> object:
+    s3_mod: Any = importlib.import_module("s3encfs.store.s3")  # lazy: teammate's module
+    store = s3_mod.ObjectStore(
+        cfg.bucket, endpoint_url=cfg.endpoint_url, region=cfg.region, profile=cfg.profile
+    )
+    return store.check_bucket()
+
+
+def needed_keys(cfg: MountConfig) -> list[str]:
+    client, sse, sse_key = cfg.encryption_mode
+    keys = []
+    if client:
+        keys.append(cfg.key or "default")
+    if sse == "sse-c" and sse_key:
+        keys.append(sse_key)
+    return keys
+
+
+def _check_cache_dir(path: str) -> Check:
+    label = f"cache dir {path}"
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".check-") as f:
+            f.write(b"x")
+            f.flush()
+        free = shutil.disk_usage(path).free
+    except OSError as exc:
+        return label, False, f"not writable: {exc.strerror or exc}"
+    return label, True, f"writable, {format_size(free)} free"
+
+
+def _check_mountpoint(path: str) -> Check:
+    label = f"mountpoint {path}"
+    if not os.path.isdir(path):
+        return label, False, "does not exist or is not a directory (create it: mkdir -p)"
+    if os.path.ismount(path):
+        return label, False, "something is already mounted there"
+    return label, True, "directory exists"
+
+
+def _check_fuse() -> Check:
+    if not os.path.exists("/dev/fuse"):
+        return "fuse", False, "/dev/fuse missing (modprobe fuse; install fuse3)"
+    if os.geteuid() != 0 and not shutil.which("fusermount3"):
+        return "fuse", False, "fusermount3 not found (install fuse3)"
+    return "fuse", True, "/dev/fuse present"
+
+
+def check_config(
+    cfg: MountConfig,
+    key_lookup: KeyLookup | None = None,
+    bucket_check: BucketCheck | None = None,
+) -> list[Check]:
+    """Run every pre-mount check; never raises, never prints key material."""
+    results: list[Check] = [_check_fuse(), _check_mountpoint(cfg.mountpoint)]
+    results.append(_check_cache_dir(cfg.effective_cache_dir))
+    lookup = key_lookup or _default_key_lookup
+    for name in needed_keys(cfg):
+        label = f"key {name!r}"
+        try:
+            found = lookup(cfg, name)
+        except ImportError:
+            results.append((label, False, "keyring module not available"))
+        except Exception as exc:  # noqa: BLE001 - a diagnosis tool reports, never crashes
+            results.append((label, False, f"{type(exc).__name__}: {exc}"))
+        else:
+            ok = found is not None
+            results.append((label, ok, "present in keyring" if ok else "not in keyring"))
+    probe = bucket_check or _default_bucket_check
+    label = f"bucket {cfg.bucket}"
+    try:
+        answer = probe(cfg)
+    except ImportError:
+        results.append((label, False, "store module not available"))
+    except Exception as exc:  # noqa: BLE001
+        results.append((label, False, f"{type(exc).__name__}: {exc}"))
+    else:
+        ok = answer is not False
+        detail = answer if isinstance(answer, str) else ("reachable" if ok else "not reachable")
+        results.append((label, ok, detail))
+    return results
+
+
+def describe(cfg: MountConfig) -> list[tuple[str, str]]:
+    """What a mount with this config would do, as (label, value) lines."""
+    client, sse, sse_key = cfg.encryption_mode
+    parts = []
+    if client:
+        parts.append(f"client-side (key {cfg.key or 'default'!r})")
+    if sse:
+        extra = f" key {sse_key!r}" if sse_key else ""
+        parts.append(f"{sse}{extra}{' with bucket key' if cfg.bucket_key else ''}")
+    cache = (
+        f"{cfg.effective_cache_dir} ({format_size(cfg.cache_size)}, "
+        f"max dirty {format_size(cfg.max_dirty)})"
+    )
+    return [
+        ("config", cfg.path or "(flags only)"),
+        ("source", cfg.source),
+        ("mountpoint", cfg.mountpoint),
+        ("endpoint", cfg.endpoint_url or "(AWS default)"),
+        ("encryption", " + ".join(parts) or "none (plaintext objects)"),
+        ("cache", cache),
+        ("options", ",".join(cfg.options) or "-"),
+    ]
+
+
+@click.group("config")
+def config() -> None:
+    """Inspect mount configurations (/etc/s3encfs/NAME.toml)."""
+
+
+@config.command("check")
+@click.argument("name")
+def check_cmd(name: str) -> None:
+    """Show what mounting NAME would do and run the pre-mount checks (exit 1 on failure)."""
+    try:
+        cfg = validate(load_config(name))
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise SystemExit(1) from None
+    for label, value in describe(cfg):
+        click.echo(f"{label:>10}: {value}")
+    click.echo("")
+    results = check_config(cfg)
+    for label, ok, detail in results:
+        mark = click.style(" ok ", fg="green") if ok else click.style("FAIL", fg="red")
+        click.echo(f"[{mark}] {label}: {detail}")
+    if not all(ok for _, ok, _ in results):
+        raise SystemExit(1)
+
+
+@config.command("show")
+@click.argument("name")
+def show_cmd(name: str) -> None:
+    """Print the effective configuration of NAME with defaults filled in."""
+    try:
+        cfg = load_config(name)
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise SystemExit(1) from None
+    for f in dataclasses.fields(cfg):
+        if f.name not in ("backup", "path", "name"):
+            click.echo(f"{f.name} = {getattr(cfg, f.name)!r}")
+    for f in dataclasses.fields(cfg.backup):
+        click.echo(f"backup.{f.name} = {getattr(cfg.backup, f.name)!r}")
