@@ -118,7 +118,7 @@ def test_unknown_backup_key(tmp_path: Path) -> None:
         ('encryption = "sse-s3"\nkey = "k"', "client-side key"),
         ('log_level = "loud"', "log_level"),
         ('cache_size = "1G"\nmax_dirty = "2G"', "exceeds cache_size"),
-        ("source = [", "line 1"),  # TOML syntax error
+        ("source = [", "Invalid value"),  # TOML syntax error
     ],
 )
 def test_validation_errors(tmp_path: Path, line: str, match: str) -> None:
