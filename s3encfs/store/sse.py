@@ -1,0 +1,273 @@
+"""Server-side encryption policy: which headers every call carries, and proof they were honoured.
+
+One `SsePolicy` is chosen at mount. `ObjectStore` asks it for boto3 parameters on every call and
+hands it every write response to `verify`. A server that silently drops SSE (moto, SeaweedFS with
+DSSE-KMS) is caught either by `verify` or by the mount-time `canary`.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+from cryptography.hazmat.primitives import hashes
+
+from .errors import SseMismatch, SseNotEnforced, StoreError, map_error
+
+if TYPE_CHECKING:
+    from .s3 import ObjectStore
+
+SSEC_META = "s3encfs-ssec"  # user metadata naming the SSE-C key that wrote an object
+# Operations whose responses may legitimately omit SSE headers (SeaweedFS omits them on
+# Create/CompleteMultipartUpload under SSE-S3/KMS); the store HEADs after complete instead.
+LENIENT_OPS = frozenset({"create_multipart", "complete_multipart", "upload_part", "upload_part_copy"})
+
+
+class SsePolicy:
+    """No server-side encryption requested (the base class is mode ``none``)."""
+
+    mode = "none"
+
+    def write_args(self) -> dict[str, Any]:
+        return {}
+
+    def part_args(self) -> dict[str, Any]:
+        return {}
+
+    def read_args(self, key_id: str | None) -> dict[str, Any]:
+        return {}
+
+    def copy_source_args(self, key_id: str | None) -> dict[str, Any]:
+        return {}
+
+    def write_metadata(self) -> dict[str, str]:
+        return {}
+
+    def read_key_ids(self) -> list[str]:
+        """Key ids to try, newest first, when reading an object whose key id is unknown."""
+        return []
+
+    def verify(self, response: dict[str, Any], op: str, key: str) -> None:
+        return None
+
+    def describe(self) -> str:
+        return self.mode
+
+    def __repr__(self) -> str:  # never shows secrets
+        return f"<SsePolicy {self.describe()}>"
+
+
+def _mismatch(op: str, key: str, what: str, got: object) -> SseMismatch:
+    return SseMismatch(
+        f"{key}: {op} response lacks promised SSE: expected {what}, server said {got!r}",
+        code="SseMismatch",
+        key=key,
+    )
+
+
+class KmsLikePolicy(SsePolicy):
+    """SSE-S3 (AES256), SSE-KMS (aws:kms) and DSSE-KMS (aws:kms:dsse): the server holds keys."""
+
+    def __init__(self, mode: str, algorithm: str, kms_key_id: str | None, bucket_key: bool):
+        self.mode = mode
+        self.algorithm = algorithm
+        self.kms_key_id = kms_key_id
+        self.bucket_key = bucket_key
+
+    def write_args(self) -> dict[str, Any]:
+        args: dict[str, Any] = {"ServerSideEncryption": self.algorithm}
+        if self.kms_key_id:
+            args["SSEKMSKeyId"] = self.kms_key_id
+        if self.bucket_key:
+            args["BucketKeyEnabled"] = True
+        return args
+
+    def _key_matches(self, got: str) -> bool:
+        want = self.kms_key_id or ""
+        if not want or got == want:
+            return True
+        if want.startswith("alias/"):
+            return bool(got)  # AWS answers with the key ARN, not the alias
+        return got.endswith(("/" + want, ":" + want))
+
+    def verify(self, response: dict[str, Any], op: str, key: str) -> None:
+        got = response.get("ServerSideEncryption")
+        if got is None and op in LENIENT_OPS:
+            return
+        if got != self.algorithm:
+            raise _mismatch(op, key, f"ServerSideEncryption={self.algorithm}", got)
+        if self.algorithm != "AES256" and self.kms_key_id:
+            kid = response.get("SSEKMSKeyId")
+            if kid is not None and not self._key_matches(str(kid)):
+                raise _mismatch(op, key, f"SSEKMSKeyId={self.kms_key_id}", kid)
+        if self.bucket_key and response.get("BucketKeyEnabled") is not True:
+            raise _mismatch(op, key, "BucketKeyEnabled=true", response.get("BucketKeyEnabled"))
+
+    def describe(self) -> str:
+        kid = f":{self.kms_key_id}" if self.kms_key_id else ""
+        return f"{self.mode}{kid}" + (" +bucket-key" if self.bucket_key else "")
+
+
+def key_md5(secret: bytes) -> str:
+    """Base64 MD5 of an SSE-C key, as S3 echoes it (a fingerprint, not a secret)."""
+    h = hashes.Hash(hashes.MD5())
+    h.update(secret)
+    return base64.b64encode(h.finalize()).decode()
+
+
+class SseCPolicy(SsePolicy):
+    """SSE-C: the key travels with every request; S3 never stores it. Newest key writes."""
+
+    mode = "sse-c"
+
+    def __init__(self, keys: list[tuple[str, bytes]]):
+        if not keys:
+            raise ValueError("sse-c needs at least one key")
+        for name, secret in keys:
+            if len(secret) != 32:
+                raise ValueError(f"sse-c key {name!r} must be 32 bytes")
+            if not name or "," in name:
+                raise ValueError(f"bad sse-c key name {name!r}")
+        self._keys = dict(keys)
+        self._order = [name for name, _ in keys]
+        self._md5 = {name: key_md5(secret) for name, secret in keys}
+
+    @property
+    def writer(self) -> str:
+        return self._order[0]
+
+    def _secret(self, key_id: str | None) -> bytes:
+        name = key_id or self.writer
+        try:
+            return self._keys[name]
+        except KeyError:
+            raise StoreError(
+                f"object was written with SSE-C key {name!r}, which is not in the keyring",
+                code="UnknownSseCKey",
+            ) from None
+
+    def _args(self, prefix: str, key_id: str | None) -> dict[str, Any]:
+        secret = self._secret(key_id)
+        # botocore base64-encodes raw bytes and adds the MD5 header itself.
+        return {f"{prefix}SSECustomerAlgorithm": "AES256", f"{prefix}SSECustomerKey": secret}
+
+    def write_args(self) -> dict[str, Any]:
+        return self._args("", None)
+
+    def part_args(self) -> dict[str, Any]:
+        return self._args("", None)
+
+    def read_args(self, key_id: str | None) -> dict[str, Any]:
+        return self._args("", key_id)
+
+    def copy_source_args(self, key_id: str | None) -> dict[str, Any]:
+        return self._args("CopySource", key_id)
+
+    def write_metadata(self) -> dict[str, str]:
+        return {SSEC_META: self.writer}
+
+    def read_key_ids(self) -> list[str]:
+        return list(self._order)
+
+    def known_md5(self, key_id: str) -> str:
+        return self._md5[key_id]
+
+    def verify(self, response: dict[str, Any], op: str, key: str) -> None:
+        alg = response.get("SSECustomerAlgorithm")
+        md5 = response.get("SSECustomerKeyMD5")
+        if alg is None and md5 is None and op in LENIENT_OPS:
+            return
+        if alg != "AES256":
+            raise _mismatch(op, key, "SSECustomerAlgorithm=AES256", alg)
+        # SeaweedFS repeats the header after multipart ("X, X"): every copy must agree.
+        values = {v.strip() for v in str(md5 or "").split(",")}
+        allowed = set(self._md5.values()) if op == "head" else {self._md5[self.writer]}
+        if not values or not values <= allowed:
+            raise _mismatch(op, key, "SSECustomerKeyMD5 of the keyring key", "<other key>")
+
+    def describe(self) -> str:
+        return f"sse-c (keys: {', '.join(self._order)}; writes with {self.writer})"
+
+
+def parse_policy(
+    spec: str, *, bucket_key: bool = False, ssec_keys: list[tuple[str, bytes]] | None = None
+) -> SsePolicy:
+    """``none`` | ``sse-s3`` | ``sse-kms[:KEY]`` | ``dsse-kms[:KEY]`` | ``sse-c``."""
+    mode, _, arg = spec.strip().partition(":")
+    mode = mode.lower()
+    kid = arg or None
+    if mode in ("", "none", "client"):
+        return SsePolicy()
+    if mode == "sse-s3":
+        if kid:
+            raise ValueError("sse-s3 takes no key id")
+        return KmsLikePolicy("sse-s3", "AES256", None, bucket_key)
+    if mode == "sse-kms":
+        return KmsLikePolicy("sse-kms", "aws:kms", kid, bucket_key)
+    if mode == "dsse-kms":
+        return KmsLikePolicy("dsse-kms", "aws:kms:dsse", kid, bucket_key)
+    if mode == "sse-c":
+        if kid:
+            raise ValueError("sse-c takes its keys from the keyring, not from the spec")
+        return SseCPolicy(list(ssec_keys or []))
+    raise ValueError(f"unknown SSE mode {spec!r} (none, sse-s3, sse-kms[:KEY], dsse-kms[:KEY], sse-c)")
+
+
+def _refuse(store: ObjectStore, key: str, why: str) -> SseNotEnforced:
+    return SseNotEnforced(
+        f"s3://{store.bucket}/{key}: server does not enforce {store.sse.describe()}: {why}; "
+        "refusing to mount (data would be stored without the promised encryption)",
+        code="SseNotEnforced",
+        key=key,
+        bucket=store.bucket,
+    )
+
+
+def canary(store: ObjectStore, prefix: str) -> None:
+    """Write a small object under the policy and prove the server enforced it; then delete it."""
+    key = f"{prefix}.s3encfs-canary-{secrets.token_hex(8)}"
+    body = secrets.token_bytes(64)
+    policy = store.sse
+    try:
+        try:
+            store.put(key, body, {})
+        except SseMismatch as exc:
+            raise _refuse(store, key, f"write response lacked SSE headers ({exc})") from exc
+        data, _ = store.get(key)
+        if data != body:
+            raise StoreError(f"s3://{store.bucket}/{key}: canary read back different bytes",
+                             code="CanaryCorrupt", key=key, bucket=store.bucket)
+        try:
+            raw = store.client.head_object(Bucket=store.bucket, Key=key, **policy.read_args(None))
+        except ClientError as exc:
+            raise map_error(exc, bucket=store.bucket, key=key, op="HeadObject") from exc
+        try:
+            policy.verify(raw, "head", key)
+        except SseMismatch as exc:
+            raise _refuse(store, key, f"HEAD shows no SSE ({exc})") from exc
+        if isinstance(policy, SseCPolicy):
+            _prove_key_required(store, key)
+    finally:
+        try:
+            store.delete(key)
+        except StoreError:
+            pass
+
+
+def _prove_key_required(store: ObjectStore, key: str) -> None:
+    for op, call in (
+        ("HEAD", store.client.head_object),
+        ("GET", store.client.get_object),
+    ):
+        try:
+            resp = call(Bucket=store.bucket, Key=key)
+        except ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status in (400, 403):
+                continue
+            raise map_error(exc, bucket=store.bucket, key=key, op=op) from exc
+        if "Body" in resp:
+            resp["Body"].close()
+        raise _refuse(store, key, f"{op} without the customer key succeeded")
