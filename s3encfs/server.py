@@ -171,6 +171,8 @@ class SeaweedS3:
             f"-master.port={p['master']}",
             f"-master.port.grpc={p['master_grpc']}",
             "-master.telemetry=false",
+            # One master: a restart otherwise waits ~13 s for raft to re-elect itself.
+            "-master.electionTimeout=1s",
             f"-master.volumeSizeLimitMB={VOLUME_SIZE_LIMIT_MB}",
             f"-volume.max={VOLUME_MAX}",
             f"-volume.port={p['volume']}",
@@ -251,8 +253,12 @@ class SeaweedS3:
         on_disk = len(list((self.state_dir / "data").glob("*.dat")))
         return bool(nodes) and sum(int(n.get("Volumes", 0)) for n in nodes) >= on_disk
 
-    def stop(self, timeout: float = 20) -> None:
-        """Terminate gracefully; SIGKILL if it does not exit within `timeout`."""
+    def stop(self, timeout: float = 5) -> None:
+        """SIGTERM, then SIGKILL after `timeout` s.
+
+        weed's filer waits 15 s for its gRPC streams to drain before exiting; a SIGKILL loses
+        nothing already acknowledged (data is in the page cache), so we do not wait that long.
+        """
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
             try:
