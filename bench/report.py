@@ -1,0 +1,118 @@
+"""Turn results into the side-by-side table, the ratio columns and the JSON file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+# workload -> (metric, higher is better, label)
+METRIC: dict[str, tuple[str, bool, str]] = {
+    "W1": ("mbps", True, "write 1 file until durable"),
+    "W2": ("mbps", True, "cold sequential read"),
+    "W2b": ("mbps", True, "warm sequential read"),
+    "W3": ("iops", True, "cold 4 KiB random read"),
+    "W4": ("seconds", False, "rsync tree until durable"),
+    "W5": ("seconds", False, "rsync again, fresh mount"),
+    "W6": ("seconds", False, "stat tree, fresh mount"),
+    "M1": ("mbps", True, "mem: big write until durable"),
+    "M2": ("seconds", False, "mem: ls -f 100k-entry dir"),
+}
+CEILING = {"W1": "W7up", "W2": "W7down", "W2b": "W7down"}
+OURS = ("s3encfs-plain", "s3encfs-client")
+
+Results = dict[str, dict[str, dict[str, Any]]]  # workload -> peer -> Result.to_json()
+
+
+def cell(r: dict[str, Any] | None, workload: str) -> str:
+    if r is None:
+        return "-"
+    if r.get("status", "ok") != "ok":
+        return str(r["status"]).split(":")[0]
+    metric = METRIC.get(workload, ("mbps", True, ""))[0]
+    secs = r.get("seconds")
+    parts = [f"{secs:.1f}s"] if secs is not None else []
+    if metric == "mbps" and r.get("mbps") is not None:
+        parts.append(f"{r['mbps']:.0f}MB/s")
+    if metric == "iops" and r.get("iops") is not None:
+        parts = [f"{r['iops']:.0f}IOPS"]
+    if workload in ("W5", "M2") and r.get("items") is not None:
+        parts.append(f"{r['items']}it")
+    return " ".join(parts)
+
+
+def score(r: dict[str, Any] | None, workload: str) -> float | None:
+    """A higher-is-better number for ratios (1/seconds for time metrics)."""
+    if not r or r.get("status", "ok") != "ok":
+        return None
+    metric, higher, _ = METRIC[workload]
+    v = r.get(metric)
+    if not v:
+        return None
+    return float(v) if higher else 1.0 / float(v)
+
+
+def ratios(results: Results, peers: list[str]) -> dict[str, dict[str, float | None]]:
+    """workload -> {'<ours>/best': x, '<ours>/ceiling': y}; >1 means s3encfs is faster."""
+    out: dict[str, dict[str, float | None]] = {}
+    others = [p for p in peers if p not in OURS]
+    for w in results:
+        if w not in METRIC:
+            continue
+        row: dict[str, float | None] = {}
+        best = max((s for p in others if (s := score(results[w].get(p), w)) is not None),
+                   default=None)
+        ceil_r = results.get(CEILING.get(w, ""), {}).get("boto3")
+        ceil = ceil_r.get("mbps") if ceil_r and ceil_r.get("status", "ok") == "ok" else None
+        for ours in OURS:
+            s = score(results[w].get(ours), w)
+            if ours not in peers:
+                continue
+            row[f"{ours}/best"] = s / best if s and best else None
+            row[f"{ours}/ceil"] = s / ceil if s and ceil else None
+        out[w] = row
+    return out
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    lines = [fmt.format(*header), fmt.format(*["-" * w for w in widths])]
+    lines += [fmt.format(*r) for r in rows]
+    return "\n".join(lines)
+
+
+def render(results: Results, peers: list[str]) -> str:
+    """The main table (with ratio columns), the ceiling, and the peak-RSS table."""
+    rat = ratios(results, peers)
+    ratio_cols = [f"{o}/{k}" for o in OURS if o in peers for k in ("best", "ceil")]
+    header = ["workload", *peers, *[c.replace("s3encfs-", "") for c in ratio_cols]]
+    rows = []
+    order = [w for w in METRIC if w in results]
+    for w in order:
+        row = [f"{w} {METRIC[w][2]}"] + [cell(results[w].get(p), w) for p in peers]
+        for c in ratio_cols:
+            v = rat.get(w, {}).get(c)
+            row.append(f"{v:.2f}" if v is not None else "-")
+        rows.append(row)
+    out = [_table(header, rows)]
+    ceil = [f"{w}: {cell(results[w].get('boto3'), 'W1')}" for w in ("W7up", "W7down")
+            if w in results]
+    if ceil:
+        out.append("W7 ceiling (boto3 s3transfer, 16 MiB parts, 10 threads): " + ", ".join(ceil))
+    rss_rows = []
+    for w in order:
+        vals = [results[w].get(p, {}).get("peak_rss_mib") for p in peers]
+        if any(v is not None for v in vals):
+            rss_rows.append([w] + [f"{v:.0f}" if v is not None else "-" for v in vals])
+    if rss_rows:
+        out.append("Peak RSS of the FUSE daemon during each workload's mount session (MiB):")
+        out.append(_table(["workload", *peers], rss_rows))
+    out.append("ratios: s3encfs speed / best peer's (or the W7 ceiling); >1 = s3encfs faster")
+    return "\n\n".join(out)
+
+
+def write_json(path: Path, meta: dict[str, Any], results: Results, peers: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"meta": meta, "peers": peers, "results": results, "ratios": ratios(results, peers)}
+    path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")

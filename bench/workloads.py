@@ -1,0 +1,344 @@
+"""The workloads W1–W7 and the memory extras, run against one mounted peer at a time.
+
+Each workload owns its mount sessions (cold = new process + empty cache + dropped page cache),
+runs its commands under a deadline, and returns a `Result`; a hang becomes ``status="timeout"``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.peers import BenchError, Peer
+
+MIB = 1024 * 1024
+WORKLOADS = ["W1", "W2", "W2b", "W3", "W4", "W5", "W6", "W7"]
+MEMORY = ["M1", "M2"]
+
+
+class WorkloadTimeout(Exception):
+    pass
+
+
+@dataclass
+class Result:
+    status: str = "ok"  # ok | timeout | error: <why> | skipped
+    seconds: float | None = None
+    mbps: float | None = None  # 10^6 bytes per second
+    iops: float | None = None
+    items: int | None = None
+    peak_rss_mib: float | None = None
+    note: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v not in (None, "")}
+
+
+@dataclass
+class Plan:
+    """Sizes and sources for one run."""
+
+    src: Path  # random file of `size` bytes on local disk
+    size: int
+    rand_src: Path  # random file for W3
+    rand_size: int
+    fio_io_size: int
+    fio_runtime: int
+    tree: Path  # directory rsynced in W4–W6
+    timeout: float  # per workload
+    mem_size: int  # M1 file size
+    mem_entries: int  # M2 directory size
+
+
+def drop_caches() -> None:
+    """Drop clean page cache, dentries and inodes (no sync: a hung FUSE mount must not block)."""
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3")
+    except OSError:
+        pass
+
+
+def run(cmd: list[str] | str, peer: Peer, timeout: float) -> tuple[float, str]:
+    """Run a command (a string goes to bash with pipefail); returns (seconds, stdout).
+
+    On timeout the command's process group is killed and the peer's mount is aborted, so a
+    process stuck in the FUSE mount is released too.
+    """
+    argv = ["bash", "-o", "pipefail", "-c", cmd] if isinstance(cmd, str) else cmd
+    t0 = time.monotonic()
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         start_new_session=True, stdin=subprocess.DEVNULL)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        peer.abort()
+        try:
+            p.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        raise WorkloadTimeout(f"{argv[-1]!s:.80} after {timeout:.0f}s") from None
+    elapsed = time.monotonic() - t0
+    if p.returncode != 0:
+        raise BenchError(f"{argv[-1]!s:.80} exited {p.returncode}: {err.decode(errors='replace')[-300:]}")
+    return elapsed, out.decode(errors="replace")
+
+
+def list_sizes(peer: Peer, bucket: str | None = None) -> list[int]:
+    sizes: list[int] = []
+    pages = peer.ctx.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket or peer.bucket)
+    for page in pages:
+        sizes += [o["Size"] for o in page.get("Contents", [])]
+    return sizes
+
+
+def verify_object(peer: Peer, plain_size: int) -> None:
+    lo, hi = peer.object_size_range(plain_size)
+    sizes = list_sizes(peer)
+    if not any(lo <= s <= hi for s in sizes):
+        raise BenchError(f"no object of size {lo}..{hi} in {peer.bucket} (have {sorted(sizes)[-5:]})")
+
+
+class Runner:
+    """Runs the selected workloads for one peer, in dependency order."""
+
+    def __init__(self, peer: Peer, plan: Plan, log: Callable[[str], None]):
+        self.peer = peer
+        self.plan = plan
+        self.log = log
+        self.have_big = False
+        self.have_rand = False
+        self.have_tree = False
+
+    def guarded(self, name: str, fn: Callable[[], Result]) -> Result:
+        self.log(f"  {self.peer.name} {name} …")
+        try:
+            res = fn()
+        except WorkloadTimeout as e:
+            res = Result(status="timeout", note=str(e))
+        except (BenchError, subprocess.SubprocessError, OSError) as e:
+            res = Result(status=f"error: {e}"[:400])
+        finally:
+            if self.peer.proc is not None:
+                self.peer.abort()
+        self.log(f"  {self.peer.name} {name}: {res.to_json()}")
+        return res
+
+    def run_all(self, selected: list[str]) -> dict[str, Result]:
+        out: dict[str, Result] = {}
+        if {"W1", "W2", "W2b"} & set(selected):
+            res = self.guarded("W1", self.w1)
+            if "W1" in selected:
+                out["W1"] = res
+        if {"W2", "W2b"} & set(selected):
+            if self.have_big:
+                w2 = self.guarded("W2", self.w2)
+                out["W2"], out["W2b"] = w2, getattr(self, "_w2b", Result(status="skipped"))
+            else:
+                out["W2"] = out["W2b"] = Result(status="skipped", note="W1 failed")
+            for k in ("W2", "W2b"):
+                if k not in selected:
+                    out.pop(k, None)
+        if "W3" in selected:
+            out["W3"] = self.guarded("W3", self.w3)
+        if {"W4", "W5", "W6"} & set(selected):
+            res = self.guarded("W4", self.w4)
+            if "W4" in selected:
+                out["W4"] = res
+            for k, fn in (("W5", self.w5), ("W6", self.w6)):
+                if k in selected:
+                    out[k] = self.guarded(k, fn) if self.have_tree else Result(
+                        status="skipped", note="W4 failed")
+        return out
+
+    def run_memory(self, many_bucket: str | None) -> dict[str, Result]:
+        out = {"M1": self.guarded("M1", self.m1)}
+        if many_bucket and not self.peer.encrypts:
+            out["M2"] = self.guarded("M2", lambda: self.m2(many_bucket))
+        else:
+            out["M2"] = Result(status="skipped", note="needs objects written by this FS")
+        return out
+
+    # -- helpers ---------------------------------------------------------------------------
+    def deadline(self) -> float:
+        return time.monotonic() + self.plan.timeout
+
+    def left(self, deadline: float) -> float:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise WorkloadTimeout("deadline passed")
+        return remaining
+
+    def cold_mount(self, bucket: str | None = None) -> Path:
+        drop_caches()
+        return self.peer.mount(bucket)
+
+    def durable_unmount(self, deadline: float) -> float:
+        """Unmount with the peer's durable rule; returns peak RSS (MiB) of the session."""
+        try:
+            return self.peer.unmount_durable(self.left(deadline)) / 1024
+        except subprocess.TimeoutExpired:
+            raise WorkloadTimeout("unmount") from None
+        except BenchError as e:
+            if "pending" in str(e) or "still running" in str(e):
+                raise WorkloadTimeout(str(e)) from None
+            raise
+
+    # -- workloads -------------------------------------------------------------------------
+    def w1(self) -> Result:
+        """Sequential write of the big file, until durable (write + durable unmount)."""
+        dl = self.deadline()
+        mnt = self.cold_mount()
+        t0 = time.monotonic()
+        run(["dd", f"if={self.plan.src}", f"of={mnt}/big.bin", "bs=1M"], self.peer, self.left(dl))
+        rss = self.durable_unmount(dl)
+        secs = time.monotonic() - t0
+        verify_object(self.peer, self.plan.size)
+        self.have_big = True
+        return Result(seconds=secs, mbps=self.plan.size / secs / 1e6, peak_rss_mib=rss)
+
+    def w2(self) -> Result:
+        """Cold sequential read; then, same mount, page cache dropped, the warm read (W2b)."""
+        dl = self.deadline()
+        mnt = self.cold_mount()
+        read = ["dd", f"if={mnt}/big.bin", "of=/dev/null", "bs=1M"]
+        secs, _ = run(read, self.peer, self.left(dl))
+        drop_caches()
+        secs_b, _ = run(read, self.peer, self.left(dl))
+        run(["cmp", str(self.plan.src), f"{mnt}/big.bin"], self.peer, self.left(dl))
+        rss = self.durable_unmount(dl)
+        self._w2b = Result(seconds=secs_b, mbps=self.plan.size / secs_b / 1e6, peak_rss_mib=rss)
+        return Result(seconds=secs, mbps=self.plan.size / secs / 1e6, peak_rss_mib=rss,
+                      note="content verified with cmp")
+
+    def w3(self) -> Result:
+        """Cold 4 KiB random reads with fio (psync, one job) on a file written beforehand."""
+        if not self.have_rand:
+            dl = self.deadline()
+            mnt = self.cold_mount()
+            run(["cp", str(self.plan.rand_src), f"{mnt}/rand.bin"], self.peer, self.left(dl))
+            self.durable_unmount(dl)
+            self.have_rand = True
+        dl = self.deadline()
+        mnt = self.cold_mount()
+        runtime = int(min(self.plan.fio_runtime, self.left(dl) - 5))
+        _, out = run(["fio", "--name=r", "--rw=randread", "--bs=4k", f"--size={self.plan.rand_size}",
+                      f"--filename={mnt}/rand.bin", f"--io_size={self.plan.fio_io_size}",
+                      f"--runtime={runtime}", "--ioengine=psync", "--numjobs=1", "--direct=0",
+                      "--readonly", "--output-format=json"], self.peer, self.left(dl))
+        job = json.loads(out[out.index("{"):])["jobs"][0]["read"]
+        rss = self.durable_unmount(dl)
+        return Result(seconds=job["runtime"] / 1000, iops=job["iops"], peak_rss_mib=rss,
+                      note=f"{job['io_bytes'] // 4096} reads")
+
+    def tree_count(self) -> int:
+        return sum(len(d) + len(f) for _, d, f in os.walk(self.plan.tree))
+
+    def w4(self) -> Result:
+        """`rsync -a TREE/ MNT/inc/` until durable."""
+        dl = self.deadline()
+        mnt = self.cold_mount()
+        t0 = time.monotonic()
+        run(["rsync", "-a", f"{self.plan.tree}/", f"{mnt}/inc/"], self.peer, self.left(dl))
+        rss = self.durable_unmount(dl)
+        secs = time.monotonic() - t0
+        n = self.tree_count()
+        objects = len(list_sizes(self.peer))
+        self.have_tree = True
+        return Result(seconds=secs, items=n, peak_rss_mib=rss,
+                      note=f"{n} entries, {objects} objects in bucket")
+
+    def w5(self) -> Result:
+        """Fresh mount, rsync the same tree again: time and items rsync thinks changed."""
+        dl = self.deadline()
+        mnt = self.cold_mount()
+        secs, out = run(["rsync", "-a", "--itemize-changes", f"{self.plan.tree}/", f"{mnt}/inc/"],
+                        self.peer, self.left(dl))
+        lines = [ln for ln in out.splitlines() if ln.strip()]
+        rss = self.durable_unmount(dl)
+        return Result(seconds=secs, items=len(lines), peak_rss_mib=rss,
+                      note=("e.g. " + "; ".join(lines[:3]))[:200] if lines else "")
+
+    def w6(self) -> Result:
+        """Fresh mount: stat every entry of the tree."""
+        dl = self.deadline()
+        mnt = self.cold_mount()
+        secs, out = run(f"find '{mnt}/inc' -print0 | xargs -0 stat --format=%s | wc -l",
+                        self.peer, self.left(dl))
+        rss = self.durable_unmount(dl)
+        return Result(seconds=secs, items=int(out.strip() or 0), peak_rss_mib=rss)
+
+    # -- memory extras ---------------------------------------------------------------------
+    def m1(self) -> Result:
+        """Write a big file (`mem_size`, from repeats of the source file) until durable."""
+        dl = self.deadline()
+        mnt = self.cold_mount()
+        reps = max(1, self.plan.mem_size // self.plan.size)
+        t0 = time.monotonic()
+        run(f"for i in $(seq {reps}); do cat '{self.plan.src}'; done "
+            f"| dd of='{mnt}/mem.bin' bs=1M iflag=fullblock", self.peer, self.left(dl))
+        rss = self.durable_unmount(dl)
+        secs = time.monotonic() - t0
+        verify_object(self.peer, reps * self.plan.size)
+        return Result(seconds=secs, mbps=reps * self.plan.size / secs / 1e6, peak_rss_mib=rss,
+                      note=f"{reps * self.plan.size // MIB} MiB")
+
+    def m2(self, bucket: str) -> Result:
+        """List a directory of `mem_entries` objects (made with boto3) through a cold mount."""
+        dl = self.deadline()
+        mnt = self.cold_mount(bucket)
+        secs, out = run(f"ls -f '{mnt}/many' | wc -l", self.peer, self.left(dl))
+        rss = self.durable_unmount(dl)
+        n = int(out.strip()) - 2  # minus . and ..
+        status = "ok" if n == self.plan.mem_entries else f"error: listed {n}"
+        return Result(status=status, seconds=secs, items=n, peak_rss_mib=rss)
+
+
+def make_many(s3: Any, bucket: str, n: int, threads: int = 32) -> float:
+    """Create `n` empty objects many/f000000… directly with boto3; returns seconds."""
+    try:
+        s3.create_bucket(Bucket=bucket)
+    except s3.exceptions.BucketAlreadyOwnedByYou:
+        pass
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(lambda i: s3.put_object(Bucket=bucket, Key=f"many/f{i:07d}", Body=b""),
+                      range(n)))
+    return time.monotonic() - t0
+
+
+def ceiling(s3: Any, plan: Plan, workdir: Path) -> dict[str, Result]:
+    """W7: boto3/s3transfer upload and download of the big file (16 MiB parts, 10 threads)."""
+    from boto3.s3.transfer import TransferConfig
+
+    cfg = TransferConfig(multipart_threshold=16 * MIB, multipart_chunksize=16 * MIB,
+                         max_concurrency=10)
+    bucket = "bench-ceiling"
+    try:
+        s3.create_bucket(Bucket=bucket)
+    except s3.exceptions.BucketAlreadyOwnedByYou:
+        pass
+    t0 = time.monotonic()
+    s3.upload_file(str(plan.src), bucket, "big.bin", Config=cfg)
+    up = time.monotonic() - t0
+    dst = workdir / "ceiling-download.bin"
+    drop_caches()
+    t0 = time.monotonic()
+    s3.download_file(bucket, "big.bin", str(dst), Config=cfg)
+    down = time.monotonic() - t0
+    ok = dst.stat().st_size == plan.size
+    dst.unlink()
+    s3.delete_object(Bucket=bucket, Key="big.bin")
+    return {
+        "W7up": Result(seconds=up, mbps=plan.size / up / 1e6),
+        "W7down": Result(status="ok" if ok else "error: size", seconds=down,
+                         mbps=plan.size / down / 1e6),
+    }
