@@ -60,8 +60,7 @@ class OSKeyringStore:
         try:
             entries = json.loads(raw)
             return {
-                e["name"]: KeyInfo(e["name"], e["key_id"], e["kind"], e["created"])
-                for e in entries
+                e["name"]: KeyInfo(e["name"], e["key_id"], e["kind"], e["created"]) for e in entries
             }
         except (ValueError, KeyError, TypeError):
             raise KeyringError(f"{self.index_path}: corrupt OS keyring index") from None
@@ -92,20 +91,14 @@ class OSKeyringStore:
     def load(self, name: str) -> Key:
         info = self._index().get(name)
         if info is None:
-            raise KeyNotFound(
-                f"no key {name!r} in the OS keyring index {self.index_path}"
-            )
+            raise KeyNotFound(f"no key {name!r} in the OS keyring index {self.index_path}")
         kr = self._backend()
         try:
             value = kr.get_password(SERVICE, name)
         except OSKeyringError as e:
-            raise KeyringError(
-                f"OS keyring failed to read {name!r}: {type(e).__name__}"
-            ) from None
+            raise KeyringError(f"OS keyring failed to read {name!r}: {type(e).__name__}") from None
         if value is None:
-            raise KeyNotFound(
-                f"key {name!r} is indexed but missing from the OS keyring"
-            )
+            raise KeyNotFound(f"key {name!r} is indexed but missing from the OS keyring")
         try:
             secret = base64.b64decode(value, validate=True)
         except (ValueError, binascii.Error):
@@ -117,9 +110,7 @@ class OSKeyringStore:
     def delete(self, name: str) -> None:
         index = self._index()
         if name not in index:
-            raise KeyNotFound(
-                f"no key {name!r} in the OS keyring index {self.index_path}"
-            )
+            raise KeyNotFound(f"no key {name!r} in the OS keyring index {self.index_path}")
         kr = self._backend()
         try:
             kr.delete_password(SERVICE, name)
@@ -157,9 +148,7 @@ class SystemdCredentials:
         except FileNotFoundError:
             return None
         except OSError as e:
-            raise KeyringError(
-                f"cannot read systemd credential {path}: {e.strerror}"
-            ) from None
+            raise KeyringError(f"cannot read systemd credential {path}: {e.strerror}") from None
 
     def where(self, name: str) -> str:
         return f"{self.directory}/{name}"

@@ -46,9 +46,7 @@ def configs_using(info: KeyInfo, config_dir: Path) -> list[Path]:
             values = set(_strings(tomllib.loads(text)))
             hit = info.name in values or info.key_id in values
         except tomllib.TOMLDecodeError:  # be conservative: a quoted mention counts
-            hit = bool(
-                re.search(rf"""["']({re.escape(info.name)}|{info.key_id})["']""", text)
-            )
+            hit = bool(re.search(rf"""["']({re.escape(info.name)}|{info.key_id})["']""", text))
         if hit:
             found.append(path)
     return found
@@ -80,9 +78,7 @@ def _export_source(separate: bool) -> PassphraseSource | None:
     help="Keyring directory (default: $S3ENCFS_KEYRING_DIR, /etc/s3encfs/keys for root, "
     "else the user config dir).",
 )
-@click.option(
-    "--backend", type=click.Choice(BACKENDS), default="file", show_default=True
-)
+@click.option("--backend", type=click.Choice(BACKENDS), default="file", show_default=True)
 @click.pass_context
 def key(ctx: click.Context, keyring_dir: Path | None, backend: str) -> None:
     """Manage named keys (client-side master keys and SSE-C keys).
@@ -111,12 +107,8 @@ def create_cmd(ctx: click.Context, name: str, kind: str) -> None:
         info = kr.create(name, kind)
     except (KeyringError, PassphraseError) as e:
         _fail(e)
-    click.echo(
-        f"created {info.kind} key {info.name} (id {info.key_id}) in {kr.directory}"
-    )
-    click.echo(
-        f"back it up now: s3encfs key export {info.name} --output FILE", err=True
-    )
+    click.echo(f"created {info.kind} key {info.name} (id {info.key_id}) in {kr.directory}")
+    click.echo(f"back it up now: s3encfs key export {info.name} --output FILE", err=True)
 
 
 @key.command("list")
@@ -168,9 +160,7 @@ def export_cmd(
     if output is not None and output.exists() and not force:
         _fail(KeyringError(f"{output} exists (use --force to overwrite)"))
     try:
-        blob = _keyring(ctx).export(
-            name, export_passphrase=_export_source(separate_passphrase)
-        )
+        blob = _keyring(ctx).export(name, export_passphrase=_export_source(separate_passphrase))
     except (KeyringError, PassphraseError) as e:
         _fail(e)
     if output is None:
@@ -181,9 +171,7 @@ def export_cmd(
 
 
 @key.command("import")
-@click.argument(
-    "file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path)
-)
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
 @click.option(
     "--separate-passphrase",
     is_flag=True,
@@ -197,9 +185,7 @@ def import_cmd(ctx: click.Context, file: Path, separate_passphrase: bool) -> Non
     except OSError as e:
         _fail(KeyringError(f"cannot read {file}: {e.strerror}"))
     try:
-        info = _keyring(ctx).import_(
-            blob, import_passphrase=_export_source(separate_passphrase)
-        )
+        info = _keyring(ctx).import_(blob, import_passphrase=_export_source(separate_passphrase))
     except (KeyringError, PassphraseError) as e:
         _fail(e)
     click.echo(f"imported {info.kind} key {info.name} (id {info.key_id})")

@@ -104,9 +104,7 @@ def _kek(passphrase: bytes, salt: bytes, n: int, r: int, p: int) -> bytes:
     return Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(passphrase)
 
 
-def seal(
-    key: Key, passphrase: bytes, *, scrypt_n: int = DEFAULT_SCRYPT_N
-) -> dict[str, Any]:
+def seal(key: Key, passphrase: bytes, *, scrypt_n: int = DEFAULT_SCRYPT_N) -> dict[str, Any]:
     """Seal `key` into a JSON-able record (fresh salt and nonce)."""
     salt, nonce = os.urandom(16), os.urandom(12)
     kek = _kek(passphrase, salt, scrypt_n, 8, 1)
@@ -136,9 +134,7 @@ def record_info(record: Any, where: str) -> KeyInfo:
             created=str(record["created"]),
         )
     except (KeyError, TypeError) as e:
-        raise CorruptKeyFile(
-            f"{where}: not an s3encfs key record (missing {e})"
-        ) from None
+        raise CorruptKeyFile(f"{where}: not an s3encfs key record (missing {e})") from None
     return info
 
 
@@ -153,21 +149,16 @@ def unseal(record: Any, passphrase: bytes, where: str) -> Key:
         if kdf["alg"] != "scrypt" or record["cipher"] != "aes-256-gcm":
             raise CorruptKeyFile(f"{where}: unsupported kdf/cipher")
     except (KeyError, TypeError, ValueError) as e:
-        raise CorruptKeyFile(
-            f"{where}: malformed sealed record ({type(e).__name__})"
-        ) from None
-    if not (
-        2 <= n <= MAX_SCRYPT_N and n & (n - 1) == 0 and 1 <= r <= 32 and 1 <= p <= 16
-    ):
-        raise CorruptKeyFile(
-            f"{where}: unreasonable scrypt parameters n={n} r={r} p={p}"
-        )
+        raise CorruptKeyFile(f"{where}: malformed sealed record ({type(e).__name__})") from None
+    if not (2 <= n <= MAX_SCRYPT_N and n & (n - 1) == 0 and 1 <= r <= 32 and 1 <= p <= 16):
+        raise CorruptKeyFile(f"{where}: unreasonable scrypt parameters n={n} r={r} p={p}")
     kek = _kek(passphrase, salt, n, r, p)
     try:
         secret = AESGCM(kek).decrypt(nonce, sealed, _aad(info))
     except InvalidTag:
         raise WrongPassphrase(
-            f"cannot unseal key {info.name!r} ({where}): wrong passphrase, or the record was modified"
+            f"cannot unseal key {info.name!r} ({where}): "
+            "wrong passphrase, or the record was modified"
         ) from None
     if len(secret) != SECRET_LEN:
         raise CorruptKeyFile(f"{where}: sealed secret has the wrong length")
@@ -247,9 +238,7 @@ class FileStore:
         if not self.directory.is_dir():
             return
         for entry in sorted(self.directory.iterdir()):
-            if entry.name.endswith(SUFFIX) and NAME_RE.match(
-                entry.name[: -len(SUFFIX)]
-            ):
+            if entry.name.endswith(SUFFIX) and NAME_RE.match(entry.name[: -len(SUFFIX)]):
                 yield entry.name[: -len(SUFFIX)]
 
     def load_record(self, name: str) -> dict[str, Any]:
@@ -265,9 +254,7 @@ class FileStore:
         return dict(record)
 
     def infos(self) -> list[KeyInfo]:
-        return [
-            record_info(self.load_record(n), str(self.path(n))) for n in self.names()
-        ]
+        return [record_info(self.load_record(n), str(self.path(n))) for n in self.names()]
 
     def load(self, name: str, passphrase: bytes) -> Key:
         return unseal(self.load_record(name), passphrase, str(self.path(name)))

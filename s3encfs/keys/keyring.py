@@ -83,9 +83,7 @@ def dearmor(blob: str) -> dict[str, Any]:
     try:
         start, end = lines.index(ARMOR_BEGIN), lines.index(ARMOR_END)
     except ValueError:
-        raise CorruptKeyFile(
-            "not an s3encfs key export (BEGIN/END lines missing)"
-        ) from None
+        raise CorruptKeyFile("not an s3encfs key export (BEGIN/END lines missing)") from None
     inner = lines[start + 1 : end]
     try:
         body_lines = inner[inner.index("") + 1 :]
@@ -98,9 +96,7 @@ def dearmor(blob: str) -> dict[str, Any]:
     try:
         body = base64.b64decode(b64, validate=True)
     except ValueError:
-        raise CorruptKeyFile(
-            "key export body is not valid base64 (damaged or mistyped)"
-        ) from None
+        raise CorruptKeyFile("key export body is not valid base64 (damaged or mistyped)") from None
     if hashlib.sha256(body).hexdigest()[:16] != check_lines[0][1:].lower():
         raise CorruptKeyFile("key export checksum mismatch (damaged or mistyped)")
     try:
@@ -129,12 +125,8 @@ class Keyring:
         environ: Mapping[str, str] | None = None,
     ) -> None:
         if backend not in BACKENDS:
-            raise KeyringError(
-                f"unknown keyring backend {backend!r}: one of {', '.join(BACKENDS)}"
-            )
-        self.directory = (
-            Path(directory) if directory is not None else default_directory(environ)
-        )
+            raise KeyringError(f"unknown keyring backend {backend!r}: one of {', '.join(BACKENDS)}")
+        self.directory = Path(directory) if directory is not None else default_directory(environ)
         self.backend = backend
         self.passphrase_source = passphrase_source or PassphraseSource(environ)
         self.scrypt_n = scrypt_n
@@ -167,14 +159,8 @@ class Keyring:
         if cred is not None:
             return self._from_credential(name, cred, info)
         if info is None:
-            creds = (
-                f" or {self.credentials.directory}"
-                if self.credentials.directory
-                else ""
-            )
-            raise KeyNotFound(
-                f"no key named or with id {name_or_id!r} in {self._where()}{creds}"
-            )
+            creds = f" or {self.credentials.directory}" if self.credentials.directory else ""
+            raise KeyNotFound(f"no key named or with id {name_or_id!r} in {self._where()}{creds}")
         if self.backend == "os":
             return self._os.load(info.name)
         return self._files.load(info.name, self.passphrase_source.get())
@@ -183,12 +169,8 @@ class Keyring:
         where = f"systemd credential {self.credentials.where(name)}"
         secret = raw_secret(data)
         if secret is not None:
-            if (
-                info is None
-            ):  # no local record: a stable id from the name (never the secret)
-                key_id = hashlib.sha256(
-                    b"s3encfs-credential|" + name.encode()
-                ).hexdigest()[:16]
+            if info is None:  # no local record: a stable id from the name (never the secret)
+                key_id = hashlib.sha256(b"s3encfs-credential|" + name.encode()).hexdigest()[:16]
                 info = KeyInfo(name, key_id, "master", "")
             return Key(info, secret)
         try:
@@ -233,17 +215,13 @@ class Keyring:
         self._save(key)
         return key.info
 
-    def export(
-        self, name: str, *, export_passphrase: PassphraseSource | None = None
-    ) -> str:
+    def export(self, name: str, *, export_passphrase: PassphraseSource | None = None) -> str:
         """Armored text of `name`, sealed under `export_passphrase` (default: the keyring's)."""
         key = self.get(name)
         source = export_passphrase or self.passphrase_source
         return armor(seal(key, source.get(confirm=True), scrypt_n=self.scrypt_n))
 
-    def import_(
-        self, blob: str, *, import_passphrase: PassphraseSource | None = None
-    ) -> KeyInfo:
+    def import_(self, blob: str, *, import_passphrase: PassphraseSource | None = None) -> KeyInfo:
         record = dearmor(blob)
         info = record_info(record, "key export")
         check_name(info.name)
@@ -259,16 +237,12 @@ class Keyring:
         self._save(key)
         return key.info
 
-    def delete(
-        self, name: str, *, in_use_check: Callable[[KeyInfo], bool] | None = None
-    ) -> None:
+    def delete(self, name: str, *, in_use_check: Callable[[KeyInfo], bool] | None = None) -> None:
         info = self._find(name)
         if info is None:
             raise KeyNotFound(f"no key named or with id {name!r} in {self._where()}")
         if in_use_check is not None and in_use_check(info):
-            raise KeyInUse(
-                f"key {info.name!r} (id {info.key_id}) is still in use; not deleted"
-            )
+            raise KeyInUse(f"key {info.name!r} (id {info.key_id}) is still in use; not deleted")
         if self.backend == "os":
             self._os.delete(info.name)
         else:

@@ -127,17 +127,11 @@ class PassphraseSource:
         if not argv:
             raise PassphraseError(f"${var} is empty")
         try:
-            proc = subprocess.run(
-                argv, stdout=subprocess.PIPE, env=child_env(env), check=False
-            )
+            proc = subprocess.run(argv, stdout=subprocess.PIPE, env=child_env(env), check=False)
         except OSError as e:
-            raise PassphraseError(
-                f"cannot run ${var} ({argv[0]}): {e.strerror}"
-            ) from None
+            raise PassphraseError(f"cannot run ${var} ({argv[0]}): {e.strerror}") from None
         if proc.returncode != 0:
-            raise PassphraseError(
-                f"${var} ({argv[0]}) exited with status {proc.returncode}"
-            )
+            raise PassphraseError(f"${var} ({argv[0]}) exited with status {proc.returncode}")
         data = _strip_newline(proc.stdout)
         if not data:
             raise PassphraseError(f"${var} ({argv[0]}) printed an empty passphrase")
