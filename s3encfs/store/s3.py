@@ -172,7 +172,7 @@ class ObjectStore:
         self.sse = sse or SsePolicy()
         self.stats = StoreStats()
         self._keyids = _KeyIdCache()
-        self._no_part_copy_ssec = False
+        self._no_part_copy = False  # set after a 501: SeaweedFS refuses SSE-C/KMS sources
         session = boto3.session.Session(profile_name=profile, region_name=region)
         s3cfg: Any = {"addressing_style": "path"} if endpoint_url else {}
 
@@ -220,6 +220,14 @@ class ObjectStore:
             exc.bucket = self.bucket
             exc.args = (f"s3://{self.bucket}/{exc}",)
             raise
+
+    def _verify_written(self, resp: dict[str, Any], op: str, key: str) -> None:
+        """Verify a write response; if it is silent about SSE (SeaweedFS on copy/complete),
+        prove the promised SSE with a HEAD of the stored object instead."""
+        self._verify(resp, op, key)
+        if self.sse.silent(resp):
+            head = self._call("HeadObject", key, self.client.head_object, Key=key, **self.sse.read_args(None))
+            self._verify(head, "head", key)
 
     def _read_candidates(self, key: str) -> list[str | None]:
         """SSE-C key ids to try for reading `key`: the remembered one, else newest first, then none."""
@@ -403,8 +411,8 @@ class ObjectStore:
             if src_info.size <= MAX_COPY:
                 raise
             return self._multipart_copy(src, dst, src_info, params.get("Metadata"), if_match)
-        self._verify(resp, "copy", dst)
         self._after_write(dst)
+        self._verify_written(resp, "copy", dst)
         return _etag(resp.get("CopyObjectResult", {}).get("ETag"))
 
     def _multipart_copy(self, src: str, dst: str, info: ObjectInfo, metadata: dict[str, str] | None,
@@ -463,7 +471,7 @@ class ObjectStore:
         if end <= start:
             return self.upload_part(key, upload_id, part_number, b"")
         src_kid = self._key_id(src)
-        if not (src_kid and self._no_part_copy_ssec):
+        if not self._no_part_copy:
             params: dict[str, Any] = {
                 "Key": key, "UploadId": upload_id, "PartNumber": part_number,
                 "CopySource": {"Bucket": self.bucket, "Key": src},
@@ -478,8 +486,7 @@ class ObjectStore:
             except StoreError as exc:
                 if exc.status != 501 and exc.code != "NotImplemented":
                     raise
-                if src_kid:
-                    self._no_part_copy_ssec = True
+                self._no_part_copy = self.sse.mode != "none"
                 log.info("UploadPartCopy not implemented for %s; copying through the client", src)
             else:
                 self._verify(resp, "upload_part_copy", key)
@@ -499,14 +506,9 @@ class ObjectStore:
             params["IfNoneMatch"] = "*"
         params.update(self.sse.part_args())
         resp = self._call("CompleteMultipartUpload", key, self.client.complete_multipart_upload, **params)
-        self._verify(resp, "complete_multipart", key)
-        etag = _etag(resp.get("ETag"))
         self._after_write(key)
-        if self.sse.mode != "none":
-            # Complete responses may omit SSE headers (SeaweedFS): prove it on the stored object.
-            head = self._call("HeadObject", key, self.client.head_object, Key=key, **self.sse.read_args(None))
-            self._verify(head, "head", key)
-        return etag
+        self._verify_written(resp, "complete_multipart", key)
+        return _etag(resp.get("ETag"))
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
         try:

@@ -1,0 +1,165 @@
+"""Where things live in the bucket: path ⇄ key, POSIX attributes ⇄ object metadata.
+
+A file is one object at ``prefix + encoded path``; a directory is a ``dir/`` marker object.
+POSIX attributes travel in ``x-amz-meta-mode|uid|gid|mtime|atime|ctime`` (the names s3fs-fuse
+and rclone read; times are ``seconds.nanoseconds``), passed through the codec so an encrypting
+codec can seal them.  Directory attributes also go into the parent directory's *index* object
+under ``prefix + .s3encfs/idx/`` because some servers (SeaweedFS) drop metadata on ``dir/``
+markers; the index doubles as a listing cache validated by ETag (see fs/listing.py).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import stat
+import time
+from dataclasses import dataclass, field
+
+from s3encfs.codec import Codec, NameTooLong
+
+CONTROL_DIR = ".s3encfs"
+MAX_KEY_BYTES = 1024
+MAX_NAME_BYTES = 255
+
+
+@dataclass
+class Attrs:
+    mode: int
+    uid: int = 0
+    gid: int = 0
+    size: int = 0
+    mtime_ns: int = 0
+    atime_ns: int = 0
+    ctime_ns: int = 0
+    rdev: int = 0
+    xattrs: dict[bytes, bytes] = field(default_factory=dict)
+
+    @property
+    def is_dir(self) -> bool:
+        return stat.S_ISDIR(self.mode)
+
+    @property
+    def is_link(self) -> bool:
+        return stat.S_ISLNK(self.mode)
+
+    def copy(self) -> Attrs:
+        return Attrs(self.mode, self.uid, self.gid, self.size, self.mtime_ns, self.atime_ns,
+                     self.ctime_ns, self.rdev, dict(self.xattrs))
+
+
+def _fmt_ns(ns: int) -> str:
+    sec, frac = divmod(ns, 1_000_000_000)
+    return f"{sec}.{frac:09d}"
+
+
+def _parse_ns(text: str) -> int:
+    text = text.strip()
+    if "." in text:
+        sec, frac = text.split(".", 1)
+        frac = (frac + "000000000")[:9]
+        return int(sec) * 1_000_000_000 + int(frac)
+    return int(text) * 1_000_000_000
+
+
+def now_ns() -> int:
+    return time.time_ns()
+
+
+def attrs_to_meta(a: Attrs) -> dict[str, str]:
+    """POSIX attributes as plain ``x-amz-meta-*`` entries (before the codec seals them)."""
+    meta = {
+        "mode": str(a.mode),
+        "uid": str(a.uid),
+        "gid": str(a.gid),
+        "mtime": _fmt_ns(a.mtime_ns),
+        "atime": _fmt_ns(a.atime_ns),
+        "ctime": _fmt_ns(a.ctime_ns),
+    }
+    if a.rdev:
+        meta["rdev"] = str(a.rdev)
+    if a.xattrs:
+        meta["xattr"] = json.dumps(
+            {base64.b64encode(k).decode(): base64.b64encode(v).decode() for k, v in a.xattrs.items()},
+            separators=(",", ":"), sort_keys=True)
+    return meta
+
+
+def meta_to_attrs(meta: dict[str, str], *, default_mode: int, size: int, last_modified: float,
+                  uid: int = 0, gid: int = 0) -> Attrs:
+    """Attributes from (unsealed) metadata; objects written by other tools get sane defaults."""
+    lm = int(last_modified * 1_000_000_000)
+
+    def num(name: str, default: int) -> int:
+        try:
+            return int(meta[name])
+        except (KeyError, ValueError):
+            return default
+
+    def ts(name: str, default: int) -> int:
+        try:
+            return _parse_ns(meta[name])
+        except (KeyError, ValueError):
+            return default
+
+    mode = num("mode", default_mode)
+    if stat.S_IFMT(mode) == 0:
+        mode |= stat.S_IFMT(default_mode)
+    mtime = ts("mtime", lm)
+    xattrs: dict[bytes, bytes] = {}
+    if "xattr" in meta:
+        try:
+            raw = json.loads(meta["xattr"])
+            xattrs = {base64.b64decode(k): base64.b64decode(v) for k, v in raw.items()}
+        except (ValueError, TypeError):
+            xattrs = {}
+    return Attrs(mode=mode, uid=num("uid", uid), gid=num("gid", gid), size=size, mtime_ns=mtime,
+                 atime_ns=ts("atime", mtime), ctime_ns=ts("ctime", mtime), rdev=num("rdev", 0),
+                 xattrs=xattrs)
+
+
+class Layout:
+    """Maps plaintext paths (tuples of str components) to keys under a prefix."""
+
+    def __init__(self, prefix: str, codec: Codec):
+        prefix = prefix.strip("/")
+        self.prefix = prefix + "/" if prefix else ""
+        self.codec = codec
+
+    def encode_rel(self, parts: tuple[str, ...]) -> str:
+        out = []
+        for i, name in enumerate(parts):
+            if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+                raise NameTooLong(name[:40])
+            parent = "/".join(parts[:i])
+            enc = self.codec.encode_name(parent, name)
+            try:
+                enc.encode("utf-8")
+            except UnicodeEncodeError as exc:  # non-UTF-8 name in plain-names mode
+                raise ValueError(f"name is not valid UTF-8: {name!r}") from exc
+            out.append(enc)
+        rel = "/".join(out)
+        if len((self.prefix + rel).encode()) + 1 > MAX_KEY_BYTES:
+            raise NameTooLong("/".join(parts)[:60])
+        return rel
+
+    def file_key(self, parts: tuple[str, ...]) -> str:
+        return self.prefix + self.encode_rel(parts)
+
+    def dir_prefix(self, parts: tuple[str, ...]) -> str:
+        """The key prefix of a directory's children ('' path = the mount root)."""
+        if not parts:
+            return self.prefix
+        return self.prefix + self.encode_rel(parts) + "/"
+
+    def index_key(self, parts: tuple[str, ...]) -> str:
+        rel = self.encode_rel(parts) if parts else ""
+        digest = hashlib.sha256(rel.encode()).hexdigest()[:40]
+        return f"{self.prefix}{CONTROL_DIR}/idx/{digest}"
+
+    def control_prefix(self) -> str:
+        return f"{self.prefix}{CONTROL_DIR}/"
+
+    def decode_child(self, parent: tuple[str, ...], encoded: str) -> str:
+        return self.codec.decode_name("/".join(parent), encoded)
