@@ -14,7 +14,19 @@ from .s3 import ListPage, ObjectInfo, ObjectStore, StoreStats
 from .sse import SsePolicy, canary, parse_policy
 
 __all__ = [
-    "AccessDenied", "BucketMissing", "EndpointUnreachable", "ListPage", "NotFound", "ObjectInfo",
-    "ObjectStore", "PreconditionFailed", "SseMismatch", "SseNotEnforced", "SsePolicy", "StoreError",
-    "StoreStats", "canary", "parse_policy",
+    "AccessDenied",
+    "BucketMissing",
+    "EndpointUnreachable",
+    "ListPage",
+    "NotFound",
+    "ObjectInfo",
+    "ObjectStore",
+    "PreconditionFailed",
+    "SseMismatch",
+    "SseNotEnforced",
+    "SsePolicy",
+    "StoreError",
+    "StoreStats",
+    "canary",
+    "parse_policy",
 ]

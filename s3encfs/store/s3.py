@@ -8,13 +8,14 @@ as durable.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import boto3
 from botocore.config import Config
@@ -34,6 +35,7 @@ COPY_PART = 512 * 1024**2  # part size for multipart copies of larger objects
 DELETE_BATCH = 1000
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -62,7 +64,9 @@ class StoreStats:
     errors: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def record(self, op: str, *, up: int = 0, down: int = 0, retries: int = 0, error: bool = False) -> None:
+    def record(
+        self, op: str, *, up: int = 0, down: int = 0, retries: int = 0, error: bool = False
+    ) -> None:
         with self._lock:
             self.requests[op] = self.requests.get(op, 0) + 1
             self.bytes_up += up
@@ -114,14 +118,21 @@ class _RedactSecrets(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             text = record.getMessage()
-        except Exception:  # noqa: BLE001 - a broken record is not worth crashing for
+        except Exception:
             return True
         return "SSECustomerKey" not in text and "customer-key" not in text.lower()
 
 
 _REDACT = _RedactSecrets()
-for _name in ("botocore.endpoint", "botocore.auth", "botocore.hooks", "botocore.parsers",
-              "botocore.httpchecksum", "botocore.regions", "botocore.retryhandler"):
+for _name in (
+    "botocore.endpoint",
+    "botocore.auth",
+    "botocore.hooks",
+    "botocore.parsers",
+    "botocore.httpchecksum",
+    "botocore.regions",
+    "botocore.retryhandler",
+):
     logging.getLogger(_name).addFilter(_REDACT)
 
 
@@ -188,16 +199,28 @@ class ObjectStore:
                 response_checksum_validation="when_required",
             )
 
-        self.client = session.client("s3", endpoint_url=endpoint_url, config=config(max_attempts, connect_timeout))
+        self.client = session.client(
+            "s3", endpoint_url=endpoint_url, config=config(max_attempts, connect_timeout)
+        )
         # Mount-time probe: fail fast instead of sitting through a full retry schedule.
         self._probe = session.client(
-            "s3", endpoint_url=endpoint_url, config=config(min(2, max_attempts), min(connect_timeout, 5))
+            "s3",
+            endpoint_url=endpoint_url,
+            config=config(min(2, max_attempts), min(connect_timeout, 5)),
         )
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def _call(self, op: str, key: str | None, fn: Callable[..., dict[str, Any]], *, up: int = 0,
-              hint: str = "", **params: Any) -> dict[str, Any]:
+    def _call(
+        self,
+        op: str,
+        key: str | None,
+        fn: Callable[..., dict[str, Any]],
+        *,
+        up: int = 0,
+        hint: str = "",
+        **params: Any,
+    ) -> dict[str, Any]:
         try:
             resp = fn(Bucket=self.bucket, **params)
         except (ClientError, BotoCoreError) as exc:
@@ -205,9 +228,16 @@ class ObjectStore:
             if isinstance(exc, ClientError):
                 retries = int(exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 0))
             self.stats.record(op, retries=retries, error=True)
-            if not hint and isinstance(self.sse, SseCPolicy) and op in ("PutObject", "CreateMultipartUpload") \
-                    and isinstance(exc, ClientError) and _status(exc) == 403:
-                hint = "since April 2026 new AWS buckets block SSE-C writes unless the owner allows them"
+            if (
+                not hint
+                and isinstance(self.sse, SseCPolicy)
+                and op in ("PutObject", "CreateMultipartUpload")
+                and isinstance(exc, ClientError)
+                and _status(exc) == 403
+            ):
+                hint = (
+                    "new AWS buckets (April 2026+) block SSE-C writes unless the owner allows them"
+                )
             raise map_error(exc, bucket=self.bucket, key=key, op=op, hint=hint) from exc
         retries = int(resp.get("ResponseMetadata", {}).get("RetryAttempts", 0))
         self.stats.record(op, up=up, retries=retries)
@@ -226,11 +256,13 @@ class ObjectStore:
         prove the promised SSE with a HEAD of the stored object instead."""
         self._verify(resp, op, key)
         if self.sse.silent(resp):
-            head = self._call("HeadObject", key, self.client.head_object, Key=key, **self.sse.read_args(None))
+            head = self._call(
+                "HeadObject", key, self.client.head_object, Key=key, **self.sse.read_args(None)
+            )
             self._verify(head, "head", key)
 
     def _read_candidates(self, key: str) -> list[str | None]:
-        """SSE-C key ids to try for reading `key`: the remembered one, else newest first, then none."""
+        """SSE-C key ids to try for `key`: the remembered one, else newest first, then none."""
         if not isinstance(self.sse, SseCPolicy):
             return [None]
         order: list[str | None] = [*self.sse.read_key_ids(), None]
@@ -241,7 +273,7 @@ class ObjectStore:
             order.insert(0, first)
         return order
 
-    def _with_read_key(self, key: str, attempt: Callable[[dict[str, Any]], Any]) -> Any:
+    def _with_read_key(self, key: str, attempt: Callable[[dict[str, Any]], T]) -> T:
         """Run `attempt(read_args)` with each candidate SSE-C key until one is accepted."""
         cands = self._read_candidates(key)
         last: StoreError | None = None
@@ -277,21 +309,31 @@ class ObjectStore:
     # -- bucket and objects -----------------------------------------------------------------
 
     def check_bucket(self) -> None:
-        """HeadBucket with a short retry budget; raises BucketMissing/AccessDenied/EndpointUnreachable."""
+        """HeadBucket, short retry budget. BucketMissing/AccessDenied/EndpointUnreachable."""
         try:
             self._call("HeadBucket", None, self._probe.head_bucket)
         except NotFound as exc:
             from .errors import BucketMissing
 
-            raise BucketMissing(f"s3://{self.bucket}: bucket does not exist ({exc.code})",
-                                code=exc.code, status=exc.status, bucket=self.bucket) from exc
+            raise BucketMissing(
+                f"s3://{self.bucket}: bucket does not exist ({exc.code})",
+                code=exc.code,
+                status=exc.status,
+                bucket=self.bucket,
+            ) from exc
         except AccessDenied as exc:
-            raise AccessDenied(f"s3://{self.bucket}: access denied - check the credentials and the "
-                               f"bucket policy ({exc.code})", code=exc.code, status=exc.status,
-                               bucket=self.bucket) from exc
+            raise AccessDenied(
+                f"s3://{self.bucket}: access denied - check the credentials and the "
+                f"bucket policy ({exc.code})",
+                code=exc.code,
+                status=exc.status,
+                bucket=self.bucket,
+            ) from exc
 
     def head(self, key: str) -> ObjectInfo:
-        resp = self._with_read_key(key, lambda a: self._call("HeadObject", key, self.client.head_object, Key=key, **a))
+        resp = self._with_read_key(
+            key, lambda a: self._call("HeadObject", key, self.client.head_object, Key=key, **a)
+        )
         info = _info(key, resp)
         self._remember(key, info.metadata)
         return info
@@ -303,15 +345,22 @@ class ObjectStore:
 
         def attempt(args: dict[str, Any]) -> bytes:
             try:
-                resp = self._call("GetObject", key, self.client.get_object, Key=key,
-                                  Range=f"bytes={start}-{end - 1}", **cond, **args)
+                resp = self._call(
+                    "GetObject",
+                    key,
+                    self.client.get_object,
+                    Key=key,
+                    Range=f"bytes={start}-{end - 1}",
+                    **cond,
+                    **args,
+                )
             except StoreError as exc:
                 if exc.code == "InvalidRange":
                     return b""
                 raise
             return self._read_body(key, resp)
 
-        return self._with_read_key(key, attempt)  # type: ignore[no-any-return]
+        return self._with_read_key(key, attempt)
 
     def _read_body(self, key: str, resp: dict[str, Any]) -> bytes:
         try:
@@ -350,27 +399,52 @@ class ObjectStore:
             except (ClientError, BotoCoreError) as exc:
                 self.stats.record("ListObjectsV2", error=True)
                 raise map_error(exc, bucket=self.bucket, key=prefix, op="ListObjectsV2") from exc
-            self.stats.record("ListObjectsV2",
-                              retries=int(page.get("ResponseMetadata", {}).get("RetryAttempts", 0)))
+            self.stats.record(
+                "ListObjectsV2",
+                retries=int(page.get("ResponseMetadata", {}).get("RetryAttempts", 0)),
+            )
             objs = [
-                ObjectInfo(o["Key"], int(o.get("Size", 0)), _etag(o.get("ETag")),
-                           o["LastModified"].timestamp() if o.get("LastModified") else 0.0, None)
+                ObjectInfo(
+                    o["Key"],
+                    int(o.get("Size", 0)),
+                    _etag(o.get("ETag")),
+                    o["LastModified"].timestamp() if o.get("LastModified") else 0.0,
+                    None,
+                )
                 for o in page.get("Contents", []) or []
             ]
             prefixes = [p["Prefix"] for p in page.get("CommonPrefixes", []) or []]
             yield ListPage(objs, prefixes)
 
-    def put(self, key: str, body: bytes, metadata: dict[str, str], *, if_match: str | None = None,
-            if_none_match: bool = False, content_type: str | None = None) -> str:
-        params: dict[str, Any] = {"Key": key, "Body": body,
-                                  "Metadata": {**metadata, **self.sse.write_metadata()}}
+    def put(
+        self,
+        key: str,
+        body: bytes,
+        metadata: dict[str, str],
+        *,
+        if_match: str | None = None,
+        if_none_match: bool = False,
+        content_type: str | None = None,
+    ) -> str:
+        params: dict[str, Any] = {
+            "Key": key,
+            "Body": body,
+            "Metadata": {**metadata, **self.sse.write_metadata()},
+        }
         if if_match:
             params["IfMatch"] = _quoted(if_match)
         if if_none_match:
             params["IfNoneMatch"] = "*"
         if content_type:
             params["ContentType"] = content_type
-        resp = self._call("PutObject", key, self.client.put_object, up=len(body), **params, **self.sse.write_args())
+        resp = self._call(
+            "PutObject",
+            key,
+            self.client.put_object,
+            up=len(body),
+            **params,
+            **self.sse.write_args(),
+        )
         self._verify(resp, "put", key)
         self._after_write(key)
         return _etag(resp.get("ETag"))
@@ -379,8 +453,14 @@ class ObjectStore:
         if isinstance(self.sse, SseCPolicy):
             self._keyids.put(key, self.sse.writer)
 
-    def copy(self, src: str, dst: str, *, metadata: dict[str, str] | None = None,
-             if_match: str | None = None) -> str:
+    def copy(
+        self,
+        src: str,
+        dst: str,
+        *,
+        metadata: dict[str, str] | None = None,
+        if_match: str | None = None,
+    ) -> str:
         """Server-side copy. `if_match` is the ETag the *source* must still have.
 
         metadata None keeps the source's metadata (COPY directive); under SSE-C, or onto the
@@ -415,33 +495,51 @@ class ObjectStore:
         self._verify_written(resp, "copy", dst)
         return _etag(resp.get("CopyObjectResult", {}).get("ETag"))
 
-    def _multipart_copy(self, src: str, dst: str, info: ObjectInfo, metadata: dict[str, str] | None,
-                        if_match: str | None) -> str:
+    def _multipart_copy(
+        self,
+        src: str,
+        dst: str,
+        info: ObjectInfo,
+        metadata: dict[str, str] | None,
+        if_match: str | None,
+    ) -> str:
         meta = metadata if metadata is not None else dict(info.metadata or {})
         upload_id = self.create_multipart(dst, meta)
         try:
-            ranges = [(n + 1, s, min(s + COPY_PART, info.size))
-                      for n, s in enumerate(range(0, info.size, COPY_PART))]
+            ranges = [
+                (n + 1, s, min(s + COPY_PART, info.size))
+                for n, s in enumerate(range(0, info.size, COPY_PART))
+            ]
             with ThreadPoolExecutor(max_workers=4) as pool:
-                etags = list(pool.map(lambda r: self.upload_part_copy(
-                    dst, upload_id, r[0], src, r[1], r[2], src_etag=if_match or info.etag), ranges))
-            return self.complete_multipart(dst, upload_id, [(r[0], e) for r, e in zip(ranges, etags)])
+                etags = list(
+                    pool.map(
+                        lambda r: self.upload_part_copy(
+                            dst, upload_id, r[0], src, r[1], r[2], src_etag=if_match or info.etag
+                        ),
+                        ranges,
+                    )
+                )
+            return self.complete_multipart(
+                dst, upload_id, [(r[0], e) for r, e in zip(ranges, etags, strict=False)]
+            )
         except BaseException:
             self.abort_multipart(dst, upload_id)
             raise
 
     def delete(self, key: str) -> None:
-        try:
+        with contextlib.suppress(NotFound):
             self._call("DeleteObject", key, self.client.delete_object, Key=key)
-        except NotFound:
-            pass
         self._keyids.drop(key)
 
     def delete_many(self, keys: list[str]) -> None:
         for i in range(0, len(keys), DELETE_BATCH):
-            batch = keys[i:i + DELETE_BATCH]
-            resp = self._call("DeleteObjects", batch[0] if batch else None, self.client.delete_objects,
-                              Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True})
+            batch = keys[i : i + DELETE_BATCH]
+            resp = self._call(
+                "DeleteObjects",
+                batch[0] if batch else None,
+                self.client.delete_objects,
+                Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True},
+            )
             for k in batch:
                 self._keyids.drop(k)
             errs = [e for e in resp.get("Errors", []) or [] if e.get("Code") != "NoSuchKey"]
@@ -450,30 +548,59 @@ class ObjectStore:
                 raise StoreError(
                     f"s3://{self.bucket}/{first.get('Key')}: DeleteObjects failed for {len(errs)} "
                     f"key(s): {first.get('Code')} - {first.get('Message', '')}",
-                    code=str(first.get("Code")), key=first.get("Key"), bucket=self.bucket)
+                    code=str(first.get("Code")),
+                    key=first.get("Key"),
+                    bucket=self.bucket,
+                )
 
     # -- multipart ----------------------------------------------------------------------------
 
     def create_multipart(self, key: str, metadata: dict[str, str]) -> str:
-        resp = self._call("CreateMultipartUpload", key, self.client.create_multipart_upload, Key=key,
-                          Metadata={**metadata, **self.sse.write_metadata()}, **self.sse.write_args())
+        resp = self._call(
+            "CreateMultipartUpload",
+            key,
+            self.client.create_multipart_upload,
+            Key=key,
+            Metadata={**metadata, **self.sse.write_metadata()},
+            **self.sse.write_args(),
+        )
         self._verify(resp, "create_multipart", key)
         return str(resp["UploadId"])
 
     def upload_part(self, key: str, upload_id: str, part_number: int, body: bytes) -> str:
-        resp = self._call("UploadPart", key, self.client.upload_part, up=len(body), Key=key,
-                          UploadId=upload_id, PartNumber=part_number, Body=body, **self.sse.part_args())
+        resp = self._call(
+            "UploadPart",
+            key,
+            self.client.upload_part,
+            up=len(body),
+            Key=key,
+            UploadId=upload_id,
+            PartNumber=part_number,
+            Body=body,
+            **self.sse.part_args(),
+        )
         self._verify(resp, "upload_part", key)
         return _etag(resp.get("ETag"))
 
-    def upload_part_copy(self, key: str, upload_id: str, part_number: int, src: str, start: int, end: int,
-                         *, src_etag: str | None = None) -> str:
+    def upload_part_copy(
+        self,
+        key: str,
+        upload_id: str,
+        part_number: int,
+        src: str,
+        start: int,
+        end: int,
+        *,
+        src_etag: str | None = None,
+    ) -> str:
         if end <= start:
             return self.upload_part(key, upload_id, part_number, b"")
         src_kid = self._key_id(src)
         if not self._no_part_copy:
             params: dict[str, Any] = {
-                "Key": key, "UploadId": upload_id, "PartNumber": part_number,
+                "Key": key,
+                "UploadId": upload_id,
+                "PartNumber": part_number,
                 "CopySource": {"Bucket": self.bucket, "Key": src},
                 "CopySourceRange": f"bytes={start}-{end - 1}",
             }
@@ -494,31 +621,49 @@ class ObjectStore:
         data = self.get_range(src, start, end, if_match=src_etag)
         return self.upload_part(key, upload_id, part_number, data)
 
-    def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]], *,
-                           if_match: str | None = None, if_none_match: bool = False) -> str:
+    def complete_multipart(
+        self,
+        key: str,
+        upload_id: str,
+        parts: list[tuple[int, str]],
+        *,
+        if_match: str | None = None,
+        if_none_match: bool = False,
+    ) -> str:
         params: dict[str, Any] = {
-            "Key": key, "UploadId": upload_id,
-            "MultipartUpload": {"Parts": [{"PartNumber": n, "ETag": _quoted(e)} for n, e in sorted(parts)]},
+            "Key": key,
+            "UploadId": upload_id,
+            "MultipartUpload": {
+                "Parts": [{"PartNumber": n, "ETag": _quoted(e)} for n, e in sorted(parts)]
+            },
         }
         if if_match:
             params["IfMatch"] = _quoted(if_match)
         if if_none_match:
             params["IfNoneMatch"] = "*"
         params.update(self.sse.part_args())
-        resp = self._call("CompleteMultipartUpload", key, self.client.complete_multipart_upload, **params)
+        resp = self._call(
+            "CompleteMultipartUpload", key, self.client.complete_multipart_upload, **params
+        )
         self._after_write(key)
         self._verify_written(resp, "complete_multipart", key)
         return _etag(resp.get("ETag"))
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
-        try:
-            self._call("AbortMultipartUpload", key, self.client.abort_multipart_upload, Key=key, UploadId=upload_id)
-        except NotFound:
-            pass
+        with contextlib.suppress(NotFound):
+            self._call(
+                "AbortMultipartUpload",
+                key,
+                self.client.abort_multipart_upload,
+                Key=key,
+                UploadId=upload_id,
+            )
 
     def list_multipart_uploads(self, prefix: str) -> list[tuple[str, str, float]]:
         out: list[tuple[str, str, float]] = []
-        pages = self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=prefix)
+        pages = self.client.get_paginator("list_multipart_uploads").paginate(
+            Bucket=self.bucket, Prefix=prefix
+        )
         try:
             for page in pages:
                 self.stats.record("ListMultipartUploads")

@@ -8,6 +8,7 @@ DSSE-KMS) is caught either by `verify` or by the mount-time `canary`.
 from __future__ import annotations
 
 import base64
+import contextlib
 import secrets
 from typing import TYPE_CHECKING, Any
 
@@ -228,7 +229,9 @@ def parse_policy(
         if kid:
             raise ValueError("sse-c takes its keys from the keyring, not from the spec")
         return SseCPolicy(list(ssec_keys or []))
-    raise ValueError(f"unknown SSE mode {spec!r} (none, sse-s3, sse-kms[:KEY], dsse-kms[:KEY], sse-c)")
+    raise ValueError(
+        f"unknown SSE mode {spec!r} (none, sse-s3, sse-kms[:KEY], dsse-kms[:KEY], sse-c)"
+    )
 
 
 def _refuse(store: ObjectStore, key: str, why: str) -> SseNotEnforced:
@@ -253,8 +256,12 @@ def canary(store: ObjectStore, prefix: str) -> None:
             raise _refuse(store, key, f"write response lacked SSE headers ({exc})") from exc
         data, _ = store.get(key)
         if data != body:
-            raise StoreError(f"s3://{store.bucket}/{key}: canary read back different bytes",
-                             code="CanaryCorrupt", key=key, bucket=store.bucket)
+            raise StoreError(
+                f"s3://{store.bucket}/{key}: canary read back different bytes",
+                code="CanaryCorrupt",
+                key=key,
+                bucket=store.bucket,
+            )
         try:
             raw = store.client.head_object(Bucket=store.bucket, Key=key, **policy.read_args(None))
         except ClientError as exc:
@@ -266,10 +273,8 @@ def canary(store: ObjectStore, prefix: str) -> None:
         if isinstance(policy, SseCPolicy):
             _prove_key_required(store, key)
     finally:
-        try:
+        with contextlib.suppress(StoreError):
             store.delete(key)
-        except StoreError:
-            pass
 
 
 def _prove_key_required(store: ObjectStore, key: str) -> None:
