@@ -95,13 +95,15 @@ def test_tampered_record_fails(tmp_path: Path) -> None:
 def test_permissions_and_refusal(tmp_path: Path) -> None:
     kr = make(tmp_path)
     kr.create("k")
+    kr.create("other")
     path = tmp_path / "keys" / "k.key"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE((tmp_path / "keys").stat().st_mode) == 0o700
-    assert [p.name for p in (tmp_path / "keys").iterdir()] == ["k.key"]  # no tmp left
+    assert sorted(p.name for p in (tmp_path / "keys").iterdir()) == ["k.key", "other.key"]
     os.chmod(path, 0o644)
     with pytest.raises(InsecurePermissions, match=re.escape(f"chmod 600 {path}")):
         make(tmp_path).get("k")
+    assert len(make(tmp_path).get("other").secret) == 32  # a bad neighbour file is not read
     os.chmod(path, 0o600)
     assert len(make(tmp_path).get("k").secret) == 32
 

@@ -16,6 +16,7 @@ from typing import Any
 from .backends import OSKeyringStore, SystemdCredentials, raw_secret
 from .filestore import (
     DEFAULT_SCRYPT_N,
+    NAME_RE,
     SECRET_LEN,
     CorruptKeyFile,
     FileStore,
@@ -145,6 +146,12 @@ class Keyring:
         return self._files.infos() if self.backend == "file" else self._os.infos()
 
     def _find(self, name_or_id: str) -> KeyInfo | None:
+        """By name (reading only that key's file), else by id (reading all)."""
+        if self.backend == "file" and NAME_RE.match(name_or_id):
+            try:
+                return record_info(self._files.load_record(name_or_id), name_or_id)
+            except FileNotFoundError:
+                pass
         infos = self.list()
         for info in infos:
             if info.name == name_or_id:
