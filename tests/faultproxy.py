@@ -52,9 +52,7 @@ class Fault:
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
-            raise ValueError(
-                f"unknown fault kind {self.kind!r}; expected one of {_KINDS}"
-            )
+            raise ValueError(f"unknown fault kind {self.kind!r}; expected one of {_KINDS}")
 
 
 @dataclass
@@ -131,9 +129,7 @@ def classify(method: str, target: str, copy_source: bool = False) -> str:
     if "uploadId" in q:
         if method == "PUT":
             return "UploadPartCopy" if copy_source else "UploadPart"
-        return {"GET": "ListParts", "DELETE": "AbortMultipartUpload"}.get(
-            method, "Unknown"
-        )
+        return {"GET": "ListParts", "DELETE": "AbortMultipartUpload"}.get(method, "Unknown")
     for sub, name in _OBJECT_SUB.items():
         if sub in q and method in _VERB:
             return f"{_VERB[method]}Object{name}"
@@ -287,14 +283,10 @@ def _error_body(code: str, resource: str, request_id: str) -> bytes:
 class FaultProxy:
     """Loopback proxy that counts S3 requests and injects `Fault`s; see the module docstring."""
 
-    def __init__(
-        self, upstream: str, seed: int | None = None, history: int = 100_000
-    ) -> None:
+    def __init__(self, upstream: str, seed: int | None = None, history: int = 100_000) -> None:
         u = urlsplit(upstream)
         if u.scheme != "http" or not u.hostname or not u.port:
-            raise ValueError(
-                f"upstream must look like http://127.0.0.1:PORT, not {upstream!r}"
-            )
+            raise ValueError(f"upstream must look like http://127.0.0.1:PORT, not {upstream!r}")
         self.upstream = (u.hostname, u.port)
         self.endpoint = ""
         self._lock = threading.Lock()
