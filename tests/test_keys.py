@@ -309,22 +309,28 @@ def test_systemd_credential_raw_and_hex_checked_first(tmp_path: Path) -> None:
 
 
 def test_systemd_credential_export_blob(tmp_path: Path) -> None:
-    kr = make(tmp_path, b"")
+    kr = make(tmp_path)
     kr.create("k", kind="sse-c")
-    secret = kr.get("k").secret
+    kr.create("j")
     creds = tmp_path / "creds"
     creds.mkdir()
-    (creds / "k").write_text(kr.export("k"))
-    empty = tmp_path / "empty"
-    kr2 = Keyring(
-        empty,
-        passphrase_source=PassphraseSource.fixed(b""),
-        environ={"CREDENTIALS_DIRECTORY": str(creds)},
+    empty = PassphraseSource.fixed(b"")
+    (creds / "k").write_text(kr.export("k", export_passphrase=empty))
+    (creds / "j").write_text(kr.export("j"))  # sealed under the keyring passphrase
+    env = {"CREDENTIALS_DIRECTORY": str(creds)}
+    other = Keyring(tmp_path / "none", passphrase_source=PassphraseSource.fixed(b"x"), environ=env)
+    key = other.get("k")  # empty-passphrase blob: no keyring passphrase needed
+    assert key.secret == kr.get("k").secret and key.info.kind == "sse-c"
+    with pytest.raises(WrongPassphrase):
+        other.get("j")
+    same = Keyring(
+        tmp_path / "none",
+        passphrase_source=PassphraseSource.fixed(b"correct horse"),
+        environ=env,
     )
-    key = kr2.get("k")
-    assert key.secret == secret and key.info.kind == "sse-c"
+    assert same.get("j").secret == kr.get("j").secret
     with pytest.raises(KeyNotFound, match=str(creds)):
-        kr2.get("other")
+        same.get("other")
 
 
 def test_os_backend_without_os_keyring_is_clear(tmp_path: Path) -> None:
