@@ -7,6 +7,7 @@ docs/BENCHMARKS.md); `abort()` is the last resort for a hung mount.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -59,14 +60,14 @@ def force_unmount(mnt: Path) -> None:
     dev = _mount_dev(mnt)
     if dev is not None:
         minor = dev.split(":")[1]
-        try:
+        with contextlib.suppress(OSError):
             Path(f"/sys/fs/fuse/connections/{minor}/abort").write_text("1")
-        except OSError:
-            pass
     for flags in (["-u"], ["-uz"]):
         if not is_mounted(mnt):
             return
-        subprocess.run(["fusermount3", *flags, str(mnt)], check=False, capture_output=True, timeout=30)
+        subprocess.run(
+            ["fusermount3", *flags, str(mnt)], check=False, capture_output=True, timeout=30
+        )
 
 
 class RssSampler(threading.Thread):
@@ -129,10 +130,8 @@ class Peer:
         """Create the bucket and any config files."""
         self.base.mkdir(parents=True, exist_ok=True)
         self.mnt.mkdir(parents=True, exist_ok=True)
-        try:
+        with contextlib.suppress(self.ctx.s3.exceptions.BucketAlreadyOwnedByYou):
             self.ctx.s3.create_bucket(Bucket=self.bucket)
-        except self.ctx.s3.exceptions.BucketAlreadyOwnedByYou:
-            pass
 
     def mount_cmd(self, bucket: str) -> list[str]:
         raise NotImplementedError
@@ -147,8 +146,12 @@ class Peer:
         """Plain `fusermount3 -u`, retried while the mount is busy."""
         deadline = time.monotonic() + timeout
         while is_mounted(self.mnt):
-            r = subprocess.run(["fusermount3", "-u", str(self.mnt)], check=False, capture_output=True,
-                               timeout=max(1.0, min(timeout, 60)))
+            r = subprocess.run(
+                ["fusermount3", "-u", str(self.mnt)],
+                check=False,
+                capture_output=True,
+                timeout=max(1.0, min(timeout, 60)),
+            )
             if r.returncode == 0 or time.monotonic() > deadline:
                 return
             time.sleep(0.5)
@@ -187,7 +190,9 @@ class Peer:
         deadline = time.monotonic() + timeout
         while not is_mounted(self.mnt):
             if self.proc.poll() is not None:
-                raise BenchError(f"{self.name}: mount exited {self.proc.returncode}: {self.log_tail()}")
+                raise BenchError(
+                    f"{self.name}: mount exited {self.proc.returncode}: {self.log_tail()}"
+                )
             if time.monotonic() > deadline:
                 self.abort()
                 raise BenchError(f"{self.name}: mount did not appear in {timeout}s")
@@ -223,14 +228,10 @@ class Peer:
         """Kill the daemon and tear the mount down, whatever state it is in."""
         force_unmount(self.mnt)
         if self.proc is not None and self.proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
         force_unmount(self.mnt)
         self._finish()
 
@@ -239,8 +240,12 @@ class S3encfsPeer(Peer):
     """s3encfs, `--encryption none` or `--encryption client` with a key from a temp keyring."""
 
     def __init__(self, ctx: Ctx, encryption: str):
-        super().__init__(ctx, f"s3encfs-{'plain' if encryption == 'none' else encryption}",
-                         f"bench-s3encfs-{encryption}", encrypts=encryption != "none")
+        super().__init__(
+            ctx,
+            f"s3encfs-{'plain' if encryption == 'none' else encryption}",
+            f"bench-s3encfs-{encryption}",
+            encrypts=encryption != "none",
+        )
         self.encryption = encryption
 
     @property
@@ -248,28 +253,51 @@ class S3encfsPeer(Peer):
         return str(VENV_BIN / "s3encfs")
 
     def proc_env(self) -> dict[str, str]:
-        return {**super().proc_env(), "S3ENCFS_KEYRING_DIR": str(self.base / "keyring"),
-                "S3ENCFS_PASSPHRASE": ""}
+        return {
+            **super().proc_env(),
+            "S3ENCFS_KEYRING_DIR": str(self.base / "keyring"),
+            "S3ENCFS_PASSPHRASE": "",
+        }
 
     def setup(self) -> None:
         super().setup()
         if self.encrypts and not (self.base / "keyring").exists():
             (self.base / "keyring").mkdir(mode=0o700)
-            subprocess.run([self.exe, "key", "create", "bench"], env=self.proc_env(),
-                           check=True, capture_output=True, timeout=60)
+            subprocess.run(
+                [self.exe, "key", "create", "bench"],
+                env=self.proc_env(),
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
 
     def mount_cmd(self, bucket: str) -> list[str]:
-        cmd = [self.exe, "mount", bucket, str(self.mnt), "--endpoint", self.ctx.endpoint,
-               "--cache-dir", str(self.cache_dir), "--foreground",
-               "--encryption", self.encryption]
+        cmd = [
+            self.exe,
+            "mount",
+            bucket,
+            str(self.mnt),
+            "--endpoint",
+            self.ctx.endpoint,
+            "--cache-dir",
+            str(self.cache_dir),
+            "--foreground",
+            "--encryption",
+            self.encryption,
+        ]
         if self.encrypts:
             cmd += ["--key", "bench"]
         return cmd
 
     def do_unmount(self, timeout: float) -> None:
         """`s3encfs umount` returns once every pending upload is in S3."""
-        r = subprocess.run([self.exe, "umount", str(self.mnt)], check=False, capture_output=True,
-                           env=self.proc_env(), timeout=timeout)
+        r = subprocess.run(
+            [self.exe, "umount", str(self.mnt)],
+            check=False,
+            capture_output=True,
+            env=self.proc_env(),
+            timeout=timeout,
+        )
         if r.returncode != 0:
             raise BenchError(f"s3encfs umount failed: {r.stderr.decode(errors='replace')[-400:]}")
 
@@ -287,11 +315,15 @@ class S3fsPeer(Peer):
         pw.chmod(0o600)
 
     def mount_cmd(self, bucket: str) -> list[str]:
-        opts = ",".join([
-            f"url={self.ctx.endpoint}", "use_path_request_style",
-            f"passwd_file={self.base / 'passwd'}", f"use_cache={self.cache_dir}",
-            "endpoint=us-east-1",
-        ])
+        opts = ",".join(
+            [
+                f"url={self.ctx.endpoint}",
+                "use_path_request_style",
+                f"passwd_file={self.base / 'passwd'}",
+                f"use_cache={self.cache_dir}",
+                "endpoint=us-east-1",
+            ]
+        )
         return ["s3fs", bucket, str(self.mnt), "-f", "-o", opts]
 
 
@@ -311,27 +343,59 @@ class RclonePeer(Peer):
     def setup(self) -> None:
         super().setup()
         lines = [
-            "[s3]", "type = s3", "provider = SeaweedFS", f"access_key_id = {self.ctx.access_key}",
-            f"secret_access_key = {self.ctx.secret_key}", f"endpoint = {self.ctx.endpoint}",
-            "region = us-east-1", "force_path_style = true", "",
+            "[s3]",
+            "type = s3",
+            "provider = SeaweedFS",
+            f"access_key_id = {self.ctx.access_key}",
+            f"secret_access_key = {self.ctx.secret_key}",
+            f"endpoint = {self.ctx.endpoint}",
+            "region = us-east-1",
+            "force_path_style = true",
+            "",
         ]
         if self.crypt:
-            pw = subprocess.run([str(VENV_BIN / "rclone"), "obscure", os.urandom(16).hex()],
-                                check=True, capture_output=True, text=True).stdout.strip()
-            lines += ["[crypt]", "type = crypt", f"remote = s3:{self.bucket}",
-                      f"password = {pw}", ""]
+            pw = subprocess.run(
+                [str(VENV_BIN / "rclone"), "obscure", os.urandom(16).hex()],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+            lines += [
+                "[crypt]",
+                "type = crypt",
+                f"remote = s3:{self.bucket}",
+                f"password = {pw}",
+                "",
+            ]
         self.conf.write_text("\n".join(lines))
         self.conf.chmod(0o600)
 
     def mount_cmd(self, bucket: str) -> list[str]:
         remote = "crypt:" if self.crypt and bucket == self.bucket else f"s3:{bucket}"
-        return [str(VENV_BIN / "rclone"), "mount", remote, str(self.mnt), "--config", str(self.conf),
-                "--vfs-cache-mode", "full", "--cache-dir", str(self.cache_dir),
-                "--rc", f"--rc-addr=127.0.0.1:{self.rc_port}", "--rc-no-auth", "--log-level", "NOTICE"]
+        return [
+            str(VENV_BIN / "rclone"),
+            "mount",
+            remote,
+            str(self.mnt),
+            "--config",
+            str(self.conf),
+            "--vfs-cache-mode",
+            "full",
+            "--cache-dir",
+            str(self.cache_dir),
+            "--rc",
+            f"--rc-addr=127.0.0.1:{self.rc_port}",
+            "--rc-no-auth",
+            "--log-level",
+            "NOTICE",
+        ]
 
     def vfs_stats(self) -> dict[str, Any]:
-        req = urllib.request.Request(f"http://127.0.0.1:{self.rc_port}/vfs/stats", data=b"{}",
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.rc_port}/vfs/stats",
+            data=b"{}",
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(req, timeout=10) as r:
             result: dict[str, Any] = json.load(r)
             return result

@@ -38,7 +38,7 @@ def cell(r: dict[str, Any] | None, workload: str) -> str:
         parts = [f"{r['iops']:.0f}IOPS"]
     if workload in ("W5", "M2") and r.get("items") is not None:
         parts.append(f"{r['items']}it")
-    return " ".join(parts)
+    return " ".join(parts) + ("*" if r.get("warn") else "")
 
 
 def score(r: dict[str, Any] | None, workload: str) -> float | None:
@@ -60,8 +60,9 @@ def ratios(results: Results, peers: list[str]) -> dict[str, dict[str, float | No
         if w not in METRIC:
             continue
         row: dict[str, float | None] = {}
-        best = max((s for p in others if (s := score(results[w].get(p), w)) is not None),
-                   default=None)
+        best = max(
+            (s for p in others if (s := score(results[w].get(p), w)) is not None), default=None
+        )
         ceil_r = results.get(CEILING.get(w, ""), {}).get("boto3")
         ceil = ceil_r.get("mbps") if ceil_r and ceil_r.get("status", "ok") == "ok" else None
         for ours in OURS:
@@ -96,8 +97,9 @@ def render(results: Results, peers: list[str]) -> str:
             row.append(f"{v:.2f}" if v is not None else "-")
         rows.append(row)
     out = [_table(header, rows)]
-    ceil = [f"{w}: {cell(results[w].get('boto3'), 'W1')}" for w in ("W7up", "W7down")
-            if w in results]
+    ceil = [
+        f"{w}: {cell(results[w].get('boto3'), 'W1')}" for w in ("W7up", "W7down") if w in results
+    ]
     if ceil:
         out.append("W7 ceiling (boto3 s3transfer, 16 MiB parts, 10 threads): " + ", ".join(ceil))
     rss_rows = []
@@ -108,6 +110,11 @@ def render(results: Results, peers: list[str]) -> str:
     if rss_rows:
         out.append("Peak RSS of the FUSE daemon during each workload's mount session (MiB):")
         out.append(_table(["workload", *peers], rss_rows))
+    warns = [
+        f"  {w} {p}: {r['warn']}" for w in order for p, r in results[w].items() if r.get("warn")
+    ]
+    if warns:
+        out.append("* finished with errors:\n" + "\n".join(warns))
     out.append("ratios: s3encfs speed / best peer's (or the W7 ceiling); >1 = s3encfs faster")
     return "\n\n".join(out)
 

@@ -102,11 +102,17 @@ def build_plan(args: argparse.Namespace) -> Plan:
     rand_size = 32 * MIB if args.quick else 256 * MIB
     tree = Path(args.tree or ("/usr/include/linux" if args.quick else "/usr/include"))
     return Plan(
-        src=random_file(size, "src"), size=size,
-        rand_src=random_file(rand_size, "rand"), rand_size=rand_size,
-        fio_io_size=(8 if args.quick else 64) * MIB, fio_runtime=30 if args.quick else 60,
-        tree=tree, timeout=args.timeout,
-        mem_size=parse_size(args.mem_size) if args.mem_size else (4 if not args.quick else 2) * size,
+        src=random_file(size, "src"),
+        size=size,
+        rand_src=random_file(rand_size, "rand"),
+        rand_size=rand_size,
+        fio_io_size=(8 if args.quick else 64) * MIB,
+        fio_runtime=30 if args.quick else 60,
+        tree=tree,
+        timeout=args.timeout,
+        mem_size=parse_size(args.mem_size)
+        if args.mem_size
+        else (4 if not args.quick else 2) * size,
         mem_entries=args.mem_entries or (10_000 if args.quick else 100_000),
     )
 
@@ -117,7 +123,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--size", help="W1/W2 file size, e.g. 1G (default), 256M")
     ap.add_argument("--only", default=",".join(ALL_PEERS), help="comma-separated peers")
     ap.add_argument("--workloads", default=",".join(WORKLOADS), help="e.g. W1,W2,W4")
-    ap.add_argument("--memory", action="store_true", help="also M1 (4x size write) and M2 (100k ls)")
+    ap.add_argument(
+        "--memory", action="store_true", help="also M1 (4x size write) and M2 (100k ls)"
+    )
     ap.add_argument("--mem-size", help="M1 file size (default 4x --size)")
     ap.add_argument("--mem-entries", type=int, help="M2 directory size (default 100000)")
     ap.add_argument("--tree", help="directory for W4-W6 (default /usr/include)")
@@ -153,9 +161,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         log(f"starting SeaweedFS in {workdir}")
         server.start()
-        ctx = Ctx(endpoint=server.endpoint, access_key=server.access_key,
-                  secret_key=server.secret_key, env=dict(server.env()), workdir=workdir,
-                  s3=server.client())
+        ctx = Ctx(
+            endpoint=server.endpoint,
+            access_key=server.access_key,
+            secret_key=server.secret_key,
+            env=dict(server.env()),
+            workdir=workdir,
+            s3=server.client(),
+        )
         if "W7" in selected:
             log("W7 ceiling (boto3)")
             for w, r in ceiling(ctx.s3, plan, workdir).items():
@@ -201,11 +214,19 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
     peer_names = [p for p in names if any(p in r for r in results.values())]
     meta = {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"), "host": platform.node(),
-        "cpus": os.cpu_count(), "kernel": platform.release(), "size": plan.size,
-        "rand_size": plan.rand_size, "fio_io_size": plan.fio_io_size, "tree": str(plan.tree),
-        "quick": args.quick, "memory": args.memory, "mem_size": plan.mem_size,
-        "mem_entries": plan.mem_entries, "elapsed_s": round(time.monotonic() - t_start, 1),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "kernel": platform.release(),
+        "size": plan.size,
+        "rand_size": plan.rand_size,
+        "fio_io_size": plan.fio_io_size,
+        "tree": str(plan.tree),
+        "quick": args.quick,
+        "memory": args.memory,
+        "mem_size": plan.mem_size,
+        "mem_entries": plan.mem_entries,
+        "elapsed_s": round(time.monotonic() - t_start, 1),
         "argv": sys.argv[1:] if argv is None else argv,
     }
     report.write_json(args.json, meta, results, peer_names)

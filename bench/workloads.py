@@ -6,6 +6,7 @@ runs its commands under a deadline, and returns a `Result`; a hang becomes ``sta
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -24,6 +25,20 @@ WORKLOADS = ["W1", "W2", "W2b", "W3", "W4", "W5", "W6", "W7"]
 MEMORY = ["M1", "M2"]
 
 
+LAST: list[Any] = [0, ""]  # exit code and stderr of the last `run`
+RSYNC_PARTIAL = (0, 23, 24)  # 23: some files/attrs not transferred, 24: vanished source files
+
+
+def rsync_warning() -> str:
+    """Summary of the last rsync's partial failure ('' if it exited 0)."""
+    code, err = LAST
+    if code == 0:
+        return ""
+    lines = [ln for ln in str(err).splitlines() if ln.startswith("rsync:")]
+    first = lines[0].split(":", 2)[-1].strip()[:120] if lines else ""
+    return f"rsync exit {code}: {len(lines)} errors, e.g. {first}"
+
+
 class WorkloadTimeout(Exception):
     pass
 
@@ -37,6 +52,7 @@ class Result:
     items: int | None = None
     peak_rss_mib: float | None = None
     note: str = ""
+    warn: str = ""  # the workload finished but not cleanly (e.g. rsync exit 23)
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v not in (None, "")}
@@ -60,35 +76,42 @@ class Plan:
 
 def drop_caches() -> None:
     """Drop clean page cache, dentries and inodes (no sync: a hung FUSE mount must not block)."""
-    try:
+    with contextlib.suppress(OSError):
         Path("/proc/sys/vm/drop_caches").write_text("3")
-    except OSError:
-        pass
 
 
-def run(cmd: list[str] | str, peer: Peer, timeout: float) -> tuple[float, str]:
+def run(
+    cmd: list[str] | str, peer: Peer, timeout: float, ok_codes: tuple[int, ...] = (0,)
+) -> tuple[float, str]:
     """Run a command (a string goes to bash with pipefail); returns (seconds, stdout).
 
+    Exit codes in `ok_codes` count as success (exit code and stderr are kept in `LAST`).
     On timeout the command's process group is killed and the peer's mount is aborted, so a
     process stuck in the FUSE mount is released too.
     """
     argv = ["bash", "-o", "pipefail", "-c", cmd] if isinstance(cmd, str) else cmd
     t0 = time.monotonic()
-    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         start_new_session=True, stdin=subprocess.DEVNULL)
+    p = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+    )
     try:
         out, err = p.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(p.pid, signal.SIGKILL)
         peer.abort()
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             p.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
         raise WorkloadTimeout(f"{argv[-1]!s:.80} after {timeout:.0f}s") from None
     elapsed = time.monotonic() - t0
-    if p.returncode != 0:
-        raise BenchError(f"{argv[-1]!s:.80} exited {p.returncode}: {err.decode(errors='replace')[-300:]}")
+    LAST[:] = [p.returncode, err.decode(errors="replace")]
+    if p.returncode not in ok_codes:
+        raise BenchError(
+            f"{argv[-1]!s:.80} exited {p.returncode}: {err.decode(errors='replace')[-300:]}"
+        )
     return elapsed, out.decode(errors="replace")
 
 
@@ -104,7 +127,9 @@ def verify_object(peer: Peer, plain_size: int) -> None:
     lo, hi = peer.object_size_range(plain_size)
     sizes = list_sizes(peer)
     if not any(lo <= s <= hi for s in sizes):
-        raise BenchError(f"no object of size {lo}..{hi} in {peer.bucket} (have {sorted(sizes)[-5:]})")
+        raise BenchError(
+            f"no object of size {lo}..{hi} in {peer.bucket} (have {sorted(sizes)[-5:]})"
+        )
 
 
 class Runner:
@@ -155,8 +180,11 @@ class Runner:
                 out["W4"] = res
             for k, fn in (("W5", self.w5), ("W6", self.w6)):
                 if k in selected:
-                    out[k] = self.guarded(k, fn) if self.have_tree else Result(
-                        status="skipped", note="W4 failed")
+                    out[k] = (
+                        self.guarded(k, fn)
+                        if self.have_tree
+                        else Result(status="skipped", note="W4 failed")
+                    )
         return out
 
     def run_memory(self, many_bucket: str | None) -> dict[str, Result]:
@@ -216,8 +244,12 @@ class Runner:
         run(["cmp", str(self.plan.src), f"{mnt}/big.bin"], self.peer, self.left(dl))
         rss = self.durable_unmount(dl)
         self._w2b = Result(seconds=secs_b, mbps=self.plan.size / secs_b / 1e6, peak_rss_mib=rss)
-        return Result(seconds=secs, mbps=self.plan.size / secs / 1e6, peak_rss_mib=rss,
-                      note="content verified with cmp")
+        return Result(
+            seconds=secs,
+            mbps=self.plan.size / secs / 1e6,
+            peak_rss_mib=rss,
+            note="content verified with cmp",
+        )
 
     def w3(self) -> Result:
         """Cold 4 KiB random reads with fio (psync, one job) on a file written beforehand."""
@@ -230,14 +262,33 @@ class Runner:
         dl = self.deadline()
         mnt = self.cold_mount()
         runtime = int(min(self.plan.fio_runtime, self.left(dl) - 5))
-        _, out = run(["fio", "--name=r", "--rw=randread", "--bs=4k", f"--size={self.plan.rand_size}",
-                      f"--filename={mnt}/rand.bin", f"--io_size={self.plan.fio_io_size}",
-                      f"--runtime={runtime}", "--ioengine=psync", "--numjobs=1", "--direct=0",
-                      "--readonly", "--output-format=json"], self.peer, self.left(dl))
-        job = json.loads(out[out.index("{"):])["jobs"][0]["read"]
+        _, out = run(
+            [
+                "fio",
+                "--name=r",
+                "--rw=randread",
+                "--bs=4k",
+                f"--size={self.plan.rand_size}",
+                f"--filename={mnt}/rand.bin",
+                f"--io_size={self.plan.fio_io_size}",
+                f"--runtime={runtime}",
+                "--ioengine=psync",
+                "--numjobs=1",
+                "--direct=0",
+                "--readonly",
+                "--output-format=json",
+            ],
+            self.peer,
+            self.left(dl),
+        )
+        job = json.loads(out[out.index("{") :])["jobs"][0]["read"]
         rss = self.durable_unmount(dl)
-        return Result(seconds=job["runtime"] / 1000, iops=job["iops"], peak_rss_mib=rss,
-                      note=f"{job['io_bytes'] // 4096} reads")
+        return Result(
+            seconds=job["runtime"] / 1000,
+            iops=job["iops"],
+            peak_rss_mib=rss,
+            note=f"{job['io_bytes'] // 4096} reads",
+        )
 
     def tree_count(self) -> int:
         return sum(len(d) + len(f) for _, d, f in os.walk(self.plan.tree))
@@ -247,32 +298,56 @@ class Runner:
         dl = self.deadline()
         mnt = self.cold_mount()
         t0 = time.monotonic()
-        run(["rsync", "-a", f"{self.plan.tree}/", f"{mnt}/inc/"], self.peer, self.left(dl))
+        run(
+            ["rsync", "-a", f"{self.plan.tree}/", f"{mnt}/inc/"],
+            self.peer,
+            self.left(dl),
+            RSYNC_PARTIAL,
+        )
+        warn = rsync_warning()
         rss = self.durable_unmount(dl)
         secs = time.monotonic() - t0
         n = self.tree_count()
         objects = len(list_sizes(self.peer))
         self.have_tree = True
-        return Result(seconds=secs, items=n, peak_rss_mib=rss,
-                      note=f"{n} entries, {objects} objects in bucket")
+        return Result(
+            seconds=secs,
+            items=n,
+            peak_rss_mib=rss,
+            warn=warn,
+            note=f"{n} entries, {objects} objects in bucket",
+        )
 
     def w5(self) -> Result:
         """Fresh mount, rsync the same tree again: time and items rsync thinks changed."""
         dl = self.deadline()
         mnt = self.cold_mount()
-        secs, out = run(["rsync", "-a", "--itemize-changes", f"{self.plan.tree}/", f"{mnt}/inc/"],
-                        self.peer, self.left(dl))
+        secs, out = run(
+            ["rsync", "-a", "--itemize-changes", f"{self.plan.tree}/", f"{mnt}/inc/"],
+            self.peer,
+            self.left(dl),
+            RSYNC_PARTIAL,
+        )
+        warn = rsync_warning()
         lines = [ln for ln in out.splitlines() if ln.strip()]
         rss = self.durable_unmount(dl)
-        return Result(seconds=secs, items=len(lines), peak_rss_mib=rss,
-                      note=("e.g. " + "; ".join(lines[:3]))[:200] if lines else "")
+        return Result(
+            seconds=secs,
+            items=len(lines),
+            peak_rss_mib=rss,
+            warn=warn,
+            note=("e.g. " + "; ".join(lines[:3]))[:200] if lines else "",
+        )
 
     def w6(self) -> Result:
         """Fresh mount: stat every entry of the tree."""
         dl = self.deadline()
         mnt = self.cold_mount()
-        secs, out = run(f"find '{mnt}/inc' -print0 | xargs -0 stat --format=%s | wc -l",
-                        self.peer, self.left(dl))
+        secs, out = run(
+            f"find '{mnt}/inc' -print0 | xargs -0 stat --format=%s | wc -l",
+            self.peer,
+            self.left(dl),
+        )
         rss = self.durable_unmount(dl)
         return Result(seconds=secs, items=int(out.strip() or 0), peak_rss_mib=rss)
 
@@ -283,13 +358,21 @@ class Runner:
         mnt = self.cold_mount()
         reps = max(1, self.plan.mem_size // self.plan.size)
         t0 = time.monotonic()
-        run(f"for i in $(seq {reps}); do cat '{self.plan.src}'; done "
-            f"| dd of='{mnt}/mem.bin' bs=1M iflag=fullblock", self.peer, self.left(dl))
+        run(
+            f"for i in $(seq {reps}); do cat '{self.plan.src}'; done "
+            f"| dd of='{mnt}/mem.bin' bs=1M iflag=fullblock",
+            self.peer,
+            self.left(dl),
+        )
         rss = self.durable_unmount(dl)
         secs = time.monotonic() - t0
         verify_object(self.peer, reps * self.plan.size)
-        return Result(seconds=secs, mbps=reps * self.plan.size / secs / 1e6, peak_rss_mib=rss,
-                      note=f"{reps * self.plan.size // MIB} MiB")
+        return Result(
+            seconds=secs,
+            mbps=reps * self.plan.size / secs / 1e6,
+            peak_rss_mib=rss,
+            note=f"{reps * self.plan.size // MIB} MiB",
+        )
 
     def m2(self, bucket: str) -> Result:
         """List a directory of `mem_entries` objects (made with boto3) through a cold mount."""
@@ -304,14 +387,15 @@ class Runner:
 
 def make_many(s3: Any, bucket: str, n: int, threads: int = 32) -> float:
     """Create `n` empty objects many/f000000… directly with boto3; returns seconds."""
-    try:
+    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
         s3.create_bucket(Bucket=bucket)
-    except s3.exceptions.BucketAlreadyOwnedByYou:
-        pass
     t0 = time.monotonic()
     with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(lambda i: s3.put_object(Bucket=bucket, Key=f"many/f{i:07d}", Body=b""),
-                      range(n)))
+        list(
+            pool.map(
+                lambda i: s3.put_object(Bucket=bucket, Key=f"many/f{i:07d}", Body=b""), range(n)
+            )
+        )
     return time.monotonic() - t0
 
 
@@ -319,13 +403,12 @@ def ceiling(s3: Any, plan: Plan, workdir: Path) -> dict[str, Result]:
     """W7: boto3/s3transfer upload and download of the big file (16 MiB parts, 10 threads)."""
     from boto3.s3.transfer import TransferConfig
 
-    cfg = TransferConfig(multipart_threshold=16 * MIB, multipart_chunksize=16 * MIB,
-                         max_concurrency=10)
+    cfg = TransferConfig(
+        multipart_threshold=16 * MIB, multipart_chunksize=16 * MIB, max_concurrency=10
+    )
     bucket = "bench-ceiling"
-    try:
+    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
         s3.create_bucket(Bucket=bucket)
-    except s3.exceptions.BucketAlreadyOwnedByYou:
-        pass
     t0 = time.monotonic()
     s3.upload_file(str(plan.src), bucket, "big.bin", Config=cfg)
     up = time.monotonic() - t0
@@ -339,6 +422,7 @@ def ceiling(s3: Any, plan: Plan, workdir: Path) -> dict[str, Result]:
     s3.delete_object(Bucket=bucket, Key="big.bin")
     return {
         "W7up": Result(seconds=up, mbps=plan.size / up / 1e6),
-        "W7down": Result(status="ok" if ok else "error: size", seconds=down,
-                         mbps=plan.size / down / 1e6),
+        "W7down": Result(
+            status="ok" if ok else "error: size", seconds=down, mbps=plan.size / down / 1e6
+        ),
     }
