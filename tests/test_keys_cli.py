@@ -127,6 +127,21 @@ def test_delete_refused_when_config_uses_key(env: dict[str, str]) -> None:
     assert code == 0, out
 
 
+def test_delete_refused_for_sse_c_spec_and_implicit_default(env: dict[str, str]) -> None:
+    for name in ("ssec", "default", "free"):
+        assert run(env, "create", name)[0] == 0
+    etc = Path(env["S3ENCFS_CONFIG_DIR"])
+    (etc / "a.toml").write_text(
+        'source = "s3://backups/a/"\nmountpoint = "/srv/a"\nencryption = "sse-c:ssec"\n'
+    )
+    (etc / "b.toml").write_text('source = "s3://backups/b/"\nmountpoint = "/srv/b"\n')
+    code, out = run(env, "delete", "ssec", "--yes")
+    assert code == 1 and "a.toml" in out
+    code, out = run(env, "delete", "default", "--yes")  # client mode, no `key =`: uses "default"
+    assert code == 1 and "b.toml" in out
+    assert run(env, "delete", "free", "--yes")[0] == 0
+
+
 def test_missing_passphrase_no_tty(env: dict[str, str]) -> None:
     bare = {k: v for k, v in env.items() if k != "S3ENCFS_PASSPHRASE"}
     code, out = run(bare, "create", "k")

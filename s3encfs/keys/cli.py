@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -34,8 +35,26 @@ def _strings(value: Any) -> Iterator[str]:
             yield from _strings(v)
 
 
+def _mentions(values: set[str], info: KeyInfo) -> bool:
+    """A value equal to the name/id or ending in `:NAME` (`sse-c:NAME`, `client+sse-c:NAME`)."""
+    return any(
+        v in (info.name, info.key_id) or v.endswith((":" + info.name, ":" + info.key_id))
+        for v in values
+    )
+
+
+def _needs_key(path: Path, info: KeyInfo) -> bool:
+    """Ask the config module which keys the mount needs (covers the implicit "default" key)."""
+    try:
+        cfgmod: Any = importlib.import_module("s3encfs.config")
+        needed = cfgmod.needed_keys(cfgmod.load_config(str(path)))
+    except Exception:  # an unloadable config: the text check above decides
+        return False
+    return info.name in needed or info.key_id in needed
+
+
 def configs_using(info: KeyInfo, config_dir: Path) -> list[Path]:
-    """Mount config files (``config_dir/*.toml``) that mention the key's name or id as a value."""
+    """Mount config files (``config_dir/*.toml``) that use the key (by name or id)."""
     found = []
     for path in sorted(config_dir.glob("*.toml")):
         try:
@@ -43,11 +62,11 @@ def configs_using(info: KeyInfo, config_dir: Path) -> list[Path]:
         except OSError:
             continue
         try:
-            values = set(_strings(tomllib.loads(text)))
-            hit = info.name in values or info.key_id in values
+            hit = _mentions(set(_strings(tomllib.loads(text))), info)
         except tomllib.TOMLDecodeError:  # be conservative: a quoted mention counts
-            hit = bool(re.search(rf"""["']({re.escape(info.name)}|{info.key_id})["']""", text))
-        if hit:
+            names = f"{re.escape(info.name)}|{info.key_id}"
+            hit = bool(re.search(rf"""["'](.*:)?({names})["']""", text))
+        if hit or _needs_key(path, info):
             found.append(path)
     return found
 
