@@ -5,7 +5,7 @@ Every ``s3encfs mount`` flag has a key.  Example::
     source = "s3://backups/host1"
     mountpoint = "/srv/backup"
     endpoint_url = "https://s3.example.net"
-    encryption = "client"          # client|none|sse-s3|sse-kms[:KEY]|dsse-kms[:KEY]|sse-c:KEYNAME|client+sse-...
+    encryption = "client"   # none|sse-s3|sse-kms[:KEY]|dsse-kms[:KEY]|sse-c:KEYNAME|client+sse-…
     key = "host1"
     cache_size = "20G"
     options = ["allow_other"]
@@ -128,7 +128,7 @@ def format_size(n: int) -> str:
 
 
 def parse_source(source: str) -> tuple[str, str]:
-    """``s3://bucket/some/prefix`` → ("bucket", "some/prefix/"); the prefix ends with '/' or is ''."""
+    """``s3://bucket/some/prefix`` → ("bucket", "some/prefix/"); a prefix ends with '/' or is ''."""
     if not source.startswith("s3://"):
         raise ConfigError(f"source must look like s3://BUCKET[/PREFIX], got {source!r}")
     bucket, _, prefix = source[5:].partition("/")
@@ -252,7 +252,9 @@ def validate(cfg: MountConfig, complete: bool = True) -> MountConfig:
     if cfg.bucket_key and sse not in ("sse-kms", "dsse-kms"):
         raise ConfigError(f"{where}: bucket_key only applies to sse-kms / dsse-kms encryption")
     if cfg.key and not client:
-        raise ConfigError(f"{where}: key names a client-side key, but encryption is {cfg.encryption!r}")
+        raise ConfigError(
+            f"{where}: key names a client-side key, but encryption is {cfg.encryption!r}"
+        )
     for name in ("upload_concurrency", "download_concurrency"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"{where}: {name} must be at least 1")
@@ -406,7 +408,7 @@ def check_config(
             found = lookup(cfg, name)
         except ImportError:
             results.append((label, False, "keyring module not available"))
-        except Exception as exc:  # noqa: BLE001 - a diagnosis tool reports, never crashes
+        except Exception as exc:
             results.append((label, False, f"{type(exc).__name__}: {exc}"))
         else:
             ok = found is not None
@@ -417,7 +419,7 @@ def check_config(
         answer = probe(cfg)
     except ImportError:
         results.append((label, False, "store module not available"))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         results.append((label, False, f"{type(exc).__name__}: {exc}"))
     else:
         ok = answer is not False

@@ -6,6 +6,7 @@ every pending upload is in S3; ``{"cmd": "ping"}``.  Responses always carry ``"o
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -128,10 +129,8 @@ class ControlServer:
                     nursery.start_soon(self._handle, stream)
         finally:
             sock.close()
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
-            except FileNotFoundError:
-                pass
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         async with stream:
@@ -141,10 +140,8 @@ class ControlServer:
             except ValueError as exc:
                 response = {"ok": False, "error": str(exc)}
             data = json.dumps(response, default=_json_default).encode() + b"\n"
-            try:
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 await stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
 
     @staticmethod
     async def _read_line(stream: trio.SocketStream) -> dict[str, Any]:
@@ -161,7 +158,7 @@ class ControlServer:
         except json.JSONDecodeError as exc:
             raise ValueError(f"bad JSON: {exc.msg}") from None
         if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
-            raise ValueError('request must be a JSON object with "cmd"')  # noqa: TRY004
+            raise ValueError('request must be a JSON object with "cmd"')
         return request
 
     async def dispatch(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -240,7 +237,7 @@ def _human_age(ts: float, now: float) -> str:
 
 
 def render_value(key: str, value: object, now: float | None = None) -> str:
-    """Format one status entry by naming convention: *_bytes, *rate/*ratio, last_*/*_at, *_seconds."""
+    """Format one status entry by its name: *_bytes, *_rate, last_* / *_at, *_seconds."""
     now = time.time() if now is None else now
     if value is None:
         return "-"

@@ -19,7 +19,12 @@ class PlainProgress:
     def __init__(
         self, total: int | None, description: str, stream: IO[str], interval: float = 5.0
     ) -> None:
-        self.total, self.description, self.stream, self.interval = total, description, stream, interval
+        self.total, self.description, self.stream, self.interval = (
+            total,
+            description,
+            stream,
+            interval,
+        )
         self.done = 0
         self._start = self._last = time.monotonic()
 

@@ -196,7 +196,7 @@ def test_default_cache_dir_per_name(tmp_path: Path) -> None:
 def make_cfg(tmp_path: Path, **kw: object) -> MountConfig:
     mnt = tmp_path / "mnt"
     mnt.mkdir(exist_ok=True)
-    base = {
+    base: dict[str, object] = {
         "source": "s3://bucket1/p",
         "mountpoint": str(mnt),
         "cache_dir": str(tmp_path / "cache"),
@@ -230,9 +230,12 @@ def test_check_failures(tmp_path: Path) -> None:
     def boom(c: MountConfig) -> object:
         raise ConnectionError("connection refused")
 
-    results = {label: (ok, d) for label, ok, d in cfgmod.check_config(
-        cfg, key_lookup=lambda c, n: None, bucket_check=boom
-    )}
+    results = {
+        label: (ok, d)
+        for label, ok, d in cfgmod.check_config(
+            cfg, key_lookup=lambda c, n: None, bucket_check=boom
+        )
+    }
     assert results[f"cache dir {blocker}/cache"][0] is False
     assert results[f"mountpoint {tmp_path}/nope"][0] is False
     assert results["key 'host1'"] == (False, "not in keyring")
