@@ -53,7 +53,7 @@ class BackupConfig:
     flush_timeout: float = 3600.0
 
 
-@dataclass(frozen=True)
+@dataclass
 class MountConfig:
     name: str = ""
     source: str = ""  # s3://bucket[/prefix]
@@ -63,6 +63,8 @@ class MountConfig:
     profile: str | None = None
     encryption: str = "client"
     bucket_key: bool = False
+    plain_names: bool = False  # client mode: keep file names readable
+    allow_unverified_sse: bool = False  # mount even if the SSE canary fails
     key: str | None = None
     keyring: str | None = None  # key store path; None = the keyring module's default
     cache_dir: str = ""  # "" = default_cache_dir(name)
@@ -77,6 +79,8 @@ class MountConfig:
     multipart_size: int = 16 * 1024**2
     attr_timeout: float = 5.0
     foreground: bool = False
+    plain_names: bool = False  # client mode: keep file names readable in the bucket
+    allow_unverified_sse: bool = False  # mount even if the server can't prove it enforces SSE
     backup: BackupConfig = field(default_factory=BackupConfig)
     path: str | None = None  # the file this came from, for messages
 
@@ -195,6 +199,8 @@ def _check_type(where: str, key: str, value: Any, expected: Any) -> Any:
     if key in _LIST_FIELDS or expected == "list[str]":
         if isinstance(value, str):
             return [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, tuple):  # click's multiple=True
+            value = list(value)
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise bad("a list of strings")
         return list(value)

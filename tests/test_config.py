@@ -154,8 +154,8 @@ def test_merge_flags_override(tmp_path: Path) -> None:
             "endpoint_url": "http://127.0.0.1:9000",
             "region": None,  # not given: keep file value
             "cache_size": "5G",
-            "options": ["ro,noatime", "allow_other"],
-            "debug": ["fs,store"],
+            "options": ("ro,noatime", "allow_other"),  # click multiple=True gives a tuple
+            "debug": ("fs,store",),
             "encryption": "client",
             "bucket_key": False,
             "foreground": True,
@@ -283,3 +283,32 @@ def test_config_check_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     result = CliRunner().invoke(cfgmod.config, ["check", "nothere"])
     assert result.exit_code == 1
     assert "no config named" in result.output
+
+
+def test_every_mount_flag_has_a_key(tmp_path: Path) -> None:
+    """The CLI's flags (as click passes them) all merge; plain_names etc. are real fields."""
+    cfg = merge(
+        MountConfig(),
+        {
+            "source": "s3://bucket1",
+            "mountpoint": "/mnt",
+            "endpoint_url": "http://127.0.0.1:1",
+            "region": "r",
+            "profile": "p",
+            "encryption": "sse-kms:alias/k",
+            "bucket_key": True,
+            "key": None,
+            "keyring": "/etc/s3encfs/keys",
+            "cache_dir": "/var/cache/x",
+            "cache_size": 1024**3,
+            "upload_delay": 1,
+            "options": (),
+            "foreground": None,
+            "debug": (),
+            "plain_names": True,
+            "allow_unverified_sse": False,
+        },
+    )
+    assert cfg.plain_names is True and cfg.bucket_key is True and cfg.upload_delay == 1.0
+    cfg.mountpoint = "/mnt/y"  # the CLI normalises paths in place
+    assert cfg.mountpoint == "/mnt/y"
