@@ -1,0 +1,229 @@
+"""Read cache: fixed-size blocks of *object bytes* on local disk, LRU by size.
+
+Blocks are keyed by (key, ETag, block number), so a changed object can never be served from stale
+blocks.  A block is a whole number of codec segments; in client mode its bytes are ciphertext, so
+nothing readable is at rest.  Fetches of the same block are de-duplicated across threads, and a
+run of consecutive blocks is fetched with one ranged GET (read-ahead).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+from collections import OrderedDict
+from concurrent.futures import Future
+
+from s3encfs.store.s3 import ObjectStore
+
+log = logging.getLogger("s3encfs.cache")
+
+
+class BlockCache:
+    def __init__(self, directory: str, store: ObjectStore, block_bytes: int, max_bytes: int,
+                 mem_bytes: int = 96 * 1024 * 1024):
+        self.dir = os.path.join(directory, "blocks")
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        self.store = store
+        self.block_bytes = block_bytes
+        self.max_bytes = max_bytes
+        self.mem_bytes = mem_bytes
+        self._lock = threading.Lock()
+        self._disk: OrderedDict[str, int] = OrderedDict()
+        self._disk_total = 0
+        self._mem: OrderedDict[tuple[str, str, int], bytes] = OrderedDict()
+        self._mem_total = 0
+        self._inflight: dict[tuple[str, str, int], Future[bytes]] = {}
+        self.hits = 0
+        self.misses = 0
+        self._scan()
+
+    def _scan(self) -> None:
+        entries = []
+        for root, _dirs, files in os.walk(self.dir):
+            for name in files:
+                path = os.path.join(root, name)
+                if name.endswith(".tmp"):
+                    os.unlink(path)
+                    continue
+                try:
+                    st = os.stat(path)
+                except FileNotFoundError:
+                    continue
+                entries.append((st.st_atime, path, st.st_size))
+        for _t, path, size in sorted(entries):
+            self._disk[path] = size
+            self._disk_total += size
+
+    def _path(self, key: str, etag: str, block: int) -> str:
+        digest = hashlib.sha256(f"{key}\0{etag}".encode()).hexdigest()[:32]
+        return os.path.join(self.dir, digest[:2], f"{digest}.{block}")
+
+    def block_range(self, obj_size: int, block: int) -> tuple[int, int]:
+        start = block * self.block_bytes
+        return start, min(obj_size, start + self.block_bytes)
+
+    # -- memory tier ---------------------------------------------------------------------------
+    def _mem_get(self, ident: tuple[str, str, int]) -> bytes | None:
+        with self._lock:
+            data = self._mem.get(ident)
+            if data is not None:
+                self._mem.move_to_end(ident)
+            return data
+
+    def _mem_put(self, ident: tuple[str, str, int], data: bytes) -> None:
+        with self._lock:
+            if ident in self._mem:
+                return
+            self._mem[ident] = data
+            self._mem_total += len(data)
+            while self._mem_total > self.mem_bytes and self._mem:
+                _k, old = self._mem.popitem(last=False)
+                self._mem_total -= len(old)
+
+    # -- disk tier -----------------------------------------------------------------------------
+    def _disk_get(self, path: str, expected: int) -> bytes | None:
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return None
+        if len(data) != expected:
+            self._drop(path)
+            return None
+        with self._lock:
+            if path in self._disk:
+                self._disk.move_to_end(path)
+        return data
+
+    def _disk_put(self, path: str, data: bytes) -> None:
+        if self.max_bytes <= 0:
+            return
+        tmp = f"{path}.{threading.get_ident()}.tmp"
+        try:
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except OSError as exc:  # a full cache disk must not fail reads
+            log.warning("block cache write failed (%s); serving without caching", exc)
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            self.evict(len(data) * 4)
+            return
+        with self._lock:
+            old = self._disk.pop(path, 0)
+            self._disk[path] = len(data)
+            self._disk_total += len(data) - old
+        if self._disk_total > self.max_bytes:
+            self.evict(0)
+
+    def _drop(self, path: str) -> None:
+        with self._lock:
+            size = self._disk.pop(path, None)
+            if size is not None:
+                self._disk_total -= size
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+    def evict(self, extra: int) -> None:
+        while True:
+            with self._lock:
+                if self._disk_total + extra <= self.max_bytes or not self._disk:
+                    return
+                path, size = self._disk.popitem(last=False)
+                self._disk_total -= size
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+    def invalidate(self, key: str, etag: str, block: int) -> None:
+        ident = (key, etag, block)
+        with self._lock:
+            data = self._mem.pop(ident, None)
+            if data is not None:
+                self._mem_total -= len(data)
+        self._drop(self._path(key, etag, block))
+
+    # -- public --------------------------------------------------------------------------------
+    def cached(self, key: str, etag: str, block: int) -> bool:
+        ident = (key, etag, block)
+        with self._lock:
+            if ident in self._mem or ident in self._inflight:
+                return True
+            return self._path(key, etag, block) in self._disk
+
+    def get_block(self, key: str, etag: str, obj_size: int, block: int, *,
+                  run: int = 1) -> bytes:
+        """Object bytes of one block (blocking).  On a miss, fetch `run` consecutive blocks in
+        one GET so sequential readers pay one request per read-ahead window."""
+        ident = (key, etag, block)
+        data = self._mem_get(ident)
+        if data is not None:
+            self.hits += 1
+            return data
+        start, end = self.block_range(obj_size, block)
+        path = self._path(key, etag, block)
+        data = self._disk_get(path, end - start)
+        if data is not None:
+            self.hits += 1
+            self._mem_put(ident, data)
+            return data
+        with self._lock:
+            fut = self._inflight.get(ident)
+            owner = fut is None
+            if owner:
+                fut = Future()
+                self._inflight[ident] = fut
+                extra: list[tuple[int, Future[bytes]]] = []
+                last_block = (obj_size - 1) // self.block_bytes if obj_size else 0
+                for b in range(block + 1, min(block + run, last_block + 1)):
+                    other = (key, etag, b)
+                    if other in self._inflight or other in self._mem:
+                        break
+                    if self._path(key, etag, b) in self._disk:
+                        break
+                    f2: Future[bytes] = Future()
+                    self._inflight[other] = f2
+                    extra.append((b, f2))
+        assert fut is not None
+        if not owner:
+            return fut.result()
+        self.misses += 1
+        blocks = [(block, fut)] + extra
+        try:
+            fetch_end = self.block_range(obj_size, blocks[-1][0])[1]
+            raw = self.store.get_range(key, start, fetch_end, if_match=etag)
+            if len(raw) != fetch_end - start:
+                raise OSError(f"short read of {key}: {len(raw)} of {fetch_end - start} bytes")
+            results = []
+            for b, f in blocks:
+                s, e = self.block_range(obj_size, b)
+                chunk = raw[s - start:e - start]
+                self._mem_put((key, etag, b), chunk)
+                self._disk_put(self._path(key, etag, b), chunk)
+                results.append((b, f, chunk))
+            with self._lock:
+                for b, _f, _c in results:
+                    self._inflight.pop((key, etag, b), None)
+            for _b, f, chunk in results:
+                f.set_result(chunk)
+            return results[0][2]
+        except BaseException as exc:
+            with self._lock:
+                for b, _f in blocks:
+                    self._inflight.pop((key, etag, b), None)
+            for _b, f in blocks:
+                if not f.done():
+                    f.set_exception(exc)
+            raise
+
+    def usage(self) -> dict[str, int]:
+        return {"cache_bytes": self._disk_total, "cache_limit": self.max_bytes,
+                "cache_hits": self.hits, "cache_misses": self.misses}

@@ -1,0 +1,114 @@
+"""Staging files: the local, crash-surviving copy of the segments a file has changed.
+
+A staging file is an array of fixed *slots*, one per plaintext segment, each sealed by the codec's
+`SlotCipher` (identity in plain mode, AEAD under a wrapped cache key in client mode — so no
+plaintext is at rest).  Only segments marked dirty hold meaningful data; all other segments come
+from the base object (or are zeros).  The dirty set is persisted in the journal at close/fsync.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from s3encfs.codec import SlotCipher
+
+
+class DirtySet:
+    """A growable bitmap of segment indices."""
+
+    def __init__(self, data: bytes = b""):
+        self._bits = bytearray(data)
+
+    def add(self, i: int) -> None:
+        byte = i >> 3
+        if byte >= len(self._bits):
+            self._bits.extend(b"\0" * (byte + 1 - len(self._bits)))
+        self._bits[byte] |= 1 << (i & 7)
+
+    def __contains__(self, i: int) -> bool:
+        byte = i >> 3
+        return byte < len(self._bits) and bool(self._bits[byte] & (1 << (i & 7)))
+
+    def discard_from(self, first: int) -> None:
+        """Drop every index >= first."""
+        byte = first >> 3
+        if byte >= len(self._bits):
+            return
+        keep = first & 7
+        self._bits[byte] &= (1 << keep) - 1
+        del self._bits[byte + 1:]
+
+    def count(self) -> int:
+        return sum(bin(b).count("1") for b in self._bits)
+
+    def any(self) -> bool:
+        return any(self._bits)
+
+    def to_hex(self) -> str:
+        return self._bits.hex()
+
+    @classmethod
+    def from_hex(cls, text: str) -> DirtySet:
+        return cls(bytes.fromhex(text))
+
+    def copy(self) -> DirtySet:
+        return DirtySet(bytes(self._bits))
+
+
+class StagingFile:
+    def __init__(self, path: str, file_id: str, segment_size: int, cipher: SlotCipher,
+                 *, create: bool = True):
+        self.path = path
+        self.file_id = file_id
+        self.segment_size = segment_size
+        self.cipher = cipher
+        self.slot = segment_size + cipher.overhead
+        flags = os.O_RDWR | (os.O_CREAT if create else 0)
+        self.fd = os.open(path, flags, 0o600)
+        self._lock = threading.Lock()
+
+    def write_segment(self, index: int, plaintext: bytes) -> None:
+        """Store a whole segment (padded to segment_size with zeros)."""
+        if len(plaintext) < self.segment_size:
+            plaintext = bytes(plaintext) + bytes(self.segment_size - len(plaintext))
+        sealed = self.cipher.seal(self.file_id, index, plaintext)
+        os.pwrite(self.fd, sealed, index * self.slot)
+
+    def write_plain_span(self, offset: int, data: bytes) -> None:
+        """Fast path for identity slots: the staging file is the plaintext itself."""
+        assert self.cipher.overhead == 0
+        view = memoryview(data)
+        while view:
+            n = os.pwrite(self.fd, view, offset)
+            view = view[n:]
+            offset += n
+
+    def read_segment(self, index: int) -> bytes:
+        data = os.pread(self.fd, self.slot, index * self.slot)
+        if self.cipher.overhead == 0:
+            if len(data) < self.segment_size:
+                data += bytes(self.segment_size - len(data))
+            return data
+        if len(data) < self.slot:
+            raise OSError(f"staging file {self.path} is short at segment {index}")
+        return self.cipher.open(self.file_id, index, data)
+
+    def truncate_segments(self, count: int) -> None:
+        os.ftruncate(self.fd, count * self.slot)
+
+    def fsync(self) -> None:
+        os.fsync(self.fd)
+
+    def close(self) -> None:
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
+
+    def remove(self) -> None:
+        self.close()
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass

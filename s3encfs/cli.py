@@ -1,0 +1,125 @@
+"""The `s3encfs` command line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+import click
+
+from s3encfs import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="s3encfs")
+def main() -> None:
+    """Mount an S3 bucket as an encrypted directory."""
+
+
+@main.command("mount")
+@click.argument("source", required=False)
+@click.argument("mountpoint", required=False)
+@click.option("--config", "config_name", help="Config name (/etc/s3encfs/NAME.toml) or path.")
+@click.option("--endpoint-url", help="S3 endpoint (default: AWS, or AWS_ENDPOINT_URL).")
+@click.option("--region")
+@click.option("--profile", help="AWS shared-config profile.")
+@click.option("--encryption", help="client (default) | none | sse-s3 | sse-kms[:KEY] | "
+              "dsse-kms[:KEY] | sse-c:KEYNAME | client+<sse mode>")
+@click.option("--bucket-key/--no-bucket-key", default=None, help="S3 Bucket Keys for SSE-KMS.")
+@click.option("--key", help="Master key name(s) from the keyring, newest first (client mode).")
+@click.option("--keyring", help="Key store directory.")
+@click.option("--plain-names", is_flag=True, default=False,
+              help="Client mode: encrypt contents but keep file names readable.")
+@click.option("--allow-unverified-sse", is_flag=True, default=False,
+              help="Mount even when the server does not prove it enforces the SSE mode.")
+@click.option("--cache-dir")
+@click.option("--cache-size", help="Read cache limit, e.g. 10G.")
+@click.option("--upload-delay", type=float, help="Seconds a closed file waits before upload.")
+@click.option("-o", "options", multiple=True, help="FUSE options: allow_other, ro, ...")
+@click.option("-f", "--foreground", is_flag=True, default=None)
+@click.option("--debug", multiple=True, help="Debug logging for subsystems: fs,store,cache,all")
+def mount_cmd(source: str | None, mountpoint: str | None, config_name: str | None,
+              **flags: Any) -> None:
+    """Mount s3://BUCKET[/PREFIX] at MOUNTPOINT."""
+    from s3encfs.config import ConfigError, MountConfig, load_config, merge, parse_size
+    from s3encfs.logsetup import setup_logging
+    from s3encfs.mount import MountError, daemonize_and_mount, run_mount
+
+    flags["plain_names"] = flags["plain_names"] or None
+    flags["allow_unverified_sse"] = flags["allow_unverified_sse"] or None
+    if mountpoint:
+        mountpoint = os.path.abspath(mountpoint)
+    if flags.get("cache_dir"):
+        flags["cache_dir"] = os.path.abspath(flags["cache_dir"])
+    try:
+        cfg = load_config(config_name) if config_name else MountConfig()
+        if flags.get("cache_size") is not None:
+            flags["cache_size"] = parse_size(flags["cache_size"])
+        cfg = merge(cfg, {"source": source, "mountpoint": mountpoint, **flags})
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not cfg.source or not cfg.mountpoint:
+        raise click.UsageError("need SOURCE and MOUNTPOINT (or --config NAME)")
+    setup_logging(cfg.debug, bool(cfg.foreground))
+    try:
+        if cfg.foreground:
+            code = run_mount(cfg)
+        else:
+            code = daemonize_and_mount(cfg)
+    except MountError as exc:
+        raise click.ClickException(str(exc)) from None
+    sys.exit(code)
+
+
+@main.command("umount")
+@click.argument("mountpoint")
+@click.option("--timeout", type=float, default=0, help="Give up after this many seconds (0: wait).")
+def umount_cmd(mountpoint: str, timeout: float) -> None:
+    """Upload everything pending, then unmount; returns when S3 has every byte."""
+    from s3encfs.control import ControlError, control_socket_path, query
+
+    mountpoint = os.path.abspath(mountpoint)
+    sock = control_socket_path(mountpoint)
+    pid = None
+    try:
+        st = query(sock, "status", timeout=10)
+        pid = st.get("pid")
+        query(sock, "flush", timeout=timeout or None)
+    except (ControlError, OSError) as exc:
+        if not os.path.ismount(mountpoint):
+            raise click.ClickException(f"{mountpoint} is not mounted") from None
+        click.echo(f"s3encfs: control socket not answering ({exc}); unmounting anyway", err=True)
+    proc = subprocess.run(["fusermount3", "-u", mountpoint], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise click.ClickException(f"unmount failed: {proc.stderr.strip()}")
+    if pid:  # the mount process finishes any last uploads, then exits
+        deadline = time.monotonic() + (timeout or 1e9)
+        while time.monotonic() < deadline:
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+
+
+def _add_optional_commands() -> None:
+    import importlib
+
+    for module, attr in (("s3encfs.keys.cli", "key"), ("s3encfs.config", "config"),
+                         ("s3encfs.control", "status"), ("s3encfs.control", "flush"),
+                         ("s3encfs.backup", "backup"), ("s3encfs.rekey", "rekey"),
+                         ("s3encfs.info", "info"), ("s3encfs.check", "check")):
+        try:
+            cmd = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError):
+            continue
+        main.add_command(cmd)
+
+
+_add_optional_commands()
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1120 @@
+"""The filesystem's state machine: the node tree, file contents, and the upload queue.
+
+Runs on the trio thread; every blocking call (boto3, disk, crypto on big buffers) goes to a
+worker thread.  `fs/operations.py` translates FUSE requests into calls on `FsCore`.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import secrets
+import stat
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Callable, TypeVar
+
+import pyfuse3
+import trio
+
+from s3encfs.cache.blocks import BlockCache
+from s3encfs.cache.journal import Journal
+from s3encfs.cache.staging import DirtySet, StagingFile
+from s3encfs.codec import Codec, IntegrityError, NameTooLong, ObjectCipher
+from s3encfs.fs.listing import (DirIndex, Entry, load_directory, read_index, write_index)
+from s3encfs.fs.nodes import Content, Node, ObjectRef
+from s3encfs.fs.uploader import SegmentSource, UploadJob, Uploader
+from s3encfs.store import errors as store_errors
+from s3encfs.store.layout import CONTROL_DIR, Attrs, Layout, attrs_to_meta, now_ns
+from s3encfs.store.s3 import ObjectStore
+
+log = logging.getLogger("s3encfs.fs")
+T = TypeVar("T")
+
+
+def fuse_error(code: int) -> pyfuse3.FUSEError:
+    return pyfuse3.FUSEError(code)
+
+
+@dataclass
+class FsConfig:
+    cache_dir: str
+    cache_size: int = 10 * 1024**3
+    entry_ttl: float = 10.0
+    dir_ttl: float = 30.0
+    upload_delay: float = 1.0
+    upload_concurrency: int = 16
+    s3_threads: int = 32
+    dirty_limit: int = 2 * 1024**3
+    segs_per_block: int = 16
+    part_segments: int = 128
+    read_only: bool = False
+    uid: int = 0
+    gid: int = 0
+
+
+class FsCore:
+    def __init__(self, store: ObjectStore, codec: Codec, prefix: str, cfg: FsConfig):
+        self.store = store
+        self.codec = codec
+        self.cfg = cfg
+        self.layout = Layout(prefix, codec)
+        self.seg = codec.layout
+        os.makedirs(cfg.cache_dir, mode=0o700, exist_ok=True)
+        self.staging_dir = os.path.join(cfg.cache_dir, "staging")
+        os.makedirs(self.staging_dir, mode=0o700, exist_ok=True)
+        self.journal = Journal(os.path.join(cfg.cache_dir, "journal.sqlite"))
+        self.pool = ThreadPoolExecutor(max_workers=cfg.s3_threads, thread_name_prefix="s3")
+        self.block_bytes = cfg.segs_per_block * self.seg.stride
+        self.blocks = BlockCache(cfg.cache_dir, store, self.block_bytes, cfg.cache_size)
+        self.uploader = Uploader(store, self.blocks, self.seg, cfg.segs_per_block,
+                                 cfg.part_segments, self.pool)
+        self.slots = codec.slot_cipher(cfg.cache_dir)
+        self.limiter = trio.CapacityLimiter(cfg.s3_threads)
+        self.inodes: dict[int, Node] = {}
+        self._next_inode = pyfuse3.ROOT_INODE + 1
+        now = now_ns()
+        root_attrs = Attrs(stat.S_IFDIR | 0o755, cfg.uid, cfg.gid, 0, now, now, now)
+        self.root = Node(pyfuse3.ROOT_INODE, None, "", root_attrs)
+        self.inodes[self.root.inode] = self.root
+        self.mount_time = time.time()
+        self._ciphers: dict[tuple[str, str], ObjectCipher] = {}
+        self.queue: set[Node] = set()
+        self.index_queue: set[Node] = set()
+        self.running: set[Node] = set()
+        self._kick = trio.Event()
+        self._idle = trio.Event()
+        self.dirty_bytes = 0
+        self._space = trio.Event()
+        self.nursery: trio.Nursery | None = None
+        self.prefetch_limiter = trio.CapacityLimiter(8)
+        self.stats: dict[str, Any] = {"uploads": 0, "upload_errors": 0, "last_upload": None,
+                                      "last_error": None}
+
+    # -- helpers -----------------------------------------------------------------------------
+    async def run(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+        return await trio.to_thread.run_sync(partial(fn, *args, **kw), limiter=self.limiter)
+
+    def new_inode(self) -> int:
+        ino = self._next_inode
+        self._next_inode += 1
+        return ino
+
+    def cipher_for(self, obj: ObjectRef) -> ObjectCipher:
+        ident = (obj.key, obj.etag)
+        c = self._ciphers.get(ident)
+        if c is None:
+            c = self.codec.open_object(obj.meta)
+            if len(self._ciphers) > 4096:
+                self._ciphers.clear()
+            self._ciphers[ident] = c
+        return c
+
+    def object_meta(self, cipher_meta: dict[str, str], attrs: Attrs) -> dict[str, str]:
+        meta = dict(cipher_meta)
+        meta.update(self.codec.seal_attrs(cipher_meta, attrs_to_meta(attrs)))
+        return meta
+
+    def key_of(self, node: Node) -> str:
+        return self.layout.file_key(node.parts)
+
+    def child_parts(self, parent: Node, name: str) -> tuple[str, ...]:
+        return parent.parts + (name,)
+
+    def check_name(self, parent: Node, name: str) -> None:
+        if parent is self.root and name == CONTROL_DIR and not self.codec.encrypts_names:
+            raise fuse_error(errno.EPERM)
+        try:
+            self.layout.encode_rel(self.child_parts(parent, name))
+        except NameTooLong:
+            raise fuse_error(errno.ENAMETOOLONG) from None
+        except ValueError:
+            raise fuse_error(errno.EILSEQ) from None
+
+    # -- tree --------------------------------------------------------------------------------
+    def _make_node(self, parent: Node, name: str, attrs: Attrs) -> Node:
+        node = Node(self.new_inode(), parent, name, attrs)
+        self.inodes[node.inode] = node
+        return node
+
+    async def ensure_listed(self, d: Node, *, force: bool = False) -> dict[str, Node]:
+        if not d.is_dir:
+            raise fuse_error(errno.ENOTDIR)
+        fresh = d.children is not None and (time.monotonic() - d.listed_at) < self.cfg.dir_ttl
+        if fresh and not force:
+            assert d.children is not None
+            return d.children
+        if d.local_only and d.children is not None:
+            d.listed_at = time.monotonic()
+            return d.children
+        async with d.lock:
+            if d.children is not None and not force and \
+                    (time.monotonic() - d.listed_at) < self.cfg.dir_ttl:
+                return d.children
+            try:
+                entries, index = await trio.to_thread.run_sync(
+                    partial(load_directory, self.store, self.layout, self.journal, self.pool,
+                            d.parts, self.cfg.uid, self.cfg.gid, self.mount_time))
+            except store_errors.StoreError as exc:
+                log.error("listing %r failed: %s", d.path or "/", exc)
+                raise fuse_error(errno.EIO) from None
+            if d is self.root and index is not None and index.self_attrs and d.row_id is None:
+                self._apply_self_attrs(d, index.self_attrs)
+            self._merge(d, entries)
+            d.listed_at = time.monotonic()
+            assert d.children is not None
+            return d.children
+
+    def _apply_self_attrs(self, d: Node, meta: dict[str, str]) -> None:
+        from s3encfs.store.layout import meta_to_attrs
+        a = meta_to_attrs(meta, default_mode=d.attrs.mode, size=0,
+                          last_modified=self.mount_time, uid=self.cfg.uid, gid=self.cfg.gid)
+        a.mode = stat.S_IFDIR | stat.S_IMODE(a.mode)
+        d.attrs = a
+
+    def _busy(self, node: Node) -> bool:
+        return (node.content is not None or node.meta_dirty or node.row_id is not None
+                or node.local_only or node in self.running)
+
+    def _merge(self, d: Node, entries: list[Entry]) -> None:
+        old = d.children or {}
+        new: dict[str, Node] = {}
+        for e in entries:
+            node = old.get(e.name)
+            if node is not None and node.is_dir != (e.obj is None):
+                node = None if not self._busy(old[e.name]) else old[e.name]
+            if node is None:
+                node = self._make_node(d, e.name, e.attrs)
+                node.obj = e.obj
+                node.corrupt = e.corrupt
+            elif not self._busy(node):
+                if e.obj is not None and (node.obj is None or node.obj.etag != e.obj.etag):
+                    node.version += 1
+                    node.link_target = None
+                node.attrs = e.attrs if not node.is_dir or e.obj is None else node.attrs
+                node.obj = e.obj
+                node.corrupt = e.corrupt
+            new[e.name] = node
+        for name, node in old.items():  # keep local state S3 does not show yet
+            if name not in new and self._busy(node):
+                new[name] = node
+            elif name not in new:
+                if node.is_dir and node.children:
+                    if any(self._busy(c) for c in node.children.values()):
+                        new[name] = node
+        d.children = new
+
+    async def lookup(self, parent: Node, name: str) -> Node | None:
+        children = await self.ensure_listed(parent)
+        return children.get(name)
+
+    def forget(self, inode: int, n: int) -> None:
+        node = self.inodes.get(inode)
+        if node is None or inode == pyfuse3.ROOT_INODE:
+            return
+        node.lookups = max(0, node.lookups - n)
+        if node.unlinked and node.lookups == 0 and node.open_count == 0:
+            self.inodes.pop(inode, None)
+
+    # -- reading -----------------------------------------------------------------------------
+    def _source(self, node: Node) -> SegmentSource:
+        c = node.content
+        if c is not None:
+            base_cipher = self.cipher_for(c.base) if c.base is not None else None
+            return SegmentSource(self.seg, self.blocks, self.cfg.segs_per_block, c.base,
+                                 base_cipher, c.base_segs, c.dirty, c.staging)
+        obj = node.obj
+        if obj is None:
+            return SegmentSource(self.seg, self.blocks, self.cfg.segs_per_block, None, None, 0,
+                                 DirtySet(), None)
+        segs = -(-obj.plain_size // self.seg.segment_size)
+        return SegmentSource(self.seg, self.blocks, self.cfg.segs_per_block, obj,
+                             self.cipher_for(obj), segs, DirtySet(), None)
+
+    async def read(self, node: Node, off: int, size: int) -> bytes:
+        if node.corrupt:
+            log.error("read of %r (%s) refused: %s", node.path,
+                      node.obj.key if node.obj else "?", node.corrupt)
+            raise fuse_error(errno.EIO)
+        end = min(off + size, node.attrs.size)
+        if end <= off:
+            return b""
+        src = self._source(node)
+        S = self.seg.segment_size
+        first, last = off // S, (end - 1) // S
+        run = 1
+        if node.seq_next == off and off > 0:
+            node.ra_window = min(max(node.ra_window * 2, 4), 64)
+            run = 4
+        else:
+            node.ra_window = 0
+        node.seq_next = end
+
+        def work() -> bytes:
+            out = [src.plain(i, run=run) for i in range(first, last + 1)]
+            data = b"".join(out)
+            return data[off - first * S:end - first * S]
+
+        try:
+            data = await self.run(work)
+        except (IntegrityError, store_errors.StoreError, OSError) as exc:
+            key = src.base.key if src.base else node.path
+            log.error("read of %r (object %s) failed: %s", node.path, key, exc)
+            raise fuse_error(errno.EIO) from None
+        if node.ra_window and src.base is not None:
+            self._prefetch(src.base, (last + 1) // self.cfg.segs_per_block, node.ra_window)
+        return data
+
+    def _prefetch(self, obj: ObjectRef, first_block: int, window: int) -> None:
+        if self.nursery is None:
+            return
+        last_block = (obj.obj_size - 1) // self.block_bytes if obj.obj_size else -1
+        run = 4
+        for b in range(first_block, min(first_block + window, last_block + 1), run):
+            if self.blocks.cached(obj.key, obj.etag, b):
+                continue
+            self.nursery.start_soon(self._prefetch_one, obj, b, run)
+
+    async def _prefetch_one(self, obj: ObjectRef, block: int, run: int) -> None:
+        if self.blocks.cached(obj.key, obj.etag, block):
+            return
+        try:
+            await trio.to_thread.run_sync(
+                partial(self.blocks.get_block, obj.key, obj.etag, obj.obj_size, block, run=run),
+                limiter=self.prefetch_limiter)
+        except Exception as exc:
+            log.debug("prefetch of %s block %d failed: %s", obj.key, block, exc)
+
+    async def readlink(self, node: Node) -> str:
+        if node.link_target is None:
+            if node.obj is None:
+                raise fuse_error(errno.EIO)
+            data = await self.read(node, 0, node.attrs.size)
+            node.link_target = os.fsdecode(data)
+        return node.link_target
+
+    # -- writing -----------------------------------------------------------------------------
+    def _ensure_content(self, node: Node) -> Content:
+        if node.content is not None:
+            return node.content
+        file_id = secrets.token_hex(12)
+        staging = StagingFile(os.path.join(self.staging_dir, file_id), file_id,
+                              self.seg.segment_size, self.slots)
+        if node.obj is not None and node.corrupt is None:
+            cipher = self.cipher_for(node.obj)
+            meta = {k: v for k, v in node.obj.meta.items()}
+            base: ObjectRef | None = node.obj
+            base_segs = -(-node.obj.plain_size // self.seg.segment_size)
+        else:
+            cipher, meta = self.codec.new_object()
+            base, base_segs = None, 0
+        cipher_meta = self._cipher_meta(meta)
+        node.content = Content(staging, cipher, cipher_meta, base, base_segs)
+        return node.content
+
+    def _cipher_meta(self, meta: dict[str, str]) -> dict[str, str]:
+        """Only the codec's key material from an object's metadata (not attrs, not SSE ids)."""
+        sealed_attr_keys = set(self.codec.seal_attrs({}, {}).keys()) if False else set()
+        plain_attr_names = {"mode", "uid", "gid", "mtime", "atime", "ctime", "rdev", "xattr"}
+        return {k: v for k, v in meta.items()
+                if k.startswith("s3encfs-") and k not in sealed_attr_keys
+                and k not in ("s3encfs-attrs", "s3encfs-ssec") and k not in plain_attr_names}
+
+    async def write(self, node: Node, off: int, data: bytes) -> int:
+        if self.cfg.read_only:
+            raise fuse_error(errno.EROFS)
+        await self._wait_for_space()
+        async with node.lock:
+            c = self._ensure_content(node)
+            src = self._source(node)
+            before = c.dirty_count if hasattr(c, "dirty_count") else 0
+            S = self.seg.segment_size
+            end = off + len(data)
+            first, last = off // S, (end - 1) // S if data else off // S
+            fast = self.slots.overhead == 0
+
+            def work() -> int:
+                newly = 0
+                view = memoryview(data)
+                for i in range(first, last + 1):
+                    s0 = i * S
+                    a, b = max(off, s0), min(end, s0 + S)
+                    chunk = view[a - off:b - off]
+                    full = a == s0 and b == s0 + S
+                    was_dirty = i in c.dirty
+                    if fast and (full or was_dirty or not src.base_backed(i)):
+                        c.staging.write_plain_span(a, chunk)
+                    else:
+                        cur = bytearray(src.plain(i)) if not full else bytearray(S)
+                        cur[a - s0:b - s0] = chunk
+                        c.staging.write_segment(i, bytes(cur))
+                    if not was_dirty:
+                        c.dirty.add(i)
+                        newly += 1
+                return newly
+
+            try:
+                newly = await self.run(work)
+            except OSError as exc:
+                if exc.errno == errno.ENOSPC:
+                    raise fuse_error(errno.ENOSPC) from None
+                log.error("write to %r failed: %s", node.path, exc)
+                raise fuse_error(errno.EIO) from None
+            except (IntegrityError, store_errors.StoreError) as exc:
+                log.error("write to %r needed unreadable base data: %s", node.path, exc)
+                raise fuse_error(errno.EIO) from None
+            del before
+            self.dirty_bytes += newly * S
+            c.gen += 1
+            if end > node.attrs.size:
+                node.attrs.size = end
+            t = now_ns()
+            node.attrs.mtime_ns = node.attrs.ctime_ns = t
+        return len(data)
+
+    async def _wait_for_space(self) -> None:
+        while self.dirty_bytes > self.cfg.dirty_limit:
+            drainable = [n for n in self.queue if n.content and n.content.writers == 0]
+            if not drainable and not self.running:
+                return
+            for n in drainable:
+                n.upload_due = 0
+            self._kick.set()
+            self._space = trio.Event()
+            with trio.move_on_after(1):
+                await self._space.wait()
+
+    async def truncate(self, node: Node, size: int) -> None:
+        if self.cfg.read_only:
+            raise fuse_error(errno.EROFS)
+        async with node.lock:
+            c = self._ensure_content(node)
+            src = self._source(node)
+            S = self.seg.segment_size
+            old = node.attrs.size
+            if size < old:
+                b, r = divmod(size, S)
+
+                def work() -> None:
+                    if r:
+                        cur = bytearray(src.plain(b))
+                        cur[r:] = bytes(S - r)
+                        c.staging.write_segment(b, bytes(cur))
+                        c.dirty.add(b)
+                    c.dirty.discard_from(-(-size // S))
+                    c.staging.truncate_segments(-(-size // S))
+
+                try:
+                    await self.run(work)
+                except (IntegrityError, store_errors.StoreError, OSError) as exc:
+                    log.error("truncate of %r failed: %s", node.path, exc)
+                    raise fuse_error(errno.EIO) from None
+                c.base_segs = min(c.base_segs, size // S)
+            c.gen += 1
+            node.attrs.size = size
+            t = now_ns()
+            node.attrs.mtime_ns = node.attrs.ctime_ns = t
+
+    # -- durability --------------------------------------------------------------------------
+    def _row_data(self, node: Node) -> dict[str, Any]:
+        c = node.content
+        data: dict[str, Any] = {"attrs": attrs_to_meta(node.attrs), "size": node.attrs.size}
+        if c is not None:
+            data.update({"file_id": c.staging.file_id, "dirty": c.dirty.to_hex(),
+                         "base": c.base.to_json() if c.base else None,
+                         "base_segs": c.base_segs, "cipher_meta": c.cipher_meta})
+        elif node.obj is not None:
+            data["obj"] = node.obj.to_json()
+        return data
+
+    def persist(self, node: Node) -> None:
+        """Record the node's pending work in the journal (before close() returns)."""
+        if node.unlinked:
+            return
+        kind = "file" if node.content is not None else ("dir" if node.is_dir else "meta")
+        data = self._row_data(node)
+        if node.row_id is None:
+            node.row_id = self.journal.add(kind, node.path, data)
+        else:
+            self.journal.update(node.row_id, node.path, data)
+        if node.content is not None:
+            node.content.journal_gen = node.content.gen
+
+    def schedule(self, node: Node, delay: float | None = None) -> None:
+        node.upload_due = trio.current_time() + (self.cfg.upload_delay if delay is None else delay)
+        self.queue.add(node)
+        self._idle = trio.Event() if self._idle.is_set() else self._idle
+        self._kick.set()
+
+    def schedule_index(self, d: Node) -> None:
+        d.index_dirty = True
+        if d not in self.index_queue:
+            self.index_queue.add(d)
+            d.upload_due = min(d.upload_due or 1e18, trio.current_time() + self.cfg.upload_delay)
+        self._kick.set()
+
+    def pending_count(self) -> int:
+        return len(self.queue) + len(self.index_queue) + len(self.running)
+
+    async def upload_loop(self) -> None:
+        """Start due uploads, at most `upload_concurrency` at once."""
+        assert self.nursery is not None
+        while True:
+            self._kick = trio.Event()
+            now = trio.current_time()
+            next_due = now + 3600
+            for node in sorted(self.queue, key=lambda n: n.upload_due):
+                if len(self.running) >= self.cfg.upload_concurrency:
+                    break
+                if node in self.running:
+                    continue
+                writers = node.content.writers if node.content else 0
+                if writers:
+                    continue
+                if node.upload_due <= now:
+                    self.queue.discard(node)
+                    self.running.add(node)
+                    self.nursery.start_soon(self._upload_task, node)
+                else:
+                    next_due = min(next_due, node.upload_due)
+            for d in list(self.index_queue):
+                if len(self.running) >= self.cfg.upload_concurrency:
+                    break
+                if d in self.running:
+                    continue
+                if d.upload_due <= now and not any(
+                        c in self.queue or c in self.running for c in (d.children or {}).values()
+                        if not c.is_dir):
+                    self.index_queue.discard(d)
+                    self.running.add(d)
+                    self.nursery.start_soon(self._index_task, d)
+                else:
+                    next_due = min(next_due, max(d.upload_due, now + 0.2))
+            if not self.queue and not self.index_queue and not self.running:
+                self._idle.set()
+            with trio.move_on_at(next_due):
+                await self._kick.wait()
+
+    async def _upload_task(self, node: Node) -> None:
+        try:
+            await self.upload_node(node)
+        except Exception as exc:
+            self.stats["upload_errors"] += 1
+            self.stats["last_error"] = f"{node.path}: {exc}"
+            log.error("upload of %r failed (will retry): %s", node.path, exc)
+            if not node.unlinked:
+                node.upload_due = trio.current_time() + 5
+                self.queue.add(node)
+        finally:
+            self.running.discard(node)
+            self._kick.set()
+
+    async def upload_node(self, node: Node) -> None:
+        async with node.lock:
+            await self._upload_locked(node)
+
+    async def _upload_locked(self, node: Node) -> None:
+        if node.unlinked:
+            return
+        if node.is_dir:
+            if node.parent is not None:
+                self.schedule_index(node.parent)
+            else:
+                self.schedule_index(node)
+            return
+        c = node.content
+        key = self.key_of(node)
+        if c is not None:
+            meta = self.object_meta(c.cipher_meta, node.attrs)
+            base_cipher = self.cipher_for(c.base) if c.base is not None else None
+            job = UploadJob(key, node.attrs.size, c.dirty.copy(), c.staging, c.cipher, meta,
+                            c.base, base_cipher, c.base_segs)
+            gen = c.gen
+            obj = await trio.to_thread.run_sync(self.uploader.upload, job)
+            self.stats["uploads"] += 1
+            self.stats["last_upload"] = time.time()
+            node.obj = obj
+            self._ciphers[(obj.key, obj.etag)] = c.cipher
+            self.dirty_bytes -= c.dirty.count() * self.seg.segment_size
+            if c.gen == gen:
+                self._finish_content(node)
+        elif node.meta_dirty and node.obj is not None:
+            meta = self.object_meta(self._cipher_meta(node.obj.meta), node.attrs)
+            etag = await self.run(self.store.copy, node.obj.key, key, metadata=meta)
+            node.obj = ObjectRef(key, etag, node.obj.obj_size, node.obj.plain_size, meta)
+            node.meta_dirty = False
+        if node.row_id is not None and node.content is None:
+            self.journal.remove(node.row_id)
+            node.row_id = None
+        if node.parent is not None:
+            self.schedule_index(node.parent)
+        self._space.set()
+
+    def _finish_content(self, node: Node) -> None:
+        c = node.content
+        assert c is not None
+        if c.writers or node.open_count:
+            # still open: keep the staging file but start over from the new object
+            assert node.obj is not None
+            c.base = node.obj
+            c.base_segs = -(-node.attrs.size // self.seg.segment_size)
+            c.dirty = DirtySet()
+            c.staging.truncate_segments(0)
+            c.gen += 1
+            c.journal_gen = -1
+            c.cipher = self.cipher_for(node.obj)
+            node.content = c
+            node.content = None if not c.writers and not node.open_count else c
+        else:
+            c.staging.remove()
+            node.content = None
+
+    async def _index_task(self, d: Node) -> None:
+        try:
+            await self.write_index(d)
+        except Exception as exc:
+            self.stats["upload_errors"] += 1
+            self.stats["last_error"] = f"index {d.path}: {exc}"
+            log.error("index of %r failed (will retry): %s", d.path or "/", exc)
+            d.upload_due = trio.current_time() + 5
+            self.index_queue.add(d)
+        finally:
+            self.running.discard(d)
+            self._kick.set()
+
+    async def write_index(self, d: Node) -> None:
+        if d.unlinked:
+            return
+        children = await self.ensure_listed(d)
+        parent = d.path
+        files: dict[str, tuple[str, dict[str, str]]] = {}
+        dirs: dict[str, dict[str, str]] = {}
+        done_rows: list[tuple[Node, int, dict[str, str]]] = []
+        for name, child in children.items():
+            enc = self.codec.encode_name(parent, name)
+            if child.is_dir:
+                meta = attrs_to_meta(child.attrs)
+                dirs[enc] = meta
+                if child.row_id is not None:
+                    done_rows.append((child, child.row_id, meta))
+            elif child.obj is not None:
+                files[enc] = (child.obj.etag, child.obj.meta)
+        self_meta = attrs_to_meta(d.attrs) if d is self.root else None
+        if d is self.root and d.row_id is not None:
+            done_rows.append((d, d.row_id, self_meta or {}))
+        d.index_dirty = False
+        await self.run(write_index, self.store, self.layout, d.parts,
+                       DirIndex(files, dirs, self_meta))
+        for child, row, meta in done_rows:
+            if child.row_id == row and attrs_to_meta(child.attrs) == meta:
+                self.journal.remove(row)
+                child.row_id = None
+                child.local_only = False
+
+    async def flush_all(self) -> None:
+        """Upload everything now and wait until S3 has it (fsync of the whole mount, unmount)."""
+        while True:
+            for n in self.queue:
+                n.upload_due = 0
+            for d in self.index_queue:
+                d.upload_due = 0
+            if not self.queue and not self.index_queue and not self.running:
+                return
+            self._kick.set()
+            self._idle = trio.Event()
+            with trio.move_on_after(0.5):
+                await self._idle.wait()
+
+    async def fsync(self, node: Node) -> None:
+        if node.content is not None or node.meta_dirty:
+            self.queue.discard(node)
+            while node in self.running:
+                await trio.sleep(0.01)
+            try:
+                await self.upload_node(node)
+            except Exception as exc:
+                log.error("fsync upload of %r failed: %s", node.path, exc)
+                self.schedule(node, 5)
+                raise fuse_error(errno.EIO) from None
+            if node.parent is not None and node.parent.index_dirty:
+                pass  # the index is a cache; not needed for the file's durability
+
+    # -- metadata changes -------------------------------------------------------------------
+    def attrs_changed(self, node: Node) -> None:
+        node.attrs.ctime_ns = now_ns()
+        if node.is_dir:
+            self.persist(node)
+            target = node.parent if node.parent is not None else node
+            self.schedule_index(target)
+            return
+        if node.content is None:
+            if node.obj is None:
+                return
+            node.meta_dirty = True
+        self.persist(node)
+        self.schedule(node)
+
+    def touch_dir(self, d: Node) -> None:
+        t = now_ns()
+        d.attrs.mtime_ns = d.attrs.ctime_ns = t
+        self.schedule_index(d.parent if d.parent is not None else d)
+
+    # -- namespace ---------------------------------------------------------------------------
+    async def create_file(self, parent: Node, name: str, mode: int, uid: int, gid: int,
+                          rdev: int = 0) -> Node:
+        if self.cfg.read_only:
+            raise fuse_error(errno.EROFS)
+        self.check_name(parent, name)
+        children = await self.ensure_listed(parent)
+        if name in children:
+            raise fuse_error(errno.EEXIST)
+        t = now_ns()
+        node = self._make_node(parent, name, Attrs(mode, uid, gid, 0, t, t, t, rdev))
+        children[name] = node
+        self._ensure_content(node)
+        self.touch_dir(parent)
+        return node
+
+    async def mkdir(self, parent: Node, name: str, mode: int, uid: int, gid: int) -> Node:
+        if self.cfg.read_only:
+            raise fuse_error(errno.EROFS)
+        self.check_name(parent, name)
+        children = await self.ensure_listed(parent)
+        if name in children:
+            raise fuse_error(errno.EEXIST)
+        t = now_ns()
+        node = self._make_node(parent, name, Attrs(stat.S_IFDIR | stat.S_IMODE(mode), uid, gid,
+                                                   0, t, t, t))
+        node.children = {}
+        node.listed_at = time.monotonic()
+        node.local_only = True
+        children[name] = node
+        marker = self.layout.dir_prefix(node.parts)
+        meta = attrs_to_meta(node.attrs) if not self.codec.encrypts_names else {}
+        self.persist(node)
+        try:
+            await self.run(self.store.put, marker, b"", meta)
+        except store_errors.StoreError as exc:
+            log.error("mkdir %r failed: %s", node.path, exc)
+            children.pop(name, None)
+            if node.row_id is not None:
+                self.journal.remove(node.row_id)
+            raise fuse_error(errno.EIO) from None
+        self.touch_dir(parent)
+        self.schedule_index(parent)
+        return node
+
+    async def symlink(self, parent: Node, name: str, target: str, uid: int, gid: int) -> Node:
+        node = await self.create_file(parent, name, stat.S_IFLNK | 0o777, uid, gid)
+        data = os.fsencode(target)
+        await self.write(node, 0, data)
+        node.link_target = target
+        self.persist(node)
+        await self.fsync(node)
+        return node
+
+    async def unlink(self, parent: Node, name: str) -> None:
+        if self.cfg.read_only:
+            raise fuse_error(errno.EROFS)
+        children = await self.ensure_listed(parent)
+        node = children.get(name)
+        if node is None:
+            raise fuse_error(errno.ENOENT)
+        if node.is_dir:
+            raise fuse_error(errno.EISDIR)
+        async with node.lock:
+            if node.open_count and node.obj is not None:
+                await self._materialize(node)
+            children.pop(name, None)
+            node.unlinked = True
+            self.queue.discard(node)
+            if node.row_id is not None:
+                self.journal.remove(node.row_id)
+                node.row_id = None
+            if node.obj is not None:
+                try:
+                    await self.run(self.store.delete, node.obj.key)
+                except store_errors.StoreError as exc:
+                    log.error("delete of %r failed: %s", node.path, exc)
+                    children[name] = node
+                    node.unlinked = False
+                    raise fuse_error(errno.EIO) from None
+                self.journal.forget_meta(node.obj.key)
+                node.obj = None
+            if node.content is not None and not node.open_count:
+                self.dirty_bytes -= node.content.dirty.count() * self.seg.segment_size
+                node.content.staging.remove()
+                node.content = None
+        self.touch_dir(parent)
+
+    async def _materialize(self, node: Node) -> None:
+        """Copy every base segment into staging, so the file outlives its object."""
+        c = self._ensure_content(node)
+        src = self._source(node)
+
+        def work() -> None:
+            for i in range(c.base_segs):
+                if i not in c.dirty:
+                    c.staging.write_segment(i, src.plain(i))
+                    c.dirty.add(i)
+
+        await self.run(work)
+        c.base = None
+        c.base_segs = 0
+
+    async def rmdir(self, parent: Node, name: str) -> None:
+        if self.cfg.read_only:
+            raise fuse_error(errno.EROFS)
+        children = await self.ensure_listed(parent)
+        node = children.get(name)
+        if node is None:
+            raise fuse_error(errno.ENOENT)
+        if not node.is_dir:
+            raise fuse_error(errno.ENOTDIR)
+        sub = await self.ensure_listed(node, force=True)
+        if sub:
+            raise fuse_error(errno.ENOTEMPTY)
+        try:
+            await self.run(self.store.delete, self.layout.dir_prefix(node.parts))
+            await self.run(self.store.delete, self.layout.index_key(node.parts))
+        except store_errors.StoreError as exc:
+            log.error("rmdir %r failed: %s", node.path, exc)
+            raise fuse_error(errno.EIO) from None
+        children.pop(name, None)
+        node.unlinked = True
+        self.index_queue.discard(node)
+        if node.row_id is not None:
+            self.journal.remove(node.row_id)
+            node.row_id = None
+        self.touch_dir(parent)
+
+    async def rename(self, p_old: Node, old: str, p_new: Node, new: str, flags: int) -> None:
+        if self.cfg.read_only:
+            raise fuse_error(errno.EROFS)
+        if flags & pyfuse3.RENAME_EXCHANGE:
+            raise fuse_error(errno.EINVAL)
+        src_children = await self.ensure_listed(p_old)
+        dst_children = await self.ensure_listed(p_new)
+        node = src_children.get(old)
+        if node is None:
+            raise fuse_error(errno.ENOENT)
+        self.check_name(p_new, new)
+        if p_old is p_new and old == new:
+            return
+        anc: Node | None = p_new
+        while anc is not None:
+            if anc is node:
+                raise fuse_error(errno.EINVAL)
+            anc = anc.parent
+        target = dst_children.get(new)
+        if target is not None:
+            if flags & pyfuse3.RENAME_NOREPLACE:
+                raise fuse_error(errno.EEXIST)
+            if target.is_dir and not node.is_dir:
+                raise fuse_error(errno.EISDIR)
+            if node.is_dir and not target.is_dir:
+                raise fuse_error(errno.ENOTDIR)
+            if target.is_dir:
+                if await self.ensure_listed(target, force=True):
+                    raise fuse_error(errno.ENOTEMPTY)
+        if node.is_dir:
+            await self._rename_dir(node, p_new, new, target)
+        else:
+            await self._rename_file(node, p_new, new, target)
+        self.touch_dir(p_old)
+        if p_new is not p_old:
+            self.touch_dir(p_new)
+
+    async def _detach_target(self, target: Node, replaced_by_upload: bool) -> None:
+        """The node at the destination name is being replaced."""
+        async with target.lock:
+            target.unlinked = True
+            self.queue.discard(target)
+            if target.row_id is not None:
+                self.journal.remove(target.row_id)
+                target.row_id = None
+            if target.is_dir:
+                await self.run(self.store.delete, self.layout.dir_prefix(target.parts))
+                await self.run(self.store.delete, self.layout.index_key(target.parts))
+            elif target.obj is not None and not replaced_by_upload:
+                await self.run(self.store.delete, target.obj.key)
+            if target.content is not None and not target.open_count:
+                self.dirty_bytes -= target.content.dirty.count() * self.seg.segment_size
+                target.content.staging.remove()
+                target.content = None
+            if target.open_count and target.obj is not None:
+                await self._materialize(target)
+
+    async def _rename_file(self, node: Node, p_new: Node, new: str, target: Node | None) -> None:
+        async with node.lock:
+            while node in self.running:
+                await trio.sleep(0.005)
+            new_key = self.layout.file_key(self.child_parts(p_new, new))
+            will_upload = node.content is not None and node.content.base is None
+            if target is not None:
+                try:
+                    await self._detach_target(target, replaced_by_upload=True)
+                except store_errors.StoreError as exc:
+                    log.error("rename over %r failed: %s", target.path, exc)
+                    raise fuse_error(errno.EIO) from None
+            if node.obj is not None:
+                try:
+                    old_key = node.obj.key
+                    etag = await self.run(self.store.copy, old_key, new_key)
+                    await self.run(self.store.delete, old_key)
+                except store_errors.StoreError as exc:
+                    log.error("rename of %r failed: %s", node.path, exc)
+                    raise fuse_error(errno.EIO) from None
+                node.obj = ObjectRef(new_key, etag, node.obj.obj_size, node.obj.plain_size,
+                                     node.obj.meta)
+                if node.content is not None and node.content.base is not None:
+                    node.content.base = node.obj
+            elif target is not None and target.obj is not None and not will_upload:
+                await self.run(self.store.delete, target.obj.key)
+            self._move(node, p_new, new)
+            if node.row_id is not None:
+                self.journal.set_path(node.row_id, node.path)
+
+    def _move(self, node: Node, p_new: Node, new: str) -> None:
+        assert node.parent is not None and node.parent.children is not None
+        node.parent.children.pop(node.name, None)
+        assert p_new.children is not None
+        p_new.children[new] = node
+        node.parent = p_new
+        node.name = new
+        node.attrs.ctime_ns = now_ns()
+
+    async def _rename_dir(self, node: Node, p_new: Node, new: str, target: Node | None) -> None:
+        """S3 has no directory rename: copy every object under the old prefix, then delete."""
+        await self.flush_subtree(node)
+        old_parts = node.parts
+        new_parts = self.child_parts(p_new, new)
+        old_prefix = self.layout.dir_prefix(old_parts)
+
+        def plan() -> list[tuple[str, str]]:
+            moves: list[tuple[str, str]] = []
+            for page in self.store.list_pages(old_prefix, None):
+                for obj in page.objects:
+                    rel = obj.key[len(old_prefix):]
+                    if not rel:
+                        continue
+                    comps = rel.split("/")
+                    trailing = comps[-1] == ""
+                    comps = [c for c in comps if c]
+                    plain: list[str] = []
+                    for c in comps:
+                        plain.append(self.layout.decode_child(old_parts + tuple(plain), c))
+                    dst = self.layout.dir_prefix(new_parts + tuple(plain)) if trailing else \
+                        self.layout.file_key(new_parts + tuple(plain))
+                    moves.append((obj.key, dst))
+            return moves
+
+        try:
+            if target is not None:
+                await self._detach_target(target, replaced_by_upload=False)
+            moves = await self.run(plan)
+            await self.run(self.store.put, self.layout.dir_prefix(new_parts), b"",
+                           attrs_to_meta(node.attrs) if not self.codec.encrypts_names else {})
+
+            def copy(item: tuple[str, str]) -> None:
+                src, dst = item
+                if src.endswith("/"):
+                    self.store.put(dst, b"", {})
+                else:
+                    self.store.copy(src, dst)
+
+            await trio.to_thread.run_sync(lambda: list(self.pool.map(copy, moves)))
+            old_dirs = await self.run(self._subtree_index_keys, node)
+            await self.run(self.store.delete_many,
+                           [s for s, _d in moves] + [old_prefix] + old_dirs)
+        except Exception as exc:
+            log.error("rename of directory %r failed: %s", node.path, exc)
+            raise fuse_error(errno.EIO) from None
+        self._move(node, p_new, new)
+        self._invalidate_subtree(node)
+        self.schedule_index(p_new)
+        if node.row_id is not None:
+            self.journal.set_path(node.row_id, node.path)
+
+    def _subtree_index_keys(self, node: Node) -> list[str]:
+        keys = []
+        stack = [node]
+        while stack:
+            n = stack.pop()
+            keys.append(self.layout.index_key(n.parts))
+            stack.extend(c for c in (n.children or {}).values() if c.is_dir)
+        return keys
+
+    def _invalidate_subtree(self, node: Node) -> None:
+        """Objects moved: forget listings so the next access reads the new keys."""
+        stack = [node]
+        while stack:
+            n = stack.pop()
+            if n.is_dir:
+                n.listed_at = 0
+                self.schedule_index(n)
+                stack.extend((n.children or {}).values())
+            else:
+                n.obj = None if n.obj is None else ObjectRef(
+                    self.key_of(n), n.obj.etag, n.obj.obj_size, n.obj.plain_size, n.obj.meta)
+                n.version += 1
+
+    async def flush_subtree(self, node: Node) -> None:
+        stack = [node]
+        todo = []
+        while stack:
+            n = stack.pop()
+            if n.is_dir:
+                stack.extend((n.children or {}).values())
+            elif n.content is not None or n.meta_dirty:
+                todo.append(n)
+        for n in todo:
+            await self.fsync(n)
+
+    async def setattr(self, node: Node, *, mode: int | None = None, uid: int | None = None,
+                      gid: int | None = None, size: int | None = None,
+                      atime_ns: int | None = None, mtime_ns: int | None = None) -> None:
+        if self.cfg.read_only:
+            raise fuse_error(errno.EROFS)
+        if size is not None:
+            if node.is_dir:
+                raise fuse_error(errno.EISDIR)
+            if node.content is not None and node.content.writers == 0 and \
+                    node.content.journal_gen >= 0:
+                await self.fsync(node)
+            await self.truncate(node, size)
+        a = node.attrs
+        if mode is not None:
+            a.mode = stat.S_IFMT(a.mode) | stat.S_IMODE(mode)
+        if uid is not None:
+            a.uid = uid
+        if gid is not None:
+            a.gid = gid
+        if atime_ns is not None:
+            a.atime_ns = atime_ns
+        if mtime_ns is not None:
+            a.mtime_ns = mtime_ns
+        if node.content is not None and node.content.writers:
+            node.attrs.ctime_ns = now_ns()
+            return  # persisted at close
+        self.attrs_changed(node)
+
+    async def set_xattrs(self, node: Node, xattrs: dict[bytes, bytes]) -> None:
+        meta = attrs_to_meta(Attrs(node.attrs.mode, xattrs=xattrs))
+        if len(meta.get("xattr", "")) > 1500:
+            raise fuse_error(errno.ENOSPC)
+        node.attrs.xattrs = xattrs
+        self.attrs_changed(node)
+
+    # -- open files ---------------------------------------------------------------------------
+    async def open(self, node: Node, write: bool) -> None:
+        if write and self.cfg.read_only:
+            raise fuse_error(errno.EROFS)
+        if write and node.content is not None and node.content.writers == 0 and \
+                node.content.journal_gen >= 0:
+            # a closed version is journaled: get it into S3 before new writes can tear it
+            await self.fsync(node)
+        node.open_count += 1
+        if write:
+            self._ensure_content(node).writers += 1
+
+    async def release(self, node: Node, write: bool) -> None:
+        node.open_count -= 1
+        c = node.content
+        if write and c is not None:
+            c.writers -= 1
+        if node.unlinked:
+            if node.open_count == 0 and c is not None:
+                self.dirty_bytes -= c.dirty.count() * self.seg.segment_size
+                c.staging.remove()
+                node.content = None
+                if node.lookups == 0:
+                    self.inodes.pop(node.inode, None)
+            return
+        if write and c is not None and c.writers == 0:
+            if c.gen != c.journal_gen:
+                self.persist(node)
+            self.schedule(node)
+        elif c is not None and c.writers == 0 and c.journal_gen < 0 and not c.dirty.any() \
+                and node.obj is not None and c.gen == 0:
+            c.staging.remove()
+            node.content = None
+
+    async def flush(self, node: Node) -> None:
+        c = node.content
+        if c is not None and c.gen != c.journal_gen and not node.unlinked:
+            self.persist(node)
+
+    # -- crash recovery ------------------------------------------------------------------------
+    async def replay(self) -> int:
+        """Finish the work a previous mount journaled but did not get into S3."""
+        rows = self.journal.rows()
+        done = 0
+        for row in rows:
+            parts = tuple(p for p in row.path.split("/") if p) if row.path else ()
+            try:
+                if row.kind == "file":
+                    await self._replay_file(row.row_id, parts, row.data)
+                elif row.kind == "meta" and "obj" in row.data:
+                    await self._replay_meta(parts, row.data)
+                elif row.kind == "dir":
+                    await self._replay_dir(parts, row.data)
+            except Exception as exc:
+                log.error("replay of %r failed (kept for the next mount): %s", row.path, exc)
+                continue
+            self.journal.remove(row.row_id)
+            done += 1
+        return done
+
+    async def _replay_file(self, row_id: int, parts: tuple[str, ...], data: dict[str, Any]) -> None:
+        from s3encfs.store.layout import meta_to_attrs
+        path = os.path.join(self.staging_dir, data["file_id"])
+        staging = StagingFile(path, data["file_id"], self.seg.segment_size, self.slots,
+                              create=True)
+        base = ObjectRef.from_json(data["base"]) if data.get("base") else None
+        cipher = self.codec.open_object(data["cipher_meta"]) if data["cipher_meta"] or \
+            base is None else self.cipher_for(base)
+        if base is not None:
+            cipher = self.cipher_for(base)
+        attrs = meta_to_attrs(data["attrs"], default_mode=0o100644, size=data["size"],
+                              last_modified=time.time())
+        meta = self.object_meta(data["cipher_meta"], attrs)
+        job = UploadJob(self.layout.file_key(parts), data["size"], DirtySet.from_hex(data["dirty"]),
+                        staging, cipher, meta, base, cipher if base else None, data["base_segs"])
+        await trio.to_thread.run_sync(self.uploader.upload, job)
+        staging.remove()
+        log.info("replayed pending upload of %r", "/".join(parts))
+
+    async def _replay_meta(self, parts: tuple[str, ...], data: dict[str, Any]) -> None:
+        from s3encfs.store.layout import meta_to_attrs
+        obj = ObjectRef.from_json(data["obj"])
+        attrs = meta_to_attrs(data["attrs"], default_mode=0o100644, size=obj.plain_size,
+                              last_modified=time.time())
+        meta = self.object_meta(self._cipher_meta(obj.meta), attrs)
+        key = self.layout.file_key(parts)
+        await self.run(self.store.copy, key, key, metadata=meta)
+
+    async def _replay_dir(self, parts: tuple[str, ...], data: dict[str, Any]) -> None:
+        parent_parts = parts[:-1] if parts else ()
+        index = await self.run(read_index, self.store, self.layout, parent_parts)
+        if index is None:
+            index = DirIndex({}, {}, None)
+        if parts:
+            enc = self.codec.encode_name("/".join(parent_parts), parts[-1])
+            index.dirs[enc] = data["attrs"]
+        else:
+            index.self_attrs = data["attrs"]
+        await self.run(self.store.put, self.layout.dir_prefix(parts), b"", {}) if parts else None
+        await self.run(write_index, self.store, self.layout, parent_parts, index)
+
+    def status(self) -> dict[str, Any]:
+        d = {"pending_uploads": len(self.queue) + len(self.running),
+             "pending_index_writes": len(self.index_queue),
+             "dirty_bytes": self.dirty_bytes,
+             "journal_rows": self.journal.count()}
+        d.update(self.blocks.usage())
+        d.update(self.stats)
+        return d

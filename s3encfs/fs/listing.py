@@ -1,0 +1,181 @@
+"""Loading one directory: one paginated LIST, the directory's index object, HEADs only for
+objects whose ETag neither the index nor the local attribute cache knows (in parallel).
+
+The index object (``.s3encfs/idx/…``, sealed by the codec) holds, per child, the ETag and the
+metadata last written, plus the attributes of child directories — S3 keeps no metadata on
+``dir/`` markers everywhere, and this makes a cold ``rsync``/``find`` one LIST + one GET per
+directory instead of a HEAD per file.  The objects' own metadata stays the source of truth: an
+index entry is only used while its ETag matches.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import stat
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from s3encfs.cache.journal import Journal
+from s3encfs.codec import IntegrityError, UndecodableName
+from s3encfs.fs.nodes import ObjectRef
+from s3encfs.store.errors import NotFound
+from s3encfs.store.layout import CONTROL_DIR, Attrs, Layout, meta_to_attrs
+from s3encfs.store.s3 import ObjectInfo, ObjectStore
+
+log = logging.getLogger("s3encfs.listing")
+
+DIR_DEFAULT = stat.S_IFDIR | 0o755
+FILE_DEFAULT = stat.S_IFREG | 0o644
+
+
+@dataclass
+class Entry:
+    name: str
+    attrs: Attrs
+    obj: ObjectRef | None  # None for directories
+    corrupt: str | None = None
+
+
+@dataclass
+class DirIndex:
+    files: dict[str, tuple[str, dict[str, str]]]  # encoded name -> (etag, metadata)
+    dirs: dict[str, dict[str, str]]  # encoded name -> attrs metadata
+    self_attrs: dict[str, str] | None
+
+    def to_bytes(self) -> bytes:
+        return json.dumps({"v": 1, "files": self.files, "dirs": self.dirs,
+                           "self": self.self_attrs}, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> DirIndex:
+        raw: dict[str, Any] = json.loads(data)
+        return cls({k: (v[0], v[1]) for k, v in raw.get("files", {}).items()},
+                   raw.get("dirs", {}), raw.get("self"))
+
+
+def read_index(store: ObjectStore, layout: Layout, parts: tuple[str, ...]) -> DirIndex | None:
+    key = layout.index_key(parts)
+    try:
+        body, _info = store.get(key)
+    except NotFound:
+        return None
+    try:
+        return DirIndex.from_bytes(layout.codec.open_blob("idx:" + key, body))
+    except (IntegrityError, ValueError, KeyError, IndexError) as exc:
+        log.warning("ignoring unreadable directory index %s: %s", key, exc)
+        return None
+
+
+def write_index(store: ObjectStore, layout: Layout, parts: tuple[str, ...], index: DirIndex) -> None:
+    key = layout.index_key(parts)
+    store.put(key, layout.codec.seal_blob("idx:" + key, index.to_bytes()), {})
+
+
+def attrs_from_object(layout: Layout, info: ObjectInfo, meta: dict[str, str],
+                      uid: int, gid: int) -> tuple[Attrs, str | None]:
+    """Attributes of a file object; a reason string when it cannot be read back."""
+    corrupt = None
+    try:
+        plain = layout.codec.layout.plain_size(info.size)
+    except IntegrityError as exc:
+        plain, corrupt = info.size, str(exc)
+    try:
+        attr_meta = layout.codec.open_attrs(meta)
+    except IntegrityError as exc:
+        attr_meta, corrupt = {}, corrupt or str(exc)
+    attrs = meta_to_attrs(attr_meta, default_mode=FILE_DEFAULT, size=plain,
+                          last_modified=info.last_modified, uid=uid, gid=gid)
+    if stat.S_ISDIR(attrs.mode):
+        attrs.mode = FILE_DEFAULT
+    return attrs, corrupt
+
+
+def load_directory(store: ObjectStore, layout: Layout, journal: Journal, pool: ThreadPoolExecutor,
+                   parts: tuple[str, ...], uid: int, gid: int,
+                   default_time: float) -> tuple[list[Entry], DirIndex | None]:
+    prefix = layout.dir_prefix(parts)
+    index_future = pool.submit(read_index, store, layout, parts)
+    files: list[ObjectInfo] = []
+    prefixes: list[str] = []
+    for page in store.list_pages(prefix, "/"):
+        files.extend(page.objects)
+        prefixes.extend(page.prefixes)
+    index = index_future.result()
+    parent = "/".join(parts)
+    entries: dict[str, Entry] = {}
+    control = layout.control_prefix()
+
+    for p in prefixes:
+        if p == control:
+            continue
+        enc = p[len(prefix):-1]
+        if not enc or enc in (".", ".."):
+            log.warning("skipping unrepresentable prefix %r", p)
+            continue
+        try:
+            name = layout.codec.decode_name(parent, enc)
+        except UndecodableName:
+            log.debug("skipping undecodable directory name %r", p)
+            continue
+        dmeta = (index.dirs.get(enc) if index else None) or {}
+        attrs = meta_to_attrs(dmeta, default_mode=DIR_DEFAULT, size=0,
+                              last_modified=default_time, uid=uid, gid=gid)
+        attrs.mode = stat.S_IFDIR | stat.S_IMODE(attrs.mode)
+        entries[name] = Entry(name, attrs, None)
+
+    need_head: list[tuple[str, ObjectInfo]] = []
+    known: list[tuple[str, ObjectInfo, dict[str, str]]] = []
+    for info in files:
+        enc = info.key[len(prefix):]
+        if not enc or enc.endswith("/") or enc in (".", ".."):
+            continue  # the directory's own marker, or a marker-like object we cannot represent
+        try:
+            name = layout.codec.decode_name(parent, enc)
+        except UndecodableName:
+            log.debug("skipping undecodable name %r", info.key)
+            continue
+        if name in entries:
+            log.warning("%s is both a file and a directory; showing the directory", info.key)
+            continue
+        hit = index.files.get(enc) if index else None
+        if hit is not None and hit[0] == info.etag:
+            known.append((name, info, hit[1]))
+            continue
+        cached = journal.cached_meta(info.key, info.etag)
+        if cached is not None:
+            known.append((name, info, cached))
+        else:
+            need_head.append((name, info))
+
+    def head(item: tuple[str, ObjectInfo]) -> tuple[str, ObjectInfo, dict[str, str] | None]:
+        name, info = item
+        try:
+            full = store.head(info.key)
+        except NotFound:
+            return name, info, None
+        except Exception as exc:  # unreadable object: show it, reads will fail clearly
+            log.warning("HEAD %s failed: %s", info.key, exc)
+            return name, info, {}
+        if full.etag != info.etag:
+            info = full
+        return name, info, full.metadata or {}
+
+    fresh: list[tuple[str, str, dict[str, str]]] = []
+    for name, info, meta in pool.map(head, need_head) if need_head else []:
+        if meta is None:
+            continue
+        known.append((name, info, meta))
+        fresh.append((info.key, info.etag, meta))
+    journal.cache_meta_many(fresh)
+
+    for name, info, meta in known:
+        attrs, corrupt = attrs_from_object(layout, info, meta, uid, gid)
+        obj = ObjectRef(info.key, info.etag, info.size, attrs.size, meta)
+        entries[name] = Entry(name, attrs, obj, corrupt)
+    return list(entries.values()), index
+
+
+def control_dir_name() -> str:
+    return CONTROL_DIR

@@ -1,0 +1,104 @@
+"""In-memory tree of nodes: inode numbers, names, attributes, and per-file write state.
+
+Inode numbers are allocated once per node and never change while the mount lives, renames
+included.  A node's path is derived from its parent chain, so renaming a directory moves every
+pending upload beneath it without touching them.
+"""
+
+from __future__ import annotations
+
+import stat
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from s3encfs.cache.staging import DirtySet, StagingFile
+from s3encfs.codec import ObjectCipher
+from s3encfs.store.layout import Attrs
+
+
+@dataclass
+class ObjectRef:
+    """An object as last seen in (or written to) S3."""
+
+    key: str
+    etag: str
+    obj_size: int
+    plain_size: int
+    meta: dict[str, str]  # full user metadata (codec key material lives here; never secrets)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"key": self.key, "etag": self.etag, "obj_size": self.obj_size,
+                "plain_size": self.plain_size, "meta": self.meta}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ObjectRef:
+        return cls(d["key"], d["etag"], d["obj_size"], d["plain_size"], dict(d["meta"]))
+
+
+@dataclass
+class Content:
+    """Local changes of one file not yet in S3."""
+
+    staging: StagingFile
+    cipher: ObjectCipher
+    cipher_meta: dict[str, str]
+    base: ObjectRef | None
+    base_segs: int  # segments [0, base_segs) not in `dirty` come from `base`
+    dirty: DirtySet = field(default_factory=DirtySet)
+    gen: int = 0
+    journal_gen: int = -1  # gen last written to the journal
+    writers: int = 0
+    stream: Any = None  # in-progress streaming multipart state (fs/uploader.py)
+
+
+class Node:
+    __slots__ = ("inode", "parent", "name", "attrs", "children", "listed_at", "lookups",
+                 "open_count", "obj", "content", "row_id", "lock", "unlinked", "link_target",
+                 "version", "index_dirty", "upload_due", "meta_dirty", "corrupt", "seq_next",
+                 "ra_window", "local_only")
+
+    def __init__(self, inode: int, parent: Node | None, name: str, attrs: Attrs):
+        self.inode = inode
+        self.parent = parent
+        self.name = name
+        self.attrs = attrs
+        self.children: dict[str, Node] | None = None
+        self.listed_at = 0.0
+        self.lookups = 0
+        self.open_count = 0
+        self.obj: ObjectRef | None = None
+        self.content: Content | None = None
+        self.row_id: int | None = None  # journal row of pending work on this node
+        self.lock = trio.Lock()
+        self.unlinked = False
+        self.link_target: str | None = None
+        self.version = 0  # bumps when S3 content changed under us (kernel cache invalidation)
+        self.index_dirty = False  # directory: its index object must be rewritten
+        self.upload_due = 0.0  # trio time after which a queued upload may start
+        self.meta_dirty = False  # clean file whose metadata must be rewritten (CopyObject)
+        self.corrupt: str | None = None
+        self.seq_next = -1
+        self.ra_window = 0
+        self.local_only = False  # directory created here whose marker is not yet confirmed
+
+    @property
+    def is_dir(self) -> bool:
+        return stat.S_ISDIR(self.attrs.mode)
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        out: list[str] = []
+        node: Node | None = self
+        while node is not None and node.parent is not None:
+            out.append(node.name)
+            node = node.parent
+        return tuple(reversed(out))
+
+    @property
+    def path(self) -> str:
+        return "/".join(self.parts)
+
+    def __repr__(self) -> str:
+        return f"<Node {self.inode} {self.path!r}>"

@@ -1,0 +1,274 @@
+"""pyfuse3 request handlers: thin translation between FUSE and `FsCore`."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+from typing import Any, Sequence
+
+import pyfuse3
+
+from s3encfs.fs.core import FsCore, fuse_error
+from s3encfs.fs.nodes import Node
+
+log = logging.getLogger("s3encfs.fs")
+
+XATTR_ALLOWED = (b"user.",)
+
+
+def _name(raw: bytes) -> str:
+    return os.fsdecode(raw)
+
+
+class Operations(pyfuse3.Operations):
+    enable_writeback_cache = True
+    supports_dot_lookup = True
+
+    def __init__(self, core: FsCore):
+        super().__init__()
+        self.core = core
+        self._handles: dict[int, tuple[Node, bool]] = {}
+        self._dir_handles: dict[int, list[tuple[str, Node]]] = {}
+        self._next_fh = 1
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _node(self, inode: int) -> Node:
+        node = self.core.inodes.get(inode)
+        if node is None:
+            raise fuse_error(errno.ENOENT)
+        return node
+
+    def _entry(self, node: Node) -> pyfuse3.EntryAttributes:
+        a = node.attrs
+        e = pyfuse3.EntryAttributes()
+        e.st_ino = node.inode
+        e.generation = 0
+        e.entry_timeout = self.core.cfg.entry_ttl
+        e.attr_timeout = self.core.cfg.entry_ttl
+        e.st_mode = a.mode
+        e.st_nlink = 2 if node.is_dir else 1
+        e.st_uid = a.uid
+        e.st_gid = a.gid
+        e.st_rdev = a.rdev
+        e.st_size = a.size
+        e.st_blksize = 128 * 1024
+        e.st_blocks = (a.size + 511) // 512
+        e.st_atime_ns = a.atime_ns
+        e.st_mtime_ns = a.mtime_ns
+        e.st_ctime_ns = a.ctime_ns
+        return e
+
+    def _lookup_ref(self, node: Node) -> pyfuse3.EntryAttributes:
+        node.lookups += 1
+        return self._entry(node)
+
+    def _fh(self) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        return fh
+
+    # -- lookups -----------------------------------------------------------------------------
+    async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        parent = self._node(parent_inode)
+        n = _name(name)
+        if n == ".":
+            return self._lookup_ref(parent)
+        if n == "..":
+            return self._lookup_ref(parent.parent or parent)
+        if not parent.is_dir:
+            raise fuse_error(errno.ENOTDIR)
+        node = await self.core.lookup(parent, n)
+        if node is None:
+            e = pyfuse3.EntryAttributes()
+            e.st_ino = 0
+            e.entry_timeout = min(self.core.cfg.entry_ttl, 1.0)
+            return e  # negative entry, cached briefly by the kernel
+        return self._lookup_ref(node)
+
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
+        for inode, n in inode_list:
+            self.core.forget(inode, n)
+
+    async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        return self._entry(self._node(inode))
+
+    async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes, fields: Any, fh: Any,
+                      ctx: Any) -> pyfuse3.EntryAttributes:
+        node = self._node(inode)
+        now = None
+        kw: dict[str, Any] = {}
+        if fields.update_mode:
+            kw["mode"] = attr.st_mode
+        if fields.update_uid:
+            kw["uid"] = attr.st_uid
+        if fields.update_gid:
+            kw["gid"] = attr.st_gid
+        if fields.update_size:
+            kw["size"] = attr.st_size
+        if fields.update_atime:
+            kw["atime_ns"] = attr.st_atime_ns
+        if fields.update_mtime:
+            kw["mtime_ns"] = attr.st_mtime_ns
+        del now
+        await self.core.setattr(node, **kw)
+        return self._entry(node)
+
+    async def readlink(self, inode: int, ctx: Any) -> bytes:
+        node = self._node(inode)
+        if not stat.S_ISLNK(node.attrs.mode):
+            raise fuse_error(errno.EINVAL)
+        return os.fsencode(await self.core.readlink(node))
+
+    # -- directories -------------------------------------------------------------------------
+    async def opendir(self, inode: int, ctx: Any) -> int:
+        node = self._node(inode)
+        children = await self.core.ensure_listed(node)
+        fh = self._fh()
+        self._dir_handles[fh] = sorted(children.items())
+        return fh
+
+    async def readdir(self, fh: int, start_id: int, token: Any) -> None:
+        entries = self._dir_handles.get(fh, [])
+        for i in range(start_id, len(entries)):
+            name, node = entries[i]
+            if node.unlinked:
+                continue
+            if not pyfuse3.readdir_reply(token, os.fsencode(name), self._entry(node), i + 1):
+                return
+            node.lookups += 1
+
+    async def releasedir(self, fh: int) -> None:
+        self._dir_handles.pop(fh, None)
+
+    async def fsyncdir(self, fh: int, datasync: bool) -> None:
+        await self.core.flush_all()
+
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any) -> pyfuse3.EntryAttributes:
+        parent = self._node(parent_inode)
+        node = await self.core.mkdir(parent, _name(name), mode & ~ctx.umask, ctx.uid,
+                                     self._gid(parent, ctx))
+        return self._lookup_ref(node)
+
+    def _gid(self, parent: Node, ctx: Any) -> int:
+        if parent.attrs.mode & stat.S_ISGID:
+            return parent.attrs.gid
+        return int(ctx.gid)
+
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+        await self.core.rmdir(self._node(parent_inode), _name(name))
+
+    async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+        await self.core.unlink(self._node(parent_inode), _name(name))
+
+    async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
+                     name_new: bytes, flags: int, ctx: Any) -> None:
+        await self.core.rename(self._node(parent_inode_old), _name(name_old),
+                               self._node(parent_inode_new), _name(name_new), flags)
+
+    async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any) -> Any:
+        raise fuse_error(errno.EPERM)  # hard links cannot be represented 1:1 in S3
+
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: Any) -> pyfuse3.EntryAttributes:
+        parent = self._node(parent_inode)
+        node = await self.core.symlink(parent, _name(name), os.fsdecode(target), ctx.uid,
+                                       self._gid(parent, ctx))
+        return self._lookup_ref(node)
+
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: Any) -> pyfuse3.EntryAttributes:
+        parent = self._node(parent_inode)
+        node = await self.core.create_file(parent, _name(name), mode & ~ctx.umask, ctx.uid,
+                                           self._gid(parent, ctx), rdev)
+        self.core.persist(node)
+        self.core.schedule(node)
+        return self._lookup_ref(node)
+
+    # -- files ---------------------------------------------------------------------------------
+    async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
+        node = self._node(inode)
+        if node.is_dir:
+            raise fuse_error(errno.EISDIR)
+        write = (flags & os.O_ACCMODE) != os.O_RDONLY
+        await self.core.open(node, write)
+        fh = self._fh()
+        self._handles[fh] = (node, write)
+        keep = node.version == getattr(node, "_kernel_version", node.version)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=keep)
+
+    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
+                     ctx: Any) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        parent = self._node(parent_inode)
+        node = await self.core.create_file(parent, _name(name), mode & ~ctx.umask, ctx.uid,
+                                           self._gid(parent, ctx))
+        await self.core.open(node, True)
+        fh = self._fh()
+        self._handles[fh] = (node, True)
+        return pyfuse3.FileInfo(fh=fh), self._lookup_ref(node)
+
+    def _handle(self, fh: int) -> tuple[Node, bool]:
+        h = self._handles.get(fh)
+        if h is None:
+            raise fuse_error(errno.EBADF)
+        return h
+
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        node, _w = self._handle(fh)
+        return await self.core.read(node, off, size)
+
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        node, _w = self._handle(fh)
+        return await self.core.write(node, off, buf)
+
+    async def flush(self, fh: int) -> None:
+        node, _w = self._handle(fh)
+        await self.core.flush(node)
+
+    async def release(self, fh: int) -> None:
+        node, write = self._handles.pop(fh, (None, False))
+        if node is not None:
+            await self.core.release(node, write)
+
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        node, _w = self._handle(fh)
+        self.core.persist(node) if node.content is not None else None
+        await self.core.fsync(node)
+
+    async def statfs(self, ctx: Any) -> pyfuse3.StatvfsData:
+        s = pyfuse3.StatvfsData()
+        s.f_bsize = 128 * 1024
+        s.f_frsize = 4096
+        total = 1 << 50  # S3 has no fixed size: report 1 PiB, all free
+        s.f_blocks = total // s.f_frsize
+        s.f_bfree = s.f_bavail = s.f_blocks
+        s.f_files = 1 << 32
+        s.f_ffree = s.f_favail = s.f_files
+        s.f_namemax = 255
+        return s
+
+    # -- xattrs ----------------------------------------------------------------------------------
+    async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
+        node = self._node(inode)
+        try:
+            return node.attrs.xattrs[name]
+        except KeyError:
+            raise fuse_error(pyfuse3.ENOATTR) from None
+
+    async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
+        return list(self._node(inode).attrs.xattrs)
+
+    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any) -> None:
+        if not name.startswith(XATTR_ALLOWED):
+            raise fuse_error(errno.ENOTSUP)
+        node = self._node(inode)
+        x = dict(node.attrs.xattrs)
+        x[name] = value
+        await self.core.set_xattrs(node, x)
+
+    async def removexattr(self, inode: int, name: bytes, ctx: Any) -> None:
+        node = self._node(inode)
+        if name not in node.attrs.xattrs:
+            raise fuse_error(pyfuse3.ENOATTR)
+        x = dict(node.attrs.xattrs)
+        del x[name]
+        await self.core.set_xattrs(node, x)

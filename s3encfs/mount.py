@@ -1,0 +1,321 @@
+"""Assembling a mount: keys → codec, SSE policy → store, checks, FUSE loop, clean shutdown.
+
+Order matters for "bad input loses nothing": every check that can refuse the mount (bucket,
+credentials, SSE enforcement, master key) runs before FUSE is mounted or anything is written.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import logging
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from s3encfs.codec import Codec, IdentityCodec, IntegrityError
+from s3encfs.config import MountConfig, default_cache_dir, parse_encryption, parse_source
+
+log = logging.getLogger("s3encfs.mount")
+
+
+class MountError(Exception):
+    """A clear, one-line reason why the mount cannot start."""
+
+
+@dataclass
+class Prepared:
+    store: Any
+    codec: Codec
+    prefix: str
+    cache_dir: str
+    lock_fd: int
+
+
+def load_keys(cfg: MountConfig, names: list[str]) -> list[tuple[str, str, bytes]]:
+    """(name, key_id, secret) for each key name, from the keyring (never logged)."""
+    from s3encfs.keys.keyring import Keyring, KeyringError
+
+    ring = Keyring(cfg.keyring) if cfg.keyring else Keyring()
+    out = []
+    for name in names:
+        try:
+            key = ring.get(name)
+        except KeyringError as exc:
+            raise MountError(str(exc)) from None
+        out.append((key.info.name, key.info.key_id, key.secret))
+    return out
+
+
+def build_codec_and_policy(cfg: MountConfig) -> tuple[Codec, Any]:
+    from s3encfs.store.sse import parse_policy
+
+    try:
+        client, sse, sse_key = parse_encryption(cfg.encryption)
+    except ValueError as exc:
+        raise MountError(str(exc)) from None
+    codec: Codec = IdentityCodec()
+    if client:
+        from s3encfs.crypto.client_codec import ClientCodec
+
+        names = [n for n in (cfg.key or "default").split(",") if n]
+        keys = load_keys(cfg, names)
+        codec = ClientCodec({kid: secret for _n, kid, secret in keys}, keys[0][1],
+                            encrypt_names=not cfg.plain_names)
+    ssec: list[tuple[str, bytes]] | None = None
+    spec = "none"
+    if sse:
+        spec = sse if not sse_key or sse == "sse-c" else f"{sse}:{sse_key}"
+        if sse == "sse-c":
+            assert sse_key is not None
+            ssec = [(kid, secret) for _n, kid, secret in
+                    load_keys(cfg, [n for n in sse_key.split(",") if n])]
+    try:
+        policy = parse_policy(spec, bucket_key=cfg.bucket_key, ssec_keys=ssec)
+    except ValueError as exc:
+        raise MountError(str(exc)) from None
+    return codec, policy
+
+
+def check_master_key(store: Any, codec: Codec, prefix: str) -> Codec:
+    """Refuse a wrong master key before anything is served: the bucket remembers (in a sealed
+    blob) which key names were encrypted with; a mount whose keys cannot open it stops here."""
+    from s3encfs.store.errors import NotFound
+
+    if codec.name != "client":
+        return codec
+    key = f"{prefix}.s3encfs/keycheck"
+    try:
+        body, _info = store.get(key)
+    except NotFound:
+        info = {"v": 1, "name_key_id": getattr(codec, "name_key_id", None)}
+        store.put(key, codec.seal_blob("keycheck", json.dumps(info).encode()), {})
+        return codec
+    try:
+        info = json.loads(codec.open_blob("keycheck", body))
+    except IntegrityError as exc:
+        raise MountError(
+            f"wrong master key for s3://{store.bucket}/{prefix}: {exc} — this bucket was "
+            "encrypted with another key (see `s3encfs key list`)") from None
+    name_key = info.get("name_key_id")
+    if name_key and name_key != getattr(codec, "name_key_id", name_key):
+        from s3encfs.crypto.client_codec import ClientCodec
+
+        assert isinstance(codec, ClientCodec)
+        keys = dict(codec.keys.keys) if hasattr(codec.keys, "keys") else {}
+        if name_key not in keys:
+            raise MountError(f"names in this bucket are encrypted with master key id {name_key},"
+                             " which is not in this mount's keys")
+        codec = ClientCodec(keys, codec.current, encrypt_names=codec.encrypts_names,
+                            name_key_id=name_key)
+    return codec
+
+
+def prepare(cfg: MountConfig) -> Prepared:
+    from s3encfs.store import errors as se
+    from s3encfs.store.s3 import ObjectStore
+    from s3encfs.store.sse import canary
+
+    try:
+        bucket, prefix = parse_source(cfg.source)
+    except ValueError as exc:
+        raise MountError(str(exc)) from None
+    mnt = cfg.mountpoint
+    if not os.path.isdir(mnt):
+        raise MountError(f"mountpoint {mnt} does not exist or is not a directory")
+    if os.path.ismount(mnt):
+        raise MountError(f"mountpoint {mnt} is busy (something is already mounted there)")
+    codec, policy = build_codec_and_policy(cfg)
+    store = ObjectStore(bucket, endpoint_url=cfg.endpoint_url, region=cfg.region,
+                        profile=cfg.profile, sse=policy,
+                        max_pool=max(64, cfg.upload_concurrency * 4))
+    try:
+        store.check_bucket()
+        if policy.mode != "none" and not cfg.allow_unverified_sse:
+            canary(store, prefix)
+        codec = check_master_key(store, codec, prefix)
+    except se.StoreError as exc:
+        raise MountError(str(exc)) from None
+    cache_dir = cfg.cache_dir or default_cache_dir(cfg.name or mnt)
+    os.makedirs(cache_dir, mode=0o700, exist_ok=True)
+    lock_fd = os.open(os.path.join(cache_dir, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EACCES):
+            raise MountError(f"cache directory {cache_dir} is in use by another mount") from None
+        raise
+    return Prepared(store, codec, prefix, cache_dir, lock_fd)
+
+
+def run_mount(cfg: MountConfig, ready_fd: int | None = None) -> int:
+    """Mount and serve until unmounted or signalled; returns the exit code."""
+    import pyfuse3
+
+    from s3encfs.fs.core import FsConfig, FsCore
+    from s3encfs.fs.operations import Operations
+
+    prep = prepare(cfg)
+    fscfg = FsConfig(cache_dir=prep.cache_dir, cache_size=cfg.cache_size,
+                     upload_delay=cfg.upload_delay, dirty_limit=cfg.max_dirty,
+                     entry_ttl=cfg.attr_timeout,
+                     upload_concurrency=max(4, cfg.upload_concurrency),
+                     read_only="ro" in cfg.options, uid=os.getuid(), gid=os.getgid())
+    opts = set(pyfuse3.default_options)
+    opts.add("fsname=s3encfs")
+    opts.add(f"subtype=s3encfs")
+    for o in cfg.options:
+        if o == "ro":
+            opts.add("ro")
+        elif o == "allow_other":
+            opts.add("allow_other")
+        elif o == "no_default_permissions":
+            opts.discard("default_permissions")
+        elif o:
+            opts.add(o)
+
+    async def main() -> int:
+        core = FsCore(prep.store, prep.codec, prep.prefix, fscfg)
+        replayed = await core.replay()
+        if replayed:
+            log.info("finished %d uploads journaled by an earlier mount", replayed)
+        ops = Operations(core)
+        pyfuse3.init(ops, cfg.mountpoint, opts)
+        return await serve(core, cfg, ready_fd)
+
+    try:
+        return trio.run(main)
+    finally:
+        os.close(prep.lock_fd)
+
+
+async def serve(core: Any, cfg: MountConfig, ready_fd: int | None) -> int:
+    import pyfuse3
+
+    from s3encfs import sdnotify
+    from s3encfs.control import ControlServer, control_socket_path
+
+    exit_code = 0
+    unmounted = False
+    async with trio.open_nursery() as nursery:
+        core.nursery = nursery
+        nursery.start_soon(core.upload_loop)
+        ctl = ControlServer(control_socket_path(cfg.mountpoint),
+                            lambda: {**core.status(), "pid": os.getpid(),
+                                     "mountpoint": cfg.mountpoint, "source": cfg.source},
+                            core.flush_all)
+        await nursery.start(ctl.serve)
+        fuse_done = trio.Event()
+
+        async def fuse_main() -> None:
+            try:
+                await pyfuse3.main(min_tasks=4, max_tasks=64)
+            finally:
+                fuse_done.set()
+
+        nursery.start_soon(fuse_main)
+
+        async def announce() -> None:
+            await trio.to_thread.run_sync(os.stat, cfg.mountpoint)
+            log.info("mounted %s at %s (%s)", cfg.source, cfg.mountpoint, cfg.encryption)
+            sdnotify.notify(READY=1, STATUS="mounted")
+            if ready_fd is not None:
+                os.write(ready_fd, b"ok\n")
+                os.close(ready_fd)
+            while True:
+                await trio.sleep(5)
+                st = core.status()
+                sdnotify.notify(STATUS=f"pending uploads {st['pending_uploads']}, "
+                                       f"dirty {st['dirty_bytes'] // 1048576} MiB")
+
+        nursery.start_soon(announce)
+        if sdnotify.watchdog_interval():
+            nursery.start_soon(sdnotify.watchdog_loop, lambda: not fuse_done.is_set())
+
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
+            async def on_signals() -> None:
+                nonlocal exit_code, unmounted
+                count = 0
+                async for sig in sigs:
+                    count += 1
+                    if count == 1:
+                        log.info("signal %d: uploading pending data, then unmounting", sig)
+                        sdnotify.notify(STOPPING=1, STATUS="flushing uploads")
+                        nursery.start_soon(graceful)
+                    else:
+                        log.warning("second signal: exiting now; the journal replays on the "
+                                    "next mount")
+                        exit_code = 1
+                        os._exit(1)
+
+            async def graceful() -> None:
+                await core.flush_all()
+                await unmount(cfg.mountpoint)
+
+            nursery.start_soon(on_signals)
+            await fuse_done.wait()
+            sdnotify.notify(STOPPING=1, STATUS="unmounted; finishing uploads")
+            await core.flush_all()
+            nursery.cancel_scope.cancel()
+    try:
+        pyfuse3.close(unmount=False)
+    except Exception:
+        pass
+    core.journal.close()
+    core.pool.shutdown(wait=False)
+    return exit_code
+
+
+async def unmount(mountpoint: str) -> None:
+    proc = await trio.run_process(["fusermount3", "-u", mountpoint], check=False,
+                                  capture_stderr=True)
+    if proc.returncode != 0:
+        await trio.run_process(["fusermount3", "-uz", mountpoint], check=False)
+
+
+def daemonize_and_mount(cfg: MountConfig) -> int:
+    """Fork; the child mounts, the parent returns once the mount answers (or failed)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(w)
+        data = b""
+        while True:
+            chunk = os.read(r, 4096)
+            if not chunk:
+                break
+            data += chunk
+        os.close(r)
+        if data.startswith(b"ok"):
+            return 0
+        msg = data.decode(errors="replace").strip() or "mount process exited"
+        print(f"s3encfs: {msg}", file=sys.stderr)
+        return 1
+    os.close(r)
+    os.setsid()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    log_path = os.path.join(cfg.cache_dir or default_cache_dir(cfg.name or cfg.mountpoint),
+                            "mount.log")
+    os.makedirs(os.path.dirname(log_path), mode=0o700, exist_ok=True)
+    logfd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(logfd, 1)
+    os.dup2(logfd, 2)
+    try:
+        code = run_mount(cfg, ready_fd=w)
+    except MountError as exc:
+        os.write(w, f"{exc}\n".encode())
+        code = 1
+    except Exception as exc:
+        log.exception("mount failed")
+        try:
+            os.write(w, f"mount failed: {exc}\n".encode())
+        except OSError:
+            pass
+        code = 1
+    os._exit(code)
