@@ -79,8 +79,6 @@ class MountConfig:
     multipart_size: int = 16 * 1024**2
     attr_timeout: float = 5.0
     foreground: bool = False
-    plain_names: bool = False  # client mode: keep file names readable in the bucket
-    allow_unverified_sse: bool = False  # mount even if the server can't prove it enforces SSE
     backup: BackupConfig = field(default_factory=BackupConfig)
     path: str | None = None  # the file this came from, for messages
 
