@@ -264,8 +264,8 @@ def validate(cfg: MountConfig, complete: bool = True) -> MountConfig:
             raise ConfigError(f"{where}: {name} must be at least 1")
     if cfg.multipart_size < 5 * 1024**2:
         raise ConfigError(f"{where}: multipart_size must be at least 5M (an S3 limit)")
-    if cfg.max_dirty > cfg.cache_size:
-        raise ConfigError(f"{where}: max_dirty ({format_size(cfg.max_dirty)}) exceeds cache_size")
+    if cfg.max_dirty < cfg.multipart_size:
+        raise ConfigError(f"{where}: max_dirty must be at least multipart_size")
     if cfg.upload_delay < 0:
         raise ConfigError(f"{where}: upload_delay must not be negative")
     return cfg

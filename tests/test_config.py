@@ -117,7 +117,7 @@ def test_unknown_backup_key(tmp_path: Path) -> None:
         ('encryption = "sse-s3"\nbucket_key = true', "bucket_key only applies"),
         ('encryption = "sse-s3"\nkey = "k"', "client-side key"),
         ('log_level = "loud"', "log_level"),
-        ('cache_size = "1G"\nmax_dirty = "2G"', "exceeds cache_size"),
+        ('max_dirty = "1M"', "max_dirty must be at least multipart_size"),
         ("source = [", "Invalid value"),  # TOML syntax error
     ],
 )
