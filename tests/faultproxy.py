@@ -19,6 +19,8 @@ are streamed (never held in memory).  Faults are chosen per request when its hea
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
 import random
 import select
 import socket
@@ -32,6 +34,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 _BUF = 1 << 20
 _MAX_HEAD = 1 << 16
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _KINDS = ("status", "reset", "timeout", "slow", "truncate")
 
 
@@ -254,6 +257,42 @@ class _Sock:
         return bool(readable)
 
 
+class _Scratch:
+    """Per-connection copy buffer, plus a pipe for splice(2) where the OS has it."""
+
+    def __init__(self) -> None:
+        self.mem = memoryview(bytearray(_BUF))
+        self.pipe: tuple[int, int] | None = None
+        self.size = _BUF
+        if hasattr(os, "splice"):
+            self.pipe = os.pipe()
+            with contextlib.suppress(OSError):
+                self.size = fcntl.fcntl(self.pipe[1], _F_SETPIPE_SZ, _BUF)
+
+    def splice(self, src: socket.socket, dst: socket.socket, n: int) -> int:
+        """Move 1..n bytes from ``src`` to ``dst`` through the pipe; raise `_Closed` on EOF."""
+        assert self.pipe is not None
+        r, w = self.pipe
+        try:
+            k = os.splice(src.fileno(), w, min(n, self.size))
+            if not k:
+                raise _Closed("EOF inside a body")
+            left = k
+            while left:
+                left -= os.splice(r, dst.fileno(), left)
+        except OSError as e:
+            # bytes stuck in the pipe would corrupt the next body: drop the pipe
+            self.close()
+            raise _Closed(str(e)) from e
+        return k
+
+    def close(self) -> None:
+        if self.pipe is not None:
+            for fd in self.pipe:
+                os.close(fd)
+            self.pipe = None
+
+
 def _reset(sock: socket.socket) -> None:
     """Close with RST instead of FIN."""
     with contextlib.suppress(OSError):
@@ -437,7 +476,7 @@ class FaultProxy:
         self._track(sock)
         client = _Sock(sock)
         up: _Sock | None = None
-        buf = memoryview(bytearray(_BUF))
+        buf = _Scratch()
         try:
             while not self._stopping.is_set():
                 keep, up = self._exchange(client, up, buf)
@@ -446,6 +485,7 @@ class FaultProxy:
         except _Closed:
             pass
         finally:
+            buf.close()
             for s in (sock, up.sock if up else None):
                 if s is not None:
                     self._untrack(s)
@@ -466,7 +506,7 @@ class FaultProxy:
         return _Sock(sock)
 
     def _exchange(
-        self, client: _Sock, up: _Sock | None, buf: memoryview
+        self, client: _Sock, up: _Sock | None, buf: _Scratch
     ) -> tuple[bool, _Sock | None]:
         """Relay one request/response; return (keep the client connection, upstream conn)."""
         raw = client.read_head()
@@ -592,7 +632,7 @@ class FaultProxy:
         dst: _Sock | None,
         head: _Head,
         rec: RequestRecord,
-        buf: memoryview,
+        buf: _Scratch,
         up_dir: bool,
         pace: int | None = None,
     ) -> None:
@@ -618,14 +658,28 @@ class FaultProxy:
         dst: _Sock | None,
         n: int,
         rec: RequestRecord,
-        buf: memoryview,
+        buf: _Scratch,
         up_dir: bool,
         pace: int | None,
     ) -> None:
-        limit = len(buf) if pace is None else max(1, pace // 20)
+        if n and src.buf:  # bytes already read ahead go first
+            k = min(n, len(src.buf))
+            self._emit(dst, bytes(src.buf[:k]), rec, up_dir, pace)
+            del src.buf[:k]
+            n -= k
+        if pace is None and dst is not None and buf.pipe is not None:
+            while n > 0:  # zero-copy: socket -> pipe -> socket
+                k = buf.splice(src.sock, dst.sock, n)
+                if up_dir:
+                    self._count(rec, up=k)
+                else:
+                    self._count(rec, down=k)
+                n -= k
+            return
+        limit = len(buf.mem) if pace is None else max(1, pace // 20)
         while n > 0:
-            k = src.read_into(buf[: min(n, limit)])
-            self._emit(dst, buf[:k], rec, up_dir, pace)
+            k = src.read_into(buf.mem[: min(n, limit)])
+            self._emit(dst, buf.mem[:k], rec, up_dir, pace)
             n -= k
 
     def _emit(
@@ -650,19 +704,19 @@ class FaultProxy:
         up: _Sock,
         client: _Sock,
         rec: RequestRecord,
-        buf: memoryview,
+        buf: _Scratch,
         pace: int | None,
     ) -> None:
-        limit = len(buf) if pace is None else max(1, pace // 20)
+        limit = len(buf.mem) if pace is None else max(1, pace // 20)
         while True:
             try:
-                k = up.read_into(buf[:limit])
+                k = up.read_into(buf.mem[:limit])
             except _Closed:
                 return
-            self._emit(client, buf[:k], rec, False, pace)
+            self._emit(client, buf.mem[:k], rec, False, pace)
 
     def _truncate(
-        self, up: _Sock, client: _Sock, resp: _Head, rec: RequestRecord, buf: memoryview
+        self, up: _Sock, client: _Sock, resp: _Head, rec: RequestRecord, buf: _Scratch
     ) -> None:
         """Send half of a Content-Length body (nothing of a chunked one), then stop."""
         if resp.chunked or resp.length is None:
