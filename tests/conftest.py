@@ -75,9 +75,12 @@ def _delete_bucket(s3: S3Client, name: str) -> None:
     """Empty (objects + pending multipart uploads) and delete a bucket; best effort."""
     try:
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=name):
-            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-            if keys:
-                s3.delete_objects(Bucket=name, Delete={"Objects": keys, "Quiet": True})
+            contents = page.get("Contents", [])
+            if contents:
+                s3.delete_objects(
+                    Bucket=name,
+                    Delete={"Objects": [{"Key": o["Key"]} for o in contents], "Quiet": True},
+                )
         uploads = s3.list_multipart_uploads(Bucket=name).get("Uploads", [])
         for u in uploads:
             s3.abort_multipart_upload(Bucket=name, Key=u["Key"], UploadId=u["UploadId"])
