@@ -27,8 +27,9 @@ import socket
 import struct
 import threading
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Self
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -269,14 +270,18 @@ class _Scratch:
             with contextlib.suppress(OSError):
                 self.size = fcntl.fcntl(self.pipe[1], _F_SETPIPE_SZ, _BUF)
 
-    def splice(self, src: socket.socket, dst: socket.socket, n: int) -> int:
-        """Move 1..n bytes from ``src`` to ``dst`` through the pipe; raise `_Closed` on EOF."""
+    def splice(
+        self, src: socket.socket, dst: socket.socket, n: int, counted: Callable[[int], None]
+    ) -> int:
+        """Move 1..n bytes from ``src`` to ``dst`` through the pipe, calling ``counted`` before
+        they go out; raise `_Closed` on EOF."""
         assert self.pipe is not None
         r, w = self.pipe
         try:
             k = os.splice(src.fileno(), w, min(n, self.size))
             if not k:
                 raise _Closed("EOF inside a body")
+            counted(k)
             left = k
             while left:
                 left -= os.splice(r, dst.fileno(), left)
@@ -426,6 +431,12 @@ class FaultProxy:
                 self._injected[f.kind] += 1
                 return f
         return None
+
+    def _count_dir(self, rec: RequestRecord, up_dir: bool, n: int) -> None:
+        if up_dir:
+            self._count(rec, up=n)
+        else:
+            self._count(rec, down=n)
 
     def _count(self, rec: RequestRecord, up: int = 0, down: int = 0) -> None:
         with self._lock:
@@ -622,9 +633,9 @@ class FaultProxy:
             f"x-amz-request-id: faultproxy-{n}\r\n"
             f"Connection: {'keep-alive' if keep else 'close'}\r\n\r\n"
         ).encode()
-        client.send(head if method == "HEAD" else head + body)
         if method != "HEAD":
             self._count(rec, down=len(body))
+        client.send(head if method == "HEAD" else head + body)
 
     def _relay_body(
         self,
@@ -669,12 +680,7 @@ class FaultProxy:
             n -= k
         if pace is None and dst is not None and buf.pipe is not None:
             while n > 0:  # zero-copy: socket -> pipe -> socket
-                k = buf.splice(src.sock, dst.sock, n)
-                if up_dir:
-                    self._count(rec, up=k)
-                else:
-                    self._count(rec, down=k)
-                n -= k
+                n -= buf.splice(src.sock, dst.sock, n, partial(self._count_dir, rec, up_dir))
             return
         limit = len(buf.mem) if pace is None else max(1, pace // 20)
         while n > 0:
@@ -690,12 +696,13 @@ class FaultProxy:
         up_dir: bool,
         pace: int | None,
     ) -> None:
-        if dst is not None:
-            dst.send(data)
+        # count first: a client may read the stats as soon as it has the bytes
         if up_dir:
             self._count(rec, up=len(data))
         else:
             self._count(rec, down=len(data))
+        if dst is not None:
+            dst.send(data)
         if pace is not None and self._stopping.wait(len(data) / pace):
             raise _Closed("stopping")
 

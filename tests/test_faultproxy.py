@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import boto3
@@ -319,3 +321,74 @@ def test_throughput_proxy_vs_direct(
     assert proxy.stats()["bytes_up"] >= size
     assert proxy.stats()["by_op_bytes_down"]["GetObject"] == size
     assert results["proxy"][1] > 50  # a loose floor: the proxy must not crawl
+
+
+class _Upstream(BaseHTTPRequestHandler):
+    """Odd-but-legal HTTP/1.1 framings that SeaweedFS does not produce."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        if self.path == "/chunked":
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for part in (b"hello ", b"chunked ", b"world"):
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+            self.wfile.write(b"0\r\nX-Trailer: 1\r\n\r\n")
+        elif self.path == "/until-close":
+            self.send_response(200)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(b"x" * 100_000)
+            self.close_connection = True
+        else:  # Content-Length, then hang up without saying so (an idle-timeout upstream)
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+            self.close_connection = True
+
+    def do_PUT(self) -> None:
+        assert self.headers["Transfer-Encoding"] == "chunked"
+        data = b""
+        while size := int(self.rfile.readline().strip(), 16):
+            data += self.rfile.read(size)
+            self.rfile.readline()
+        self.rfile.readline()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def test_http_framings_and_upstream_reconnect() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Upstream)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with FaultProxy(f"http://127.0.0.1:{server.server_address[1]}") as p:
+            host, port = p.endpoint.removeprefix("http://").split(":")
+            conn = http.client.HTTPConnection(host, int(port), timeout=5)
+            conn.request("GET", "/chunked")
+            assert conn.getresponse().read() == b"hello chunked world"
+            for _ in range(3):  # upstream closes after each answer; the proxy reconnects
+                conn.request("GET", "/b/plain")
+                assert conn.getresponse().read() == b"ok"
+            conn.request("PUT", "/b/k", body=iter([b"abc", b"defg"]), encode_chunked=True)
+            assert conn.getresponse().read() == b"abcdefg"
+            conn.request("GET", "/until-close")
+            resp = conn.getresponse()
+            assert resp.read() == b"x" * 100_000 and resp.will_close
+            conn.close()
+            st = p.stats()
+            assert st["total"] == 6 and st["connections"] == 1
+            assert st["requests"] == {"GetObject": 3, "ListObjects": 2, "PutObject": 1}
+            assert st["by_op_bytes_down"]["GetObject"] == 6
+            assert st["by_op_bytes_down"]["ListObjects"] > 100_000 + len(b"hello chunked world")
+            assert st["by_op_bytes_up"]["PutObject"] > 7  # chunk framing counted too
+    finally:
+        server.shutdown()
+        server.server_close()
