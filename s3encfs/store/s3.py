@@ -276,21 +276,22 @@ class ObjectStore:
     def _with_read_key(self, key: str, attempt: Callable[[dict[str, Any]], T]) -> T:
         """Run `attempt(read_args)` with each candidate SSE-C key until one is accepted."""
         cands = self._read_candidates(key)
-        last: StoreError | None = None
+        first: StoreError | None = None
         for kid in cands:
             args = self.sse.read_args(kid) if kid else {}
             try:
                 result = attempt(args)
             except StoreError as exc:
                 if len(cands) > 1 and exc.status in (400, 403):
-                    last = exc
+                    first = first or exc
                     continue
                 raise
             if isinstance(self.sse, SseCPolicy):
                 self._keyids.put(key, kid or "")
             return result
-        assert last is not None
-        raise last
+        assert first is not None
+        first.args = (f"{first} (no SSE-C key of the keyring opens this object)",)
+        raise first
 
     def _remember(self, key: str, metadata: dict[str, str] | None) -> None:
         if isinstance(self.sse, SseCPolicy) and metadata is not None and SSEC_META in metadata:
