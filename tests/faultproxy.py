@@ -410,6 +410,11 @@ class FaultProxy:
                 "connections": self._connections,
             }
 
+    def count(self, op: str | None = None) -> int:
+        """Requests seen for ``op`` (all operations if None) since the last `reset_stats`."""
+        with self._lock:
+            return self._requests[op] if op else sum(self._requests.values())
+
     def history(self) -> list[RequestRecord]:
         """Every request since the last `reset_stats` (oldest first; records of in-flight
         requests are still being filled in)."""
