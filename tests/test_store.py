@@ -6,10 +6,12 @@ import os
 import secrets
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, Protocol
 
 import pytest
 from botocore.exceptions import ClientError
@@ -34,12 +36,16 @@ K1 = ("k1", secrets.token_bytes(32))
 K2 = ("k2", secrets.token_bytes(32))
 
 
+class MkStore(Protocol):
+    def __call__(self, policy: SsePolicy | None = None, **kw: Any) -> ObjectStore: ...
+
+
 @pytest.fixture
-def mkstore(s3server: SeaweedS3, bucket: str, monkeypatch: pytest.MonkeyPatch):
+def mkstore(s3server: SeaweedS3, bucket: str, monkeypatch: pytest.MonkeyPatch) -> MkStore:
     for k, v in s3server.env().items():
         monkeypatch.setenv(k, v)
 
-    def make(policy: SsePolicy | None = None, **kw) -> ObjectStore:
+    def make(policy: SsePolicy | None = None, **kw: Any) -> ObjectStore:
         kw.setdefault("endpoint_url", s3server.endpoint)
         return ObjectStore(kw.pop("bucket", bucket), region=REGION, sse=policy, **kw)
 
@@ -47,7 +53,7 @@ def mkstore(s3server: SeaweedS3, bucket: str, monkeypatch: pytest.MonkeyPatch):
 
 
 @pytest.fixture
-def store(mkstore) -> ObjectStore:
+def store(mkstore: MkStore) -> ObjectStore:
     return mkstore()
 
 
@@ -193,7 +199,7 @@ def test_threads_share_one_client(store: ObjectStore) -> None:
 # -- error mapping -----------------------------------------------------------------------------
 
 
-def test_errors_missing_key_and_bucket(store: ObjectStore, mkstore) -> None:
+def test_errors_missing_key_and_bucket(store: ObjectStore, mkstore: MkStore) -> None:
     store.check_bucket()
     with pytest.raises(NotFound) as ei:
         store.head("nope/x")
@@ -209,7 +215,7 @@ def test_errors_missing_key_and_bucket(store: ObjectStore, mkstore) -> None:
         list(gone.list_pages(""))
 
 
-def test_wrong_credentials_access_denied(mkstore, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_wrong_credentials_access_denied(mkstore: MkStore, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret")
     bad = mkstore()
     with pytest.raises(AccessDenied) as ei:
@@ -219,7 +225,7 @@ def test_wrong_credentials_access_denied(mkstore, monkeypatch: pytest.MonkeyPatc
         bad.put("k", b"x", {})
 
 
-def test_closed_port_unreachable_quickly(mkstore) -> None:
+def test_closed_port_unreachable_quickly(mkstore: MkStore) -> None:
     dead = mkstore(endpoint_url=f"http://127.0.0.1:{_free_port()}", connect_timeout=1)
     t = time.monotonic()
     with pytest.raises(EndpointUnreachable) as ei:
@@ -234,7 +240,7 @@ def test_closed_port_unreachable_quickly(mkstore) -> None:
 # -- SSE on SeaweedFS --------------------------------------------------------------------------
 
 
-def test_ssec_roundtrip_multipart_copy(mkstore, s3, bucket: str) -> None:
+def test_ssec_roundtrip_multipart_copy(mkstore: MkStore, s3: Any, bucket: str) -> None:
     st = mkstore(parse_policy("sse-c", ssec_keys=[K1]))
     body = secrets.token_bytes(7 * MiB)
     st.put("e/src", body, {"mode": "1"})
@@ -268,7 +274,7 @@ def test_ssec_roundtrip_multipart_copy(mkstore, s3, bucket: str) -> None:
         s3.get_object(Bucket=bucket, Key="e/cp")
 
 
-def test_ssec_key_rotation(mkstore, s3, bucket: str) -> None:
+def test_ssec_key_rotation(mkstore: MkStore, s3: Any, bucket: str) -> None:
     old = mkstore(parse_policy("sse-c", ssec_keys=[K1]))
     old.put("r", b"secret", {"mode": "1"})
     new = mkstore(parse_policy("sse-c", ssec_keys=[K2, K1]))  # fresh LRU: must try keys
@@ -276,7 +282,7 @@ def test_ssec_key_rotation(mkstore, s3, bucket: str) -> None:
     assert info.metadata == {"mode": "1", "s3encfs-ssec": "k1"}
     assert new.get("r")[0] == b"secret"
     new.copy("r", "r")  # re-encrypt in place with the newest key
-    assert new.head("r").metadata is not None and new.head("r").metadata["s3encfs-ssec"] == "k2"
+    assert (new.head("r").metadata or {}).get("s3encfs-ssec") == "k2"
     raw = s3.head_object(
         Bucket=bucket, Key="r", SSECustomerAlgorithm="AES256", SSECustomerKey=K2[1]
     )
@@ -299,7 +305,9 @@ def test_ssec_key_rotation(mkstore, s3, bucket: str) -> None:
         ),
     ],
 )
-def test_sse_s3_and_kms_headers(mkstore, s3, bucket: str, spec: str, bk: bool, want) -> None:
+def test_sse_s3_and_kms_headers(
+    mkstore: MkStore, s3: Any, bucket: str, spec: str, bk: bool, want: dict[str, str]
+) -> None:
     st = mkstore(parse_policy(spec, bucket_key=bk))
     st.put("k/put", b"x" * 100, {})
     uid = st.create_multipart("k/mp", {})
@@ -313,7 +321,7 @@ def test_sse_s3_and_kms_headers(mkstore, s3, bucket: str, spec: str, bk: bool, w
     assert [o.key for p in st.list_pages("k/") for o in p.objects] == ["k/cp", "k/mp", "k/put"]
 
 
-def test_dsse_ignored_by_seaweedfs_is_caught(mkstore, s3, bucket: str) -> None:
+def test_dsse_ignored_by_seaweedfs_is_caught(mkstore: MkStore, s3: Any, bucket: str) -> None:
     st = mkstore(parse_policy("dsse-kms:alias/s3encfs-test"))
     with pytest.raises(SseMismatch) as ei:
         st.put("d", b"x", {})
@@ -323,7 +331,7 @@ def test_dsse_ignored_by_seaweedfs_is_caught(mkstore, s3, bucket: str) -> None:
     assert _keys(st, "p/") == []  # canary cleaned up
 
 
-def test_canary_ssec_passes_on_seaweedfs(mkstore) -> None:
+def test_canary_ssec_passes_on_seaweedfs(mkstore: MkStore) -> None:
     st = mkstore(parse_policy("sse-c", ssec_keys=[K2, K1]))
     canary(st, "pre/")
     assert _keys(st, "pre/") == []
@@ -336,7 +344,7 @@ def moto_endpoint(tmp_path: Path) -> Iterator[str]:
     log = open(tmp_path / "moto.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [
-            os.path.join(os.path.dirname(os.sys.executable), "moto_server"),
+            os.path.join(os.path.dirname(sys.executable), "moto_server"),
             "-H",
             "127.0.0.1",
             "-p",

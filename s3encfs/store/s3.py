@@ -215,14 +215,14 @@ class ObjectStore:
         self,
         op: str,
         key: str | None,
-        fn: Callable[..., dict[str, Any]],
+        fn: Callable[..., Any],
         *,
         up: int = 0,
         hint: str = "",
         **params: Any,
     ) -> dict[str, Any]:
         try:
-            resp = fn(Bucket=self.bucket, **params)
+            resp: dict[str, Any] = fn(Bucket=self.bucket, **params)
         except (ClientError, BotoCoreError) as exc:
             retries = 0
             if isinstance(exc, ClientError):

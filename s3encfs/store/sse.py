@@ -263,7 +263,9 @@ def canary(store: ObjectStore, prefix: str) -> None:
                 bucket=store.bucket,
             )
         try:
-            raw = store.client.head_object(Bucket=store.bucket, Key=key, **policy.read_args(None))
+            raw: dict[str, Any] = dict(
+                store.client.head_object(Bucket=store.bucket, Key=key, **policy.read_args(None))
+            )
         except ClientError as exc:
             raise map_error(exc, bucket=store.bucket, key=key, op="HeadObject") from exc
         try:
@@ -278,10 +280,11 @@ def canary(store: ObjectStore, prefix: str) -> None:
 
 
 def _prove_key_required(store: ObjectStore, key: str) -> None:
-    for op, call in (
+    calls: tuple[tuple[str, Any], ...] = (
         ("HEAD", store.client.head_object),
         ("GET", store.client.get_object),
-    ):
+    )
+    for op, call in calls:
         try:
             resp = call(Bucket=store.bucket, Key=key)
         except ClientError as exc:
