@@ -748,3 +748,13 @@ def faults(proxy: FaultProxy, *rules: Fault) -> Iterator[FaultProxy]:
 
 
 __all__ = ["Fault", "FaultProxy", "RequestRecord", "classify", "faults", "split_target"]
+
+
+if __name__ == "__main__":  # manual use: python tests/faultproxy.py http://127.0.0.1:PORT
+    import sys
+
+    with FaultProxy(sys.argv[1]) as _proxy:
+        print(_proxy.endpoint, flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()
+        print(_proxy.stats())

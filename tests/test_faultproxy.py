@@ -167,6 +167,12 @@ def test_status_fault_is_retried_by_standard_mode(
     assert client_via(proxy.endpoint).get_object(Bucket=bucket, Key="k")["Body"].read() == (
         b"x" * 300_000
     )
+    # a body sent without Expect: 100-continue is drained and the connection kept
+    with faults(proxy, Fault("status", op="DeleteObjects", count=1, status=500)):
+        c.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "k"}]})
+    assert proxy.count("DeleteObjects") == 2
+    assert proxy.stats()["by_op_bytes_up"]["DeleteObjects"] > 0
+    assert "Contents" not in c.list_objects_v2(Bucket=bucket)
 
 
 def test_status_fault_without_retries_surfaces_the_s3_error(
