@@ -157,7 +157,12 @@ def test_backup_runs_rsync_then_flushes(tmp_path: Path, monkeypatch: pytest.Monk
     path = _config(tmp_path)
     flushed: list[str] = []
     monkeypatch.setattr(backupmod.os.path, "ismount", lambda p: True)
-    monkeypatch.setattr(backupmod, "flush_mount", lambda mp, timeout: flushed.append(mp) or "")
+
+    def fake_flush(mountpoint: str, timeout: float) -> str:
+        flushed.append(mountpoint)
+        return ""
+
+    monkeypatch.setattr(backupmod, "flush_mount", fake_flush)
     result = CliRunner().invoke(backupmod.backup, [str(path)])
     assert result.exit_code == 0, result.output
     mnt = tmp_path / "mnt"
