@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import json
 import os
 import secrets
@@ -27,6 +28,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
@@ -80,6 +82,20 @@ def _port_free(port: int) -> bool:
     return True
 
 
+def _parent_death_signal() -> Callable[[], None]:
+    """A preexec_fn asking Linux to SIGTERM the child when its parent thread exits.
+
+    libc is loaded here, in the parent: the child only makes one plain C call before exec.
+    """
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    pr_set_pdeathsig = 1
+
+    def preexec() -> None:
+        prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+    return preexec
+
+
 def _free_ports(n: int) -> list[int]:
     """Ask the kernel for `n` distinct free loopback ports (all held open at once)."""
     socks = []
@@ -103,7 +119,11 @@ class SeaweedS3:
         *,
         access_key: str = "s3encfs",
         secret_key: str = "s3encfs-secret-key",
+        die_with_parent: bool = True,
     ) -> None:
+        """`die_with_parent`: weed gets SIGTERM when the thread that called `start()` exits
+        (Linux PR_SET_PDEATHSIG), so a killed test run leaves no server behind. Call `start()`
+        from a long-lived thread, or pass False."""
         self.state_dir = Path(state_dir).resolve()
         self.access_key = access_key
         self.secret_key = secret_key
@@ -111,6 +131,7 @@ class SeaweedS3:
         self.ports: dict[str, int] = {}
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: Any = None
+        self._die_with_parent = die_with_parent
 
     # -- files in the state dir ------------------------------------------------------------
 
@@ -148,6 +169,12 @@ class SeaweedS3:
             f"[master.volume_growth]\ncopy_1 = {VOLUME_GROWTH}\ncopy_other = 1\n"
         )
         return path
+
+    def _write_env_file(self) -> None:
+        """STATE/aws.env (0600): `source` it in a shell to point AWS tools at this server."""
+        fd = os.open(self.state_dir / "aws.env", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.writelines(f"export {k}={v}\n" for k, v in self.env().items())
 
     def _choose_ports(self) -> dict[str, int]:
         """Reuse the ports of an earlier run when all are still free (restart keeps endpoint)."""
@@ -207,6 +234,7 @@ class SeaweedS3:
         env["WEED_S3_SSE_KEK"] = self._kek()
         self.ports = self._choose_ports()
         self.endpoint = f"http://127.0.0.1:{self.ports['s3']}"
+        self._write_env_file()
         self._log = open(self.state_dir / "weed.log", "ab")  # noqa: SIM115 - kept for process life
         self._proc = subprocess.Popen(
             self._command(config),
@@ -216,6 +244,7 @@ class SeaweedS3:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C in a terminal reaches us, not weed directly
+            preexec_fn=_parent_death_signal() if self._die_with_parent else None,
         )
         try:
             self._wait_ready(timeout)
@@ -358,13 +387,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _term)
     try:
         server.start()
-        for k, v in server.env().items():
-            print(
-                f"export {k}={v}"
-                if k != "AWS_SECRET_ACCESS_KEY"
-                else f"export {k}=<see --secret-key>"
-            )
-        print(f"S3 endpoint: {server.endpoint}  (log: {server.state_dir / 'weed.log'})", flush=True)
+        print(f"S3 endpoint: {server.endpoint}", flush=True)
+        print(f"environment: source {server.state_dir / 'aws.env'}", flush=True)
+        print(f"log:         {server.state_dir / 'weed.log'}", flush=True)
         while server.running:
             time.sleep(1)
         print("weed exited; see the log", file=sys.stderr)

@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -103,3 +104,38 @@ def test_kill_and_restart_keeps_data_and_endpoint(tmp_path: Path) -> None:
     finally:
         srv.stop()
     assert not srv.running
+
+
+@pytest.mark.slow
+def test_server_dies_with_its_parent(tmp_path: Path) -> None:
+    """A test run killed mid-way must not leave weed running (PR_SET_PDEATHSIG)."""
+    code = (
+        "import os, sys; from s3encfs.server import SeaweedS3; "
+        f"s = SeaweedS3({str(tmp_path / 'st')!r}); s.start(); "
+        "assert s._proc is not None; print(s._proc.pid, flush=True); os._exit(0)"
+    )
+    root = str(Path(__file__).resolve().parent.parent)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": root},
+    )
+    assert out.returncode == 0, out.stderr
+    pid = int(out.stdout.strip())
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.5)
+    alive = _alive(pid)
+    if alive:
+        os.kill(pid, 9)
+    assert not alive, "weed outlived its parent"
+
+
+def _alive(pid: int) -> bool:
+    """Running and not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
