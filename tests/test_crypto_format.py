@@ -151,7 +151,7 @@ def test_layout_object_size_inverse(size: int, seg: int) -> None:
     if count < 10_000:
         assert sum(lay.segment_plain_len(i, size) for i in range(count)) == size
     assert lay.segment_plain_len(count - 1, size) == size - (count - 1) * seg
-    start, end = lay.segment_object_range(count - 1, size)
+    _start, end = lay.segment_object_range(count - 1, size)
     assert end == obj
 
 
@@ -221,7 +221,7 @@ def test_swapped_and_spliced_segments_detected() -> None:
     with pytest.raises(IntegrityError):
         decrypt_object(c.open_object(meta), b"".join(dup))
     # splice a segment of another object (same size) into this one
-    meta_b, body_b = make(c, DATA)
+    _meta_b, body_b = make(c, DATA)
     other = segments(c, body_b, len(DATA))
     with pytest.raises(IntegrityError):
         decrypt_object(c.open_object(meta), b"".join([segs[0], other[1], *segs[2:]]))
@@ -269,7 +269,7 @@ def test_attrs_too_large_is_a_clear_value_error() -> None:
 
 
 def test_wrong_and_missing_master_key_name_the_key_id() -> None:
-    meta, body = make(codec(), DATA)
+    meta, _body = make(codec(), DATA)
     wrong = ClientCodec({"k1": K2}, "k1", segment_size=SEG)
     with pytest.raises(IntegrityError, match="'k1'"):
         wrong.open_object(meta)
@@ -360,7 +360,7 @@ def test_slot_cipher_persists_key_wrapped(tmp_path: os.PathLike[str]) -> None:
 def test_throughput_64k_segments() -> None:
     seg = 64 * 1024
     c = codec(seg)
-    cipher, meta = c.new_object()
+    cipher, _meta = c.new_object()
     assert isinstance(cipher, SegmentCipher)
     chunk = os.urandom(seg)
     n = 512  # 32 MiB
