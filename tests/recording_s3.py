@@ -180,9 +180,10 @@ class RecordingS3:
             res = _xml("CompleteMultipartUploadResult", Key=key, ETag=f'"mp-{len(parts)}"')
             return 200, {**xml, **sse}, res
         if op in ("HeadObject", "GetObject"):
-            obj = self.objects.get(key)
-            if obj is None:
+            found = self.objects.get(key)
+            if found is None:
                 return 404, {}, b""
+            obj = found
             hdrs = {
                 "ETag": '"e"',
                 "Last-Modified": DATE,

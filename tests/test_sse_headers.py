@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from recording_s3 import RecordingS3
 
 from s3encfs.store import ObjectStore, SseMismatch, parse_policy
 from s3encfs.store.sse import SsePolicy, key_md5
-from tests.recording_s3 import RecordingS3
 
 SSE = "x-amz-server-side-encryption"
 KID = "x-amz-server-side-encryption-aws-kms-key-id"
