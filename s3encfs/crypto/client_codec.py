@@ -44,9 +44,7 @@ class ClientCodec:
         self.name_key_id = name_key_id or current
         self.encrypts_names = encrypt_names
         self._names: NameCipher | PlainNames = (
-            NameCipher(self.keys.get(self.name_key_id))
-            if encrypt_names
-            else PlainNames()
+            NameCipher(self.keys.get(self.name_key_id)) if encrypt_names else PlainNames()
         )
 
     # -- objects
@@ -60,9 +58,7 @@ class ClientCodec:
         oid, data_key = env.unwrap_data_key(self.keys, metadata)
         return env.SegmentCipher(oid, data_key, self.layout.segment_size)
 
-    def rewrap(
-        self, metadata: dict[str, str], key_id: str | None = None
-    ) -> dict[str, str]:
+    def rewrap(self, metadata: dict[str, str], key_id: str | None = None) -> dict[str, str]:
         """Key metadata re-wrapped under `key_id` (default: current) — rotation is metadata-only.
         Sealed attrs stay valid (same data key and object id)."""
         oid, data_key = env.unwrap_data_key(self.keys, metadata)
@@ -72,9 +68,7 @@ class ClientCodec:
         return env.key_id_of(metadata)
 
     # -- attrs
-    def seal_attrs(
-        self, metadata: dict[str, str], attrs: dict[str, str]
-    ) -> dict[str, str]:
+    def seal_attrs(self, metadata: dict[str, str], attrs: dict[str, str]) -> dict[str, str]:
         cipher = self.open_object(metadata)
         return {env.META_ATTRS: env.seal_attrs(cipher, attrs)}
 
@@ -176,9 +170,7 @@ class StagingSlots:
 
     def seal(self, file_id: str, index: int, plaintext: bytes) -> bytes:
         nonce = env.random_bytes(env.NONCE)
-        return nonce + self._aead(file_id).encrypt(
-            nonce, plaintext, _SLOT_AAD.pack(index)
-        )
+        return nonce + self._aead(file_id).encrypt(nonce, plaintext, _SLOT_AAD.pack(index))
 
     def open(self, file_id: str, index: int, data: bytes | memoryview) -> bytes:
         if len(data) < self.overhead:

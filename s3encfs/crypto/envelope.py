@@ -78,17 +78,14 @@ def b64d(text: str, what: str) -> bytes:
 def check_key_id(key_id: str) -> str:
     if not KEY_ID_RE.fullmatch(key_id):
         raise ValueError(
-            f"master key id {key_id!r} must be 1-64 chars of [A-Za-z0-9._:-] (it is stored in S3 metadata)"
+            f"master key id {key_id!r} must be 1-64 chars of [A-Za-z0-9._:-] "
+            "(it is stored in S3 metadata)"
         )
     return key_id
 
 
-def hkdf(
-    master: bytes, info: bytes, salt: bytes | None = None, length: int = KEY_LEN
-) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info).derive(
-        master
-    )
+def hkdf(master: bytes, info: bytes, salt: bytes | None = None, length: int = KEY_LEN) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info).derive(master)
 
 
 class MasterKeys:
@@ -98,13 +95,9 @@ class MasterKeys:
         for kid, key in keys.items():
             check_key_id(kid)
             if len(key) != KEY_LEN:
-                raise ValueError(
-                    f"master key {kid!r} must be {KEY_LEN} bytes, got {len(key)}"
-                )
+                raise ValueError(f"master key {kid!r} must be {KEY_LEN} bytes, got {len(key)}")
         if current not in keys:
-            raise ValueError(
-                f"current master key {current!r} is not among the loaded keys"
-            )
+            raise ValueError(f"current master key {current!r} is not among the loaded keys")
         self._keys = dict(keys)
         self.current = current
 
@@ -128,9 +121,7 @@ def _wrap_aad(key_id: str) -> bytes:
     return _WRAP_INFO + b"\x00" + key_id.encode("ascii")
 
 
-def wrap_data_key(
-    keys: MasterKeys, key_id: str, oid: bytes, data_key: bytes
-) -> dict[str, str]:
+def wrap_data_key(keys: MasterKeys, key_id: str, oid: bytes, data_key: bytes) -> dict[str, str]:
     """Metadata entries holding `data_key` wrapped under master `key_id` for object `oid`."""
     wrap_key = hkdf(keys.get(key_id), _WRAP_INFO, salt=oid)
     nonce = random_bytes(NONCE)
@@ -147,31 +138,23 @@ def key_id_of(metadata: Mapping[str, str]) -> str:
     """The master key id an object's metadata names (IntegrityError if missing/unknown format)."""
     version = metadata.get(META_VERSION)
     if version is None or META_KEY_ID not in metadata:
-        raise IntegrityError(
-            "object has no s3encfs key metadata (not written by the client codec)"
-        )
+        raise IntegrityError("object has no s3encfs key metadata (not written by the client codec)")
     if version != str(FORMAT_VERSION):
         raise IntegrityError(f"unsupported s3encfs format version {version!r}")
     return metadata[META_KEY_ID]
 
 
-def unwrap_data_key(
-    keys: MasterKeys, metadata: Mapping[str, str]
-) -> tuple[bytes, bytes]:
+def unwrap_data_key(keys: MasterKeys, metadata: Mapping[str, str]) -> tuple[bytes, bytes]:
     """Return (object id, data key) from an object's metadata."""
     key_id = key_id_of(metadata)
     master = keys.get(key_id)
     oid = b64d(metadata.get(META_OID, ""), META_OID)
     wrapped = b64d(metadata.get(META_WRAPPED, ""), META_WRAPPED)
     if len(oid) != OID_LEN or len(wrapped) != NONCE + KEY_LEN + TAG:
-        raise IntegrityError(
-            "object key metadata has the wrong length (truncated or tampered)"
-        )
+        raise IntegrityError("object key metadata has the wrong length (truncated or tampered)")
     wrap_key = hkdf(master, _WRAP_INFO, salt=oid)
     try:
-        data_key = AESGCM(wrap_key).decrypt(
-            wrapped[:NONCE], wrapped[NONCE:], _wrap_aad(key_id)
-        )
+        data_key = AESGCM(wrap_key).decrypt(wrapped[:NONCE], wrapped[NONCE:], _wrap_aad(key_id))
     except InvalidTag:
         raise IntegrityError(
             f"cannot unwrap the object's data key with master key {key_id!r}: "
@@ -207,9 +190,7 @@ class SegmentCipher:
         nonce = random_bytes(NONCE)
         return nonce + self._aead.encrypt(nonce, plaintext, self._aad(index, last))
 
-    def decrypt_segment(
-        self, index: int, data: bytes | memoryview, last: bool
-    ) -> bytes:
+    def decrypt_segment(self, index: int, data: bytes | memoryview, last: bool) -> bytes:
         n = len(data)
         full = n == self.segment_size + SEGMENT_OVERHEAD
         if (
@@ -220,9 +201,7 @@ class SegmentCipher:
             raise IntegrityError(f"segment {index} has invalid length {n} (truncated?)")
         view = memoryview(data)
         try:
-            return self._aead.decrypt(
-                view[:NONCE], view[NONCE:], self._aad(index, last)
-            )
+            return self._aead.decrypt(view[:NONCE], view[NONCE:], self._aad(index, last))
         except InvalidTag:
             raise IntegrityError(
                 f"segment {index} (last={last}) failed authentication: tampered, truncated, "
@@ -261,13 +240,9 @@ def seal_attrs(cipher: SegmentCipher, attrs: Mapping[str, str]) -> str:
     for k, v in attrs.items():
         if not isinstance(k, str) or not isinstance(v, str):
             raise TypeError("attrs must map str to str")
-    plain = json.dumps(
-        dict(attrs), separators=(",", ":"), ensure_ascii=False, sort_keys=True
-    )
+    plain = json.dumps(dict(attrs), separators=(",", ":"), ensure_ascii=False, sort_keys=True)
     nonce = random_bytes(NONCE)
-    sealed = nonce + cipher._aead.encrypt(
-        nonce, plain.encode("utf-8"), _ATTRS_AAD + cipher.oid
-    )
+    sealed = nonce + cipher._aead.encrypt(nonce, plain.encode("utf-8"), _ATTRS_AAD + cipher.oid)
     value = b64e(sealed)
     if len(value) > MAX_ATTRS_VALUE:
         raise ValueError(
@@ -282,9 +257,7 @@ def open_attrs(cipher: SegmentCipher, value: str) -> dict[str, str]:
     if len(sealed) < SEGMENT_OVERHEAD:
         raise IntegrityError("sealed attrs too short")
     try:
-        plain = cipher._aead.decrypt(
-            sealed[:NONCE], sealed[NONCE:], _ATTRS_AAD + cipher.oid
-        )
+        plain = cipher._aead.decrypt(sealed[:NONCE], sealed[NONCE:], _ATTRS_AAD + cipher.oid)
     except InvalidTag:
         raise IntegrityError(
             "object attributes failed authentication (tampered or from another object)"
@@ -314,11 +287,7 @@ def seal_blob(keys: MasterKeys, purpose: str, data: bytes) -> bytes:
     header = _blob_header(keys.current)
     salt = random_bytes(_BLOB_SALT)
     key = hkdf(keys.get(keys.current), _BLOB_INFO, salt=salt)
-    return (
-        header
-        + salt
-        + AESGCM(key).encrypt(_BLOB_ZERO_NONCE, data, _blob_aad(header, purpose))
-    )
+    return header + salt + AESGCM(key).encrypt(_BLOB_ZERO_NONCE, data, _blob_aad(header, purpose))
 
 
 def open_blob(keys: MasterKeys, purpose: str, data: bytes) -> bytes:
@@ -337,9 +306,7 @@ def open_blob(keys: MasterKeys, purpose: str, data: bytes) -> bytes:
     header = data[:end]
     key = hkdf(keys.get(key_id), _BLOB_INFO, salt=data[end:body_start])
     try:
-        return AESGCM(key).decrypt(
-            _BLOB_ZERO_NONCE, data[body_start:], _blob_aad(header, purpose)
-        )
+        return AESGCM(key).decrypt(_BLOB_ZERO_NONCE, data[body_start:], _blob_aad(header, purpose))
     except InvalidTag:
         raise IntegrityError(
             f"blob ({purpose}) failed authentication with master key {key_id!r}: "

@@ -56,11 +56,7 @@ class NameCipher:
         return base64.b32encode(sealed).rstrip(b"=").decode("ascii").lower()
 
     def decode_name(self, parent: str, encoded: str) -> str:
-        if (
-            not encoded
-            or len(encoded) > MAX_ENCODED
-            or not _ALPHABET.issuperset(encoded)
-        ):
+        if not encoded or len(encoded) > MAX_ENCODED or not _ALPHABET.issuperset(encoded):
             raise UndecodableName(encoded[:60])
         text = encoded.upper().encode("ascii")
         try:
@@ -74,9 +70,7 @@ class NameCipher:
         except InvalidTag:
             raise UndecodableName(encoded[:60]) from None
         name = raw.decode("utf-8", "surrogateescape")
-        if (
-            self.encode_name(parent, name) != encoded
-        ):  # non-canonical base32 trailing bits
+        if self.encode_name(parent, name) != encoded:  # non-canonical base32 trailing bits
             raise UndecodableName(encoded[:60])
         return name
 

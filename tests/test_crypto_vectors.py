@@ -1,0 +1,76 @@
+"""Checked-in vectors of client format v1 (tests/vectors/format_v1.json) still decrypt, and the
+generator still produces exactly them: any change to the format or to the key schedule fails here.
+If a change is intended, bump FORMAT_VERSION, keep reading v1, and add new vectors."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from s3encfs.codec import IntegrityError
+from s3encfs.crypto import ClientCodec
+from s3encfs.crypto.envelope import decrypt_object
+
+VECTORS = Path(__file__).with_name("vectors")
+DATA: dict[str, Any] = json.loads((VECTORS / "format_v1.json").read_text())
+
+
+def codec(current: str | None = None) -> ClientCodec:
+    keys = {k: bytes.fromhex(v) for k, v in DATA["master_keys_hex"].items()}
+    return ClientCodec(
+        keys,
+        current or DATA["current"],
+        segment_size=DATA["segment_size"],
+        name_key_id=DATA["current"],
+    )
+
+
+def test_vector_set_covers_the_cases() -> None:
+    labels = {o["label"] for o in DATA["objects"]}
+    assert {"empty", "one-byte", "one-segment", "several-segments", "long-name"} <= labels
+    sizes = {o["label"]: len(o["plaintext_hex"]) // 2 for o in DATA["objects"]}
+    seg = DATA["segment_size"]
+    assert sizes["empty"] == 0 and sizes["one-byte"] == 1 and sizes["one-segment"] == seg
+    assert sizes["several-segments"] > 2 * seg
+
+
+@pytest.mark.parametrize("obj", DATA["objects"], ids=lambda o: o["label"])
+def test_object_vectors_decrypt(obj: dict[str, Any]) -> None:
+    c = codec("vec-key-2")  # the reader's current key does not matter
+    body = bytes.fromhex(obj["body_hex"])
+    plain = bytes.fromhex(obj["plaintext_hex"])
+    assert c.layout.plain_size(len(body)) == len(plain)
+    assert decrypt_object(c.open_object(obj["metadata"]), body) == plain
+    assert c.open_attrs(obj["metadata"]) == obj["attrs"]
+    name = os.fsdecode(bytes.fromhex(obj["name_hex"]))
+    assert c.decode_name(obj["parent"], obj["encoded_name"]) == name
+    assert c.encode_name(obj["parent"], name) == obj["encoded_name"]
+    bad = bytearray(body)
+    bad[len(bad) // 2] ^= 0x80
+    with pytest.raises(IntegrityError):
+        decrypt_object(c.open_object(obj["metadata"]), bytes(bad))
+
+
+def test_name_and_blob_vectors() -> None:
+    c = codec()
+    for n in DATA["names"]:
+        name = os.fsdecode(bytes.fromhex(n["name_hex"]))
+        assert c.decode_name(n["parent"], n["encoded"]) == name
+        assert c.encode_name(n["parent"], name) == n["encoded"]
+    for b in DATA["blobs"]:
+        assert c.open_blob(b["purpose"], bytes.fromhex(b["blob_hex"])) == bytes.fromhex(
+            b["data_hex"]
+        )
+
+
+def test_generator_reproduces_checked_in_bytes() -> None:
+    spec = importlib.util.spec_from_file_location("vector_gen", VECTORS / "generate.py")
+    assert spec and spec.loader
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    assert gen.render() == (VECTORS / "format_v1.json").read_text()

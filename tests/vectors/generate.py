@@ -1,0 +1,129 @@
+"""Regenerate the client-format test vectors: `python tests/vectors/generate.py`.
+
+Randomness (object ids, data keys, nonces, salts) comes from a seeded SHA-256 counter stream, so
+the output is reproducible; tests/test_crypto_vectors.py checks that the checked-in JSON still
+decrypts AND that regenerating gives the same bytes (any format change shows up as a diff).
+The keys here are public test keys; never use them for data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from s3encfs.crypto import ClientCodec
+from s3encfs.crypto import envelope as env
+
+OUT = Path(__file__).with_name("format_v1.json")
+SEGMENT_SIZE = 4096
+KEYS = {
+    "vec-key-1": hashlib.sha256(b"s3encfs test vector key 1").digest(),
+    "vec-key-2": hashlib.sha256(b"s3encfs test vector key 2").digest(),
+}
+
+
+def _stream(seed: bytes) -> Callable[[int], bytes]:
+    counter = 0
+
+    def take(n: int) -> bytes:
+        nonlocal counter
+        out = b""
+        while len(out) < n:
+            out += hashlib.sha256(seed + counter.to_bytes(8, "big")).digest()
+            counter += 1
+        return out[:n]
+
+    return take
+
+
+@contextmanager
+def deterministic(seed: bytes) -> Iterator[None]:
+    saved = env.random_bytes
+    env.random_bytes = _stream(seed)
+    try:
+        yield
+    finally:
+        env.random_bytes = saved
+
+
+def pattern(n: int) -> bytes:
+    return bytes((i * 7 + 3) % 251 for i in range(n))
+
+
+CASES = [
+    ("empty", 0, "", "empty"),
+    ("one-byte", 1, "docs", "a"),
+    ("one-segment", SEGMENT_SIZE, "docs/sub", "exact segment.bin"),
+    ("several-segments", 3 * SEGMENT_SIZE + 100, "", "several"),
+    ("long-name", 5, "deep/dir", "n" * 140 + "é"),  # 142 bytes of UTF-8
+]
+
+
+def build() -> dict[str, object]:
+    codec = ClientCodec(KEYS, "vec-key-1", segment_size=SEGMENT_SIZE)
+    objects: list[dict[str, Any]] = []
+    with deterministic(b"s3encfs vectors v1"):
+        for label, size, parent, name in CASES:
+            plain = pattern(size)
+            cipher, meta = codec.new_object()
+            body = env.encrypt_object(cipher, plain)
+            attrs = {"mode": "33188", "uid": "1000", "gid": "1000", "mtime": "1700000000.5"}
+            meta = {**meta, **codec.seal_attrs(meta, attrs)}
+            objects.append(
+                {
+                    "label": label,
+                    "plaintext_hex": plain.hex(),
+                    "metadata": meta,
+                    "body_hex": body.hex(),
+                    "attrs": attrs,
+                    "parent": parent,
+                    "name_hex": os.fsencode(name).hex(),
+                    "encoded_name": codec.encode_name(parent, name),
+                }
+            )
+        rotated: dict[str, str] = dict(objects[1]["metadata"])
+        rotated.update(codec.rewrap(rotated, "vec-key-2"))
+        objects.append({**objects[1], "label": "one-byte-rewrapped-key-2", "metadata": rotated})
+        raw_name = os.fsdecode(b"latin1-caf\xe9")
+        names = [
+            {
+                "parent": p,
+                "name_hex": os.fsencode(raw_name).hex(),
+                "encoded": codec.encode_name(p, raw_name),
+            }
+            for p in ("", "x/y")
+        ]
+        blobs = [
+            {
+                "purpose": purpose,
+                "data_hex": data.hex(),
+                "blob_hex": codec.seal_blob(purpose, data).hex(),
+            }
+            for purpose, data in (("canary", b"s3encfs canary"), ("dir-index", b""))
+        ]
+    return {
+        "format_version": env.FORMAT_VERSION,
+        "segment_size": SEGMENT_SIZE,
+        "master_keys_hex": {k: v.hex() for k, v in KEYS.items()},
+        "current": "vec-key-1",
+        "objects": objects,
+        "names": names,
+        "blobs": blobs,
+    }
+
+
+def render() -> str:
+    return json.dumps(build(), indent=1, sort_keys=True) + "\n"
+
+
+if __name__ == "__main__":
+    OUT.write_text(render())
+    print(f"wrote {OUT}")
