@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -151,21 +152,20 @@ class StagingSlots:
         self._key = cache_key
         self._aeads: OrderedDict[str, AESGCM] = OrderedDict()
         self._max = max_cached
+        self._lock = threading.Lock()  # seal/open run in worker threads
 
     def _aead(self, file_id: str) -> AESGCM:
-        aead = self._aeads.get(file_id)
-        if aead is None:
-            aead = AESGCM(
-                env.hkdf(
-                    self._key,
-                    _SLOT_INFO + b"\x00" + file_id.encode("utf-8", "surrogateescape"),
-                )
-            )
+        with self._lock:
+            aead = self._aeads.get(file_id)
+            if aead is not None:
+                self._aeads.move_to_end(file_id)
+                return aead
+        info = _SLOT_INFO + b"\x00" + file_id.encode("utf-8", "surrogateescape")
+        aead = AESGCM(env.hkdf(self._key, info))
+        with self._lock:
             self._aeads[file_id] = aead
             if len(self._aeads) > self._max:
                 self._aeads.popitem(last=False)
-        else:
-            self._aeads.move_to_end(file_id)
         return aead
 
     def seal(self, file_id: str, index: int, plaintext: bytes) -> bytes:
