@@ -98,11 +98,18 @@ def umount_cmd(mountpoint: str, timeout: float) -> None:
     if pid:  # the mount process finishes any last uploads, then exits
         deadline = time.monotonic() + (timeout or 1e9)
         while time.monotonic() < deadline:
-            try:
-                os.kill(int(pid), 0)
-            except ProcessLookupError:
+            if not _process_alive(int(pid)):
                 break
             time.sleep(0.05)
+
+
+def _process_alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie waiting for its parent to reap it counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
 
 
 def _add_optional_commands() -> None:

@@ -184,6 +184,7 @@ def run_mount(cfg: MountConfig, ready_fd: int | None = None) -> int:
         replayed = await core.replay()
         if replayed:
             log.info("finished %d uploads journaled by an earlier mount", replayed)
+        await core.load_root()
         ops = Operations(core)
         pyfuse3.init(ops, cfg.mountpoint, opts)
         return await serve(core, cfg, ready_fd)

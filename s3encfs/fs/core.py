@@ -168,6 +168,13 @@ class FsCore:
             assert d.children is not None
             return d.children
 
+    async def load_root(self) -> None:
+        """Root attributes live in the root index (S3 has no object for the mount root)."""
+        try:
+            await self.ensure_listed(self.root, force=True)
+        except pyfuse3.FUSEError:
+            log.warning("could not list the mount root yet; it will be retried on access")
+
     def _apply_self_attrs(self, d: Node, meta: dict[str, str]) -> None:
         from s3encfs.store.layout import meta_to_attrs
         a = meta_to_attrs(meta, default_mode=d.attrs.mode, size=0,
