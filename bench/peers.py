@@ -11,6 +11,7 @@ import contextlib
 import json
 import math
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -275,9 +276,9 @@ class S3encfsPeer(Peer):
         cmd = [
             self.exe,
             "mount",
-            bucket,
+            f"s3://{bucket}",
             str(self.mnt),
-            "--endpoint",
+            "--endpoint-url",
             self.ctx.endpoint,
             "--cache-dir",
             str(self.cache_dir),
@@ -287,7 +288,7 @@ class S3encfsPeer(Peer):
         ]
         if self.encrypts:
             cmd += ["--key", "bench"]
-        return cmd
+        return cmd + shlex.split(os.environ.get("BENCH_S3ENCFS_ARGS", ""))
 
     def do_unmount(self, timeout: float) -> None:
         """`s3encfs umount` returns once every pending upload is in S3."""

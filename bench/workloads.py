@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -35,7 +36,7 @@ def rsync_warning() -> str:
     if code == 0:
         return ""
     lines = [ln for ln in str(err).splitlines() if ln.startswith("rsync:")]
-    first = lines[0].split(":", 2)[-1].strip()[:120] if lines else ""
+    first = re.sub(r'"[^"]*"', "PATH", lines[0]).removeprefix("rsync: ")[:120] if lines else ""
     return f"rsync exit {code}: {len(lines)} errors, e.g. {first}"
 
 
@@ -409,6 +410,7 @@ def ceiling(s3: Any, plan: Plan, workdir: Path) -> dict[str, Result]:
     bucket = "bench-ceiling"
     with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
         s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="warmup", Body=os.urandom(16 * MIB))  # volume growth
     t0 = time.monotonic()
     s3.upload_file(str(plan.src), bucket, "big.bin", Config=cfg)
     up = time.monotonic() - t0
@@ -419,7 +421,7 @@ def ceiling(s3: Any, plan: Plan, workdir: Path) -> dict[str, Result]:
     down = time.monotonic() - t0
     ok = dst.stat().st_size == plan.size
     dst.unlink()
-    s3.delete_object(Bucket=bucket, Key="big.bin")
+    s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "big.bin"}, {"Key": "warmup"}]})
     return {
         "W7up": Result(seconds=up, mbps=plan.size / up / 1e6),
         "W7down": Result(
