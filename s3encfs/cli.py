@@ -70,7 +70,9 @@ def mount_cmd(source: str | None, mountpoint: str | None, config_name: str | Non
         else:
             code = daemonize_and_mount(cfg)
     except MountError as exc:
-        raise click.ClickException(str(exc)) from None
+        # 78 = EX_CONFIG: systemd's RestartPreventExitStatus stops retrying a bad setup
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(78)
     sys.exit(code)
 
 

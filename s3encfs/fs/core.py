@@ -312,7 +312,7 @@ class FsCore:
                               self.seg.segment_size, self.slots)
         if node.obj is not None and node.corrupt is None:
             cipher = self.cipher_for(node.obj)
-            meta = {k: v for k, v in node.obj.meta.items()}
+            meta = dict(node.obj.meta)
             base: ObjectRef | None = node.obj
             base_segs = -(-node.obj.plain_size // self.seg.segment_size)
         else:
@@ -324,11 +324,8 @@ class FsCore:
 
     def _cipher_meta(self, meta: dict[str, str]) -> dict[str, str]:
         """Only the codec's key material from an object's metadata (not attrs, not SSE ids)."""
-        sealed_attr_keys = set(self.codec.seal_attrs({}, {}).keys()) if False else set()
-        plain_attr_names = {"mode", "uid", "gid", "mtime", "atime", "ctime", "rdev", "xattr"}
         return {k: v for k, v in meta.items()
-                if k.startswith("s3encfs-") and k not in sealed_attr_keys
-                and k not in ("s3encfs-attrs", "s3encfs-ssec") and k not in plain_attr_names}
+                if k.startswith("s3encfs-") and k not in ("s3encfs-attrs", "s3encfs-ssec")}
 
     async def write(self, node: Node, off: int, data: bytes) -> int:
         if self.cfg.read_only:
@@ -337,7 +334,6 @@ class FsCore:
         async with node.lock:
             c = self._ensure_content(node)
             src = self._source(node)
-            before = c.dirty_count if hasattr(c, "dirty_count") else 0
             S = self.seg.segment_size
             end = off + len(data)
             first, last = off // S, (end - 1) // S if data else off // S
@@ -373,7 +369,6 @@ class FsCore:
             except (IntegrityError, store_errors.StoreError) as exc:
                 log.error("write to %r needed unreadable base data: %s", node.path, exc)
                 raise fuse_error(errno.EIO) from None
-            del before
             self.dirty_bytes += newly * S
             c.gen += 1
             if end > node.attrs.size:
