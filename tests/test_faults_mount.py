@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (pytest fixtures imported from mounting are parameters here)
 """A real mount behind the fault-injecting proxy: writes are retried until they land intact,
 reads retry and succeed, and a permanently failing object gives EIO (logged by key) for that file
 only while the rest of the mount keeps serving.
@@ -19,7 +20,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from faultproxy import Fault, FaultProxy
 from mounting import keyenv, mount_factory  # noqa: F401
 
@@ -83,7 +83,7 @@ def tree_hashes(root: Path) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("mode", ["none", "client"])
-def test_writes_land_intact_under_faults(mode, bucket, s3, proxy, mount_factory,  # noqa: F811
+def test_writes_land_intact_under_faults(mode, bucket, s3, proxy, mount_factory,
                                          tmp_path):
     src = tmp_path / "src"
     expected = make_tree(src)
@@ -114,7 +114,7 @@ def test_writes_land_intact_under_faults(mode, bucket, s3, proxy, mount_factory,
     assert uploads == [], uploads
 
 
-def test_reads_retry_and_succeed(bucket, s3, proxy, mount_factory, tmp_path):  # noqa: F811
+def test_reads_retry_and_succeed(bucket, s3, proxy, mount_factory, tmp_path):
     rnd = random.Random(3)
     expected = {}
     for i in range(20):
@@ -139,7 +139,7 @@ def test_reads_retry_and_succeed(bucket, s3, proxy, mount_factory, tmp_path):  #
         + stats["faults"].get("reset", 0) >= 3, stats
 
 
-def test_permanent_get_fault_gives_eio_for_that_file_only(bucket, s3, proxy,  # noqa: F811
+def test_permanent_get_fault_gives_eio_for_that_file_only(bucket, s3, proxy,
                                                           mount_factory):
     s3.put_object(Bucket=bucket, Key="good1", Body=b"one" * 1000)
     s3.put_object(Bucket=bucket, Key="bad-object", Body=b"two" * 1000)
@@ -172,7 +172,7 @@ def test_permanent_get_fault_gives_eio_for_that_file_only(bucket, s3, proxy,  # 
     assert s3.get_object(Bucket=bucket, Key="new")["Body"].read() == b"new data"
 
 
-def test_permanent_reset_gives_eio(bucket, s3, proxy, mount_factory):  # noqa: F811
+def test_permanent_reset_gives_eio(bucket, s3, proxy, mount_factory):
     s3.put_object(Bucket=bucket, Key="ok", Body=b"fine")
     s3.put_object(Bucket=bucket, Key="resets", Body=b"x" * 5000)
     m = mount_factory(bucket, "none", extra=["--endpoint-url", proxy.endpoint])
