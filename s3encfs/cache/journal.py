@@ -109,6 +109,16 @@ class Journal:
         with self._lock:
             self._db.execute("INSERT OR REPLACE INTO kv (k, v) VALUES (?, ?)", (k, v))
 
+    def delete_kv(self, k: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM kv WHERE k=?", (k,))
+
+    def kv_items(self, prefix: str) -> list[tuple[str, str]]:
+        with self._lock:
+            cur = self._db.execute("SELECT k, v FROM kv WHERE k >= ? AND k < ?",
+                                   (prefix, prefix + "\uffff"))
+            return [(str(k), str(v)) for k, v in cur.fetchall()]
+
     def close(self) -> None:
         with self._lock:
             self._db.close()

@@ -26,7 +26,8 @@ from s3encfs.cache.staging import DirtySet, StagingFile
 from s3encfs.codec import Codec, IntegrityError, NameTooLong, ObjectCipher
 from s3encfs.fs.listing import (DirIndex, Entry, load_directory, read_index, write_index)
 from s3encfs.fs.nodes import Content, Node, ObjectRef
-from s3encfs.fs.uploader import SegmentSource, UploadJob, Uploader
+from s3encfs.fs.streaming import Streamer
+from s3encfs.fs.uploader import SegmentSource, StreamedParts, UploadJob, Uploader
 from s3encfs.store import errors as store_errors
 from s3encfs.store.layout import CONTROL_DIR, Attrs, Layout, attrs_to_meta, now_ns
 from s3encfs.store.s3 import ObjectStore
@@ -73,6 +74,7 @@ class FsCore:
         self.uploader = Uploader(store, self.blocks, self.seg, cfg.segs_per_block,
                                  cfg.part_segments, self.pool)
         self.slots = codec.slot_cipher(cfg.cache_dir)
+        self.streamer = Streamer(self)
         self.limiter = trio.CapacityLimiter(cfg.s3_threads)
         self.inodes: dict[int, Node] = {}
         self._next_inode = pyfuse3.ROOT_INODE + 1
@@ -371,6 +373,7 @@ class FsCore:
                 raise fuse_error(errno.EIO) from None
             self.dirty_bytes += newly * S
             c.gen += 1
+            self.streamer.on_write(node, c, off, end)
             if end > node.attrs.size:
                 node.attrs.size = end
             t = now_ns()
@@ -397,6 +400,8 @@ class FsCore:
             src = self._source(node)
             S = self.seg.segment_size
             old = node.attrs.size
+            if c.stream is not None:
+                await self.streamer.discard(c)
             if size < old:
                 b, r = divmod(size, S)
 
@@ -532,10 +537,21 @@ class FsCore:
         if c is not None:
             meta = self.object_meta(c.cipher_meta, node.attrs)
             base_cipher = self.cipher_for(c.base) if c.base is not None else None
+            st = await self.streamer.settle(c)
+            if st is not None and st.key != key:
+                await self.streamer.discard(c)  # renamed while streaming: start over
+                st = None
             job = UploadJob(key, node.attrs.size, c.dirty.copy(), c.staging, c.cipher, meta,
                             c.base, base_cipher, c.base_segs)
+            if st is not None and st.upload_id is not None:
+                job.stream = StreamedParts(st.upload_id, st.per, dict(st.parts))
             gen = c.gen
-            obj = await trio.to_thread.run_sync(self.uploader.upload, job)
+            try:
+                obj = await trio.to_thread.run_sync(self.uploader.upload, job)
+            finally:
+                if job.stream is not None:  # completed, or aborted by the uploader
+                    self.journal.delete_kv(f"mpu:{job.stream.upload_id}")
+                    c.stream = None
             self.stats["uploads"] += 1
             self.stats["last_upload"] = time.time()
             node.obj = obj
@@ -746,6 +762,8 @@ class FsCore:
                     raise fuse_error(errno.EIO) from None
                 self.journal.forget_meta(node.obj.key)
                 node.obj = None
+            if node.content is not None and node.content.stream is not None:
+                await self.streamer.discard(node.content)
             if node.content is not None and not node.open_count:
                 self.dirty_bytes -= node.content.dirty.count() * self.seg.segment_size
                 node.content.staging.remove()
@@ -843,6 +861,8 @@ class FsCore:
                 await self.run(self.store.delete, self.layout.index_key(target.parts))
             elif target.obj is not None and not replaced_by_upload:
                 await self.run(self.store.delete, target.obj.key)
+            if target.content is not None and target.content.stream is not None:
+                await self.streamer.discard(target.content)
             if target.content is not None and not target.open_count:
                 self.dirty_bytes -= target.content.dirty.count() * self.seg.segment_size
                 target.content.staging.remove()
@@ -1053,6 +1073,9 @@ class FsCore:
     # -- crash recovery ------------------------------------------------------------------------
     async def replay(self) -> int:
         """Finish the work a previous mount journaled but did not get into S3."""
+        for k, key in self.journal.kv_items("mpu:"):
+            await self.streamer.forget(key, k[4:])  # streamed parts of a crashed mount
+            self.journal.delete_kv(k)
         rows = self.journal.rows()
         done = 0
         for row in rows:

@@ -35,6 +35,16 @@ class UploadJob:
     base: ObjectRef | None
     base_cipher: ObjectCipher | None
     base_segs: int
+    stream: StreamedParts | None = None
+
+
+@dataclass
+class StreamedParts:
+    """Parts already sent while the file was being written (fs/streaming.py)."""
+
+    upload_id: str
+    per: int
+    parts: dict[int, str]
 
 
 class SegmentSource:
@@ -126,13 +136,28 @@ class Uploader:
                             job.base_segs, job.dirty, job.staging)
         plan = self.part_plan(nseg)
         if len(plan) <= 1 or obj_size < 2 * self.part_segments * layout.stride:
+            if job.stream is not None:
+                self._abort(job.key, job.stream.upload_id)
             body = b"".join(self._encoded(job, src, i, nseg) for i in range(nseg))
             etag = self.store.put(job.key, body, job.meta)
             return ObjectRef(job.key, etag, len(body), job.size, dict(job.meta))
-        upload_id = self.store.create_multipart(job.key, job.meta)
+        streamed: dict[int, str] = {}
+        if job.stream is not None and plan[0][1] - plan[0][0] == job.stream.per:
+            upload_id = job.stream.upload_id
+            streamed = {n: e for n, e in job.stream.parts.items()
+                        if n * job.stream.per < nseg}  # a part holding the last segment is resealed
+        else:
+            if job.stream is not None:
+                self._abort(job.key, job.stream.upload_id)
+            upload_id = self.store.create_multipart(job.key, job.meta)
+        futures: list[Future[str]] = []
         try:
-            futures: list[Future[str]] = []
             for number, (first, end) in enumerate(plan, start=1):
+                if number in streamed:
+                    done: Future[str] = Future()
+                    done.set_result(streamed[number])
+                    futures.append(done)
+                    continue
                 futures.append(self.pool.submit(self._part, job, src, upload_id, number,
                                                 first, end, nseg))
             parts = [(n, f.result()) for n, f in enumerate(futures, start=1)]
@@ -140,12 +165,15 @@ class Uploader:
         except BaseException:
             for f in futures:
                 f.cancel()
-            try:
-                self.store.abort_multipart(job.key, upload_id)
-            except Exception as exc:  # best effort; `s3encfs check` finds leftovers
-                log.warning("could not abort multipart upload of %s: %s", job.key, exc)
+            self._abort(job.key, upload_id)
             raise
         return ObjectRef(job.key, etag, obj_size, job.size, dict(job.meta))
+
+    def _abort(self, key: str, upload_id: str) -> None:
+        try:
+            self.store.abort_multipart(key, upload_id)
+        except Exception as exc:  # best effort; `s3encfs check` finds leftovers
+            log.warning("could not abort multipart upload of %s: %s", key, exc)
 
     def _part(self, job: UploadJob, src: SegmentSource, upload_id: str, number: int,
               first: int, end: int, nseg: int) -> str:
