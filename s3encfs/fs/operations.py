@@ -190,6 +190,12 @@ class Operations(pyfuse3.Operations):
         if node.is_dir:
             raise fuse_error(errno.EISDIR)
         write = (flags & os.O_ACCMODE) != os.O_RDONLY
+        if node.corrupt and not write and node.content is None:
+            # e.g. a body truncated to 0 bytes: the kernel never calls read() for a size-0 file,
+            # so refusing here is the only way the reader sees EIO instead of an empty file.
+            log.error("open of %r (%s) refused: %s", node.path,
+                      node.obj.key if node.obj else "?", node.corrupt)
+            raise fuse_error(errno.EIO)
         await self.core.open(node, write)
         fh = self._fh()
         self._handles[fh] = (node, write)
