@@ -25,7 +25,11 @@ _SECRET_KV = re.compile(
     r"aws_secret_access_key|customer[-_]?key)\w*)(\s*[=:]\s*)(['\"]?)[^\s'\",}]+"
 )
 _LONG_HEX = re.compile(r"\b[0-9a-fA-F]{32,}\b")
-_LONG_B64 = re.compile(r"(?<![\w/+])[A-Za-z0-9+/]{40,}={0,2}(?![\w/+=])")
+# A run with no upper-case letter and no '+' is not base64 key material but an object key:
+# client-mode names are lower-case base32 and must stay readable in logs (tamper reports).
+_LONG_B64 = re.compile(
+    r"(?<![\w/+])(?![a-z0-9/]+(?![\w/+=]))[A-Za-z0-9+/]{40,}={0,2}(?![\w/+=])"
+)
 
 
 def redact(text: str) -> str:
