@@ -1,0 +1,362 @@
+"""`make run`: a local S3 server, a demo master key and an encrypted mount, in one command.
+
+    python -m s3encfs.demo [--state-dir DIR] [--mountpoint DIR] [--check]
+
+Everything lives in the state directory (default ``.state/demo`` in the current directory)::
+
+    STATE/s3/        the SeaweedFS server (data survives a restart: a second run finds it)
+    STATE/keys/      the demo key store (master key "demo", EMPTY passphrase)
+    STATE/cache/     the mount's cache dir (staging files, journal, read cache)
+    STATE/mount.log  the mount process's log
+
+The mount runs as a child process (``s3encfs mount ... --foreground``).  Ctrl-C or SIGTERM
+stops it the way a service stop does: SIGTERM to the mount, which uploads everything pending
+and then unmounts; then the server is stopped.  ``--check`` mounts, writes and reads a file
+through the mount, checks that S3 only holds ciphertext, unmounts and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+
+from s3encfs.server import SeaweedS3, ServerError, _parent_death_signal
+
+BUCKET = "demo"
+KEY_NAME = "demo"
+CLI = [sys.executable, "-m", "s3encfs.cli"]
+
+
+class DemoError(RuntimeError):
+    """Something the user should read; printed without a traceback."""
+
+
+def say(msg: str = "") -> None:
+    print(msg, flush=True)
+
+
+def is_mounted(path: Path) -> bool:
+    """True when `path` is in the mount table (also for a dead FUSE mount that stat() fails on)."""
+    target = str(path)
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) > 4 and _unescape(fields[4]) == target:
+                    return True
+    except OSError:
+        return os.path.ismount(path)
+    return False
+
+
+def _unescape(field: str) -> str:
+    """mountinfo escapes space, tab, newline and backslash as octal (\\040 ...)."""
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and i + 3 < len(field) and field[i + 1 : i + 4].isdigit():
+            out.append(chr(int(field[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def clear_stale_mount(path: Path) -> None:
+    """A demo killed with SIGKILL leaves a dead FUSE mount ("Transport endpoint is not
+    connected"); detach it so the new mount can use the directory."""
+    if is_mounted(path):
+        say(f"note: {path} is still mounted (an earlier demo?); detaching it")
+        subprocess.run(["fusermount3", "-uz", str(path)], capture_output=True)
+        if is_mounted(path):
+            raise DemoError(f"{path} is mounted and could not be detached (fusermount3 -uz)")
+
+
+class Demo:
+    def __init__(self, state_dir: Path, mountpoint: Path) -> None:
+        self.state = state_dir.resolve()
+        self.mountpoint = mountpoint.resolve()
+        self.keys_dir = self.state / "keys"
+        self.cache_dir = self.state / "cache"
+        self.log_path = self.state / "mount.log"
+        self.server = SeaweedS3(self.state / "s3")
+        self.mount_proc: subprocess.Popen[bytes] | None = None
+        self.stop_requested = threading.Event()
+        self.signals = 0
+
+    # -- environment -------------------------------------------------------------------------
+    def env(self) -> dict[str, str]:
+        """The environment for `s3encfs` subprocesses: the server's AWS_* and the demo keyring.
+
+        The demo key store has an EMPTY passphrase (S3ENCFS_PASSPHRASE=""): anyone who can read
+        STATE/keys has the key.  Fine for a throw-away demo, not for real data.
+        """
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env.update(self.server.env())
+        env["S3ENCFS_KEYRING_DIR"] = str(self.keys_dir)
+        env["S3ENCFS_PASSPHRASE"] = ""
+        for var in ("S3ENCFS_PASSPHRASE_FD", "S3ENCFS_PASSCOMMAND"):
+            env.pop(var, None)
+        return env
+
+    # -- steps ---------------------------------------------------------------------------------
+    def start_server(self) -> None:
+        say(f"starting the local S3 server (SeaweedFS, state in {self.server.state_dir}) ...")
+        try:
+            self.server.start()
+        except ServerError as exc:
+            raise DemoError(f"S3 server did not start: {exc}") from None
+
+    def ensure_bucket(self) -> None:
+        s3 = self.server.client()
+        names = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
+        if BUCKET not in names:
+            s3.create_bucket(Bucket=BUCKET)
+            say(f"created bucket {BUCKET!r}")
+
+    def ensure_key(self) -> bool:
+        """Create the demo master key on first use; True when it was created now."""
+        self.keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        listed = subprocess.run([*CLI, "key", "list", "--json"], env=self.env(),
+                                capture_output=True, text=True)
+        if listed.returncode != 0:
+            raise DemoError(f"s3encfs key list failed: {listed.stderr.strip()}")
+        if any(k.get("name") == KEY_NAME for k in json.loads(listed.stdout or "[]")):
+            return False
+        made = subprocess.run([*CLI, "key", "create", KEY_NAME], env=self.env(),
+                              capture_output=True, text=True)
+        if made.returncode != 0:
+            raise DemoError(f"s3encfs key create failed: {made.stderr.strip()}")
+        return True
+
+    def mount_argv(self) -> list[str]:
+        return [*CLI, "mount", f"s3://{BUCKET}", str(self.mountpoint), "--foreground",
+                "--encryption", "client", "--key", KEY_NAME,
+                "--cache-dir", str(self.cache_dir),
+                "--endpoint-url", self.server.endpoint]
+
+    def start_mount(self, timeout: float = 60) -> None:
+        self.mountpoint.mkdir(parents=True, exist_ok=True)
+        clear_stale_mount(self.mountpoint)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it open
+        try:
+            self.mount_proc = subprocess.Popen(
+                self.mount_argv(), env=self.env(), stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT,
+                # Its own session: a terminal Ctrl-C reaches only us, and we send exactly one
+                # SIGTERM (a second signal makes the mount exit without uploading).
+                start_new_session=True,
+                # If this process dies without stopping it, the mount still flushes + unmounts.
+                preexec_fn=_parent_death_signal())
+        finally:
+            log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.mount_proc.poll() is not None:
+                self.mount_proc = None
+                raise DemoError(f"the mount exited early; its log ({self.log_path}):\n"
+                                + self.log_tail())
+            if os.path.ismount(self.mountpoint):
+                return
+            if self.stop_requested.is_set():
+                return
+            time.sleep(0.05)
+        raise DemoError(f"the mount did not come up in {timeout:.0f} s; log:\n" + self.log_tail())
+
+    def log_tail(self, n: int = 25) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return "(no log)"
+        return "\n".join(lines[-n:])
+
+    def stop_mount(self, timeout: float = 900) -> int:
+        """SIGTERM the mount (it uploads what is pending, then unmounts) and wait for it."""
+        proc, self.mount_proc = self.mount_proc, None
+        code = 0
+        if proc is not None:
+            if proc.poll() is None:
+                say("stopping the mount: uploading pending data, then unmounting ...")
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+                try:
+                    code = proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    say("the mount did not stop in time; killing it (the journal in "
+                        f"{self.cache_dir} replays pending uploads on the next run)")
+                    proc.kill()
+                    code = proc.wait()
+            else:
+                code = proc.returncode
+        if is_mounted(self.mountpoint):
+            subprocess.run(["fusermount3", "-uz", str(self.mountpoint)], capture_output=True)
+        return code
+
+    def stop_server(self) -> None:
+        if self.server.running:
+            say("stopping the S3 server ...")
+        self.server.stop()
+
+    # -- output ----------------------------------------------------------------------------------
+    def banner(self, key_created: bool) -> None:
+        env_file = self.server.state_dir / "aws.env"
+        py = shlex.quote(sys.executable)
+        raw = (f"(source {shlex.quote(str(env_file))}; {py} -c \"import boto3; "
+               f"[print(o['Size'], o['Key']) for o in boto3.client('s3')"
+               f".list_objects_v2(Bucket='{BUCKET}').get('Contents', [])]\")")
+        rel = os.path.relpath(self.mountpoint)
+        show = rel if not rel.startswith("..") else str(self.mountpoint)
+        say("")
+        say("=" * 78)
+        say(f" s3encfs demo: s3://{BUCKET} is mounted at {self.mountpoint}")
+        say("=" * 78)
+        say(f" mountpoint : {self.mountpoint}   (try: cp -r /etc/ssh {show}/; ls -l {show})")
+        say(f" S3 endpoint: {self.server.endpoint}   (SeaweedFS, loopback only)")
+        say(f" encryption : client-side, master key {KEY_NAME!r}"
+            + (" (created just now)" if key_created else ""))
+        say(f" key store  : {self.keys_dir}")
+        say("              The demo key has an EMPTY passphrase: anyone who can read that")
+        say("              directory can decrypt the bucket. Back the key up with:")
+        say(f"              S3ENCFS_KEYRING_DIR={shlex.quote(str(self.keys_dir))} "
+            f"S3ENCFS_PASSPHRASE= \\\n                s3encfs key export {KEY_NAME} "
+            "--output demo-key.txt")
+        say(f" mount log  : {self.log_path}")
+        say(" raw bucket : what S3 really stores (encrypted names and contents):")
+        say(f"   {raw}")
+        say("")
+        say(" Ctrl-C (or SIGTERM) stops: pending data is uploaded, the mount is unmounted,")
+        say(" then the server stops. Data persists in the state dir for the next `make run`.")
+        say("=" * 78)
+
+    # -- signals ---------------------------------------------------------------------------------
+    def install_signal_handlers(self) -> None:
+        def handler(signum: int, frame: FrameType | None) -> None:
+            self.signals += 1
+            self.stop_requested.set()
+            if self.signals > 1 and self.mount_proc is not None:
+                # Second Ctrl-C while stopping: make the mount quit now; nothing closed is lost,
+                # its journal replays the pending uploads on the next run.
+                with contextlib.suppress(ProcessLookupError):
+                    self.mount_proc.send_signal(signal.SIGTERM)
+
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, handler)
+
+    def wait(self) -> int:
+        """Until a signal or the mount exits by itself (e.g. `s3encfs umount`)."""
+        while not self.stop_requested.is_set():
+            proc = self.mount_proc
+            if proc is None:
+                return 1
+            try:
+                proc.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                continue
+            say(f"the mount process exited ({proc.returncode}); see {self.log_path}")
+            return 0 if proc.returncode == 0 else 1
+        return 0
+
+    # -- --check ---------------------------------------------------------------------------------
+    def check(self) -> None:
+        """Write + fsync + read a file through the mount; S3 must hold only ciphertext."""
+        token = secrets.token_hex(8)
+        name = f"demo-check-{token}.txt"
+        body = (f"s3encfs demo check {token}\n" * 64).encode()
+        path = self.mountpoint / name
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.write(fd, body)
+            os.fsync(fd)  # returns once the object is in S3
+        finally:
+            os.close(fd)
+        if path.read_bytes() != body:
+            raise DemoError("read back through the mount differs from what was written")
+        if name not in os.listdir(self.mountpoint):
+            raise DemoError(f"{name} missing from the directory listing")
+        s3 = self.server.client()
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
+        if any(token in k for k in keys):
+            raise DemoError("a file name appears in plaintext in the bucket")
+        needle = token.encode()
+        for k in keys:
+            if needle in s3.get_object(Bucket=BUCKET, Key=k)["Body"].read():
+                raise DemoError(f"object {k} holds plaintext")
+        data_objects = [k for k in keys if not k.startswith(".s3encfs/")]
+        if not data_objects:
+            raise DemoError("no data object in the bucket after fsync")
+        path.unlink()
+        say(f"check: wrote, fsynced and read {len(body)} bytes through the mount; "
+            f"the bucket holds {len(keys)} objects, none with plaintext")
+
+    # -- the whole run -----------------------------------------------------------------------
+    def run(self, check: bool) -> int:
+        self.state.mkdir(parents=True, exist_ok=True)
+        self.install_signal_handlers()
+        code = 0
+        try:
+            self.start_server()
+            self.ensure_bucket()
+            created = self.ensure_key()
+            if created:
+                say(f"created demo master key {KEY_NAME!r} in {self.keys_dir} "
+                    "(EMPTY passphrase)")
+            if self.stop_requested.is_set():
+                return 0
+            self.start_mount()
+            if self.stop_requested.is_set():
+                return 0
+            if check:
+                self.check()
+            else:
+                self.banner(created)
+                code = self.wait()
+        except DemoError as exc:
+            print(f"demo: {exc}", file=sys.stderr, flush=True)
+            code = 1
+        finally:
+            mcode = self.stop_mount()
+            if mcode != 0:
+                print(f"demo: the mount exited with {mcode}; see {self.log_path}",
+                      file=sys.stderr, flush=True)
+                code = code or 1
+            self.stop_server()
+        if code == 0:
+            say("stopped cleanly." if not check else "check passed.")
+        return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m s3encfs.demo",
+                                 description=(__doc__ or "").split("\n")[0])
+    ap.add_argument("--state-dir", type=Path, default=None,
+                    help="server data, demo keys, cache, log (default: ./.state/demo)")
+    ap.add_argument("--mountpoint", type=Path, default=None,
+                    help="default: ./mnt, or STATE/mnt when --state-dir is given")
+    ap.add_argument("--check", action="store_true",
+                    help="mount, write+read a file, unmount, exit 0 (self-test)")
+    args = ap.parse_args(argv)
+    state: Path = args.state_dir or Path(".state/demo")
+    mnt: Path = args.mountpoint or (state / "mnt" if args.state_dir else Path("mnt"))
+    demo = Demo(state, mnt)
+    try:
+        return demo.run(args.check)
+    except Exception as exc:  # a clear line, and never a half-stopped demo
+        print(f"demo: unexpected error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        demo.stop_mount()
+        demo.stop_server()
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
