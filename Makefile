@@ -9,6 +9,11 @@ PIP      := $(PY) -m pip
 STAMP    := $(VENV)/.s3encfs-deps-stamp
 APT_PKGS := fuse3 libfuse3-dev pkg-config rsync s3fs fio attr
 PREFIX_UNITS := /etc/systemd/system
+BINDIR   := /usr/local/bin
+SBINDIR  := /sbin
+CONFDIR  := /etc/s3encfs
+DOCDIR   := /usr/local/share/doc/s3encfs
+DESTDIR  ?=
 
 .PHONY: help deps sysdeps run test bench lint install clean
 
@@ -17,7 +22,7 @@ help:
 	@echo "make test    - install deps and run the test suite (pytest)"
 	@echo "make bench   - install deps and run the benchmarks (bench.run)"
 	@echo "make lint    - ruff + mypy"
-	@echo "make install - install the package and systemd units system-wide"
+	@echo "make install - link s3encfs + mount helpers from $(VENV), install units and docs"
 	@echo "make deps    - Debian packages (if missing) + $(VENV) with the package in editable mode"
 
 # Debian packages: only touch apt when something is actually missing.
@@ -52,18 +57,23 @@ lint: deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy s3encfs
 
-# Placeholder until the CLI settles: package into the venv, units into systemd, mount helper.
+# System-wide install, pointing into this checkout's venv (so keep the checkout).
+# DESTDIR=/some/root installs into a staging tree instead (no daemon-reload then).
 install: deps
-	@shopt -s nullglob; units=(systemd/*.service systemd/*.timer); \
-	if [ $${#units[@]} -gt 0 ]; then \
-		install -m 0644 "$${units[@]}" $(PREFIX_UNITS)/ && systemctl daemon-reload 2>/dev/null || true; \
-		echo "installed units: $${units[*]}"; \
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR) $(DESTDIR)$(PREFIX_UNITS) $(DESTDIR)$(DOCDIR)
+	ln -sf $(abspath $(VENV))/bin/s3encfs $(DESTDIR)$(BINDIR)/s3encfs
+	@for h in mount.s3encfs mount.fuse.s3encfs; do \
+		if [ ! -x $(VENV)/bin/$$h ]; then echo "$(VENV)/bin/$$h missing: rerun make deps"; exit 1; fi; \
+		ln -sf $(abspath $(VENV))/bin/$$h $(DESTDIR)$(SBINDIR)/$$h; \
+		echo "linked $(DESTDIR)$(SBINDIR)/$$h"; \
+	done
+	install -d -m 0700 $(DESTDIR)$(CONFDIR)
+	install -m 0644 systemd/*.service systemd/*.timer $(DESTDIR)$(PREFIX_UNITS)/
+	install -m 0644 docs/SERVICE.md $(DESTDIR)$(DOCDIR)/SERVICE.md
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
+		systemctl daemon-reload && echo "systemctl daemon-reload: done"; \
 	fi
-	@if [ -x $(VENV)/bin/mount.s3encfs ]; then \
-		ln -sf $(abspath $(VENV))/bin/mount.s3encfs /sbin/mount.s3encfs; \
-		echo "linked /sbin/mount.s3encfs"; \
-	fi
-	@echo "s3encfs: $(abspath $(VENV))/bin/s3encfs"
+	@echo "installed: $(DESTDIR)$(BINDIR)/s3encfs -> $(abspath $(VENV))/bin/s3encfs"
 
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache *.egg-info

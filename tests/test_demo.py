@@ -148,3 +148,28 @@ def test_serve_stop_and_persist(tmp_path: Path) -> None:
         demo.kill()
     assert code == 0, demo.text()
     _assert_all_stopped(state, mnt)
+
+
+def test_make_install_into_destdir(tmp_path: Path) -> None:
+    """`make install DESTDIR=…` lays out links, units, docs and a private /etc/s3encfs."""
+    repo = Path(__file__).resolve().parents[1]
+    root = tmp_path / "root"
+    r = subprocess.run(["make", "-o", "deps", "install", f"DESTDIR={root}"], cwd=repo,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    venv_bin = repo / ".venv" / "bin"
+    assert os.readlink(root / "usr/local/bin/s3encfs") == str(venv_bin / "s3encfs")
+    for helper in ("mount.s3encfs", "mount.fuse.s3encfs"):
+        link = root / "sbin" / helper
+        assert os.readlink(link) == str(venv_bin / helper)
+        # mount(8)'s fake mode: prints the s3encfs command, mounts nothing
+        fake = subprocess.run([str(link), "s3://b/p", str(tmp_path), "-f", "-o",
+                               "enc=none,_netdev"], capture_output=True, text=True)
+        assert fake.returncode == 0, fake.stderr
+        assert "--encryption none" in fake.stderr
+    assert (root / "etc/s3encfs").stat().st_mode & 0o777 == 0o700
+    units = sorted(p.name for p in (root / "etc/systemd/system").iterdir())
+    assert units == sorted(p.name for p in (repo / "systemd").iterdir()
+                           if p.suffix in (".service", ".timer"))
+    doc = root / "usr/local/share/doc/s3encfs/SERVICE.md"
+    assert doc.read_text() == (repo / "docs/SERVICE.md").read_text()
