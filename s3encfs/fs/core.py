@@ -950,8 +950,11 @@ class FsCore:
 
             await trio.to_thread.run_sync(lambda: list(self.pool.map(copy, moves)))
             old_dirs = await self.run(self._subtree_index_keys, node)
+            # children before their `dir/` marker (longest key first): SeaweedFS keeps an
+            # emptied directory listed as a common prefix when its marker went first
             await self.run(self.store.delete_many,
-                           [s for s, _d in moves] + [old_prefix] + old_dirs)
+                           sorted([s for s, _d in moves] + [old_prefix], key=len, reverse=True)
+                           + old_dirs)
         except Exception as exc:
             log.error("rename of directory %r failed: %s", node.path, exc)
             raise fuse_error(errno.EIO) from None
