@@ -196,7 +196,7 @@ class BlockCache:
         if not owner:
             return fut.result()
         self.misses += 1
-        blocks = [(block, fut)] + extra
+        blocks = [(block, fut), *extra]
         try:
             fetch_end = self.block_range(obj_size, blocks[-1][0])[1]
             raw = self.store.get_range(key, start, fetch_end, if_match=etag)

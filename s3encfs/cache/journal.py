@@ -80,7 +80,8 @@ class Journal:
     # -- attribute cache ------------------------------------------------------------------------
     def cached_meta(self, key: str, etag: str) -> dict[str, str] | None:
         with self._lock:
-            row = self._db.execute("SELECT etag, meta FROM attrcache WHERE key=?", (key,)).fetchone()
+            row = self._db.execute("SELECT etag, meta FROM attrcache WHERE key=?",
+                                   (key,)).fetchone()
         if row is None or row[0] != etag:
             return None
         result: dict[str, str] = json.loads(row[1])

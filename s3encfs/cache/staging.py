@@ -75,7 +75,7 @@ class StagingFile:
         sealed = self.cipher.seal(self.file_id, index, plaintext)
         os.pwrite(self.fd, sealed, index * self.slot)
 
-    def write_plain_span(self, offset: int, data: bytes) -> None:
+    def write_plain_span(self, offset: int, data: bytes | memoryview) -> None:
         """Fast path for identity slots: the staging file is the plaintext itself."""
         assert self.cipher.overhead == 0
         view = memoryview(data)

@@ -12,10 +12,11 @@ import os
 import secrets
 import stat
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import pyfuse3
 import trio
@@ -24,10 +25,10 @@ from s3encfs.cache.blocks import BlockCache
 from s3encfs.cache.journal import Journal
 from s3encfs.cache.staging import DirtySet, StagingFile
 from s3encfs.codec import Codec, IntegrityError, NameTooLong, ObjectCipher
-from s3encfs.fs.listing import (DirIndex, Entry, load_directory, read_index, write_index)
+from s3encfs.fs.listing import DirIndex, Entry, load_directory, read_index, write_index
 from s3encfs.fs.nodes import Content, Node, ObjectRef
 from s3encfs.fs.streaming import Streamer
-from s3encfs.fs.uploader import SegmentSource, StreamedParts, UploadJob, Uploader
+from s3encfs.fs.uploader import SegmentSource, StreamedParts, Uploader, UploadJob
 from s3encfs.store import errors as store_errors
 from s3encfs.store.layout import CONTROL_DIR, Attrs, Layout, attrs_to_meta, now_ns
 from s3encfs.store.s3 import ObjectStore
@@ -124,7 +125,7 @@ class FsCore:
         return self.layout.file_key(node.parts)
 
     def child_parts(self, parent: Node, name: str) -> tuple[str, ...]:
-        return parent.parts + (name,)
+        return (*parent.parts, name)
 
     def check_name(self, parent: Node, name: str) -> None:
         if parent is self.root and name == CONTROL_DIR and not self.codec.encrypts_names:

@@ -68,7 +68,8 @@ def read_index(store: ObjectStore, layout: Layout, parts: tuple[str, ...]) -> Di
         return None
 
 
-def write_index(store: ObjectStore, layout: Layout, parts: tuple[str, ...], index: DirIndex) -> None:
+def write_index(store: ObjectStore, layout: Layout, parts: tuple[str, ...],
+                index: DirIndex) -> None:
     key = layout.index_key(parts)
     store.put(key, layout.codec.seal_blob("idx:" + key, index.to_bytes()), {})
 

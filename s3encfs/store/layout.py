@@ -80,9 +80,9 @@ def attrs_to_meta(a: Attrs) -> dict[str, str]:
     if a.rdev:
         meta["rdev"] = str(a.rdev)
     if a.xattrs:
-        meta["xattr"] = json.dumps(
-            {base64.b64encode(k).decode(): base64.b64encode(v).decode() for k, v in a.xattrs.items()},
-            separators=(",", ":"), sort_keys=True)
+        encoded = {base64.b64encode(k).decode(): base64.b64encode(v).decode()
+                   for k, v in a.xattrs.items()}
+        meta["xattr"] = json.dumps(encoded, separators=(",", ":"), sort_keys=True)
     return meta
 
 
