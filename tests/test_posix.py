@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from mounting import S3ENCFS, Mount, keyenv, mount_factory  # noqa: F401
 
 MODES = ["none", "client"]
@@ -111,7 +110,8 @@ def test_create_write_read_fsync(m, d):
         assert os.write(fd, data) == len(data)
         os.fsync(fd)
         assert os.pwrite(fd, b"MIDDLE", 150_000) == 6
-        assert os.pread(fd, 10, 149_998) == data[149_998:150_000] + b"MIDDLE" + data[150_006:150_008]
+        got = os.pread(fd, 10, 149_998)
+        assert got == data[149_998:150_000] + b"MIDDLE" + data[150_006:150_008]
         os.lseek(fd, 0, os.SEEK_END)
         os.write(fd, b"tail")
         os.fsync(fd)
