@@ -45,20 +45,22 @@ class Journal:
             pass
 
     # -- pending operations ------------------------------------------------------------------
+    # Paths are surrogateescape str (non-UTF-8 names); sqlite3 cannot encode lone surrogates as
+    # TEXT, so paths are stored as their raw bytes (BLOB) and decoded back in `rows`.
     def add(self, kind: str, path: str, data: dict[str, Any]) -> int:
         with self._lock:
             cur = self._db.execute("INSERT INTO pending (kind, path, data) VALUES (?, ?, ?)",
-                                   (kind, path, json.dumps(data)))
+                                   (kind, _path_bytes(path), json.dumps(data)))
             return int(cur.lastrowid or 0)
 
     def update(self, row_id: int, path: str, data: dict[str, Any]) -> None:
         with self._lock:
             self._db.execute("UPDATE pending SET path=?, data=? WHERE id=?",
-                             (path, json.dumps(data), row_id))
+                             (_path_bytes(path), json.dumps(data), row_id))
 
     def set_path(self, row_id: int, path: str) -> None:
         with self._lock:
-            self._db.execute("UPDATE pending SET path=? WHERE id=?", (path, row_id))
+            self._db.execute("UPDATE pending SET path=? WHERE id=?", (_path_bytes(path), row_id))
 
     def remove(self, row_id: int) -> None:
         with self._lock:
@@ -67,7 +69,8 @@ class Journal:
     def rows(self) -> list[PendingRow]:
         with self._lock:
             cur = self._db.execute("SELECT id, kind, path, data FROM pending ORDER BY id")
-            return [PendingRow(r[0], r[1], r[2], json.loads(r[3])) for r in cur.fetchall()]
+            return [PendingRow(r[0], r[1], _path_str(r[2]), json.loads(r[3]))
+                    for r in cur.fetchall()]
 
     def count(self) -> int:
         with self._lock:
@@ -123,3 +126,11 @@ class Journal:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _path_bytes(path: str) -> bytes:
+    return path.encode("utf-8", "surrogateescape")
+
+
+def _path_str(value: str | bytes) -> str:
+    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
