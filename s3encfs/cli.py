@@ -38,6 +38,9 @@ def main() -> None:
 @click.option("--cache-dir")
 @click.option("--cache-size", help="Read cache limit, e.g. 10G.")
 @click.option("--upload-delay", type=float, help="Seconds a closed file waits before upload.")
+@click.option("--dir-ttl", type=float,
+              help="Seconds a directory listing is trusted (other writers show up after it).")
+@click.option("--attr-timeout", type=float, help="Kernel attribute/entry cache seconds.")
 @click.option("-o", "options", multiple=True, help="FUSE options: allow_other, ro, ...")
 @click.option("-f", "--foreground", is_flag=True, default=None)
 @click.option("--debug", multiple=True, help="Debug logging for subsystems: fs,store,cache,all")

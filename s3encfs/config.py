@@ -78,6 +78,7 @@ class MountConfig:
     upload_delay: float = 2.0  # seconds a closed file waits before its upload (coalescing)
     multipart_size: int = 16 * 1024**2
     attr_timeout: float = 5.0
+    dir_ttl: float = 30.0  # seconds a directory listing is trusted before S3 is asked again
     foreground: bool = False
     backup: BackupConfig = field(default_factory=BackupConfig)
     path: str | None = None  # the file this came from, for messages

@@ -54,6 +54,7 @@ class FsConfig:
     segs_per_block: int = 16
     part_segments: int = 128
     read_only: bool = False
+    conditional_writes: bool = True
     uid: int = 0
     gid: int = 0
 
@@ -429,7 +430,8 @@ class FsCore:
     # -- durability --------------------------------------------------------------------------
     def _row_data(self, node: Node) -> dict[str, Any]:
         c = node.content
-        data: dict[str, Any] = {"attrs": attrs_to_meta(node.attrs), "size": node.attrs.size}
+        data: dict[str, Any] = {"attrs": attrs_to_meta(node.attrs), "size": node.attrs.size,
+                                "replaced_etag": node.replaced_etag}
         if c is not None:
             data.update({"file_id": c.staging.file_id, "dirty": c.dirty.to_hex(),
                          "base": c.base.to_json() if c.base else None,
@@ -509,6 +511,10 @@ class FsCore:
     async def _upload_task(self, node: Node) -> None:
         try:
             await self.upload_node(node)
+        except store_errors.PreconditionFailed:
+            await self._keep_conflict_copy(node)
+            node.upload_due = trio.current_time()
+            self.queue.add(node)
         except Exception as exc:
             self.stats["upload_errors"] += 1
             self.stats["last_error"] = f"{node.path}: {exc}"
@@ -519,6 +525,37 @@ class FsCore:
         finally:
             self.running.discard(node)
             self._kick.set()
+
+    async def _keep_conflict_copy(self, node: Node) -> None:
+        """Another writer changed the object since we read it: their version keeps the name,
+        ours is uploaded beside it as a visible conflict copy (never silently overwritten)."""
+        parent = node.parent
+        if parent is None or node.unlinked:
+            return
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        new = f"{node.name}.conflict-{os.uname().nodename}-{stamp}"
+        async with node.lock:
+            try:
+                if node.content is not None and node.content.base is not None:
+                    await self._materialize(node)
+            except Exception as exc:
+                log.error("conflict on %r: cannot read our base version (%s); keeping the "
+                          "local copy queued", node.path, exc)
+            old_path = node.path
+            siblings = await self.ensure_listed(parent)
+            if siblings.get(node.name) is node:
+                siblings.pop(node.name)
+            siblings[new] = node
+            node.name = new
+            node.obj = None
+            node.replaced_etag = None
+            if node.row_id is not None:
+                self.journal.set_path(node.row_id, node.path)
+        parent.listed_at = 0  # show the other writer's version under the original name
+        self.stats["conflicts"] = self.stats.get("conflicts", 0) + 1
+        self.stats["last_conflict"] = f"{old_path} -> {node.path}"
+        log.warning("conflict: %r was changed by another writer; our version is kept as %r",
+                    old_path, node.path)
 
     async def upload_node(self, node: Node) -> None:
         async with node.lock:
@@ -546,6 +583,8 @@ class FsCore:
                             c.base, base_cipher, c.base_segs)
             if st is not None and st.upload_id is not None:
                 job.stream = StreamedParts(st.upload_id, st.per, dict(st.parts))
+            job.expect_any = not self.cfg.conditional_writes
+            job.expect_etag = self._expected_etag(node, key)
             gen = c.gen
             try:
                 obj = await trio.to_thread.run_sync(self.uploader.upload, job)
@@ -556,6 +595,7 @@ class FsCore:
             self.stats["uploads"] += 1
             self.stats["last_upload"] = time.time()
             node.obj = obj
+            node.replaced_etag = None
             self._ciphers[(obj.key, obj.etag)] = c.cipher
             self.dirty_bytes -= c.dirty.count() * self.seg.segment_size
             if c.gen == gen:
@@ -571,6 +611,12 @@ class FsCore:
         if node.parent is not None:
             self.schedule_index(node.parent)
         self._space.set()
+
+    def _expected_etag(self, node: Node, key: str) -> str | None:
+        """The ETag S3 should still hold at `key` (None: no object should be there)."""
+        if node.obj is not None and node.obj.key == key:
+            return node.obj.etag
+        return node.replaced_etag
 
     def _finish_content(self, node: Node) -> None:
         c = node.content
@@ -878,6 +924,8 @@ class FsCore:
             new_key = self.layout.file_key(self.child_parts(p_new, new))
             will_upload = node.content is not None and node.content.base is None
             if target is not None:
+                if will_upload and target.obj is not None:
+                    node.replaced_etag = target.obj.etag
                 try:
                     await self._detach_target(target, replaced_by_upload=True)
                 except store_errors.StoreError as exc:
@@ -942,14 +990,14 @@ class FsCore:
             await self.run(self.store.put, self.layout.dir_prefix(new_parts), b"",
                            attrs_to_meta(node.attrs) if not self.codec.encrypts_names else {})
 
-            def copy(item: tuple[str, str]) -> None:
+            def copy(item: tuple[str, str]) -> tuple[str, str]:
                 src, dst = item
                 if src.endswith("/"):
-                    self.store.put(dst, b"", {})
-                else:
-                    self.store.copy(src, dst)
+                    return dst, self.store.put(dst, b"", {})
+                return dst, self.store.copy(src, dst)
 
-            await trio.to_thread.run_sync(lambda: list(self.pool.map(copy, moves)))
+            copied = dict(await trio.to_thread.run_sync(
+                lambda: list(self.pool.map(copy, moves))))
             old_dirs = await self.run(self._subtree_index_keys, node)
             # children before their `dir/` marker (longest key first): SeaweedFS keeps an
             # emptied directory listed as a common prefix when its marker went first
@@ -960,7 +1008,7 @@ class FsCore:
             log.error("rename of directory %r failed: %s", node.path, exc)
             raise fuse_error(errno.EIO) from None
         self._move(node, p_new, new)
-        self._invalidate_subtree(node)
+        self._invalidate_subtree(node, copied)
         self.schedule_index(p_new)
         if node.row_id is not None:
             self.journal.set_path(node.row_id, node.path)
@@ -974,8 +1022,8 @@ class FsCore:
             stack.extend(c for c in (n.children or {}).values() if c.is_dir)
         return keys
 
-    def _invalidate_subtree(self, node: Node) -> None:
-        """Objects moved: forget listings so the next access reads the new keys."""
+    def _invalidate_subtree(self, node: Node, etags: dict[str, str]) -> None:
+        """Objects moved: point nodes at their new keys (and the copies' ETags)."""
         stack = [node]
         while stack:
             n = stack.pop()
@@ -983,10 +1031,12 @@ class FsCore:
                 n.listed_at = 0
                 self.schedule_index(n)
                 stack.extend((n.children or {}).values())
-            else:
-                n.obj = None if n.obj is None else ObjectRef(
-                    self.key_of(n), n.obj.etag, n.obj.obj_size, n.obj.plain_size, n.obj.meta)
-                n.version += 1
+            elif n.obj is not None:
+                key = self.key_of(n)
+                n.obj = ObjectRef(key, etags.get(key, n.obj.etag), n.obj.obj_size,
+                                  n.obj.plain_size, n.obj.meta)
+                if n.content is not None and n.content.base is not None:
+                    n.content.base = n.obj
 
     async def flush_subtree(self, node: Node) -> None:
         stack = [node]
@@ -1104,16 +1154,27 @@ class FsCore:
         staging = StagingFile(path, data["file_id"], self.seg.segment_size, self.slots,
                               create=True)
         base = ObjectRef.from_json(data["base"]) if data.get("base") else None
-        cipher = self.codec.open_object(data["cipher_meta"]) if data["cipher_meta"] or \
-            base is None else self.cipher_for(base)
-        if base is not None:
-            cipher = self.cipher_for(base)
+        cipher = self.cipher_for(base) if base is not None else \
+            self.codec.open_object(data["cipher_meta"])
         attrs = meta_to_attrs(data["attrs"], default_mode=0o100644, size=data["size"],
                               last_modified=time.time())
         meta = self.object_meta(data["cipher_meta"], attrs)
-        job = UploadJob(self.layout.file_key(parts), data["size"], DirtySet.from_hex(data["dirty"]),
-                        staging, cipher, meta, base, cipher if base else None, data["base_segs"])
-        await trio.to_thread.run_sync(self.uploader.upload, job)
+        key = self.layout.file_key(parts)
+        job = UploadJob(key, data["size"], DirtySet.from_hex(data["dirty"]), staging, cipher,
+                        meta, base, cipher if base else None, data["base_segs"])
+        job.expect_any = not self.cfg.conditional_writes
+        job.expect_etag = base.etag if base is not None and base.key == key else \
+            data.get("replaced_etag")
+        try:
+            await trio.to_thread.run_sync(self.uploader.upload, job)
+        except store_errors.PreconditionFailed:
+            job.key = f"{key}.conflict-{os.uname().nodename}-{time.strftime('%Y%m%d-%H%M%S')}"
+            if self.codec.encrypts_names:  # the conflict name must be encoded like any other
+                job.key = self.layout.file_key((*parts[:-1], parts[-1] + job.key[len(key):]))
+            job.expect_any = True
+            log.warning("replay: %r changed in S3 meanwhile; our version goes to %s",
+                        "/".join(parts), job.key)
+            await trio.to_thread.run_sync(self.uploader.upload, job)
         staging.remove()
         log.info("replayed pending upload of %r", "/".join(parts))
 

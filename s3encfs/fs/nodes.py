@@ -54,10 +54,32 @@ class Content:
 
 
 class Node:
-    __slots__ = ("inode", "parent", "name", "attrs", "children", "listed_at", "lookups",
-                 "open_count", "obj", "content", "row_id", "lock", "unlinked", "link_target",
-                 "version", "index_dirty", "upload_due", "meta_dirty", "corrupt", "seq_next",
-                 "ra_window", "local_only")
+    __slots__ = (
+        "attrs",
+        "cached_version",
+        "children",
+        "content",
+        "corrupt",
+        "index_dirty",
+        "inode",
+        "link_target",
+        "listed_at",
+        "local_only",
+        "lock",
+        "lookups",
+        "meta_dirty",
+        "name",
+        "obj",
+        "open_count",
+        "parent",
+        "ra_window",
+        "replaced_etag",
+        "row_id",
+        "seq_next",
+        "unlinked",
+        "upload_due",
+        "version",
+    )
 
     def __init__(self, inode: int, parent: Node | None, name: str, attrs: Attrs):
         self.inode = inode
@@ -75,6 +97,7 @@ class Node:
         self.unlinked = False
         self.link_target: str | None = None
         self.version = 0  # bumps when S3 content changed under us (kernel cache invalidation)
+        self.cached_version = -1  # version the kernel page cache holds
         self.index_dirty = False  # directory: its index object must be rewritten
         self.upload_due = 0.0  # trio time after which a queued upload may start
         self.meta_dirty = False  # clean file whose metadata must be rewritten (CopyObject)
@@ -82,6 +105,7 @@ class Node:
         self.seq_next = -1
         self.ra_window = 0
         self.local_only = False  # directory created here whose marker is not yet confirmed
+        self.replaced_etag: str | None = None  # object this file replaced by rename-over
 
     @property
     def is_dir(self) -> bool:

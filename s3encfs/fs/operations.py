@@ -6,7 +6,8 @@ import errno
 import logging
 import os
 import stat
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import pyfuse3
 
@@ -199,7 +200,8 @@ class Operations(pyfuse3.Operations):
         await self.core.open(node, write)
         fh = self._fh()
         self._handles[fh] = (node, write)
-        keep = node.version == getattr(node, "_kernel_version", node.version)
+        keep = node.version == node.cached_version  # kernel pages still match S3
+        node.cached_version = node.version
         return pyfuse3.FileInfo(fh=fh, keep_cache=keep)
 
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,

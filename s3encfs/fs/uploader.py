@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from s3encfs.cache.blocks import BlockCache
 from s3encfs.cache.staging import DirtySet, StagingFile
@@ -36,6 +37,10 @@ class UploadJob:
     base_cipher: ObjectCipher | None
     base_segs: int
     stream: StreamedParts | None = None
+    # What S3 must still hold at `key` for this write to be ours to make (lost-update guard):
+    # an ETag (If-Match), or nothing at all (If-None-Match: *); `expect_any` skips the check.
+    expect_etag: str | None = None
+    expect_any: bool = True
 
 
 @dataclass
@@ -139,7 +144,7 @@ class Uploader:
             if job.stream is not None:
                 self._abort(job.key, job.stream.upload_id)
             body = b"".join(self._encoded(job, src, i, nseg) for i in range(nseg))
-            etag = self.store.put(job.key, body, job.meta)
+            etag = self.store.put(job.key, body, job.meta, **self._conditions(job))
             return ObjectRef(job.key, etag, len(body), job.size, dict(job.meta))
         streamed: dict[int, str] = {}
         if job.stream is not None and plan[0][1] - plan[0][0] == job.stream.per:
@@ -161,13 +166,22 @@ class Uploader:
                 futures.append(self.pool.submit(self._part, job, src, upload_id, number,
                                                 first, end, nseg))
             parts = [(n, f.result()) for n, f in enumerate(futures, start=1)]
-            etag = self.store.complete_multipart(job.key, upload_id, parts)
+            etag = self.store.complete_multipart(job.key, upload_id, parts,
+                                                 **self._conditions(job))
         except BaseException:
             for f in futures:
                 f.cancel()
             self._abort(job.key, upload_id)
             raise
         return ObjectRef(job.key, etag, obj_size, job.size, dict(job.meta))
+
+    @staticmethod
+    def _conditions(job: UploadJob) -> dict[str, Any]:
+        if job.expect_any:
+            return {}
+        if job.expect_etag:
+            return {"if_match": job.expect_etag}
+        return {"if_none_match": True}
 
     def _abort(self, key: str, upload_id: str) -> None:
         try:
