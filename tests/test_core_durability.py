@@ -142,7 +142,7 @@ def test_256mib_file_multipart(bucket, s3, mount_factory, tmp_path):  # noqa: F8
 
 # -- (3) rewriting 1 MiB in the middle of 64 MiB sends only the changed part ----------------------
 @pytest.mark.parametrize("mode", MODES)
-def test_partial_overwrite_copies_unchanged_parts(mode, bucket, s3server, mount_factory,
+def test_partial_overwrite_copies_unchanged_parts(mode, bucket, s3server, mount_factory,  # noqa: F811
                                                   tmp_path):
     proxy = FaultProxy(s3server.endpoint)
     proxy.start()
@@ -182,9 +182,9 @@ def test_partial_overwrite_copies_unchanged_parts(mode, bucket, s3server, mount_
         proxy.stop()
 
 
-# -- (4) kill -9 after close: closed files survive --------------------------------------------------
+# -- (4) kill -9 after close: closed files survive ------------------------------------------------
 @pytest.mark.parametrize("mode", MODES)
-def test_kill9_after_close_keeps_closed_files(mode, bucket, s3, mount_factory,
+def test_kill9_after_close_keeps_closed_files(mode, bucket, s3, mount_factory,  # noqa: F811
                                                tmp_path):
     m = mount_factory(bucket, mode, extra=["--upload-delay", "30"])
     root = m.mountpoint
