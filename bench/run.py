@@ -154,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     peers: list[Peer] = []
     results: dict[str, dict[str, dict[str, Any]]] = {}
     t_start = time.monotonic()
+    load_start = os.getloadavg()
 
     def put(w: str, peer: str, r: Result) -> None:
         results.setdefault(w, {})[peer] = r.to_json()
@@ -228,10 +229,17 @@ def main(argv: list[str] | None = None) -> int:
         "mem_entries": plan.mem_entries,
         "elapsed_s": round(time.monotonic() - t_start, 1),
         "argv": sys.argv[1:] if argv is None else argv,
+        # other work on the machine skews every number; a load above the CPU count is a warning
+        "loadavg_start": [round(x, 2) for x in load_start],
+        "loadavg_end": [round(x, 2) for x in os.getloadavg()],
     }
     report.write_json(args.json, meta, results, peer_names)
     print(report.render(results, peer_names))
-    print(f"\nJSON: {args.json}   total {meta['elapsed_s']}s")
+    print(
+        f"\nJSON: {args.json}   total {meta['elapsed_s']}s   "
+        f"load average start/end: {load_start[0]:.1f}/{os.getloadavg()[0]:.1f} "
+        f"on {os.cpu_count()} CPUs"
+    )
     return 0
 
 
