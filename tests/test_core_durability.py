@@ -115,7 +115,7 @@ def test_rsync_tree_round_trip(mode, bucket, mount_factory, tmp_path):  # noqa: 
 
 
 # -- (2) a 256 MiB file goes up as a multipart upload ---------------------------------------------
-@pytest.mark.slow
+# (~17 s here: not marked slow)
 def test_256mib_file_multipart(bucket, s3, mount_factory, tmp_path):  # noqa: F811
     m = mount_factory(bucket, "none")
     t0 = time.monotonic()
