@@ -809,6 +809,16 @@ class FsCore:
                     raise fuse_error(errno.EIO) from None
                 self.journal.forget_meta(node.obj.key)
                 node.obj = None
+            elif node.replaced_etag is not None:
+                # renamed over an object and unlinked before its upload: that object goes too
+                try:
+                    await self.run(self.store.delete, self.key_of(node))
+                except store_errors.StoreError as exc:
+                    log.error("delete of %r failed: %s", node.path, exc)
+                    children[name] = node
+                    node.unlinked = False
+                    raise fuse_error(errno.EIO) from None
+                node.replaced_etag = None
             if node.content is not None and node.content.stream is not None:
                 await self.streamer.discard(node.content)
             if node.content is not None and not node.open_count:
@@ -923,9 +933,15 @@ class FsCore:
                 await trio.sleep(0.005)
             new_key = self.layout.file_key(self.child_parts(p_new, new))
             will_upload = node.content is not None and node.content.base is None
+            # an object this file replaced by rename-over, not yet overwritten by our upload,
+            # still sits at our current key: it must go when the file moves away from it
+            stale_key = self.key_of(node) if node.obj is None and node.replaced_etag else None
+            node.replaced_etag = None
             if target is not None:
                 if will_upload and target.obj is not None:
                     node.replaced_etag = target.obj.etag
+                elif will_upload and target.replaced_etag is not None:
+                    node.replaced_etag = target.replaced_etag  # still in S3 under that name
                 try:
                     await self._detach_target(target, replaced_by_upload=True)
                 except store_errors.StoreError as exc:
@@ -945,6 +961,12 @@ class FsCore:
                     node.content.base = node.obj
             elif target is not None and target.obj is not None and not will_upload:
                 await self.run(self.store.delete, target.obj.key)
+            if stale_key is not None:
+                try:
+                    await self.run(self.store.delete, stale_key)
+                except store_errors.StoreError as exc:
+                    log.error("rename of %r failed: %s", node.path, exc)
+                    raise fuse_error(errno.EIO) from None
             self._move(node, p_new, new)
             if node.row_id is not None:
                 self.journal.set_path(node.row_id, node.path)
