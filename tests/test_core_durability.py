@@ -254,3 +254,35 @@ def test_kill9_after_overwrite_of_uploaded_file(mode, bucket, s3, mount_factory)
     shutil.rmtree(m.cache_dir)
     m.start()
     assert p.read_bytes() == expect
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_kill9_after_pending_namespace_changes(mode, bucket, s3, mount_factory):  # noqa: F811
+    """Closed files renamed / chmod'ed / unlinked while their upload is still pending."""
+    m = mount_factory(bucket, mode, extra=["--upload-delay", "30"])
+    root = m.mountpoint
+    (root / "dir").mkdir()
+    for name in ("a", "b", "c", "d"):
+        (root / name).write_bytes(name.encode() * 1000)
+    os.rename(root / "a", root / "a-renamed")
+    os.rename(root / "b", root / "dir" / "b-moved")
+    os.unlink(root / "c")
+    os.chmod(root / "d", 0o640)
+    os.rename(root / "dir", root / "dir-renamed")
+    m.kill()
+    m.start()
+
+    def check() -> None:
+        assert sorted(os.listdir(root)) == ["a-renamed", "d", "dir-renamed"]
+        assert os.listdir(root / "dir-renamed") == ["b-moved"]
+        assert (root / "a-renamed").read_bytes() == b"a" * 1000
+        assert (root / "dir-renamed" / "b-moved").read_bytes() == b"b" * 1000
+        assert (root / "d").read_bytes() == b"d" * 1000
+        assert os.stat(root / "d").st_mode & 0o777 == 0o640
+
+    check()
+    m.umount()
+    assert len(file_keys(s3, bucket)) == 3
+    shutil.rmtree(m.cache_dir)
+    m.start()
+    check()

@@ -571,3 +571,35 @@ def test_foreign_objects_appear(bucket, s3, mount_factory):  # noqa: F811
     mt.umount()
     body = s3.get_object(Bucket=bucket, Key="other2/x.txt")["Body"].read()
     assert body == b"from another tool!"
+
+
+def test_namespace_changes_persist_across_remount(m, d):
+    """Renames (uploaded or still pending, replacing or not), unlinks and truncates as S3 sees
+    them: after a remount with an empty cache the directory holds exactly the expected tree."""
+    (d / "up-a").write_bytes(b"uploaded a")
+    (d / "up-b").write_bytes(b"uploaded b")
+    (d / "up-c").write_bytes(b"uploaded c")
+    (d / "victim").write_bytes(b"old victim")
+    (d / "gone").write_bytes(b"to be unlinked")
+    (d / "trunc").write_bytes(os.urandom(200_000))
+    time.sleep(1.5)  # past the 0.3 s upload delay: these are in S3 now
+    os.rename(d / "up-a", d / "renamed-a")  # uploaded -> free name
+    os.rename(d / "up-b", d / "victim")  # uploaded -> over an uploaded file
+    (d / "pending").write_bytes(b"pending one")
+    os.rename(d / "pending", d / "renamed-pending")  # not yet uploaded -> free name
+    (d / "pending2").write_bytes(b"pending two")
+    os.rename(d / "pending2", d / "up-c")  # not yet uploaded -> over an uploaded file
+    os.unlink(d / "gone")
+    keep = (d / "trunc").read_bytes()[:777]
+    os.truncate(d / "trunc", 777)
+    expect = {"renamed-a": b"uploaded a", "victim": b"uploaded b",
+              "renamed-pending": b"pending one", "up-c": b"pending two", "trunc": keep}
+
+    def check() -> None:
+        assert sorted(os.listdir(d)) == sorted(expect)
+        for name, data in expect.items():
+            assert (d / name).read_bytes() == data, name
+
+    check()
+    remount_empty_cache(m)
+    check()
