@@ -603,3 +603,25 @@ def test_namespace_changes_persist_across_remount(m, d):
     check()
     remount_empty_cache(m)
     check()
+
+
+def test_truncate_uploaded_file_across_remount(m, d):
+    """Grow / shrink-then-grow files whose content is already an S3 object (not in staging)."""
+    a, b = os.urandom(100_000), os.urandom(300_000)
+    (d / "grow").write_bytes(a)
+    (d / "shrink-grow").write_bytes(b)
+    time.sleep(1.5)  # uploaded
+    remount_empty_cache(m)  # nothing local any more: the base is the S3 object
+    os.truncate(d / "grow", 250_000)
+    os.truncate(d / "shrink-grow", 70_000)
+    os.truncate(d / "shrink-grow", 200_000)
+    with open(d / "grow", "r+b") as f:  # a write inside the grown zero area
+        f.seek(240_000)
+        f.write(b"W")
+    expect = {"grow": a + bytes(140_000) + b"W" + bytes(9_999),
+              "shrink-grow": b[:70_000] + bytes(130_000)}
+    for name, data in expect.items():
+        assert (d / name).read_bytes() == data, name
+    remount_empty_cache(m)
+    for name, data in expect.items():
+        assert (d / name).read_bytes() == data, name
