@@ -1104,6 +1104,17 @@ class FsCore:
         meta = attrs_to_meta(Attrs(node.attrs.mode, xattrs=xattrs))
         if len(meta.get("xattr", "")) > 1500:
             raise fuse_error(errno.ENOSPC)
+        # A sealing codec has a smaller budget (sealed attrs + key entries must fit S3's 2 KB):
+        # refuse here, or the file's every upload would fail and its data never reach S3.
+        cipher_meta = node.content.cipher_meta if node.content is not None else \
+            self._cipher_meta(node.obj.meta) if node.obj is not None else None
+        if cipher_meta is not None and not node.is_dir:
+            trial = node.attrs.copy()
+            trial.xattrs = xattrs
+            try:
+                self.object_meta(cipher_meta, trial)
+            except ValueError:
+                raise fuse_error(errno.ENOSPC) from None
         node.attrs.xattrs = xattrs
         self.attrs_changed(node)
 
