@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from mounting import keyenv, mount_factory  # noqa: F401
 
 from s3encfs.demo import is_mounted
 from s3encfs.server import ServerError, find_weed
@@ -173,3 +175,23 @@ def test_make_install_into_destdir(tmp_path: Path) -> None:
                            if p.suffix in (".service", ".timer"))
     doc = root / "usr/local/share/doc/s3encfs/SERVICE.md"
     assert doc.read_text() == (repo / "docs/SERVICE.md").read_text()
+
+
+# -- regression found while writing docs/SEMANTICS.md -------------------------------------------
+def test_client_mode_oversized_xattr_is_refused_not_stuck(bucket, mount_factory):  # noqa: F811
+    """Client mode seals attrs into at most 1800 chars of metadata. An xattr that passed the
+    plain 1500-char check but not the sealed limit used to be accepted, and then every upload
+    of the file failed ("sealed attributes need … bytes"): its data never reached S3 and umount
+    waited forever. It must be refused with ENOSPC instead."""
+    m = mount_factory(bucket, "client")
+    f = m.mountpoint / "f"
+    f.write_bytes(b"data")
+    with pytest.raises(OSError) as exc:
+        os.setxattr(f, "user.big", b"v" * 1000)
+    assert exc.value.errno == errno.ENOSPC
+    os.setxattr(f, "user.ok", b"v" * 700)
+    m.umount(timeout=60)
+    m.start()
+    assert f.read_bytes() == b"data"
+    assert os.getxattr(f, "user.ok") == b"v" * 700
+    assert "user.big" not in os.listxattr(f)
