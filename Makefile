@@ -67,7 +67,7 @@ install: deps
 		ln -sf $(abspath $(VENV))/bin/$$h $(DESTDIR)$(SBINDIR)/$$h; \
 		echo "linked $(DESTDIR)$(SBINDIR)/$$h"; \
 	done
-	install -d -m 0700 $(DESTDIR)$(CONFDIR)
+	install -d -m 0700 $(DESTDIR)$(CONFDIR) $(DESTDIR)$(CONFDIR)/keys
 	install -m 0644 systemd/*.service systemd/*.timer $(DESTDIR)$(PREFIX_UNITS)/
 	install -m 0644 docs/SERVICE.md $(DESTDIR)$(DOCDIR)/SERVICE.md
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \

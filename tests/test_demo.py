@@ -170,6 +170,8 @@ def test_make_install_into_destdir(tmp_path: Path) -> None:
         assert fake.returncode == 0, fake.stderr
         assert "--encryption none" in fake.stderr
     assert (root / "etc/s3encfs").stat().st_mode & 0o777 == 0o700
+    # root's `s3encfs key create` then uses the same store as the systemd service
+    assert (root / "etc/s3encfs/keys").stat().st_mode & 0o777 == 0o700
     units = sorted(p.name for p in (root / "etc/systemd/system").iterdir())
     assert units == sorted(p.name for p in (repo / "systemd").iterdir()
                            if p.suffix in (".service", ".timer"))
