@@ -198,6 +198,14 @@ class Operations(pyfuse3.Operations):
                       node.obj.key if node.obj else "?", node.corrupt)
             raise fuse_error(errno.EIO)
         await self.core.open(node, write)
+        if write and flags & os.O_TRUNC and node.attrs.size:
+            # libfuse3 enables FUSE_CAP_ATOMIC_O_TRUNC: the kernel sends no setattr(size=0)
+            # and leaves the truncation to open(); without this the old tail stayed in S3.
+            try:
+                await self.core.truncate(node, 0)
+            except BaseException:
+                await self.core.release(node, write)
+                raise
         fh = self._fh()
         self._handles[fh] = (node, write)
         keep = node.version == node.cached_version  # kernel pages still match S3
