@@ -24,8 +24,8 @@ from typing import Any
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-
 from mounting import S3ENCFS, keyenv, mount_factory  # noqa: F401
+
 from s3encfs.keys.keyring import Keyring
 from s3encfs.store.sse import key_md5
 
