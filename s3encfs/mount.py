@@ -107,7 +107,7 @@ def check_master_key(store: Any, codec: Codec, prefix: str) -> Codec:
         from s3encfs.crypto.client_codec import ClientCodec
 
         assert isinstance(codec, ClientCodec)
-        keys = dict(codec.keys.keys) if hasattr(codec.keys, "keys") else {}
+        keys = {kid: codec.keys.get(kid) for kid in codec.keys.ids()}
         if name_key not in keys:
             raise MountError(f"names in this bucket are encrypted with master key id {name_key},"
                              " which is not in this mount's keys")
