@@ -7,6 +7,8 @@ worker thread.  `fs/operations.py` translates FUSE requests into calls on `FsCor
 from __future__ import annotations
 
 import errno
+import heapq
+import itertools
 import logging
 import os
 import secrets
@@ -87,6 +89,8 @@ class FsCore:
         self.mount_time = time.time()
         self._ciphers: dict[tuple[str, str], ObjectCipher] = {}
         self.queue: set[Node] = set()
+        self._heap: list[tuple[float, int, Node]] = []
+        self._seq = itertools.count()
         self.index_queue: set[Node] = set()
         self.running: set[Node] = set()
         self._kick = trio.Event()
@@ -388,7 +392,7 @@ class FsCore:
             if not drainable and not self.running:
                 return
             for n in drainable:
-                n.upload_due = 0
+                self._enqueue(n, 0)
             self._kick.set()
             self._space = trio.Event()
             with trio.move_on_after(1):
@@ -453,9 +457,15 @@ class FsCore:
         if node.content is not None:
             node.content.journal_gen = node.content.gen
 
-    def schedule(self, node: Node, delay: float | None = None) -> None:
-        node.upload_due = trio.current_time() + (self.cfg.upload_delay if delay is None else delay)
+    def _enqueue(self, node: Node, due: float) -> None:
+        node.upload_due = due
         self.queue.add(node)
+        heapq.heappush(self._heap, (due, next(self._seq), node))
+        self._kick.set()
+
+    def schedule(self, node: Node, delay: float | None = None) -> None:
+        self._enqueue(node, trio.current_time() + (
+            self.cfg.upload_delay if delay is None else delay))
         self._idle = trio.Event() if self._idle.is_set() else self._idle
         self._kick.set()
 
@@ -476,28 +486,29 @@ class FsCore:
             self._kick = trio.Event()
             now = trio.current_time()
             next_due = now + 3600
-            for node in sorted(self.queue, key=lambda n: n.upload_due):
-                if len(self.running) >= self.cfg.upload_concurrency:
+            heap = self._heap
+            while heap and len(self.running) < self.cfg.upload_concurrency:
+                due, _seq, node = heap[0]
+                if node not in self.queue or node.upload_due != due:
+                    heapq.heappop(heap)  # stale entry: rescheduled or already done
+                    continue
+                if due > now:
+                    next_due = min(next_due, due)
                     break
-                if node in self.running:
-                    continue
-                writers = node.content.writers if node.content else 0
-                if writers:
-                    continue
-                if node.upload_due <= now:
-                    self.queue.discard(node)
-                    self.running.add(node)
-                    self.nursery.start_soon(self._upload_task, node)
-                else:
-                    next_due = min(next_due, node.upload_due)
+                heapq.heappop(heap)
+                if node in self.running or (node.content is not None and node.content.writers):
+                    continue  # release() queues it again
+                self.queue.discard(node)
+                self.running.add(node)
+                self.nursery.start_soon(self._upload_task, node)
+            busy_dirs = {n.parent for n in self.queue} | {n.parent for n in self.running}
             for d in list(self.index_queue):
                 if len(self.running) >= self.cfg.upload_concurrency:
                     break
                 if d in self.running:
                     continue
-                if d.upload_due <= now and not any(
-                        c in self.queue or c in self.running for c in (d.children or {}).values()
-                        if not c.is_dir):
+                if d.upload_due <= now and d not in busy_dirs:
+                    d.upload_due = 0  # the next change starts a fresh coalescing delay
                     self.index_queue.discard(d)
                     self.running.add(d)
                     self.nursery.start_soon(self._index_task, d)
@@ -513,15 +524,13 @@ class FsCore:
             await self.upload_node(node)
         except store_errors.PreconditionFailed:
             await self._keep_conflict_copy(node)
-            node.upload_due = trio.current_time()
-            self.queue.add(node)
+            self._enqueue(node, trio.current_time())
         except Exception as exc:
             self.stats["upload_errors"] += 1
             self.stats["last_error"] = f"{node.path}: {exc}"
             log.error("upload of %r failed (will retry): %s", node.path, exc)
             if not node.unlinked:
-                node.upload_due = trio.current_time() + 5
-                self.queue.add(node)
+                self._enqueue(node, trio.current_time() + 5)
         finally:
             self.running.discard(node)
             self._kick.set()
@@ -682,8 +691,9 @@ class FsCore:
     async def flush_all(self) -> None:
         """Upload everything now and wait until S3 has it (fsync of the whole mount, unmount)."""
         while True:
-            for n in self.queue:
-                n.upload_due = 0
+            for n in list(self.queue):
+                if n.upload_due > 0:
+                    self._enqueue(n, 0)
             for d in self.index_queue:
                 d.upload_due = 0
             if not self.queue and not self.index_queue and not self.running:
