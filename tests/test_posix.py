@@ -71,6 +71,7 @@ def remount_empty_cache(m: Mount) -> None:
 def errno_of(fn, *args, **kw) -> int:
     with pytest.raises(OSError) as ei:
         fn(*args, **kw)
+    assert ei.value.errno is not None
     return ei.value.errno
 
 
