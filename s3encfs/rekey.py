@@ -1,0 +1,357 @@
+"""`s3encfs rekey`: bring every object under a bucket/prefix to the current encryption settings,
+server-side, without downloading file contents.
+
+- SSE changes (SSE-C key rotation, switching between SSE-S3 / SSE-KMS / SSE-C / none): each object
+  is copied onto itself (CopyObject, MetadataDirective=REPLACE) with the new SSE headers; the source
+  side carries the SSE-C key recorded in the object's ``s3encfs-ssec`` metadata. Objects over
+  5 GiB go through a multipart UploadPartCopy (``ObjectStore.copy``).
+- Client master-key rotation: only the wrapped data keys in the metadata change
+  (``ClientCodec.rewrap``), carried by the same CopyObject; bodies are never rewritten. Sealed
+  blobs under ``.s3encfs/`` (directory indexes, keycheck) are re-sealed with the current key.
+  File *names* stay encrypted under the bucket's naming key (docs/FORMAT.md), so that key must stay
+  in the mount's ``--key`` list.
+
+Resumable: objects already at the target settings are skipped (a HEAD decides), and the last key
+of every fully finished LIST page is kept in a state file, so a killed run restarts close to where
+it stopped. Refuses to run while a mount of an overlapping bucket/prefix is active on this machine;
+mounts on other machines must be stopped by the operator (see docs/ENCRYPTION.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+log = logging.getLogger("s3encfs.rekey")
+
+SSEC_META = "s3encfs-ssec"
+CONTROL = ".s3encfs/"
+KIND_OBJECT, KIND_MARKER, KIND_BLOB = "object", "marker", "blob"
+
+
+class RekeyError(Exception):
+    pass
+
+
+@dataclass
+class Outcome:
+    changed: int = 0
+    skipped: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "s3encfs"
+
+
+def state_path(state_dir: Path, endpoint: str | None, bucket: str, prefix: str,
+               target: str) -> Path:
+    digest = hashlib.sha256(f"{endpoint or 'aws'}|{bucket}|{prefix}|{target}".encode())
+    return state_dir / f"rekey-{bucket}-{digest.hexdigest()[:12]}.json"
+
+
+# -- concurrent mounts --------------------------------------------------------------------------
+
+
+def _overlaps(a: str, b: str) -> bool:
+    return a.startswith(b) or b.startswith(a)
+
+
+def active_mounts(bucket: str, prefix: str) -> list[str]:
+    """Mountpoints of running mounts on this machine whose source overlaps bucket/prefix."""
+    from s3encfs.config import parse_source
+    from s3encfs.control import ControlError, query, socket_dir
+
+    out: list[str] = []
+    try:
+        names = sorted(os.listdir(socket_dir()))
+    except OSError:
+        return out
+    for name in names:
+        if not name.endswith(".sock"):
+            continue
+        try:
+            st = query(os.path.join(socket_dir(), name), "status", timeout=3)
+            b, p = parse_source(str(st.get("source", "")))
+        except (ControlError, OSError, ValueError):
+            continue  # stale socket of a dead mount
+        if b == bucket and _overlaps(p, prefix):
+            out.append(str(st.get("mountpoint", name)))
+    return out
+
+
+# -- the work -----------------------------------------------------------------------------------
+
+
+class Rekeyer:
+    def __init__(self, store: Any, codec: Any, prefix: str, *, dry_run: bool = False) -> None:
+        from s3encfs.store.sse import SseCPolicy
+
+        self.store = store
+        self.policy = store.sse
+        self.codec = codec if getattr(codec, "name", "") == "client" else None
+        self.prefix = prefix
+        self.dry_run = dry_run
+        self.ssec = self.policy if isinstance(self.policy, SseCPolicy) else None
+
+    # raw HEAD (SSE headers included), trying the keyring's SSE-C keys like the store does
+    def head_raw(self, key: str) -> dict[str, Any]:
+        def attempt(args: dict[str, Any]) -> dict[str, Any]:
+            return self.store._call("HeadObject", key, self.store.client.head_object, Key=key,
+                                    **args)
+
+        resp: dict[str, Any] = self.store._with_read_key(key, attempt)
+        resp["Metadata"] = {k.lower(): v for k, v in (resp.get("Metadata") or {}).items()}
+        return resp
+
+    def sse_at_target(self, head: dict[str, Any]) -> bool:
+        p = self.policy
+        if self.ssec is not None:
+            md5s = {v.strip() for v in str(head.get("SSECustomerKeyMD5") or "").split(",")}
+            return (head.get("SSECustomerAlgorithm") == "AES256"
+                    and md5s == {self.ssec.known_md5(self.ssec.writer)}
+                    and head["Metadata"].get(SSEC_META) == self.ssec.writer)
+        if p.mode == "none":
+            return head.get("SSECustomerAlgorithm") is None
+        if head.get("ServerSideEncryption") != p.algorithm:
+            return False
+        kid = head.get("SSEKMSKeyId")
+        if p.kms_key_id and kid is not None and not p._key_matches(str(kid)):
+            return False
+        return not (p.bucket_key and head.get("BucketKeyEnabled") is False)
+
+    def client_at_target(self, meta: dict[str, str]) -> bool:
+        if self.codec is None or "s3encfs-kid" not in meta:
+            return True
+        return bool(meta["s3encfs-kid"] == self.codec.current)
+
+    def new_metadata(self, meta: dict[str, str]) -> dict[str, str]:
+        out = {k: v for k, v in meta.items() if k != SSEC_META}
+        if self.codec is not None and "s3encfs-kid" in meta:
+            out.update(self.codec.rewrap(meta))
+        return out
+
+    def kind(self, key: str, size: int) -> str:
+        if key.endswith("/") and size == 0:
+            return KIND_MARKER
+        if self.codec is not None and key[len(self.prefix):].startswith(CONTROL):
+            return KIND_BLOB
+        return KIND_OBJECT
+
+    def one(self, key: str, size: int) -> bool:
+        """Bring one object to the target; True if it changed, False if it already was."""
+        kind = self.kind(key, size)
+        if kind == KIND_BLOB:
+            return self._blob(key)
+        head = self.head_raw(key)
+        meta = head["Metadata"]
+        if self.sse_at_target(head) and self.client_at_target(meta):
+            return False
+        if self.dry_run:
+            return True
+        newmeta = self.new_metadata(meta)
+        if kind == KIND_MARKER:
+            # SeaweedFS refuses CopyObject of a dir/ marker (404); an empty re-PUT is equivalent.
+            self.store.put(key, b"", newmeta)
+        else:
+            etag = str(head.get("ETag", "")).strip('"')
+            self.store.copy(key, key, metadata=newmeta, if_match=etag or None)
+        return True
+
+    def _blob(self, key: str) -> bool:
+        """Client mode: re-seal a `.s3encfs/` blob under the current master key."""
+        rel = key[len(self.prefix) + len(CONTROL):]
+        if rel == "keycheck":
+            purpose = "keycheck"
+        elif rel.startswith("idx/"):
+            purpose = "idx:" + key
+        else:
+            head = self.head_raw(key)
+            if self.sse_at_target(head) or self.dry_run:
+                return not self.sse_at_target(head)
+            self.store.copy(key, key, metadata=self.new_metadata(head["Metadata"]))
+            return True
+        head = self.head_raw(key)
+        body, _info = self.store.get(key)
+        assert self.codec is not None
+        sealed_with = body[6 : 6 + body[5]].decode("ascii", "replace") if len(body) > 6 else ""
+        data = self.codec.open_blob(purpose, body)
+        changed_entries = False
+        if purpose.startswith("idx:"):
+            idx = json.loads(data)
+            for name, (etag, meta) in list(idx.get("files", {}).items()):
+                if isinstance(meta, dict) and not self.client_at_target(meta):
+                    idx["files"][name] = [etag, self.new_metadata(meta)]
+                    changed_entries = True
+            if changed_entries:
+                data = json.dumps(idx, separators=(",", ":")).encode()
+        if (sealed_with == self.codec.current and not changed_entries
+                and self.sse_at_target(head)):
+            return False
+        if self.dry_run:
+            return True
+        self.store.put(key, self.codec.seal_blob(purpose, data),
+                       self.new_metadata(head["Metadata"]))
+        return True
+
+
+def list_pages(store: Any, prefix: str, start_after: str | None,
+               page_size: int = 1000) -> Iterator[list[tuple[str, int]]]:
+    params: dict[str, Any] = {"Bucket": store.bucket, "Prefix": prefix,
+                              "PaginationConfig": {"PageSize": page_size}}
+    if start_after:
+        params["StartAfter"] = start_after
+    for page in store.client.get_paginator("list_objects_v2").paginate(**params):
+        yield [(o["Key"], int(o.get("Size", 0))) for o in page.get("Contents", []) or []]
+
+
+def run(rk: Rekeyer, state_file: Path | None, *, jobs: int = 8, stream: Any = None,
+        limit: int | None = None, page_size: int = 1000) -> Outcome:
+    """Process everything after the saved position; `limit` stops after that many objects
+    (tests use it to simulate an interruption)."""
+    from s3encfs.progress import progress
+    from s3encfs.store.errors import StoreError
+
+    state: dict[str, Any] = {}
+    if state_file is not None and state_file.exists():
+        try:
+            state = json.loads(state_file.read_text())
+        except (OSError, ValueError):
+            state = {}
+    start_after = state.get("last_key")
+    total = sum(len(p) for p in list_pages(rk.store, rk.prefix, start_after))
+    out = Outcome()
+    done = 0
+
+    def work(item: tuple[str, int]) -> tuple[str, bool | None, str]:
+        try:
+            return item[0], rk.one(*item), ""
+        except (StoreError, ValueError) as exc:
+            return item[0], None, str(exc)
+        except Exception as exc:  # IntegrityError, MissingMasterKey, ...
+            return item[0], None, f"{type(exc).__name__}: {exc}"
+
+    with progress(total, "rekey", stream=stream) as bar, ThreadPoolExecutor(jobs) as pool:
+        for page in list_pages(rk.store, rk.prefix, start_after, page_size):
+            if limit is not None:
+                page = page[: max(0, limit - done)]
+            for key, changed, err in pool.map(work, page):
+                if changed is None:
+                    out.failed.append((key, err))
+                    log.error("%s: %s", key, err)
+                elif changed:
+                    out.changed += 1
+                else:
+                    out.skipped += 1
+                bar.advance()
+            done += len(page)
+            if page and not out.failed and state_file is not None and not rk.dry_run:
+                state.update(last_key=page[-1][0], updated=time.time())
+                state_file.parent.mkdir(parents=True, exist_ok=True)
+                tmp = state_file.with_suffix(".tmp")
+                tmp.write_text(json.dumps(state))
+                os.replace(tmp, state_file)
+            if limit is not None and done >= limit:
+                return out
+    if state_file is not None and not out.failed and not rk.dry_run:
+        state_file.unlink(missing_ok=True)  # finished: the next rekey starts from the top
+    return out
+
+
+# -- command ------------------------------------------------------------------------------------
+
+
+@click.command("rekey")
+@click.argument("source", required=False)
+@click.option("--config", "config_name", help="Take settings from a mount config (name or path).")
+@click.option("--encryption", help="Target: none | sse-s3 | sse-kms[:KEY] | dsse-kms[:KEY] | "
+              "sse-c:NEWKEY,OLDKEY... | client[+<sse mode>] (as for mount).")
+@click.option("--bucket-key/--no-bucket-key", default=None, help="S3 Bucket Keys for SSE-KMS.")
+@click.option("--key", help="Client mode: master keys, newest (target) first, then the old ones.")
+@click.option("--keyring", help="Key store directory.")
+@click.option("--endpoint-url")
+@click.option("--region")
+@click.option("--profile")
+@click.option("--allow-unverified-sse", is_flag=True, default=None,
+              help="Skip the proof that the server enforces the target SSE mode.")
+@click.option("--jobs", default=8, show_default=True, help="Objects in flight.")
+@click.option("--dry-run", is_flag=True, help="Only count what would change.")
+@click.option("--state-dir", type=click.Path(path_type=Path), default=None,
+              help="Where the resume position is kept (default ~/.cache/s3encfs).")
+@click.option("--restart", is_flag=True, help="Ignore a saved resume position.")
+@click.option("--page-size", default=1000, hidden=True, help="LIST page (= resume step) size.")
+def rekey(source: str | None, config_name: str | None, jobs: int, dry_run: bool,
+          state_dir: Path | None, restart: bool, page_size: int, **flags: Any) -> None:
+    """Re-encrypt every object under s3://BUCKET[/PREFIX] to the current settings, server-side.
+
+    SSE-C key rotation: `--encryption sse-c:NEW,OLD` (newest first; the old keys open the
+    sources). Client master-key rotation: `--encryption client --key NEW,OLD` rewraps data keys
+    only. Stop every mount of this bucket first (on all machines); a running local mount is
+    detected and refused. Interrupted runs resume where they stopped.
+    """
+    from s3encfs.config import ConfigError, MountConfig, load_config, merge, parse_source
+    from s3encfs.mount import MountError, build_codec_and_policy, check_master_key
+    from s3encfs.store import errors as se
+    from s3encfs.store.s3 import ObjectStore
+    from s3encfs.store.sse import canary
+
+    logging.basicConfig(level=logging.WARNING, format="s3encfs rekey: %(message)s")
+    try:
+        cfg = load_config(config_name) if config_name else MountConfig()
+        given = {k: v for k, v in flags.items() if v is not None}
+        cfg = merge(cfg, {"source": source, **given, "mountpoint": cfg.mountpoint or "/"})
+        bucket, prefix = parse_source(cfg.source)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not cfg.source:
+        raise click.UsageError("need s3://BUCKET[/PREFIX] (or --config NAME)")
+    busy = active_mounts(bucket, prefix)
+    if busy:
+        raise click.ClickException(
+            f"s3://{bucket}/{prefix} is mounted at {', '.join(busy)}; unmount it first "
+            "(rekey changes ETags and metadata under a running mount)")
+    try:
+        codec, policy = build_codec_and_policy(cfg)
+        store = ObjectStore(bucket, endpoint_url=cfg.endpoint_url, region=cfg.region,
+                            profile=cfg.profile, sse=policy)
+        store.check_bucket()
+        if policy.mode != "none" and not cfg.allow_unverified_sse and not dry_run:
+            canary(store, prefix)
+        if getattr(codec, "name", "") == "client":
+            codec = check_master_key(store, codec, prefix)
+    except MountError as exc:
+        raise click.ClickException(str(exc)) from None
+    except se.StoreError as exc:
+        raise click.ClickException(str(exc)) from None
+    target = f"{cfg.encryption}|{policy.describe()}|{getattr(codec, 'current', '')}"
+    sfile = state_path(state_dir or default_state_dir(), cfg.endpoint_url, bucket, prefix,
+                       target)
+    if restart:
+        sfile.unlink(missing_ok=True)
+    rk = Rekeyer(store, codec, prefix, dry_run=dry_run)
+    t0 = time.monotonic()
+    out = run(rk, sfile, jobs=jobs, stream=sys.stderr, page_size=page_size)
+    verb = "would change" if dry_run else "re-encrypted"
+    click.echo(f"rekey s3://{bucket}/{prefix}: {verb} {out.changed}, already current "
+               f"{out.skipped}, failed {len(out.failed)} "
+               f"({time.monotonic() - t0:.1f}s; target {policy.describe()}"
+               + (f", master key {getattr(codec, 'current', '')}"
+                  if getattr(codec, "name", "") == "client" else "") + ")")
+    for key, err in out.failed[:10]:
+        click.echo(f"  failed: {key}: {err}", err=True)
+    if out.failed:
+        click.echo("  rerun the same command to retry the failures", err=True)
+        raise SystemExit(1)
+
