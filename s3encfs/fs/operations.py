@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import errno
+import functools
+import inspect
 import logging
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import pyfuse3
@@ -23,6 +25,31 @@ def _name(raw: bytes) -> str:
     return os.fsdecode(raw)
 
 
+def _guarded(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """An unexpected exception fails one request with EIO (and a log line with the traceback)
+    instead of escaping into pyfuse3, which would end the whole mount."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await fn(*args, **kwargs)
+        except pyfuse3.FUSEError:
+            raise
+        except Exception:
+            log.exception("internal error in %s; returning EIO", fn.__name__)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    return wrapper
+
+
+def _guard_handlers(cls: type) -> type:
+    for name, value in list(vars(cls).items()):
+        if not name.startswith("_") and inspect.iscoroutinefunction(value):
+            setattr(cls, name, _guarded(value))
+    return cls
+
+
+@_guard_handlers
 class Operations(pyfuse3.Operations):
     enable_writeback_cache = True
     supports_dot_lookup = True
@@ -71,7 +98,9 @@ class Operations(pyfuse3.Operations):
         return fh
 
     # -- lookups -----------------------------------------------------------------------------
-    async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> pyfuse3.EntryAttributes:
+    async def lookup(
+        self, parent_inode: int, name: bytes, ctx: Any = None
+    ) -> pyfuse3.EntryAttributes:
         parent = self._node(parent_inode)
         n = _name(name)
         if n == ".":
@@ -95,8 +124,9 @@ class Operations(pyfuse3.Operations):
     async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
         return self._entry(self._node(inode))
 
-    async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes, fields: Any, fh: Any,
-                      ctx: Any) -> pyfuse3.EntryAttributes:
+    async def setattr(
+        self, inode: int, attr: pyfuse3.EntryAttributes, fields: Any, fh: Any, ctx: Any
+    ) -> pyfuse3.EntryAttributes:
         node = self._node(inode)
         now = None
         kw: dict[str, Any] = {}
@@ -146,10 +176,13 @@ class Operations(pyfuse3.Operations):
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
         await self.core.flush_all()
 
-    async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any) -> pyfuse3.EntryAttributes:
+    async def mkdir(
+        self, parent_inode: int, name: bytes, mode: int, ctx: Any
+    ) -> pyfuse3.EntryAttributes:
         parent = self._node(parent_inode)
-        node = await self.core.mkdir(parent, _name(name), mode & ~ctx.umask, ctx.uid,
-                                     self._gid(parent, ctx))
+        node = await self.core.mkdir(
+            parent, _name(name), mode & ~ctx.umask, ctx.uid, self._gid(parent, ctx)
+        )
         return self._lookup_ref(node)
 
     def _gid(self, parent: Node, ctx: Any) -> int:
@@ -163,24 +196,42 @@ class Operations(pyfuse3.Operations):
     async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
         await self.core.unlink(self._node(parent_inode), _name(name))
 
-    async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
-                     name_new: bytes, flags: int, ctx: Any) -> None:
-        await self.core.rename(self._node(parent_inode_old), _name(name_old),
-                               self._node(parent_inode_new), _name(name_new), flags)
+    async def rename(
+        self,
+        parent_inode_old: int,
+        name_old: bytes,
+        parent_inode_new: int,
+        name_new: bytes,
+        flags: int,
+        ctx: Any,
+    ) -> None:
+        await self.core.rename(
+            self._node(parent_inode_old),
+            _name(name_old),
+            self._node(parent_inode_new),
+            _name(name_new),
+            flags,
+        )
 
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any) -> Any:
         raise fuse_error(errno.EPERM)  # hard links cannot be represented 1:1 in S3
 
-    async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: Any) -> pyfuse3.EntryAttributes:
+    async def symlink(
+        self, parent_inode: int, name: bytes, target: bytes, ctx: Any
+    ) -> pyfuse3.EntryAttributes:
         parent = self._node(parent_inode)
-        node = await self.core.symlink(parent, _name(name), os.fsdecode(target), ctx.uid,
-                                       self._gid(parent, ctx))
+        node = await self.core.symlink(
+            parent, _name(name), os.fsdecode(target), ctx.uid, self._gid(parent, ctx)
+        )
         return self._lookup_ref(node)
 
-    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: Any) -> pyfuse3.EntryAttributes:
+    async def mknod(
+        self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: Any
+    ) -> pyfuse3.EntryAttributes:
         parent = self._node(parent_inode)
-        node = await self.core.create_file(parent, _name(name), mode & ~ctx.umask, ctx.uid,
-                                           self._gid(parent, ctx), rdev)
+        node = await self.core.create_file(
+            parent, _name(name), mode & ~ctx.umask, ctx.uid, self._gid(parent, ctx), rdev
+        )
         self.core.persist(node)
         self.core.schedule(node)
         return self._lookup_ref(node)
@@ -194,8 +245,12 @@ class Operations(pyfuse3.Operations):
         if node.corrupt and not write and node.content is None:
             # e.g. a body truncated to 0 bytes: the kernel never calls read() for a size-0 file,
             # so refusing here is the only way the reader sees EIO instead of an empty file.
-            log.error("open of %r (%s) refused: %s", node.path,
-                      node.obj.key if node.obj else "?", node.corrupt)
+            log.error(
+                "open of %r (%s) refused: %s",
+                node.path,
+                node.obj.key if node.obj else "?",
+                node.corrupt,
+            )
             raise fuse_error(errno.EIO)
         await self.core.open(node, write)
         if write and flags & os.O_TRUNC and node.attrs.size:
@@ -212,11 +267,13 @@ class Operations(pyfuse3.Operations):
         node.cached_version = node.version
         return pyfuse3.FileInfo(fh=fh, keep_cache=keep)
 
-    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
-                     ctx: Any) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+    async def create(
+        self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: Any
+    ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         parent = self._node(parent_inode)
-        node = await self.core.create_file(parent, _name(name), mode & ~ctx.umask, ctx.uid,
-                                           self._gid(parent, ctx))
+        node = await self.core.create_file(
+            parent, _name(name), mode & ~ctx.umask, ctx.uid, self._gid(parent, ctx)
+        )
         await self.core.open(node, True)
         fh = self._fh()
         self._handles[fh] = (node, True)
