@@ -123,3 +123,19 @@ def write_json(path: Path, meta: dict[str, Any], results: Results, peers: list[s
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {"meta": meta, "peers": peers, "results": results, "ratios": ratios(results, peers)}
     path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m bench.report [FILE]`: print the table of a saved run again."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    doc = json.loads(Path(args[0] if args else "bench/results/latest.json").read_text())
+    print(render(doc["results"], doc["peers"]))
+    m = doc["meta"]
+    print(f"\n{m['date']}  size={m['size']}  tree={m['tree']}  total {m['elapsed_s']}s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
