@@ -170,9 +170,6 @@ def test_plain_mode_cache_grep_is_sensitive(bucket: str, mount_factory: Any) -> 
     assert grep_dir(m.cache_dir, MARK) != []
 
 
-@pytest.mark.xfail(reason="journal.sqlite keeps plaintext paths of pending uploads and the "
-                          "attribute cache; names are not encrypted at rest in the cache dir",
-                   strict=False)
 def test_no_plaintext_names_in_cache_dir(bucket: str, mount_factory: Any) -> None:  # noqa: F811
     m = mount_factory(bucket, "client", extra=["--upload-delay", "600"])
     (m.mountpoint / "secret-pending-name-QQQ.txt").write_bytes(b"x")

@@ -10,10 +10,12 @@ HEAD objects it has already seen.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import sqlite3
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,17 +29,29 @@ class PendingRow:
 
 
 class Journal:
-    def __init__(self, path: str):
+    def __init__(
+        self,
+        path: str,
+        *,
+        seal: Callable[[bytes], bytes] | None = None,
+        unseal: Callable[[bytes], bytes] | None = None,
+    ):
+        # client mode seals every row (paths are file names, data holds attributes), so the
+        # cache directory holds no plaintext names or metadata
+        self._seal = seal or (lambda b: b)
+        self._unseal = unseal or (lambda b: b)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS pending (id INTEGER PRIMARY KEY, kind TEXT NOT NULL,"
-            " path TEXT NOT NULL, data TEXT NOT NULL)")
+            " path TEXT NOT NULL, data TEXT NOT NULL)"
+        )
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS attrcache (key TEXT PRIMARY KEY, etag TEXT NOT NULL,"
-            " meta TEXT NOT NULL)")
+            " meta TEXT NOT NULL)"
+        )
         self._db.execute("CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v TEXT NOT NULL)")
         try:
             os.chmod(path, 0o600)
@@ -49,18 +63,24 @@ class Journal:
     # TEXT, so paths are stored as their raw bytes (BLOB) and decoded back in `rows`.
     def add(self, kind: str, path: str, data: dict[str, Any]) -> int:
         with self._lock:
-            cur = self._db.execute("INSERT INTO pending (kind, path, data) VALUES (?, ?, ?)",
-                                   (kind, _path_bytes(path), json.dumps(data)))
+            cur = self._db.execute(
+                "INSERT INTO pending (kind, path, data) VALUES (?, ?, ?)",
+                (kind, self._pack_path(path), self._pack_data(data)),
+            )
             return int(cur.lastrowid or 0)
 
     def update(self, row_id: int, path: str, data: dict[str, Any]) -> None:
         with self._lock:
-            self._db.execute("UPDATE pending SET path=?, data=? WHERE id=?",
-                             (_path_bytes(path), json.dumps(data), row_id))
+            self._db.execute(
+                "UPDATE pending SET path=?, data=? WHERE id=?",
+                (self._pack_path(path), self._pack_data(data), row_id),
+            )
 
     def set_path(self, row_id: int, path: str) -> None:
         with self._lock:
-            self._db.execute("UPDATE pending SET path=? WHERE id=?", (_path_bytes(path), row_id))
+            self._db.execute(
+                "UPDATE pending SET path=? WHERE id=?", (self._pack_path(path), row_id)
+            )
 
     def remove(self, row_id: int) -> None:
         with self._lock:
@@ -69,8 +89,10 @@ class Journal:
     def rows(self) -> list[PendingRow]:
         with self._lock:
             cur = self._db.execute("SELECT id, kind, path, data FROM pending ORDER BY id")
-            return [PendingRow(r[0], r[1], _path_str(r[2]), json.loads(r[3]))
-                    for r in cur.fetchall()]
+            return [
+                PendingRow(r[0], r[1], self._unpack_path(r[2]), self._unpack_data(r[3]))
+                for r in cur.fetchall()
+            ]
 
     def count(self) -> int:
         with self._lock:
@@ -83,8 +105,9 @@ class Journal:
     # -- attribute cache ------------------------------------------------------------------------
     def cached_meta(self, key: str, etag: str) -> dict[str, str] | None:
         with self._lock:
-            row = self._db.execute("SELECT etag, meta FROM attrcache WHERE key=?",
-                                   (key,)).fetchone()
+            row = self._db.execute(
+                "SELECT etag, meta FROM attrcache WHERE key=?", (key,)
+            ).fetchone()
         if row is None or row[0] != etag:
             return None
         result: dict[str, str] = json.loads(row[1])
@@ -97,7 +120,8 @@ class Journal:
             self._db.execute("BEGIN")
             self._db.executemany(
                 "INSERT OR REPLACE INTO attrcache (key, etag, meta) VALUES (?, ?, ?)",
-                [(k, e, json.dumps(m)) for k, e, m in items])
+                [(k, e, json.dumps(m)) for k, e, m in items],
+            )
             self._db.execute("COMMIT")
 
     def forget_meta(self, key: str) -> None:
@@ -119,18 +143,30 @@ class Journal:
 
     def kv_items(self, prefix: str) -> list[tuple[str, str]]:
         with self._lock:
-            cur = self._db.execute("SELECT k, v FROM kv WHERE k >= ? AND k < ?",
-                                   (prefix, prefix + "\uffff"))
+            cur = self._db.execute(
+                "SELECT k, v FROM kv WHERE k >= ? AND k < ?", (prefix, prefix + "\uffff")
+            )
             return [(str(k), str(v)) for k, v in cur.fetchall()]
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
+    def _pack_path(self, path: str) -> bytes:
+        return self._seal(path.encode("utf-8", "surrogateescape"))
 
-def _path_bytes(path: str) -> bytes:
-    return path.encode("utf-8", "surrogateescape")
+    def _unpack_path(self, value: str | bytes) -> str:
+        if isinstance(value, str):
+            return value
+        return self._unseal(value).decode("utf-8", "surrogateescape")
 
+    def _pack_data(self, data: dict[str, Any]) -> str:
+        raw = json.dumps(data).encode()
+        sealed = self._seal(raw)
+        return raw.decode() if sealed is raw else "sealed:" + base64.b64encode(sealed).decode()
 
-def _path_str(value: str | bytes) -> str:
-    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
+    def _unpack_data(self, text: str) -> dict[str, Any]:
+        if text.startswith("sealed:"):
+            text = self._unseal(base64.b64decode(text[7:])).decode()
+        result: dict[str, Any] = json.loads(text)
+        return result
