@@ -19,7 +19,7 @@ from typing import Any
 import trio
 
 from s3encfs.codec import Codec, IdentityCodec, IntegrityError
-from s3encfs.config import MountConfig, default_cache_dir, parse_encryption, parse_source
+from s3encfs.config import MountConfig, parse_encryption, parse_source
 
 log = logging.getLogger("s3encfs.mount")
 
@@ -141,7 +141,7 @@ def prepare(cfg: MountConfig) -> Prepared:
         codec = check_master_key(store, codec, prefix)
     except se.StoreError as exc:
         raise MountError(str(exc)) from None
-    cache_dir = cfg.cache_dir or default_cache_dir(cfg.name or mnt)
+    cache_dir = cfg.effective_cache_dir
     os.makedirs(cache_dir, mode=0o700, exist_ok=True)
     lock_fd = os.open(os.path.join(cache_dir, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -167,7 +167,7 @@ def run_mount(cfg: MountConfig, ready_fd: int | None = None) -> int:
                      upload_concurrency=max(4, cfg.upload_concurrency),
                      read_only="ro" in cfg.options, uid=os.getuid(), gid=os.getgid())
     opts = set(pyfuse3.default_options)
-    opts.add("fsname=s3encfs")
+    opts.add(f"fsname={cfg.source}")
     opts.add("subtype=s3encfs")
     for o in cfg.options:
         if o == "ro":
@@ -313,7 +313,7 @@ def daemonize_and_mount(cfg: MountConfig) -> int:
     os.setsid()
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
-    log_path = os.path.join(cfg.cache_dir or default_cache_dir(cfg.name or cfg.mountpoint),
+    log_path = os.path.join(cfg.effective_cache_dir,
                             "mount.log")
     os.makedirs(os.path.dirname(log_path), mode=0o700, exist_ok=True)
     logfd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
