@@ -22,7 +22,7 @@ log = logging.getLogger("s3encfs.cache")
 
 class BlockCache:
     def __init__(self, directory: str, store: ObjectStore, block_bytes: int, max_bytes: int,
-                 mem_bytes: int = 96 * 1024 * 1024):
+                 mem_bytes: int = 64 * 1024 * 1024):
         self.dir = os.path.join(directory, "blocks")
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
         self.store = store

@@ -30,7 +30,7 @@ DIR_DEFAULT = stat.S_IFDIR | 0o755
 FILE_DEFAULT = stat.S_IFREG | 0o644
 
 
-@dataclass
+@dataclass(slots=True)
 class Entry:
     name: str
     attrs: Attrs

@@ -18,7 +18,7 @@ from s3encfs.codec import ObjectCipher
 from s3encfs.store.layout import Attrs
 
 
-@dataclass
+@dataclass(slots=True)
 class ObjectRef:
     """An object as last seen in (or written to) S3."""
 

@@ -10,6 +10,7 @@ a 64 MiB file uploads one part.
 from __future__ import annotations
 
 import logging
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -105,13 +106,16 @@ class SegmentSource:
 
 class Uploader:
     def __init__(self, store: ObjectStore, blocks: BlockCache, layout: SegmentLayout,
-                 segs_per_block: int, part_segments: int, pool: ThreadPoolExecutor):
+                 segs_per_block: int, part_segments: int, pool: ThreadPoolExecutor,
+                 parts_in_flight: int = 8):
         self.store = store
         self.blocks = blocks
         self.layout = layout
         self.k = segs_per_block
         self.part_segments = part_segments
         self.pool = pool
+        # bounds memory: each part in flight holds its whole body (8 MiB by default)
+        self._part_slots = threading.BoundedSemaphore(parts_in_flight)
 
     def _reusable(self, src: SegmentSource, i: int, size: int, nseg: int) -> bool:
         if not src.base_backed(i) or src.base is None:
@@ -191,6 +195,11 @@ class Uploader:
 
     def _part(self, job: UploadJob, src: SegmentSource, upload_id: str, number: int,
               first: int, end: int, nseg: int) -> str:
+        with self._part_slots:
+            return self._send_part(job, src, upload_id, number, first, end, nseg)
+
+    def _send_part(self, job: UploadJob, src: SegmentSource, upload_id: str, number: int,
+                   first: int, end: int, nseg: int) -> str:
         if src.base is not None and all(self._reusable(src, i, job.size, nseg)
                                         for i in range(first, end)):
             start = first * self.layout.stride

@@ -24,7 +24,7 @@ MAX_KEY_BYTES = 1024
 MAX_NAME_BYTES = 255
 
 
-@dataclass
+@dataclass(slots=True)
 class Attrs:
     mode: int
     uid: int = 0
