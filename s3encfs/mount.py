@@ -134,6 +134,7 @@ def prepare(cfg: MountConfig) -> Prepared:
     store = ObjectStore(bucket, endpoint_url=cfg.endpoint_url, region=cfg.region,
                         profile=cfg.profile, sse=policy,
                         max_pool=max(64, cfg.upload_concurrency * 4))
+    store.strict_sse = not cfg.allow_unverified_sse
     try:
         store.check_bucket()
         if policy.mode != "none" and not cfg.allow_unverified_sse:

@@ -236,9 +236,6 @@ def test_canary_refuses_moto_sse_c(moto_endpoint: str, keyenv: dict[str, str],  
     m2.kill()
 
 
-@pytest.mark.xfail(reason="--allow-unverified-sse only skips the mount-time canary; every write "
-                   "is still verified, so against a server that ignores SSE-C uploads retry "
-                   "forever (about 3 per second) and umount never returns", strict=False)
 def test_override_lets_writes_through(moto_endpoint: str, keyenv: dict[str, str],  # noqa: F811
                                       mount_factory: Any) -> None:  # noqa: F811
     client = moto_client(moto_endpoint)

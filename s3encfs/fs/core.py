@@ -93,6 +93,7 @@ class FsCore:
         self._ciphers: dict[tuple[str, str], ObjectCipher] = {}
         self.queue: set[Node] = set()
         self._heap: list[tuple[float, int, Node]] = []
+        self._failures: dict[Node, int] = {}  # consecutive upload failures (retry backoff)
         self._seq = itertools.count()
         self.index_queue: set[Node] = set()
         self.running: set[Node] = set()
@@ -533,7 +534,8 @@ class FsCore:
             self.stats["last_error"] = f"{node.path}: {exc}"
             log.error("upload of %r failed (will retry): %s", node.path, exc)
             if not node.unlinked:
-                self._enqueue(node, trio.current_time() + 5)
+                failures = self._failures[node] = self._failures.get(node, 0) + 1
+                self._enqueue(node, trio.current_time() + min(60.0, 2.0 ** failures))
         finally:
             self.running.discard(node)
             self._kick.set()
@@ -605,6 +607,7 @@ class FsCore:
                     self.journal.delete_kv(f"mpu:{job.stream.upload_id}")
                     c.stream = None
             self.stats["uploads"] += 1
+            self._failures.pop(node, None)
             self.stats["last_upload"] = time.time()
             node.obj = obj
             node.replaced_etag = None
@@ -695,7 +698,7 @@ class FsCore:
         """Upload everything now and wait until S3 has it (fsync of the whole mount, unmount)."""
         while True:
             for n in list(self.queue):
-                if n.upload_due > 0:
+                if n.upload_due > 0 and n not in self._failures:  # failures keep their backoff
                     self._enqueue(n, 0)
             for d in self.index_queue:
                 d.upload_due = 0

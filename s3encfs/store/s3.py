@@ -181,6 +181,8 @@ class ObjectStore:
     ) -> None:
         self.bucket = bucket
         self.sse = sse or SsePolicy()
+        self.strict_sse = True  # False: SSE mismatches in responses are logged, not refused
+        self._sse_warned: set[str] = set()
         self.stats = StoreStats()
         self._keyids = _KeyIdCache()
         self._no_part_copy = False  # set after a 501: SeaweedFS refuses SSE-C/KMS sources
@@ -249,13 +251,20 @@ class ObjectStore:
         except StoreError as exc:
             exc.bucket = self.bucket
             exc.args = (f"s3://{self.bucket}/{exc}",)
+            if not self.strict_sse:
+                # the user accepted a server that does not prove SSE (--allow-unverified-sse):
+                # say so once per kind of write, but let the data through
+                if op not in self._sse_warned:
+                    self._sse_warned.add(op)
+                    log.warning("%s (accepted: --allow-unverified-sse)", exc)
+                return
             raise
 
     def _verify_written(self, resp: dict[str, Any], op: str, key: str) -> None:
         """Verify a write response; if it is silent about SSE (SeaweedFS on copy/complete),
         prove the promised SSE with a HEAD of the stored object instead."""
         self._verify(resp, op, key)
-        if self.sse.silent(resp):
+        if self.sse.silent(resp) and self.strict_sse:
             head = self._call(
                 "HeadObject", key, self.client.head_object, Key=key, **self.sse.read_args(None)
             )
