@@ -213,7 +213,10 @@ class FsCore:
                 if e.obj is not None and (node.obj is None or node.obj.etag != e.obj.etag):
                     node.version += 1
                     node.link_target = None
-                node.attrs = e.attrs if not node.is_dir or e.obj is None else node.attrs
+                if not (node.is_dir and d.index_dirty):
+                    # d's index rewrite is pending (e.g. d was just moved by a directory
+                    # rename): S3 does not hold its subdirectories' attributes yet
+                    node.attrs = e.attrs
                 node.obj = e.obj
                 node.corrupt = e.corrupt
             new[e.name] = node
