@@ -74,7 +74,7 @@ class Ctx:
     env: dict[str, str]
     tmp: Path
     mode: str
-    max_len: int = 3 * SEG + 100
+    upload_delay: float = 30.0  # long: uploads happen when a rule asks (deterministic replay)
 
 
 @dataclass
@@ -125,7 +125,8 @@ class ModelMachine(RuleBasedStateMachine):
         self.model.mkdir(parents=True)
         os.chmod(self.model, 0o755)
         self.mount = Mount(f"s3://{self.bucket}", base / "mnt", base / "cache", ctx.env,
-                           encryption=ctx.mode, log_path=base / "mount.log")
+                           encryption=ctx.mode, log_path=base / "mount.log",
+                           extra=["--upload-delay", str(ctx.upload_delay)])
         self.mount.start()
         # the mount root's attributes are ours to set; start both roots equal
         os.chmod(self.mount.mountpoint, 0o755)
@@ -160,10 +161,14 @@ class ModelMachine(RuleBasedStateMachine):
         t0 = time.time_ns()
         e_mount, r_mount = _errno_of(lambda: fn(self.mnt))
         t1 = time.time_ns()
-        assert e_mount == e_local, (
-            f"{what}: local {errno.errorcode.get(e_local or 0, e_local)} vs mount "
-            f"{errno.errorcode.get(e_mount or 0, e_mount)}")
-        assert r_mount == r_local, f"{what}: result differs: {r_local!r} vs {r_mount!r}"
+        try:
+            assert e_mount == e_local, (
+                f"{what}: local {errno.errorcode.get(e_local or 0, e_local)} vs mount "
+                f"{errno.errorcode.get(e_mount or 0, e_mount)}")
+            assert r_mount == r_local, f"{what}: result differs: {r_local!r} vs {r_mount!r}"
+        except AssertionError as e:
+            self.fail_report(e)
+            raise
         cur = scan(self.model)
         prev_by_ino = {e.ino: e for e in self.prev.values()}
         for e in cur.values():
@@ -179,7 +184,19 @@ class ModelMachine(RuleBasedStateMachine):
         self.prev = cur
         return r_local
 
+    def fail_report(self, exc: BaseException) -> None:
+        """Hypothesis may hide the first failure behind a Flaky error: print it."""
+        print(f"\n=== model failure ({self.ctx.mode}): {exc}\n--- steps:\n  "
+              + "\n  ".join(self.log) + f"\n--- mount log tail:\n{self.mount.read_log()}")
+
     def compare(self) -> None:
+        try:
+            self._compare()
+        except AssertionError as e:
+            self.fail_report(e)
+            raise
+
+    def _compare(self) -> None:
         local = self.prev
         remote = scan(self.mnt)
         hist = "\n  ".join(self.log[-40:])
@@ -314,6 +331,28 @@ class ModelMachine(RuleBasedStateMachine):
         self.both(f"utime {rel or '/'} {mtime}",
                   lambda root: os.utime(root / rel, ns=(mtime, mtime)), exact_mtime=mtime)
 
+    @precondition(lambda self: bool(self.files()))
+    @rule(data=st.data())
+    def fsync_file(self, data: st.DataObject) -> None:
+        """Upload one file now (fsync waits until it is in S3)."""
+        rel = data.draw(st.sampled_from(self.files()), label="file")
+        self.log.append(f"fsync {rel}")
+        fd = os.open(self.mnt / rel, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    @rule()
+    def sync_all(self) -> None:
+        """fsync of a directory uploads everything pending in the mount."""
+        self.log.append("fsync-dir (all uploads)")
+        fd = os.open(self.mnt, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
     @rule(wipe_cache=st.booleans())
     def remount(self, wipe_cache: bool) -> None:
         self.log.append(f"remount wipe_cache={wipe_cache}")
@@ -347,6 +386,7 @@ def _delete_bucket(s3: Any, name: str) -> None:
 
 
 def run_model(ctx: Ctx, max_examples: int, steps: int) -> None:
+    """max_examples sequences of up to `steps` rules, each on a fresh bucket and mount."""
     machine = type("Machine", (ModelMachine,), {"ctx": ctx})
     run_state_machine_as_test(machine, settings=settings(
         max_examples=max_examples, stateful_step_count=steps, deadline=None,
@@ -357,7 +397,7 @@ def run_model(ctx: Ctx, max_examples: int, steps: int) -> None:
 @pytest.mark.parametrize("mode", ["none", "client"])
 def test_model(mode: str, s3: Any, keyenv: dict[str, str],  # noqa: F811
                tmp_path: Path) -> None:
-    run_model(Ctx(s3, keyenv, tmp_path, mode), max_examples=10, steps=30)
+    run_model(Ctx(s3, keyenv, tmp_path, mode), max_examples=8, steps=30)
 
 
 @pytest.mark.slow
@@ -365,7 +405,16 @@ def test_model(mode: str, s3: Any, keyenv: dict[str, str],  # noqa: F811
 @pytest.mark.parametrize("mode", ["none", "client"])
 def test_model_heavy(mode: str, s3: Any, keyenv: dict[str, str],  # noqa: F811
                      tmp_path: Path) -> None:
-    run_model(Ctx(s3, keyenv, tmp_path, mode), max_examples=100, steps=60)
+    run_model(Ctx(s3, keyenv, tmp_path, mode), max_examples=60, steps=60)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(7200)
+@pytest.mark.parametrize("mode", ["none", "client"])
+def test_model_racing_uploads(mode: str, s3: Any, keyenv: dict[str, str],  # noqa: F811
+                              tmp_path: Path) -> None:
+    """Uploads start 50 ms after close, racing the next operations (failures may not replay)."""
+    run_model(Ctx(s3, keyenv, tmp_path, mode, upload_delay=0.05), max_examples=60, steps=60)
 
 
 # -- regressions found by the model ------------------------------------------------------------
@@ -406,3 +455,36 @@ def test_rename_over_uploaded_then_unlink_before_upload(then: str, s3: Any, buck
     assert sorted(os.listdir(m.mountpoint)) == want  # no resurrected object, no conflict copy
     for name in want:
         assert (m.mountpoint / name).read_bytes() == b"new"
+
+
+@pytest.mark.parametrize("mode", ["none", "client"])
+@pytest.mark.parametrize("sync_first", [True, False])
+def test_dir_rename_keeps_subdir_attrs(mode: str, sync_first: bool, s3: Any, bucket: str,
+                                       mount_factory: Any) -> None:  # noqa: F811
+    """Renaming a directory must keep the mode and mtime of the directories inside it."""
+    m = mount_factory(bucket, mode, extra=["--upload-delay", "30"])
+    mp = m.mountpoint
+    os.mkdir(mp / "a")
+    os.mkdir(mp / "a" / "c", 0o700)
+    os.chmod(mp / "a" / "c", 0o700)
+    os.utime(mp / "a" / "c", ns=(1, 1_234_567_890_123_456_789))
+    if sync_first:
+        fd = os.open(mp, os.O_RDONLY | os.O_DIRECTORY)
+        os.fsync(fd)
+        os.close(fd)
+    os.rename(mp / "a", mp / "b")
+    os.listdir(mp / "b")  # a fresh listing of the moved directory (before its index is rewritten)
+
+    def check(when: str) -> None:
+        st_ = os.stat(mp / "b" / "c")
+        got = (stat.S_IMODE(st_.st_mode), st_.st_mtime_ns)
+        assert got == (0o700, 1_234_567_890_123_456_789), when
+
+    check("after rename")
+    m.umount()
+    m.start()
+    check("after remount")
+    m.umount()
+    shutil.rmtree(m.cache_dir)
+    m.start()
+    check("after remount without cache")
