@@ -16,7 +16,7 @@ METRIC: dict[str, tuple[str, bool, str]] = {
     "W5": ("seconds", False, "rsync again, fresh mount"),
     "W6": ("seconds", False, "stat tree, fresh mount"),
     "M1": ("mbps", True, "mem: big write until durable"),
-    "M2": ("seconds", False, "mem: ls -f 100k-entry dir"),
+    "M2": ("seconds", False, "mem: ls -f of a big dir"),
 }
 CEILING = {"W1": "W7up", "W2": "W7down", "W2b": "W7down"}
 OURS = ("s3encfs-plain", "s3encfs-client")
