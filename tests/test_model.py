@@ -166,8 +166,8 @@ class ModelMachine(RuleBasedStateMachine):
                 f"{what}: local {errno.errorcode.get(e_local or 0, e_local)} vs mount "
                 f"{errno.errorcode.get(e_mount or 0, e_mount)}")
             assert r_mount == r_local, f"{what}: result differs: {r_local!r} vs {r_mount!r}"
-        except AssertionError as e:
-            self.fail_report(e)
+        except AssertionError as exc:
+            self.fail_report(exc)
             raise
         cur = scan(self.model)
         prev_by_ino = {e.ino: e for e in self.prev.values()}
@@ -397,7 +397,7 @@ def run_model(ctx: Ctx, max_examples: int, steps: int) -> None:
 @pytest.mark.parametrize("mode", ["none", "client"])
 def test_model(mode: str, s3: Any, keyenv: dict[str, str],  # noqa: F811
                tmp_path: Path) -> None:
-    run_model(Ctx(s3, keyenv, tmp_path, mode), max_examples=8, steps=30)
+    run_model(Ctx(s3, keyenv, tmp_path, mode), max_examples=12, steps=30)
 
 
 @pytest.mark.slow
