@@ -11,6 +11,8 @@ HEAD objects it has already seen.
 from __future__ import annotations
 
 import base64
+import contextlib
+import errno
 import json
 import os
 import sqlite3
@@ -28,6 +30,75 @@ class PendingRow:
     data: dict[str, Any]
 
 
+class _Reserve:
+    """A few MiB held on the cache disk so the journal can still record (and, above all, delete)
+    rows when staging data has filled the disk: freeing space needs a WAL write."""
+
+    SIZE = 8 * 1024 * 1024
+
+    def __init__(self, path: str):
+        self.path = path
+        self.refill()
+
+    def refill(self) -> None:
+        if os.path.exists(self.path):
+            return
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, self.SIZE)
+            finally:
+                os.close(fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+
+    def release(self) -> bool:
+        try:
+            os.unlink(self.path)
+            return True
+        except FileNotFoundError:
+            return False
+
+
+class _GuardedDb:
+    """sqlite3 connection whose writes survive one disk-full error by releasing the reserve;
+    a second one becomes OSError(ENOSPC), which the FUSE layer reports as such."""
+
+    def __init__(self, conn: sqlite3.Connection, reserve: _Reserve):
+        self.conn = conn
+        self.reserve = reserve
+        self.released = False
+
+    def _retry(self, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except sqlite3.OperationalError as exc:
+            if "full" not in str(exc).lower():
+                raise
+            if self.reserve.release():
+                self.released = True
+                try:
+                    return fn()
+                except sqlite3.OperationalError as again:
+                    exc = again
+            raise OSError(errno.ENOSPC, f"cache disk full: journal write failed ({exc})") from None
+
+    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        return self._retry(lambda: self.conn.execute(sql, params))
+
+    def executemany(self, sql: str, params: Any) -> sqlite3.Cursor:
+        return self._retry(lambda: self.conn.executemany(sql, params))
+
+    def after_delete(self) -> None:
+        if self.released:
+            self.reserve.refill()
+            self.released = not os.path.exists(self.reserve.path)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
 class Journal:
     def __init__(
         self,
@@ -41,7 +112,10 @@ class Journal:
         self._seal = seal or (lambda b: b)
         self._unseal = unseal or (lambda b: b)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db = _GuardedDb(
+            sqlite3.connect(path, check_same_thread=False, isolation_level=None),
+            _Reserve(path + ".reserve"),
+        )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(
@@ -85,6 +159,7 @@ class Journal:
     def remove(self, row_id: int) -> None:
         with self._lock:
             self._db.execute("DELETE FROM pending WHERE id=?", (row_id,))
+            self._db.after_delete()
 
     def rows(self) -> list[PendingRow]:
         with self._lock:

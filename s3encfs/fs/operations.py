@@ -35,6 +35,12 @@ def _guarded(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]
             return await fn(*args, **kwargs)
         except pyfuse3.FUSEError:
             raise
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # cache disk full: say so, not EIO
+                log.error("%s: %s", fn.__name__, exc)
+                raise pyfuse3.FUSEError(exc.errno) from None
+            log.exception("internal error in %s; returning EIO", fn.__name__)
+            raise pyfuse3.FUSEError(errno.EIO) from None
         except Exception:
             log.exception("internal error in %s; returning EIO", fn.__name__)
             raise pyfuse3.FUSEError(errno.EIO) from None
