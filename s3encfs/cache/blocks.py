@@ -160,7 +160,7 @@ class BlockCache:
             return self._path(key, etag, block) in self._disk
 
     def get_block(self, key: str, etag: str, obj_size: int, block: int, *,
-                  run: int = 1) -> bytes:
+                  run: int = 1, memory_only: bool = False) -> bytes:
         """Object bytes of one block (blocking).  On a miss, fetch `run` consecutive blocks in
         one GET so sequential readers pay one request per read-ahead window."""
         ident = (key, etag, block)
@@ -168,6 +168,8 @@ class BlockCache:
         if data is not None:
             self.hits += 1
             return data
+        if memory_only:
+            raise LookupError(ident)
         start, end = self.block_range(obj_size, block)
         path = self._path(key, etag, block)
         data = self._disk_get(path, end - start)

@@ -273,6 +273,10 @@ class FsCore:
             run = 4
         else:
             node.ra_window = 0
+            if off > 0 and src.base is not None:
+                node.random_reads += 1
+                if node.random_reads == 3:
+                    self._prefetch_whole(src.base)
         node.seq_next = end
 
         def work() -> bytes:
@@ -280,8 +284,18 @@ class FsCore:
             data = b"".join(out)
             return data[off - first * S:end - first * S]
 
+        data = None
+        if src.base is not None and node.content is None:
+            # blocks already in memory: serve on this thread (a worker-thread hop costs more)
+            src.memory_only = True
+            try:
+                data = work()
+            except LookupError:
+                data = None
+            src.memory_only = False
         try:
-            data = await self.run(work)
+            if data is None:
+                data = await self.run(work)
         except (IntegrityError, store_errors.StoreError, OSError) as exc:
             key = src.base.key if src.base else node.path
             log.error("read of %r (object %s) failed: %s", node.path, key, exc)
@@ -289,6 +303,12 @@ class FsCore:
         if node.ra_window and src.base is not None:
             self._prefetch(src.base, (last + 1) // self.cfg.segs_per_block, node.ra_window)
         return data
+
+    def _prefetch_whole(self, obj: ObjectRef) -> None:
+        """A file read at random offsets: fetch all of it in parallel (what makes random reads
+        local-disk fast), if it fits comfortably in the cache."""
+        if obj.obj_size <= min(self.cfg.cache_size // 2, 4 * 1024**3):
+            self._prefetch(obj, 0, -(-obj.obj_size // self.block_bytes))
 
     def _prefetch(self, obj: ObjectRef, first_block: int, window: int) -> None:
         if self.nursery is None:

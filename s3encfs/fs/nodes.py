@@ -73,6 +73,7 @@ class Node:
         "open_count",
         "parent",
         "ra_window",
+        "random_reads",
         "replaced_etag",
         "row_id",
         "seq_next",
@@ -104,6 +105,7 @@ class Node:
         self.corrupt: str | None = None
         self.seq_next = -1
         self.ra_window = 0
+        self.random_reads = 0
         self.local_only = False  # directory created here whose marker is not yet confirmed
         self.replaced_etag: str | None = None  # object this file replaced by rename-over
 

@@ -68,6 +68,7 @@ class SegmentSource:
         self.base_nseg = layout.segment_count(base.plain_size) if base else 0
         self.dirty = dirty
         self.staging = staging
+        self.memory_only = False  # set by callers on the event-loop thread: never block
 
     def base_backed(self, i: int) -> bool:
         return i < self.base_segs and i not in self.dirty
@@ -76,7 +77,7 @@ class SegmentSource:
         assert self.base is not None
         block, within = divmod(i, self.k)
         raw = self.blocks.get_block(self.base.key, self.base.etag, self.base.obj_size, block,
-                                    run=run)
+                                    run=run, memory_only=self.memory_only)
         start = within * self.layout.stride
         end = start + self.layout.segment_plain_len(i, self.base.plain_size) + self.layout.overhead
         return raw[start:end]
@@ -87,6 +88,8 @@ class SegmentSource:
         try:
             return self.base_cipher.decrypt_segment(i, raw, i == self.base_nseg - 1)
         except Exception:
+            if self.memory_only:
+                raise LookupError(i) from None
             # a cached block may be damaged: drop it and try S3 once more before failing
             self.blocks.invalidate(self.base.key, self.base.etag, i // self.k)
             raw = self.base_raw(i)
