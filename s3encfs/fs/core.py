@@ -78,8 +78,10 @@ class FsCore:
         self.pool = ThreadPoolExecutor(max_workers=cfg.s3_threads, thread_name_prefix="s3")
         self.block_bytes = cfg.segs_per_block * self.seg.stride
         self.blocks = BlockCache(cfg.cache_dir, store, self.block_bytes, cfg.cache_size)
-        self.uploader = Uploader(store, self.blocks, self.seg, cfg.segs_per_block,
-                                 cfg.part_segments, self.pool)
+        self.uploader = Uploader(
+            store, self.blocks, self.seg, cfg.segs_per_block, cfg.part_segments, self.pool,
+            track=lambda key, upload_id: self.journal.set_kv(f"mpu:{upload_id}", key),
+            untrack=lambda upload_id: self.journal.delete_kv(f"mpu:{upload_id}"))
         self.slots = codec.slot_cipher(cfg.cache_dir)
         self.streamer = Streamer(self)
         self.limiter = trio.CapacityLimiter(cfg.s3_threads)
@@ -1240,6 +1242,9 @@ class FsCore:
         try:
             await trio.to_thread.run_sync(self.uploader.upload, job)
         except store_errors.PreconditionFailed:
+            if await self._already_uploaded(key, job):
+                staging.remove()
+                return
             job.key = f"{key}.conflict-{os.uname().nodename}-{time.strftime('%Y%m%d-%H%M%S')}"
             if self.codec.encrypts_names:  # the conflict name must be encoded like any other
                 job.key = self.layout.file_key((*parts[:-1], parts[-1] + job.key[len(key):]))
@@ -1249,6 +1254,20 @@ class FsCore:
             await trio.to_thread.run_sync(self.uploader.upload, job)
         staging.remove()
         log.info("replayed pending upload of %r", "/".join(parts))
+
+    async def _already_uploaded(self, key: str, job: UploadJob) -> bool:
+        """The crashed mount's upload may have reached S3 before its journal row was removed:
+        an object at `key` with exactly our size and metadata is that upload, not a conflict."""
+        try:
+            info = await self.run(self.store.head, key)
+        except store_errors.StoreError:
+            return False
+        meta = info.metadata or {}
+        ours = info.size == self.seg.object_size(job.size) and all(
+            meta.get(k) == v for k, v in job.meta.items())
+        if ours:
+            log.info("replay: %s is already in S3 (the previous mount uploaded it)", key)
+        return ours
 
     async def _replay_meta(self, parts: tuple[str, ...], data: dict[str, Any]) -> None:
         from s3encfs.store.layout import meta_to_attrs

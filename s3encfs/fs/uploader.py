@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -110,13 +111,19 @@ class SegmentSource:
 class Uploader:
     def __init__(self, store: ObjectStore, blocks: BlockCache, layout: SegmentLayout,
                  segs_per_block: int, part_segments: int, pool: ThreadPoolExecutor,
-                 parts_in_flight: int = 8):
+                 parts_in_flight: int = 8,
+                 track: Callable[[str, str], None] | None = None,
+                 untrack: Callable[[str], None] | None = None):
         self.store = store
         self.blocks = blocks
         self.layout = layout
         self.k = segs_per_block
         self.part_segments = part_segments
         self.pool = pool
+        # journal every multipart upload id until it is completed or aborted, so an upload
+        # whose abort fails (server down) is aborted by the next mount, never orphaned
+        self.track = track or (lambda key, upload_id: None)
+        self.untrack = untrack or (lambda upload_id: None)
         # bounds memory: each part in flight holds its whole body (8 MiB by default)
         self._part_slots = threading.BoundedSemaphore(parts_in_flight)
 
@@ -162,6 +169,7 @@ class Uploader:
             if job.stream is not None:
                 self._abort(job.key, job.stream.upload_id)
             upload_id = self.store.create_multipart(job.key, job.meta)
+            self.track(job.key, upload_id)
         futures: list[Future[str]] = []
         try:
             for number, (first, end) in enumerate(plan, start=1):
@@ -175,6 +183,7 @@ class Uploader:
             parts = [(n, f.result()) for n, f in enumerate(futures, start=1)]
             etag = self.store.complete_multipart(job.key, upload_id, parts,
                                                  **self._conditions(job))
+            self.untrack(upload_id)
         except BaseException:
             for f in futures:
                 f.cancel()
@@ -193,8 +202,10 @@ class Uploader:
     def _abort(self, key: str, upload_id: str) -> None:
         try:
             self.store.abort_multipart(key, upload_id)
-        except Exception as exc:  # best effort; `s3encfs check` finds leftovers
+        except Exception as exc:  # stays journaled: the next mount aborts it
             log.warning("could not abort multipart upload of %s: %s", key, exc)
+            return
+        self.untrack(upload_id)
 
     def _part(self, job: UploadJob, src: SegmentSource, upload_id: str, number: int,
               first: int, end: int, nseg: int) -> str:
