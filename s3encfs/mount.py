@@ -264,6 +264,7 @@ async def serve(core: Any, cfg: MountConfig, ready_fd: int | None) -> int:
             await fuse_done.wait()
             sdnotify.notify(STOPPING=1, STATUS="unmounted; finishing uploads")
             await core.flush_all()
+            await core.abort_leftover_uploads()
             nursery.cancel_scope.cancel()
     try:
         pyfuse3.close(unmount=False)

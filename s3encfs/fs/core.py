@@ -1199,11 +1199,15 @@ class FsCore:
             self.persist(node)
 
     # -- crash recovery ------------------------------------------------------------------------
+    async def abort_leftover_uploads(self) -> None:
+        """Abort multipart uploads journaled but never completed (a crash, or an abort that
+        failed while S3 was unreachable).  Only call when no upload is in flight."""
+        for k, key in self.journal.kv_items("mpu:"):
+            await self.streamer.forget(key, k[4:])
+
     async def replay(self) -> int:
         """Finish the work a previous mount journaled but did not get into S3."""
-        for k, key in self.journal.kv_items("mpu:"):
-            await self.streamer.forget(key, k[4:])  # streamed parts of a crashed mount
-            self.journal.delete_kv(k)
+        await self.abort_leftover_uploads()
         rows = self.journal.rows()
         done = 0
         for row in rows:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from s3encfs.fs.nodes import Content
+from s3encfs.store.errors import NotFound
 
 if TYPE_CHECKING:
     from s3encfs.fs.core import FsCore
@@ -132,6 +133,8 @@ class Streamer:
     async def forget(self, key: str, upload_id: str) -> None:
         try:
             await self.core.run(self.core.store.abort_multipart, key, upload_id)
+        except NotFound:
+            pass  # already completed or aborted
         except Exception as exc:
             log.warning("could not abort multipart upload of %s: %s", key, exc)
             return
