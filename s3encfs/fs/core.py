@@ -105,6 +105,7 @@ class FsCore:
         self._space = trio.Event()
         self.nursery: trio.Nursery | None = None
         self.prefetch_limiter = trio.CapacityLimiter(8)
+        self.dir_prefetch_limiter = trio.CapacityLimiter(8)
         self.stats: dict[str, Any] = {"uploads": 0, "upload_errors": 0, "last_upload": None,
                                       "last_error": None}
 
@@ -181,6 +182,25 @@ class FsCore:
             d.listed_at = time.monotonic()
             assert d.children is not None
             return d.children
+
+    def prefetch_subdirs(self, d: Node) -> None:
+        """A directory is being read (find, rsync, ls -R): list its subdirectories in the
+        background, in parallel, so a tree walk does not pay one S3 round trip per directory
+        in series."""
+        if self.nursery is None or d.children is None:
+            return
+        now = time.monotonic()
+        subdirs = [c for c in d.children.values()
+                   if c.is_dir and (c.children is None or now - c.listed_at >= self.cfg.dir_ttl)]
+        for c in subdirs[:256]:
+            self.nursery.start_soon(self._prefetch_dir, c)
+
+    async def _prefetch_dir(self, d: Node) -> None:
+        async with self.dir_prefetch_limiter:
+            try:
+                await self.ensure_listed(d)
+            except pyfuse3.FUSEError:
+                pass  # the foreground access reports the error
 
     async def load_root(self) -> None:
         """Root attributes live in the root index (S3 has no object for the mount root)."""

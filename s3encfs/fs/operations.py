@@ -162,6 +162,7 @@ class Operations(pyfuse3.Operations):
     async def opendir(self, inode: int, ctx: Any) -> int:
         node = self._node(inode)
         children = await self.core.ensure_listed(node)
+        self.core.prefetch_subdirs(node)
         fh = self._fh()
         self._dir_handles[fh] = sorted(children.items())
         return fh
