@@ -27,13 +27,21 @@ from s3encfs.cache.blocks import BlockCache
 from s3encfs.cache.journal import Journal
 from s3encfs.cache.staging import DirtySet, StagingFile
 from s3encfs.codec import Codec, IntegrityError, NameTooLong, ObjectCipher
-from s3encfs.fs.listing import DirIndex, Entry, load_directory, read_index, write_index
+from s3encfs.fs.listing import (
+    DirIndex,
+    Entry,
+    attrs_from_object,
+    head_many,
+    load_directory,
+    read_index,
+    write_index,
+)
 from s3encfs.fs.nodes import Content, Node, ObjectRef
 from s3encfs.fs.streaming import Streamer
 from s3encfs.fs.uploader import SegmentSource, StreamedParts, Uploader, UploadJob
 from s3encfs.store import errors as store_errors
 from s3encfs.store.layout import CONTROL_DIR, Attrs, Layout, attrs_to_meta, now_ns
-from s3encfs.store.s3 import ObjectStore
+from s3encfs.store.s3 import ObjectInfo, ObjectStore
 
 log = logging.getLogger("s3encfs.fs")
 T = TypeVar("T")
@@ -180,6 +188,8 @@ class FsCore:
                 self._apply_self_attrs(d, index.self_attrs)
             self._merge(d, entries)
             d.listed_at = time.monotonic()
+            if self.nursery is not None and any(e.provisional for e in entries):
+                self.nursery.start_soon(self._resolve_children, d)
             assert d.children is not None
             return d.children
 
@@ -201,6 +211,40 @@ class FsCore:
                 await self.ensure_listed(d)
             except pyfuse3.FUSEError:
                 pass  # the foreground access reports the error
+
+    async def _resolve_children(self, d: Node) -> None:
+        """Background HEADs for a big directory listed with LIST-only attributes."""
+        todo = [c for c in (d.children or {}).values() if c.provisional and c.obj is not None]
+        for i in range(0, len(todo), 1024):
+            batch = [n for n in todo[i:i + 1024] if n.provisional]
+            infos = await trio.to_thread.run_sync(
+                head_many, self.store, self.journal, self.pool,
+                [n.obj.key for n in batch if n.obj is not None])
+            for n in batch:
+                info = infos.get(n.obj.key) if n.obj is not None else None
+                if info is not None and n.provisional:
+                    self._apply_head(n, info)
+
+    def _apply_head(self, node: Node, info: ObjectInfo) -> None:
+        attrs, corrupt = attrs_from_object(self.layout, info, info.metadata or {},
+                                           self.cfg.uid, self.cfg.gid)
+        node.attrs = attrs
+        node.obj = ObjectRef(info.key, info.etag, info.size, attrs.size, info.metadata or {})
+        node.corrupt = corrupt
+        node.provisional = False
+
+    async def resolve(self, node: Node) -> None:
+        """Real attributes of a provisional node (one HEAD), before the kernel sees them."""
+        if not node.provisional or node.obj is None:
+            return
+        try:
+            info = await self.run(self.store.head, node.obj.key)
+        except store_errors.StoreError as exc:
+            log.warning("HEAD %s failed: %s", node.obj.key, exc)
+            node.provisional = False
+            return
+        if node.provisional:
+            self._apply_head(node, info)
 
     async def load_root(self) -> None:
         """Root attributes live in the root index (S3 has no object for the mount root)."""
@@ -231,6 +275,7 @@ class FsCore:
                 node = self._make_node(d, e.name, e.attrs)
                 node.obj = e.obj
                 node.corrupt = e.corrupt
+                node.provisional = e.provisional
             elif not self._busy(node):
                 if e.obj is not None and (node.obj is None or node.obj.etag != e.obj.etag):
                     node.version += 1
@@ -239,8 +284,13 @@ class FsCore:
                     # d's index rewrite is pending (e.g. d was just moved by a directory
                     # rename): S3 does not hold its subdirectories' attributes yet
                     node.attrs = e.attrs
+                if e.provisional and node.obj is not None and e.obj is not None \
+                        and node.obj.etag == e.obj.etag and not node.provisional:
+                    new[e.name] = node  # already resolved this version: keep its attrs
+                    continue
                 node.obj = e.obj
                 node.corrupt = e.corrupt
+                node.provisional = e.provisional
             new[e.name] = node
         for name, node in old.items():  # keep local state S3 does not show yet
             if name not in new and self._busy(node):
@@ -633,6 +683,7 @@ class FsCore:
         key = self.key_of(node)
         if c is not None:
             meta = self.object_meta(c.cipher_meta, node.attrs)
+            sent_attrs = attrs_to_meta(node.attrs)
             base_cipher = self.cipher_for(c.base) if c.base is not None else None
             st = await self.streamer.settle(c)
             if st is not None and st.key != key:
@@ -660,6 +711,8 @@ class FsCore:
             self.dirty_bytes -= c.dirty.count() * self.seg.segment_size
             if c.gen == gen:
                 self._finish_content(node)
+                if node.content is None and attrs_to_meta(node.attrs) != sent_attrs:
+                    node.meta_dirty = True  # chmod/utime/chown while the upload ran
         elif node.meta_dirty and node.obj is not None:
             meta = self.object_meta(self._cipher_meta(node.obj.meta), node.attrs)
             etag = await self.run(self.store.copy, node.obj.key, key, metadata=meta)
@@ -668,6 +721,9 @@ class FsCore:
         if node.row_id is not None and node.content is None:
             self.journal.remove(node.row_id)
             node.row_id = None
+        if node.meta_dirty and node.content is None:
+            self.persist(node)  # a "meta" row until the metadata rewrite is in S3
+            self.schedule(node, 0)
         if node.parent is not None:
             self.schedule_index(node.parent)
         self._space.set()
