@@ -488,3 +488,26 @@ def test_dir_rename_keeps_subdir_attrs(mode: str, sync_first: bool, s3: Any, buc
     shutil.rmtree(m.cache_dir)
     m.start()
     check("after remount without cache")
+
+
+@pytest.mark.parametrize("what", ["chmod", "utime"])
+def test_attr_change_during_upload_is_kept(what: str, s3: Any, bucket: str,
+                                           mount_factory: Any) -> None:  # noqa: F811
+    """chmod/utime while the file's upload is in flight must reach S3 (it used to be dropped:
+    the finished upload cleared the pending state and nothing rewrote the metadata)."""
+    m = mount_factory(bucket, "none", extra=["--upload-delay", "0"])
+    mp = m.mountpoint
+    (mp / "f").write_bytes(random.Random(1).randbytes(24 << 20))  # upload takes a while
+    time.sleep(0.1)
+    if what == "utime":
+        os.utime(mp / "f", ns=(1, 2916))
+    else:
+        os.chmod(mp / "f", 0o600)
+    m.umount()
+    shutil.rmtree(m.cache_dir)
+    m.start()
+    st_ = os.stat(mp / "f")
+    if what == "utime":
+        assert st_.st_mtime_ns == 2916
+    else:
+        assert stat.S_IMODE(st_.st_mode) == 0o600
