@@ -36,6 +36,14 @@ class Entry:
     attrs: Attrs
     obj: ObjectRef | None  # None for directories
     corrupt: str | None = None
+    provisional: bool = False  # attributes from LIST only; a HEAD will tell the real ones
+
+
+# Above this many unknown objects in one directory, listing does not wait for their HEADs:
+# entries get LIST-derived attributes at once and the HEADs run in the background (a
+# 100,000-object directory written by another tool lists in seconds, not minutes).
+HEAD_INLINE_LIMIT = 2000
+HEAD_CHUNK = 256
 
 
 @dataclass
@@ -163,19 +171,47 @@ def load_directory(store: ObjectStore, layout: Layout, journal: Journal, pool: T
             info = full
         return name, info, full.metadata or {}
 
-    fresh: list[tuple[str, str, dict[str, str]]] = []
-    for name, info, meta in pool.map(head, need_head) if need_head else []:
-        if meta is None:
-            continue
-        known.append((name, info, meta))
-        fresh.append((info.key, info.etag, meta))
-    journal.cache_meta_many(fresh)
+    inline = need_head if len(need_head) <= HEAD_INLINE_LIMIT else []
+    for i in range(0, len(inline), HEAD_CHUNK):  # chunks bound the futures held at once
+        fresh: list[tuple[str, str, dict[str, str]]] = []
+        for name, info, meta in pool.map(head, inline[i:i + HEAD_CHUNK]):
+            if meta is None:
+                continue
+            known.append((name, info, meta))
+            fresh.append((info.key, info.etag, meta))
+        journal.cache_meta_many(fresh)
 
     for name, info, meta in known:
         attrs, corrupt = attrs_from_object(layout, info, meta, uid, gid)
         obj = ObjectRef(info.key, info.etag, info.size, attrs.size, meta)
         entries[name] = Entry(name, attrs, obj, corrupt)
+    if not inline:
+        for name, info in need_head:
+            attrs, corrupt = attrs_from_object(layout, info, {}, uid, gid)
+            obj = ObjectRef(info.key, info.etag, info.size, attrs.size, {})
+            entries[name] = Entry(name, attrs, obj, corrupt, provisional=True)
     return list(entries.values()), index
+
+
+def head_many(store: ObjectStore, journal: Journal, pool: ThreadPoolExecutor,
+              keys: list[str]) -> dict[str, ObjectInfo]:
+    """HEAD `keys` in parallel (chunked); missing objects are left out."""
+    out: dict[str, ObjectInfo] = {}
+
+    def one(key: str) -> ObjectInfo | None:
+        try:
+            return store.head(key)
+        except NotFound:
+            return None
+        except Exception as exc:
+            log.warning("HEAD %s failed: %s", key, exc)
+            return None
+
+    for i in range(0, len(keys), HEAD_CHUNK):
+        infos = [info for info in pool.map(one, keys[i:i + HEAD_CHUNK]) if info is not None]
+        journal.cache_meta_many([(x.key, x.etag, x.metadata or {}) for x in infos])
+        out.update((x.key, x) for x in infos)
+    return out
 
 
 def control_dir_name() -> str:

@@ -72,6 +72,7 @@ class Node:
         "obj",
         "open_count",
         "parent",
+        "provisional",
         "ra_window",
         "random_reads",
         "replaced_etag",
@@ -106,6 +107,7 @@ class Node:
         self.seq_next = -1
         self.ra_window = 0
         self.random_reads = 0
+        self.provisional = False  # attrs from LIST only (see fs/listing.py HEAD_INLINE_LIMIT)
         self.local_only = False  # directory created here whose marker is not yet confirmed
         self.replaced_etag: str | None = None  # object this file replaced by rename-over
 

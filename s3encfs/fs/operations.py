@@ -80,7 +80,8 @@ class Operations(pyfuse3.Operations):
         e.st_ino = node.inode
         e.generation = 0
         e.entry_timeout = self.core.cfg.entry_ttl
-        e.attr_timeout = self.core.cfg.entry_ttl
+        # provisional attributes (LIST only) must not be cached: the kernel asks again
+        e.attr_timeout = 0 if node.provisional else self.core.cfg.entry_ttl
         e.st_mode = a.mode
         e.st_nlink = 2 if node.is_dir else 1
         e.st_uid = a.uid
@@ -121,6 +122,7 @@ class Operations(pyfuse3.Operations):
             e.st_ino = 0
             e.entry_timeout = min(self.core.cfg.entry_ttl, 1.0)
             return e  # negative entry, cached briefly by the kernel
+        await self.core.resolve(node)
         return self._lookup_ref(node)
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
@@ -128,7 +130,9 @@ class Operations(pyfuse3.Operations):
             self.core.forget(inode, n)
 
     async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
-        return self._entry(self._node(inode))
+        node = self._node(inode)
+        await self.core.resolve(node)
+        return self._entry(node)
 
     async def setattr(
         self, inode: int, attr: pyfuse3.EntryAttributes, fields: Any, fh: Any, ctx: Any
@@ -164,7 +168,8 @@ class Operations(pyfuse3.Operations):
         children = await self.core.ensure_listed(node)
         self.core.prefetch_subdirs(node)
         fh = self._fh()
-        self._dir_handles[fh] = sorted(children.items())
+        dots = [(".", node), ("..", node.parent or node)]
+        self._dir_handles[fh] = dots + sorted(children.items())
         return fh
 
     async def readdir(self, fh: int, start_id: int, token: Any) -> None:
@@ -175,7 +180,8 @@ class Operations(pyfuse3.Operations):
                 continue
             if not pyfuse3.readdir_reply(token, os.fsencode(name), self._entry(node), i + 1):
                 return
-            node.lookups += 1
+            if i >= 2:  # the kernel takes no reference for "." and ".."
+                node.lookups += 1
 
     async def releasedir(self, fh: int) -> None:
         self._dir_handles.pop(fh, None)
