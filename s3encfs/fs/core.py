@@ -113,9 +113,10 @@ class FsCore:
         self._space = trio.Event()
         self.nursery: trio.Nursery | None = None
         self.prefetch_limiter = trio.CapacityLimiter(8)
+        self._prefetching: set[tuple[str, str, int]] = set()
         self.dir_prefetch_limiter = trio.CapacityLimiter(8)
         self.stats: dict[str, Any] = {"uploads": 0, "upload_errors": 0, "last_upload": None,
-                                      "last_error": None}
+                                      "last_error": None, "reads": 0, "read_bytes": 0}
 
     # -- helpers -----------------------------------------------------------------------------
     async def run(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
@@ -336,12 +337,15 @@ class FsCore:
         end = min(off + size, node.attrs.size)
         if end <= off:
             return b""
+        self.stats["reads"] += 1
+        self.stats["read_bytes"] += end - off
         src = self._source(node)
         S = self.seg.segment_size
         first, last = off // S, (end - 1) // S
         run = 1
         if node.seq_next == off and off > 0:
-            node.ra_window = min(max(node.ra_window * 2, 4), 64)
+            # at most 32 MiB ahead: the 64 MiB memory tier must still hold it when read
+            node.ra_window = min(max(node.ra_window * 2, 4), 32)
             run = 4
         else:
             node.ra_window = 0
@@ -386,21 +390,35 @@ class FsCore:
         if self.nursery is None:
             return
         last_block = (obj.obj_size - 1) // self.block_bytes if obj.obj_size else -1
-        run = 4
-        for b in range(first_block, min(first_block + window, last_block + 1), run):
-            if self.blocks.cached(obj.key, obj.etag, b):
+        end = min(first_block + window, last_block + 1)
+
+        def wanted(b: int) -> bool:
+            return (obj.key, obj.etag, b) not in self._prefetching and \
+                not self.blocks.cached(obj.key, obj.etag, b)
+
+        b = first_block
+        while b < end:
+            if not wanted(b):
+                b += 1
                 continue
+            run = 1  # one GET for up to 4 consecutive missing blocks
+            while run < 4 and b + run < end and wanted(b + run):
+                run += 1
+            for i in range(b, b + run):
+                self._prefetching.add((obj.key, obj.etag, i))
             self.nursery.start_soon(self._prefetch_one, obj, b, run)
+            b += run
 
     async def _prefetch_one(self, obj: ObjectRef, block: int, run: int) -> None:
-        if self.blocks.cached(obj.key, obj.etag, block):
-            return
         try:
             await trio.to_thread.run_sync(
                 partial(self.blocks.get_block, obj.key, obj.etag, obj.obj_size, block, run=run),
                 limiter=self.prefetch_limiter)
         except Exception as exc:
             log.debug("prefetch of %s block %d failed: %s", obj.key, block, exc)
+        finally:
+            for i in range(block, block + run):
+                self._prefetching.discard((obj.key, obj.etag, i))
 
     async def readlink(self, node: Node) -> str:
         if node.link_target is None:
