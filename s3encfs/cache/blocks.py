@@ -97,6 +97,34 @@ class BlockCache:
                 self._disk.move_to_end(path)
         return data
 
+    def read_part(self, key: str, etag: str, obj_size: int, block: int, start: int, end: int,
+                  *, run: int = 1, memory_only: bool = False) -> bytes:
+        """Bytes [start, end) of one block.  A block that is only on disk is not read whole:
+        a random 4 KiB read then costs one small pread, not a 1 MiB file read."""
+        ident = (key, etag, block)
+        data = self._mem_get(ident)
+        if data is not None:
+            self.hits += 1
+            return data[start:end]
+        if not memory_only:
+            b0, b1 = self.block_range(obj_size, block)
+            path = self._path(key, etag, block)
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                fd = -1
+            if fd >= 0:
+                try:
+                    if os.fstat(fd).st_size == b1 - b0:
+                        part = os.pread(fd, end - start, start)
+                        if len(part) == end - start:
+                            self.hits += 1
+                            return part
+                finally:
+                    os.close(fd)
+        return self.get_block(key, etag, obj_size, block, run=run,
+                              memory_only=memory_only)[start:end]
+
     def _disk_put(self, path: str, data: bytes) -> None:
         if self.max_bytes <= 0:
             return

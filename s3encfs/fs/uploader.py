@@ -77,11 +77,10 @@ class SegmentSource:
     def base_raw(self, i: int, *, run: int = 1) -> bytes:
         assert self.base is not None
         block, within = divmod(i, self.k)
-        raw = self.blocks.get_block(self.base.key, self.base.etag, self.base.obj_size, block,
-                                    run=run, memory_only=self.memory_only)
         start = within * self.layout.stride
         end = start + self.layout.segment_plain_len(i, self.base.plain_size) + self.layout.overhead
-        return raw[start:end]
+        return self.blocks.read_part(self.base.key, self.base.etag, self.base.obj_size, block,
+                                     start, end, run=run, memory_only=self.memory_only)
 
     def base_plain(self, i: int, *, run: int = 1) -> bytes:
         assert self.base_cipher is not None and self.base is not None
