@@ -618,7 +618,9 @@ class FsCore:
                 self.queue.discard(node)
                 self.running.add(node)
                 self.nursery.start_soon(self._upload_task, node)
-            busy_dirs = {n.parent for n in self.queue} | {n.parent for n in self.running}
+            due_dirs = [d for d in self.index_queue if d.upload_due <= now]
+            busy_dirs = ({n.parent for n in self.queue} | {n.parent for n in self.running}
+                         if due_dirs else set())
             for d in list(self.index_queue):
                 if len(self.running) >= self.cfg.upload_concurrency:
                     break
