@@ -192,7 +192,7 @@ class ModelMachine(RuleBasedStateMachine):
     def compare(self) -> None:
         try:
             self._compare()
-        except AssertionError as e:
+        except (AssertionError, OSError) as e:
             self.fail_report(e)
             raise
 
