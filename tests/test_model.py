@@ -255,8 +255,11 @@ class ModelMachine(RuleBasedStateMachine):
     def truncate(self, data: st.DataObject) -> None:
         rel = data.draw(st.sampled_from(self.files()), label="file")
         size = self.prev[rel].size
+        # a truncate to the current size changes nothing under POSIX (ext4 still bumps mtime;
+        # the kernel's FUSE write-back cache does not, see docs/SEMANTICS.md): not compared
         new = data.draw(st.one_of(st.integers(0, size), st.integers(0, size + 2 * SEG + 10),
-                                  st.sampled_from([0, SEG - 1, SEG, SEG + 1])), label="size")
+                                  st.sampled_from([0, SEG - 1, SEG, SEG + 1]))
+                        .filter(lambda n: n != size), label="size")
         self.both(f"truncate {rel} {new}", lambda root: os.truncate(root / rel, new))
 
     @precondition(lambda self: bool(self.files()))

@@ -544,9 +544,9 @@ class FsCore:
                     raise fuse_error(errno.EIO) from None
                 c.base_segs = min(c.base_segs, size // S)
             c.gen += 1
-            node.attrs.size = size
-            t = now_ns()
-            node.attrs.mtime_ns = node.attrs.ctime_ns = t
+            if size != old:  # POSIX: times change only if the size does (as the kernel shows)
+                node.attrs.size = size
+                node.attrs.mtime_ns = node.attrs.ctime_ns = now_ns()
 
     # -- durability --------------------------------------------------------------------------
     def _row_data(self, node: Node) -> dict[str, Any]:
