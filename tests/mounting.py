@@ -34,7 +34,7 @@ class Mount:
 
     def start(self, timeout: float = 60) -> Mount:
         self.mountpoint.mkdir(parents=True, exist_ok=True)
-        self.log = open(self.log_path, "ab")
+        self.log = open(self.log_path, "ab")  # noqa: SIM115 (closed in umount/kill)
         self.proc = subprocess.Popen(self.argv(), env=self.env, stdout=self.log,
                                      stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout

@@ -3,7 +3,6 @@
 import subprocess
 
 import pytest
-
 from mounting import keyenv, mount_factory  # noqa: F401
 
 

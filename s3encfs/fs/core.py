@@ -865,8 +865,9 @@ class FsCore:
         self.schedule_index(d.parent if d.parent is not None else d)
 
     # -- namespace ---------------------------------------------------------------------------
-    async def create_file(self, parent: Node, name: str, mode: int, uid: int, gid: int,
-                          rdev: int = 0) -> Node:
+    async def _new_child(self, parent: Node, name: str, mode: int, uid: int, gid: int,
+                         rdev: int = 0) -> Node:
+        """A new entry in `parent` (checks: read-only, name limits, EEXIST)."""
         if self.cfg.read_only:
             raise fuse_error(errno.EROFS)
         self.check_name(parent, name)
@@ -876,24 +877,22 @@ class FsCore:
         t = now_ns()
         node = self._make_node(parent, name, Attrs(mode, uid, gid, 0, t, t, t, rdev))
         children[name] = node
+        return node
+
+    async def create_file(self, parent: Node, name: str, mode: int, uid: int, gid: int,
+                          rdev: int = 0) -> Node:
+        node = await self._new_child(parent, name, mode, uid, gid, rdev)
         self._ensure_content(node)
         self.touch_dir(parent)
         return node
 
     async def mkdir(self, parent: Node, name: str, mode: int, uid: int, gid: int) -> Node:
-        if self.cfg.read_only:
-            raise fuse_error(errno.EROFS)
-        self.check_name(parent, name)
-        children = await self.ensure_listed(parent)
-        if name in children:
-            raise fuse_error(errno.EEXIST)
-        t = now_ns()
-        node = self._make_node(parent, name, Attrs(stat.S_IFDIR | stat.S_IMODE(mode), uid, gid,
-                                                   0, t, t, t))
+        node = await self._new_child(parent, name, stat.S_IFDIR | stat.S_IMODE(mode), uid, gid)
+        children = parent.children
+        assert children is not None
         node.children = {}
         node.listed_at = time.monotonic()
         node.local_only = True
-        children[name] = node
         marker = self.layout.dir_prefix(node.parts)
         meta = attrs_to_meta(node.attrs) if not self.codec.encrypts_names else {}
         self.persist(node)
