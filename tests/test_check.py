@@ -1,0 +1,113 @@
+"""`s3encfs check` against real SeaweedFS: counts a clean client-mode tree, finds a flipped body
+bit (--data only), tampered metadata, and orphaned multipart uploads (--abort-uploads)."""
+
+import json
+import os
+import subprocess
+
+import pytest
+from mounting import S3ENCFS, keyenv, mount_factory  # noqa: F401
+
+FILES = {"a.txt": b"hello\n", "empty": b"", "sub/c.txt": b"nested file\n",
+         "big.bin": os.urandom(200_000)}  # 4 segments of 64 KiB
+
+
+def run_check(bucket: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*S3ENCFS, "check", f"s3://{bucket}", "--encryption", "client", *args],
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+def as_json(proc: subprocess.CompletedProcess) -> dict:
+    return json.loads(proc.stdout)
+
+
+@pytest.fixture
+def populated(bucket, mount_factory):  # noqa: F811
+    m = mount_factory(bucket, "client")
+    for rel, data in FILES.items():
+        path = m.mountpoint / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    m.umount()
+    return m
+
+
+def file_objects(s3, bucket):
+    objs = s3.list_objects_v2(Bucket=bucket).get("Contents", [])
+    return [o for o in objs if not o["Key"].startswith(".s3encfs/") and not o["Key"].endswith("/")]
+
+
+def test_clean_tree_reads_back(bucket, populated, keyenv):  # noqa: F811
+    proc = run_check(bucket, keyenv, "--data", "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rep = as_json(proc)
+    assert rep["ok"] and rep["problems"] == []
+    files = len(FILES)
+    assert rep["objects"] - rep["directories"] == files
+    assert rep["data_checked"] == files
+    assert rep["indexes"] >= 1
+    assert rep["uploads"] == []
+    plain = run_check(bucket, keyenv)
+    assert plain.returncode == 0, plain.stdout + plain.stderr
+    assert "0 unreadable" in plain.stdout
+
+
+def test_wrong_master_key_is_refused(bucket, populated, keyenv, tmp_path):  # noqa: F811
+    env = dict(keyenv, S3ENCFS_KEYRING_DIR=str(tmp_path / "otherkeys"))
+    subprocess.run([*S3ENCFS, "key", "create", "default"], env=env, check=True,
+                   capture_output=True)
+    proc = run_check(bucket, env)
+    assert proc.returncode != 0
+    assert "wrong master key" in proc.stderr
+
+
+def test_flipped_body_bit_found_only_with_data(bucket, populated, keyenv, s3):  # noqa: F811
+    big = max(file_objects(s3, bucket), key=lambda o: o["Size"])
+    key = big["Key"]
+    obj = s3.get_object(Bucket=bucket, Key=key)
+    body = bytearray(obj["Body"].read())
+    body[len(body) // 2] ^= 0x01
+    s3.put_object(Bucket=bucket, Key=key, Body=bytes(body), Metadata=obj["Metadata"])
+
+    meta_only = run_check(bucket, keyenv, "--json")
+    assert meta_only.returncode == 0, meta_only.stdout + meta_only.stderr
+    with_data = run_check(bucket, keyenv, "--data")
+    assert with_data.returncode == 1, with_data.stdout + with_data.stderr
+    bad = [line for line in with_data.stdout.splitlines() if line.strip().startswith("BAD")]
+    assert len(bad) == 1 and key in bad[0] and "authentication failed" in bad[0]
+    assert "1 unreadable" in with_data.stdout
+
+
+@pytest.mark.parametrize("field", ["s3encfs-attrs", "s3encfs-key"])
+def test_tampered_metadata_found(bucket, populated, keyenv, s3, field):  # noqa: F811
+    victim = file_objects(s3, bucket)[0]["Key"]
+    meta = s3.head_object(Bucket=bucket, Key=victim)["Metadata"]
+    assert field in meta
+    value = meta[field]
+    meta[field] = value[:10] + ("A" if value[10] != "A" else "B") + value[11:]
+    s3.copy_object(Bucket=bucket, Key=victim, CopySource={"Bucket": bucket, "Key": victim},
+                   Metadata=meta, MetadataDirective="REPLACE")
+    proc = run_check(bucket, keyenv, "--json")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    rep = as_json(proc)
+    assert [p["key"] for p in rep["problems"]] == [victim]
+    assert "authentication failed" in rep["problems"][0]["error"]
+
+
+def test_orphaned_upload_listed_and_aborted(bucket, populated, keyenv, s3):  # noqa: F811
+    up = s3.create_multipart_upload(Bucket=bucket, Key="orphan.bin")
+    s3.upload_part(Bucket=bucket, Key="orphan.bin", UploadId=up["UploadId"], PartNumber=1,
+                   Body=b"x" * 1024)
+    listed = run_check(bucket, keyenv)
+    assert listed.returncode == 0, listed.stdout + listed.stderr  # uploads don't fail the check
+    assert "incomplete multipart upload: orphan.bin" in listed.stdout
+    assert up["UploadId"] in listed.stdout
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+
+    aborted = run_check(bucket, keyenv, "--abort-uploads", "--json")
+    assert aborted.returncode == 0, aborted.stdout + aborted.stderr
+    rep = as_json(aborted)
+    assert rep["aborted"] == 1 and rep["uploads"][0]["key"] == "orphan.bin"
+    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+    again = as_json(run_check(bucket, keyenv, "--json"))
+    assert again["uploads"] == []
