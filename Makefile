@@ -50,8 +50,11 @@ run: deps
 test: deps
 	$(VENV)/bin/pytest -q
 
+# ARGS go to bench.run (e.g. ARGS=--quick); SOAK_MINUTES=0 skips the soak
+SOAK_MINUTES ?= 30
 bench: deps
-	$(PY) -m bench.run
+	$(PY) -m bench.run $(ARGS)
+	[ "$(SOAK_MINUTES)" = 0 ] || $(PY) -m bench.soak --minutes $(SOAK_MINUTES)
 
 lint: deps
 	$(VENV)/bin/ruff check .
