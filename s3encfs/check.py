@@ -78,7 +78,7 @@ class Checker:
             if not self._names_decode(rel):
                 return "undecodable", None, 0
             marker = key.endswith("/")
-            info = self.store.head(key)
+            info = self._head(key)
             if marker:
                 return "marker", None, 0
             nread = 0
@@ -104,6 +104,23 @@ class Checker:
             return "object", f"{type(exc).__name__}: {exc}", 0
         except Exception as exc:  # one bad object must not stop the walk
             return "object", f"{type(exc).__name__}: {exc}", 0
+
+    def _head(self, key: str) -> Any:
+        """HEAD (trying the keyring's SSE-C keys like every read does), then hold the response's
+        SSE headers to the policy: reads accept an object without SSE, `check` must not."""
+        from s3encfs.store.s3 import _info
+
+        store = self.store
+
+        def attempt(args: dict[str, Any]) -> dict[str, Any]:
+            resp: dict[str, Any] = store._call("HeadObject", key, store.client.head_object,
+                                               Key=key, **args)
+            return resp
+
+        resp = store._with_read_key(key, attempt)
+        if store.sse.mode != "none":
+            store.sse.verify(resp, "head", key)  # SseMismatch
+        return _info(key, resp)
 
     def _names_decode(self, rel: str) -> bool:
         from s3encfs.codec import UndecodableName

@@ -111,3 +111,21 @@ def test_orphaned_upload_listed_and_aborted(bucket, populated, keyenv, s3):  # n
     assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
     again = as_json(run_check(bucket, keyenv, "--json"))
     assert again["uploads"] == []
+
+
+def test_object_without_sse_found(bucket, mount_factory, keyenv, s3):  # noqa: F811
+    subprocess.run([*S3ENCFS, "key", "create", "ssec1"], env=keyenv, check=True,
+                   capture_output=True)
+    m = mount_factory(bucket, "sse-c:ssec1")
+    (m.mountpoint / "good.txt").write_bytes(b"good\n")
+    (m.mountpoint / "bad.txt").write_bytes(b"bad\n")
+    m.umount()
+    s3.put_object(Bucket=bucket, Key="bad.txt", Body=b"bad\n")  # same name, no SSE-C
+    proc = subprocess.run([*S3ENCFS, "check", f"s3://{bucket}", "--encryption", "sse-c:ssec1",
+                           "--data", "--json"], env=keyenv, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    rep = as_json(proc)
+    assert [p["key"] for p in rep["problems"]] == ["bad.txt"]
+    assert "wrong or missing SSE" in rep["problems"][0]["error"]
+    assert rep["data_checked"] == 1
