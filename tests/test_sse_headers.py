@@ -217,3 +217,25 @@ def test_verify_rules() -> None:
     with pytest.raises(SseMismatch):
         parse_policy("sse-s3").verify({"ServerSideEncryption": "aws:kms"}, "head", "k")
     parse_policy("sse-s3").verify({}, "create_multipart", "k")  # silent: HEAD confirms later
+
+
+def test_kms_errors_name_the_key_or_the_missing_feature() -> None:
+    """SSE-KMS failures say which key (or which unsupported feature) is at fault."""
+    from botocore.exceptions import ClientError
+
+    from s3encfs.store.s3 import _kms_hint
+    from s3encfs.store.sse import parse_policy
+
+    def err(code: str, status: int, message: str = "") -> ClientError:
+        return ClientError({"Error": {"Code": code, "Message": message},
+                            "ResponseMetadata": {"HTTPStatusCode": status}}, "PutObject")
+
+    kms = parse_policy("sse-kms:alias/backup", bucket_key=True)
+    hint = _kms_hint(kms, err("KMS.DisabledException", 400))
+    assert hint is not None and "alias/backup" in hint
+    assert "alias/backup" in (_kms_hint(kms, err("AccessDenied", 403)) or "")
+    bk = _kms_hint(kms, err("InvalidArgument", 400, "Bucket key is not supported"))
+    assert bk is not None and "Bucket Keys" in bk
+    dsse = parse_policy("dsse-kms")
+    assert "DSSE-KMS" in (_kms_hint(dsse, err("NotImplemented", 501)) or "")
+    assert _kms_hint(parse_policy("sse-s3"), err("AccessDenied", 403)) is None

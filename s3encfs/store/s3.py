@@ -28,7 +28,7 @@ from .errors import (
     client_error_info,
     map_error,
 )
-from .sse import SSEC_META, SseCPolicy, SsePolicy
+from .sse import SSEC_META, KmsLikePolicy, SseCPolicy, SsePolicy
 
 MAX_COPY = 5 * 1024**3  # largest single CopyObject
 COPY_PART = 512 * 1024**2  # part size for multipart copies of larger objects
@@ -159,6 +159,25 @@ def _info(key: str, resp: dict[str, Any]) -> ObjectInfo:
     )
 
 
+def _kms_hint(policy: SsePolicy, exc: ClientError) -> str | None:
+    """Name the KMS key (or the unsupported feature) when an SSE-KMS/DSSE-KMS call fails."""
+    if not isinstance(policy, KmsLikePolicy) or policy.mode not in ("sse-kms", "dsse-kms"):
+        return None
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    message = str(exc.response.get("Error", {}).get("Message", ""))
+    key = policy.kms_key_id or "the bucket's default KMS key"
+    if code in ("NotImplemented", "InvalidArgument", "InvalidRequest"):
+        if policy.mode == "dsse-kms" and ("dsse" in message.lower() or code == "NotImplemented"):
+            return "this server does not support DSSE-KMS (aws:kms:dsse)"
+        if policy.bucket_key and "bucket" in message.lower():
+            return "this server does not support S3 Bucket Keys (drop --bucket-key)"
+    if code.startswith("KMS.") or code in ("AccessDenied", "KMSAccessDenied") or \
+            _status(exc) in (400, 403):
+        return (f"{policy.mode} with KMS key {key}: check that it exists, is enabled, and that "
+                "this identity may use it (kms:GenerateDataKey, kms:Decrypt)")
+    return None
+
+
 def _status(exc: ClientError) -> int | None:
     return client_error_info(exc)[1]
 
@@ -240,6 +259,8 @@ class ObjectStore:
                 hint = (
                     "new AWS buckets (April 2026+) block SSE-C writes unless the owner allows them"
                 )
+            if not hint and isinstance(exc, ClientError):
+                hint = _kms_hint(self.sse, exc) or hint
             raise map_error(exc, bucket=self.bucket, key=key, op=op, hint=hint) from exc
         retries = int(resp.get("ResponseMetadata", {}).get("RetryAttempts", 0))
         self.stats.record(op, up=up, retries=retries)
