@@ -84,11 +84,16 @@ def finished_files(root: Path) -> list[str]:
 
 def rsync_and_crash(src: Path, dst: Path, crash: Callable[[], None], after: float,
                     recover: Callable[[], None] | None = None) -> tuple[list[str], int]:
-    """Start `rsync -a`, crash after `after` s; return (files finished before the crash, rc)."""
+    """Start `rsync -a`, crash after at least `after` s and once some files are finished (a
+    loaded machine may need longer); return (files finished before the crash, rc)."""
     proc = subprocess.Popen(["rsync", "-a", f"{src}/", f"{dst}/"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(after)
     finished = finished_files(dst)
+    deadline = time.monotonic() + 120
+    while not finished and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.3)
+        finished = finished_files(dst)
     assert proc.poll() is None, "rsync finished before the crash: make the tree bigger"
     crash()
     if recover is not None:
