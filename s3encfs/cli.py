@@ -41,6 +41,9 @@ def main() -> None:
 @click.option("--dir-ttl", type=float,
               help="Seconds a directory listing is trusted (other writers show up after it).")
 @click.option("--attr-timeout", type=float, help="Kernel attribute/entry cache seconds.")
+@click.option("--read-timeout", type=float,
+              help="Seconds without data from S3 before a request is retried (default 60).")
+@click.option("--connect-timeout", type=float, help="S3 connect timeout seconds (default 10).")
 @click.option("-o", "options", multiple=True, help="FUSE options: allow_other, ro, ...")
 @click.option("-f", "--foreground", is_flag=True, default=None)
 @click.option("--debug", multiple=True, help="Debug logging for subsystems: fs,store,cache,all")

@@ -78,6 +78,8 @@ class MountConfig:
     upload_delay: float = 2.0  # seconds a closed file waits before its upload (coalescing)
     multipart_size: int = 16 * 1024**2
     attr_timeout: float = 5.0
+    connect_timeout: float = 10.0  # seconds; each S3 request is retried by botocore
+    read_timeout: float = 60.0  # seconds without a byte from S3 before a request is retried
     dir_ttl: float = 30.0  # seconds a directory listing is trusted before S3 is asked again
     foreground: bool = False
     backup: BackupConfig = field(default_factory=BackupConfig)

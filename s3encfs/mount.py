@@ -133,7 +133,8 @@ def prepare(cfg: MountConfig) -> Prepared:
     codec, policy = build_codec_and_policy(cfg)
     store = ObjectStore(bucket, endpoint_url=cfg.endpoint_url, region=cfg.region,
                         profile=cfg.profile, sse=policy,
-                        max_pool=max(64, cfg.upload_concurrency * 4))
+                        max_pool=max(64, cfg.upload_concurrency * 4),
+                        connect_timeout=cfg.connect_timeout, read_timeout=cfg.read_timeout)
     store.strict_sse = not cfg.allow_unverified_sse
     try:
         store.check_bucket()

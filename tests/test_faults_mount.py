@@ -3,9 +3,8 @@
 reads retry and succeed, and a permanently failing object gives EIO (logged by key) for that file
 only while the rest of the mount keeps serving.
 
-Note: ObjectStore's connect/read timeouts (10 s / 60 s) and retry budget (8 attempts, botocore
-"standard" mode) are not exposed on the `s3encfs mount` command line, so these tests use status,
-reset and truncate faults (fast) rather than `timeout` faults (each would cost 60 s).
+Timeouts: `--read-timeout 2` makes a held request cost 2 s instead of 60 s, so the `timeout`
+fault is tested too (test_timeouts_are_retried).
 """
 
 from __future__ import annotations
@@ -183,3 +182,22 @@ def test_permanent_reset_gives_eio(bucket, s3, proxy, mount_factory):
     assert ei.value.errno == errno.EIO
     assert (m.mountpoint / "ok").read_bytes() == b"fine"
     assert "resets" in m.read_log()
+
+
+def test_timeouts_are_retried(bucket, s3, proxy, mount_factory, tmp_path):
+    """Requests S3 holds without answering time out and are retried: writes land, reads work."""
+    m = mount_factory(bucket, "none", extra=["--endpoint-url", proxy.endpoint,
+                                             "--read-timeout", "2", "--connect-timeout", "2"])
+    data = random.Random(5).randbytes(300_000)
+    proxy.add_fault(Fault(kind="timeout", op="PutObject", key_contains="slow", count=2,
+                          delay=30))
+    (m.mountpoint / "slow.bin").write_bytes(data)
+    m.umount()
+    assert s3.get_object(Bucket=bucket, Key="slow.bin")["Body"].read() == data
+    assert proxy.stats()["faults"].get("timeout", 0) == 2
+    shutil.rmtree(m.cache_dir)
+    m.start()
+    proxy.add_fault(Fault(kind="timeout", op="GetObject", key_contains="slow", count=2,
+                          delay=30))
+    assert (m.mountpoint / "slow.bin").read_bytes() == data
+    assert proxy.stats()["faults"].get("timeout", 0) == 4
