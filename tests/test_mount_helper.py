@@ -9,10 +9,12 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from s3encfs import mount_helper
+from s3encfs.control import control_socket_path, query
 from s3encfs.mount_helper import UsageError, build_mount_argv, parse_args
 
 
@@ -231,3 +233,36 @@ def test_real_mount_via_fstab_type(
         if os.path.ismount(mnt):
             subprocess.run(["fusermount3", "-uz", str(mnt)])
     assert not os.path.ismount(mnt)
+
+
+@pytest.mark.skipif(_mount_works() is not None, reason=str(_mount_works()))
+def test_fstab_line_mount_and_plain_umount(
+    helper_installed: str, bucket: str, s3env: dict[str, str], s3: Any, tmp_path: Path
+) -> None:
+    """A line in a (test) fstab mounts with `mount -T FSTAB MOUNTPOINT`; plain umount(8)
+    unmounts, and the mount process still uploads what was written before it exits."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    env = {**s3env, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    fstab = tmp_path / "fstab"
+    fstab.write_text(
+        f"s3://{bucket}/fs {mnt} s3encfs _netdev,nofail,enc=none,upload_delay=30,"
+        f"endpoint_url={env['AWS_ENDPOINT_URL']},cache_dir={tmp_path / 'cache'} 0 0\n"
+    )
+    proc = subprocess.run(["mount", "-v", "-T", str(fstab), str(mnt)], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    try:
+        assert os.path.ismount(mnt)
+        (mnt / "from-fstab.txt").write_text("fstab\n")
+        pid = query(control_socket_path(str(mnt)), "status")["pid"]
+        assert subprocess.run(["umount", str(mnt)], capture_output=True).returncode == 0
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}"):
+            time.sleep(0.1)
+        assert not os.path.exists(f"/proc/{pid}")
+    finally:
+        if os.path.ismount(mnt):
+            subprocess.run(["fusermount3", "-uz", str(mnt)])
+    body = s3.get_object(Bucket=bucket, Key="fs/from-fstab.txt")["Body"].read()
+    assert body == b"fstab\n"
