@@ -917,13 +917,18 @@ class FsCore:
         await self.fsync(node)
         return node
 
-    async def unlink(self, parent: Node, name: str) -> None:
+    async def _existing_child(self, parent: Node, name: str) -> tuple[dict[str, Node], Node]:
+        """(parent's children, the child) for an entry about to be removed (EROFS, ENOENT)."""
         if self.cfg.read_only:
             raise fuse_error(errno.EROFS)
         children = await self.ensure_listed(parent)
         node = children.get(name)
         if node is None:
             raise fuse_error(errno.ENOENT)
+        return children, node
+
+    async def unlink(self, parent: Node, name: str) -> None:
+        children, node = await self._existing_child(parent, name)
         if node.is_dir:
             raise fuse_error(errno.EISDIR)
         async with node.lock:
@@ -979,12 +984,7 @@ class FsCore:
         c.base_segs = 0
 
     async def rmdir(self, parent: Node, name: str) -> None:
-        if self.cfg.read_only:
-            raise fuse_error(errno.EROFS)
-        children = await self.ensure_listed(parent)
-        node = children.get(name)
-        if node is None:
-            raise fuse_error(errno.ENOENT)
+        children, node = await self._existing_child(parent, name)
         if not node.is_dir:
             raise fuse_error(errno.ENOTDIR)
         sub = await self.ensure_listed(node, force=True)
