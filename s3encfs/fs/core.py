@@ -841,8 +841,6 @@ class FsCore:
                 log.error("fsync upload of %r failed: %s", node.path, exc)
                 self.schedule(node, 5)
                 raise fuse_error(errno.EIO) from None
-            if node.parent is not None and node.parent.index_dirty:
-                pass  # the index is a cache; not needed for the file's durability
 
     # -- metadata changes -------------------------------------------------------------------
     def attrs_changed(self, node: Node) -> None:

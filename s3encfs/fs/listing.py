@@ -21,7 +21,7 @@ from s3encfs.cache.journal import Journal
 from s3encfs.codec import IntegrityError, UndecodableName
 from s3encfs.fs.nodes import ObjectRef
 from s3encfs.store.errors import NotFound
-from s3encfs.store.layout import CONTROL_DIR, Attrs, Layout, meta_to_attrs
+from s3encfs.store.layout import Attrs, Layout, meta_to_attrs
 from s3encfs.store.s3 import ObjectInfo, ObjectStore
 
 log = logging.getLogger("s3encfs.listing")
@@ -213,6 +213,3 @@ def head_many(store: ObjectStore, journal: Journal, pool: ThreadPoolExecutor,
         out.update((x.key, x) for x in infos)
     return out
 
-
-def control_dir_name() -> str:
-    return CONTROL_DIR
