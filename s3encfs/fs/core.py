@@ -580,6 +580,17 @@ class FsCore:
         heapq.heappush(self._heap, (due, next(self._seq), node))
         self._kick.set()
 
+    def _drop_row(self, node: Node) -> None:
+        """Forget the node's pending journal row (its work is done or no longer wanted)."""
+        if node.row_id is not None:
+            self.journal.remove(node.row_id)
+            node.row_id = None
+
+    def _save_path(self, node: Node) -> None:
+        """Record the node's current path in its pending journal row (after a rename)."""
+        if node.row_id is not None:
+            self.journal.set_path(node.row_id, node.path)
+
     def schedule(self, node: Node, delay: float | None = None) -> None:
         self._enqueue(node, trio.current_time() + (
             self.cfg.upload_delay if delay is None else delay))
@@ -678,8 +689,7 @@ class FsCore:
             node.name = new
             node.obj = None
             node.replaced_etag = None
-            if node.row_id is not None:
-                self.journal.set_path(node.row_id, node.path)
+            self._save_path(node)
         parent.listed_at = 0  # show the other writer's version under the original name
         self.stats["conflicts"] = self.stats.get("conflicts", 0) + 1
         self.stats["last_conflict"] = f"{old_path} -> {node.path}"
@@ -738,9 +748,8 @@ class FsCore:
             etag = await self.run(self.store.copy, node.obj.key, key, metadata=meta)
             node.obj = ObjectRef(key, etag, node.obj.obj_size, node.obj.plain_size, meta)
             node.meta_dirty = False
-        if node.row_id is not None and node.content is None:
-            self.journal.remove(node.row_id)
-            node.row_id = None
+        if node.content is None:
+            self._drop_row(node)
         if node.meta_dirty and node.content is None:
             self.persist(node)  # a "meta" row until the metadata rewrite is in S3
             self.schedule(node, 0)
@@ -899,8 +908,7 @@ class FsCore:
         except store_errors.StoreError as exc:
             log.error("mkdir %r failed: %s", node.path, exc)
             children.pop(name, None)
-            if node.row_id is not None:
-                self.journal.remove(node.row_id)
+            self._drop_row(node)
             raise fuse_error(errno.EIO) from None
         self.touch_dir(parent)
         self.schedule_index(parent)
@@ -935,9 +943,7 @@ class FsCore:
             children.pop(name, None)
             node.unlinked = True
             self.queue.discard(node)
-            if node.row_id is not None:
-                self.journal.remove(node.row_id)
-                node.row_id = None
+            self._drop_row(node)
             if node.obj is not None:
                 try:
                     await self.run(self.store.delete, node.obj.key)
@@ -997,9 +1003,7 @@ class FsCore:
         children.pop(name, None)
         node.unlinked = True
         self.index_queue.discard(node)
-        if node.row_id is not None:
-            self.journal.remove(node.row_id)
-            node.row_id = None
+        self._drop_row(node)
         self.touch_dir(parent)
 
     async def rename(self, p_old: Node, old: str, p_new: Node, new: str, flags: int) -> None:
@@ -1044,9 +1048,7 @@ class FsCore:
         async with target.lock:
             target.unlinked = True
             self.queue.discard(target)
-            if target.row_id is not None:
-                self.journal.remove(target.row_id)
-                target.row_id = None
+            self._drop_row(target)
             if target.is_dir:
                 await self.run(self.store.delete, self.layout.dir_prefix(target.parts))
                 await self.run(self.store.delete, self.layout.index_key(target.parts))
@@ -1102,8 +1104,7 @@ class FsCore:
                     log.error("rename of %r failed: %s", node.path, exc)
                     raise fuse_error(errno.EIO) from None
             self._move(node, p_new, new)
-            if node.row_id is not None:
-                self.journal.set_path(node.row_id, node.path)
+            self._save_path(node)
 
     def _move(self, node: Node, p_new: Node, new: str) -> None:
         assert node.parent is not None and node.parent.children is not None
@@ -1166,8 +1167,7 @@ class FsCore:
         self._move(node, p_new, new)
         self._invalidate_subtree(node, copied)
         self.schedule_index(p_new)
-        if node.row_id is not None:
-            self.journal.set_path(node.row_id, node.path)
+        self._save_path(node)
 
     def _subtree_index_keys(self, node: Node) -> list[str]:
         keys = []
