@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -10,6 +11,16 @@ import time
 from pathlib import Path
 
 S3ENCFS = [sys.executable, "-m", "s3encfs.cli"]
+
+
+def tree_hashes(root: Path) -> dict[str, str]:
+    """sha256 of every file below `root`, keyed by its path relative to `root`."""
+    out = {}
+    for dirpath, _dirs, files in os.walk(root):
+        for f in files:
+            p = Path(dirpath) / f
+            out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
 
 
 class Mount:

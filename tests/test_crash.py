@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from mounting import Mount, keyenv, mount_factory  # noqa: F401
+from mounting import Mount, keyenv, mount_factory, tree_hashes  # noqa: F401
 
 from s3encfs.server import SeaweedS3
 
@@ -113,13 +113,7 @@ def bucket_hashes(s3, bucket: str) -> dict[str, str]:
     return out
 
 
-def mount_hashes(root: Path) -> dict[str, str]:
-    out = {}
-    for dirpath, _dirs, files in os.walk(root):
-        for f in files:
-            p = Path(dirpath) / f
-            out[str(p.relative_to(root))] = sha(p.read_bytes())
-    return out
+mount_hashes = tree_hashes
 
 
 def check_state(state: dict[str, str], finished: list[str], new: dict[str, str],

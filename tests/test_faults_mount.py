@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from faultproxy import Fault, FaultProxy
-from mounting import keyenv, mount_factory  # noqa: F401
+from mounting import keyenv, mount_factory, tree_hashes  # noqa: F401
 
 
 def sha(data: bytes) -> str:
@@ -70,15 +70,6 @@ def read_faults(rate: float) -> list[Fault]:
         Fault(kind="reset", op="GetObject", rate=rate / 2),
         Fault(kind="truncate", op="GetObject", rate=rate / 2),
     ]
-
-
-def tree_hashes(root: Path) -> dict[str, str]:
-    out = {}
-    for dirpath, _dirs, files in os.walk(root):
-        for f in files:
-            p = Path(dirpath) / f
-            out[str(p.relative_to(root))] = sha(p.read_bytes())
-    return out
 
 
 @pytest.mark.parametrize("mode", ["none", "client"])
