@@ -196,6 +196,8 @@ def test_kill9_after_close_keeps_closed_files(mode, bucket, s3, mount_factory,  
         "name with space ü": b"unicode",
     }
     (root / "sub" / "deeper").mkdir(parents=True)
+    (root / "empty dir" / "inner").mkdir(parents=True)  # markers only: nothing else keeps them
+    os.chmod(root / "empty dir", 0o750)
     for rel, data in files.items():
         (root / rel).write_bytes(data)
     os.chmod(root / "small.txt", 0o600)
@@ -212,6 +214,9 @@ def test_kill9_after_close_keeps_closed_files(mode, bucket, s3, mount_factory,  
         st = os.stat(root / "small.txt")
         assert st.st_mode & 0o777 == 0o600
         assert os.stat(root / "sub" / "medium.bin").st_mtime_ns == 1_500_000_000_000_000_002
+        assert os.listdir(root / "empty dir") == ["inner"]
+        assert os.listdir(root / "empty dir" / "inner") == []
+        assert os.stat(root / "empty dir").st_mode & 0o777 == 0o750
 
     check_mount()
     m.umount()
@@ -286,3 +291,41 @@ def test_kill9_after_pending_namespace_changes(mode, bucket, s3, mount_factory):
     shutil.rmtree(m.cache_dir)
     m.start()
     check()
+
+
+def marker_keys(s3, bucket: str) -> set[str]:
+    out = set()
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for o in page.get("Contents", []):
+            if o["Key"].endswith("/") and not o["Key"].startswith(".s3encfs/"):
+                out.add(o["Key"])
+    return out
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_directory_markers_go_up_in_the_background(mode, bucket, s3, mount_factory):  # noqa: F811
+    """mkdir returns before its marker PUT; a directory removed before the upload delay costs
+    nothing in S3, and renaming a tree of still-pending directories moves them all."""
+    m = mount_factory(bucket, mode, extra=["--upload-delay", "30"])
+    root = m.mountpoint
+    (root / "gone").mkdir()
+    (root / "gone").rmdir()
+    (root / "a" / "b" / "c").mkdir(parents=True)
+    assert marker_keys(s3, bucket) == set()  # still queued
+    os.rename(root / "a", root / "z")
+    after_rename = marker_keys(s3, bucket)
+    assert len(after_rename) == 3, after_rename
+    if mode == "none":
+        assert after_rename == {"z/", "z/b/", "z/b/c/"}
+    (root / "z" / "b" / "new").mkdir()
+    os.rmdir(root / "z" / "b" / "c")
+    m.umount()
+    markers = marker_keys(s3, bucket)
+    assert len(markers) == 3, markers
+    if mode == "none":
+        assert markers == {"z/", "z/b/", "z/b/new/"}
+    shutil.rmtree(m.cache_dir)
+    m.start()
+    walked = sorted(str(Path(d).relative_to(root)) for d, _s, _f in os.walk(root))
+    assert walked == [".", "z", "z/b", "z/b/new"]
+    m.umount()

@@ -98,19 +98,20 @@ class BlockCache:
         return data
 
     def read_part(self, key: str, etag: str, obj_size: int, block: int, start: int, end: int,
-                  *, run: int = 1, memory_only: bool = False) -> bytes:
-        """Bytes [start, end) of one block.  A block that is only on disk is not read whole:
-        a random 4 KiB read then costs one small pread, not a 1 MiB file read."""
+                  *, run: int = 1, local_only: bool = False) -> bytes:
+        """Bytes [start, end) of one block.  A block that is only on disk is not read whole for a
+        random read (a 4 KiB read costs one small pread, not a 1 MiB file read); a sequential
+        reader (`run` > 1) loads it whole into the memory tier for the reads that follow.
+        `local_only`: never wait for S3 — raise LookupError on a miss."""
         ident = (key, etag, block)
         data = self._mem_get(ident)
         if data is not None:
             self.hits += 1
             return data[start:end]
-        if not memory_only:
+        if run == 1:
             b0, b1 = self.block_range(obj_size, block)
-            path = self._path(key, etag, block)
             try:
-                fd = os.open(path, os.O_RDONLY)
+                fd = os.open(self._path(key, etag, block), os.O_RDONLY)
             except FileNotFoundError:
                 fd = -1
             if fd >= 0:
@@ -123,7 +124,24 @@ class BlockCache:
                 finally:
                     os.close(fd)
         return self.get_block(key, etag, obj_size, block, run=run,
-                              memory_only=memory_only)[start:end]
+                              local_only=local_only)[start:end]
+
+    def advise(self, key: str, etag: str, block: int) -> bool:
+        """Ask the kernel to start reading a block that is on disk (sequential read-ahead over
+        the disk tier); False if it is not there."""
+        path = self._path(key, etag, block)
+        with self._lock:
+            if path not in self._disk:
+                return False
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        finally:
+            os.close(fd)
+        return True
 
     def _disk_put(self, path: str, data: bytes) -> None:
         if self.max_bytes <= 0:
@@ -188,7 +206,7 @@ class BlockCache:
             return self._path(key, etag, block) in self._disk
 
     def get_block(self, key: str, etag: str, obj_size: int, block: int, *,
-                  run: int = 1, memory_only: bool = False) -> bytes:
+                  run: int = 1, local_only: bool = False) -> bytes:
         """Object bytes of one block (blocking).  On a miss, fetch `run` consecutive blocks in
         one GET so sequential readers pay one request per read-ahead window."""
         ident = (key, etag, block)
@@ -196,8 +214,6 @@ class BlockCache:
         if data is not None:
             self.hits += 1
             return data
-        if memory_only:
-            raise LookupError(ident)
         start, end = self.block_range(obj_size, block)
         path = self._path(key, etag, block)
         data = self._disk_get(path, end - start)
@@ -205,6 +221,8 @@ class BlockCache:
             self.hits += 1
             self._mem_put(ident, data)
             return data
+        if local_only:
+            raise LookupError(ident)
         with self._lock:
             fut = self._inflight.get(ident)
             owner = fut is None

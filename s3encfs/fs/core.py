@@ -114,6 +114,7 @@ class FsCore:
         self.nursery: trio.Nursery | None = None
         self.prefetch_limiter = trio.CapacityLimiter(8)
         self._prefetching: set[tuple[str, str, int]] = set()
+        self._advised: dict[tuple[str, str], int] = {}  # last disk block read ahead, per object
         self.dir_prefetch_limiter = trio.CapacityLimiter(8)
         self.stats: dict[str, Any] = {"uploads": 0, "upload_errors": 0, "last_upload": None,
                                       "last_error": None, "reads": 0, "read_bytes": 0}
@@ -355,20 +356,25 @@ class FsCore:
                     self._prefetch_whole(src.base)
         node.seq_next = end
 
+        clean = src.base is not None and node.content is None
+
         def work() -> bytes:
+            if clean:
+                return src.base_range(off, end, run=run)
             out = [src.plain(i, run=run) for i in range(first, last + 1)]
             data = b"".join(out)
             return data[off - first * S:end - first * S]
 
         data = None
-        if src.base is not None and node.content is None:
-            # blocks already in memory: serve on this thread (a worker-thread hop costs more)
-            src.memory_only = True
+        if clean:
+            # blocks in memory or in the local disk cache: serve on this thread (a worker-thread
+            # hop costs more than a local pread); only S3 fetches go to a worker
+            src.local_only = True
             try:
                 data = work()
-            except LookupError:
+            except (LookupError, OSError):
                 data = None
-            src.memory_only = False
+            src.local_only = False
         try:
             if data is None:
                 data = await self.run(work)
@@ -396,9 +402,13 @@ class FsCore:
             return (obj.key, obj.etag, b) not in self._prefetching and \
                 not self.blocks.cached(obj.key, obj.etag, b)
 
+        ident = (obj.key, obj.etag)
+        advised = self._advised.get(ident, -1)
         b = first_block
         while b < end:
             if not wanted(b):
+                if b > advised and self.blocks.advise(obj.key, obj.etag, b):
+                    advised = b  # on disk: let the kernel read it ahead of the reader
                 b += 1
                 continue
             run = 1  # one GET for up to 4 consecutive missing blocks
@@ -408,6 +418,9 @@ class FsCore:
                 self._prefetching.add((obj.key, obj.etag, i))
             self.nursery.start_soon(self._prefetch_one, obj, b, run)
             b += run
+        if len(self._advised) > 1000:
+            self._advised.clear()
+        self._advised[ident] = advised
 
     async def _prefetch_one(self, obj: ObjectRef, block: int, run: int) -> None:
         try:
@@ -704,6 +717,8 @@ class FsCore:
         if node.unlinked:
             return
         if node.is_dir:
+            if node.marker_pending:
+                await self._put_marker(node)
             if node.parent is not None:
                 self.schedule_index(node.parent)
             else:
@@ -808,7 +823,7 @@ class FsCore:
             if child.is_dir:
                 meta = attrs_to_meta(child.attrs)
                 dirs[enc] = meta
-                if child.row_id is not None:
+                if child.row_id is not None and not child.marker_pending:
                     done_rows.append((child, child.row_id, meta))
             elif child.obj is not None:
                 files[enc] = (child.obj.etag, child.obj.meta)
@@ -819,7 +834,8 @@ class FsCore:
         await self.run(write_index, self.store, self.layout, d.parts,
                        DirIndex(files, dirs, self_meta))
         for child, row, meta in done_rows:
-            if child.row_id == row and attrs_to_meta(child.attrs) == meta:
+            if child.row_id == row and attrs_to_meta(child.attrs) == meta \
+                    and not child.marker_pending:
                 self.journal.remove(row)
                 child.row_id = None
                 child.local_only = False
@@ -840,7 +856,7 @@ class FsCore:
                 await self._idle.wait()
 
     async def fsync(self, node: Node) -> None:
-        if node.content is not None or node.meta_dirty:
+        if node.content is not None or node.meta_dirty or node.marker_pending:
             self.queue.discard(node)
             while node in self.running:
                 await trio.sleep(0.01)
@@ -895,24 +911,23 @@ class FsCore:
 
     async def mkdir(self, parent: Node, name: str, mode: int, uid: int, gid: int) -> Node:
         node = await self._new_child(parent, name, stat.S_IFDIR | stat.S_IMODE(mode), uid, gid)
-        children = parent.children
-        assert children is not None
         node.children = {}
         node.listed_at = time.monotonic()
         node.local_only = True
-        marker = self.layout.dir_prefix(node.parts)
-        meta = attrs_to_meta(node.attrs) if not self.codec.encrypts_names else {}
+        # the marker goes up in the background like a file (journaled first, so a crash
+        # replays it): an rsync creating hundreds of directories does not wait a PUT for each,
+        # and a directory removed within the coalescing delay costs no request at all
+        node.marker_pending = True
         self.persist(node)
-        try:
-            await self.run(self.store.put, marker, b"", meta)
-        except store_errors.StoreError as exc:
-            log.error("mkdir %r failed: %s", node.path, exc)
-            children.pop(name, None)
-            self._drop_row(node)
-            raise fuse_error(errno.EIO) from None
+        self.schedule(node)
         self.touch_dir(parent)
-        self.schedule_index(parent)
         return node
+
+    async def _put_marker(self, node: Node) -> None:
+        """PUT a new directory's `dir/` marker (node.lock held)."""
+        meta = attrs_to_meta(node.attrs) if not self.codec.encrypts_names else {}
+        await self.run(self.store.put, self.layout.dir_prefix(node.parts), b"", meta)
+        node.marker_pending = False
 
     async def symlink(self, parent: Node, name: str, target: str, uid: int, gid: int) -> Node:
         node = await self.create_file(parent, name, stat.S_IFLNK | 0o777, uid, gid)
@@ -994,12 +1009,17 @@ class FsCore:
         sub = await self.ensure_listed(node, force=True)
         if sub:
             raise fuse_error(errno.ENOTEMPTY)
-        try:
-            await self.run(self.store.delete, self.layout.dir_prefix(node.parts))
-            await self.run(self.store.delete, self.layout.index_key(node.parts))
-        except store_errors.StoreError as exc:
-            log.error("rmdir %r failed: %s", node.path, exc)
-            raise fuse_error(errno.EIO) from None
+        self.queue.discard(node)
+        async with node.lock:  # a marker PUT in flight must not land after the delete
+            try:
+                await self.run(self.store.delete, self.layout.dir_prefix(node.parts))
+                await self.run(self.store.delete, self.layout.index_key(node.parts))
+            except store_errors.StoreError as exc:
+                log.error("rmdir %r failed: %s", node.path, exc)
+                if node.marker_pending:
+                    self.schedule(node, 0)
+                raise fuse_error(errno.EIO) from None
+            node.marker_pending = False
         children.pop(name, None)
         node.unlinked = True
         self.index_queue.discard(node)
@@ -1201,6 +1221,8 @@ class FsCore:
             n = stack.pop()
             if n.is_dir:
                 stack.extend((n.children or {}).values())
+                if n.marker_pending:
+                    todo.append(n)
             elif n.content is not None or n.meta_dirty:
                 todo.append(n)
         for n in todo:

@@ -67,6 +67,7 @@ class Node:
         "local_only",
         "lock",
         "lookups",
+        "marker_pending",
         "meta_dirty",
         "name",
         "obj",
@@ -109,6 +110,7 @@ class Node:
         self.random_reads = 0
         self.provisional = False  # attrs from LIST only (see fs/listing.py HEAD_INLINE_LIMIT)
         self.local_only = False  # directory created here whose marker is not yet confirmed
+        self.marker_pending = False  # directory created here whose `dir/` marker is not yet PUT
         self.replaced_etag: str | None = None  # object this file replaced by rename-over
 
     @property
