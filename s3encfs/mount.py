@@ -191,6 +191,10 @@ def run_mount(cfg: MountConfig, ready_fd: int | None = None) -> int:
         pyfuse3.init(ops, cfg.mountpoint, opts)
         return await serve(core, cfg, ready_fd)
 
+    # The FUSE thread answers a chain of small requests (rsync: lookup, create, write, release,
+    # utimens, rename per file) while S3 worker threads run botocore; with the default 5 ms GIL
+    # switch interval each hand-back to the FUSE thread can wait that long.
+    sys.setswitchinterval(float(os.environ.get("S3ENCFS_SWITCH_INTERVAL", "0.0005")))
     try:
         return trio.run(main)
     finally:

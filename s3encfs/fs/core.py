@@ -179,10 +179,12 @@ class FsCore:
             if d.children is not None and not force and \
                     (time.monotonic() - d.listed_at) < self.cfg.dir_ttl:
                 return d.children
+            known = {c.obj.key: (c.obj.etag, c.obj.meta) for c in (d.children or {}).values()
+                     if c.obj is not None and not c.provisional}
             try:
                 entries, index = await trio.to_thread.run_sync(
                     partial(load_directory, self.store, self.layout, self.journal, self.pool,
-                            d.parts, self.cfg.uid, self.cfg.gid, self.mount_time))
+                            d.parts, self.cfg.uid, self.cfg.gid, self.mount_time, known))
             except store_errors.StoreError as exc:
                 log.error("listing %r failed: %s", d.path or "/", exc)
                 raise fuse_error(errno.EIO) from None
@@ -497,8 +499,12 @@ class FsCore:
                         newly += 1
                 return newly
 
+            # small writes that need no base bytes from S3 (new files, rewritten segments) are
+            # a local pwrite: done here, as a worker-thread hop would cost more than the write
+            inline = len(data) <= 256 * 1024 and \
+                not any(src.base_backed(i) for i in range(first, last + 1))
             try:
-                newly = await self.run(work)
+                newly = work() if inline else await self.run(work)
             except OSError as exc:
                 if exc.errno == errno.ENOSPC:
                     raise fuse_error(errno.ENOSPC) from None
@@ -642,15 +648,12 @@ class FsCore:
                 self.queue.discard(node)
                 self.running.add(node)
                 self.nursery.start_soon(self._upload_task, node)
-            due_dirs = [d for d in self.index_queue if d.upload_due <= now]
-            busy_dirs = ({n.parent for n in self.queue} | {n.parent for n in self.running}
-                         if due_dirs else set())
             for d in list(self.index_queue):
                 if len(self.running) >= self.cfg.upload_concurrency:
                     break
                 if d in self.running:
                     continue
-                if d.upload_due <= now and d not in busy_dirs:
+                if d.upload_due <= now and not self._children_pending(d):
                     d.upload_due = 0  # the next change starts a fresh coalescing delay
                     self.index_queue.discard(d)
                     self.running.add(d)
@@ -661,6 +664,11 @@ class FsCore:
                 self._idle.set()
             with trio.move_on_at(next_due):
                 await self._kick.wait()
+
+    def _children_pending(self, d: Node) -> bool:
+        """A child's upload is queued or running: the directory's index waits for it."""
+        queue, running = self.queue, self.running
+        return any(c in queue or c in running for c in (d.children or {}).values())
 
     async def _upload_task(self, node: Node) -> None:
         try:
@@ -813,7 +821,9 @@ class FsCore:
     async def write_index(self, d: Node) -> None:
         if d.unlinked:
             return
-        children = await self.ensure_listed(d)
+        # what this mount knows, even if the listing is older than dir_ttl: entries are only
+        # hints checked against each object's ETag, so no fresh LIST is needed to write them
+        children = d.children if d.children is not None else await self.ensure_listed(d)
         parent = d.path
         files: dict[str, tuple[str, dict[str, str]]] = {}
         dirs: dict[str, dict[str, str]] = {}

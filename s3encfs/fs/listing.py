@@ -102,9 +102,14 @@ def attrs_from_object(layout: Layout, info: ObjectInfo, meta: dict[str, str],
 
 
 def load_directory(store: ObjectStore, layout: Layout, journal: Journal, pool: ThreadPoolExecutor,
-                   parts: tuple[str, ...], uid: int, gid: int,
-                   default_time: float) -> tuple[list[Entry], DirIndex | None]:
+                   parts: tuple[str, ...], uid: int, gid: int, default_time: float,
+                   known_objects: dict[str, tuple[str, dict[str, str]]] | None = None,
+                   ) -> tuple[list[Entry], DirIndex | None]:
+    """One LIST (+ the directory's index object) → entries.  Metadata comes, without a HEAD,
+    from the index, `known_objects` (key → (ETag, metadata) the mount already holds, e.g. what
+    it uploaded itself) or the persistent attribute cache, each only while the ETag matches."""
     prefix = layout.dir_prefix(parts)
+    known_objects = known_objects or {}
     index_future = pool.submit(read_index, store, layout, parts)
     files: list[ObjectInfo] = []
     prefixes: list[str] = []
@@ -149,6 +154,8 @@ def load_directory(store: ObjectStore, layout: Layout, journal: Journal, pool: T
             log.warning("%s is both a file and a directory; showing the directory", info.key)
             continue
         hit = index.files.get(enc) if index else None
+        if hit is None or hit[0] != info.etag:
+            hit = known_objects.get(info.key)
         if hit is not None and hit[0] == info.etag:
             known.append((name, info, hit[1]))
             continue

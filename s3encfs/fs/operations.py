@@ -138,7 +138,6 @@ class Operations(pyfuse3.Operations):
         self, inode: int, attr: pyfuse3.EntryAttributes, fields: Any, fh: Any, ctx: Any
     ) -> pyfuse3.EntryAttributes:
         node = self._node(inode)
-        now = None
         kw: dict[str, Any] = {}
         if fields.update_mode:
             kw["mode"] = attr.st_mode
@@ -152,7 +151,6 @@ class Operations(pyfuse3.Operations):
             kw["atime_ns"] = attr.st_atime_ns
         if fields.update_mtime:
             kw["mtime_ns"] = attr.st_mtime_ns
-        del now
         await self.core.setattr(node, **kw)
         return self._entry(node)
 
