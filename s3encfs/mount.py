@@ -6,6 +6,8 @@ credentials, SSE enforcement, master key) runs before FUSE is mounted or anythin
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import errno
 import fcntl
 import json
@@ -155,6 +157,18 @@ def prepare(cfg: MountConfig) -> Prepared:
     return Prepared(store, codec, prefix, cache_dir, lock_fd)
 
 
+def _fixed_mmap_threshold() -> None:
+    """Big buffers (multi-MiB GET bodies, upload parts) come and go all the time.  A fixed
+    mmap threshold turns off glibc's adaptive one (and its adaptive trim threshold), so freed
+    heap is given back: measured on a 1 GiB cold read, peak RSS 448 → 270 MiB at the same
+    speed (a 1 MiB threshold: 170 MiB but ~15% slower, every buffer then being fresh pages)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-3, 32 * 1024 * 1024)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
 def run_mount(cfg: MountConfig, ready_fd: int | None = None) -> int:
     """Mount and serve until unmounted or signalled; returns the exit code."""
     import pyfuse3
@@ -195,6 +209,7 @@ def run_mount(cfg: MountConfig, ready_fd: int | None = None) -> int:
     # utimens, rename per file) while S3 worker threads run botocore; with the default 5 ms GIL
     # switch interval each hand-back to the FUSE thread can wait that long.
     sys.setswitchinterval(float(os.environ.get("S3ENCFS_SWITCH_INTERVAL", "0.0005")))
+    _fixed_mmap_threshold()
     try:
         return trio.run(main)
     finally:

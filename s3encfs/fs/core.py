@@ -10,6 +10,7 @@ import errno
 import heapq
 import itertools
 import logging
+import math
 import os
 import secrets
 import stat
@@ -108,6 +109,7 @@ class FsCore:
         self.index_queue: set[Node] = set()
         self.running: set[Node] = set()
         self._kick = trio.Event()
+        self._wake_at = -math.inf  # when the upload loop, waiting, wakes up next
         self._idle = trio.Event()
         self.dirty_bytes = 0
         self._space = trio.Event()
@@ -413,9 +415,11 @@ class FsCore:
                     advised = b  # on disk: let the kernel read it ahead of the reader
                 b += 1
                 continue
-            run = 1  # one GET for up to 4 consecutive missing blocks
-            while run < 4 and b + run < end and wanted(b + run):
+            run = 1  # one GET for up to 8 consecutive missing blocks
+            while run < 16 and b + run < end and wanted(b + run):
                 run += 1
+            if run < 8 and b + run == end and end <= last_block:
+                break  # a short run cut by the window's end: wait and fetch it in one bigger GET
             for i in range(b, b + run):
                 self._prefetching.add((obj.key, obj.etag, i))
             self.nursery.start_soon(self._prefetch_one, obj, b, run)
@@ -597,7 +601,13 @@ class FsCore:
         node.upload_due = due
         self.queue.add(node)
         heapq.heappush(self._heap, (due, next(self._seq), node))
-        self._kick.set()
+        self._wake(due)
+
+    def _wake(self, due: float) -> None:
+        """Wake the upload loop if `due` is before its next planned wake-up (rsync schedules
+        work tens of thousands of times; most of it is due later than what is already planned)."""
+        if due < self._wake_at:
+            self._kick.set()
 
     def _drop_row(self, node: Node) -> None:
         """Forget the node's pending journal row (its work is done or no longer wanted)."""
@@ -614,14 +624,13 @@ class FsCore:
         self._enqueue(node, trio.current_time() + (
             self.cfg.upload_delay if delay is None else delay))
         self._idle = trio.Event() if self._idle.is_set() else self._idle
-        self._kick.set()
 
     def schedule_index(self, d: Node) -> None:
         d.index_dirty = True
         if d not in self.index_queue:
             self.index_queue.add(d)
             d.upload_due = min(d.upload_due or 1e18, trio.current_time() + self.cfg.upload_delay)
-        self._kick.set()
+        self._wake(d.upload_due)
 
     def pending_count(self) -> int:
         return len(self.queue) + len(self.index_queue) + len(self.running)
@@ -662,8 +671,10 @@ class FsCore:
                     next_due = min(next_due, max(d.upload_due, now + 0.2))
             if not self.queue and not self.index_queue and not self.running:
                 self._idle.set()
+            self._wake_at = next_due
             with trio.move_on_at(next_due):
                 await self._kick.wait()
+            self._wake_at = -math.inf  # running: every change is looked at
 
     def _children_pending(self, d: Node) -> bool:
         """A child's upload is queued or running: the directory's index waits for it."""
@@ -1421,10 +1432,11 @@ class FsCore:
         await self.run(write_index, self.store, self.layout, parent_parts, index)
 
     def status(self) -> dict[str, Any]:
-        d = {"pending_uploads": len(self.queue) + len(self.running),
+        d: dict[str, Any] = {"pending_uploads": len(self.queue) + len(self.running),
              "pending_index_writes": len(self.index_queue),
              "dirty_bytes": self.dirty_bytes,
              "journal_rows": self.journal.count()}
         d.update(self.blocks.usage())
         d.update(self.stats)
+        d["s3"] = self.store.stats.as_dict()
         return d
