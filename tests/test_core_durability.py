@@ -329,3 +329,26 @@ def test_directory_markers_go_up_in_the_background(mode, bucket, s3, mount_facto
     walked = sorted(str(Path(d).relative_to(root)) for d, _s, _f in os.walk(root))
     assert walked == [".", "z", "z/b", "z/b/new"]
     m.umount()
+
+
+@pytest.mark.parametrize("mode", ["none"])
+def test_staging_of_files_never_closed_is_swept_after_a_crash(mode, bucket, s3,  # noqa: F811
+                                                               mount_factory):
+    """kill -9 with one file still open: the closed file is replayed, the open one's staging
+    file (nothing close() promised) does not stay in the cache directory forever."""
+    m = mount_factory(bucket, mode, extra=["--upload-delay", "30"])
+    (m.mountpoint / "closed.bin").write_bytes(b"kept" * 1000)
+    f = open(m.mountpoint / "open.bin", "wb")  # noqa: SIM115 (held open across the kill)
+    f.write(b"never closed" * 1000)
+    f.flush()
+    staged = [p for p in m.cache_dir.rglob("staging/*") if p.is_file()]
+    assert len(staged) == 2, staged
+    m.kill()
+    try:
+        f.close()
+    except OSError:
+        pass  # the mount is gone
+    m.start()
+    m.umount()
+    assert [p for p in m.cache_dir.rglob("staging/*") if p.is_file()] == []
+    assert s3.get_object(Bucket=bucket, Key="closed.bin")["Body"].read() == b"kept" * 1000

@@ -629,8 +629,8 @@ class FsCore:
         d.index_dirty = True
         if d not in self.index_queue:
             self.index_queue.add(d)
-            d.upload_due = min(d.upload_due or 1e18, trio.current_time() + self.cfg.upload_delay)
-        self._wake(d.upload_due)
+            d.index_due = min(d.index_due or 1e18, trio.current_time() + self.cfg.upload_delay)
+        self._wake(d.index_due)
 
     def pending_count(self) -> int:
         return len(self.queue) + len(self.index_queue) + len(self.running)
@@ -652,7 +652,11 @@ class FsCore:
                     next_due = min(next_due, due)
                     break
                 heapq.heappop(heap)
-                if node in self.running or (node.content is not None and node.content.writers):
+                if node in self.running:  # e.g. its previous upload: look again shortly
+                    self._enqueue(node, now + 0.05)
+                    next_due = min(next_due, now + 0.05)
+                    continue
+                if node.content is not None and node.content.writers:
                     continue  # release() queues it again
                 self.queue.discard(node)
                 self.running.add(node)
@@ -662,13 +666,13 @@ class FsCore:
                     break
                 if d in self.running:
                     continue
-                if d.upload_due <= now and not self._children_pending(d):
-                    d.upload_due = 0  # the next change starts a fresh coalescing delay
+                if d.index_due <= now and not self._children_pending(d):
+                    d.index_due = 0  # the next change starts a fresh coalescing delay
                     self.index_queue.discard(d)
                     self.running.add(d)
                     self.nursery.start_soon(self._index_task, d)
                 else:
-                    next_due = min(next_due, max(d.upload_due, now + 0.2))
+                    next_due = min(next_due, max(d.index_due, now + 0.2))
             if not self.queue and not self.index_queue and not self.running:
                 self._idle.set()
             self._wake_at = next_due
@@ -823,7 +827,7 @@ class FsCore:
             self.stats["upload_errors"] += 1
             self.stats["last_error"] = f"index {d.path}: {exc}"
             log.error("index of %r failed (will retry): %s", d.path or "/", exc)
-            d.upload_due = trio.current_time() + 5
+            d.index_due = trio.current_time() + 5
             self.index_queue.add(d)
         finally:
             self.running.discard(d)
@@ -868,7 +872,7 @@ class FsCore:
                 if n.upload_due > 0 and n not in self._failures:  # failures keep their backoff
                     self._enqueue(n, 0)
             for d in self.index_queue:
-                d.upload_due = 0
+                d.index_due = 0
             if not self.queue and not self.index_queue and not self.running:
                 return
             self._kick.set()
@@ -1360,7 +1364,19 @@ class FsCore:
                 continue
             self.journal.remove(row.row_id)
             done += 1
+        self._sweep_staging()
         return done
+
+    def _sweep_staging(self) -> None:
+        """Remove staging files no journal row refers to: a file created but never closed
+        before a crash holds nothing `close()` promised, and would otherwise stay forever."""
+        keep = {r.data.get("file_id") for r in self.journal.rows() if r.kind == "file"}
+        for name in os.listdir(self.staging_dir):
+            if name not in keep:
+                try:
+                    os.unlink(os.path.join(self.staging_dir, name))
+                except OSError as exc:
+                    log.warning("cannot remove stale staging file %s: %s", name, exc)
 
     async def _replay_file(self, row_id: int, parts: tuple[str, ...], data: dict[str, Any]) -> None:
         from s3encfs.store.layout import meta_to_attrs

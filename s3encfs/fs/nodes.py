@@ -61,6 +61,7 @@ class Node:
         "content",
         "corrupt",
         "index_dirty",
+        "index_due",
         "inode",
         "link_target",
         "listed_at",
@@ -103,6 +104,7 @@ class Node:
         self.cached_version = -1  # version the kernel page cache holds
         self.index_dirty = False  # directory: its index object must be rewritten
         self.upload_due = 0.0  # trio time after which a queued upload may start
+        self.index_due = 0.0  # directory: trio time after which its index may be written
         self.meta_dirty = False  # clean file whose metadata must be rewritten (CopyObject)
         self.corrupt: str | None = None
         self.seq_next = -1
