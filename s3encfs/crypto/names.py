@@ -45,8 +45,21 @@ class NameCipher:
 
     def __init__(self, master_key: bytes) -> None:
         self._siv = AESSIV(hkdf(master_key, NAME_INFO, length=64))
+        # deterministic, so memoizable: every S3 key is built from all its path components,
+        # and an rsync asks for the same ones thousands of times (encode is ~50 µs of AES-SIV)
+        self._encoded: dict[tuple[str, str], str] = {}
 
     def encode_name(self, parent: str, name: str) -> str:
+        hit = self._encoded.get((parent, name))
+        if hit is not None:
+            return hit
+        encoded = self._encode(parent, name)
+        if len(self._encoded) >= 65536:
+            self._encoded.clear()
+        self._encoded[(parent, name)] = encoded
+        return encoded
+
+    def _encode(self, parent: str, name: str) -> str:
         raw = name_bytes(name)
         if len(raw) > MAX_PLAIN:
             raise NameTooLong(

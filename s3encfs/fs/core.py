@@ -1266,6 +1266,13 @@ class FsCore:
                 await self.fsync(node)
             await self.truncate(node, size)
         a = node.attrs
+        if size is None and (mode is None or stat.S_IMODE(mode) == stat.S_IMODE(a.mode)) \
+                and uid in (None, a.uid) and gid in (None, a.gid) \
+                and atime_ns in (None, a.atime_ns) and mtime_ns in (None, a.mtime_ns):
+            # nothing changes (rsync's chmod to the mode a file already has; the kernel writing
+            # back an mtime it got from us): no journal write, no upload
+            a.ctime_ns = now_ns()
+            return
         if mode is not None:
             a.mode = stat.S_IFMT(a.mode) | stat.S_IMODE(mode)
         if uid is not None:
