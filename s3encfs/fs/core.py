@@ -415,7 +415,7 @@ class FsCore:
                     advised = b  # on disk: let the kernel read it ahead of the reader
                 b += 1
                 continue
-            run = 1  # one GET for up to 8 consecutive missing blocks
+            run = 1  # one GET for up to 16 consecutive missing blocks (at least 8 unless at EOF)
             while run < 16 and b + run < end and wanted(b + run):
                 run += 1
             if run < 8 and b + run == end and end <= last_block:
