@@ -332,8 +332,8 @@ def test_directory_markers_go_up_in_the_background(mode, bucket, s3, mount_facto
 
 
 @pytest.mark.parametrize("mode", ["none"])
-def test_staging_of_files_never_closed_is_swept_after_a_crash(mode, bucket, s3,  # noqa: F811
-                                                               mount_factory):
+def test_staging_of_files_never_closed_is_swept_after_a_crash(
+        mode, bucket, s3, mount_factory):  # noqa: F811
     """kill -9 with one file still open: the closed file is replayed, the open one's staging
     file (nothing close() promised) does not stay in the cache directory forever."""
     m = mount_factory(bucket, mode, extra=["--upload-delay", "30"])
@@ -352,3 +352,29 @@ def test_staging_of_files_never_closed_is_swept_after_a_crash(mode, bucket, s3, 
     m.umount()
     assert [p for p in m.cache_dir.rglob("staging/*") if p.is_file()] == []
     assert s3.get_object(Bucket=bucket, Key="closed.bin")["Body"].read() == b"kept" * 1000
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_kill9_after_rename_over_an_uploaded_file(mode, bucket, s3, mount_factory):  # noqa: F811
+    """rsync's update of an existing file (write a temp, close, rename over the old one), then
+    kill -9 before the upload: the replay must replace the old version, not keep it and park
+    the new one as a conflict copy."""
+    m = mount_factory(bucket, mode)
+    p = m.mountpoint / "f.bin"
+    p.write_bytes(b"old version " * 1000)
+    m.umount()
+    m.extra = ["--upload-delay", "30"]
+    m.start()
+    new = b"new version " * 2000
+    tmp = m.mountpoint / ".f.bin.XyZ123"
+    tmp.write_bytes(new)
+    os.utime(tmp, (1_500_000_000, 1_500_000_000))
+    os.rename(tmp, p)
+    m.kill()
+    m.start()
+    m.umount()
+    shutil.rmtree(m.cache_dir)
+    m.start()
+    assert p.read_bytes() == new
+    assert sorted(os.listdir(m.mountpoint)) == ["f.bin"]
+    m.umount()

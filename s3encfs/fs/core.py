@@ -616,9 +616,11 @@ class FsCore:
             node.row_id = None
 
     def _save_path(self, node: Node) -> None:
-        """Record the node's current path in its pending journal row (after a rename)."""
+        """Rewrite the node's pending journal row after a rename: its path, and what the rename
+        changed in its data (e.g. the object a rename-over replaced, which the replayed upload
+        must expect at the new name — else it would lose to the old version as a "conflict")."""
         if node.row_id is not None:
-            self.journal.set_path(node.row_id, node.path)
+            self.persist(node)
 
     def schedule(self, node: Node, delay: float | None = None) -> None:
         self._enqueue(node, trio.current_time() + (
