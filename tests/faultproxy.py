@@ -13,7 +13,9 @@ are streamed (never held in memory).  Faults are chosen per request when its hea
                request never reaches upstream);
 * ``slow``     forward normally but trickle the response body at ``bytes_per_s``;
 * ``truncate`` forward the response head (full Content-Length) and half the body, then close
-               (only observable on responses that have a body, e.g. GetObject).
+               (only observable on responses that have a body, e.g. GetObject);
+* ``hold``     forward normally, then keep the upstream's answer for ``delay`` seconds before
+               relaying it (the request is done upstream but still in flight for the client).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import select
 import socket
 import struct
 import threading
+import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -36,7 +39,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 _BUF = 1 << 20
 _MAX_HEAD = 1 << 16
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
-_KINDS = ("status", "reset", "timeout", "slow", "truncate")
+_KINDS = ("status", "reset", "timeout", "slow", "truncate", "hold")
 
 
 @dataclass
@@ -72,6 +75,8 @@ class RequestRecord:
     bytes_up: int = 0
     bytes_down: int = 0
     fault: str | None = None
+    started: float = 0.0  # time.monotonic() when the request head arrived
+    answered: float = 0.0  # ... when the response head was sent to the client (0: never)
 
 
 # --- S3 operation classification -------------------------------------------------------------
@@ -534,7 +539,7 @@ class FaultProxy:
         method, target, version = req.start
         bucket, key, _ = split_target(target)
         op = classify(method, target, bool(req.get("x-amz-copy-source")))
-        rec = RequestRecord(method, op, bucket, key)
+        rec = RequestRecord(method, op, bucket, key, started=time.monotonic())
         with self._lock:
             self._requests[op] += 1
             self._history.append(rec)
@@ -574,6 +579,9 @@ class FaultProxy:
             self._status[status] += 1
         has_body = method != "HEAD" and status not in (204, 304)
         resp_keep = resp.keep_alive(resp.start[0])
+        if fault is not None and fault.kind == "hold":
+            self._stopping.wait(fault.delay)
+        rec.answered = time.monotonic()
         if fault is not None and fault.kind == "truncate":
             client.send(resp.raw)
             if has_body:

@@ -192,3 +192,46 @@ def test_timeouts_are_retried(bucket, s3, proxy, mount_factory, tmp_path):
                           delay=30))
     assert (m.mountpoint / "slow.bin").read_bytes() == data
     assert proxy.stats()["faults"].get("timeout", 0) == 4
+
+
+@pytest.mark.parametrize("mode", ["none", "client"])
+def test_directory_marker_lands_before_anything_under_it(mode, bucket, s3, proxy,
+                                                         mount_factory):
+    """A PUT under `d/` that overlaps the PUT of `d/` can drop the marker (SeaweedFS keeps
+    directories as entries and the child's implicit parent overwrites the explicit one): every
+    object written, copied or renamed under a new directory must start after its marker's PUT
+    was answered. Every PUT is held 0.3 s, so overlapping uploads would be caught."""
+    m = mount_factory(bucket, mode, extra=["--endpoint-url", proxy.endpoint])
+    root = m.mountpoint
+    proxy.add_fault(Fault(kind="hold", op="PutObject", delay=0.3))
+    (root / "a" / "b" / "c").mkdir(parents=True)
+    for rel in ("a/f", "a/b/g", "a/b/c/h"):
+        (root / rel).write_bytes(rel.encode() * 100)
+    time.sleep(1.5)  # all uploaded in the background
+    (root / "n").mkdir()
+    os.rename(root / "a" / "f", root / "n" / "f")  # server-side copy into a new directory
+    (root / "m").mkdir()
+    os.rename(root / "a", root / "m" / "a2")  # a tree copied under a new directory
+    m.umount()
+    proxy.clear_faults()
+
+    writes = [r for r in proxy.history()
+              if r.op in ("PutObject", "CopyObject", "CreateMultipartUpload") and r.bucket == bucket
+              and not r.key.startswith(".s3encfs/")]
+    markers = {r.key: r for r in writes if r.key.endswith("/") and r.status == 200}
+    assert len(markers) >= 7, sorted(markers)  # a a/b a/b/c n m m/a2 m/a2/b m/a2/b/c
+    for r in writes:
+        for key, marker in markers.items():
+            if r.key != key and r.key.startswith(key):
+                overlap = r.started < marker.answered and r.answered > marker.started
+                assert not overlap, (r.key, "overlaps the PUT of", key)
+
+    listed = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])
+              if o["Key"].endswith("/") and not o["Key"].startswith(".s3encfs/")}
+    assert len(listed) == 5, sorted(listed)  # n/ m/ m/a2/ m/a2/b/ m/a2/b/c/
+    shutil.rmtree(m.cache_dir)
+    m.start()
+    walked = sorted(str(Path(d).relative_to(root)) for d, _s, _f in os.walk(root))
+    assert walked == [".", "m", "m/a2", "m/a2/b", "m/a2/b/c", "n"]
+    assert (root / "n" / "f").read_bytes() == b"a/f" * 100
+    assert (root / "m" / "a2" / "b" / "c" / "h").read_bytes() == b"a/b/c/h" * 100

@@ -741,6 +741,7 @@ class FsCore:
     async def _upload_locked(self, node: Node) -> None:
         if node.unlinked:
             return
+        await self._put_pending_markers(node.parent)
         if node.is_dir:
             if node.marker_pending:
                 await self._put_marker(node)
@@ -950,6 +951,24 @@ class FsCore:
         self.touch_dir(parent)
         return node
 
+    async def _put_pending_markers(self, d: Node | None) -> None:
+        """PUT the pending `dir/` markers of `d` and its ancestors, top down, before any object
+        goes under them.
+
+        A PUT of `d/x` that overlaps the PUT of `d/` can drop the marker on stores that keep
+        directories as entries (SeaweedFS creates `d` implicitly for the child and overwrites
+        the explicit one): the directory would lose its marker and, in plain mode, its attrs.
+        """
+        pending: list[Node] = []
+        while d is not None:
+            if d.marker_pending:
+                pending.append(d)
+            d = d.parent
+        for n in reversed(pending):
+            async with n.lock:  # waits for a marker PUT of `n` already in flight
+                if n.marker_pending and not n.unlinked:
+                    await self._put_marker(n)
+
     async def _put_marker(self, node: Node) -> None:
         """PUT a new directory's `dir/` marker (node.lock held)."""
         meta = attrs_to_meta(node.attrs) if not self.codec.encrypts_names else {}
@@ -1132,6 +1151,7 @@ class FsCore:
                     raise fuse_error(errno.EIO) from None
             if node.obj is not None:
                 try:
+                    await self._put_pending_markers(p_new)
                     old_key = node.obj.key
                     etag = await self.run(self.store.copy, old_key, new_key)
                     await self.run(self.store.delete, old_key)
@@ -1191,6 +1211,7 @@ class FsCore:
             if target is not None:
                 await self._detach_target(target, replaced_by_upload=False)
             moves = await self.run(plan)
+            await self._put_pending_markers(p_new)
             await self.run(self.store.put, self.layout.dir_prefix(new_parts), b"",
                            attrs_to_meta(node.attrs) if not self.codec.encrypts_names else {})
 
@@ -1200,8 +1221,18 @@ class FsCore:
                     return dst, self.store.put(dst, b"", {})
                 return dst, self.store.copy(src, dst)
 
-            copied = dict(await trio.to_thread.run_sync(
-                lambda: list(self.pool.map(copy, moves))))
+            def copy_all() -> dict[str, str]:
+                # markers level by level, parents first, then the files: a PUT under `d/`
+                # overlapping the PUT of `d/` can drop that marker (see _put_pending_markers)
+                done: dict[str, str] = {}
+                markers = [m for m in moves if m[0].endswith("/")]
+                for depth in sorted({m[1].count("/") for m in markers}):
+                    level = [m for m in markers if m[1].count("/") == depth]
+                    done.update(self.pool.map(copy, level))
+                done.update(self.pool.map(copy, [m for m in moves if not m[0].endswith("/")]))
+                return done
+
+            copied = await trio.to_thread.run_sync(copy_all)
             old_dirs = await self.run(self._subtree_index_keys, node)
             # children before their `dir/` marker (longest key first): SeaweedFS keeps an
             # emptied directory listed as a common prefix when its marker went first
