@@ -27,6 +27,8 @@ from typing import Any
 
 import click
 
+from s3encfs.cli_options import bucket_options
+
 log = logging.getLogger("s3encfs.check")
 
 CONTROL = ".s3encfs/"
@@ -204,16 +206,10 @@ def abort_all(store: Any, rep: Report) -> None:
 
 
 @click.command("check")
-@click.argument("source", required=False)
-@click.option("--config", "config_name", help="Take settings from a mount config (name or path).")
-@click.option("--encryption", help="As for mount: client (default) | none | sse-s3 | "
-              "sse-kms[:KEY] | dsse-kms[:KEY] | sse-c:KEYNAME | client+<sse mode>.")
-@click.option("--bucket-key/--no-bucket-key", default=None, help="S3 Bucket Keys for SSE-KMS.")
-@click.option("--key", help="Client mode: master key name(s), newest first.")
-@click.option("--keyring", help="Key store directory.")
-@click.option("--endpoint-url")
-@click.option("--region")
-@click.option("--profile")
+@bucket_options(
+    encryption_help="As for mount: client (default) | none | sse-s3 | sse-kms[:KEY] | "
+    "dsse-kms[:KEY] | sse-c:KEYNAME | client+<sse mode>.",
+    key_help="Client mode: master key name(s), newest first.")
 @click.option("--data", is_flag=True, help="Download every body and authenticate every segment.")
 @click.option("--abort-uploads", is_flag=True, help="Abort incomplete multipart uploads.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")

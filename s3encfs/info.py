@@ -23,6 +23,8 @@ from typing import Any
 import click
 from botocore.exceptions import BotoCoreError, ClientError
 
+from s3encfs.cli_options import bucket_options
+
 _NOT_CONFIGURED = {
     "ServerSideEncryptionConfigurationNotFoundError",
     "ReplicationConfigurationNotFoundError",
@@ -241,13 +243,7 @@ def render(rep: dict[str, Any]) -> str:
 
 
 @click.command("info")
-@click.argument("source", required=False)
-@click.option("--config", "config_name", help="Take settings from a mount config (name or path).")
-@click.option("--encryption", help="The mount's mode (default: client, or the config's).")
-@click.option("--bucket-key/--no-bucket-key", default=None)
-@click.option("--endpoint-url")
-@click.option("--region")
-@click.option("--profile")
+@bucket_options(encryption_help="The mount's mode (default: client, or the config's).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def info(source: str | None, config_name: str | None, as_json: bool, **flags: Any) -> None:
     """Bucket default encryption, replication, and how replicas of this mount's objects are

@@ -33,6 +33,8 @@ from typing import Any
 
 import click
 
+from s3encfs.cli_options import bucket_options
+
 log = logging.getLogger("s3encfs.rekey")
 
 SSEC_META = "s3encfs-ssec"
@@ -274,16 +276,10 @@ def run(rk: Rekeyer, state_file: Path | None, *, jobs: int = 8, stream: Any = No
 
 
 @click.command("rekey")
-@click.argument("source", required=False)
-@click.option("--config", "config_name", help="Take settings from a mount config (name or path).")
-@click.option("--encryption", help="Target: none | sse-s3 | sse-kms[:KEY] | dsse-kms[:KEY] | "
-              "sse-c:NEWKEY,OLDKEY... | client[+<sse mode>] (as for mount).")
-@click.option("--bucket-key/--no-bucket-key", default=None, help="S3 Bucket Keys for SSE-KMS.")
-@click.option("--key", help="Client mode: master keys, newest (target) first, then the old ones.")
-@click.option("--keyring", help="Key store directory.")
-@click.option("--endpoint-url")
-@click.option("--region")
-@click.option("--profile")
+@bucket_options(
+    encryption_help="Target: none | sse-s3 | sse-kms[:KEY] | dsse-kms[:KEY] | "
+    "sse-c:NEWKEY,OLDKEY... | client[+<sse mode>] (as for mount).",
+    key_help="Client mode: master keys, newest (target) first, then the old ones.")
 @click.option("--allow-unverified-sse", is_flag=True, default=None,
               help="Skip the proof that the server enforces the target SSE mode.")
 @click.option("--jobs", default=8, show_default=True, help="Objects in flight.")
