@@ -41,6 +41,8 @@ def main() -> None:
 @click.option("--dir-ttl", type=float,
               help="Seconds a directory listing is trusted (other writers show up after it).")
 @click.option("--attr-timeout", type=float, help="Kernel attribute/entry cache seconds.")
+@click.option("--fast-list/--no-fast-list", default=None,
+              help="A cold tree walk lists whole subtrees, 1,000 keys per request (default on).")
 @click.option("--read-timeout", type=float,
               help="Seconds without data from S3 before a request is retried (default 60).")
 @click.option("--connect-timeout", type=float, help="S3 connect timeout seconds (default 10).")

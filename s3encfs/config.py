@@ -81,6 +81,7 @@ class MountConfig:
     connect_timeout: float = 10.0  # seconds; each S3 request is retried by botocore
     read_timeout: float = 60.0  # seconds without a byte from S3 before a request is retried
     dir_ttl: float = 30.0  # seconds a directory listing is trusted before S3 is asked again
+    fast_list: bool = True  # cold tree walks list whole subtrees (1 request per 1,000 keys)
     foreground: bool = False
     backup: BackupConfig = field(default_factory=BackupConfig)
     path: str | None = None  # the file this came from, for messages

@@ -179,7 +179,7 @@ def run_mount(cfg: MountConfig, ready_fd: int | None = None) -> int:
     prep = prepare(cfg)
     fscfg = FsConfig(cache_dir=prep.cache_dir, cache_size=cfg.cache_size,
                      upload_delay=cfg.upload_delay, dirty_limit=cfg.max_dirty,
-                     entry_ttl=cfg.attr_timeout, dir_ttl=cfg.dir_ttl,
+                     entry_ttl=cfg.attr_timeout, dir_ttl=cfg.dir_ttl, fast_list=cfg.fast_list,
                      upload_concurrency=max(4, cfg.upload_concurrency),
                      read_only="ro" in cfg.options, uid=os.getuid(), gid=os.getgid())
     opts = set(pyfuse3.default_options)

@@ -39,6 +39,7 @@ from s3encfs.fs.listing import (
 )
 from s3encfs.fs.nodes import Content, Node, ObjectRef
 from s3encfs.fs.streaming import Streamer
+from s3encfs.fs.treelist import DirListing, SubtreeSplitter
 from s3encfs.fs.uploader import SegmentSource, StreamedParts, Uploader, UploadJob
 from s3encfs.store import errors as store_errors
 from s3encfs.store.layout import CONTROL_DIR, Attrs, Layout, attrs_to_meta, now_ns
@@ -46,6 +47,7 @@ from s3encfs.store.s3 import ObjectInfo, ObjectStore
 
 log = logging.getLogger("s3encfs.fs")
 T = TypeVar("T")
+FAST_LIST_PAGES = 20  # a subtree listing stops after this many 1,000-key pages
 
 
 def fuse_error(code: int) -> pyfuse3.FUSEError:
@@ -58,6 +60,7 @@ class FsConfig:
     cache_size: int = 10 * 1024**3
     entry_ttl: float = 10.0
     dir_ttl: float = 30.0
+    fast_list: bool = True
     upload_delay: float = 1.0
     upload_concurrency: int = 16
     s3_threads: int = 32
@@ -118,6 +121,12 @@ class FsCore:
         self._prefetching: set[tuple[str, str, int]] = set()
         self._advised: dict[tuple[str, str], int] = {}  # last disk block read ahead, per object
         self.dir_prefetch_limiter = trio.CapacityLimiter(8)
+        # cold tree walks: directory listings split out of one undelimited LIST of a subtree,
+        # each used once for a directory's first listing (while younger than dir_ttl)
+        self.prelisted: dict[str, DirListing] = {}
+        self._fast_lists: set[str] = set()  # subtree prefixes being listed
+        self._after_fast_list: dict[str, Node] = {}  # prefetches waiting for a running one
+        self._tree_gen = 0  # bumped by directory renames: listings taken before are void
         self.stats: dict[str, Any] = {"uploads": 0, "upload_errors": 0, "last_upload": None,
                                       "last_error": None, "reads": 0, "read_bytes": 0}
 
@@ -183,10 +192,16 @@ class FsCore:
                 return d.children
             known = {c.obj.key: (c.obj.etag, c.obj.meta) for c in (d.children or {}).values()
                      if c.obj is not None and not c.provisional}
+            listed = None
+            if d.children is None and not force:  # first listing: a subtree LIST may have it
+                pre = self.prelisted.pop(self.layout.dir_prefix(d.parts), None)
+                if pre is not None and time.monotonic() - pre.at < self.cfg.dir_ttl:
+                    listed = (pre.files, pre.sorted_prefixes())
             try:
                 entries, index = await trio.to_thread.run_sync(
                     partial(load_directory, self.store, self.layout, self.journal, self.pool,
-                            d.parts, self.cfg.uid, self.cfg.gid, self.mount_time, known))
+                            d.parts, self.cfg.uid, self.cfg.gid, self.mount_time, known,
+                            listed))
             except store_errors.StoreError as exc:
                 log.error("listing %r failed: %s", d.path or "/", exc)
                 raise fuse_error(errno.EIO) from None
@@ -208,8 +223,57 @@ class FsCore:
         now = time.monotonic()
         subdirs = [c for c in d.children.values()
                    if c.is_dir and (c.children is None or now - c.listed_at >= self.cfg.dir_ttl)]
+        if self.cfg.fast_list:
+            # never-listed subdirectories: one LIST of the whole subtree (1 request per 1,000
+            # keys) instead of one per directory; they are prefetched as it reaches them
+            cold = [c for c in subdirs if c.children is None and not c.local_only
+                    and self.layout.dir_prefix(c.parts) not in self.prelisted]
+            if cold:
+                prefix = self.layout.dir_prefix(d.parts)
+                for c in cold:
+                    self._after_fast_list[self.layout.dir_prefix(c.parts)] = c
+                if not any(prefix.startswith(p) for p in self._fast_lists):
+                    self._fast_lists.add(prefix)
+                    self.nursery.start_soon(self._fast_list, prefix)
+                subdirs = [c for c in subdirs if c not in cold]
         for c in subdirs[:256]:
             self.nursery.start_soon(self._prefetch_dir, c)
+
+    async def _fast_list(self, prefix: str) -> None:
+        """List the subtree under `prefix` (up to FAST_LIST_PAGES pages) into `prelisted`."""
+        now = time.monotonic()
+        for p in [p for p, x in self.prelisted.items() if now - x.at >= self.cfg.dir_ttl]:
+            del self.prelisted[p]
+        gen = self._tree_gen
+        split = SubtreeSplitter(prefix, skip=self.layout.control_prefix())
+        pages = self.store.list_pages(prefix, None)
+        try:
+            for _ in range(FAST_LIST_PAGES):
+                page = await trio.to_thread.run_sync(next, pages, None, limiter=self.limiter)
+                if gen != self._tree_gen:
+                    break
+                done = split.finish(time.monotonic()) if page is None else \
+                    split.add_page(page.objects, time.monotonic())
+                for p, listing in done.items():
+                    if p != prefix:
+                        self.prelisted[p] = listing
+                    self._prefetch_waiting(p)
+                if page is None:
+                    break
+        except store_errors.StoreError as exc:
+            log.debug("subtree listing of %r failed (directories are listed one by one): %s",
+                      prefix, exc)
+        finally:
+            pages.close()
+            self._fast_lists.discard(prefix)
+            for p in [p for p in self._after_fast_list if p.startswith(prefix)]:
+                if not any(p.startswith(q) for q in self._fast_lists):
+                    self._prefetch_waiting(p)
+
+    def _prefetch_waiting(self, prefix: str) -> None:
+        node = self._after_fast_list.pop(prefix, None)
+        if node is not None and not node.unlinked and self.nursery is not None:
+            self.nursery.start_soon(self._prefetch_dir, node)
 
     async def _prefetch_dir(self, d: Node) -> None:
         async with self.dir_prefetch_limiter:
@@ -1242,6 +1306,8 @@ class FsCore:
         except Exception as exc:
             log.error("rename of directory %r failed: %s", node.path, exc)
             raise fuse_error(errno.EIO) from None
+        self._tree_gen += 1
+        self.prelisted.clear()  # keyed by prefix: a listing of the old paths must not be reused
         self._move(node, p_new, new)
         self._invalidate_subtree(node, copied)
         self.schedule_index(p_new)

@@ -104,6 +104,7 @@ def attrs_from_object(layout: Layout, info: ObjectInfo, meta: dict[str, str],
 def load_directory(store: ObjectStore, layout: Layout, journal: Journal, pool: ThreadPoolExecutor,
                    parts: tuple[str, ...], uid: int, gid: int, default_time: float,
                    known_objects: dict[str, tuple[str, dict[str, str]]] | None = None,
+                   listed: tuple[list[ObjectInfo], list[str]] | None = None,
                    ) -> tuple[list[Entry], DirIndex | None]:
     """One LIST (+ the directory's index object) → entries.  Metadata comes, without a HEAD,
     from the index, `known_objects` (key → (ETag, metadata) the mount already holds, e.g. what
@@ -113,9 +114,12 @@ def load_directory(store: ObjectStore, layout: Layout, journal: Journal, pool: T
     index_future = pool.submit(read_index, store, layout, parts)
     files: list[ObjectInfo] = []
     prefixes: list[str] = []
-    for page in store.list_pages(prefix, "/"):
-        files.extend(page.objects)
-        prefixes.extend(page.prefixes)
+    if listed is not None:  # split out of a subtree LIST (treelist.py)
+        files, prefixes = listed
+    else:
+        for page in store.list_pages(prefix, "/"):
+            files.extend(page.objects)
+            prefixes.extend(page.prefixes)
     index = index_future.result()
     parent = "/".join(parts)
     entries: dict[str, Entry] = {}

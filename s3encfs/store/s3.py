@@ -12,7 +12,7 @@ import contextlib
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -416,7 +416,7 @@ class ObjectStore:
         self._remember(key, info.metadata)
         return data, info
 
-    def list_pages(self, prefix: str, delimiter: str | None = "/") -> Iterator[ListPage]:
+    def list_pages(self, prefix: str, delimiter: str | None = "/") -> Generator[ListPage]:
         params: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
         if delimiter:
             params["Delimiter"] = delimiter
