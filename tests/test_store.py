@@ -387,3 +387,23 @@ def test_canary_refuses_moto_ssec(moto_endpoint: str, monkeypatch: pytest.Monkey
         _prove_key_required(st, "raw")
     assert "without the customer key succeeded" in str(ei2.value)
     assert K1[1].hex() not in str(ei.value)
+
+
+@pytest.mark.parametrize("value", [
+    "2026-11-27T03:44:01.123Z", "2026-11-27T03:44:01Z", "1999-12-31T23:59:59.999999Z",
+    "Wed, 01 Jan 2025 00:00:00 GMT", "2026-11-27T03:44:01+02:00", "1700000000",
+])
+def test_fast_timestamp_parser_agrees_with_botocore(value):
+    from botocore.parsers import DEFAULT_TIMESTAMP_PARSER
+
+    from s3encfs.store.s3 import parse_timestamp
+    assert parse_timestamp(value).timestamp() == DEFAULT_TIMESTAMP_PARSER(value).timestamp()
+
+
+def test_listing_times_match_head_with_the_fast_parser(s3, bucket, mkstore):
+    s3.put_object(Bucket=bucket, Key="t/x", Body=b"1")
+    head = s3.head_object(Bucket=bucket, Key="t/x")["LastModified"].timestamp()
+    store = mkstore()
+    [page] = list(store.list_pages("t/", "/"))
+    assert [o.key for o in page.objects] == ["t/x"]
+    assert abs(page.objects[0].last_modified - head) < 1.0

@@ -15,11 +15,14 @@ from collections import OrderedDict
 from collections.abc import Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TypeVar
 
 import boto3
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+from botocore.parsers import DEFAULT_TIMESTAMP_PARSER
 
 from .errors import (
     AccessDenied,
@@ -45,6 +48,19 @@ class ObjectInfo:
     etag: str  # without quotes
     last_modified: float  # epoch seconds
     metadata: dict[str, str] | None  # lowercase names without "x-amz-meta-"; None from LIST
+
+
+def parse_timestamp(value: str) -> datetime:
+    """LIST's `LastModified` is ISO 8601 ("2026-11-27T03:44:01.123Z"): `fromisoformat` reads it
+    ~20x faster than botocore's dateutil-based default, which was most of the CPU of parsing a
+    1,000-key LIST page. Anything else (HTTP dates in headers) goes to the default."""
+    if value[-1:] == "Z" and "T" in value:
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            pass
+    result: datetime = DEFAULT_TIMESTAMP_PARSER(value)
+    return result
 
 
 @dataclass
@@ -205,7 +221,11 @@ class ObjectStore:
         self.stats = StoreStats()
         self._keyids = _KeyIdCache()
         self._no_part_copy = False  # set after a 501: SeaweedFS refuses SSE-C/KMS sources
-        session = boto3.session.Session(profile_name=profile, region_name=region)
+        core = botocore.session.get_session()
+        core.get_component("response_parser_factory").set_parser_defaults(
+            timestamp_parser=parse_timestamp)
+        session = boto3.session.Session(botocore_session=core, profile_name=profile,
+                                        region_name=region)
         s3cfg: Any = {"addressing_style": "path"} if endpoint_url else {}
 
         def config(attempts: int, ctimeout: float) -> Config:
