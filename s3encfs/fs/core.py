@@ -48,6 +48,7 @@ from s3encfs.store.s3 import ObjectInfo, ObjectStore
 log = logging.getLogger("s3encfs.fs")
 T = TypeVar("T")
 FAST_LIST_PAGES = 20  # a subtree listing stops after this many 1,000-key pages
+PRELISTED_MAX_KEYS = 200_000  # no new subtree listing while this many keys wait to be used
 
 
 def fuse_error(code: int) -> pyfuse3.FUSEError:
@@ -124,6 +125,7 @@ class FsCore:
         # cold tree walks: directory listings split out of one undelimited LIST of a subtree,
         # each used once for a directory's first listing (while younger than dir_ttl)
         self.prelisted: dict[str, DirListing] = {}
+        self._prelisted_keys = 0
         self._fast_lists: set[str] = set()  # subtree prefixes being listed
         self._after_fast_list: dict[str, Node] = {}  # prefetches waiting for a running one
         self._tree_gen = 0  # bumped by directory renames: listings taken before are void
@@ -194,7 +196,7 @@ class FsCore:
                      if c.obj is not None and not c.provisional}
             listed = None
             if d.children is None and not force:  # first listing: a subtree LIST may have it
-                pre = self.prelisted.pop(self.layout.dir_prefix(d.parts), None)
+                pre = self._take_prelisted(self.layout.dir_prefix(d.parts))
                 if pre is not None and time.monotonic() - pre.at < self.cfg.dir_ttl:
                     listed = (pre.files, pre.sorted_prefixes())
             try:
@@ -223,7 +225,7 @@ class FsCore:
         now = time.monotonic()
         subdirs = [c for c in d.children.values()
                    if c.is_dir and (c.children is None or now - c.listed_at >= self.cfg.dir_ttl)]
-        if self.cfg.fast_list:
+        if self.cfg.fast_list and self.cfg.dir_ttl > 0:
             # never-listed subdirectories: one LIST of the whole subtree (1 request per 1,000
             # keys) instead of one per directory; they are prefetched as it reaches them
             cold = [c for c in subdirs if c.children is None and not c.local_only
@@ -232,7 +234,8 @@ class FsCore:
                 prefix = self.layout.dir_prefix(d.parts)
                 for c in cold:
                     self._after_fast_list[self.layout.dir_prefix(c.parts)] = c
-                if not any(prefix.startswith(p) for p in self._fast_lists):
+                if not any(prefix.startswith(p) for p in self._fast_lists) and \
+                        self._prelisted_keys < PRELISTED_MAX_KEYS:
                     self._fast_lists.add(prefix)
                     self.nursery.start_soon(self._fast_list, prefix)
                 subdirs = [c for c in subdirs if c not in cold]
@@ -243,7 +246,7 @@ class FsCore:
         """List the subtree under `prefix` (up to FAST_LIST_PAGES pages) into `prelisted`."""
         now = time.monotonic()
         for p in [p for p, x in self.prelisted.items() if now - x.at >= self.cfg.dir_ttl]:
-            del self.prelisted[p]
+            self._take_prelisted(p)
         gen = self._tree_gen
         split = SubtreeSplitter(prefix, skip=self.layout.control_prefix())
         pages = self.store.list_pages(prefix, None)
@@ -256,7 +259,9 @@ class FsCore:
                     split.add_page(page.objects, time.monotonic())
                 for p, listing in done.items():
                     if p != prefix:
+                        self._take_prelisted(p)
                         self.prelisted[p] = listing
+                        self._prelisted_keys += len(listing.files) + len(listing.prefixes)
                     self._prefetch_waiting(p)
                 if page is None:
                     break
@@ -269,6 +274,12 @@ class FsCore:
             for p in [p for p in self._after_fast_list if p.startswith(prefix)]:
                 if not any(p.startswith(q) for q in self._fast_lists):
                     self._prefetch_waiting(p)
+
+    def _take_prelisted(self, prefix: str) -> DirListing | None:
+        listing = self.prelisted.pop(prefix, None)
+        if listing is not None:
+            self._prelisted_keys -= len(listing.files) + len(listing.prefixes)
+        return listing
 
     def _prefetch_waiting(self, prefix: str) -> None:
         node = self._after_fast_list.pop(prefix, None)
@@ -1308,6 +1319,7 @@ class FsCore:
             raise fuse_error(errno.EIO) from None
         self._tree_gen += 1
         self.prelisted.clear()  # keyed by prefix: a listing of the old paths must not be reused
+        self._prelisted_keys = 0
         self._move(node, p_new, new)
         self._invalidate_subtree(node, copied)
         self.schedule_index(p_new)
