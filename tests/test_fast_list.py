@@ -87,3 +87,19 @@ def test_cold_walk_with_subtree_listing_matches_per_directory_listing(
     assert {k: v for k, v in walks["fast"].items() if k in expected} == expected
     assert lists["slow"] >= ndirs
     assert lists["fast"] <= ndirs // 3, lists
+
+
+def test_walk_by_path_prefetches_like_readdir(bucket, proxy, mount_factory, tmp_path):
+    """rsync into an existing tree never reads a directory: it lstat()s every path. Those
+    lookups must also get subtree listings, and rsync must find nothing to send."""
+    src = tmp_path / "src"
+    ndirs = make_tree(src)
+    w = mount_factory(bucket, "none", name="writer")
+    subprocess.run(["rsync", "-a", f"{src}/", f"{w.mountpoint}/"], check=True)
+    w.umount()
+    m = mount_factory(bucket, "none", name="again", extra=["--endpoint-url", proxy.endpoint])
+    proxy.reset_stats()
+    out = subprocess.run(["rsync", "-a", "--itemize-changes", f"{src}/", f"{m.mountpoint}/"],
+                         check=True, capture_output=True, text=True).stdout
+    assert out.strip() == ""
+    assert proxy.count("ListObjectsV2") <= ndirs // 3, proxy.count("ListObjectsV2")

@@ -384,6 +384,12 @@ class FsCore:
 
     async def lookup(self, parent: Node, name: str) -> Node | None:
         children = await self.ensure_listed(parent)
+        now = time.monotonic()
+        if now - parent.subdirs_prefetched_at >= self.cfg.dir_ttl:
+            # a walk by path (rsync's lstat of every entry, never a readdir) gets the same
+            # background listing of subdirectories as a readdir
+            parent.subdirs_prefetched_at = now
+            self.prefetch_subdirs(parent)
         return children.get(name)
 
     def forget(self, inode: int, n: int) -> None:

@@ -7,6 +7,7 @@ pending upload beneath it without touching them.
 
 from __future__ import annotations
 
+import math
 import stat
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,6 +81,7 @@ class Node:
         "replaced_etag",
         "row_id",
         "seq_next",
+        "subdirs_prefetched_at",
         "unlinked",
         "upload_due",
         "version",
@@ -114,6 +116,7 @@ class Node:
         self.local_only = False  # directory created here whose marker is not yet confirmed
         self.marker_pending = False  # directory created here whose `dir/` marker is not yet PUT
         self.replaced_etag: str | None = None  # object this file replaced by rename-over
+        self.subdirs_prefetched_at = -math.inf  # directory: last lookup-driven subdir prefetch
 
     @property
     def is_dir(self) -> bool:
