@@ -8,6 +8,7 @@ import os
 import shutil
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -103,3 +104,20 @@ def test_walk_by_path_prefetches_like_readdir(bucket, proxy, mount_factory, tmp_
                          check=True, capture_output=True, text=True).stdout
     assert out.strip() == ""
     assert proxy.count("ListObjectsV2") <= ndirs // 3, proxy.count("ListObjectsV2")
+
+
+def test_a_listing_from_a_subtree_list_is_not_trusted_longer_than_dir_ttl(
+        bucket, s3, mount_factory):
+    """The split listing is as old as the LIST page it came from: another writer's new file
+    must show up --dir-ttl after that page, not --dir-ttl after the directory was first read."""
+    for key in ("top/q/s/old", "top/r/x"):
+        s3.put_object(Bucket=bucket, Key=key, Body=b"1")
+    m = mount_factory(bucket, "none", extra=["--dir-ttl", "3", "--attr-timeout", "0.2"])
+    t0 = time.monotonic()
+    assert sorted(os.listdir(m.mountpoint / "top")) == ["q", "r"]  # subtree LIST of top/
+    time.sleep(2)
+    s3.put_object(Bucket=bucket, Key="top/q/s/new", Body=b"2")
+    deep = m.mountpoint / "top" / "q" / "s"  # first listed now, from the 2 s old subtree LIST
+    assert sorted(os.listdir(deep)) in (["old"], ["new", "old"])
+    time.sleep(max(0.0, t0 + 3.8 - time.monotonic()))
+    assert sorted(os.listdir(deep)) == ["new", "old"]

@@ -195,10 +195,12 @@ class FsCore:
             known = {c.obj.key: (c.obj.etag, c.obj.meta) for c in (d.children or {}).values()
                      if c.obj is not None and not c.provisional}
             listed = None
+            listed_at = time.monotonic()
             if d.children is None and not force:  # first listing: a subtree LIST may have it
                 pre = self._take_prelisted(self.layout.dir_prefix(d.parts))
-                if pre is not None and time.monotonic() - pre.at < self.cfg.dir_ttl:
+                if pre is not None and listed_at - pre.at < self.cfg.dir_ttl:
                     listed = (pre.files, pre.sorted_prefixes())
+                    listed_at = pre.at  # trusted for dir_ttl from when S3 said it, not longer
             try:
                 entries, index = await trio.to_thread.run_sync(
                     partial(load_directory, self.store, self.layout, self.journal, self.pool,
@@ -210,7 +212,7 @@ class FsCore:
             if d is self.root and index is not None and index.self_attrs and d.row_id is None:
                 self._apply_self_attrs(d, index.self_attrs)
             self._merge(d, entries)
-            d.listed_at = time.monotonic()
+            d.listed_at = listed_at
             if self.nursery is not None and any(e.provisional for e in entries):
                 self.nursery.start_soon(self._resolve_children, d)
             assert d.children is not None
