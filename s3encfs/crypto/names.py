@@ -22,7 +22,9 @@ from .envelope import hkdf
 
 NAME_INFO = b"s3encfs/v1/name"
 SIV_TAG = 16
-MAX_ENCODED = 255  # one encoded component must fit NAME_MAX of ordinary filesystems
+# one encoded component must fit NAME_MAX of ordinary filesystems — and of S3 servers built on
+# them: SeaweedFS answers 400 KeyTooLongError for a longer component (measured)
+MAX_ENCODED = 255
 MAX_PLAIN = (MAX_ENCODED * 5 // 8) - SIV_TAG  # 143 bytes of UTF-8 (or raw) name
 MAX_KEY_BYTES = 1024  # S3 object key limit, for identity names
 _ALPHABET = frozenset("abcdefghijklmnopqrstuvwxyz234567")
