@@ -378,3 +378,32 @@ def test_kill9_after_rename_over_an_uploaded_file(mode, bucket, s3, mount_factor
     assert p.read_bytes() == new
     assert sorted(os.listdir(m.mountpoint)) == ["f.bin"]
     m.umount()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_replay_never_uploads_data_that_is_gone(mode, bucket, s3, mount_factory):  # noqa: F811
+    """A journal row whose staging file is missing (it outlived its data: a damaged cache, or a
+    crash in the instant between an upload landing and its row going) must not be replayed as
+    zeros — which is what a CI run once found as a 2,088-byte all-zero conflict copy."""
+    m = mount_factory(bucket, mode)
+    (m.mountpoint / "kept.bin").write_bytes(b"uploaded " * 100)
+    m.umount()
+    m.extra = ["--upload-delay", "30"]
+    m.start()
+    (m.mountpoint / "kept.bin").write_bytes(b"lost " * 300)
+    (m.mountpoint / "new.bin").write_bytes(b"lost too " * 300)
+    m.kill()
+    staging = m.cache_dir / "staging"
+    gone = list(staging.iterdir())
+    assert len(gone) == 2
+    for f in gone:
+        f.unlink()
+    m.start()
+    m.umount()
+    assert "pending data of" in m.read_log()
+    shutil.rmtree(m.cache_dir)
+    m.start()
+    names = sorted(os.listdir(m.mountpoint))
+    assert names == ["kept.bin"], names  # no zero-filled new.bin, no conflict copy
+    assert (m.mountpoint / "kept.bin").read_bytes() == b"uploaded " * 100
+    m.umount()

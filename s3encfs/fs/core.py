@@ -835,6 +835,7 @@ class FsCore:
             return
         c = node.content
         key = self.key_of(node)
+        uploaded_staging: StagingFile | None = None  # landed in S3: emptied once the row is gone
         if c is not None:
             meta = self.object_meta(c.cipher_meta, node.attrs)
             sent_attrs = attrs_to_meta(node.attrs)
@@ -864,7 +865,7 @@ class FsCore:
             self._ciphers[(obj.key, obj.etag)] = c.cipher
             self.dirty_bytes -= c.dirty.count() * self.seg.segment_size
             if c.gen == gen:
-                self._finish_content(node)
+                uploaded_staging = self._finish_content(node)
                 if node.content is None and attrs_to_meta(node.attrs) != sent_attrs:
                     node.meta_dirty = True  # chmod/utime/chown while the upload ran
         elif node.meta_dirty and node.obj is not None:
@@ -872,8 +873,15 @@ class FsCore:
             etag = await self.run(self.store.copy, node.obj.key, key, metadata=meta)
             node.obj = ObjectRef(key, etag, node.obj.obj_size, node.obj.plain_size, meta)
             node.meta_dirty = False
-        if node.content is None:
+        if node.content is None or uploaded_staging is not None:
             self._drop_row(node)
+        if uploaded_staging is not None:
+            # only now, after the journal row: a crash in between leaves an orphan file (swept
+            # at the next mount), never a row whose data is gone (replayed as zeros before)
+            if node.content is None:
+                uploaded_staging.remove()
+            else:
+                uploaded_staging.truncate_segments(0)  # still open: starts over from the object
         if node.meta_dirty and node.content is None:
             self.persist(node)  # a "meta" row until the metadata rewrite is in S3
             self.schedule(node, 0)
@@ -887,7 +895,10 @@ class FsCore:
             return node.obj.etag
         return node.replaced_etag
 
-    def _finish_content(self, node: Node) -> None:
+    def _finish_content(self, node: Node) -> StagingFile | None:
+        """The upload of node.content landed: start over from the new object if the file is
+        open, else drop the content; returns the staging file, for the caller to empty (or
+        remove) once the journal row is gone."""
         c = node.content
         assert c is not None
         if c.writers or node.open_count:
@@ -896,15 +907,14 @@ class FsCore:
             c.base = node.obj
             c.base_segs = -(-node.attrs.size // self.seg.segment_size)
             c.dirty = DirtySet()
-            c.staging.truncate_segments(0)
             c.gen += 1
             c.journal_gen = -1
             c.cipher = self.cipher_for(node.obj)
             node.content = c
             node.content = None if not c.writers and not node.open_count else c
         else:
-            c.staging.remove()
             node.content = None
+        return c.staging
 
     async def _index_task(self, d: Node) -> None:
         try:
@@ -1507,6 +1517,13 @@ class FsCore:
     async def _replay_file(self, row_id: int, parts: tuple[str, ...], data: dict[str, Any]) -> None:
         from s3encfs.store.layout import meta_to_attrs
         path = os.path.join(self.staging_dir, data["file_id"])
+        if not os.path.exists(path) and DirtySet.from_hex(data["dirty"]).any():
+            # never upload what is not there (a missing staging file reads as zeros): the row
+            # outlived its data (a damaged cache, or a crash between an upload landing and its
+            # row going in versions before 2026-11-27); whatever S3 holds stays as it is
+            log.error("replay: the pending data of %r is gone from the cache; nothing is "
+                      "uploaded for it", "/".join(parts))
+            return
         staging = StagingFile(path, data["file_id"], self.seg.segment_size, self.slots,
                               create=True)
         base = ObjectRef.from_json(data["base"]) if data.get("base") else None
