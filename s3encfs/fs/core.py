@@ -875,13 +875,13 @@ class FsCore:
             node.meta_dirty = False
         if node.content is None or uploaded_staging is not None:
             self._drop_row(node)
-        if uploaded_staging is not None:
+        if uploaded_staging is not None and node.content is None:
             # only now, after the journal row: a crash in between leaves an orphan file (swept
-            # at the next mount), never a row whose data is gone (replayed as zeros before)
-            if node.content is None:
-                uploaded_staging.remove()
-            else:
-                uploaded_staging.truncate_segments(0)  # still open: starts over from the object
+            # at the next mount), never a row whose data is gone (replayed as zeros before).
+            # A file still open keeps its staging bytes: a read in flight may have planned to
+            # take a segment from them (emptying the file made that read return zeros, which
+            # the kernel then cached); nothing uses them once `dirty` is cleared
+            uploaded_staging.remove()
         if node.meta_dirty and node.content is None:
             self.persist(node)  # a "meta" row until the metadata rewrite is in S3
             self.schedule(node, 0)
