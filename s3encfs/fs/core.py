@@ -230,17 +230,17 @@ class FsCore:
         if self.cfg.fast_list and self.cfg.dir_ttl > 0:
             # never-listed subdirectories: one LIST of the whole subtree (1 request per 1,000
             # keys) instead of one per directory; they are prefetched as it reaches them
-            cold = [c for c in subdirs if c.children is None and not c.local_only
-                    and self.layout.dir_prefix(c.parts) not in self.prelisted]
+            cold = {p: c for c in subdirs if c.children is None and not c.local_only
+                    and (p := self.layout.dir_prefix(c.parts)) not in self.prelisted}
             if cold:
                 prefix = self.layout.dir_prefix(d.parts)
-                for c in cold:
-                    self._after_fast_list[self.layout.dir_prefix(c.parts)] = c
+                self._after_fast_list.update(cold)
                 if not any(prefix.startswith(p) for p in self._fast_lists) and \
                         self._prelisted_keys < PRELISTED_MAX_KEYS:
                     self._fast_lists.add(prefix)
                     self.nursery.start_soon(self._fast_list, prefix)
-                subdirs = [c for c in subdirs if c not in cold]
+                taken = set(cold.values())
+                subdirs = [c for c in subdirs if c not in taken]
         for c in subdirs[:256]:
             self.nursery.start_soon(self._prefetch_dir, c)
 
@@ -835,7 +835,7 @@ class FsCore:
             return
         c = node.content
         key = self.key_of(node)
-        uploaded_staging: StagingFile | None = None  # landed in S3: emptied once the row is gone
+        uploaded_staging: StagingFile | None = None  # set when the upload landed (see below)
         if c is not None:
             meta = self.object_meta(c.cipher_meta, node.attrs)
             sent_attrs = attrs_to_meta(node.attrs)
@@ -897,8 +897,8 @@ class FsCore:
 
     def _finish_content(self, node: Node) -> StagingFile | None:
         """The upload of node.content landed: start over from the new object if the file is
-        open, else drop the content; returns the staging file, for the caller to empty (or
-        remove) once the journal row is gone."""
+        open, else drop the content; returns the staging file, which the caller removes once the
+        journal row is gone (if the content was dropped)."""
         c = node.content
         assert c is not None
         if c.writers or node.open_count:
