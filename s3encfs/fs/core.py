@@ -28,6 +28,7 @@ from s3encfs.cache.blocks import BlockCache
 from s3encfs.cache.journal import Journal
 from s3encfs.cache.staging import DirtySet, StagingFile
 from s3encfs.codec import Codec, IntegrityError, NameTooLong, ObjectCipher
+from s3encfs.fs import identity
 from s3encfs.fs.listing import (
     DirIndex,
     Entry,
@@ -151,9 +152,12 @@ class FsCore:
             self._ciphers[ident] = c
         return c
 
-    def object_meta(self, cipher_meta: dict[str, str], attrs: Attrs) -> dict[str, str]:
+    def object_meta(self, cipher_meta: dict[str, str], attrs: Attrs,
+                    token: str | None = None) -> dict[str, str]:
+        """An object's metadata: key material plus sealed attrs (with the upload's token)."""
         meta = dict(cipher_meta)
-        meta.update(self.codec.seal_attrs(cipher_meta, attrs_to_meta(attrs)))
+        meta.update(self.codec.seal_attrs(cipher_meta,
+                                          identity.stamped(attrs_to_meta(attrs), token)))
         return meta
 
     def key_of(self, node: Node) -> str:
@@ -546,13 +550,15 @@ class FsCore:
             cipher, meta = self.codec.new_object()
             base, base_segs = None, 0
         cipher_meta = self._cipher_meta(meta)
-        node.content = Content(staging, cipher, cipher_meta, base, base_segs)
+        node.content = Content(staging, cipher, cipher_meta, base, base_segs,
+                               token=identity.new_token())
         return node.content
 
     def _cipher_meta(self, meta: dict[str, str]) -> dict[str, str]:
         """Only the codec's key material from an object's metadata (not attrs, not SSE ids)."""
         return {k: v for k, v in meta.items()
-                if k.startswith("s3encfs-") and k not in ("s3encfs-attrs", "s3encfs-ssec")}
+                if k.startswith("s3encfs-")
+                and k not in ("s3encfs-attrs", "s3encfs-ssec", identity.UPLOAD_ATTR)}
 
     async def write(self, node: Node, off: int, data: bytes) -> int:
         if self.cfg.read_only:
@@ -658,9 +664,9 @@ class FsCore:
     def _row_data(self, node: Node) -> dict[str, Any]:
         c = node.content
         data: dict[str, Any] = {"attrs": attrs_to_meta(node.attrs), "size": node.attrs.size,
-                                "replaced_etag": node.replaced_etag}
+                                "replaced_etag": node.replaced_etag, "tokens": node.tokens}
         if c is not None:
-            data.update({"file_id": c.staging.file_id, "dirty": c.dirty.to_hex(),
+            data.update({"token": c.token, "file_id": c.staging.file_id, "dirty": c.dirty.to_hex(),
                          "base": c.base.to_json() if c.base else None,
                          "base_segs": c.base_segs, "cipher_meta": c.cipher_meta})
         elif node.obj is not None:
@@ -672,6 +678,8 @@ class FsCore:
         if node.unlinked:
             return
         kind = "file" if node.content is not None else ("dir" if node.is_dir else "meta")
+        if node.content is not None:
+            self._token_for_row(node, node.content)
         data = self._row_data(node)
         if node.row_id is None:
             node.row_id = self.journal.add(kind, node.path, data)
@@ -679,6 +687,18 @@ class FsCore:
             self.journal.update(node.row_id, node.path, data)
         if node.content is not None:
             node.content.journal_gen = node.content.gen
+
+    @staticmethod
+    def _token_for_row(node: Node, c: Content) -> None:
+        """The token a journal row names is used for that row's data only: once an upload
+        carried it, the next version (or a rename) gets a fresh one; the row keeps the old ones
+        (`node.tokens`), which replay and a 412 recognise as ours (fs/identity.py)."""
+        if c.token_used or not c.token:
+            c.token = identity.new_token()
+            c.token_used = False
+        if c.token not in node.tokens:
+            node.tokens.append(c.token)
+            del node.tokens[:-identity.MAX_TOKENS]
 
     def _enqueue(self, node: Node, due: float) -> None:
         node.upload_due = due
@@ -697,6 +717,7 @@ class FsCore:
         if node.row_id is not None:
             self.journal.remove(node.row_id)
             node.row_id = None
+        node.tokens.clear()
 
     def _save_path(self, node: Node) -> None:
         """Rewrite the node's pending journal row after a rename: its path, and what the rename
@@ -837,25 +858,30 @@ class FsCore:
         key = self.key_of(node)
         uploaded_staging: StagingFile | None = None  # set when the upload landed (see below)
         if c is not None:
-            meta = self.object_meta(c.cipher_meta, node.attrs)
-            sent_attrs = attrs_to_meta(node.attrs)
             base_cipher = self.cipher_for(c.base) if c.base is not None else None
             st = await self.streamer.settle(c)
-            if st is not None and st.key != key:
+            if st is not None and (st.key != key or st.token != c.token):
                 await self.streamer.discard(c)  # renamed while streaming: start over
                 st = None
+            if c.gen != c.journal_gen or c.token_used or node.row_id is None:
+                self.persist(node)  # the row names the token (and data) this upload carries
+            token, tokens = c.token, tuple(node.tokens)
+            c.token_used = True
+            meta = self.object_meta(c.cipher_meta, node.attrs, token)
+            sent_attrs = attrs_to_meta(node.attrs)
             job = UploadJob(key, node.attrs.size, c.dirty.copy(), c.staging, c.cipher, meta,
                             c.base, base_cipher, c.base_segs)
             if st is not None and st.upload_id is not None:
                 job.stream = StreamedParts(st.upload_id, st.per, dict(st.parts))
+            streamed = job.stream
             job.expect_any = not self.cfg.conditional_writes
             job.expect_etag = self._expected_etag(node, key)
             gen = c.gen
             try:
-                obj = await trio.to_thread.run_sync(self.uploader.upload, job)
+                obj = await self.run_upload(job, token, tokens)
             finally:
-                if job.stream is not None:  # completed, or aborted by the uploader
-                    self.journal.delete_kv(f"mpu:{job.stream.upload_id}")
+                if streamed is not None:  # completed, or aborted by the uploader
+                    self.journal.delete_kv(f"mpu:{streamed.upload_id}")
                     c.stream = None
             self.stats["uploads"] += 1
             self._failures.pop(node, None)
@@ -889,6 +915,17 @@ class FsCore:
             self.schedule_index(node.parent)
         self._space.set()
 
+    async def run_upload(self, job: UploadJob, token: str, tokens: tuple[str, ...]) -> ObjectRef:
+        """Upload `job`; a failed precondition is settled by the object's identity (our own
+        upload is never a conflict; fs/identity.py).  PreconditionFailed: another writer."""
+        return await trio.to_thread.run_sync(
+            partial(identity.upload_owned, self.uploader, self.store, self.codec, job, token,
+                    tokens, on_round=self._count_round))
+
+    def _count_round(self, verdict: identity.Verdict) -> None:
+        key = f"upload_412_{verdict.value}"
+        self.stats[key] = self.stats.get(key, 0) + 1  # from a worker thread: a dict update
+
     def _expected_etag(self, node: Node, key: str) -> str | None:
         """The ETag S3 should still hold at `key` (None: no object should be there)."""
         if node.obj is not None and node.obj.key == key:
@@ -909,6 +946,7 @@ class FsCore:
             c.dirty = DirtySet()
             c.gen += 1
             c.journal_gen = -1
+            c.token, c.token_used = identity.new_token(), False  # the next version's
             c.cipher = self.cipher_for(node.obj)
             node.content = c
             node.content = None if not c.writers and not node.open_count else c
@@ -1202,9 +1240,12 @@ class FsCore:
         if p_new is not p_old:
             self.touch_dir(p_new)
 
-    async def _detach_target(self, target: Node, replaced_by_upload: bool) -> None:
-        """The node at the destination name is being replaced."""
+    async def _detach_target(self, target: Node, replaced_by_upload: bool) -> str | None:
+        """The node at the destination name is being replaced.  Returns the ETag S3 holds
+        under its name once its own upload (if one is in flight) is done: taking the lock waits
+        for that upload, so a rename-over is ordered after it and expects what it produced."""
         async with target.lock:
+            held = self._expected_etag(target, self.key_of(target))
             target.unlinked = True
             self.queue.discard(target)
             self._drop_row(target)
@@ -1221,11 +1262,15 @@ class FsCore:
                 target.content = None
             if target.open_count and target.obj is not None:
                 await self._materialize(target)
+        return held
 
     async def _rename_file(self, node: Node, p_new: Node, new: str, target: Node | None) -> None:
+        # wait for the node's own upload *before* taking its lock: an upload task started in
+        # between needs that lock, and polling `running` while holding it deadlocked (issue 11);
+        # one that starts after we hold the lock runs after us, under the new name
+        while node in self.running:
+            await trio.sleep(0.005)
         async with node.lock:
-            while node in self.running:
-                await trio.sleep(0.005)
             new_key = self.layout.file_key(self.child_parts(p_new, new))
             will_upload = node.content is not None and node.content.base is None
             # an object this file replaced by rename-over, not yet overwritten by our upload,
@@ -1233,15 +1278,20 @@ class FsCore:
             stale_key = self.key_of(node) if node.obj is None and node.replaced_etag else None
             node.replaced_etag = None
             if target is not None:
-                if will_upload and target.obj is not None:
-                    node.replaced_etag = target.obj.etag
-                elif will_upload and target.replaced_etag is not None:
-                    node.replaced_etag = target.replaced_etag  # still in S3 under that name
+                # the target's uploads from this mount stay ours at that name (fs/identity.py)
+                inherited = [*target.tokens, *((target.content.token,)
+                                               if target.content is not None else ())]
                 try:
-                    await self._detach_target(target, replaced_by_upload=True)
+                    held = await self._detach_target(target, replaced_by_upload=True)
                 except store_errors.StoreError as exc:
                     log.error("rename over %r failed: %s", target.path, exc)
                     raise fuse_error(errno.EIO) from None
+                if will_upload:
+                    # what S3 holds under the name *after* the target's upload in flight, if
+                    # any (the ETag taken before it landed made our upload a false conflict)
+                    node.replaced_etag = held
+                    node.tokens.extend(t for t in inherited if t not in node.tokens)
+                    del node.tokens[:-identity.MAX_TOKENS]
             if node.obj is not None:
                 try:
                     await self._put_pending_markers(p_new)
@@ -1429,7 +1479,7 @@ class FsCore:
             trial = node.attrs.copy()
             trial.xattrs = xattrs
             try:
-                self.object_meta(cipher_meta, trial)
+                self.object_meta(cipher_meta, trial, identity.new_token())
             except ValueError:
                 raise fuse_error(errno.ENOSPC) from None
         node.attrs.xattrs = xattrs
@@ -1531,7 +1581,13 @@ class FsCore:
             self.codec.open_object(data["cipher_meta"])
         attrs = meta_to_attrs(data["attrs"], default_mode=0o100644, size=data["size"],
                               last_modified=time.time())
-        meta = self.object_meta(data["cipher_meta"], attrs)
+        token, tokens = data.get("token"), tuple(data.get("tokens") or ())
+        if not token:  # a row from before upload tokens: name one before anything is sent
+            token = identity.new_token()
+            tokens = (*tokens, token)
+            self.journal.update(row_id, "/".join(parts),
+                                {**data, "token": token, "tokens": list(tokens)})
+        meta = self.object_meta(data["cipher_meta"], attrs, token)
         key = self.layout.file_key(parts)
         job = UploadJob(key, data["size"], DirtySet.from_hex(data["dirty"]), staging, cipher,
                         meta, base, cipher if base else None, data["base_segs"])
@@ -1539,11 +1595,10 @@ class FsCore:
         job.expect_etag = base.etag if base is not None and base.key == key else \
             data.get("replaced_etag")
         try:
-            await trio.to_thread.run_sync(self.uploader.upload, job)
+            # the crashed mount's upload of this very row may have landed (same token): that is
+            # success, not a conflict; an earlier one of ours is overwritten (fs/identity.py)
+            await self.run_upload(job, token, tokens)
         except store_errors.PreconditionFailed:
-            if await self._already_uploaded(key, job):
-                staging.remove()
-                return
             job.key = f"{key}.conflict-{os.uname().nodename}-{time.strftime('%Y%m%d-%H%M%S')}"
             if self.codec.encrypts_names:  # the conflict name must be encoded like any other
                 job.key = self.layout.file_key((*parts[:-1], parts[-1] + job.key[len(key):]))
@@ -1553,20 +1608,6 @@ class FsCore:
             await trio.to_thread.run_sync(self.uploader.upload, job)
         staging.remove()
         log.info("replayed pending upload of %r", "/".join(parts))
-
-    async def _already_uploaded(self, key: str, job: UploadJob) -> bool:
-        """The crashed mount's upload may have reached S3 before its journal row was removed:
-        an object at `key` with exactly our size and metadata is that upload, not a conflict."""
-        try:
-            info = await self.run(self.store.head, key)
-        except store_errors.StoreError:
-            return False
-        meta = info.metadata or {}
-        ours = info.size == self.seg.object_size(job.size) and all(
-            meta.get(k) == v for k, v in job.meta.items())
-        if ours:
-            log.info("replay: %s is already in S3 (the previous mount uploaded it)", key)
-        return ours
 
     async def _replay_meta(self, parts: tuple[str, ...], data: dict[str, Any]) -> None:
         from s3encfs.store.layout import meta_to_attrs

@@ -52,6 +52,8 @@ class Content:
     journal_gen: int = -1  # gen last written to the journal
     writers: int = 0
     stream: Any = None  # in-progress streaming multipart state (fs/uploader.py)
+    token: str = ""  # upload token of this version (fs/identity.py); fresh once `token_used`
+    token_used: bool = False  # an upload carrying `token` was sent (it may have landed)
 
 
 class Node:
@@ -82,6 +84,7 @@ class Node:
         "row_id",
         "seq_next",
         "subdirs_prefetched_at",
+        "tokens",
         "unlinked",
         "upload_due",
         "version",
@@ -117,6 +120,9 @@ class Node:
         self.marker_pending = False  # directory created here whose `dir/` marker is not yet PUT
         self.replaced_etag: str | None = None  # object this file replaced by rename-over
         self.subdirs_prefetched_at = -math.inf  # directory: last lookup-driven subdir prefetch
+        # upload tokens of this name's uploads that may have landed since its journal row began
+        # (fs/identity.py): an object carrying one is ours, never another writer's
+        self.tokens: list[str] = []
 
     @property
     def is_dir(self) -> bool:

@@ -29,6 +29,7 @@ log = logging.getLogger("s3encfs.upload")
 class StreamState:
     key: str
     per: int  # segments per part
+    token: str  # upload token the completed object will carry (fs/identity.py)
     upload_id: str | None = None
     next_part: int = 0  # index (0-based) of the next part to consider
     parts: dict[int, str] = field(default_factory=dict)  # part number (1-based) -> etag
@@ -59,7 +60,7 @@ class Streamer:
         if core.nursery is None or end < 2 * per * S:
             return
         if st is None:
-            st = c.stream = StreamState(core.key_of(node), per)
+            st = c.stream = StreamState(core.key_of(node), per, c.token)
             st.idle.set()
         if st.failed:
             return
@@ -85,7 +86,7 @@ class Streamer:
                     return
                 async with st.create_lock:
                     if st.upload_id is None:
-                        meta = core.object_meta(c.cipher_meta, node.attrs)
+                        meta = core.object_meta(c.cipher_meta, node.attrs, st.token)
                         st.upload_id = await core.run(core.store.create_multipart, st.key, meta)
                         core.journal.set_kv(f"mpu:{st.upload_id}", st.key)
                 first, stop = k * st.per, (k + 1) * st.per
