@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from s3encfs.fs.identity import new_token
 from s3encfs.fs.nodes import Content
 from s3encfs.store.errors import NotFound
 
@@ -60,6 +61,8 @@ class Streamer:
         if core.nursery is None or end < 2 * per * S:
             return
         if st is None:
+            if c.token_used:  # that token named an upload already: this one gets its own
+                c.token, c.token_used = new_token(), False
             st = c.stream = StreamState(core.key_of(node), per, c.token)
             st.idle.set()
         if st.failed:
