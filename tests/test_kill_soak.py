@@ -26,13 +26,13 @@ NDOCS = 6
 MiB = 1024 * 1024
 
 
-def small_tree(root: Path, nfiles: int = 300) -> None:
+def small_tree(root: Path, nfiles: int = 200) -> None:
     rnd = random.Random(3)
     for i in range(nfiles):
         p = root / f"d{i % 10}" / f"s{i % 3}" / f"f{i:04d}"
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(rnd.randbytes(rnd.randint(0, 20_000)))
-    (root / "d0" / "big.bin").write_bytes(rnd.randbytes(24 * MiB))
+    (root / "d0" / "big.bin").write_bytes(rnd.randbytes(17 * MiB))  # multipart
 
 
 class Editor(threading.Thread):
@@ -108,6 +108,7 @@ def run_soak(m: Mount, src: Path, kills: int, seed: int) -> None:
         m.umount(timeout=900)
 
 
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize("mode", ["none", "client"])
 def test_kill9_soak_small(mode, bucket, mount_factory, tmp_path):
     src = tmp_path / "src"
@@ -116,6 +117,7 @@ def test_kill9_soak_small(mode, bucket, mount_factory, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 @pytest.mark.parametrize("mode", ["none", "client"])
 def test_kill9_soak_usr_include(mode, bucket, mount_factory, tmp_path):
     src = Path("/usr/include")

@@ -107,6 +107,7 @@ def test_rename_over_a_file_whose_upload_is_in_flight(mode, bucket, s3, proxy, m
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 @pytest.mark.parametrize("mode", MODES)
 def test_rename_over_in_flight_upload_100_times(mode, bucket, s3, proxy, mount_factory):
     run_rename_races(mode, bucket, s3, proxy, mount_factory, 100)
