@@ -28,6 +28,7 @@ from s3encfs.cache.blocks import BlockCache
 from s3encfs.cache.journal import Journal
 from s3encfs.cache.staging import DirtySet, StagingFile
 from s3encfs.codec import Codec, IntegrityError, NameTooLong, ObjectCipher
+from s3encfs.fs.dirty import DirtyAccount
 from s3encfs.fs.listing import (
     DirIndex,
     Entry,
@@ -115,7 +116,7 @@ class FsCore:
         self._kick = trio.Event()
         self._wake_at = -math.inf  # when the upload loop, waiting, wakes up next
         self._idle = trio.Event()
-        self.dirty_bytes = 0
+        self.dirty = DirtyAccount(self.seg.segment_size)  # the one owner of dirty_bytes
         self._space = trio.Event()
         self.nursery: trio.Nursery | None = None
         self.prefetch_limiter = trio.CapacityLimiter(8)
@@ -566,8 +567,7 @@ class FsCore:
             first, last = off // S, (end - 1) // S if data else off // S
             fast = self.slots.overhead == 0
 
-            def work() -> int:
-                newly = 0
+            def work() -> None:
                 view = memoryview(data)
                 for i in range(first, last + 1):
                     s0 = i * S
@@ -583,15 +583,13 @@ class FsCore:
                         c.staging.write_segment(i, bytes(cur))
                     if not was_dirty:
                         c.dirty.add(i)
-                        newly += 1
-                return newly
 
             # small writes that need no base bytes from S3 (new files, rewritten segments) are
             # a local pwrite: done here, as a worker-thread hop would cost more than the write
             inline = len(data) <= 256 * 1024 and \
                 not any(src.base_backed(i) for i in range(first, last + 1))
             try:
-                newly = work() if inline else await self.run(work)
+                work() if inline else await self.run(work)
             except OSError as exc:
                 if exc.errno == errno.ENOSPC:
                     raise fuse_error(errno.ENOSPC) from None
@@ -600,7 +598,8 @@ class FsCore:
             except (IntegrityError, store_errors.StoreError) as exc:
                 log.error("write to %r needed unreadable base data: %s", node.path, exc)
                 raise fuse_error(errno.EIO) from None
-            self.dirty_bytes += newly * S
+            finally:
+                self.dirty.sync(c)  # counts what work() marked dirty, even if it failed midway
             c.gen += 1
             self.streamer.on_write(node, c, off, end)
             if end > node.attrs.size:
@@ -610,7 +609,7 @@ class FsCore:
         return len(data)
 
     async def _wait_for_space(self) -> None:
-        while self.dirty_bytes > self.cfg.dirty_limit:
+        while self.dirty.total > self.cfg.dirty_limit:
             drainable = [n for n in self.queue if n.content and n.content.writers == 0]
             if not drainable and not self.running:
                 return
@@ -648,6 +647,8 @@ class FsCore:
                 except (IntegrityError, store_errors.StoreError, OSError) as exc:
                     log.error("truncate of %r failed: %s", node.path, exc)
                     raise fuse_error(errno.EIO) from None
+                finally:
+                    self.dirty.sync(c)
                 c.base_segs = min(c.base_segs, size // S)
             c.gen += 1
             if size != old:  # POSIX: times change only if the size does (as the kernel shows)
@@ -863,9 +864,9 @@ class FsCore:
             node.obj = obj
             node.replaced_etag = None
             self._ciphers[(obj.key, obj.etag)] = c.cipher
-            self.dirty_bytes -= c.dirty.count() * self.seg.segment_size
             if c.gen == gen:
                 uploaded_staging = self._finish_content(node)
+                self.dirty.sync(c) if node.content is c else self.dirty.drop(c)
                 if node.content is None and attrs_to_meta(node.attrs) != sent_attrs:
                     node.meta_dirty = True  # chmod/utime/chown while the upload ran
         elif node.meta_dirty and node.obj is not None:
@@ -1121,7 +1122,7 @@ class FsCore:
             if node.content is not None and node.content.stream is not None:
                 await self.streamer.discard(node.content)
             if node.content is not None and not node.open_count:
-                self.dirty_bytes -= node.content.dirty.count() * self.seg.segment_size
+                self.dirty.drop(node.content)
                 node.content.staging.remove()
                 node.content = None
         self.touch_dir(parent)
@@ -1137,7 +1138,10 @@ class FsCore:
                     c.staging.write_segment(i, src.plain(i))
                     c.dirty.add(i)
 
-        await self.run(work)
+        try:
+            await self.run(work)
+        finally:
+            self.dirty.sync(c)
         c.base = None
         c.base_segs = 0
 
@@ -1216,7 +1220,7 @@ class FsCore:
             if target.content is not None and target.content.stream is not None:
                 await self.streamer.discard(target.content)
             if target.content is not None and not target.open_count:
-                self.dirty_bytes -= target.content.dirty.count() * self.seg.segment_size
+                self.dirty.drop(target.content)
                 target.content.staging.remove()
                 target.content = None
             if target.open_count and target.obj is not None:
@@ -1454,7 +1458,7 @@ class FsCore:
             c.writers -= 1
         if node.unlinked:
             if node.open_count == 0 and c is not None:
-                self.dirty_bytes -= c.dirty.count() * self.seg.segment_size
+                self.dirty.drop(c)
                 c.staging.remove()
                 node.content = None
                 if node.lookups == 0:
@@ -1593,7 +1597,7 @@ class FsCore:
     def status(self) -> dict[str, Any]:
         d: dict[str, Any] = {"pending_uploads": len(self.queue) + len(self.running),
              "pending_index_writes": len(self.index_queue),
-             "dirty_bytes": self.dirty_bytes,
+             "dirty_bytes": self.dirty.total,
              "journal_rows": self.journal.count()}
         d.update(self.blocks.usage())
         d.update(self.stats)

@@ -51,6 +51,7 @@ class Content:
     gen: int = 0
     journal_gen: int = -1  # gen last written to the journal
     writers: int = 0
+    counted: int = 0  # dirty segments fs/dirty.py has counted for this content
     stream: Any = None  # in-progress streaming multipart state (fs/uploader.py)
 
 
