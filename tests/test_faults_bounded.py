@@ -5,8 +5,10 @@ and a journal row left behind reported by `flush` instead of "flushed in 0.0s"."
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import subprocess
 import time
 
@@ -59,3 +61,81 @@ def test_dirty_bytes_zero_after_truncate_and_flush(mode, bucket, mount_factory):
     assert st["dirty_bytes"] == 0, st
     assert p.read_bytes() == b"tail"
     assert os.path.getsize(m.mountpoint / "base") == 1024 * 1024 + 5
+
+
+def umount(m, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*S3ENCFS, "umount", str(m.mountpoint), *args], env=m.env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_flush_umount_fsync_bounded_while_s3_stalls(bucket, s3, proxy, mount_factory):
+    """S3 stalled (PUTs held unanswered): flush/umount --timeout exit 1 with the pending count
+    within their time, umount leaves the mount up, fsync and fsyncdir give EIO after
+    --sync-timeout; once S3 answers again everything lands."""
+    m = mount_factory(bucket, "none", extra=["--endpoint-url", proxy.endpoint,
+                                             "--read-timeout", "5", "--sync-timeout", "4"])
+    proxy.add_fault(Fault(kind="timeout", op="PutObject", delay=3600))
+    data = {f"f{i}": os.urandom(1000 + i) for i in range(3)}
+    for name, body in data.items():
+        (m.mountpoint / name).write_bytes(body)
+
+    t0 = time.monotonic()
+    r = flush(m, "--timeout", "3", timeout=60)
+    took = time.monotonic() - t0
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    # the three files, plus the root directory's index once they are in
+    assert re.search(r"[34] uploads not in S3 yet: after 3", r.stderr), r.stderr
+    assert took < 20, took
+
+    t0 = time.monotonic()
+    r = umount(m, "--timeout", "3", timeout=60)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert "not unmounted" in r.stderr and re.search("[34] uploads", r.stderr), r.stderr
+    assert time.monotonic() - t0 < 25
+    assert os.path.ismount(m.mountpoint)
+
+    with open(m.mountpoint / "synced", "wb") as f:
+        f.write(b"must reach S3")
+        f.flush()
+        t0 = time.monotonic()
+        with pytest.raises(OSError) as exc:
+            os.fsync(f.fileno())
+        assert exc.value.errno == errno.EIO
+        assert time.monotonic() - t0 < 20
+        t0 = time.monotonic()
+    assert time.monotonic() - t0 < 20
+    fd = os.open(m.mountpoint, os.O_RDONLY)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(OSError) as exc:
+            os.fsync(fd)
+        assert exc.value.errno == errno.EIO
+        assert time.monotonic() - t0 < 20
+    finally:
+        os.close(fd)
+    assert status(m)["pending_uploads"] >= 4
+
+    proxy.clear_faults()
+    r = flush(m, "--timeout", "120", timeout=200)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert status(m)["dirty_bytes"] == 0
+    assert umount(m, "--timeout", "60", timeout=120).returncode == 0
+    m.proc.wait(timeout=60)
+    m.proc = None
+    for name, body in {**data, "synced": b"must reach S3"}.items():
+        assert s3.get_object(Bucket=bucket, Key=name)["Body"].read() == body
+
+
+def test_flush_reports_a_journal_row_replay_left(bucket, s3, proxy, mount_factory):
+    """After a restart whose replay failed, `flush` says a row is left (it printed "flushed in
+    0.0s" and exited 0)."""
+    m = mount_factory(bucket, "none", extra=["--endpoint-url", proxy.endpoint,
+                                             "--upload-delay", "60"])
+    (m.mountpoint / "late").write_bytes(b"journaled, not uploaded")
+    m.kill()
+    proxy.add_fault(Fault(kind="status", op="PutObject", status=403, code="AccessDenied"))
+    m.start()
+    proxy.clear_faults()
+    r = flush(m, "--timeout", "30", timeout=90)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert "1 upload not in S3 yet" in r.stderr, r.stderr

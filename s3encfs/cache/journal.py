@@ -169,6 +169,10 @@ class Journal:
                 for r in cur.fetchall()
             ]
 
+    def row_ids(self) -> list[int]:
+        with self._lock:
+            return [int(r[0]) for r in self._db.execute("SELECT id FROM pending").fetchall()]
+
     def count(self) -> int:
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM pending").fetchone()[0])

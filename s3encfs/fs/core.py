@@ -28,6 +28,7 @@ from s3encfs.cache.blocks import BlockCache
 from s3encfs.cache.journal import Journal
 from s3encfs.cache.staging import DirtySet, StagingFile
 from s3encfs.codec import Codec, IntegrityError, NameTooLong, ObjectCipher
+from s3encfs.fs.bounded import SyncTimeout, bounded, lock_within
 from s3encfs.fs.dirty import DirtyAccount
 from s3encfs.fs.listing import (
     DirIndex,
@@ -71,6 +72,7 @@ class FsConfig:
     part_segments: int = 128
     read_only: bool = False
     conditional_writes: bool = True
+    sync_timeout: float = 120.0  # fsync/fsyncdir: EIO after this long (fs/bounded.py)
     uid: int = 0
     gid: int = 0
 
@@ -559,7 +561,7 @@ class FsCore:
         if self.cfg.read_only:
             raise fuse_error(errno.EROFS)
         await self._wait_for_space()
-        async with node.lock:
+        async with lock_within(node.lock, self.cfg.sync_timeout, node.path):
             c = self._ensure_content(node)
             src = self._source(node)
             S = self.seg.segment_size
@@ -623,7 +625,7 @@ class FsCore:
     async def truncate(self, node: Node, size: int) -> None:
         if self.cfg.read_only:
             raise fuse_error(errno.EROFS)
-        async with node.lock:
+        async with lock_within(node.lock, self.cfg.sync_timeout, node.path):
             c = self._ensure_content(node)
             src = self._source(node)
             S = self.seg.segment_size
@@ -977,13 +979,17 @@ class FsCore:
             with trio.move_on_after(0.5):
                 await self._idle.wait()
 
-    async def fsync(self, node: Node) -> None:
+    async def fsync(self, node: Node, deadline: float | None = None) -> None:
         if node.content is not None or node.meta_dirty or node.marker_pending:
             self.queue.discard(node)
-            while node in self.running:
-                await trio.sleep(0.01)
-            try:
+
+            async def attempt() -> None:
+                while node in self.running:
+                    await trio.sleep(0.01)
                 await self.upload_node(node)
+
+            try:
+                await bounded(self.nursery, attempt, self._sync_deadline(deadline), node.path)
             except Exception as exc:
                 log.error("fsync upload of %r failed: %s", node.path, exc)
                 self.schedule(node, 5)
@@ -1372,6 +1378,18 @@ class FsCore:
                 if n.content is not None and n.content.base is not None:
                     n.content.base = n.obj
 
+    def _sync_deadline(self, deadline: float | None) -> float:
+        return deadline if deadline is not None else \
+            trio.current_time() + self.cfg.sync_timeout
+
+    async def flush_all_bounded(self) -> None:
+        """fsyncdir: like flush_all, but EIO after sync_timeout (never the whole outage)."""
+        try:
+            await bounded(self.nursery, self.flush_all, self._sync_deadline(None), "fsyncdir")
+        except SyncTimeout as exc:
+            log.error("%s", exc)
+            raise fuse_error(errno.EIO) from None
+
     async def flush_subtree(self, node: Node) -> None:
         stack = [node]
         todo = []
@@ -1383,8 +1401,9 @@ class FsCore:
                     todo.append(n)
             elif n.content is not None or n.meta_dirty:
                 todo.append(n)
+        deadline = self._sync_deadline(None)
         for n in todo:
-            await self.fsync(n)
+            await self.fsync(n, deadline)
 
     async def setattr(self, node: Node, *, mode: int | None = None, uid: int | None = None,
                       gid: int | None = None, size: int | None = None,
@@ -1603,3 +1622,13 @@ class FsCore:
         d.update(self.stats)
         d["s3"] = self.store.stats.as_dict()
         return d
+
+    def unflushed(self) -> dict[str, Any]:
+        """What S3 does not have yet, for a flush's answer: queued work, and journal rows (but
+        not those of files still open for writing, which go up at close)."""
+        writing = {n.row_id for n in self.inodes.values()
+                   if n.row_id is not None and n.content is not None and n.content.writers}
+        rows = sum(1 for r in self.journal.row_ids() if r not in writing)
+        busy = len(self.queue | self.running) + len(self.index_queue)
+        return {"pending": max(busy, rows), "journal_rows_left": rows,
+                "last_error": self.stats["last_error"]}

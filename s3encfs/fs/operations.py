@@ -185,7 +185,7 @@ class Operations(pyfuse3.Operations):
         self._dir_handles.pop(fh, None)
 
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
-        await self.core.flush_all()
+        await self.core.flush_all_bounded()
 
     async def mkdir(
         self, parent_inode: int, name: bytes, mode: int, ctx: Any
