@@ -41,6 +41,7 @@ from s3encfs.fs.listing import (
 )
 from s3encfs.fs.nodes import Content, Node, ObjectRef
 from s3encfs.fs.streaming import Streamer
+from s3encfs.fs.tasks import background
 from s3encfs.fs.treelist import DirListing, SubtreeSplitter
 from s3encfs.fs.uploader import SegmentSource, StreamedParts, Uploader, UploadJob
 from s3encfs.store import errors as store_errors
@@ -217,7 +218,7 @@ class FsCore:
             self._merge(d, entries)
             d.listed_at = listed_at
             if self.nursery is not None and any(e.provisional for e in entries):
-                self.nursery.start_soon(self._resolve_children, d)
+                self.nursery.start_soon(background, self._resolve_children, d)
             assert d.children is not None
             return d.children
 
@@ -241,11 +242,11 @@ class FsCore:
                 if not any(prefix.startswith(p) for p in self._fast_lists) and \
                         self._prelisted_keys < PRELISTED_MAX_KEYS:
                     self._fast_lists.add(prefix)
-                    self.nursery.start_soon(self._fast_list, prefix)
+                    self.nursery.start_soon(background, self._fast_list, prefix)
                 taken = set(cold.values())
                 subdirs = [c for c in subdirs if c not in taken]
         for c in subdirs[:256]:
-            self.nursery.start_soon(self._prefetch_dir, c)
+            self.nursery.start_soon(background, self._prefetch_dir, c)
 
     async def _fast_list(self, prefix: str) -> None:
         """List the subtree under `prefix` (up to FAST_LIST_PAGES pages) into `prelisted`."""
@@ -289,7 +290,7 @@ class FsCore:
     def _prefetch_waiting(self, prefix: str) -> None:
         node = self._after_fast_list.pop(prefix, None)
         if node is not None and not node.unlinked and self.nursery is not None:
-            self.nursery.start_soon(self._prefetch_dir, node)
+            self.nursery.start_soon(background, self._prefetch_dir, node)
 
     async def _prefetch_dir(self, d: Node) -> None:
         async with self.dir_prefetch_limiter:
@@ -508,7 +509,7 @@ class FsCore:
                 break  # a short run cut by the window's end: wait and fetch it in one bigger GET
             for i in range(b, b + run):
                 self._prefetching.add((obj.key, obj.etag, i))
-            self.nursery.start_soon(self._prefetch_one, obj, b, run)
+            self.nursery.start_soon(background, self._prefetch_one, obj, b, run)
             b += run
         if len(self._advised) > 1000:
             self._advised.clear()
