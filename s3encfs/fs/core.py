@@ -30,6 +30,7 @@ from s3encfs.cache.staging import DirtySet, StagingFile
 from s3encfs.codec import Codec, IntegrityError, NameTooLong, ObjectCipher
 from s3encfs.fs.bounded import SyncTimeout, bounded, lock_within
 from s3encfs.fs.dirty import DirtyAccount
+from s3encfs.fs.diskfull import failure_errno, mark_failed
 from s3encfs.fs.listing import (
     DirIndex,
     Entry,
@@ -120,6 +121,7 @@ class FsCore:
         self._wake_at = -math.inf  # when the upload loop, waiting, wakes up next
         self._idle = trio.Event()
         self.dirty = DirtyAccount(self.seg.segment_size)  # the one owner of dirty_bytes
+        self._stale_rows: set[int] = set()  # journal rows whose delete waits for disk space
         self._space = trio.Event()
         self.nursery: trio.Nursery | None = None
         self.prefetch_limiter = trio.CapacityLimiter(8)
@@ -562,6 +564,8 @@ class FsCore:
         if self.cfg.read_only:
             raise fuse_error(errno.EROFS)
         await self._wait_for_space()
+        if self.journal.short_of_space():  # the journal's reserve is spent: the disk is full
+            raise fuse_error(errno.ENOSPC)
         async with lock_within(node.lock, self.cfg.sync_timeout, node.path):
             c = self._ensure_content(node)
             src = self._source(node)
@@ -594,11 +598,13 @@ class FsCore:
             try:
                 work() if inline else await self.run(work)
             except OSError as exc:
+                mark_failed(c, failure_errno(exc), node.path)
                 if exc.errno == errno.ENOSPC:
                     raise fuse_error(errno.ENOSPC) from None
                 log.error("write to %r failed: %s", node.path, exc)
                 raise fuse_error(errno.EIO) from None
             except (IntegrityError, store_errors.StoreError) as exc:
+                mark_failed(c, errno.EIO, node.path)
                 log.error("write to %r needed unreadable base data: %s", node.path, exc)
                 raise fuse_error(errno.EIO) from None
             finally:
@@ -648,6 +654,7 @@ class FsCore:
                 try:
                     await self.run(work)
                 except (IntegrityError, store_errors.StoreError, OSError) as exc:
+                    mark_failed(c, errno.EIO, node.path)
                     log.error("truncate of %r failed: %s", node.path, exc)
                     raise fuse_error(errno.EIO) from None
                 finally:
@@ -697,10 +704,22 @@ class FsCore:
             self._kick.set()
 
     def _drop_row(self, node: Node) -> None:
-        """Forget the node's pending journal row (its work is done or no longer wanted)."""
+        """Forget the node's pending journal row (its work is done or no longer wanted).  A
+        delete the journal cannot write now (disk full, reserve spent) is retried later: the
+        work is done, and failing here had a landed upload sent again for ever."""
         if node.row_id is not None:
-            self.journal.remove(node.row_id)
-            node.row_id = None
+            row, node.row_id = node.row_id, None
+            self._stale_rows.add(row)
+        self._retry_stale_rows()
+
+    def _retry_stale_rows(self) -> None:
+        for row in list(self._stale_rows):
+            try:
+                self.journal.remove(row)
+            except OSError as exc:
+                log.warning("journal row %d stays until the cache disk has room: %s", row, exc)
+                return
+            self._stale_rows.discard(row)
 
     def _save_path(self, node: Node) -> None:
         """Rewrite the node's pending journal row after a rename: its path, and what the rename
@@ -968,6 +987,7 @@ class FsCore:
     async def flush_all(self) -> None:
         """Upload everything now and wait until S3 has it (fsync of the whole mount, unmount)."""
         while True:
+            self._retry_stale_rows()
             for n in list(self.queue):
                 if n.upload_due > 0 and n not in self._failures:  # failures keep their backoff
                     self._enqueue(n, 0)
@@ -1485,8 +1505,11 @@ class FsCore:
                     self.inodes.pop(node.inode, None)
             return
         if write and c is not None and c.writers == 0:
-            if c.gen != c.journal_gen:
-                self.persist(node)
+            if c.gen != c.journal_gen and not c.failed:
+                self._persist_or_fail(node, c)
+            if c.failed:
+                await self._abandon(node, c)
+                return
             self.schedule(node)
         elif c is not None and c.writers == 0 and c.journal_gen < 0 and not c.dirty.any() \
                 and node.obj is not None and c.gen == 0:
@@ -1495,8 +1518,32 @@ class FsCore:
 
     async def flush(self, node: Node) -> None:
         c = node.content
-        if c is not None and c.gen != c.journal_gen and not node.unlinked:
+        if c is not None and c.gen != c.journal_gen and not node.unlinked and not c.failed:
+            self._persist_or_fail(node, c)
+        if c is not None and c.failed and not node.unlinked:
+            raise fuse_error(c.failed)  # close() reports the failed write, every time
+
+    def _persist_or_fail(self, node: Node, c: Content) -> None:
+        try:
             self.persist(node)
+        except OSError as exc:  # the journal cannot take the row (full disk)
+            mark_failed(c, failure_errno(exc), node.path)
+
+    async def _abandon(self, node: Node, c: Content) -> None:
+        """The last writer closed a failed version: drop it; the file is what S3 holds."""
+        self.queue.discard(node)
+        if c.stream is not None:
+            await self.streamer.discard(c)
+        self._drop_row(node)
+        self.dirty.drop(c)
+        c.staging.remove()
+        node.content = None
+        node.version += 1  # the kernel's pages of the failed version go at the next open
+        node.attrs.size = node.obj.plain_size if node.obj is not None else 0
+        # a new file stays, empty and local: nothing goes up for a close that failed
+        if self.nursery is not None:  # with the writeback cache the kernel trusts its size
+            self.nursery.start_soon(background, trio.to_thread.run_sync,
+                                    pyfuse3.invalidate_inode, node.inode)
 
     # -- crash recovery ------------------------------------------------------------------------
     async def abort_leftover_uploads(self) -> None:

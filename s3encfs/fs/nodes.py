@@ -52,6 +52,7 @@ class Content:
     journal_gen: int = -1  # gen last written to the journal
     writers: int = 0
     counted: int = 0  # dirty segments fs/dirty.py has counted for this content
+    failed: int = 0  # errno of a failed write/close: never uploaded (fs/diskfull.py)
     stream: Any = None  # in-progress streaming multipart state (fs/uploader.py)
 
 
