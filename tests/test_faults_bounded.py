@@ -139,3 +139,24 @@ def test_flush_reports_a_journal_row_replay_left(bucket, s3, proxy, mount_factor
     r = flush(m, "--timeout", "30", timeout=90)
     assert r.returncode == 1, (r.stdout, r.stderr)
     assert "1 upload not in S3 yet" in r.stderr, r.stderr
+
+
+def test_retry_quota_never_runs_out(bucket, s3server, proxy, monkeypatch):
+    """Dozens of failing requests (an outage) used up botocore's standard-mode retry quota; from
+    then on every request failed at its first error, unretried.  Each request keeps its retries."""
+    from s3encfs.store import errors as se
+    from s3encfs.store.s3 import ObjectStore
+
+    for k, v in s3server.env().items():
+        monkeypatch.setenv(k, v)
+    store = ObjectStore(bucket, endpoint_url=proxy.endpoint, max_attempts=2)
+    proxy.add_fault(Fault(kind="status", op="HeadObject", status=500, code="InternalError"))
+    for _ in range(40):  # 40 retries x 14 tokens > the quota's 500
+        with pytest.raises(se.StoreError):
+            store.head("outage")
+    proxy.clear_faults()
+    proxy.add_fault(Fault(kind="status", op="HeadObject", status=500, code="InternalError",
+                          count=1))
+    with pytest.raises(se.NotFound):  # the 500 is retried, the retry gets the real answer
+        store.head("after-missing")
+    assert proxy.count("HeadObject") >= 82

@@ -31,6 +31,7 @@ from .errors import (
     client_error_info,
     map_error,
 )
+from .retries import without_retry_quota
 from .sse import SSEC_META, KmsLikePolicy, SseCPolicy, SsePolicy
 
 MAX_COPY = 5 * 1024**3  # largest single CopyObject
@@ -243,6 +244,7 @@ class ObjectStore:
         self.client = session.client(
             "s3", endpoint_url=endpoint_url, config=config(max_attempts, connect_timeout)
         )
+        without_retry_quota(self.client)  # an outage must not leave requests unretried
         # Mount-time probe: fail fast instead of sitting through a full retry schedule.
         self._probe = session.client(
             "s3",
