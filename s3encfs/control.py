@@ -290,7 +290,7 @@ def render_value(key: str, value: object, now: float | None = None) -> str:
             return _human_bytes(value)
         if key.endswith(("_rate", "_ratio")) and 0 <= value <= 1:
             return f"{100 * value:.1f}%"
-        if (key.startswith("last_") or key.endswith("_at")) and value > 1e9:
+        if (key.startswith("last_") or key.endswith(("_at", "_since"))) and value > 1e9:
             return _human_age(float(value), now)
         if key.endswith(("_seconds", "_s")):
             return f"{value:.1f}s"

@@ -75,6 +75,7 @@ def test_flush_umount_fsync_bounded_while_s3_stalls(bucket, s3, proxy, mount_fac
     m = mount_factory(bucket, "none", extra=["--endpoint-url", proxy.endpoint,
                                              "--read-timeout", "5", "--sync-timeout", "4"])
     proxy.add_fault(Fault(kind="timeout", op="PutObject", delay=3600))
+    stalled_at = time.time()
     data = {f"f{i}": os.urandom(1000 + i) for i in range(3)}
     for name, body in data.items():
         (m.mountpoint / name).write_bytes(body)
@@ -114,11 +115,19 @@ def test_flush_umount_fsync_bounded_while_s3_stalls(bucket, s3, proxy, mount_fac
     finally:
         os.close(fd)
     assert status(m)["pending_uploads"] >= 4
+    deadline = time.monotonic() + 150  # the first upload's retries (5 s read timeouts) end
+    while status(m)["s3_unreachable_since"] is None and time.monotonic() < deadline:
+        time.sleep(1)
+    since = status(m)["s3_unreachable_since"]
+    assert since is not None and stalled_at - 5 <= since <= time.time()
+    r = flush(m, "--timeout", "1", timeout=60)
+    assert r.returncode == 1 and "S3 unreachable since" in r.stderr, r.stderr
 
     proxy.clear_faults()
     r = flush(m, "--timeout", "120", timeout=200)
     assert r.returncode == 0, (r.stdout, r.stderr)
-    assert status(m)["dirty_bytes"] == 0
+    st = status(m)
+    assert st["dirty_bytes"] == 0 and st["s3_unreachable_since"] is None, st
     assert umount(m, "--timeout", "60", timeout=120).returncode == 0
     m.proc.wait(timeout=60)
     m.proc = None

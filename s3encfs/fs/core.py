@@ -1669,6 +1669,7 @@ class FsCore:
         d.update(self.blocks.usage())
         d.update(self.stats)
         d["s3"] = self.store.stats.as_dict()
+        d["s3_unreachable_since"] = self.store.stats.unreachable_since  # None: S3 answers
         return d
 
     def unflushed(self) -> dict[str, Any]:
@@ -1679,4 +1680,5 @@ class FsCore:
         rows = sum(1 for r in self.journal.row_ids() if r not in writing)
         busy = len(self.queue | self.running) + len(self.index_queue)
         return {"pending": max(busy, rows), "journal_rows_left": rows,
-                "last_error": self.stats["last_error"]}
+                "last_error": self.stats["last_error"],
+                "s3_unreachable_since": self.store.stats.unreachable_since}
