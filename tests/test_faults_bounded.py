@@ -169,3 +169,29 @@ def test_retry_quota_never_runs_out(bucket, s3server, proxy, monkeypatch):
     with pytest.raises(se.NotFound):  # the 500 is retried, the retry gets the real answer
         store.head("after-missing")
     assert proxy.count("HeadObject") >= 82
+
+
+def test_outage_create_mkdir_in_known_directories(bucket, s3, proxy, mount_factory):
+    """S3 down (every connection reset) past the listing's TTL: create and mkdir in a directory
+    this mount knows keep working (journaled, uploaded when S3 is back), cached data reads; they
+    gave EIO once the listing was older than dir_ttl."""
+    m = mount_factory(bucket, "none", extra=["--endpoint-url", proxy.endpoint, "--dir-ttl", "1",
+                                             "--attr-timeout", "0.5", "--read-timeout", "3"])
+    known = m.mountpoint / "known"
+    known.mkdir()
+    (known / "old").write_bytes(b"cached")
+    assert flush(m).returncode == 0
+    assert (known / "old").read_bytes() == b"cached"
+    proxy.add_fault(Fault(kind="reset"))
+    time.sleep(2)  # past dir_ttl and the kernel's entry timeout
+    (known / "new").write_bytes(b"made during the outage")
+    (known / "sub").mkdir()
+    assert sorted(os.listdir(known)) == ["new", "old", "sub"]
+    assert (known / "old").read_bytes() == b"cached"
+    assert (known / "new").read_bytes() == b"made during the outage"
+    proxy.clear_faults()
+    r = flush(m, "--timeout", "200", timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert s3.get_object(Bucket=bucket, Key="known/new")["Body"].read() == b"made during the outage"
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="known/")["Contents"]}
+    assert any(k.startswith("known/sub/") for k in keys), keys

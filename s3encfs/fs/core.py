@@ -31,6 +31,7 @@ from s3encfs.codec import Codec, IntegrityError, NameTooLong, ObjectCipher
 from s3encfs.fs.bounded import SyncTimeout, bounded, lock_within
 from s3encfs.fs.dirty import DirtyAccount
 from s3encfs.fs.diskfull import failure_errno, mark_failed
+from s3encfs.fs.health import STALE_RETRY, is_outage
 from s3encfs.fs.listing import (
     DirIndex,
     Entry,
@@ -213,6 +214,11 @@ class FsCore:
                             d.parts, self.cfg.uid, self.cfg.gid, self.mount_time, known,
                             listed))
             except store_errors.StoreError as exc:
+                if d.children is not None and is_outage(exc):  # fs/health.py
+                    log.warning("listing %r failed (%s); using what this mount knew",
+                                d.path or "/", exc)
+                    d.listed_at = time.monotonic() - self.cfg.dir_ttl + STALE_RETRY
+                    return d.children
                 log.error("listing %r failed: %s", d.path or "/", exc)
                 raise fuse_error(errno.EIO) from None
             if d is self.root and index is not None and index.self_attrs and d.row_id is None:
