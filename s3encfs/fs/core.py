@@ -41,7 +41,7 @@ from s3encfs.fs.listing import (
     read_index,
     write_index,
 )
-from s3encfs.fs.nodes import Content, Node, ObjectRef
+from s3encfs.fs.nodes import Content, Node, ObjectRef, drop_forgotten, forgettable
 from s3encfs.fs.streaming import Streamer
 from s3encfs.fs.tasks import background
 from s3encfs.fs.treelist import DirListing, SubtreeSplitter
@@ -413,6 +413,12 @@ class FsCore:
         node.lookups = max(0, node.lookups - n)
         if node.unlinked and node.lookups == 0 and node.open_count == 0:
             self.inodes.pop(inode, None)
+        else:  # memory follows what the kernel still knows (a parent forgotten first, too)
+            pending = (self.queue, self.running, self.index_queue)
+            while node is not None and node is not self.root and node.lookups == 0 and \
+                    not node.unlinked and forgettable(node, pending):
+                drop_forgotten(self.inodes, node)
+                node = node.parent
 
     # -- reading -----------------------------------------------------------------------------
     def _source(self, node: Node) -> SegmentSource:
@@ -1671,7 +1677,7 @@ class FsCore:
         d: dict[str, Any] = {"pending_uploads": len(self.queue) + len(self.running),
              "pending_index_writes": len(self.index_queue),
              "dirty_bytes": self.dirty.total,
-             "journal_rows": self.journal.count()}
+             "journal_rows": self.journal.count(), "nodes": len(self.inodes)}
         d.update(self.blocks.usage())
         d.update(self.stats)
         d["s3"] = self.store.stats.as_dict()

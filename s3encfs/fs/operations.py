@@ -186,6 +186,8 @@ class Operations(pyfuse3.Operations):
                 return
             if i >= 2:  # the kernel takes no reference for "." and ".."
                 node.lookups += 1
+                # forgotten while this handle was open: the kernel knows it again
+                self.core.inodes.setdefault(node.inode, node)
 
     async def releasedir(self, fh: int) -> None:
         self._dir_handles.pop(fh, None)
