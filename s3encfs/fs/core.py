@@ -1530,7 +1530,10 @@ class FsCore:
 
     async def flush(self, node: Node) -> None:
         c = node.content
-        if c is not None and c.gen != c.journal_gen and not node.unlinked and not c.failed:
+        # only for a writer: a reader's close of a file whose upload landed while it was open
+        # journaled a row that nothing uploaded or removed (replayed at the next mount)
+        if c is not None and c.writers and c.gen != c.journal_gen and not node.unlinked \
+                and not c.failed:
             self._persist_or_fail(node, c)
         if c is not None and c.failed and not node.unlinked:
             raise fuse_error(c.failed)  # close() reports the failed write, every time
