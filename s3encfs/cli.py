@@ -46,6 +46,8 @@ def main() -> None:
 @click.option("--read-timeout", type=float,
               help="Seconds without data from S3 before a request is retried (default 60).")
 @click.option("--connect-timeout", type=float, help="S3 connect timeout seconds (default 10).")
+@click.option("--sync-timeout", type=float,
+              help="Seconds fsync waits for S3 before it fails with EIO (default 120).")
 @click.option("-o", "options", multiple=True, help="FUSE options: allow_other, ro, ...")
 @click.option("-f", "--foreground", is_flag=True, default=None)
 @click.option("--debug", multiple=True, help="Debug logging for subsystems: fs,store,cache,all")
@@ -86,18 +88,34 @@ def mount_cmd(source: str | None, mountpoint: str | None, config_name: str | Non
 
 @main.command("umount")
 @click.argument("mountpoint")
-@click.option("--timeout", type=float, default=0, help="Give up after this many seconds (0: wait).")
+@click.option("--timeout", type=float, default=0,
+              help="Give up after this many seconds: exit 1 with the pending count, still "
+                   "mounted (0: wait).")
 def umount_cmd(mountpoint: str, timeout: float) -> None:
     """Upload everything pending, then unmount; returns when S3 has every byte."""
-    from s3encfs.control import ControlError, control_socket_path, query
+    from s3encfs.control import (
+        ControlError,
+        FlushIncomplete,
+        control_socket_path,
+        flush_request,
+        query,
+    )
 
     mountpoint = os.path.abspath(mountpoint)
     sock = control_socket_path(mountpoint)
     pid = None
+    left: FlushIncomplete | None = None
+    deadline = time.monotonic() + (timeout or 1e9)
     try:
         st = query(sock, "status", timeout=10)
         pid = st.get("pid")
-        query(sock, "flush", timeout=timeout or None)
+        flush_request(mountpoint, timeout)
+    except FlushIncomplete as exc:
+        if exc.timed_out:  # S3 does not have it all: stay mounted, the uploads go on
+            click.echo(f"s3encfs: not unmounted: {exc}; still mounted and retrying "
+                       "(umount without --timeout waits for them)", err=True)
+            sys.exit(1)
+        left = exc  # journal rows S3 does not have: they replay at the next mount
     except (ControlError, OSError) as exc:
         if not os.path.ismount(mountpoint):
             raise click.ClickException(f"{mountpoint} is not mounted") from None
@@ -106,11 +124,15 @@ def umount_cmd(mountpoint: str, timeout: float) -> None:
     if proc.returncode != 0:
         raise click.ClickException(f"unmount failed: {proc.stderr.strip()}")
     if pid:  # the mount process finishes any last uploads, then exits
-        deadline = time.monotonic() + (timeout or 1e9)
-        while time.monotonic() < deadline:
-            if not _process_alive(int(pid)):
-                break
+        while _process_alive(int(pid)):
+            if time.monotonic() >= deadline:
+                click.echo(f"s3encfs: unmounted, but the mount process {pid} is still "
+                           "uploading after the timeout", err=True)
+                sys.exit(1)
             time.sleep(0.05)
+    if left is not None:
+        click.echo(f"s3encfs: unmounted, but {left}; the next mount replays them", err=True)
+        sys.exit(1)
 
 
 def _process_alive(pid: int) -> bool:

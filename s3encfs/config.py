@@ -80,6 +80,7 @@ class MountConfig:
     attr_timeout: float = 5.0
     connect_timeout: float = 10.0  # seconds; each S3 request is retried by botocore
     read_timeout: float = 60.0  # seconds without a byte from S3 before a request is retried
+    sync_timeout: float = 120.0  # fsync/fsyncdir give EIO after this long without S3 (bounded)
     dir_ttl: float = 30.0  # seconds a directory listing is trusted before S3 is asked again
     fast_list: bool = True  # cold tree walks list whole subtrees (1 request per 1,000 keys)
     foreground: bool = False
@@ -272,6 +273,8 @@ def validate(cfg: MountConfig, complete: bool = True) -> MountConfig:
         raise ConfigError(f"{where}: max_dirty must be at least multipart_size")
     if cfg.upload_delay < 0:
         raise ConfigError(f"{where}: upload_delay must not be negative")
+    if cfg.sync_timeout <= 0:
+        raise ConfigError(f"{where}: sync_timeout must be positive")
     return cfg
 
 

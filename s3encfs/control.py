@@ -1,7 +1,10 @@
 """Control socket of a running mount: one JSON request line in, one JSON response line out.
 
-Requests: ``{"cmd": "status"}`` → the mount's status dict; ``{"cmd": "flush"}`` → answers once
-every pending upload is in S3; ``{"cmd": "ping"}``.  Responses always carry ``"ok"``.
+Requests: ``{"cmd": "status"}`` → the mount's status dict; ``{"cmd": "flush", "timeout": S}`` →
+answers once every pending upload is in S3, or after S seconds (omitted: no limit) with
+``"ok": false`` and ``"pending": N`` — also when the uploads finished but journal rows are left
+(work S3 does not have, e.g. a replay that failed); ``{"cmd": "ping"}``.  Responses always carry
+``"ok"``.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import errno
 import hashlib
 import json
 import logging
+import math
 import os
 import socket
 import stat
@@ -30,6 +34,15 @@ _SUN_PATH_MAX = 107  # sockaddr_un.sun_path minus the NUL
 
 class ControlError(Exception):
     """The mount could not be reached or answered with an error."""
+
+
+class FlushIncomplete(ControlError):
+    """The mount answered a flush: S3 does not have everything yet (`pending` items left)."""
+
+    def __init__(self, message: str, pending: int, timed_out: bool) -> None:
+        super().__init__(message)
+        self.pending = pending
+        self.timed_out = timed_out  # else: uploads done, but journal rows are left
 
 
 def escape_path(path: str) -> str:
@@ -105,10 +118,12 @@ class ControlServer:
         path: str,
         status: Callable[[], dict[str, Any]],
         flush: Callable[[], Awaitable[object]] | None = None,
+        pending: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.path = path
         self.status = status
         self.flush = flush
+        self.pending = pending  # after a flush: {"pending": N, ...}; N > 0 means not flushed
 
     async def serve(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         await trio.to_thread.run_sync(_prepare_socket_path, self.path)
@@ -174,23 +189,47 @@ class ControlServer:
         if cmd == "flush":
             if self.flush is None:
                 return {"ok": False, "error": "flush not supported by this mount"}
-            start = time.monotonic()
+            return await self._flush(request.get("timeout"))
+        return {"ok": False, "error": f"unknown command {cmd!r}"}
+
+    async def _flush(self, timeout: object) -> dict[str, Any]:
+        assert self.flush is not None
+        if timeout is not None and (isinstance(timeout, bool) or
+                                    not isinstance(timeout, (int, float)) or timeout < 0):
+            return {"ok": False, "error": "timeout must be a non-negative number of seconds"}
+        start = time.monotonic()
+        with trio.move_on_after(math.inf if not timeout else float(timeout)) as scope:
             try:
                 await self.flush()
             except Exception as exc:
                 log.exception("flush failed")
                 return {"ok": False, "error": f"flush failed: {exc}"}
-            return {"ok": True, "flushed": True, "seconds": round(time.monotonic() - start, 3)}
-        return {"ok": False, "error": f"unknown command {cmd!r}"}
+        seconds = round(time.monotonic() - start, 3)
+        left = self.pending() if self.pending is not None else {"pending": 0}
+        n = int(left.get("pending", 0))
+        if scope.cancelled_caught or n:
+            why = f"after {seconds:.1f}s" if scope.cancelled_caught else \
+                "left in the journal (see the mount log)"
+            msg = f"{n} upload{'s' if n != 1 else ''} not in S3 yet: {why}"
+            if left.get("s3_unreachable_since"):
+                msg += "; S3 unreachable since " + time.strftime(
+                    "%H:%M:%S", time.localtime(float(left["s3_unreachable_since"])))
+            if left.get("last_error"):
+                msg += f"; last error: {left['last_error']}"
+            return {"ok": False, "error": msg, "flushed": False, "seconds": seconds,
+                    **left, "pending": n, "timed_out": scope.cancelled_caught}
+        return {"ok": True, "flushed": True, "seconds": seconds}
 
 
-def query(path: str, cmd: str = "status", timeout: float | None = 10.0) -> dict[str, Any]:
-    """Send one request to a mount's control socket; ``timeout=None`` waits forever (flush)."""
+def query(path: str, cmd: str = "status", timeout: float | None = 10.0,
+          args: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Send one request to a mount's control socket; ``timeout=None`` waits forever (flush).
+    A flush the mount could not finish raises `FlushIncomplete` (with the pending count)."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         try:
             sock.connect(path)
-            sock.sendall(json.dumps({"cmd": cmd}).encode() + b"\n")
+            sock.sendall(json.dumps({**(args or {}), "cmd": cmd}).encode() + b"\n")
             buf = bytearray()
             while b"\n" not in buf:
                 chunk = sock.recv(65536)
@@ -211,6 +250,9 @@ def query(path: str, cmd: str = "status", timeout: float | None = 10.0) -> dict[
     if not isinstance(response, dict):
         raise ControlError(f"{path}: malformed answer")
     if not response.get("ok", False):
+        if "pending" in response:
+            raise FlushIncomplete(str(response.get("error")), int(response["pending"]),
+                                  bool(response.get("timed_out")))
         raise ControlError(str(response.get("error", "request failed")))
     return response
 
@@ -248,7 +290,7 @@ def render_value(key: str, value: object, now: float | None = None) -> str:
             return _human_bytes(value)
         if key.endswith(("_rate", "_ratio")) and 0 <= value <= 1:
             return f"{100 * value:.1f}%"
-        if (key.startswith("last_") or key.endswith("_at")) and value > 1e9:
+        if (key.startswith("last_") or key.endswith(("_at", "_since"))) and value > 1e9:
             return _human_age(float(value), now)
         if key.endswith(("_seconds", "_s")):
             return f"{value:.1f}s"
@@ -297,12 +339,25 @@ def status(mountpoint: str, as_json: bool, timeout: float) -> None:
         click.echo(render_status(data, tty=sys.stdout.isatty()))
 
 
+def flush_request(mountpoint: str, timeout: float) -> dict[str, Any]:
+    """Ask the mount to flush; `timeout` 0 waits as long as it takes.  The socket waits a
+    little longer than the mount, which answers at its deadline with the pending count."""
+    if timeout < 0:
+        raise click.BadParameter("must not be negative", param_hint="--timeout")
+    return query(control_socket_path(mountpoint), "flush",
+                 timeout=None if not timeout else timeout + 30.0,
+                 args={"timeout": timeout} if timeout else None)
+
+
 @click.command("flush")
 @click.argument("mountpoint", type=click.Path())
-def flush(mountpoint: str) -> None:
+@click.option("--timeout", type=float, default=0, show_default=True,
+              help="Give up after this many seconds, exiting 1 with the pending count "
+                   "(0: wait as long as it takes).")
+def flush(mountpoint: str, timeout: float) -> None:
     """Wait until everything written to MOUNTPOINT so far is stored in S3."""
     try:
-        answer = query(control_socket_path(mountpoint), "flush", timeout=None)
+        answer = flush_request(mountpoint, timeout)
     except ControlError as exc:
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(1) from None

@@ -181,7 +181,8 @@ def run_mount(cfg: MountConfig, ready_fd: int | None = None) -> int:
                      upload_delay=cfg.upload_delay, dirty_limit=cfg.max_dirty,
                      entry_ttl=cfg.attr_timeout, dir_ttl=cfg.dir_ttl, fast_list=cfg.fast_list,
                      upload_concurrency=max(4, cfg.upload_concurrency),
-                     read_only="ro" in cfg.options, uid=os.getuid(), gid=os.getgid())
+                     read_only="ro" in cfg.options, uid=os.getuid(), gid=os.getgid(),
+                     sync_timeout=cfg.sync_timeout)
     opts = set(pyfuse3.default_options)
     opts.add(f"fsname={cfg.source}")
     opts.add("subtype=s3encfs")
@@ -230,7 +231,7 @@ async def serve(core: Any, cfg: MountConfig, ready_fd: int | None) -> int:
         ctl = ControlServer(control_socket_path(cfg.mountpoint),
                             lambda: {**core.status(), "pid": os.getpid(),
                                      "mountpoint": cfg.mountpoint, "source": cfg.source},
-                            core.flush_all)
+                            core.flush_all, core.unflushed)
         await nursery.start(ctl.serve)
         fuse_done = trio.Event()
 

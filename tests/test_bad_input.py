@@ -172,3 +172,45 @@ def test_directory_10k_entries(bucket, s3, mount_factory):
 @pytest.mark.slow
 def test_directory_100k_entries(bucket, s3, mount_factory):
     _big_dir(100_000, bucket, s3, mount_factory)
+
+
+def test_foreign_metadata_clamped_never_crashes(bucket, s3, mount_factory):
+    """Plain mode, objects written by another tool with metadata the kernel cannot take: a mode of
+    -1 or 2**70 killed the daemon on `ls` (OverflowError in a background listing task); huge
+    uid/gid/mtime made the whole directory EIO.  Each bad value is ignored (default used, never a
+    wider mode), the rest of the directory reads normally."""
+    import stat
+
+    bad = {
+        "neg-mode": {"mode": "-1"},
+        "huge-mode": {"mode": str(2**70)},
+        "type-mode": {"mode": str(0o170777)},
+        "huge-ids": {"uid": str(2**40), "gid": "-7", "mode": "33188"},
+        "huge-mtime": {"mtime": str(10**30), "atime": "-" + str(10**30)},
+        "huge-rdev": {"rdev": str(2**64)},
+    }
+    for sub in ("d", "big"):
+        for name, meta in bad.items():
+            s3.put_object(Bucket=bucket, Key=f"{sub}/{name}", Body=name.encode(), Metadata=meta)
+        s3.put_object(Bucket=bucket, Key=f"{sub}/good", Body=b"good",
+                      Metadata={"mode": str(0o100600), "uid": "1234", "mtime": "1700000000.5"})
+    for i in range(300):  # a bigger directory too (its attributes come from background HEADs)
+        s3.put_object(Bucket=bucket, Key=f"big/f{i:03d}", Body=b"x")
+    mt = mount_factory(bucket, "none")
+    for sub in ("d", "big"):
+        root = mt.mountpoint / sub
+        names = set(os.listdir(root))
+        assert set(bad) | {"good"} <= names
+        for name in bad:
+            st = os.stat(root / name)
+            assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o644, name
+            assert (root / name).read_bytes() == name.encode()
+        st = os.stat(root / "huge-ids")
+        assert (st.st_uid, st.st_gid) == (os.getuid(), os.getgid())
+        good = os.stat(root / "good")
+        assert stat.S_IMODE(good.st_mode) == 0o600 and good.st_uid == 1234
+        assert good.st_mtime_ns == 1700000000_500000000
+    time.sleep(1)  # background HEADs of the big directory have run
+    assert mt.proc.poll() is None, mt.read_log()
+    assert len(os.listdir(mt.mountpoint / "big")) == 307
+    assert "ignoring invalid mode" in mt.read_log()

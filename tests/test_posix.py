@@ -320,7 +320,9 @@ def test_statfs(m):
     s = os.statvfs(m.mountpoint)
     assert s.f_bavail > 0 and s.f_bfree >= s.f_bavail
     assert s.f_blocks > 0 and s.f_frsize > 0
-    assert s.f_namemax == 255
+    # client mode: the real limit of an encrypted name (pathconf tells the truth; was 255)
+    assert s.f_namemax == (255 if m.encryption == "none" else 143)
+    assert os.pathconf(m.mountpoint, "PC_NAME_MAX") == s.f_namemax
     out = subprocess.run(["df", "-P", str(m.mountpoint)], check=True, capture_output=True,
                          text=True).stdout
     assert "s3encfs" in out
@@ -329,6 +331,12 @@ def test_statfs(m):
 def test_enametoolong_and_long_names(m, d):
     assert errno_of(open, d / ("a" * 256), "wb") == errno.ENAMETOOLONG
     assert errno_of(os.mkdir, d / ("b" * 256)) == errno.ENAMETOOLONG
+    # a lookup of a name no file can have says so (it said ENOENT)
+    assert errno_of(os.lstat, d / ("x" * 256)) == errno.ENAMETOOLONG
+    if m.encryption == "client":
+        assert errno_of(os.stat, d / ("x" * 144)) == errno.ENAMETOOLONG
+    else:
+        assert errno_of(os.stat, d / ("x" * 255)) == errno.ENOENT
     longest = 255 if m.encryption == "none" else 130
     name = "c" * longest
     (d / name).write_bytes(b"ok")
@@ -380,6 +388,7 @@ def test_unlinked_while_open(m, d):
         os.pwrite(fd, b"more", len(data))
         assert os.pread(fd, 10, len(data) - 6) == data[-6:] + b"more"
         assert os.fstat(fd).st_size == len(data) + 4
+        assert os.fstat(fd).st_nlink == 0  # was 1
         # the name is free for a new file meanwhile
         (d / "u").write_bytes(b"other")
         assert os.pread(fd, 4, 0) == data[:4]

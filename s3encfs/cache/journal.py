@@ -62,21 +62,26 @@ class _Reserve:
 
 
 class _GuardedDb:
-    """sqlite3 connection whose writes survive one disk-full error by releasing the reserve;
-    a second one becomes OSError(ENOSPC), which the FUSE layer reports as such."""
+    """sqlite3 connection on a disk that may be full.  Only *deletes* may release the reserve
+    (freeing space needs a WAL write, and a delete that failed would have a landed upload sent
+    again for ever); adds and updates on a full disk are OSError(ENOSPC) at once, which the FUSE
+    layer reports as such.  While the reserve is spent, every call tries to refill it first, and
+    `Journal.short_of_space` tells writers to stop (ENOSPC) so they cannot eat the freed space."""
 
     def __init__(self, conn: sqlite3.Connection, reserve: _Reserve):
         self.conn = conn
         self.reserve = reserve
         self.released = False
 
-    def _retry(self, fn: Callable[[], Any]) -> Any:
+    def _retry(self, fn: Callable[[], Any], release: bool) -> Any:
+        if self.released:
+            self.after_delete()
         try:
             return fn()
         except sqlite3.OperationalError as exc:
             if "full" not in str(exc).lower():
                 raise
-            if self.reserve.release():
+            if release and self.reserve.release():
                 self.released = True
                 try:
                     return fn()
@@ -84,11 +89,11 @@ class _GuardedDb:
                     exc = again
             raise OSError(errno.ENOSPC, f"cache disk full: journal write failed ({exc})") from None
 
-    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
-        return self._retry(lambda: self.conn.execute(sql, params))
+    def execute(self, sql: str, params: Any = (), *, release: bool = False) -> sqlite3.Cursor:
+        return self._retry(lambda: self.conn.execute(sql, params), release)
 
     def executemany(self, sql: str, params: Any) -> sqlite3.Cursor:
-        return self._retry(lambda: self.conn.executemany(sql, params))
+        return self._retry(lambda: self.conn.executemany(sql, params), False)
 
     def after_delete(self) -> None:
         if self.released:
@@ -158,7 +163,7 @@ class Journal:
 
     def remove(self, row_id: int) -> None:
         with self._lock:
-            self._db.execute("DELETE FROM pending WHERE id=?", (row_id,))
+            self._db.execute("DELETE FROM pending WHERE id=?", (row_id,), release=True)
             self._db.after_delete()
 
     def rows(self) -> list[PendingRow]:
@@ -168,6 +173,18 @@ class Journal:
                 PendingRow(r[0], r[1], self._unpack_path(r[2]), self._unpack_data(r[3]))
                 for r in cur.fetchall()
             ]
+
+    def short_of_space(self) -> bool:
+        """The reserve is spent and cannot be refilled yet: the cache disk is full."""
+        if not self._db.released:
+            return False
+        with self._lock:
+            self._db.after_delete()
+            return self._db.released
+
+    def row_ids(self) -> list[int]:
+        with self._lock:
+            return [int(r[0]) for r in self._db.execute("SELECT id FROM pending").fetchall()]
 
     def count(self) -> int:
         with self._lock:
@@ -192,16 +209,22 @@ class Journal:
         if not items:
             return
         with self._lock:
-            self._db.execute("BEGIN")
-            self._db.executemany(
-                "INSERT OR REPLACE INTO attrcache (key, etag, meta) VALUES (?, ?, ?)",
-                [(k, e, json.dumps(m)) for k, e, m in items],
-            )
-            self._db.execute("COMMIT")
+            # only a cache: on a full disk it is skipped, and the transaction never left open
+            # (later journal rows would join it and never be committed)
+            try:
+                self._db.execute("BEGIN")
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO attrcache (key, etag, meta) VALUES (?, ?, ?)",
+                    [(k, e, json.dumps(m)) for k, e, m in items],
+                )
+                self._db.execute("COMMIT")
+            except OSError:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.conn.execute("ROLLBACK")
 
     def forget_meta(self, key: str) -> None:
         with self._lock:
-            self._db.execute("DELETE FROM attrcache WHERE key=?", (key,))
+            self._db.execute("DELETE FROM attrcache WHERE key=?", (key,), release=True)
 
     def get_kv(self, k: str) -> str | None:
         with self._lock:
@@ -214,7 +237,7 @@ class Journal:
 
     def delete_kv(self, k: str) -> None:
         with self._lock:
-            self._db.execute("DELETE FROM kv WHERE k=?", (k,))
+            self._db.execute("DELETE FROM kv WHERE k=?", (k,), release=True)
 
     def kv_items(self, prefix: str) -> list[tuple[str, str]]:
         with self._lock:

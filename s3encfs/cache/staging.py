@@ -15,16 +15,21 @@ from s3encfs.codec import SlotCipher
 
 
 class DirtySet:
-    """A growable bitmap of segment indices."""
+    """A growable bitmap of segment indices; `count()` is O(1) (kept as bits change), since the
+    dirty-byte accounting asks for it after every write."""
 
     def __init__(self, data: bytes = b""):
         self._bits = bytearray(data)
+        self._n = sum(b.bit_count() for b in self._bits)
 
     def add(self, i: int) -> None:
         byte = i >> 3
         if byte >= len(self._bits):
             self._bits.extend(b"\0" * (byte + 1 - len(self._bits)))
-        self._bits[byte] |= 1 << (i & 7)
+        bit = 1 << (i & 7)
+        if not self._bits[byte] & bit:
+            self._bits[byte] |= bit
+            self._n += 1
 
     def __contains__(self, i: int) -> bool:
         byte = i >> 3
@@ -36,11 +41,14 @@ class DirtySet:
         if byte >= len(self._bits):
             return
         keep = first & 7
+        before = self._bits[byte]
         self._bits[byte] &= (1 << keep) - 1
+        self._n -= (before.bit_count() - self._bits[byte].bit_count()) + \
+            sum(b.bit_count() for b in self._bits[byte + 1:])
         del self._bits[byte + 1:]
 
     def count(self) -> int:
-        return sum(bin(b).count("1") for b in self._bits)
+        return self._n
 
     def any(self) -> bool:
         return any(self._bits)

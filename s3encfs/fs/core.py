@@ -29,6 +29,10 @@ from s3encfs.cache.journal import Journal
 from s3encfs.cache.staging import DirtySet, StagingFile
 from s3encfs.codec import Codec, IntegrityError, NameTooLong, ObjectCipher
 from s3encfs.fs import identity
+from s3encfs.fs.bounded import SyncTimeout, bounded, lock_within
+from s3encfs.fs.dirty import DirtyAccount
+from s3encfs.fs.diskfull import failure_errno, mark_failed
+from s3encfs.fs.health import STALE_RETRY, is_outage
 from s3encfs.fs.listing import (
     DirIndex,
     Entry,
@@ -38,8 +42,9 @@ from s3encfs.fs.listing import (
     read_index,
     write_index,
 )
-from s3encfs.fs.nodes import Content, Node, ObjectRef
+from s3encfs.fs.nodes import Content, Node, ObjectRef, drop_forgotten, forgettable
 from s3encfs.fs.streaming import Streamer
+from s3encfs.fs.tasks import background
 from s3encfs.fs.treelist import DirListing, SubtreeSplitter
 from s3encfs.fs.uploader import SegmentSource, StreamedParts, Uploader, UploadJob
 from s3encfs.store import errors as store_errors
@@ -71,6 +76,7 @@ class FsConfig:
     part_segments: int = 128
     read_only: bool = False
     conditional_writes: bool = True
+    sync_timeout: float = 120.0  # fsync/fsyncdir: EIO after this long (fs/bounded.py)
     uid: int = 0
     gid: int = 0
 
@@ -116,7 +122,8 @@ class FsCore:
         self._kick = trio.Event()
         self._wake_at = -math.inf  # when the upload loop, waiting, wakes up next
         self._idle = trio.Event()
-        self.dirty_bytes = 0
+        self.dirty = DirtyAccount(self.seg.segment_size)  # the one owner of dirty_bytes
+        self._stale_rows: set[int] = set()  # journal rows whose delete waits for disk space
         self._space = trio.Event()
         self.nursery: trio.Nursery | None = None
         self.prefetch_limiter = trio.CapacityLimiter(8)
@@ -211,6 +218,11 @@ class FsCore:
                             d.parts, self.cfg.uid, self.cfg.gid, self.mount_time, known,
                             listed))
             except store_errors.StoreError as exc:
+                if d.children is not None and is_outage(exc):  # fs/health.py
+                    log.warning("listing %r failed (%s); using what this mount knew",
+                                d.path or "/", exc)
+                    d.listed_at = time.monotonic() - self.cfg.dir_ttl + STALE_RETRY
+                    return d.children
                 log.error("listing %r failed: %s", d.path or "/", exc)
                 raise fuse_error(errno.EIO) from None
             if d is self.root and index is not None and index.self_attrs and d.row_id is None:
@@ -218,7 +230,7 @@ class FsCore:
             self._merge(d, entries)
             d.listed_at = listed_at
             if self.nursery is not None and any(e.provisional for e in entries):
-                self.nursery.start_soon(self._resolve_children, d)
+                self.nursery.start_soon(background, self._resolve_children, d)
             assert d.children is not None
             return d.children
 
@@ -242,11 +254,11 @@ class FsCore:
                 if not any(prefix.startswith(p) for p in self._fast_lists) and \
                         self._prelisted_keys < PRELISTED_MAX_KEYS:
                     self._fast_lists.add(prefix)
-                    self.nursery.start_soon(self._fast_list, prefix)
+                    self.nursery.start_soon(background, self._fast_list, prefix)
                 taken = set(cold.values())
                 subdirs = [c for c in subdirs if c not in taken]
         for c in subdirs[:256]:
-            self.nursery.start_soon(self._prefetch_dir, c)
+            self.nursery.start_soon(background, self._prefetch_dir, c)
 
     async def _fast_list(self, prefix: str) -> None:
         """List the subtree under `prefix` (up to FAST_LIST_PAGES pages) into `prelisted`."""
@@ -290,7 +302,7 @@ class FsCore:
     def _prefetch_waiting(self, prefix: str) -> None:
         node = self._after_fast_list.pop(prefix, None)
         if node is not None and not node.unlinked and self.nursery is not None:
-            self.nursery.start_soon(self._prefetch_dir, node)
+            self.nursery.start_soon(background, self._prefetch_dir, node)
 
     async def _prefetch_dir(self, d: Node) -> None:
         async with self.dir_prefetch_limiter:
@@ -405,6 +417,12 @@ class FsCore:
         node.lookups = max(0, node.lookups - n)
         if node.unlinked and node.lookups == 0 and node.open_count == 0:
             self.inodes.pop(inode, None)
+        else:  # memory follows what the kernel still knows (a parent forgotten first, too)
+            pending = (self.queue, self.running, self.index_queue)
+            while node is not None and node is not self.root and node.lookups == 0 and \
+                    not node.unlinked and forgettable(node, pending):
+                drop_forgotten(self.inodes, node)
+                node = node.parent
 
     # -- reading -----------------------------------------------------------------------------
     def _source(self, node: Node) -> SegmentSource:
@@ -509,7 +527,7 @@ class FsCore:
                 break  # a short run cut by the window's end: wait and fetch it in one bigger GET
             for i in range(b, b + run):
                 self._prefetching.add((obj.key, obj.etag, i))
-            self.nursery.start_soon(self._prefetch_one, obj, b, run)
+            self.nursery.start_soon(background, self._prefetch_one, obj, b, run)
             b += run
         if len(self._advised) > 1000:
             self._advised.clear()
@@ -564,7 +582,9 @@ class FsCore:
         if self.cfg.read_only:
             raise fuse_error(errno.EROFS)
         await self._wait_for_space()
-        async with node.lock:
+        if self.journal.short_of_space():  # the journal's reserve is spent: the disk is full
+            raise fuse_error(errno.ENOSPC)
+        async with lock_within(node.lock, self.cfg.sync_timeout, node.path):
             c = self._ensure_content(node)
             src = self._source(node)
             S = self.seg.segment_size
@@ -572,8 +592,7 @@ class FsCore:
             first, last = off // S, (end - 1) // S if data else off // S
             fast = self.slots.overhead == 0
 
-            def work() -> int:
-                newly = 0
+            def work() -> None:
                 view = memoryview(data)
                 for i in range(first, last + 1):
                     s0 = i * S
@@ -589,24 +608,25 @@ class FsCore:
                         c.staging.write_segment(i, bytes(cur))
                     if not was_dirty:
                         c.dirty.add(i)
-                        newly += 1
-                return newly
 
             # small writes that need no base bytes from S3 (new files, rewritten segments) are
             # a local pwrite: done here, as a worker-thread hop would cost more than the write
             inline = len(data) <= 256 * 1024 and \
                 not any(src.base_backed(i) for i in range(first, last + 1))
             try:
-                newly = work() if inline else await self.run(work)
+                work() if inline else await self.run(work)
             except OSError as exc:
+                mark_failed(c, failure_errno(exc), node.path)
                 if exc.errno == errno.ENOSPC:
                     raise fuse_error(errno.ENOSPC) from None
                 log.error("write to %r failed: %s", node.path, exc)
                 raise fuse_error(errno.EIO) from None
             except (IntegrityError, store_errors.StoreError) as exc:
+                mark_failed(c, errno.EIO, node.path)
                 log.error("write to %r needed unreadable base data: %s", node.path, exc)
                 raise fuse_error(errno.EIO) from None
-            self.dirty_bytes += newly * S
+            finally:
+                self.dirty.sync(c)  # counts what work() marked dirty, even if it failed midway
             c.gen += 1
             self.streamer.on_write(node, c, off, end)
             if end > node.attrs.size:
@@ -616,7 +636,7 @@ class FsCore:
         return len(data)
 
     async def _wait_for_space(self) -> None:
-        while self.dirty_bytes > self.cfg.dirty_limit:
+        while self.dirty.total > self.cfg.dirty_limit:
             drainable = [n for n in self.queue if n.content and n.content.writers == 0]
             if not drainable and not self.running:
                 return
@@ -630,7 +650,7 @@ class FsCore:
     async def truncate(self, node: Node, size: int) -> None:
         if self.cfg.read_only:
             raise fuse_error(errno.EROFS)
-        async with node.lock:
+        async with lock_within(node.lock, self.cfg.sync_timeout, node.path):
             c = self._ensure_content(node)
             src = self._source(node)
             S = self.seg.segment_size
@@ -652,8 +672,11 @@ class FsCore:
                 try:
                     await self.run(work)
                 except (IntegrityError, store_errors.StoreError, OSError) as exc:
+                    mark_failed(c, errno.EIO, node.path)
                     log.error("truncate of %r failed: %s", node.path, exc)
                     raise fuse_error(errno.EIO) from None
+                finally:
+                    self.dirty.sync(c)
                 c.base_segs = min(c.base_segs, size // S)
             c.gen += 1
             if size != old:  # POSIX: times change only if the size does (as the kernel shows)
@@ -713,11 +736,23 @@ class FsCore:
             self._kick.set()
 
     def _drop_row(self, node: Node) -> None:
-        """Forget the node's pending journal row (its work is done or no longer wanted)."""
+        """Forget the node's pending journal row (its work is done or no longer wanted).  A
+        delete the journal cannot write now (disk full, reserve spent) is retried later: the
+        work is done, and failing here had a landed upload sent again for ever."""
         if node.row_id is not None:
-            self.journal.remove(node.row_id)
-            node.row_id = None
+            row, node.row_id = node.row_id, None
+            self._stale_rows.add(row)
         node.tokens.clear()
+        self._retry_stale_rows()
+
+    def _retry_stale_rows(self) -> None:
+        for row in list(self._stale_rows):
+            try:
+                self.journal.remove(row)
+            except OSError as exc:
+                log.warning("journal row %d stays until the cache disk has room: %s", row, exc)
+                return
+            self._stale_rows.discard(row)
 
     def _save_path(self, node: Node) -> None:
         """Rewrite the node's pending journal row after a rename: its path, and what the rename
@@ -889,9 +924,9 @@ class FsCore:
             node.obj = obj
             node.replaced_etag = None
             self._ciphers[(obj.key, obj.etag)] = c.cipher
-            self.dirty_bytes -= c.dirty.count() * self.seg.segment_size
             if c.gen == gen:
                 uploaded_staging = self._finish_content(node)
+                self.dirty.sync(c) if node.content is c else self.dirty.drop(c)
                 if node.content is None and attrs_to_meta(node.attrs) != sent_attrs:
                     node.meta_dirty = True  # chmod/utime/chown while the upload ran
         elif node.meta_dirty and node.obj is not None:
@@ -1002,6 +1037,7 @@ class FsCore:
     async def flush_all(self) -> None:
         """Upload everything now and wait until S3 has it (fsync of the whole mount, unmount)."""
         while True:
+            self._retry_stale_rows()
             for n in list(self.queue):
                 if n.upload_due > 0 and n not in self._failures:  # failures keep their backoff
                     self._enqueue(n, 0)
@@ -1014,13 +1050,17 @@ class FsCore:
             with trio.move_on_after(0.5):
                 await self._idle.wait()
 
-    async def fsync(self, node: Node) -> None:
+    async def fsync(self, node: Node, deadline: float | None = None) -> None:
         if node.content is not None or node.meta_dirty or node.marker_pending:
             self.queue.discard(node)
-            while node in self.running:
-                await trio.sleep(0.01)
-            try:
+
+            async def attempt() -> None:
+                while node in self.running:
+                    await trio.sleep(0.01)
                 await self.upload_node(node)
+
+            try:
+                await bounded(self.nursery, attempt, self._sync_deadline(deadline), node.path)
             except Exception as exc:
                 log.error("fsync upload of %r failed: %s", node.path, exc)
                 self.schedule(node, 5)
@@ -1159,7 +1199,7 @@ class FsCore:
             if node.content is not None and node.content.stream is not None:
                 await self.streamer.discard(node.content)
             if node.content is not None and not node.open_count:
-                self.dirty_bytes -= node.content.dirty.count() * self.seg.segment_size
+                self.dirty.drop(node.content)
                 node.content.staging.remove()
                 node.content = None
         self.touch_dir(parent)
@@ -1175,7 +1215,10 @@ class FsCore:
                     c.staging.write_segment(i, src.plain(i))
                     c.dirty.add(i)
 
-        await self.run(work)
+        try:
+            await self.run(work)
+        finally:
+            self.dirty.sync(c)
         c.base = None
         c.base_segs = 0
 
@@ -1257,7 +1300,7 @@ class FsCore:
             if target.content is not None and target.content.stream is not None:
                 await self.streamer.discard(target.content)
             if target.content is not None and not target.open_count:
-                self.dirty_bytes -= target.content.dirty.count() * self.seg.segment_size
+                self.dirty.drop(target.content)
                 target.content.staging.remove()
                 target.content = None
             if target.open_count and target.obj is not None:
@@ -1418,6 +1461,18 @@ class FsCore:
                 if n.content is not None and n.content.base is not None:
                     n.content.base = n.obj
 
+    def _sync_deadline(self, deadline: float | None) -> float:
+        return deadline if deadline is not None else \
+            trio.current_time() + self.cfg.sync_timeout
+
+    async def flush_all_bounded(self) -> None:
+        """fsyncdir: like flush_all, but EIO after sync_timeout (never the whole outage)."""
+        try:
+            await bounded(self.nursery, self.flush_all, self._sync_deadline(None), "fsyncdir")
+        except SyncTimeout as exc:
+            log.error("%s", exc)
+            raise fuse_error(errno.EIO) from None
+
     async def flush_subtree(self, node: Node) -> None:
         stack = [node]
         todo = []
@@ -1429,8 +1484,9 @@ class FsCore:
                     todo.append(n)
             elif n.content is not None or n.meta_dirty:
                 todo.append(n)
+        deadline = self._sync_deadline(None)
         for n in todo:
-            await self.fsync(n)
+            await self.fsync(n, deadline)
 
     async def setattr(self, node: Node, *, mode: int | None = None, uid: int | None = None,
                       gid: int | None = None, size: int | None = None,
@@ -1504,15 +1560,18 @@ class FsCore:
             c.writers -= 1
         if node.unlinked:
             if node.open_count == 0 and c is not None:
-                self.dirty_bytes -= c.dirty.count() * self.seg.segment_size
+                self.dirty.drop(c)
                 c.staging.remove()
                 node.content = None
                 if node.lookups == 0:
                     self.inodes.pop(node.inode, None)
             return
         if write and c is not None and c.writers == 0:
-            if c.gen != c.journal_gen:
-                self.persist(node)
+            if c.gen != c.journal_gen and not c.failed:
+                self._persist_or_fail(node, c)
+            if c.failed:
+                await self._abandon(node, c)
+                return
             self.schedule(node)
         elif c is not None and c.writers == 0 and c.journal_gen < 0 and not c.dirty.any() \
                 and node.obj is not None and c.gen == 0:
@@ -1521,8 +1580,35 @@ class FsCore:
 
     async def flush(self, node: Node) -> None:
         c = node.content
-        if c is not None and c.gen != c.journal_gen and not node.unlinked:
+        # only for a writer: a reader's close of a file whose upload landed while it was open
+        # journaled a row that nothing uploaded or removed (replayed at the next mount)
+        if c is not None and c.writers and c.gen != c.journal_gen and not node.unlinked \
+                and not c.failed:
+            self._persist_or_fail(node, c)
+        if c is not None and c.failed and not node.unlinked:
+            raise fuse_error(c.failed)  # close() reports the failed write, every time
+
+    def _persist_or_fail(self, node: Node, c: Content) -> None:
+        try:
             self.persist(node)
+        except OSError as exc:  # the journal cannot take the row (full disk)
+            mark_failed(c, failure_errno(exc), node.path)
+
+    async def _abandon(self, node: Node, c: Content) -> None:
+        """The last writer closed a failed version: drop it; the file is what S3 holds."""
+        self.queue.discard(node)
+        if c.stream is not None:
+            await self.streamer.discard(c)
+        self._drop_row(node)
+        self.dirty.drop(c)
+        c.staging.remove()
+        node.content = None
+        node.version += 1  # the kernel's pages of the failed version go at the next open
+        node.attrs.size = node.obj.plain_size if node.obj is not None else 0
+        # a new file stays, empty and local: nothing goes up for a close that failed
+        if self.nursery is not None:  # with the writeback cache the kernel trusts its size
+            self.nursery.start_soon(background, trio.to_thread.run_sync,
+                                    pyfuse3.invalidate_inode, node.inode)
 
     # -- crash recovery ------------------------------------------------------------------------
     async def abort_leftover_uploads(self) -> None:
@@ -1634,9 +1720,21 @@ class FsCore:
     def status(self) -> dict[str, Any]:
         d: dict[str, Any] = {"pending_uploads": len(self.queue) + len(self.running),
              "pending_index_writes": len(self.index_queue),
-             "dirty_bytes": self.dirty_bytes,
-             "journal_rows": self.journal.count()}
+             "dirty_bytes": self.dirty.total,
+             "journal_rows": self.journal.count(), "nodes": len(self.inodes)}
         d.update(self.blocks.usage())
         d.update(self.stats)
         d["s3"] = self.store.stats.as_dict()
+        d["s3_unreachable_since"] = self.store.stats.unreachable_since  # None: S3 answers
         return d
+
+    def unflushed(self) -> dict[str, Any]:
+        """What S3 does not have yet, for a flush's answer: queued work, and journal rows (but
+        not those of files still open for writing, which go up at close)."""
+        writing = {n.row_id for n in self.inodes.values()
+                   if n.row_id is not None and n.content is not None and n.content.writers}
+        rows = sum(1 for r in self.journal.row_ids() if r not in writing)
+        busy = len(self.queue | self.running) + len(self.index_queue)
+        return {"pending": max(busy, rows), "journal_rows_left": rows,
+                "last_error": self.stats["last_error"],
+                "s3_unreachable_since": self.store.stats.unreachable_since}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import stat
+from collections.abc import Container
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +52,8 @@ class Content:
     gen: int = 0
     journal_gen: int = -1  # gen last written to the journal
     writers: int = 0
+    counted: int = 0  # dirty segments fs/dirty.py has counted for this content
+    failed: int = 0  # errno of a failed write/close: never uploaded (fs/diskfull.py)
     stream: Any = None  # in-progress streaming multipart state (fs/uploader.py)
     token: str = ""  # upload token of this version (fs/identity.py); fresh once `token_used`
     token_used: bool = False  # an upload carrying `token` was sent (it may have landed)
@@ -143,3 +146,27 @@ class Node:
 
     def __repr__(self) -> str:
         return f"<Node {self.inode} {self.path!r}>"
+
+
+def forgettable(node: Node, pending: tuple[Container[Node], ...]) -> bool:
+    """The kernel forgot `node` and it holds nothing that is not in S3: it may leave memory.
+
+    Nodes with local state (content, a journal row, metadata or a marker still to write, a
+    rename-over in flight, a lock held, queued or running work) stay, and so does a directory
+    whose children are loaded (they point at it)."""
+    return (node.content is None and node.row_id is None and not node.meta_dirty
+            and not node.marker_pending and not node.local_only and node.replaced_etag is None
+            and not node.lock.locked() and not node.children and node.open_count == 0
+            and not any(node in p for p in pending))
+
+
+def drop_forgotten(inodes: dict[int, Node], node: Node) -> None:
+    """Remove a forgettable node from the inode table and from its parent's listing, which is
+    then incomplete: the parent is listed again at its next use (the name comes back with a new
+    inode number, which the kernel, having forgotten the old one, cannot tell)."""
+    inodes.pop(node.inode, None)
+    parent = node.parent
+    if parent is not None and parent.children is not None and \
+            parent.children.get(node.name) is node:
+        del parent.children[node.name]
+        parent.listed_at = 0.0

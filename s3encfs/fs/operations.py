@@ -13,6 +13,7 @@ from typing import Any
 
 import pyfuse3
 
+from s3encfs.crypto.names import MAX_PLAIN
 from s3encfs.fs.core import FsCore, fuse_error
 from s3encfs.fs.nodes import Node
 
@@ -66,6 +67,9 @@ class Operations(pyfuse3.Operations):
         self._handles: dict[int, tuple[Node, bool]] = {}
         self._dir_handles: dict[int, list[tuple[str, Node]]] = {}
         self._next_fh = 1
+        # the longest name a component may have: encrypted names carry a SIV tag and base32
+        # inside S3's 255-character key components (crypto/names.py), plain ones do not
+        self.name_max = MAX_PLAIN if core.codec.encrypts_names else 255
 
     # -- helpers -----------------------------------------------------------------------------
     def _node(self, inode: int) -> Node:
@@ -83,7 +87,7 @@ class Operations(pyfuse3.Operations):
         # provisional attributes (LIST only) must not be cached: the kernel asks again
         e.attr_timeout = 0 if node.provisional else self.core.cfg.entry_ttl
         e.st_mode = a.mode
-        e.st_nlink = 2 if node.is_dir else 1
+        e.st_nlink = 0 if node.unlinked else 2 if node.is_dir else 1  # fstat after unlink: 0
         e.st_uid = a.uid
         e.st_gid = a.gid
         e.st_rdev = a.rdev
@@ -116,6 +120,8 @@ class Operations(pyfuse3.Operations):
             return self._lookup_ref(parent.parent or parent)
         if not parent.is_dir:
             raise fuse_error(errno.ENOTDIR)
+        if len(name) > self.name_max:
+            raise fuse_error(errno.ENAMETOOLONG)  # no such name can exist (was ENOENT)
         node = await self.core.lookup(parent, n)
         if node is None:
             e = pyfuse3.EntryAttributes()
@@ -180,12 +186,14 @@ class Operations(pyfuse3.Operations):
                 return
             if i >= 2:  # the kernel takes no reference for "." and ".."
                 node.lookups += 1
+                # forgotten while this handle was open: the kernel knows it again
+                self.core.inodes.setdefault(node.inode, node)
 
     async def releasedir(self, fh: int) -> None:
         self._dir_handles.pop(fh, None)
 
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
-        await self.core.flush_all()
+        await self.core.flush_all_bounded()
 
     async def mkdir(
         self, parent_inode: int, name: bytes, mode: int, ctx: Any
@@ -327,7 +335,7 @@ class Operations(pyfuse3.Operations):
         s.f_bfree = s.f_bavail = s.f_blocks
         s.f_files = 1 << 32
         s.f_ffree = s.f_favail = s.f_files
-        s.f_namemax = 255
+        s.f_namemax = self.name_max
         return s
 
     # -- xattrs ----------------------------------------------------------------------------------

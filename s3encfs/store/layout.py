@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import stat
 import time
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from s3encfs.codec import Codec, NameTooLong
 
 CONTROL_DIR = ".s3encfs"
 MAX_KEY_BYTES = 1024
+log = logging.getLogger("s3encfs.store")
 MAX_NAME_BYTES = 255
 
 
@@ -86,26 +88,55 @@ def attrs_to_meta(a: Attrs) -> dict[str, str]:
     return meta
 
 
+# Foreign metadata (objects written by other tools, or damaged) is clamped per value: a number
+# outside what the kernel can take (uid/gid/rdev 32-bit, (uid_t)-1 excluded; timestamps whose
+# seconds fit 64 bits; a mode of a known file type in 16 bits) is replaced by the default, as if
+# absent — never an error for the directory, never a wider mode than the default.
+_ID_LIMIT = (1 << 32) - 1
+_NS_LIMIT = (1 << 62)
+_FILE_TYPES = {stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK, stat.S_IFIFO, stat.S_IFSOCK,
+               stat.S_IFCHR, stat.S_IFBLK}
+_foreign_seen: set[tuple[str, str]] = set()
+
+
+def _foreign(name: str, value: str) -> None:
+    """Log an invalid metadata value once (per field and value; bounded)."""
+    if (name, value[:40]) not in _foreign_seen and len(_foreign_seen) < 1000:
+        _foreign_seen.add((name, value[:40]))
+        log.warning("ignoring invalid %s=%r in object metadata (default used)", name, value[:40])
+
+
 def meta_to_attrs(meta: dict[str, str], *, default_mode: int, size: int, last_modified: float,
                   uid: int = 0, gid: int = 0) -> Attrs:
     """Attributes from (unsealed) metadata; objects written by other tools get sane defaults."""
     lm = int(last_modified * 1_000_000_000)
 
-    def num(name: str, default: int) -> int:
+    def num(name: str, default: int, limit: int = _ID_LIMIT) -> int:
         try:
-            return int(meta[name])
+            value = int(meta[name])
         except (KeyError, ValueError):
             return default
+        if 0 <= value < limit:
+            return value
+        _foreign(name, meta[name])
+        return default
 
     def ts(name: str, default: int) -> int:
         try:
-            return _parse_ns(meta[name])
+            value = _parse_ns(meta[name])
         except (KeyError, ValueError):
             return default
+        if -_NS_LIMIT < value < _NS_LIMIT:
+            return value
+        _foreign(name, meta[name])
+        return default
 
-    mode = num("mode", default_mode)
+    mode = num("mode", default_mode, limit=1 << 32)
     if stat.S_IFMT(mode) == 0:
         mode |= stat.S_IFMT(default_mode)
+    if stat.S_IFMT(mode) not in _FILE_TYPES or mode >> 16:
+        _foreign("mode", meta.get("mode", ""))
+        mode = default_mode
     mtime = ts("mtime", lm)
     xattrs: dict[bytes, bytes] = {}
     if "xattr" in meta:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +32,7 @@ from .errors import (
     client_error_info,
     map_error,
 )
+from .retries import without_retry_quota
 from .sse import SSEC_META, KmsLikePolicy, SseCPolicy, SsePolicy
 
 MAX_COPY = 5 * 1024**3  # largest single CopyObject
@@ -78,10 +80,14 @@ class StoreStats:
     bytes_down: int = 0
     retries: int = 0
     errors: int = 0
+    # wall-clock start of the first request that failed (unreachable, timeout, 5xx, after its
+    # retries) since the last success: `status` shows it as s3_unreachable_since
+    unreachable_since: float | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def record(
-        self, op: str, *, up: int = 0, down: int = 0, retries: int = 0, error: bool = False
+        self, op: str, *, up: int = 0, down: int = 0, retries: int = 0, error: bool = False,
+        down_error: bool = False, started: float = 0.0,
     ) -> None:
         with self._lock:
             self.requests[op] = self.requests.get(op, 0) + 1
@@ -89,6 +95,10 @@ class StoreStats:
             self.bytes_down += down
             self.retries += retries
             self.errors += int(error)
+            if not error:
+                self.unreachable_since = None
+            elif down_error and self.unreachable_since is None:
+                self.unreachable_since = started or time.time()
 
     def as_dict(self) -> dict[str, Any]:
         with self._lock:
@@ -243,6 +253,7 @@ class ObjectStore:
         self.client = session.client(
             "s3", endpoint_url=endpoint_url, config=config(max_attempts, connect_timeout)
         )
+        without_retry_quota(self.client)  # an outage must not leave requests unretried
         # Mount-time probe: fail fast instead of sitting through a full retry schedule.
         self._probe = session.client(
             "s3",
@@ -262,13 +273,15 @@ class ObjectStore:
         hint: str = "",
         **params: Any,
     ) -> dict[str, Any]:
+        started = time.time()
         try:
             resp: dict[str, Any] = fn(Bucket=self.bucket, **params)
         except (ClientError, BotoCoreError) as exc:
             retries = 0
             if isinstance(exc, ClientError):
                 retries = int(exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 0))
-            self.stats.record(op, retries=retries, error=True)
+            down = not isinstance(exc, ClientError) or (_status(exc) or 0) >= 500
+            self.stats.record(op, retries=retries, error=True, down_error=down, started=started)
             if (
                 not hint
                 and isinstance(self.sse, SseCPolicy)
