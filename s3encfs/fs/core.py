@@ -38,6 +38,7 @@ from s3encfs.fs.listing import (
     write_index,
 )
 from s3encfs.fs.nodes import Content, Node, ObjectRef
+from s3encfs.fs.sealing import reseal_for_move
 from s3encfs.fs.streaming import Streamer
 from s3encfs.fs.treelist import DirListing, SubtreeSplitter
 from s3encfs.fs.uploader import SegmentSource, StreamedParts, Uploader, UploadJob
@@ -94,7 +95,8 @@ class FsCore:
         self.uploader = Uploader(
             store, self.blocks, self.seg, cfg.segs_per_block, cfg.part_segments, self.pool,
             track=lambda key, upload_id: self.journal.set_kv(f"mpu:{upload_id}", key),
-            untrack=lambda upload_id: self.journal.delete_kv(f"mpu:{upload_id}"))
+            untrack=lambda upload_id: self.journal.delete_kv(f"mpu:{upload_id}"),
+            reuse_base=not codec.fresh_key_per_version)
         self.slots = codec.slot_cipher(cfg.cache_dir)
         self.streamer = Streamer(self)
         self.limiter = trio.CapacityLimiter(cfg.s3_threads)
@@ -151,9 +153,11 @@ class FsCore:
             self._ciphers[ident] = c
         return c
 
-    def object_meta(self, cipher_meta: dict[str, str], attrs: Attrs) -> dict[str, str]:
+    def object_meta(self, cipher_meta: dict[str, str], attrs: Attrs, key: str) -> dict[str, str]:
+        """Metadata of the object at `key`: key material + attrs sealed for that key."""
         meta = dict(cipher_meta)
-        meta.update(self.codec.seal_attrs(cipher_meta, attrs_to_meta(attrs)))
+        meta.update(self.codec.seal_attrs(cipher_meta, attrs_to_meta(attrs),
+                                          self.layout.rel_key(key)))
         return meta
 
     def key_of(self, node: Node) -> str:
@@ -542,6 +546,8 @@ class FsCore:
             meta = dict(node.obj.meta)
             base: ObjectRef | None = node.obj
             base_segs = -(-node.obj.plain_size // self.seg.segment_size)
+            if self.codec.fresh_key_per_version:  # the base is read, never reused as is
+                cipher, meta = self.codec.new_object()
         else:
             cipher, meta = self.codec.new_object()
             base, base_segs = None, 0
@@ -837,7 +843,7 @@ class FsCore:
         key = self.key_of(node)
         uploaded_staging: StagingFile | None = None  # set when the upload landed (see below)
         if c is not None:
-            meta = self.object_meta(c.cipher_meta, node.attrs)
+            meta = self.object_meta(c.cipher_meta, node.attrs, key)
             sent_attrs = attrs_to_meta(node.attrs)
             base_cipher = self.cipher_for(c.base) if c.base is not None else None
             st = await self.streamer.settle(c)
@@ -869,7 +875,7 @@ class FsCore:
                 if node.content is None and attrs_to_meta(node.attrs) != sent_attrs:
                     node.meta_dirty = True  # chmod/utime/chown while the upload ran
         elif node.meta_dirty and node.obj is not None:
-            meta = self.object_meta(self._cipher_meta(node.obj.meta), node.attrs)
+            meta = self.object_meta(self._cipher_meta(node.obj.meta), node.attrs, key)
             etag = await self.run(self.store.copy, node.obj.key, key, metadata=meta)
             node.obj = ObjectRef(key, etag, node.obj.obj_size, node.obj.plain_size, meta)
             node.meta_dirty = False
@@ -910,6 +916,9 @@ class FsCore:
             c.gen += 1
             c.journal_gen = -1
             c.cipher = self.cipher_for(node.obj)
+            if self.codec.fresh_key_per_version:  # the next upload is a new version
+                c.cipher, fresh = self.codec.new_object()
+                c.cipher_meta = self._cipher_meta(fresh)
             node.content = c
             node.content = None if not c.writers and not node.open_count else c
         else:
@@ -1246,13 +1255,17 @@ class FsCore:
                 try:
                     await self._put_pending_markers(p_new)
                     old_key = node.obj.key
-                    etag = await self.run(self.store.copy, old_key, new_key)
+                    # attrs re-sealed for the new key (a corrupt object stays as it is)
+                    meta = self.object_meta(self._cipher_meta(node.obj.meta), node.attrs,
+                                            new_key) \
+                        if self.codec.authenticates_attrs and node.corrupt is None else None
+                    etag = await self.run(self.store.copy, old_key, new_key, metadata=meta)
                     await self.run(self.store.delete, old_key)
                 except store_errors.StoreError as exc:
                     log.error("rename of %r failed: %s", node.path, exc)
                     raise fuse_error(errno.EIO) from None
                 node.obj = ObjectRef(new_key, etag, node.obj.obj_size, node.obj.plain_size,
-                                     node.obj.meta)
+                                     meta if meta is not None else node.obj.meta)
                 if node.content is not None and node.content.base is not None:
                     node.content.base = node.obj
             elif target is not None and target.obj is not None and not will_upload:
@@ -1312,6 +1325,9 @@ class FsCore:
                 src, dst = item
                 if src.endswith("/"):
                     return dst, self.store.put(dst, b"", {})
+                if self.codec.authenticates_attrs:  # attrs re-sealed for the new key
+                    meta = reseal_for_move(self.store, self.layout, src, dst)
+                    return dst, self.store.copy(src, dst, metadata=meta)
                 return dst, self.store.copy(src, dst)
 
             def copy_all() -> dict[str, str]:
@@ -1429,7 +1445,7 @@ class FsCore:
             trial = node.attrs.copy()
             trial.xattrs = xattrs
             try:
-                self.object_meta(cipher_meta, trial)
+                self.object_meta(cipher_meta, trial, self.key_of(node))
             except ValueError:
                 raise fuse_error(errno.ENOSPC) from None
         node.attrs.xattrs = xattrs
@@ -1529,12 +1545,19 @@ class FsCore:
         base = ObjectRef.from_json(data["base"]) if data.get("base") else None
         cipher = self.cipher_for(base) if base is not None else \
             self.codec.open_object(data["cipher_meta"])
+        base_cipher = cipher if base is not None else None
         attrs = meta_to_attrs(data["attrs"], default_mode=0o100644, size=data["size"],
                               last_modified=time.time())
-        meta = self.object_meta(data["cipher_meta"], attrs)
         key = self.layout.file_key(parts)
+        if base is not None and self.codec.fresh_key_per_version:  # a new version: own key
+            if data["cipher_meta"].get("s3encfs-oid") == base.meta.get("s3encfs-oid"):
+                cipher, fresh = self.codec.new_object()  # a row written before v2
+                data = dict(data, cipher_meta=self._cipher_meta(fresh))
+            else:
+                cipher = self.codec.open_object(data["cipher_meta"])
+        meta = self.object_meta(data["cipher_meta"], attrs, key)
         job = UploadJob(key, data["size"], DirtySet.from_hex(data["dirty"]), staging, cipher,
-                        meta, base, cipher if base else None, data["base_segs"])
+                        meta, base, base_cipher, data["base_segs"])
         job.expect_any = not self.cfg.conditional_writes
         job.expect_etag = base.etag if base is not None and base.key == key else \
             data.get("replaced_etag")
@@ -1548,6 +1571,7 @@ class FsCore:
             if self.codec.encrypts_names:  # the conflict name must be encoded like any other
                 job.key = self.layout.file_key((*parts[:-1], parts[-1] + job.key[len(key):]))
             job.expect_any = True
+            job.meta = self.object_meta(data["cipher_meta"], attrs, job.key)  # bound to its key
             log.warning("replay: %r changed in S3 meanwhile; our version goes to %s",
                         "/".join(parts), job.key)
             await trio.to_thread.run_sync(self.uploader.upload, job)
@@ -1573,8 +1597,8 @@ class FsCore:
         obj = ObjectRef.from_json(data["obj"])
         attrs = meta_to_attrs(data["attrs"], default_mode=0o100644, size=obj.plain_size,
                               last_modified=time.time())
-        meta = self.object_meta(self._cipher_meta(obj.meta), attrs)
         key = self.layout.file_key(parts)
+        meta = self.object_meta(self._cipher_meta(obj.meta), attrs, key)
         await self.run(self.store.copy, key, key, metadata=meta)
 
     async def _replay_dir(self, parts: tuple[str, ...], data: dict[str, Any]) -> None:
