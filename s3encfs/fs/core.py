@@ -1317,6 +1317,7 @@ class FsCore:
             if target is not None:
                 await self._detach_target(target, replaced_by_upload=False)
             moves = await self.run(plan)
+            resealed: dict[str, dict[str, str]] = {}
             await self._put_pending_markers(p_new)
             await self.run(self.store.put, self.layout.dir_prefix(new_parts), b"",
                            attrs_to_meta(node.attrs) if not self.codec.encrypts_names else {})
@@ -1327,6 +1328,8 @@ class FsCore:
                     return dst, self.store.put(dst, b"", {})
                 if self.codec.authenticates_attrs:  # attrs re-sealed for the new key
                     meta = reseal_for_move(self.store, self.layout, src, dst)
+                    if meta is not None:
+                        resealed[dst] = meta
                     return dst, self.store.copy(src, dst, metadata=meta)
                 return dst, self.store.copy(src, dst)
 
@@ -1355,7 +1358,7 @@ class FsCore:
         self.prelisted.clear()  # keyed by prefix: a listing of the old paths must not be reused
         self._prelisted_keys = 0
         self._move(node, p_new, new)
-        self._invalidate_subtree(node, copied)
+        self._invalidate_subtree(node, copied, resealed)
         self.schedule_index(p_new)
         self._save_path(node)
 
@@ -1368,7 +1371,8 @@ class FsCore:
             stack.extend(c for c in (n.children or {}).values() if c.is_dir)
         return keys
 
-    def _invalidate_subtree(self, node: Node, etags: dict[str, str]) -> None:
+    def _invalidate_subtree(self, node: Node, etags: dict[str, str],
+                            metas: dict[str, dict[str, str]] | None = None) -> None:
         """Objects moved: point nodes at their new keys (and the copies' ETags)."""
         stack = [node]
         while stack:
@@ -1380,7 +1384,7 @@ class FsCore:
             elif n.obj is not None:
                 key = self.key_of(n)
                 n.obj = ObjectRef(key, etags.get(key, n.obj.etag), n.obj.obj_size,
-                                  n.obj.plain_size, n.obj.meta)
+                                  n.obj.plain_size, (metas or {}).get(key, n.obj.meta))
                 if n.content is not None and n.content.base is not None:
                     n.content.base = n.obj
 
