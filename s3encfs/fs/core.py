@@ -1407,6 +1407,7 @@ class FsCore:
                       atime_ns: int | None = None, mtime_ns: int | None = None) -> None:
         if self.cfg.read_only:
             raise fuse_error(errno.EROFS)
+        self._refuse_laundering(node, size)
         if size is not None:
             if node.is_dir:
                 raise fuse_error(errno.EISDIR)
@@ -1437,7 +1438,17 @@ class FsCore:
             return  # persisted at close
         self.attrs_changed(node)
 
+    def _refuse_laundering(self, node: Node, size: int | None = None) -> None:
+        """Re-sealing the attrs of an object whose own do not authenticate would make a planted
+        or moved object valid: refused (EIO) unless the file's content is being replaced."""
+        if node.corrupt and node.content is None and size != 0 and \
+                self.codec.authenticates_attrs:
+            log.error("changing attributes of %r (%s) refused: %s", node.path,
+                      node.obj.key if node.obj else "?", node.corrupt)
+            raise fuse_error(errno.EIO)
+
     async def set_xattrs(self, node: Node, xattrs: dict[bytes, bytes]) -> None:
+        self._refuse_laundering(node)
         meta = attrs_to_meta(Attrs(node.attrs.mode, xattrs=xattrs))
         if len(meta.get("xattr", "")) > 1500:
             raise fuse_error(errno.ENOSPC)
