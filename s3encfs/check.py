@@ -238,7 +238,7 @@ def structural_problems(ck: Checker, keys: list[str]) -> list[tuple[str, str]]:
         # a file a/b/f or a marker a/b/c/ is a child of "", "a" and "a/b" (each needs an index)
         parents.update("/".join(parts[:i]) for i in range(len(parts)))
     for rel_dir in sorted(parents):
-        idx = index_key_of(ck.prefix, rel_dir)
+        idx = index_key_of(ck.layout.prefix, rel_dir)
         if idx not in present:
             where = f"{ck.prefix}{rel_dir}/" if rel_dir else (ck.prefix or "/")
             out.append((where, f"directory has children but no index ({idx} missing)"))

@@ -1255,10 +1255,7 @@ class FsCore:
                 try:
                     await self._put_pending_markers(p_new)
                     old_key = node.obj.key
-                    # attrs re-sealed for the new key (a corrupt object stays as it is)
-                    meta = self.object_meta(self._cipher_meta(node.obj.meta), node.attrs,
-                                            new_key) \
-                        if self.codec.authenticates_attrs and node.corrupt is None else None
+                    meta = self._resealed_meta(node, new_key)
                     etag = await self.run(self.store.copy, old_key, new_key, metadata=meta)
                     await self.run(self.store.delete, old_key)
                 except store_errors.StoreError as exc:
@@ -1278,6 +1275,18 @@ class FsCore:
                     raise fuse_error(errno.EIO) from None
             self._move(node, p_new, new)
             self._save_path(node)
+
+    def _resealed_meta(self, node: Node, new_key: str) -> dict[str, str] | None:
+        """Metadata for moving `node`'s object to `new_key`: attrs re-sealed for that key; None
+        (copied unchanged, so it stays unreadable) when its own attrs did not authenticate."""
+        if not self.codec.authenticates_attrs or node.corrupt is not None or node.obj is None:
+            return None
+        try:
+            return self.object_meta(self._cipher_meta(node.obj.meta), node.attrs, new_key)
+        except IntegrityError as exc:
+            log.error("rename of %r: its key metadata does not open (%s); copied unchanged",
+                      node.path, exc)
+            return None
 
     def _move(self, node: Node, p_new: Node, new: str) -> None:
         assert node.parent is not None and node.parent.children is not None
