@@ -69,6 +69,7 @@ class Checker:
         self.layout = Layout(prefix, codec)
         self.data = data
         self.oids: dict[str, list[str]] = {}  # object id -> keys (client mode)
+        self.old_format = 0  # client format v1 objects (readable; `rekey` migrates them)
         self._lock = threading.Lock()
 
     # -- one object; returns (kind, problem or None, bytes read) ---------------------------------
@@ -96,6 +97,7 @@ class Checker:
                 cipher = self.codec.open_object(meta)
                 with self._lock:
                     self.oids.setdefault(meta.get("s3encfs-oid", ""), []).append(key)
+                    self.old_format += meta.get("s3encfs-v") == "1"
                 self.codec.open_attrs(meta, rel)
                 plain = self.codec.layout.plain_size(info.size)
                 if self.data:
@@ -302,7 +304,7 @@ def check(source: str | None, config_name: str | None, data: bool, abort_uploads
             "source": f"s3://{bucket}/{prefix}", "ok": rep.ok, "objects": rep.objects,
             "directories": rep.markers, "indexes": rep.indexes, "data_checked": rep.data_checked,
             "bytes_read": rep.bytes_read, "skipped_names": rep.skipped_names,
-            "vanished": rep.vanished,
+            "vanished": rep.vanished, "format_v1_objects": ck.old_format,
             "problems": [{"key": k, "error": e} for k, e in rep.problems],
             "uploads": [{"key": k, "upload_id": u, "initiated": t} for k, u, t in rep.uploads],
             "aborted": rep.aborted, "seconds": round(elapsed, 3),
@@ -324,6 +326,8 @@ def check(source: str | None, config_name: str | None, data: bool, abort_uploads
             + f"), {len(rep.problems)} unreadable, {rep.skipped_names} undecodable names skipped, "
             f"{len(rep.uploads)} incomplete uploads"
             + (f" ({rep.aborted} aborted)" if abort else "")
+            + (f", {ck.old_format} objects in client format v1 (run rekey to migrate)"
+               if ck.old_format else "")
             + f" ({elapsed:.1f}s; {policy.describe()})")
     if not rep.ok:
         raise SystemExit(1)

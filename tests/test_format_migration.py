@@ -13,6 +13,7 @@ import stat
 import subprocess
 from typing import Any
 
+import pytest
 from mounting import S3ENCFS, keyenv, mount_factory  # noqa: F401
 
 from s3encfs.crypto.client_codec import ClientCodec
@@ -72,9 +73,12 @@ def read_tree(m: Any) -> None:
     assert stat.S_IMODE((m.mountpoint / "dir").stat().st_mode) == 0o750
 
 
+@pytest.mark.timeout(900)  # two rekeys, three checks and two mounts (slow on a loaded machine)
 def test_v1_objects_read_and_migrate_to_v2(bucket: str, s3: Any, keyenv: dict[str, str],  # noqa: F811
                                           mount_factory: Any) -> None:  # noqa: F811
     layout = write_v1_tree(s3, bucket, keyenv)
+    out = run(keyenv, "check", f"s3://{bucket}", "--encryption", "client", "--data").stdout
+    assert "2 objects in client format v1" in out, out
     m = mount_factory(bucket, "client")
     read_tree(m)
     m.umount()
