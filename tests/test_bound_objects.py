@@ -116,6 +116,7 @@ def test_stripped_attrs_and_deleted_index_never_open_a_private_file(
     assert "no sealed attributes" in log
 
 
+@pytest.mark.timeout(900)  # five mounts: slow on a loaded machine
 @pytest.mark.parametrize("index", ["deleted", "kept"])
 def test_objects_are_bound_to_their_path(index: str, bucket: str, s3: Any,
                                          keyenv: dict[str, str],  # noqa: F811
@@ -179,6 +180,7 @@ def _segs(body: bytes) -> list[bytes]:
     return [body[i:i + STRIDE] for i in range(0, len(body), STRIDE)]
 
 
+@pytest.mark.timeout(900)  # six mounts
 @pytest.mark.parametrize("rewrite", ["partial", "o_trunc"])
 def test_versions_cannot_be_spliced(rewrite: str, bucket: str, s3: Any,
                                     keyenv: dict[str, str],  # noqa: F811
