@@ -55,7 +55,7 @@ def read_errno(path: Path) -> int | bytes:
 @pytest.fixture
 def open_dir() -> Iterator[Path]:
     """A directory every local user can traverse (pytest's tmp dirs are 0700 to root)."""
-    d = Path(tempfile.mkdtemp(prefix="s3encfs-ao-", dir="/tmp"))
+    d = Path(tempfile.mkdtemp(prefix="s3encfs-ao-"))  # the system temp dir, not pytest's
     d.chmod(0o755)
     try:
         yield d
