@@ -5,8 +5,11 @@ so an object stored without — or with the wrong — server-side encryption is 
 client mode the key metadata and the sealed attributes must open under the keyring's master keys
 and the object size must be a valid encrypted size. With ``--data`` every body is downloaded (in
 ranged chunks) and every segment decrypted and authenticated. Sealed directory indexes under
-``.s3encfs/idx/`` are opened too; other ``.s3encfs/`` control objects are skipped. Objects whose
-names this codec cannot decode (written by something else) are counted, not checked.
+``.s3encfs/idx/`` are opened too; other ``.s3encfs/`` control objects are skipped.
+
+Also problems (client mode): objects without (valid) sealed attributes — format v2 binds them to
+the object's key, so a copied, moved or swapped object is caught here; a directory with children
+but no index; two objects sharing one object id (a copy); names this codec cannot decode.
 
 Also lists multipart uploads that were started and never completed or aborted (they cost storage
 but are invisible); ``--abort-uploads`` aborts them. Read-only otherwise (except that, exactly as
@@ -17,9 +20,11 @@ Exit status: 0 when every object reads back, 1 otherwise.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -63,6 +68,9 @@ class Checker:
         self.prefix = prefix
         self.layout = Layout(prefix, codec)
         self.data = data
+        self.oids: dict[str, list[str]] = {}  # object id -> keys (client mode)
+        self.old_format = 0  # client format v1 objects (readable; `rekey` migrates them)
+        self._lock = threading.Lock()
 
     # -- one object; returns (kind, problem or None, bytes read) ---------------------------------
     def one(self, key: str, size: int) -> tuple[str, str | None, int]:
@@ -78,7 +86,7 @@ class Checker:
                     return "index", None, len(body)
                 return "control", None, 0
             if not self._names_decode(rel):
-                return "undecodable", None, 0
+                return "undecodable", "name does not decode under the naming key", 0
             marker = key.endswith("/")
             info = self._head(key)
             if marker:
@@ -87,7 +95,10 @@ class Checker:
             if self.client:
                 meta = info.metadata or {}
                 cipher = self.codec.open_object(meta)
-                self.codec.open_attrs(meta)
+                with self._lock:
+                    self.oids.setdefault(meta.get("s3encfs-oid", ""), []).append(key)
+                    self.old_format += meta.get("s3encfs-v") == "1"
+                self.codec.open_attrs(meta, rel)
                 plain = self.codec.layout.plain_size(info.size)
                 if self.data:
                     nread = self._read_segments(key, info.etag, cipher, plain, info.size)
@@ -95,7 +106,7 @@ class Checker:
                 nread = self._read_plain(key, info.etag, info.size)
             return ("data" if self.data else "object"), None, nread
         except UndecodableName:
-            return "undecodable", None, 0
+            return "undecodable", "name does not decode under the naming key", 0
         except NotFound:
             return "vanished", None, 0
         except SseMismatch as exc:
@@ -195,8 +206,45 @@ def run(ck: Checker, *, jobs: int = 8, stream: Any = None, quiet: bool = False) 
                 if not quiet:
                     log.error("%s: %s", key, problem)
             bar.advance()
+    for key, problem in structural_problems(ck, [k for k, _s in items]):
+        rep.problems.append((key, problem))
+        if not quiet:
+            log.error("%s: %s", key, problem)
     rep.uploads = ck.store.list_multipart_uploads(ck.prefix)
     return rep
+
+
+def index_key_of(prefix: str, rel_dir: str) -> str:
+    """The index object of the directory whose encoded path (relative, no slash) is `rel_dir`;
+    the same digest as `Layout.index_key`."""
+    return f"{prefix}{CONTROL}idx/{hashlib.sha256(rel_dir.encode()).hexdigest()[:40]}"
+
+
+def structural_problems(ck: Checker, keys: list[str]) -> list[tuple[str, str]]:
+    """Whole-bucket findings (client mode): shared object ids, directories without an index."""
+    if not ck.client:
+        return []
+    out: list[tuple[str, str]] = []
+    for oid, holders in sorted(ck.oids.items()):
+        if oid and len(holders) > 1:
+            for k in holders:
+                others = ", ".join(h for h in holders if h != k)
+                out.append((k, f"object id shared with {others} (a copy of another object)"))
+    present = set(keys)
+    parents: set[str] = set()
+    for key in keys:
+        rel = key[len(ck.prefix):]
+        if rel.startswith(CONTROL):
+            continue
+        parts = [p for p in rel.split("/") if p]
+        # a file a/b/f or a marker a/b/c/ is a child of "", "a" and "a/b" (each needs an index)
+        parents.update("/".join(parts[:i]) for i in range(len(parts)))
+    for rel_dir in sorted(parents):
+        idx = index_key_of(ck.layout.prefix, rel_dir)
+        if idx not in present:
+            where = f"{ck.prefix}{rel_dir}/" if rel_dir else (ck.prefix or "/")
+            out.append((where, f"directory has children but no index ({idx} missing)"))
+    return out
 
 
 def abort_all(store: Any, rep: Report) -> None:
@@ -256,7 +304,7 @@ def check(source: str | None, config_name: str | None, data: bool, abort_uploads
             "source": f"s3://{bucket}/{prefix}", "ok": rep.ok, "objects": rep.objects,
             "directories": rep.markers, "indexes": rep.indexes, "data_checked": rep.data_checked,
             "bytes_read": rep.bytes_read, "skipped_names": rep.skipped_names,
-            "vanished": rep.vanished,
+            "vanished": rep.vanished, "format_v1_objects": ck.old_format,
             "problems": [{"key": k, "error": e} for k, e in rep.problems],
             "uploads": [{"key": k, "upload_id": u, "initiated": t} for k, u, t in rep.uploads],
             "aborted": rep.aborted, "seconds": round(elapsed, 3),
@@ -278,6 +326,8 @@ def check(source: str | None, config_name: str | None, data: bool, abort_uploads
             + f"), {len(rep.problems)} unreadable, {rep.skipped_names} undecodable names skipped, "
             f"{len(rep.uploads)} incomplete uploads"
             + (f" ({rep.aborted} aborted)" if abort else "")
+            + (f", {ck.old_format} objects in client format v1 (run rekey to migrate)"
+               if ck.old_format else "")
             + f" ({elapsed:.1f}s; {policy.describe()})")
     if not rep.ok:
         raise SystemExit(1)

@@ -95,6 +95,12 @@ class Codec(Protocol):
     name: str
     layout: SegmentLayout
     encrypts_names: bool
+    # sealed attributes are authenticated: missing or failing ones make an object unreadable,
+    # and unauthenticated directory attributes fall back to 0700, never to a wider default
+    authenticates_attrs: bool
+    # every content upload gets a fresh cipher (new_object) and re-seals all segments, so the
+    # uploader never reuses the base object's bytes (no part copies)
+    fresh_key_per_version: bool
 
     def new_object(self) -> tuple[ObjectCipher, dict[str, str]]:
         """A fresh data key. Returns the cipher and the metadata (``x-amz-meta-`` names, no
@@ -105,13 +111,15 @@ class Codec(Protocol):
         """Rebuild the cipher of an existing object; IntegrityError if metadata is bad/foreign."""
         ...
 
-    def seal_attrs(self, metadata: dict[str, str], attrs: dict[str, str]) -> dict[str, str]:
+    def seal_attrs(self, metadata: dict[str, str], attrs: dict[str, str],
+                   path: str = "") -> dict[str, str]:
         """Return the metadata entries that carry (and authenticate) POSIX `attrs`.
-        `metadata` is the object's key metadata from `new_object`/the existing object."""
+        `metadata` is the object's key metadata from `new_object`/the existing object; `path`
+        the object's key relative to the mount prefix, which a sealing codec binds."""
         ...
 
-    def open_attrs(self, metadata: dict[str, str]) -> dict[str, str]:
-        """Inverse of `seal_attrs`; IntegrityError when tampered."""
+    def open_attrs(self, metadata: dict[str, str], path: str = "") -> dict[str, str]:
+        """Inverse of `seal_attrs`; IntegrityError when tampered, missing or for another path."""
         ...
 
     def seal_blob(self, purpose: str, data: bytes) -> bytes:
@@ -158,6 +166,8 @@ class IdentityCodec:
 
     name = "none"
     encrypts_names = False
+    authenticates_attrs = False
+    fresh_key_per_version = False
 
     def __init__(self, segment_size: int = 64 * 1024):
         self.layout = SegmentLayout(segment_size, 0, 0)
@@ -168,10 +178,11 @@ class IdentityCodec:
     def open_object(self, metadata: dict[str, str]) -> ObjectCipher:
         return IdentityCipher()
 
-    def seal_attrs(self, metadata: dict[str, str], attrs: dict[str, str]) -> dict[str, str]:
+    def seal_attrs(self, metadata: dict[str, str], attrs: dict[str, str],
+                   path: str = "") -> dict[str, str]:
         return dict(attrs)
 
-    def open_attrs(self, metadata: dict[str, str]) -> dict[str, str]:
+    def open_attrs(self, metadata: dict[str, str], path: str = "") -> dict[str, str]:
         return dict(metadata)
 
     def seal_blob(self, purpose: str, data: bytes) -> bytes:

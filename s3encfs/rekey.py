@@ -6,7 +6,11 @@ server-side, without downloading file contents.
   side carries the SSE-C key recorded in the object's ``s3encfs-ssec`` metadata. Objects over
   5 GiB go through a multipart UploadPartCopy (``ObjectStore.copy``).
 - Client master-key rotation: only the wrapped data keys in the metadata change
-  (``ClientCodec.rewrap``), carried by the same CopyObject; bodies are never rewritten. Sealed
+  (``ClientCodec.rewrap``), carried by the same CopyObject; bodies are not rewritten. A rewrap is
+  not a revocation: the old master key still opens every data key it ever wrapped (copies,
+  backups, old versions). Objects in an older client format (v1) are re-encrypted to the current
+  one (s3encfs/reencrypt.py: GET, authenticate, PUT under a fresh data key); with
+  ``--new-data-keys`` every object is. Sealed
   blobs under ``.s3encfs/`` (directory indexes, keycheck) are re-sealed with the current key.
   File *names* stay encrypted under the bucket's naming key (docs/FORMAT.md), so that key must stay
   in the mount's ``--key`` list.
@@ -34,6 +38,7 @@ from typing import Any
 import click
 
 from s3encfs.cli_options import bucket_options
+from s3encfs.reencrypt import needs_reencryption, reencrypt
 
 log = logging.getLogger("s3encfs.rekey")
 
@@ -98,7 +103,8 @@ def active_mounts(bucket: str, prefix: str) -> list[str]:
 
 
 class Rekeyer:
-    def __init__(self, store: Any, codec: Any, prefix: str, *, dry_run: bool = False) -> None:
+    def __init__(self, store: Any, codec: Any, prefix: str, *, dry_run: bool = False,
+                 new_data_keys: bool = False) -> None:
         from s3encfs.store.sse import SseCPolicy
 
         self.store = store
@@ -106,6 +112,7 @@ class Rekeyer:
         self.codec = codec if getattr(codec, "name", "") == "client" else None
         self.prefix = prefix
         self.dry_run = dry_run
+        self.new_data_keys = new_data_keys
         self.ssec = self.policy if isinstance(self.policy, SseCPolicy) else None
 
     # raw HEAD (SSE headers included), trying the keyring's SSE-C keys like the store does
@@ -159,6 +166,11 @@ class Rekeyer:
             return self._blob(key)
         head = self.head_raw(key)
         meta = head["Metadata"]
+        if kind == KIND_OBJECT and self.codec is not None and \
+                needs_reencryption(self.codec, meta, self.new_data_keys):
+            if not self.dry_run:
+                reencrypt(self.store, self.codec, key[len(self.prefix):], key)
+            return True
         if self.sse_at_target(head) and self.client_at_target(meta):
             return False
         if self.dry_run:
@@ -288,13 +300,20 @@ def run(rk: Rekeyer, state_file: Path | None, *, jobs: int = 8, stream: Any = No
               help="Where the resume position is kept (default ~/.cache/s3encfs).")
 @click.option("--restart", is_flag=True, help="Ignore a saved resume position.")
 @click.option("--page-size", default=1000, hidden=True, help="LIST page (= resume step) size.")
+@click.option("--new-data-keys", is_flag=True,
+              help="Client mode: re-encrypt every object under a fresh data key (downloads and "
+                   "uploads every body). Without it, master-key rotation is a rewrap, which is "
+                   "not a revocation.")
 def rekey(source: str | None, config_name: str | None, jobs: int, dry_run: bool,
-          state_dir: Path | None, restart: bool, page_size: int, **flags: Any) -> None:
+          state_dir: Path | None, restart: bool, page_size: int, new_data_keys: bool,
+          **flags: Any) -> None:
     """Re-encrypt every object under s3://BUCKET[/PREFIX] to the current settings, server-side.
 
     SSE-C key rotation: `--encryption sse-c:NEW,OLD` (newest first; the old keys open the
     sources). Client master-key rotation: `--encryption client --key NEW,OLD` rewraps data keys
-    only. Stop every mount of this bucket first (on all machines); a running local mount is
+    only (not a revocation); objects in client format v1 are re-encrypted to v2, and
+    `--new-data-keys` re-encrypts every object under a fresh data key.
+    Stop every mount of this bucket first (on all machines); a running local mount is
     detected and refused. Interrupted runs resume where they stopped.
     """
     from s3encfs.config import ConfigError, MountConfig, load_config, merge, parse_source
@@ -331,12 +350,13 @@ def rekey(source: str | None, config_name: str | None, jobs: int, dry_run: bool,
         raise click.ClickException(str(exc)) from None
     except se.StoreError as exc:
         raise click.ClickException(str(exc)) from None
-    target = f"{cfg.encryption}|{policy.describe()}|{getattr(codec, 'current', '')}"
+    target = f"{cfg.encryption}|{policy.describe()}|{getattr(codec, 'current', '')}" + \
+        ("|new-data-keys" if new_data_keys else "")
     sfile = state_path(state_dir or default_state_dir(), cfg.endpoint_url, bucket, prefix,
                        target)
     if restart:
         sfile.unlink(missing_ok=True)
-    rk = Rekeyer(store, codec, prefix, dry_run=dry_run)
+    rk = Rekeyer(store, codec, prefix, dry_run=dry_run, new_data_keys=new_data_keys)
     t0 = time.monotonic()
     out = run(rk, sfile, jobs=jobs, stream=sys.stderr, page_size=page_size)
     verb = "would change" if dry_run else "re-encrypted"

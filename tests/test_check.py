@@ -129,3 +129,73 @@ def test_object_without_sse_found(bucket, mount_factory, keyenv, s3):  # noqa: F
     assert [p["key"] for p in rep["problems"]] == ["bad.txt"]
     assert "wrong or missing SSE" in rep["problems"][0]["error"]
     assert rep["data_checked"] == 1
+
+
+def test_check_flags_what_format_v2_catches(bucket, populated, keyenv, s3):  # noqa: F811
+    """Stripped attrs, swapped and copied objects, spliced segments, undecodable names and a
+    missing index each make `check` exit 1, naming the object (issue 10)."""
+    from test_tamper import STRIDE, Raw
+
+    raw = Raw(s3, bucket, keyenv)
+
+    def key(rel):
+        return raw.layout.file_key(tuple(rel.split("/")))
+
+    def get(rel):
+        r = s3.get_object(Bucket=bucket, Key=key(rel))
+        return r["Body"].read(), dict(r["Metadata"])
+
+    def put(rel, body, meta):
+        s3.put_object(Bucket=bucket, Key=key(rel), Body=body, Metadata=meta)
+
+    originals = {rel: get(rel) for rel in FILES}
+
+    def restore():
+        for rel, (body, meta) in originals.items():
+            put(rel, body, meta)
+
+    def problems(*args):
+        proc = run_check(bucket, keyenv, "--json", *args)
+        rep = as_json(proc)
+        assert (proc.returncode == 1) == bool(rep["problems"]), proc.stdout + proc.stderr
+        out = {}
+        for p in rep["problems"]:
+            out[p["key"]] = "; ".join(filter(None, [out.get(p["key"]), p["error"]]))
+        return out
+
+    assert problems("--data") == {}
+    body, meta = originals["sub/c.txt"]
+    put("sub/c.txt", body, {k: v for k, v in meta.items() if k != "s3encfs-attrs"})
+    assert "no sealed attributes" in problems()[key("sub/c.txt")]
+    restore()
+
+    put("a.txt", *originals["empty"])
+    put("empty", *originals["a.txt"])
+    found = problems()
+    assert set(found) == {key("a.txt"), key("empty")}, found
+    assert all("moved or copied" in e for e in found.values())
+    restore()
+
+    body, meta = originals["big.bin"]
+    segs = [body[i:i + STRIDE] for i in range(0, len(body), STRIDE)]
+    put("big.bin", b"".join([segs[0], segs[2], segs[1], *segs[3:]]), meta)
+    assert problems() == {}  # segments are only read with --data
+    assert "authentication failed" in problems("--data")[key("big.bin")]
+    restore()
+
+    s3.copy_object(Bucket=bucket, Key=key("copy-of-a"),
+                   CopySource={"Bucket": bucket, "Key": key("a.txt")})
+    found = problems()
+    assert "object id shared with" in found[key("a.txt")]
+    assert "moved or copied" in found[key("copy-of-a")]
+    s3.delete_object(Bucket=bucket, Key=key("copy-of-a"))
+
+    s3.put_object(Bucket=bucket, Key="not-ours.txt", Body=b"planted")
+    assert "does not decode" in problems()["not-ours.txt"]
+    s3.delete_object(Bucket=bucket, Key="not-ours.txt")
+
+    sub_index = raw.layout.index_key(("sub",))
+    s3.delete_object(Bucket=bucket, Key=sub_index)
+    found = problems()
+    assert list(found) == [raw.layout.dir_prefix(("sub",))], found
+    assert sub_index in found[raw.layout.dir_prefix(("sub",))]

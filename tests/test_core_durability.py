@@ -140,7 +140,7 @@ def test_256mib_file_multipart(bucket, s3, mount_factory, tmp_path):  # noqa: F8
     print(f"256 MiB: write {t_write:.1f}s, durable {t_durable:.1f}s, etag parts {etag}")
 
 
-# -- (3) rewriting 1 MiB in the middle of 64 MiB sends only the changed part ----------------------
+# -- (3) rewriting 1 MiB in the middle of 64 MiB sends only the changed part (plain modes) -------
 @pytest.mark.parametrize("mode", MODES)
 def test_partial_overwrite_copies_unchanged_parts(mode, bucket, s3server, mount_factory,  # noqa: F811
                                                   tmp_path):
@@ -163,8 +163,15 @@ def test_partial_overwrite_copies_unchanged_parts(mode, bucket, s3server, mount_
         st = proxy.stats()
         print(f"{mode}: 64 MiB write sent {first['bytes_up'] / MiB:.1f} MiB; 1 MiB overwrite "
               f"sent {st['bytes_up'] / MiB:.2f} MiB, requests {st['requests']}")
-        assert st["bytes_up"] < 20 * MiB, st
-        assert st["requests"].get("UploadPartCopy", 0) >= 1, st["requests"]
+        if mode == "client":
+            # client format v2: every content version has its own data key and object id, so
+            # the untouched parts are re-sealed and sent too, never copied (docs/FORMAT.md,
+            # "Versions"); what is kept is the correctness below
+            assert st["bytes_up"] >= 64 * MiB, st
+            assert st["requests"].get("UploadPartCopy", 0) == 0, st["requests"]
+        else:
+            assert st["bytes_up"] < 20 * MiB, st
+            assert st["requests"].get("UploadPartCopy", 0) >= 1, st["requests"]
         # the result is right, read cold from S3 through the proxy
         shutil.rmtree(m.cache_dir)
         m.start()

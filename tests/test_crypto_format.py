@@ -1,4 +1,4 @@
-"""Client-side format v1: segment round-trips, size math, tamper detection, attrs, blobs, slots."""
+"""Client-side formats v1/v2: segment round-trips, size math, tampering, attrs, blobs, slots."""
 
 from __future__ import annotations
 
@@ -254,7 +254,8 @@ def test_attrs_round_trip_and_tamper() -> None:
     flipped = v[:20] + ("A" if v[20] != "A" else "B") + v[21:]
     with pytest.raises(IntegrityError):
         c.open_attrs({**meta_a, META_ATTRS: flipped})
-    assert c.open_attrs(meta_a) == {}
+    with pytest.raises(IntegrityError, match="no sealed attributes"):
+        c.open_attrs(meta_a)  # fails closed: stripped attrs are never "no attrs"
 
 
 def test_attrs_too_large_is_a_clear_value_error() -> None:
@@ -291,7 +292,8 @@ def test_metadata_garbage_is_integrity_error() -> None:
         {},
         dict(meta, **{META_WRAPPED: "!!!"}),
         dict(meta, **{META_WRAPPED: meta[META_WRAPPED][:-4]}),
-        dict(meta, **{"s3encfs-v": "2"}),
+        dict(meta, **{"s3encfs-v": "3"}),
+        dict(meta, **{"s3encfs-v": "1"}),  # downgrade: v1 key schedule on v2 material
     ):
         with pytest.raises(IntegrityError):
             c.open_object(bad)
@@ -374,3 +376,51 @@ def test_throughput_64k_segments() -> None:
     enc, dec = mb / (t1 - t0), mb / (t2 - t1)
     print(f"\nencrypt {enc:.0f} MB/s, decrypt {dec:.0f} MB/s (64 KiB segments)")
     assert enc > 100 and dec > 100
+
+
+# ------------------------------------------------------------------ format v2
+
+
+def test_v2_attrs_are_bound_to_the_path() -> None:
+    c = codec()
+    meta, _ = make(c, b"x")
+    assert meta["s3encfs-v"] == "2"
+    attrs = {"mode": "33152"}
+    sealed = {**meta, **c.seal_attrs(meta, attrs, "aaaa/bbbb")}
+    assert c.open_attrs(sealed, "aaaa/bbbb") == attrs
+    for other in ("aaaa/cccc", "bbbb", "aaaa/bbbb/", ""):
+        with pytest.raises(IntegrityError, match="moved or copied"):
+            c.open_attrs(sealed, other)
+    # v1 objects (still readable) do not bind the path
+    c1 = codec(format_version=1)
+    m1, _ = make(c1, b"x")
+    s1 = {**m1, **c1.seal_attrs(m1, attrs, "aaaa/bbbb")}
+    assert c.open_attrs(s1, "anything") == attrs
+
+
+def test_v2_key_commitment_checked_before_decrypting() -> None:
+    c = codec()
+    meta, body = make(c, DATA)
+    assert len(meta["s3encfs-kc"]) == 43
+    other, _ = make(c, DATA)
+    for bad in ({**meta, "s3encfs-kc": other["s3encfs-kc"]},
+                {k: v for k, v in meta.items() if k != "s3encfs-kc"}):
+        with pytest.raises(IntegrityError):
+            c.open_object(bad)
+    # the version cannot be downgraded: v1 rules on v2 key material fail
+    with pytest.raises(IntegrityError):
+        decrypt_object(c.open_object({**meta, "s3encfs-v": "1"}), body)
+
+
+def test_v2_rewrap_keeps_body_attrs_and_version() -> None:
+    c = codec()
+    meta, body = make(c, DATA)
+    full = {**meta, **c.seal_attrs(meta, {"mode": "1"}, "p")}
+    moved = {**full, **c.rewrap(full, "k2")}
+    assert moved["s3encfs-kid"] == "k2" and moved["s3encfs-v"] == "2"
+    assert moved["s3encfs-key"] != full["s3encfs-key"]
+    assert decrypt_object(c.open_object(moved), body) == DATA
+    assert c.open_attrs(moved, "p") == {"mode": "1"}
+    c1 = codec(format_version=1)
+    m1, _b1 = make(c1, DATA)
+    assert c.rewrap(m1)["s3encfs-v"] == "1"  # a rewrap never changes the format

@@ -1,6 +1,6 @@
-"""Checked-in vectors of client format v1 (tests/vectors/format_v1.json) still decrypt, and the
-generator still produces exactly them: any change to the format or to the key schedule fails here.
-If a change is intended, bump FORMAT_VERSION, keep reading v1, and add new vectors."""
+"""Checked-in vectors of client formats v1 and v2 (tests/vectors/format_v*.json) still decrypt,
+and the generator still produces exactly them: any change to a format or to a key schedule fails
+here. If a change is intended, bump FORMAT_VERSION, keep reading the old ones, add new vectors."""
 
 from __future__ import annotations
 
@@ -17,7 +17,11 @@ from s3encfs.crypto import ClientCodec
 from s3encfs.crypto.envelope import decrypt_object
 
 VECTORS = Path(__file__).with_name("vectors")
-DATA: dict[str, Any] = json.loads((VECTORS / "format_v1.json").read_text())
+SETS: dict[int, dict[str, Any]] = {
+    v: json.loads((VECTORS / f"format_v{v}.json").read_text()) for v in (1, 2)
+}
+DATA = SETS[1]
+ALL_OBJECTS = [(v, o) for v, d in SETS.items() for o in d["objects"]]
 
 
 def codec(current: str | None = None) -> ClientCodec:
@@ -39,14 +43,19 @@ def test_vector_set_covers_the_cases() -> None:
     assert sizes["several-segments"] > 2 * seg
 
 
-@pytest.mark.parametrize("obj", DATA["objects"], ids=lambda o: o["label"])
-def test_object_vectors_decrypt(obj: dict[str, Any]) -> None:
-    c = codec("vec-key-2")  # the reader's current key does not matter
+@pytest.mark.parametrize(("version", "obj"), ALL_OBJECTS,
+                         ids=[f"v{v}-{o['label']}" for v, o in ALL_OBJECTS])
+def test_object_vectors_decrypt(version: int, obj: dict[str, Any]) -> None:
+    c = codec("vec-key-2")  # the reader's current key (and written format) does not matter
     body = bytes.fromhex(obj["body_hex"])
     plain = bytes.fromhex(obj["plaintext_hex"])
+    assert obj["metadata"]["s3encfs-v"] == str(version)
     assert c.layout.plain_size(len(body)) == len(plain)
     assert decrypt_object(c.open_object(obj["metadata"]), body) == plain
-    assert c.open_attrs(obj["metadata"]) == obj["attrs"]
+    assert c.open_attrs(obj["metadata"], obj.get("path", "")) == obj["attrs"]
+    if version >= 2:  # bound to its path
+        with pytest.raises(IntegrityError):
+            c.open_attrs(obj["metadata"], obj["path"] + "x")
     name = os.fsdecode(bytes.fromhex(obj["name_hex"]))
     assert c.decode_name(obj["parent"], obj["encoded_name"]) == name
     assert c.encode_name(obj["parent"], name) == obj["encoded_name"]
@@ -68,9 +77,10 @@ def test_name_and_blob_vectors() -> None:
         )
 
 
-def test_generator_reproduces_checked_in_bytes() -> None:
+@pytest.mark.parametrize("version", [1, 2])
+def test_generator_reproduces_checked_in_bytes(version: int) -> None:
     spec = importlib.util.spec_from_file_location("vector_gen", VECTORS / "generate.py")
     assert spec and spec.loader
     gen = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gen)
-    assert gen.render() == (VECTORS / "format_v1.json").read_text()
+    assert gen.render(version) == (VECTORS / f"format_v{version}.json").read_text()

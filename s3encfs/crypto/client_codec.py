@@ -1,4 +1,4 @@
-"""`ClientCodec`: the client-side encryption `Codec` (format v1, docs/FORMAT.md)."""
+"""`ClientCodec`: the client-side encryption `Codec` (formats v1 and v2, docs/FORMAT.md)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,12 @@ class ClientCodec:
     """Per-object data keys wrapped by a master key; AES-256-GCM segments; AES-SIV names."""
 
     name = "client"
+    # an object without valid sealed attributes is unreadable (never default attributes), and
+    # directory attributes that cannot be authenticated fall back to 0700 (fs/listing.py)
+    authenticates_attrs = True
+    # every content upload takes a fresh data key and object id and re-seals every segment:
+    # no segment of one version can be spliced into another (docs/FORMAT.md, "Versions")
+    fresh_key_per_version = True
 
     def __init__(
         self,
@@ -36,7 +42,11 @@ class ClientCodec:
         encrypt_names: bool = True,
         segment_size: int = 64 * 1024,
         name_key_id: str | None = None,
+        format_version: int = env.FORMAT_VERSION,
     ) -> None:
+        if format_version not in env.READ_VERSIONS:
+            raise ValueError(f"unknown client format version {format_version}")
+        self.format_version = format_version
         if segment_size <= 0:
             raise ValueError("segment_size must be positive")
         self.keys = env.MasterKeys(master_keys, current)
@@ -52,33 +62,45 @@ class ClientCodec:
     def new_object(self) -> tuple[env.SegmentCipher, dict[str, str]]:
         oid = env.random_bytes(env.OID_LEN)
         data_key = env.random_bytes(env.KEY_LEN)
-        meta = env.wrap_data_key(self.keys, self.current, oid, data_key)
-        return env.SegmentCipher(oid, data_key, self.layout.segment_size), meta
+        v = self.format_version
+        meta = env.wrap_data_key(self.keys, self.current, oid, data_key, v)
+        return env.SegmentCipher(oid, data_key, self.layout.segment_size, v), meta
 
     def open_object(self, metadata: dict[str, str]) -> env.SegmentCipher:
         oid, data_key = env.unwrap_data_key(self.keys, metadata)
-        return env.SegmentCipher(oid, data_key, self.layout.segment_size)
+        return env.SegmentCipher(oid, data_key, self.layout.segment_size,
+                                 env.version_of(metadata))
 
     def rewrap(self, metadata: dict[str, str], key_id: str | None = None) -> dict[str, str]:
         """Key metadata re-wrapped under `key_id` (default: current) — rotation is metadata-only.
-        Sealed attrs stay valid (same data key and object id)."""
+        Same data key, object id and format version, so the body and sealed attrs stay valid.
+        Not a revocation: whoever saw the old master key (or a data key) can still read."""
         oid, data_key = env.unwrap_data_key(self.keys, metadata)
-        return env.wrap_data_key(self.keys, key_id or self.current, oid, data_key)
+        return env.wrap_data_key(self.keys, key_id or self.current, oid, data_key,
+                                 env.version_of(metadata))
+
+    def format_of(self, metadata: Mapping[str, str]) -> int:
+        return env.version_of(metadata)
 
     def key_id_of(self, metadata: Mapping[str, str]) -> str:
         return env.key_id_of(metadata)
 
     # -- attrs
-    def seal_attrs(self, metadata: dict[str, str], attrs: dict[str, str]) -> dict[str, str]:
+    def seal_attrs(self, metadata: dict[str, str], attrs: dict[str, str],
+                   path: str = "") -> dict[str, str]:
+        """`path`: the object's key relative to the mount prefix (bound in v2)."""
         cipher = self.open_object(metadata)
-        return {env.META_ATTRS: env.seal_attrs(cipher, attrs)}
+        return {env.META_ATTRS: env.seal_attrs(cipher, attrs, path)}
 
-    def open_attrs(self, metadata: dict[str, str]) -> dict[str, str]:
-        """{} when the object carries no sealed attrs."""
+    def open_attrs(self, metadata: dict[str, str], path: str = "") -> dict[str, str]:
+        """IntegrityError when the attrs are missing (stripped), tampered, from another object or
+        (v2) sealed for another path: the object is then unreadable, never given defaults."""
         value = metadata.get(env.META_ATTRS)
         if value is None:
-            return {}
-        return env.open_attrs(self.open_object(metadata), value)
+            env.version_of(metadata)  # not ours at all: say so
+            raise IntegrityError("object has no sealed attributes (stripped or not written by "
+                                 "s3encfs)")
+        return env.open_attrs(self.open_object(metadata), value, path)
 
     # -- blobs
     def seal_blob(self, purpose: str, data: bytes) -> bytes:

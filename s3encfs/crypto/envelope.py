@@ -1,4 +1,7 @@
-"""Client-side object format v1: wrapped data keys, sealed segments, sealed attrs, blobs.
+"""Client-side object formats v1 and v2: wrapped data keys, sealed segments, sealed attrs, blobs.
+
+v2 (written by default) adds key commitment, the object id in the HKDF ``info`` with a constant
+salt, and sealed attributes bound to the object's path; v1 objects stay readable.
 
 See docs/FORMAT.md for the byte layout and the rationale.  Everything here is pure (no I/O);
 randomness comes from `random_bytes` so the test-vector generator can make it deterministic.
@@ -8,6 +11,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -21,7 +26,9 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from s3encfs.codec import IntegrityError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # what new objects get
+READ_VERSIONS = (1, 2)
+BLOB_VERSION = 1  # the blob format did not change in object format v2
 NONCE = 12
 TAG = 16
 SEGMENT_OVERHEAD = NONCE + TAG  # 28
@@ -33,7 +40,8 @@ META_KEY_ID = "s3encfs-kid"
 META_OID = "s3encfs-oid"
 META_WRAPPED = "s3encfs-key"
 META_ATTRS = "s3encfs-attrs"
-KEY_META = (META_VERSION, META_KEY_ID, META_OID, META_WRAPPED)
+META_COMMIT = "s3encfs-kc"  # v2: key commitment of the data key
+KEY_META = (META_VERSION, META_KEY_ID, META_OID, META_WRAPPED, META_COMMIT)
 
 # S3 allows 2 KB of user metadata (names + values); leave room for the key entries (~190 B).
 MAX_ATTRS_VALUE = 1800
@@ -47,6 +55,14 @@ _BLOB_MAGIC = b"S3EB"
 _BLOB_ZERO_NONCE = bytes(NONCE)
 _BLOB_SALT = 16
 _SEG_AAD = struct.Struct(">B16sQ?")  # version, object id, segment index, last flag
+# v2 key schedule: a constant salt, the diversifier (purpose + object id) in `info`
+V2_SALT = hashlib.sha256(b"s3encfs/v2/salt").digest()
+_V2_WRAP = b"s3encfs/v2/wrap\x00"
+_V2_CONTENT = b"s3encfs/v2/content\x00"
+_V2_ATTRS_KEY = b"s3encfs/v2/attrs-key\x00"
+_V2_COMMIT = b"s3encfs/v2/commit\x00"
+_V2_ATTRS_AAD = b"s3encfs/v2/attrs\x00"
+COMMIT_LEN = 32
 
 random_bytes: Callable[[int], bytes] = os.urandom
 
@@ -121,45 +137,81 @@ def _wrap_aad(key_id: str) -> bytes:
     return _WRAP_INFO + b"\x00" + key_id.encode("ascii")
 
 
-def wrap_data_key(keys: MasterKeys, key_id: str, oid: bytes, data_key: bytes) -> dict[str, str]:
+def _wrap_key(version: int, master: bytes, oid: bytes) -> bytes:
+    if version == 1:
+        return hkdf(master, _WRAP_INFO, salt=oid)
+    return hkdf(master, _V2_WRAP + oid, salt=V2_SALT)
+
+
+def _wrap_aad_for(version: int, key_id: str, oid: bytes) -> bytes:
+    if version == 1:
+        return _wrap_aad(key_id)
+    return _V2_WRAP + key_id.encode("ascii") + b"\x00" + oid
+
+
+def commitment(data_key: bytes, oid: bytes) -> bytes:
+    """v2 key commitment: a value derived from the data key, checked before any decryption, so
+    one ciphertext cannot open under two data keys (AES-GCM alone is not key-committing)."""
+    return hkdf(data_key, _V2_COMMIT + oid, salt=V2_SALT, length=COMMIT_LEN)
+
+
+def wrap_data_key(keys: MasterKeys, key_id: str, oid: bytes, data_key: bytes,
+                  version: int = FORMAT_VERSION) -> dict[str, str]:
     """Metadata entries holding `data_key` wrapped under master `key_id` for object `oid`."""
-    wrap_key = hkdf(keys.get(key_id), _WRAP_INFO, salt=oid)
+    if version not in READ_VERSIONS:
+        raise ValueError(f"unknown format version {version}")
+    wrap_key = _wrap_key(version, keys.get(key_id), oid)
     nonce = random_bytes(NONCE)
-    wrapped = nonce + AESGCM(wrap_key).encrypt(nonce, data_key, _wrap_aad(key_id))
-    return {
-        META_VERSION: str(FORMAT_VERSION),
+    wrapped = nonce + AESGCM(wrap_key).encrypt(nonce, data_key, _wrap_aad_for(version, key_id, oid))
+    meta = {
+        META_VERSION: str(version),
         META_KEY_ID: key_id,
         META_OID: b64e(oid),
         META_WRAPPED: b64e(wrapped),
     }
+    if version >= 2:
+        meta[META_COMMIT] = b64e(commitment(data_key, oid))
+    return meta
+
+
+def version_of(metadata: Mapping[str, str]) -> int:
+    """The object's format version (IntegrityError if not ours or unknown)."""
+    version = metadata.get(META_VERSION)
+    if version is None or META_KEY_ID not in metadata:
+        raise IntegrityError("object has no s3encfs key metadata (not written by the client codec)")
+    if version not in ("1", "2"):
+        raise IntegrityError(f"unsupported s3encfs format version {version!r}")
+    return int(version)
 
 
 def key_id_of(metadata: Mapping[str, str]) -> str:
     """The master key id an object's metadata names (IntegrityError if missing/unknown format)."""
-    version = metadata.get(META_VERSION)
-    if version is None or META_KEY_ID not in metadata:
-        raise IntegrityError("object has no s3encfs key metadata (not written by the client codec)")
-    if version != str(FORMAT_VERSION):
-        raise IntegrityError(f"unsupported s3encfs format version {version!r}")
+    version_of(metadata)
     return metadata[META_KEY_ID]
 
 
 def unwrap_data_key(keys: MasterKeys, metadata: Mapping[str, str]) -> tuple[bytes, bytes]:
-    """Return (object id, data key) from an object's metadata."""
-    key_id = key_id_of(metadata)
+    """Return (object id, data key) from an object's metadata; v2: the key commitment checked."""
+    version = version_of(metadata)
+    key_id = metadata[META_KEY_ID]
     master = keys.get(key_id)
     oid = b64d(metadata.get(META_OID, ""), META_OID)
     wrapped = b64d(metadata.get(META_WRAPPED, ""), META_WRAPPED)
     if len(oid) != OID_LEN or len(wrapped) != NONCE + KEY_LEN + TAG:
         raise IntegrityError("object key metadata has the wrong length (truncated or tampered)")
-    wrap_key = hkdf(master, _WRAP_INFO, salt=oid)
+    wrap_key = _wrap_key(version, master, oid)
     try:
-        data_key = AESGCM(wrap_key).decrypt(wrapped[:NONCE], wrapped[NONCE:], _wrap_aad(key_id))
+        data_key = AESGCM(wrap_key).decrypt(wrapped[:NONCE], wrapped[NONCE:],
+                                             _wrap_aad_for(version, key_id, oid))
     except InvalidTag:
         raise IntegrityError(
             f"cannot unwrap the object's data key with master key {key_id!r}: "
             "wrong key material for that id, or tampered metadata"
         ) from None
+    if version >= 2:
+        stored = b64d(metadata.get(META_COMMIT, ""), META_COMMIT)
+        if not hmac.compare_digest(stored, commitment(data_key, oid)):
+            raise IntegrityError("the object's key commitment does not match its data key")
     return oid, data_key
 
 
@@ -167,17 +219,26 @@ def unwrap_data_key(keys: MasterKeys, metadata: Mapping[str, str]) -> tuple[byte
 
 
 class SegmentCipher:
-    """ObjectCipher for one object: AES-256-GCM per segment, random nonce, AAD = (oid, i, last)."""
+    """ObjectCipher for one object: AES-256-GCM per segment, random nonce, AAD = (oid, i, last).
 
-    __slots__ = ("_aead", "oid", "segment_size")
+    v1 seals segments and attrs with the data key itself; v2 with a content key and an attrs key
+    derived from it (HKDF, constant salt, info = purpose || oid)."""
 
-    def __init__(self, oid: bytes, data_key: bytes, segment_size: int) -> None:
+    __slots__ = ("_aead", "_attrs_aead", "oid", "segment_size", "version")
+
+    def __init__(self, oid: bytes, data_key: bytes, segment_size: int,
+                 version: int = FORMAT_VERSION) -> None:
         self.oid = oid
         self.segment_size = segment_size
-        self._aead = AESGCM(data_key)
+        self.version = version
+        if version == 1:
+            self._aead = self._attrs_aead = AESGCM(data_key)
+        else:
+            self._aead = AESGCM(hkdf(data_key, _V2_CONTENT + oid, salt=V2_SALT))
+            self._attrs_aead = AESGCM(hkdf(data_key, _V2_ATTRS_KEY + oid, salt=V2_SALT))
 
     def _aad(self, index: int, last: bool) -> bytes:
-        return _SEG_AAD.pack(FORMAT_VERSION, self.oid, index, last)
+        return _SEG_AAD.pack(self.version, self.oid, index, last)
 
     def encrypt_segment(self, index: int, plaintext: bytes, last: bool) -> bytes:
         n = len(plaintext)
@@ -236,13 +297,21 @@ def decrypt_object(cipher: SegmentCipher, body: bytes) -> bytes:
 # ---------------------------------------------------------------- attrs
 
 
-def seal_attrs(cipher: SegmentCipher, attrs: Mapping[str, str]) -> str:
+def _attrs_aad(cipher: SegmentCipher, path: str) -> bytes:
+    if cipher.version == 1:
+        return _ATTRS_AAD + cipher.oid
+    return _V2_ATTRS_AAD + cipher.oid + b"\x00" + path.encode("utf-8", "surrogateescape")
+
+
+def seal_attrs(cipher: SegmentCipher, attrs: Mapping[str, str], path: str = "") -> str:
+    """v2: bound to `path`, the object's key relative to the mount prefix (v1: not bound)."""
     for k, v in attrs.items():
         if not isinstance(k, str) or not isinstance(v, str):
             raise TypeError("attrs must map str to str")
     plain = json.dumps(dict(attrs), separators=(",", ":"), ensure_ascii=False, sort_keys=True)
     nonce = random_bytes(NONCE)
-    sealed = nonce + cipher._aead.encrypt(nonce, plain.encode("utf-8"), _ATTRS_AAD + cipher.oid)
+    sealed = nonce + cipher._attrs_aead.encrypt(nonce, plain.encode("utf-8"),
+                                                _attrs_aad(cipher, path))
     value = b64e(sealed)
     if len(value) > MAX_ATTRS_VALUE:
         raise ValueError(
@@ -252,15 +321,17 @@ def seal_attrs(cipher: SegmentCipher, attrs: Mapping[str, str]) -> str:
     return value
 
 
-def open_attrs(cipher: SegmentCipher, value: str) -> dict[str, str]:
+def open_attrs(cipher: SegmentCipher, value: str, path: str = "") -> dict[str, str]:
     sealed = b64d(value, META_ATTRS)
     if len(sealed) < SEGMENT_OVERHEAD:
         raise IntegrityError("sealed attrs too short")
     try:
-        plain = cipher._aead.decrypt(sealed[:NONCE], sealed[NONCE:], _ATTRS_AAD + cipher.oid)
+        plain = cipher._attrs_aead.decrypt(sealed[:NONCE], sealed[NONCE:],
+                                           _attrs_aad(cipher, path))
     except InvalidTag:
         raise IntegrityError(
-            "object attributes failed authentication (tampered or from another object)"
+            "object attributes failed authentication (tampered, from another object, or the "
+            "object was moved or copied here from another name)"
         ) from None
     attrs = json.loads(plain.decode("utf-8"))
     if not isinstance(attrs, dict):
@@ -273,7 +344,7 @@ def open_attrs(cipher: SegmentCipher, value: str) -> dict[str, str]:
 
 def _blob_header(key_id: str) -> bytes:
     kid = key_id.encode("ascii")
-    return _BLOB_MAGIC + bytes([FORMAT_VERSION, len(kid)]) + kid
+    return _BLOB_MAGIC + bytes([BLOB_VERSION, len(kid)]) + kid
 
 
 def _blob_aad(header: bytes, purpose: str) -> bytes:
@@ -293,7 +364,7 @@ def seal_blob(keys: MasterKeys, purpose: str, data: bytes) -> bytes:
 def open_blob(keys: MasterKeys, purpose: str, data: bytes) -> bytes:
     if len(data) < 6 or data[:4] != _BLOB_MAGIC:
         raise IntegrityError(f"not an s3encfs blob ({purpose})")
-    if data[4] != FORMAT_VERSION:
+    if data[4] != BLOB_VERSION:
         raise IntegrityError(f"unsupported blob version {data[4]}")
     end = 6 + data[5]
     body_start = end + _BLOB_SALT

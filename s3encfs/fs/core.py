@@ -43,6 +43,7 @@ from s3encfs.fs.listing import (
     write_index,
 )
 from s3encfs.fs.nodes import Content, Node, ObjectRef, drop_forgotten, forgettable
+from s3encfs.fs.sealing import reseal_for_move
 from s3encfs.fs.streaming import Streamer
 from s3encfs.fs.tasks import background
 from s3encfs.fs.treelist import DirListing, SubtreeSplitter
@@ -101,7 +102,8 @@ class FsCore:
         self.uploader = Uploader(
             store, self.blocks, self.seg, cfg.segs_per_block, cfg.part_segments, self.pool,
             track=lambda key, upload_id: self.journal.set_kv(f"mpu:{upload_id}", key),
-            untrack=lambda upload_id: self.journal.delete_kv(f"mpu:{upload_id}"))
+            untrack=lambda upload_id: self.journal.delete_kv(f"mpu:{upload_id}"),
+            reuse_base=not codec.fresh_key_per_version)
         self.slots = codec.slot_cipher(cfg.cache_dir)
         self.streamer = Streamer(self)
         self.limiter = trio.CapacityLimiter(cfg.s3_threads)
@@ -159,12 +161,14 @@ class FsCore:
             self._ciphers[ident] = c
         return c
 
-    def object_meta(self, cipher_meta: dict[str, str], attrs: Attrs,
+    def object_meta(self, cipher_meta: dict[str, str], attrs: Attrs, key: str,
                     token: str | None = None) -> dict[str, str]:
-        """An object's metadata: key material plus sealed attrs (with the upload's token)."""
+        """Metadata of the object at `key`: key material + attrs (with the upload's token)
+        sealed for that key."""
         meta = dict(cipher_meta)
         meta.update(self.codec.seal_attrs(cipher_meta,
-                                          identity.stamped(attrs_to_meta(attrs), token)))
+                                          identity.stamped(attrs_to_meta(attrs), token),
+                                          self.layout.rel_key(key)))
         return meta
 
     def key_of(self, node: Node) -> str:
@@ -564,6 +568,8 @@ class FsCore:
             meta = dict(node.obj.meta)
             base: ObjectRef | None = node.obj
             base_segs = -(-node.obj.plain_size // self.seg.segment_size)
+            if self.codec.fresh_key_per_version:  # the base is read, never reused as is
+                cipher, meta = self.codec.new_object()
         else:
             cipher, meta = self.codec.new_object()
             base, base_segs = None, 0
@@ -902,7 +908,7 @@ class FsCore:
                 self.persist(node)  # the row names the token (and data) this upload carries
             token, tokens = c.token, tuple(node.tokens)
             c.token_used = True
-            meta = self.object_meta(c.cipher_meta, node.attrs, token)
+            meta = self.object_meta(c.cipher_meta, node.attrs, key, token)
             sent_attrs = attrs_to_meta(node.attrs)
             job = UploadJob(key, node.attrs.size, c.dirty.copy(), c.staging, c.cipher, meta,
                             c.base, base_cipher, c.base_segs)
@@ -930,7 +936,7 @@ class FsCore:
                 if node.content is None and attrs_to_meta(node.attrs) != sent_attrs:
                     node.meta_dirty = True  # chmod/utime/chown while the upload ran
         elif node.meta_dirty and node.obj is not None:
-            meta = self.object_meta(self._cipher_meta(node.obj.meta), node.attrs)
+            meta = self.object_meta(self._cipher_meta(node.obj.meta), node.attrs, key)
             etag = await self.run(self.store.copy, node.obj.key, key, metadata=meta)
             node.obj = ObjectRef(key, etag, node.obj.obj_size, node.obj.plain_size, meta)
             node.meta_dirty = False
@@ -983,6 +989,9 @@ class FsCore:
             c.journal_gen = -1
             c.token, c.token_used = identity.new_token(), False  # the next version's
             c.cipher = self.cipher_for(node.obj)
+            if self.codec.fresh_key_per_version:  # the next upload is a new version
+                c.cipher, fresh = self.codec.new_object()
+                c.cipher_meta = self._cipher_meta(fresh)
             node.content = c
             node.content = None if not c.writers and not node.open_count else c
         else:
@@ -1339,13 +1348,14 @@ class FsCore:
                 try:
                     await self._put_pending_markers(p_new)
                     old_key = node.obj.key
-                    etag = await self.run(self.store.copy, old_key, new_key)
+                    meta = self._resealed_meta(node, new_key)
+                    etag = await self.run(self.store.copy, old_key, new_key, metadata=meta)
                     await self.run(self.store.delete, old_key)
                 except store_errors.StoreError as exc:
                     log.error("rename of %r failed: %s", node.path, exc)
                     raise fuse_error(errno.EIO) from None
                 node.obj = ObjectRef(new_key, etag, node.obj.obj_size, node.obj.plain_size,
-                                     node.obj.meta)
+                                     meta if meta is not None else node.obj.meta)
                 if node.content is not None and node.content.base is not None:
                     node.content.base = node.obj
             elif target is not None and target.obj is not None and not will_upload:
@@ -1358,6 +1368,18 @@ class FsCore:
                     raise fuse_error(errno.EIO) from None
             self._move(node, p_new, new)
             self._save_path(node)
+
+    def _resealed_meta(self, node: Node, new_key: str) -> dict[str, str] | None:
+        """Metadata for moving `node`'s object to `new_key`: attrs re-sealed for that key; None
+        (copied unchanged, so it stays unreadable) when its own attrs did not authenticate."""
+        if not self.codec.authenticates_attrs or node.corrupt is not None or node.obj is None:
+            return None
+        try:
+            return self.object_meta(self._cipher_meta(node.obj.meta), node.attrs, new_key)
+        except IntegrityError as exc:
+            log.error("rename of %r: its key metadata does not open (%s); copied unchanged",
+                      node.path, exc)
+            return None
 
     def _move(self, node: Node, p_new: Node, new: str) -> None:
         assert node.parent is not None and node.parent.children is not None
@@ -1397,6 +1419,7 @@ class FsCore:
             if target is not None:
                 await self._detach_target(target, replaced_by_upload=False)
             moves = await self.run(plan)
+            resealed: dict[str, dict[str, str]] = {}
             await self._put_pending_markers(p_new)
             await self.run(self.store.put, self.layout.dir_prefix(new_parts), b"",
                            attrs_to_meta(node.attrs) if not self.codec.encrypts_names else {})
@@ -1405,6 +1428,11 @@ class FsCore:
                 src, dst = item
                 if src.endswith("/"):
                     return dst, self.store.put(dst, b"", {})
+                if self.codec.authenticates_attrs:  # attrs re-sealed for the new key
+                    meta = reseal_for_move(self.store, self.layout, src, dst)
+                    if meta is not None:
+                        resealed[dst] = meta
+                    return dst, self.store.copy(src, dst, metadata=meta)
                 return dst, self.store.copy(src, dst)
 
             def copy_all() -> dict[str, str]:
@@ -1432,7 +1460,7 @@ class FsCore:
         self.prelisted.clear()  # keyed by prefix: a listing of the old paths must not be reused
         self._prelisted_keys = 0
         self._move(node, p_new, new)
-        self._invalidate_subtree(node, copied)
+        self._invalidate_subtree(node, copied, resealed)
         self.schedule_index(p_new)
         self._save_path(node)
 
@@ -1445,7 +1473,8 @@ class FsCore:
             stack.extend(c for c in (n.children or {}).values() if c.is_dir)
         return keys
 
-    def _invalidate_subtree(self, node: Node, etags: dict[str, str]) -> None:
+    def _invalidate_subtree(self, node: Node, etags: dict[str, str],
+                            metas: dict[str, dict[str, str]] | None = None) -> None:
         """Objects moved: point nodes at their new keys (and the copies' ETags)."""
         stack = [node]
         while stack:
@@ -1457,7 +1486,7 @@ class FsCore:
             elif n.obj is not None:
                 key = self.key_of(n)
                 n.obj = ObjectRef(key, etags.get(key, n.obj.etag), n.obj.obj_size,
-                                  n.obj.plain_size, n.obj.meta)
+                                  n.obj.plain_size, (metas or {}).get(key, n.obj.meta))
                 if n.content is not None and n.content.base is not None:
                     n.content.base = n.obj
 
@@ -1493,6 +1522,7 @@ class FsCore:
                       atime_ns: int | None = None, mtime_ns: int | None = None) -> None:
         if self.cfg.read_only:
             raise fuse_error(errno.EROFS)
+        self._refuse_laundering(node, size)
         if size is not None:
             if node.is_dir:
                 raise fuse_error(errno.EISDIR)
@@ -1523,7 +1553,17 @@ class FsCore:
             return  # persisted at close
         self.attrs_changed(node)
 
+    def _refuse_laundering(self, node: Node, size: int | None = None) -> None:
+        """Re-sealing the attrs of an object whose own do not authenticate would make a planted
+        or moved object valid: refused (EIO) unless the file's content is being replaced."""
+        if node.corrupt and node.content is None and size != 0 and \
+                self.codec.authenticates_attrs:
+            log.error("changing attributes of %r (%s) refused: %s", node.path,
+                      node.obj.key if node.obj else "?", node.corrupt)
+            raise fuse_error(errno.EIO)
+
     async def set_xattrs(self, node: Node, xattrs: dict[bytes, bytes]) -> None:
+        self._refuse_laundering(node)
         meta = attrs_to_meta(Attrs(node.attrs.mode, xattrs=xattrs))
         if len(meta.get("xattr", "")) > 1500:
             raise fuse_error(errno.ENOSPC)
@@ -1535,7 +1575,7 @@ class FsCore:
             trial = node.attrs.copy()
             trial.xattrs = xattrs
             try:
-                self.object_meta(cipher_meta, trial, identity.new_token())
+                self.object_meta(cipher_meta, trial, self.key_of(node), identity.new_token())
             except ValueError:
                 raise fuse_error(errno.ENOSPC) from None
         node.attrs.xattrs = xattrs
@@ -1665,6 +1705,7 @@ class FsCore:
         base = ObjectRef.from_json(data["base"]) if data.get("base") else None
         cipher = self.cipher_for(base) if base is not None else \
             self.codec.open_object(data["cipher_meta"])
+        base_cipher = cipher if base is not None else None
         attrs = meta_to_attrs(data["attrs"], default_mode=0o100644, size=data["size"],
                               last_modified=time.time())
         token, tokens = data.get("token"), tuple(data.get("tokens") or ())
@@ -1673,10 +1714,16 @@ class FsCore:
             tokens = (*tokens, token)
             self.journal.update(row_id, "/".join(parts),
                                 {**data, "token": token, "tokens": list(tokens)})
-        meta = self.object_meta(data["cipher_meta"], attrs, token)
         key = self.layout.file_key(parts)
+        if base is not None and self.codec.fresh_key_per_version:  # a new version: own key
+            if data["cipher_meta"].get("s3encfs-oid") == base.meta.get("s3encfs-oid"):
+                cipher, fresh = self.codec.new_object()  # a row written before v2
+                data = dict(data, cipher_meta=self._cipher_meta(fresh))
+            else:
+                cipher = self.codec.open_object(data["cipher_meta"])
+        meta = self.object_meta(data["cipher_meta"], attrs, key, token)
         job = UploadJob(key, data["size"], DirtySet.from_hex(data["dirty"]), staging, cipher,
-                        meta, base, cipher if base else None, data["base_segs"])
+                        meta, base, base_cipher, data["base_segs"])
         job.expect_any = not self.cfg.conditional_writes
         job.expect_etag = base.etag if base is not None and base.key == key else \
             data.get("replaced_etag")
@@ -1689,6 +1736,7 @@ class FsCore:
             if self.codec.encrypts_names:  # the conflict name must be encoded like any other
                 job.key = self.layout.file_key((*parts[:-1], parts[-1] + job.key[len(key):]))
             job.expect_any = True
+            job.meta = self.object_meta(data["cipher_meta"], attrs, job.key)  # bound to its key
             log.warning("replay: %r changed in S3 meanwhile; our version goes to %s",
                         "/".join(parts), job.key)
             await trio.to_thread.run_sync(self.uploader.upload, job)
@@ -1700,8 +1748,8 @@ class FsCore:
         obj = ObjectRef.from_json(data["obj"])
         attrs = meta_to_attrs(data["attrs"], default_mode=0o100644, size=obj.plain_size,
                               last_modified=time.time())
-        meta = self.object_meta(self._cipher_meta(obj.meta), attrs)
         key = self.layout.file_key(parts)
+        meta = self.object_meta(self._cipher_meta(obj.meta), attrs, key)
         await self.run(self.store.copy, key, key, metadata=meta)
 
     async def _replay_dir(self, parts: tuple[str, ...], data: dict[str, Any]) -> None:

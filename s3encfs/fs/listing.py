@@ -28,6 +28,10 @@ log = logging.getLogger("s3encfs.listing")
 
 DIR_DEFAULT = stat.S_IFDIR | 0o755
 FILE_DEFAULT = stat.S_IFREG | 0o644
+# a codec that authenticates attributes never widens a permission it cannot verify: a directory
+# whose attributes no readable index vouches for is 0700, owned by the mounting user
+DIR_UNVERIFIED = stat.S_IFDIR | 0o700
+FILE_UNVERIFIED = stat.S_IFREG | 0o600
 
 
 @dataclass(slots=True)
@@ -63,6 +67,12 @@ class DirIndex:
                    raw.get("dirs", {}), raw.get("self"))
 
 
+def unverified_dir_attrs(uid: int, gid: int, when: float) -> Attrs:
+    """Attributes of a directory no authenticated source vouches for (fail closed)."""
+    return meta_to_attrs({}, default_mode=DIR_UNVERIFIED, size=0, last_modified=when,
+                         uid=uid, gid=gid)
+
+
 def read_index(store: ObjectStore, layout: Layout, parts: tuple[str, ...]) -> DirIndex | None:
     key = layout.index_key(parts)
     try:
@@ -91,10 +101,12 @@ def attrs_from_object(layout: Layout, info: ObjectInfo, meta: dict[str, str],
     except IntegrityError as exc:
         plain, corrupt = info.size, str(exc)
     try:
-        attr_meta = layout.codec.open_attrs(meta)
+        attr_meta = layout.codec.open_attrs(meta, layout.rel_key(info.key))
     except IntegrityError as exc:
         attr_meta, corrupt = {}, corrupt or str(exc)
-    attrs = meta_to_attrs(attr_meta, default_mode=FILE_DEFAULT, size=plain,
+    sealed = layout.codec.authenticates_attrs
+    attrs = meta_to_attrs(attr_meta, default_mode=FILE_UNVERIFIED if sealed else FILE_DEFAULT,
+                          size=plain,
                           last_modified=info.last_modified, uid=uid, gid=gid)
     if stat.S_ISDIR(attrs.mode):
         attrs.mode = FILE_DEFAULT
@@ -138,8 +150,13 @@ def load_directory(store: ObjectStore, layout: Layout, journal: Journal, pool: T
             log.debug("skipping undecodable directory name %r", p)
             continue
         dmeta = (index.dirs.get(enc) if index else None) or {}
-        attrs = meta_to_attrs(dmeta, default_mode=DIR_DEFAULT, size=0,
-                              last_modified=default_time, uid=uid, gid=gid)
+        if not dmeta and layout.codec.authenticates_attrs:
+            log.warning("no authenticated attributes for directory %s (index %s); showing it "
+                        "as 0700", p, "missing or unreadable" if index is None else "stale")
+            attrs = unverified_dir_attrs(uid, gid, default_time)
+        else:
+            attrs = meta_to_attrs(dmeta, default_mode=DIR_DEFAULT, size=0,
+                                  last_modified=default_time, uid=uid, gid=gid)
         attrs.mode = stat.S_IFDIR | stat.S_IMODE(attrs.mode)
         entries[name] = Entry(name, attrs, None)
 
@@ -200,6 +217,8 @@ def load_directory(store: ObjectStore, layout: Layout, journal: Journal, pool: T
         for name, info in need_head:
             attrs, corrupt = attrs_from_object(layout, info, {}, uid, gid)
             obj = ObjectRef(info.key, info.etag, info.size, attrs.size, {})
+            # no metadata yet (not "stripped"): the HEAD that resolves it decides
+            corrupt = None if layout.codec.authenticates_attrs else corrupt
             entries[name] = Entry(name, attrs, obj, corrupt, provisional=True)
     return list(entries.values()), index
 

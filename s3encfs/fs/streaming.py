@@ -89,7 +89,7 @@ class Streamer:
                     return
                 async with st.create_lock:
                     if st.upload_id is None:
-                        meta = core.object_meta(c.cipher_meta, node.attrs, st.token)
+                        meta = core.object_meta(c.cipher_meta, node.attrs, st.key, st.token)
                         st.upload_id = await core.run(core.store.create_multipart, st.key, meta)
                         core.journal.set_kv(f"mpu:{st.upload_id}", st.key)
                 first, stop = k * st.per, (k + 1) * st.per

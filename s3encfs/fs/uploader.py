@@ -148,8 +148,12 @@ class Uploader:
                  segs_per_block: int, part_segments: int, pool: ThreadPoolExecutor,
                  parts_in_flight: int = 8,
                  track: Callable[[str, str], None] | None = None,
-                 untrack: Callable[[str], None] | None = None):
+                 untrack: Callable[[str], None] | None = None,
+                 reuse_base: bool = True):
         self.store = store
+        # False for codecs that re-seal every version under a fresh key (client format v2):
+        # the base object's bytes are then read and re-sealed, never copied
+        self.reuse_base = reuse_base
         self.blocks = blocks
         self.layout = layout
         self.k = segs_per_block
@@ -163,7 +167,7 @@ class Uploader:
         self._part_slots = threading.BoundedSemaphore(parts_in_flight)
 
     def _reusable(self, src: SegmentSource, i: int, size: int, nseg: int) -> bool:
-        if not src.base_backed(i) or src.base is None:
+        if not self.reuse_base or not src.base_backed(i) or src.base is None:
             return False
         base_last = i == src.base_nseg - 1
         return (base_last == (i == nseg - 1)

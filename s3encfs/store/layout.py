@@ -192,5 +192,11 @@ class Layout:
     def control_prefix(self) -> str:
         return f"{self.prefix}{CONTROL_DIR}/"
 
+    def rel_key(self, key: str) -> str:
+        """A key relative to the prefix: what a sealing codec binds an object's attrs to."""
+        if not key.startswith(self.prefix):
+            raise ValueError(f"key {key[:60]!r} is not under the prefix")
+        return key[len(self.prefix):]
+
     def decode_child(self, parent: tuple[str, ...], encoded: str) -> str:
         return self.codec.decode_name("/".join(parent), encoded)

@@ -1,4 +1,5 @@
-"""Regenerate the client-format test vectors: `python tests/vectors/generate.py`.
+"""Regenerate the client-format test vectors (format_v1.json, format_v2.json):
+`python tests/vectors/generate.py`.
 
 Randomness (object ids, data keys, nonces, salts) comes from a seeded SHA-256 counter stream, so
 the output is reproducible; tests/test_crypto_vectors.py checks that the checked-in JSON still
@@ -21,8 +22,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from s3encfs.crypto import ClientCodec
 from s3encfs.crypto import envelope as env
+from s3encfs.store.layout import Layout
 
-OUT = Path(__file__).with_name("format_v1.json")
+VERSIONS = (1, 2)
+
+
+def out_path(version: int) -> Path:
+    return Path(__file__).with_name(f"format_v{version}.json")
+
+
 SEGMENT_SIZE = 4096
 KEYS = {
     "vec-key-1": hashlib.sha256(b"s3encfs test vector key 1").digest(),
@@ -67,18 +75,23 @@ CASES = [
 ]
 
 
-def build() -> dict[str, object]:
-    codec = ClientCodec(KEYS, "vec-key-1", segment_size=SEGMENT_SIZE)
+def build(version: int = 1) -> dict[str, object]:
+    codec = ClientCodec(KEYS, "vec-key-1", segment_size=SEGMENT_SIZE, format_version=version)
+    layout = Layout("", codec)
     objects: list[dict[str, Any]] = []
-    with deterministic(b"s3encfs vectors v1"):
+    with deterministic(f"s3encfs vectors v{version}".encode()):
         for label, size, parent, name in CASES:
             plain = pattern(size)
             cipher, meta = codec.new_object()
             body = env.encrypt_object(cipher, plain)
             attrs = {"mode": "33188", "uid": "1000", "gid": "1000", "mtime": "1700000000.5"}
-            meta = {**meta, **codec.seal_attrs(meta, attrs)}
+            # v2 binds the attrs to the object's key relative to the prefix (v1 ignores it)
+            path = layout.encode_rel((*(parent.split("/") if parent else ()), name))
+            meta = {**meta, **codec.seal_attrs(meta, attrs, path if version >= 2 else "")}
+            extra = {"path": path} if version >= 2 else {}
             objects.append(
                 {
+                    **extra,
                     "label": label,
                     "plaintext_hex": plain.hex(),
                     "metadata": meta,
@@ -110,7 +123,7 @@ def build() -> dict[str, object]:
             for purpose, data in (("canary", b"s3encfs canary"), ("dir-index", b""))
         ]
     return {
-        "format_version": env.FORMAT_VERSION,
+        "format_version": version,
         "segment_size": SEGMENT_SIZE,
         "master_keys_hex": {k: v.hex() for k, v in KEYS.items()},
         "current": "vec-key-1",
@@ -120,10 +133,11 @@ def build() -> dict[str, object]:
     }
 
 
-def render() -> str:
-    return json.dumps(build(), indent=1, sort_keys=True) + "\n"
+def render(version: int = 1) -> str:
+    return json.dumps(build(version), indent=1, sort_keys=True) + "\n"
 
 
 if __name__ == "__main__":
-    OUT.write_text(render())
-    print(f"wrote {OUT}")
+    for v in VERSIONS:
+        out_path(v).write_text(render(v))
+        print(f"wrote {out_path(v)}")
