@@ -35,6 +35,9 @@ def main() -> None:
               help="Client mode: encrypt contents but keep file names readable.")
 @click.option("--allow-unverified-sse", is_flag=True, default=False,
               help="Mount even when the server does not prove it enforces the SSE mode.")
+@click.option("--init", is_flag=True, default=None,
+              help="Client mode: record this master key in a prefix that has objects but no "
+              "keycheck (after checking that none of them disproves the key).")
 @click.option("--cache-dir")
 @click.option("--cache-size", help="Read cache limit, e.g. 10G.")
 @click.option("--upload-delay", type=float, help="Seconds a closed file waits before upload.")

@@ -65,6 +65,7 @@ class MountConfig:
     bucket_key: bool = False
     plain_names: bool = False  # client mode: keep file names readable
     allow_unverified_sse: bool = False  # mount even if the SSE canary fails
+    init: bool = False  # client mode: (re)create the keycheck on a non-empty prefix
     key: str | None = None
     keyring: str | None = None  # key store path; None = the keyring module's default
     cache_dir: str = ""  # "" = default_cache_dir(name)

@@ -10,7 +10,6 @@ import ctypes
 import ctypes.util
 import errno
 import fcntl
-import json
 import logging
 import os
 import signal
@@ -20,7 +19,7 @@ from typing import Any
 
 import trio
 
-from s3encfs.codec import Codec, IdentityCodec, IntegrityError
+from s3encfs.codec import Codec, IdentityCodec
 from s3encfs.config import MountConfig, parse_encryption, parse_source
 
 log = logging.getLogger("s3encfs.mount")
@@ -39,15 +38,18 @@ class Prepared:
     lock_fd: int
 
 
-def load_keys(cfg: MountConfig, names: list[str]) -> list[tuple[str, str, bytes]]:
-    """(name, key_id, secret) for each key name, from the keyring (never logged)."""
+def load_keys(cfg: MountConfig, names: list[str],
+              role: str = "master") -> list[tuple[str, str, bytes]]:
+    """(name, key_id, secret) for each key name, from the keyring (never logged); every key must
+    be of kind `role` (a master key is never an SSE-C key, see keys/roles.py)."""
     from s3encfs.keys.keyring import Keyring, KeyringError
+    from s3encfs.keys.roles import check_role
 
     ring = Keyring(cfg.keyring) if cfg.keyring else Keyring()
     out = []
     for name in names:
         try:
-            key = ring.get(name)
+            key = check_role(ring.get(name), role)
         except KeyringError as exc:
             raise MountError(str(exc)) from None
         out.append((key.info.name, key.info.key_id, key.secret))
@@ -76,7 +78,9 @@ def build_codec_and_policy(cfg: MountConfig) -> tuple[Codec, Any]:
         if sse == "sse-c":
             assert sse_key is not None
             ssec = [(kid, secret) for _n, kid, secret in
-                    load_keys(cfg, [n for n in sse_key.split(",") if n])]
+                    load_keys(cfg, [n for n in sse_key.split(",") if n], "sse-c")]
+            if client:
+                _check_disjoint(keys, ssec)
     try:
         policy = parse_policy(spec, bucket_key=cfg.bucket_key, ssec_keys=ssec)
     except ValueError as exc:
@@ -84,26 +88,29 @@ def build_codec_and_policy(cfg: MountConfig) -> tuple[Codec, Any]:
     return codec, policy
 
 
-def check_master_key(store: Any, codec: Codec, prefix: str) -> Codec:
-    """Refuse a wrong master key before anything is served: the bucket remembers (in a sealed
-    blob) which key names were encrypted with; a mount whose keys cannot open it stops here."""
-    from s3encfs.store.errors import NotFound
+def _check_disjoint(masters: list[tuple[str, str, bytes]], ssec: list[tuple[str, bytes]]) -> None:
+    from s3encfs.keys.filestore import Key, KeyInfo
+    from s3encfs.keys.roles import KeyRoleError, check_disjoint
+
+    try:
+        check_disjoint([Key(KeyInfo(n, kid, "master", ""), s) for n, kid, s in masters],
+                       [Key(KeyInfo(kid, kid, "sse-c", ""), s) for kid, s in ssec])
+    except KeyRoleError as exc:
+        raise MountError(str(exc)) from None
+
+
+def check_master_key(store: Any, codec: Codec, prefix: str, *, may_write: bool = False,
+                     init: bool = False) -> Codec:
+    """Refuse a wrong master key before anything is served (see keycheck.py: the keycheck is
+    written only when `may_write` and the prefix is empty, or with `init`)."""
+    from s3encfs.keycheck import KeyCheckError, verify
 
     if codec.name != "client":
         return codec
-    key = f"{prefix}.s3encfs/keycheck"
     try:
-        body, _info = store.get(key)
-    except NotFound:
-        info = {"v": 1, "name_key_id": getattr(codec, "name_key_id", None)}
-        store.put(key, codec.seal_blob("keycheck", json.dumps(info).encode()), {})
-        return codec
-    try:
-        info = json.loads(codec.open_blob("keycheck", body))
-    except IntegrityError as exc:
-        raise MountError(
-            f"wrong master key for s3://{store.bucket}/{prefix}: {exc} — this bucket was "
-            "encrypted with another key (see `s3encfs key list`)") from None
+        info = verify(store, codec, prefix, may_write=may_write, init=init) or {}
+    except KeyCheckError as exc:
+        raise MountError(str(exc)) from None
     name_key = info.get("name_key_id")
     if name_key and name_key != getattr(codec, "name_key_id", name_key):
         from s3encfs.crypto.client_codec import ClientCodec
@@ -113,6 +120,8 @@ def check_master_key(store: Any, codec: Codec, prefix: str) -> Codec:
         if name_key not in keys:
             raise MountError(f"names in this bucket are encrypted with master key id {name_key},"
                              " which is not in this mount's keys")
+        log.info("names here are encrypted with master key id %s (recorded in the keycheck), "
+                 "not the current key %s", name_key, codec.current)
         codec = ClientCodec(keys, codec.current, encrypt_names=codec.encrypts_names,
                             name_key_id=name_key)
     return codec
@@ -141,8 +150,12 @@ def prepare(cfg: MountConfig) -> Prepared:
     try:
         store.check_bucket()
         if policy.mode != "none" and not cfg.allow_unverified_sse:
-            canary(store, prefix)
-        codec = check_master_key(store, codec, prefix)
+            if "ro" in cfg.options:  # writes nothing; every read response is still verified
+                log.info("read-only mount: SSE enforcement canary skipped")
+            else:
+                canary(store, prefix)
+        codec = check_master_key(store, codec, prefix, may_write="ro" not in cfg.options,
+                                 init=cfg.init)
     except se.StoreError as exc:
         raise MountError(str(exc)) from None
     cache_dir = cfg.effective_cache_dir
