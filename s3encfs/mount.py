@@ -57,7 +57,7 @@ def load_keys(cfg: MountConfig, names: list[str],
 
 
 def build_codec_and_policy(cfg: MountConfig) -> tuple[Codec, Any]:
-    from s3encfs.store.sse import parse_policy
+    from s3encfs.store.sse import check_transport, parse_policy
 
     try:
         client, sse, sse_key = parse_encryption(cfg.encryption)
@@ -82,7 +82,9 @@ def build_codec_and_policy(cfg: MountConfig) -> tuple[Codec, Any]:
             if client:
                 _check_disjoint(keys, ssec)
     try:
-        policy = parse_policy(spec, bucket_key=cfg.bucket_key, ssec_keys=ssec)
+        policy = parse_policy(spec, bucket_key=cfg.bucket_key, ssec_keys=ssec,
+                              read_unencrypted=cfg.read_unencrypted)
+        check_transport(policy, cfg.endpoint_url, cfg.allow_insecure_http)
     except ValueError as exc:
         raise MountError(str(exc)) from None
     return codec, policy
