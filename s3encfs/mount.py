@@ -19,6 +19,7 @@ from typing import Any
 
 import trio
 
+from s3encfs import hardening
 from s3encfs.codec import Codec, IdentityCodec
 from s3encfs.config import MountConfig, parse_encryption, parse_source
 
@@ -144,6 +145,7 @@ def prepare(cfg: MountConfig) -> Prepared:
     if os.path.ismount(mnt):
         raise MountError(f"mountpoint {mnt} is busy (something is already mounted there)")
     codec, policy = build_codec_and_policy(cfg)
+    hardening.scrub_passphrase_env()  # keys are loaded: no passphrase in environ or children
     store = ObjectStore(bucket, endpoint_url=cfg.endpoint_url, region=cfg.region,
                         profile=cfg.profile, sse=policy,
                         max_pool=max(64, cfg.upload_concurrency * 4),
@@ -161,7 +163,10 @@ def prepare(cfg: MountConfig) -> Prepared:
     except se.StoreError as exc:
         raise MountError(str(exc)) from None
     cache_dir = cfg.effective_cache_dir
-    os.makedirs(cache_dir, mode=0o700, exist_ok=True)
+    try:
+        hardening.private_cache_dir(cache_dir)
+    except OSError as exc:
+        raise MountError(str(exc)) from None
     lock_fd = os.open(os.path.join(cache_dir, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -191,6 +196,7 @@ def run_mount(cfg: MountConfig, ready_fd: int | None = None) -> int:
     from s3encfs.fs.core import FsConfig, FsCore
     from s3encfs.fs.operations import Operations
 
+    hardening.protect_process()
     prep = prepare(cfg)
     fscfg = FsConfig(cache_dir=prep.cache_dir, cache_size=cfg.cache_size,
                      upload_delay=cfg.upload_delay, dirty_limit=cfg.max_dirty,
@@ -200,7 +206,10 @@ def run_mount(cfg: MountConfig, ready_fd: int | None = None) -> int:
     opts = set(pyfuse3.default_options)
     opts.add(f"fsname={cfg.source}")
     opts.add("subtype=s3encfs")
+    forced = hardening.forced_mount_options(prep.codec.name == "client", cfg.options)
     for o in cfg.options:
+        if forced and o in hardening.UNSAFE_OPTIONS:
+            continue
         if o == "ro":
             opts.add("ro")
         elif o == "allow_other":
@@ -209,6 +218,7 @@ def run_mount(cfg: MountConfig, ready_fd: int | None = None) -> int:
             opts.discard("default_permissions")
         elif o:
             opts.add(o)
+    opts |= forced
 
     async def main() -> int:
         core = FsCore(prep.store, prep.codec, prep.prefix, fscfg)

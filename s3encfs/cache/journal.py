@@ -99,6 +99,13 @@ class _GuardedDb:
         self.conn.close()
 
 
+def _private(path: str) -> None:
+    """chmod 0600 (files an older version or another umask created wider)."""
+    with contextlib.suppress(FileNotFoundError):
+        if os.stat(path).st_mode & 0o077:
+            os.chmod(path, 0o600)
+
+
 class Journal:
     def __init__(
         self,
@@ -112,6 +119,9 @@ class Journal:
         self._seal = seal or (lambda b: b)
         self._unseal = unseal or (lambda b: b)
         self._lock = threading.Lock()
+        # created 0600 before SQLite opens it: SQLite gives -wal/-shm the database's mode
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        _private(path)
         self._db = _GuardedDb(
             sqlite3.connect(path, check_same_thread=False, isolation_level=None),
             _Reserve(path + ".reserve"),
@@ -127,10 +137,8 @@ class Journal:
             " meta TEXT NOT NULL)"
         )
         self._db.execute("CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v TEXT NOT NULL)")
-        try:
-            os.chmod(path, 0o600)
-        except OSError:
-            pass
+        for name in (path, path + "-wal", path + "-shm"):
+            _private(name)
 
     # -- pending operations ------------------------------------------------------------------
     # Paths are surrogateescape str (non-UTF-8 names); sqlite3 cannot encode lone surrogates as

@@ -40,7 +40,8 @@ def child_env(environ: Mapping[str, str]) -> dict[str, str]:
     return {
         k: v
         for k, v in environ.items()
-        if not (k.startswith("S3ENCFS_") and k.endswith("PASSPHRASE"))
+        if not (k.startswith("S3ENCFS_") and k.endswith(("PASSPHRASE", "PASSPHRASE_FD",
+                                                         "PASSCOMMAND")))
     }
 
 
