@@ -41,6 +41,9 @@ def main() -> None:
 @click.option("--allow-insecure-http", is_flag=True, default=None,
               help="sse-c: allow an http:// endpoint that is not on this machine (the key "
               "would cross the network in clear).")
+@click.option("--log-plain-names", is_flag=True, default=None,
+              help="Client mode: log plaintext file names (default: encoded keys or keyed "
+              "hashes only).")
 @click.option("--init", is_flag=True, default=None,
               help="Client mode: record this master key in a prefix that has objects but no "
               "keycheck (after checking that none of them disproves the key).")

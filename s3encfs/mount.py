@@ -153,6 +153,10 @@ def prepare(cfg: MountConfig) -> Prepared:
     store.strict_sse = not cfg.allow_unverified_sse
     try:
         store.check_bucket()
+        from s3encfs.store.kms import resolve_alias
+
+        resolve_alias(policy, endpoint_url=cfg.endpoint_url, region=cfg.region,
+                      profile=cfg.profile)
         if policy.mode != "none" and not cfg.allow_unverified_sse:
             if "ro" in cfg.options:  # writes nothing; every read response is still verified
                 log.info("read-only mount: SSE enforcement canary skipped")
@@ -198,6 +202,10 @@ def run_mount(cfg: MountConfig, ready_fd: int | None = None) -> int:
 
     hardening.protect_process()
     prep = prepare(cfg)
+    if not cfg.log_plain_names:
+        from s3encfs import lognames
+
+        lognames.install_for_mount(prep.codec, prep.prefix)
     fscfg = FsConfig(cache_dir=prep.cache_dir, cache_size=cfg.cache_size,
                      upload_delay=cfg.upload_delay, dirty_limit=cfg.max_dirty,
                      entry_ttl=cfg.attr_timeout, dir_ttl=cfg.dir_ttl, fast_list=cfg.fast_list,
