@@ -12,6 +12,7 @@ import contextlib
 import ipaddress
 import os
 import secrets
+import threading
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -86,6 +87,10 @@ class KmsLikePolicy(SsePolicy):
         self.algorithm = algorithm
         self.kms_key_id = kms_key_id
         self.bucket_key = bucket_key
+        # an alias's key: its ARN from DescribeKey at mount (store/kms.py), else the first
+        # key id a response names; every later response must name the same key
+        self.resolved_key: str | None = None
+        self._pin_lock = threading.Lock()
 
     def write_args(self) -> dict[str, Any]:
         args: dict[str, Any] = {"ServerSideEncryption": self.algorithm}
@@ -102,8 +107,16 @@ class KmsLikePolicy(SsePolicy):
         want = self.kms_key_id or ""
         if not want or got == want:
             return True
-        if want.startswith("alias/"):
-            return bool(got)  # AWS answers with the key ARN, not the alias
+        if want.startswith("alias/") or ":alias/" in want:
+            if not got:
+                return False
+            with self._pin_lock:  # AWS answers with the key ARN, not the alias
+                if self.resolved_key is None:
+                    self.resolved_key = got
+                    return True
+                have = self.resolved_key
+            return got == have or have.endswith(("/" + got, ":" + got)) or \
+                got.endswith(("/" + have, ":" + have))
         return got.endswith(("/" + want, ":" + want))
 
     def verify(self, response: dict[str, Any], op: str, key: str) -> None:
