@@ -71,3 +71,43 @@ def test_client_mode_keeps_the_users_choice(bucket, mount_factory):
     m = mount_factory(bucket, "client", extra=["-o", "suid"])
     assert "nosuid" not in mount_options(m.mountpoint)
     m.umount()
+
+
+def make_named_tree(root: Path, tag: str) -> list[str]:
+    names = [f"dir-{tag}", f"file-{tag}.txt", f"deep-{tag}", f"big-{tag}.bin", f"link-{tag}"]
+    (root / names[0] / names[2]).mkdir(parents=True)
+    (root / names[1]).write_text("hello\n")
+    (root / names[0] / names[2] / "x.txt").write_bytes(os.urandom(1000))
+    (root / names[3]).write_bytes(os.urandom(3 * 1024 * 1024))
+    (root / names[4]).symlink_to(names[1])
+    return names
+
+
+@pytest.mark.parametrize("plain", [False, True])
+def test_client_mode_log_has_no_plaintext_names(plain, bucket, s3, mount_factory, tmp_path):
+    tag = secrets.token_hex(6)
+    src = tmp_path / "src"
+    src.mkdir()
+    names = make_named_tree(src, tag)
+    extra = ["--debug", "all"] + (["--log-plain-names"] if plain else [])
+    m = mount_factory(bucket, "client", extra=extra)
+    subprocess.run(["rsync", "-a", f"{src}/", f"{m.mountpoint}/"], check=True)
+    subprocess.run(["rsync", "-a", "--delete", f"{src}/", f"{m.mountpoint}/"], check=True)
+    (m.mountpoint / names[1]).rename(m.mountpoint / names[0] / f"moved-{tag}")
+    m.umount()
+    # an error path that names the file: a tampered body reads EIO and is logged
+    big = max(s3.list_objects_v2(Bucket=bucket)["Contents"], key=lambda o: o["Size"])["Key"]
+    body = bytearray(s3.get_object(Bucket=bucket, Key=big)["Body"].read())
+    body[100] ^= 1
+    s3.put_object(Bucket=bucket, Key=big, Body=bytes(body),
+                  Metadata=s3.head_object(Bucket=bucket, Key=big)["Metadata"])
+    m.start()
+    with pytest.raises(OSError):
+        (m.mountpoint / names[3]).read_bytes()
+    m.umount()
+    log = m.log_path.read_text(errors="replace")
+    if plain:  # the control: the same run does log plaintext names when asked to
+        assert tag in log
+    else:
+        assert tag not in log, [ln for ln in log.splitlines() if tag in ln][:5]
+        assert "name#" in log
