@@ -17,6 +17,7 @@ One place for the small things that keep secrets and plaintext where they belong
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import logging
@@ -65,6 +66,11 @@ def scrub_passphrase_env(environ: MutableMapping[str, str] | None = None) -> lis
     for k in names:
         if environ is None:
             _clear_initial_environ(k)
+            if k.endswith("PASSPHRASE_FD"):  # unread (keys came from elsewhere): close it too
+                with contextlib.suppress(ValueError, OSError):
+                    fd = int(env[k])
+                    if fd > 2:
+                        os.close(fd)
         del env[k]
     return names
 

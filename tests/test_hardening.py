@@ -111,3 +111,48 @@ def test_client_mode_log_has_no_plaintext_names(plain, bucket, s3, mount_factory
     else:
         assert tag not in log, [ln for ln in log.splitlines() if tag in ln][:5]
         assert "name#" in log
+
+
+def test_scrub_and_child_env_drop_every_passphrase_variable() -> None:
+    from s3encfs.hardening import scrub_passphrase_env
+    from s3encfs.keys.passphrase import child_env
+
+    env = {"S3ENCFS_PASSPHRASE": "a", "S3ENCFS_PASSPHRASE_FD": "9", "S3ENCFS_PASSCOMMAND": "x",
+           "S3ENCFS_EXPORT_PASSPHRASE": "b", "S3ENCFS_KEYRING_DIR": "/k", "PATH": "/bin"}
+    assert child_env(env) == {"S3ENCFS_KEYRING_DIR": "/k", "PATH": "/bin"}
+    assert sorted(scrub_passphrase_env(env)) == ["S3ENCFS_EXPORT_PASSPHRASE",
+                                                  "S3ENCFS_PASSCOMMAND", "S3ENCFS_PASSPHRASE",
+                                                  "S3ENCFS_PASSPHRASE_FD"]
+    assert env == {"S3ENCFS_KEYRING_DIR": "/k", "PATH": "/bin"}
+
+
+def test_passphrase_fd_closed_and_gone_in_running_mount(bucket, mount_factory, s3env, tmp_path):
+    marker = "fd-" + secrets.token_hex(8)
+    keys = dict(s3env, S3ENCFS_KEYRING_DIR=str(tmp_path / "keys"), S3ENCFS_PASSPHRASE=marker)
+    subprocess.run([*S3ENCFS, "key", "create", "default"], env=keys, check=True,
+                   capture_output=True)
+    r, w = os.pipe()
+    pipe = f"pipe:[{os.fstat(r).st_ino}]"
+    os.write(w, marker.encode() + b"\n")
+    os.close(w)
+    env = {k: v for k, v in keys.items() if k != "S3ENCFS_PASSPHRASE"}
+    env["S3ENCFS_PASSPHRASE_FD"] = str(r)
+    m = mount_factory(bucket, "client", env=env, start=False)
+    orig = subprocess.Popen
+
+    def popen(*a, **kw):  # hand the pipe to the mount process
+        kw["pass_fds"] = (r,)
+        return orig(*a, **kw)
+
+    subprocess.Popen = popen  # type: ignore[misc]
+    try:
+        m.start()
+    finally:
+        subprocess.Popen = orig  # type: ignore[misc]
+        os.close(r)
+    assert m.proc is not None
+    environ = Path(f"/proc/{m.proc.pid}/environ").read_bytes()
+    assert b"S3ENCFS_PASSPHRASE_FD" not in environ and marker.encode() not in environ
+    fds = Path(f"/proc/{m.proc.pid}/fd")
+    assert pipe not in {os.readlink(fd) for fd in fds.iterdir()}  # the fd was closed
+    m.umount()
