@@ -72,3 +72,33 @@ def test_transport_rule() -> None:
     for bad in ("http://s3.example.net", "http://10.0.0.5:9000", "HTTP://192.0.2.1"):
         with pytest.raises(ValueError, match="plain http"):
             check_transport(pol, bad, False)
+
+
+def test_rekey_to_ssec_from_unencrypted_needs_read_unencrypted(bucket, s3, mount_factory,
+                                                               keyenv):
+    create_ssec_key(keyenv)
+    m = mount_factory(bucket, "none")
+    (m.mountpoint / "a.txt").write_text("alpha\n")
+    m.umount()
+
+    def rekey(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*S3ENCFS, "rekey", f"s3://{bucket}", "--encryption", "sse-c:ck",
+                               *extra], env=keyenv, capture_output=True, text=True, timeout=300)
+
+    refused = rekey()
+    assert "failed 0" not in refused.stdout, refused.stdout + refused.stderr
+    done = rekey("--read-unencrypted", "--restart")
+    assert done.returncode == 0 and "failed 0" in done.stdout, done.stdout + done.stderr
+    head = s3.head_object(Bucket=bucket, Key="a.txt", SSECustomerAlgorithm="AES256",
+                          SSECustomerKey=_secret(keyenv, "ck"))
+    assert head["SSECustomerAlgorithm"] == "AES256"
+    shutil.rmtree(m.cache_dir)
+    m2 = mount_factory(bucket, "sse-c:ck", name="m2")  # strict: every object is SSE-C now
+    assert (m2.mountpoint / "a.txt").read_text() == "alpha\n"
+    m2.umount()
+
+
+def _secret(env: dict[str, str], name: str) -> bytes:
+    from s3encfs.keys.keyring import Keyring
+
+    return Keyring(env["S3ENCFS_KEYRING_DIR"], environ=env).get(name).secret

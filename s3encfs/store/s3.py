@@ -293,6 +293,8 @@ class ObjectStore:
         a planted unencrypted object must not be served. --allow-unverified-sse (a server that
         does not echo SSE-C) lets keyed reads through with one warning; keyless never."""
         assert isinstance(self.sse, SseCPolicy)
+        if self.sse.read_unencrypted and resp.get("SSECustomerAlgorithm") is None:
+            self._keyids.put(key, "")  # not SSE-C: copies of it must not send a source key
         try:
             self.sse.verify_read(resp, sent, op, key)
         except StoreError as exc:
@@ -359,8 +361,8 @@ class ObjectStore:
                     first = first or exc
                     continue
                 raise
-            if isinstance(self.sse, SseCPolicy):
-                self._keyids.put(key, kid or "")
+            if isinstance(self.sse, SseCPolicy) and (kid is None or self._keyids.get(key) != ""):
+                self._keyids.put(key, kid or "")  # ("" stays: _verify_read saw no SSE-C)
             return result
         assert first is not None
         first.args = (f"{first} (no SSE-C key of the keyring opens this object)",)
