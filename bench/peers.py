@@ -258,6 +258,7 @@ class S3encfsPeer(Peer):
             **super().proc_env(),
             "S3ENCFS_KEYRING_DIR": str(self.base / "keyring"),
             "S3ENCFS_PASSPHRASE": "",
+            "S3ENCFS_ALLOW_EMPTY_PASSPHRASE": "1",
         }
 
     def setup(self) -> None:

@@ -76,7 +76,10 @@ def run_backup(cfg: MountConfig, dry_run: bool = False) -> int:
         click.echo(f"backup {cfg.name}: FAILED exit=1 {cfg.mountpoint} is not mounted")
         return 1
     start = time.monotonic()
-    proc = subprocess.run(argv, stdout=subprocess.PIPE, text=True, errors="replace")
+    from s3encfs.keys.passphrase import child_env
+
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, text=True, errors="replace",
+                          env=child_env(os.environ))  # rsync needs no passphrase
     stats = parse_stats(proc.stdout)
     code = proc.returncode
     note = ""

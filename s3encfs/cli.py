@@ -35,6 +35,18 @@ def main() -> None:
               help="Client mode: encrypt contents but keep file names readable.")
 @click.option("--allow-unverified-sse", is_flag=True, default=False,
               help="Mount even when the server does not prove it enforces the SSE mode.")
+@click.option("--read-unencrypted", is_flag=True, default=None,
+              help="sse-c: also serve objects stored without SSE-C (for migrations; otherwise "
+              "they read as EIO).")
+@click.option("--allow-insecure-http", is_flag=True, default=None,
+              help="sse-c: allow an http:// endpoint that is not on this machine (the key "
+              "would cross the network in clear).")
+@click.option("--log-plain-names", is_flag=True, default=None,
+              help="Client mode: log plaintext file names (default: encoded keys or keyed "
+              "hashes only).")
+@click.option("--init", is_flag=True, default=None,
+              help="Client mode: record this master key in a prefix that has objects but no "
+              "keycheck (after checking that none of them disproves the key).")
 @click.option("--cache-dir")
 @click.option("--cache-size", help="Read cache limit, e.g. 10G.")
 @click.option("--upload-delay", type=float, help="Seconds a closed file waits before upload.")

@@ -27,7 +27,11 @@ def bucket_options(encryption_help: str, key_help: str | None = None) -> Callabl
             decorators += [click.option("--key", help=key_help),
                            click.option("--keyring", help="Key store directory.")]
         decorators += [click.option("--endpoint-url"), click.option("--region"),
-                       click.option("--profile")]
+                       click.option("--profile"),
+                       click.option("--read-unencrypted", is_flag=True, default=None,
+                                    help="sse-c: also read objects stored without SSE-C."),
+                       click.option("--allow-insecure-http", is_flag=True, default=None,
+                                    help="sse-c: allow http:// to a non-loopback endpoint.")]
         for d in reversed(decorators):
             f = d(f)
         return f

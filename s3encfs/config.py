@@ -65,6 +65,10 @@ class MountConfig:
     bucket_key: bool = False
     plain_names: bool = False  # client mode: keep file names readable
     allow_unverified_sse: bool = False  # mount even if the SSE canary fails
+    log_plain_names: bool = False  # client mode: log file names, not keyed hashes
+    init: bool = False  # client mode: (re)create the keycheck on a non-empty prefix
+    read_unencrypted: bool = False  # sse-c: serve objects stored without SSE-C (migrations)
+    allow_insecure_http: bool = False  # sse-c: allow http:// to a non-loopback endpoint
     key: str | None = None
     keyring: str | None = None  # key store path; None = the keyring module's default
     cache_dir: str = ""  # "" = default_cache_dir(name)

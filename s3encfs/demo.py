@@ -99,13 +99,15 @@ class Demo:
     def env(self) -> dict[str, str]:
         """The environment for `s3encfs` subprocesses: the server's AWS_* and the demo keyring.
 
-        The demo key store has an EMPTY passphrase (S3ENCFS_PASSPHRASE=""): anyone who can read
+        The demo key store has an EMPTY passphrase (S3ENCFS_PASSPHRASE="" with the explicit
+        S3ENCFS_ALLOW_EMPTY_PASSPHRASE=1): anyone who can read
         STATE/keys has the key.  Fine for a throw-away demo, not for real data.
         """
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         env.update(self.server.env())
         env["S3ENCFS_KEYRING_DIR"] = str(self.keys_dir)
         env["S3ENCFS_PASSPHRASE"] = ""
+        env["S3ENCFS_ALLOW_EMPTY_PASSPHRASE"] = "1"  # the explicit flag an empty one needs
         for var in ("S3ENCFS_PASSPHRASE_FD", "S3ENCFS_PASSCOMMAND"):
             env.pop(var, None)
         return env
@@ -229,7 +231,8 @@ class Demo:
         say("              The demo key has an EMPTY passphrase: anyone who can read that")
         say("              directory can decrypt the bucket. Back the key up with:")
         say(f"              S3ENCFS_KEYRING_DIR={shlex.quote(str(self.keys_dir))} "
-            f"S3ENCFS_PASSPHRASE= \\\n                s3encfs key export {KEY_NAME} "
+            f"S3ENCFS_PASSPHRASE= S3ENCFS_ALLOW_EMPTY_PASSPHRASE=1 \\\n"
+            f"                s3encfs key export {KEY_NAME} "
             "--output demo-key.txt")
         say(f" mount log  : {self.log_path}")
         say(" raw bucket : what S3 really stores (encrypted names and contents):")

@@ -10,7 +10,6 @@ import ctypes
 import ctypes.util
 import errno
 import fcntl
-import json
 import logging
 import os
 import signal
@@ -20,7 +19,8 @@ from typing import Any
 
 import trio
 
-from s3encfs.codec import Codec, IdentityCodec, IntegrityError
+from s3encfs import hardening
+from s3encfs.codec import Codec, IdentityCodec
 from s3encfs.config import MountConfig, parse_encryption, parse_source
 
 log = logging.getLogger("s3encfs.mount")
@@ -39,15 +39,18 @@ class Prepared:
     lock_fd: int
 
 
-def load_keys(cfg: MountConfig, names: list[str]) -> list[tuple[str, str, bytes]]:
-    """(name, key_id, secret) for each key name, from the keyring (never logged)."""
+def load_keys(cfg: MountConfig, names: list[str],
+              role: str = "master") -> list[tuple[str, str, bytes]]:
+    """(name, key_id, secret) for each key name, from the keyring (never logged); every key must
+    be of kind `role` (a master key is never an SSE-C key, see keys/roles.py)."""
     from s3encfs.keys.keyring import Keyring, KeyringError
+    from s3encfs.keys.roles import check_role
 
     ring = Keyring(cfg.keyring) if cfg.keyring else Keyring()
     out = []
     for name in names:
         try:
-            key = ring.get(name)
+            key = check_role(ring.get(name), role)
         except KeyringError as exc:
             raise MountError(str(exc)) from None
         out.append((key.info.name, key.info.key_id, key.secret))
@@ -55,7 +58,7 @@ def load_keys(cfg: MountConfig, names: list[str]) -> list[tuple[str, str, bytes]
 
 
 def build_codec_and_policy(cfg: MountConfig) -> tuple[Codec, Any]:
-    from s3encfs.store.sse import parse_policy
+    from s3encfs.store.sse import check_transport, parse_policy
 
     try:
         client, sse, sse_key = parse_encryption(cfg.encryption)
@@ -76,34 +79,41 @@ def build_codec_and_policy(cfg: MountConfig) -> tuple[Codec, Any]:
         if sse == "sse-c":
             assert sse_key is not None
             ssec = [(kid, secret) for _n, kid, secret in
-                    load_keys(cfg, [n for n in sse_key.split(",") if n])]
+                    load_keys(cfg, [n for n in sse_key.split(",") if n], "sse-c")]
+            if client:
+                _check_disjoint(keys, ssec)
     try:
-        policy = parse_policy(spec, bucket_key=cfg.bucket_key, ssec_keys=ssec)
+        policy = parse_policy(spec, bucket_key=cfg.bucket_key, ssec_keys=ssec,
+                              read_unencrypted=cfg.read_unencrypted)
+        check_transport(policy, cfg.endpoint_url, cfg.allow_insecure_http)
     except ValueError as exc:
         raise MountError(str(exc)) from None
     return codec, policy
 
 
-def check_master_key(store: Any, codec: Codec, prefix: str) -> Codec:
-    """Refuse a wrong master key before anything is served: the bucket remembers (in a sealed
-    blob) which key names were encrypted with; a mount whose keys cannot open it stops here."""
-    from s3encfs.store.errors import NotFound
+def _check_disjoint(masters: list[tuple[str, str, bytes]], ssec: list[tuple[str, bytes]]) -> None:
+    from s3encfs.keys.filestore import Key, KeyInfo
+    from s3encfs.keys.roles import KeyRoleError, check_disjoint
+
+    try:
+        check_disjoint([Key(KeyInfo(n, kid, "master", ""), s) for n, kid, s in masters],
+                       [Key(KeyInfo(kid, kid, "sse-c", ""), s) for kid, s in ssec])
+    except KeyRoleError as exc:
+        raise MountError(str(exc)) from None
+
+
+def check_master_key(store: Any, codec: Codec, prefix: str, *, may_write: bool = False,
+                     init: bool = False) -> Codec:
+    """Refuse a wrong master key before anything is served (see keycheck.py: the keycheck is
+    written only when `may_write` and the prefix is empty, or with `init`)."""
+    from s3encfs.keycheck import KeyCheckError, verify
 
     if codec.name != "client":
         return codec
-    key = f"{prefix}.s3encfs/keycheck"
     try:
-        body, _info = store.get(key)
-    except NotFound:
-        info = {"v": 1, "name_key_id": getattr(codec, "name_key_id", None)}
-        store.put(key, codec.seal_blob("keycheck", json.dumps(info).encode()), {})
-        return codec
-    try:
-        info = json.loads(codec.open_blob("keycheck", body))
-    except IntegrityError as exc:
-        raise MountError(
-            f"wrong master key for s3://{store.bucket}/{prefix}: {exc} — this bucket was "
-            "encrypted with another key (see `s3encfs key list`)") from None
+        info = verify(store, codec, prefix, may_write=may_write, init=init) or {}
+    except KeyCheckError as exc:
+        raise MountError(str(exc)) from None
     name_key = info.get("name_key_id")
     if name_key and name_key != getattr(codec, "name_key_id", name_key):
         from s3encfs.crypto.client_codec import ClientCodec
@@ -113,6 +123,8 @@ def check_master_key(store: Any, codec: Codec, prefix: str) -> Codec:
         if name_key not in keys:
             raise MountError(f"names in this bucket are encrypted with master key id {name_key},"
                              " which is not in this mount's keys")
+        log.info("names here are encrypted with master key id %s (recorded in the keycheck), "
+                 "not the current key %s", name_key, codec.current)
         codec = ClientCodec(keys, codec.current, encrypt_names=codec.encrypts_names,
                             name_key_id=name_key)
     return codec
@@ -133,6 +145,7 @@ def prepare(cfg: MountConfig) -> Prepared:
     if os.path.ismount(mnt):
         raise MountError(f"mountpoint {mnt} is busy (something is already mounted there)")
     codec, policy = build_codec_and_policy(cfg)
+    hardening.scrub_passphrase_env()  # keys are loaded: no passphrase in environ or children
     store = ObjectStore(bucket, endpoint_url=cfg.endpoint_url, region=cfg.region,
                         profile=cfg.profile, sse=policy,
                         max_pool=max(64, cfg.upload_concurrency * 4),
@@ -140,13 +153,24 @@ def prepare(cfg: MountConfig) -> Prepared:
     store.strict_sse = not cfg.allow_unverified_sse
     try:
         store.check_bucket()
+        from s3encfs.store.kms import resolve_alias
+
+        resolve_alias(policy, endpoint_url=cfg.endpoint_url, region=cfg.region,
+                      profile=cfg.profile)
         if policy.mode != "none" and not cfg.allow_unverified_sse:
-            canary(store, prefix)
-        codec = check_master_key(store, codec, prefix)
+            if "ro" in cfg.options:  # writes nothing; every read response is still verified
+                log.info("read-only mount: SSE enforcement canary skipped")
+            else:
+                canary(store, prefix)
+        codec = check_master_key(store, codec, prefix, may_write="ro" not in cfg.options,
+                                 init=cfg.init)
     except se.StoreError as exc:
         raise MountError(str(exc)) from None
     cache_dir = cfg.effective_cache_dir
-    os.makedirs(cache_dir, mode=0o700, exist_ok=True)
+    try:
+        hardening.private_cache_dir(cache_dir)
+    except OSError as exc:
+        raise MountError(str(exc)) from None
     lock_fd = os.open(os.path.join(cache_dir, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -176,7 +200,12 @@ def run_mount(cfg: MountConfig, ready_fd: int | None = None) -> int:
     from s3encfs.fs.core import FsConfig, FsCore
     from s3encfs.fs.operations import Operations
 
+    hardening.protect_process()
     prep = prepare(cfg)
+    if not cfg.log_plain_names:
+        from s3encfs import lognames
+
+        lognames.install_for_mount(prep.codec, prep.prefix)
     fscfg = FsConfig(cache_dir=prep.cache_dir, cache_size=cfg.cache_size,
                      upload_delay=cfg.upload_delay, dirty_limit=cfg.max_dirty,
                      entry_ttl=cfg.attr_timeout, dir_ttl=cfg.dir_ttl, fast_list=cfg.fast_list,
@@ -186,7 +215,10 @@ def run_mount(cfg: MountConfig, ready_fd: int | None = None) -> int:
     opts = set(pyfuse3.default_options)
     opts.add(f"fsname={cfg.source}")
     opts.add("subtype=s3encfs")
+    forced = hardening.forced_mount_options(prep.codec.name == "client", cfg.options)
     for o in cfg.options:
+        if forced and o in hardening.UNSAFE_OPTIONS:
+            continue
         if o == "ro":
             opts.add("ro")
         elif o == "allow_other":
@@ -195,6 +227,7 @@ def run_mount(cfg: MountConfig, ready_fd: int | None = None) -> int:
             opts.discard("default_permissions")
         elif o:
             opts.add(o)
+    opts |= forced
 
     async def main() -> int:
         core = FsCore(prep.store, prep.codec, prep.prefix, fscfg)

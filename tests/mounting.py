@@ -109,7 +109,8 @@ import pytest  # noqa: E402
 def keyenv(tmp_path_factory: pytest.TempPathFactory, s3env: dict[str, str]) -> dict[str, str]:
     """Environment with a fresh key store holding master key "default" (empty passphrase)."""
     keydir = tmp_path_factory.mktemp("keys")
-    env = dict(s3env, S3ENCFS_KEYRING_DIR=str(keydir), S3ENCFS_PASSPHRASE="")
+    env = dict(s3env, S3ENCFS_KEYRING_DIR=str(keydir), S3ENCFS_PASSPHRASE="",
+               S3ENCFS_ALLOW_EMPTY_PASSPHRASE="1")
     subprocess.run([*S3ENCFS, "key", "create", "default"], env=env, check=True,
                    capture_output=True)
     return env

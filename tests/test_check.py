@@ -114,7 +114,7 @@ def test_orphaned_upload_listed_and_aborted(bucket, populated, keyenv, s3):  # n
 
 
 def test_object_without_sse_found(bucket, mount_factory, keyenv, s3):  # noqa: F811
-    subprocess.run([*S3ENCFS, "key", "create", "ssec1"], env=keyenv, check=True,
+    subprocess.run([*S3ENCFS, "key", "create", "ssec1", "--kind", "sse-c"], env=keyenv, check=True,
                    capture_output=True)
     m = mount_factory(bucket, "sse-c:ssec1")
     (m.mountpoint / "good.txt").write_bytes(b"good\n")

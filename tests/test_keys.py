@@ -19,6 +19,7 @@ from s3encfs.keys import (
     InsecurePermissions,
     Key,
     KeyExists,
+    KeyInfo,
     KeyInUse,
     KeyNotFound,
     Keyring,
@@ -29,14 +30,14 @@ from s3encfs.keys import (
     default_directory,
 )
 
-FAST_N = 2**4  # test-only KDF cost
+FAST_KDF = {"alg": "argon2id", "t": 1, "p": 1, "m": 64}  # test-only KDF cost
 
 
 def make(tmp_path: Path, passphrase: bytes = b"correct horse", **kw: object) -> Keyring:
     return Keyring(
         tmp_path / "keys",
         passphrase_source=PassphraseSource.fixed(passphrase),
-        scrypt_n=FAST_N,
+        kdf=FAST_KDF,
         environ={},
         **kw,  # type: ignore[arg-type]
     )
@@ -215,14 +216,69 @@ def test_secret_not_in_repr_str_or_errors(tmp_path: Path) -> None:
 # -- passphrase sources ---------------------------------------------------------------------
 
 
+ALLOW_EMPTY = {"S3ENCFS_ALLOW_EMPTY_PASSPHRASE": "1"}
+
+
 def test_passphrase_from_env_including_explicit_empty() -> None:
     assert PassphraseSource({"S3ENCFS_PASSPHRASE": "s3cret"}).get() == b"s3cret"
-    assert PassphraseSource({"S3ENCFS_PASSPHRASE": ""}).get() == b""
+    assert PassphraseSource({"S3ENCFS_PASSPHRASE": "", **ALLOW_EMPTY}).get() == b""
+
+
+def test_empty_passphrase_needs_the_explicit_flag() -> None:
+    for env in ({"S3ENCFS_PASSPHRASE": ""},
+                {"S3ENCFS_PASSPHRASE": "", "S3ENCFS_ALLOW_EMPTY_PASSPHRASE": "yes"},
+                {"S3ENCFS_EXPORT_PASSPHRASE": ""}):
+        prefix = "S3ENCFS_EXPORT_" if "S3ENCFS_EXPORT_PASSPHRASE" in env else "S3ENCFS_"
+        with pytest.raises(PassphraseError, match="S3ENCFS_ALLOW_EMPTY_PASSPHRASE=1"):
+            PassphraseSource(env, prefix=prefix).get()
+    assert PassphraseSource({"S3ENCFS_EXPORT_PASSPHRASE": "", **ALLOW_EMPTY},
+                            prefix="S3ENCFS_EXPORT_").get() == b""
+
+
+def test_new_records_use_argon2id_and_scrypt_records_are_upgraded(tmp_path: Path) -> None:
+    from s3encfs.keys.filestore import DEFAULT_KDF, FileStore, seal
+
+    kr = Keyring(tmp_path / "keys", passphrase_source=PassphraseSource.fixed(b"pw"),
+                 environ={})  # the real default parameters
+    kr.create("new")
+    kdf = json.loads((tmp_path / "keys" / "new.key").read_text())["kdf"]
+    assert {k: kdf[k] for k in ("alg", "t", "p", "m")} == DEFAULT_KDF
+    assert DEFAULT_KDF["alg"] == "argon2id" and DEFAULT_KDF["m"] >= 2**16
+    # a record as the old code wrote it: scrypt n=2^15
+    old = Key(KeyInfo("old", "0123456789abcdef", "master", "2026-01-01T00:00:00+00:00"),
+              os.urandom(32))
+    record = seal(old, b"pw", kdf={"alg": "scrypt", "n": 2**15, "r": 8, "p": 1})
+    path = tmp_path / "keys" / "old.key"
+    path.write_text(json.dumps(record))
+    path.chmod(0o600)
+    assert kr.get("old").secret == old.secret  # opens ...
+    upgraded = json.loads(path.read_text())
+    assert upgraded["kdf"]["alg"] == "argon2id" and upgraded["kdf"]["m"] == DEFAULT_KDF["m"]
+    assert upgraded["nonce"] != record["nonce"]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert kr.get("old").secret == old.secret  # ... and still opens after the upgrade
+    # a cheaper store never downgrades a record
+    fast = FileStore(tmp_path / "keys", kdf=FAST_KDF)
+    assert fast.load("old", b"pw").secret == old.secret
+    assert json.loads(path.read_text())["kdf"]["m"] == DEFAULT_KDF["m"]
+
+
+def test_unreasonable_kdf_parameters_refused(tmp_path: Path) -> None:
+    kr = make(tmp_path)
+    kr.create("k")
+    path = tmp_path / "keys" / "k.key"
+    record = json.loads(path.read_text())
+    for bad in ({"alg": "argon2id", "t": 1, "p": 1, "m": 2**30},
+                {"alg": "argon2id", "t": 1000, "p": 1, "m": 64},
+                {"alg": "pbkdf2", "iterations": 1}):
+        path.write_text(json.dumps({**record, "kdf": {**bad, "salt": record["kdf"]["salt"]}}))
+        with pytest.raises(CorruptKeyFile):
+            kr.get("k")
 
 
 def test_empty_passphrase_store_works(tmp_path: Path) -> None:
-    src = PassphraseSource({"S3ENCFS_PASSPHRASE": ""})
-    kr = Keyring(tmp_path, passphrase_source=src, scrypt_n=FAST_N, environ={})
+    src = PassphraseSource({"S3ENCFS_PASSPHRASE": "", **ALLOW_EMPTY})
+    kr = Keyring(tmp_path, passphrase_source=src, kdf=FAST_KDF, environ={})
     kr.create("demo")
     assert len(kr.get("demo").secret) == 32
 

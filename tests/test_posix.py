@@ -33,7 +33,8 @@ def m(request: pytest.FixtureRequest, s3, s3env, tmp_path_factory) -> Iterator[M
     s3.create_bucket(Bucket=name)
     base = tmp_path_factory.mktemp(f"posix-{mode}")
     keydir = base / "keys"
-    env = dict(s3env, S3ENCFS_KEYRING_DIR=str(keydir), S3ENCFS_PASSPHRASE="")
+    env = dict(s3env, S3ENCFS_KEYRING_DIR=str(keydir), S3ENCFS_PASSPHRASE="",
+               S3ENCFS_ALLOW_EMPTY_PASSPHRASE="1")
     subprocess.run([*S3ENCFS, "key", "create", "default"], env=env, check=True,
                    capture_output=True)
     # the mountpoint must be reachable by uid 65534 (pytest's tmp dirs are 0700)

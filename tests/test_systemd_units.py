@@ -47,6 +47,9 @@ def test_units_exist_and_parse() -> None:
     assert svc["ExecStart"] == f"{INSTALLED_EXE} mount --config %i --foreground"
     assert svc["KillMode"] == "mixed" and svc["Restart"] == "on-failure"
     assert svc["DeviceAllow"] == "/dev/fuse rw"
+    # keys and plaintext never reach the disk through a core dump or swap (issue 10, item 6)
+    assert svc["LimitCORE"] == "0" and svc["MemorySwapMax"] == "0"
+    assert svc["UMask"] == "0077" and svc["CacheDirectoryMode"] == "0700"
     # a private mount namespace would hide the FUSE mount from the host
     for option in (
         "PrivateTmp",

@@ -6,6 +6,12 @@ process crash; `sync()` forces a full checkpoint for ``fsync``-grade durability.
 
 Also holds the persistent attribute cache: (key, etag) → sealed metadata, so a remount does not
 HEAD objects it has already seen.
+
+When the codec seals (client mode), a pending row's path and data are sealed with the row id in
+the associated data (purpose ``journal:<id>:path`` / ``journal:<id>:data``), so rows cannot be
+swapped, duplicated or renumbered, and a row that is not sealed is refused (logged, never
+replayed). Journals written before row binding (``kv`` has no ``journal-aad``) still open rows
+sealed under the plain ``journal`` purpose; new journals never accept those.
 """
 
 from __future__ import annotations
@@ -14,12 +20,21 @@ import base64
 import contextlib
 import errno
 import json
+import logging
 import os
 import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+log = logging.getLogger("s3encfs.journal")
+ROW_AAD_KEY = "journal-aad"  # kv marker: every pending row is sealed bound to its row id
+Sealer = Callable[[str, bytes], bytes]  # (purpose, data) -> sealed / opened, like seal_blob
+
+
+class RefusedRow(Exception):
+    """A journal row that does not authenticate (unsealed, or sealed for another row)."""
 
 
 @dataclass
@@ -104,19 +119,31 @@ class _GuardedDb:
         self.conn.close()
 
 
+def _private(path: str) -> None:
+    """chmod 0600 (files an older version or another umask created wider)."""
+    with contextlib.suppress(FileNotFoundError):
+        if os.stat(path).st_mode & 0o077:
+            os.chmod(path, 0o600)
+
+
 class Journal:
     def __init__(
         self,
         path: str,
         *,
-        seal: Callable[[bytes], bytes] | None = None,
-        unseal: Callable[[bytes], bytes] | None = None,
+        seal: Sealer | None = None,
+        unseal: Sealer | None = None,
     ):
         # client mode seals every row (paths are file names, data holds attributes), so the
         # cache directory holds no plaintext names or metadata
-        self._seal = seal or (lambda b: b)
-        self._unseal = unseal or (lambda b: b)
+        self._sealing = seal is not None
+        self._seal: Sealer = seal or (lambda _p, b: b)
+        self._unseal: Sealer = unseal or (lambda _p, b: b)
+        self._legacy = False  # rows sealed under the unbound "journal" purpose accepted
         self._lock = threading.Lock()
+        # created 0600 before SQLite opens it: SQLite gives -wal/-shm the database's mode
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        _private(path)
         self._db = _GuardedDb(
             sqlite3.connect(path, check_same_thread=False, isolation_level=None),
             _Reserve(path + ".reserve"),
@@ -132,33 +159,37 @@ class Journal:
             " meta TEXT NOT NULL)"
         )
         self._db.execute("CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v TEXT NOT NULL)")
-        try:
-            os.chmod(path, 0o600)
-        except OSError:
-            pass
+        if self._sealing and self.get_kv(ROW_AAD_KEY) != "1":
+            self._legacy = self.count() > 0  # an older version's rows: open them the old way
+            if not self._legacy:
+                self.set_kv(ROW_AAD_KEY, "1")
+        for name in (path, path + "-wal", path + "-shm"):
+            _private(name)
 
     # -- pending operations ------------------------------------------------------------------
     # Paths are surrogateescape str (non-UTF-8 names); sqlite3 cannot encode lone surrogates as
     # TEXT, so paths are stored as their raw bytes (BLOB) and decoded back in `rows`.
     def add(self, kind: str, path: str, data: dict[str, Any]) -> int:
-        with self._lock:
-            cur = self._db.execute(
-                "INSERT INTO pending (kind, path, data) VALUES (?, ?, ?)",
-                (kind, self._pack_path(path), self._pack_data(data)),
+        with self._lock:  # the id is chosen first: it is part of what the row is sealed with
+            row_id = int(self._db.execute(
+                "SELECT COALESCE(MAX(id), 0) + 1 FROM pending").fetchone()[0])
+            self._db.execute(
+                "INSERT INTO pending (id, kind, path, data) VALUES (?, ?, ?, ?)",
+                (row_id, kind, self._pack_path(row_id, path), self._pack_data(row_id, data)),
             )
-            return int(cur.lastrowid or 0)
+            return row_id
 
     def update(self, row_id: int, path: str, data: dict[str, Any]) -> None:
         with self._lock:
             self._db.execute(
                 "UPDATE pending SET path=?, data=? WHERE id=?",
-                (self._pack_path(path), self._pack_data(data), row_id),
+                (self._pack_path(row_id, path), self._pack_data(row_id, data), row_id),
             )
 
     def set_path(self, row_id: int, path: str) -> None:
         with self._lock:
             self._db.execute(
-                "UPDATE pending SET path=? WHERE id=?", (self._pack_path(path), row_id)
+                "UPDATE pending SET path=? WHERE id=?", (self._pack_path(row_id, path), row_id)
             )
 
     def remove(self, row_id: int) -> None:
@@ -167,12 +198,18 @@ class Journal:
             self._db.after_delete()
 
     def rows(self) -> list[PendingRow]:
+        """Every pending row that authenticates; a refused one is logged by id and left in
+        place (never replayed, never silently dropped)."""
         with self._lock:
-            cur = self._db.execute("SELECT id, kind, path, data FROM pending ORDER BY id")
-            return [
-                PendingRow(r[0], r[1], self._unpack_path(r[2]), self._unpack_data(r[3]))
-                for r in cur.fetchall()
-            ]
+            raw = self._db.execute("SELECT id, kind, path, data FROM pending ORDER BY id")
+            out = []
+            for r in raw.fetchall():
+                try:
+                    out.append(PendingRow(r[0], r[1], self._unpack_path(r[0], r[2]),
+                                          self._unpack_data(r[0], r[3])))
+                except RefusedRow as exc:
+                    log.error("journal row %d refused (not replayed): %s", r[0], exc)
+            return out
 
     def short_of_space(self) -> bool:
         """The reserve is spent and cannot be refilled yet: the cache disk is full."""
@@ -250,21 +287,46 @@ class Journal:
         with self._lock:
             self._db.close()
 
-    def _pack_path(self, path: str) -> bytes:
-        return self._seal(path.encode("utf-8", "surrogateescape"))
+    def _purpose(self, row_id: int, part: str) -> str:
+        return f"journal:{row_id}:{part}"
 
-    def _unpack_path(self, value: str | bytes) -> str:
+    def _open(self, row_id: int, part: str, sealed: bytes) -> bytes:
+        from s3encfs.codec import IntegrityError
+
+        try:
+            return self._unseal(self._purpose(row_id, part), sealed)
+        except IntegrityError as exc:
+            if not self._legacy:
+                raise RefusedRow(f"{part} does not authenticate for this row: {exc}") from None
+        try:
+            return self._unseal("journal", sealed)
+        except IntegrityError as exc:
+            raise RefusedRow(f"{part} does not authenticate: {exc}") from None
+
+    def _pack_path(self, row_id: int, path: str) -> bytes:
+        return self._seal(self._purpose(row_id, "path"), path.encode("utf-8", "surrogateescape"))
+
+    def _unpack_path(self, row_id: int, value: str | bytes) -> str:
+        if not self._sealing:
+            raw = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
+            return raw.decode("utf-8", "surrogateescape")
         if isinstance(value, str):
-            return value
-        return self._unseal(value).decode("utf-8", "surrogateescape")
+            raise RefusedRow("path is not sealed")
+        return self._open(row_id, "path", value).decode("utf-8", "surrogateescape")
 
-    def _pack_data(self, data: dict[str, Any]) -> str:
+    def _pack_data(self, row_id: int, data: dict[str, Any]) -> str:
         raw = json.dumps(data).encode()
-        sealed = self._seal(raw)
-        return raw.decode() if sealed is raw else "sealed:" + base64.b64encode(sealed).decode()
+        if not self._sealing:
+            return raw.decode()
+        sealed = self._seal(self._purpose(row_id, "data"), raw)
+        return "sealed:" + base64.b64encode(sealed).decode()
 
-    def _unpack_data(self, text: str) -> dict[str, Any]:
+    def _unpack_data(self, row_id: int, text: str) -> dict[str, Any]:
         if text.startswith("sealed:"):
-            text = self._unseal(base64.b64decode(text[7:])).decode()
+            if not self._sealing:
+                raise RefusedRow("data is sealed but this mount does not seal")
+            text = self._open(row_id, "data", base64.b64decode(text[7:])).decode()
+        elif self._sealing:
+            raise RefusedRow("data is not sealed")
         result: dict[str, Any] = json.loads(text)
         return result

@@ -94,8 +94,8 @@ class FsCore:
         os.makedirs(self.staging_dir, mode=0o700, exist_ok=True)
         sealed = codec.name == "client"
         self.journal = Journal(os.path.join(cfg.cache_dir, "journal.sqlite"),
-                               seal=partial(codec.seal_blob, "journal") if sealed else None,
-                               unseal=partial(codec.open_blob, "journal") if sealed else None)
+                               seal=codec.seal_blob if sealed else None,
+                               unseal=codec.open_blob if sealed else None)
         self.pool = ThreadPoolExecutor(max_workers=cfg.s3_threads, thread_name_prefix="s3")
         self.block_bytes = cfg.segs_per_block * self.seg.stride
         self.blocks = BlockCache(cfg.cache_dir, store, self.block_bytes, cfg.cache_size)

@@ -1,7 +1,10 @@
 """Passphrase-sealed key records and the one-file-per-key directory store.
 
-A record is JSON: format, name, id, kind, created, kdf {alg, n, r, p, salt}, cipher, nonce,
-sealed.  The secret is sealed with AES-256-GCM under scrypt(passphrase, salt); the AAD is
+A record is JSON: format, name, id, kind, created, kdf {alg, …, salt}, cipher, nonce, sealed.
+The secret is sealed with AES-256-GCM under a key derived from the passphrase: Argon2id
+(``{"alg": "argon2id", "t", "p", "m" (KiB)}``, RFC 9106's second recommended setting) for new
+records; older records made with scrypt (``{"alg": "scrypt", "n", "r", "p"}``, n=2^15) still
+open and are re-sealed with the current parameters the next time they are opened. The AAD is
 ``name|id|kind`` so a record cannot be renamed or re-kinded without failing authentication.
 """
 
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import re
 import stat
@@ -19,15 +23,21 @@ from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 FORMAT = "s3encfs-key-v1"
 KINDS = ("master", "sse-c")
 SECRET_LEN = 32
-DEFAULT_SCRYPT_N = 2**15
+DEFAULT_SCRYPT_N = 2**15  # what records were sealed with before Argon2id (still opened)
 MAX_SCRYPT_N = 2**22  # refuse records that would need absurd memory/time
+# RFC 9106 §4, second recommended option: 3 passes, 4 lanes, 64 MiB (~0.17 s here)
+DEFAULT_KDF: dict[str, Any] = {"alg": "argon2id", "t": 3, "p": 4, "m": 2**16}
+MAX_ARGON2_M = 2**22  # KiB (4 GiB): refuse absurd records
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 SUFFIX = ".key"
+
+log = logging.getLogger("s3encfs.keys")
 
 
 class KeyringError(Exception):
@@ -100,14 +110,42 @@ def _aad(info: KeyInfo) -> bytes:
     return f"{info.name}|{info.key_id}|{info.kind}".encode()
 
 
-def _kek(passphrase: bytes, salt: bytes, n: int, r: int, p: int) -> bytes:
-    return Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(passphrase)
+def _kek(passphrase: bytes, salt: bytes, kdf: dict[str, Any], where: str) -> bytes:
+    """The key-encryption key for `kdf` (the record's parameters, validated here)."""
+    try:
+        alg = kdf["alg"]
+        if alg == "scrypt":
+            n, r, p = int(kdf["n"]), int(kdf["r"]), int(kdf["p"])
+            if not (2 <= n <= MAX_SCRYPT_N and n & (n - 1) == 0 and 1 <= r <= 32
+                    and 1 <= p <= 16):
+                raise CorruptKeyFile(f"{where}: unreasonable scrypt parameters n={n} r={r} p={p}")
+            return Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(passphrase)
+        if alg == "argon2id":
+            t, p, m = int(kdf["t"]), int(kdf["p"]), int(kdf["m"])
+            if not (1 <= t <= 64 and 1 <= p <= 64 and 8 * p <= m <= MAX_ARGON2_M):
+                raise CorruptKeyFile(f"{where}: unreasonable argon2id parameters t={t} p={p} m={m}")
+            return Argon2id(salt=salt, length=32, iterations=t, lanes=p,
+                            memory_cost=m).derive(passphrase)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CorruptKeyFile(f"{where}: malformed kdf parameters ({type(e).__name__})") from None
+    raise CorruptKeyFile(f"{where}: unsupported kdf {alg!r}")
 
 
-def seal(key: Key, passphrase: bytes, *, scrypt_n: int = DEFAULT_SCRYPT_N) -> dict[str, Any]:
-    """Seal `key` into a JSON-able record (fresh salt and nonce)."""
+def kdf_weaker(have: Any, want: dict[str, Any]) -> bool:
+    """True when a record's kdf is an older algorithm or cheaper than `want` (re-seal it)."""
+    if not isinstance(have, dict) or have.get("alg") != want["alg"]:
+        return want["alg"] == "argon2id"  # never "upgrade" back to scrypt
+    if want["alg"] == "argon2id":
+        return any(int(have.get(k, 0)) < int(want[k]) for k in ("t", "m"))
+    return int(have.get("n", 0)) < int(want.get("n", 0))
+
+
+def seal(key: Key, passphrase: bytes, *, kdf: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Seal `key` into a JSON-able record (fresh salt and nonce) under `kdf` parameters
+    (default DEFAULT_KDF; tests pass cheap ones, or scrypt ones to make old-style records)."""
+    params = {k: v for k, v in (kdf or DEFAULT_KDF).items() if k != "salt"}
     salt, nonce = os.urandom(16), os.urandom(12)
-    kek = _kek(passphrase, salt, scrypt_n, 8, 1)
+    kek = _kek(passphrase, salt, params, "new record")
     sealed = AESGCM(kek).encrypt(nonce, key.secret, _aad(key.info))
     return {
         "format": FORMAT,
@@ -115,7 +153,7 @@ def seal(key: Key, passphrase: bytes, *, scrypt_n: int = DEFAULT_SCRYPT_N) -> di
         "id": key.info.key_id,
         "kind": key.info.kind,
         "created": key.info.created,
-        "kdf": {"alg": "scrypt", "n": scrypt_n, "r": 8, "p": 1, "salt": _b64(salt)},
+        "kdf": {**params, "salt": _b64(salt)},
         "cipher": "aes-256-gcm",
         "nonce": _b64(nonce),
         "sealed": _b64(sealed),
@@ -143,16 +181,13 @@ def unseal(record: Any, passphrase: bytes, where: str) -> Key:
     info = record_info(record, where)
     try:
         kdf = record["kdf"]
-        n, r, p = int(kdf["n"]), int(kdf["r"]), int(kdf["p"])
         salt, nonce = _unb64(kdf["salt"]), _unb64(record["nonce"])
         sealed = _unb64(record["sealed"])
-        if kdf["alg"] != "scrypt" or record["cipher"] != "aes-256-gcm":
-            raise CorruptKeyFile(f"{where}: unsupported kdf/cipher")
+        if record["cipher"] != "aes-256-gcm":
+            raise CorruptKeyFile(f"{where}: unsupported cipher")
     except (KeyError, TypeError, ValueError) as e:
         raise CorruptKeyFile(f"{where}: malformed sealed record ({type(e).__name__})") from None
-    if not (2 <= n <= MAX_SCRYPT_N and n & (n - 1) == 0 and 1 <= r <= 32 and 1 <= p <= 16):
-        raise CorruptKeyFile(f"{where}: unreasonable scrypt parameters n={n} r={r} p={p}")
-    kek = _kek(passphrase, salt, n, r, p)
+    kek = _kek(passphrase, salt, kdf, where)
     try:
         secret = AESGCM(kek).decrypt(nonce, sealed, _aad(info))
     except InvalidTag:
@@ -227,9 +262,9 @@ def read_private(path: Path) -> bytes:
 class FileStore:
     """One ``NAME.key`` file per key in `directory` (0700), each 0600 and sealed."""
 
-    def __init__(self, directory: Path, *, scrypt_n: int = DEFAULT_SCRYPT_N) -> None:
+    def __init__(self, directory: Path, *, kdf: dict[str, Any] | None = None) -> None:
         self.directory = directory
-        self.scrypt_n = scrypt_n
+        self.kdf = kdf or DEFAULT_KDF
 
     def path(self, name: str) -> Path:
         return self.directory / (check_name(name) + SUFFIX)
@@ -257,14 +292,26 @@ class FileStore:
         return [record_info(self.load_record(n), str(self.path(n))) for n in self.names()]
 
     def load(self, name: str, passphrase: bytes) -> Key:
-        return unseal(self.load_record(name), passphrase, str(self.path(name)))
+        """Open NAME; a record sealed with an older or cheaper KDF is re-sealed with the
+        current parameters (best effort: a read-only key directory only gets a warning)."""
+        record = self.load_record(name)
+        key = unseal(record, passphrase, str(self.path(name)))
+        if kdf_weaker(record.get("kdf"), self.kdf):
+            try:
+                self.save(key, passphrase, overwrite=True)
+            except OSError as e:
+                log.warning("could not re-seal key %r with %s: %s", name, self.kdf["alg"],
+                            e.strerror or e)
+            else:
+                log.info("key %r re-sealed with %s", name, self.kdf["alg"])
+        return key
 
     def save(self, key: Key, passphrase: bytes, *, overwrite: bool = False) -> None:
         ensure_private_dir(self.directory)
         path = self.path(key.info.name)
         if path.exists() and not overwrite:
             raise KeyExists(f"key {key.info.name!r} already exists in {self.directory}")
-        record = seal(key, passphrase, scrypt_n=self.scrypt_n)
+        record = seal(key, passphrase, kdf=self.kdf)
         atomic_write(path, json.dumps(record, indent=1).encode() + b"\n")
 
     def delete(self, name: str) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from .backends import OSKeyringStore, SystemdCredentials, raw_secret
 from .filestore import (
-    DEFAULT_SCRYPT_N,
+    DEFAULT_KDF,
     NAME_RE,
     SECRET_LEN,
     CorruptKeyFile,
@@ -114,7 +114,7 @@ class Keyring:
     """Named 32-byte keys. ``backend="file"``: sealed files; ``"os"``: OS keyring + index.
 
     `get` looks in ``$CREDENTIALS_DIRECTORY`` (systemd credentials) before the backend.
-    `scrypt_n` exists so tests can use cheap KDF parameters; leave it alone otherwise.
+    `kdf` exists so tests can use cheap KDF parameters; leave it alone otherwise.
     """
 
     def __init__(
@@ -123,7 +123,7 @@ class Keyring:
         *,
         passphrase_source: PassphraseSource | None = None,
         backend: str = "file",
-        scrypt_n: int = DEFAULT_SCRYPT_N,
+        kdf: dict[str, Any] | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         if backend not in BACKENDS:
@@ -131,9 +131,9 @@ class Keyring:
         self.directory = Path(directory) if directory is not None else default_directory(environ)
         self.backend = backend
         self.passphrase_source = passphrase_source or PassphraseSource(environ)
-        self.scrypt_n = scrypt_n
+        self.kdf = kdf or DEFAULT_KDF
         self.credentials = SystemdCredentials(environ)
-        self._files = FileStore(self.directory, scrypt_n=scrypt_n)
+        self._files = FileStore(self.directory, kdf=self.kdf)
         self._os = OSKeyringStore(self.directory)
 
     def __repr__(self) -> str:
@@ -231,7 +231,7 @@ class Keyring:
         """Armored text of `name`, sealed under `export_passphrase` (default: the keyring's)."""
         key = self.get(name)
         source = export_passphrase or self.passphrase_source
-        return armor(seal(key, source.get(confirm=True), scrypt_n=self.scrypt_n))
+        return armor(seal(key, source.get(confirm=True), kdf=self.kdf))
 
     def import_(self, blob: str, *, import_passphrase: PassphraseSource | None = None) -> KeyInfo:
         record = dearmor(blob)

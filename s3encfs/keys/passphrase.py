@@ -5,8 +5,9 @@ file descriptor to EOF, then close it), ``{prefix}PASSCOMMAND`` (run it without 
 stdout), else an interactive prompt when stdin is a tty, else `PassphraseError`.
 
 The default prefix is ``S3ENCFS_``; ``S3ENCFS_EXPORT_`` is used for a separate export passphrase.
-An empty passphrase is only ever accepted from the env variable set to "" (an explicit choice);
-an empty prompt answer, fd or command output is treated as a mistake.
+An empty passphrase is only ever accepted from the env variable set to "" *and* with
+``S3ENCFS_ALLOW_EMPTY_PASSPHRASE=1`` (two explicit choices: an unset-looking variable alone is
+more likely a mistake); an empty prompt answer, fd or command output is always refused.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import sys
 from collections.abc import Callable, Mapping
 
 PASS_ENV_VARS = ("PASSPHRASE", "PASSPHRASE_FD", "PASSCOMMAND")
+ALLOW_EMPTY_VAR = "S3ENCFS_ALLOW_EMPTY_PASSPHRASE"
 
 
 class PassphraseError(Exception):
@@ -38,7 +40,8 @@ def child_env(environ: Mapping[str, str]) -> dict[str, str]:
     return {
         k: v
         for k, v in environ.items()
-        if not (k.startswith("S3ENCFS_") and k.endswith("PASSPHRASE"))
+        if not (k.startswith("S3ENCFS_") and k.endswith(("PASSPHRASE", "PASSPHRASE_FD",
+                                                         "PASSCOMMAND")))
     }
 
 
@@ -87,6 +90,11 @@ class PassphraseSource:
         p = self._prefix
         if p + "PASSPHRASE" in env:
             value = env[p + "PASSPHRASE"].encode()
+            if not value and env.get(ALLOW_EMPTY_VAR) != "1":
+                raise PassphraseError(
+                    f"${p}PASSPHRASE is empty: an empty passphrase leaves the keys readable by "
+                    f"anyone who can read the key files; to really use none, also set "
+                    f"{ALLOW_EMPTY_VAR}=1")
         elif p + "PASSPHRASE_FD" in env:
             value = self._from_fd(env[p + "PASSPHRASE_FD"])
         elif p + "PASSCOMMAND" in env:
@@ -141,7 +149,8 @@ class PassphraseSource:
         value = getpass.getpass(self._prompt).encode()
         if not value:
             raise PassphraseError(
-                f"empty passphrase refused; to really use none, set {self._prefix}PASSPHRASE=''"
+                f"empty passphrase refused; to really use none, set {self._prefix}PASSPHRASE='' "
+                f"and {ALLOW_EMPTY_VAR}=1"
             )
         if confirm and getpass.getpass("Repeat passphrase: ").encode() != value:
             raise PassphraseError("passphrases do not match")

@@ -297,7 +297,30 @@ class ObjectStore:
             raise map_error(exc, bucket=self.bucket, key=key, op=op, hint=hint) from exc
         retries = int(resp.get("ResponseMetadata", {}).get("RetryAttempts", 0))
         self.stats.record(op, up=up, retries=retries)
+        if op in ("GetObject", "HeadObject") and isinstance(self.sse, SseCPolicy):
+            self._verify_read(resp, op, key or "", params.get("SSECustomerKey"))
         return resp
+
+    def _verify_read(self, resp: dict[str, Any], op: str, key: str, sent: bytes | None) -> None:
+        """SSE-C: a GET/HEAD answered without SSE-C under the key we sent is refused (EIO):
+        a planted unencrypted object must not be served. --allow-unverified-sse (a server that
+        does not echo SSE-C) lets keyed reads through with one warning; keyless never."""
+        assert isinstance(self.sse, SseCPolicy)
+        if self.sse.read_unencrypted and resp.get("SSECustomerAlgorithm") is None:
+            self._keyids.put(key, "")  # not SSE-C: copies of it must not send a source key
+        try:
+            self.sse.verify_read(resp, sent, op, key)
+        except StoreError as exc:
+            exc.bucket = self.bucket
+            exc.args = (f"s3://{self.bucket}/{exc}",)
+            if not self.strict_sse and sent is not None:
+                if "read" not in self._sse_warned:
+                    self._sse_warned.add("read")
+                    log.warning("%s (accepted: --allow-unverified-sse)", exc)
+                return
+            if "Body" in resp:
+                resp["Body"].close()
+            raise
 
     def _verify(self, resp: dict[str, Any], op: str, key: str) -> None:
         try:
@@ -328,7 +351,9 @@ class ObjectStore:
         """SSE-C key ids to try for `key`: the remembered one, else newest first, then none."""
         if not isinstance(self.sse, SseCPolicy):
             return [None]
-        order: list[str | None] = [*self.sse.read_key_ids(), None]
+        order: list[str | None] = [*self.sse.read_key_ids()]
+        if self.sse.read_unencrypted:  # migrations only: objects stored without SSE-C
+            order.append(None)
         known = self._keyids.get(key)
         if known is not None:
             first = known or None
@@ -349,8 +374,8 @@ class ObjectStore:
                     first = first or exc
                     continue
                 raise
-            if isinstance(self.sse, SseCPolicy):
-                self._keyids.put(key, kid or "")
+            if isinstance(self.sse, SseCPolicy) and (kid is None or self._keyids.get(key) != ""):
+                self._keyids.put(key, kid or "")  # ("" stays: _verify_read saw no SSE-C)
             return result
         assert first is not None
         first.args = (f"{first} (no SSE-C key of the keyring opens this object)",)

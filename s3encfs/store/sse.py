@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import ipaddress
+import os
 import secrets
+import threading
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from botocore.exceptions import ClientError
 from cryptography.hazmat.primitives import hashes
@@ -83,6 +87,10 @@ class KmsLikePolicy(SsePolicy):
         self.algorithm = algorithm
         self.kms_key_id = kms_key_id
         self.bucket_key = bucket_key
+        # an alias's key: its ARN from DescribeKey at mount (store/kms.py), else the first
+        # key id a response names; every later response must name the same key
+        self.resolved_key: str | None = None
+        self._pin_lock = threading.Lock()
 
     def write_args(self) -> dict[str, Any]:
         args: dict[str, Any] = {"ServerSideEncryption": self.algorithm}
@@ -99,8 +107,16 @@ class KmsLikePolicy(SsePolicy):
         want = self.kms_key_id or ""
         if not want or got == want:
             return True
-        if want.startswith("alias/"):
-            return bool(got)  # AWS answers with the key ARN, not the alias
+        if want.startswith("alias/") or ":alias/" in want:
+            if not got:
+                return False
+            with self._pin_lock:  # AWS answers with the key ARN, not the alias
+                if self.resolved_key is None:
+                    self.resolved_key = got
+                    return True
+                have = self.resolved_key
+            return got == have or have.endswith(("/" + got, ":" + got)) or \
+                got.endswith(("/" + have, ":" + have))
         return got.endswith(("/" + want, ":" + want))
 
     def verify(self, response: dict[str, Any], op: str, key: str) -> None:
@@ -136,7 +152,10 @@ class SseCPolicy(SsePolicy):
 
     mode = "sse-c"
 
-    def __init__(self, keys: list[tuple[str, bytes]]):
+    def __init__(self, keys: list[tuple[str, bytes]], *, read_unencrypted: bool = False):
+        # read_unencrypted: serve objects stored without SSE-C (migrations only); otherwise a
+        # GET/HEAD answered without SSE-C under a keyring key is refused (EIO in the mount)
+        self.read_unencrypted = read_unencrypted
         if not keys:
             raise ValueError("sse-c needs at least one key")
         for name, secret in keys:
@@ -204,12 +223,32 @@ class SseCPolicy(SsePolicy):
         if not values or not values <= allowed:
             raise _mismatch(op, key, "SSECustomerKeyMD5 of the keyring key", "<other key>")
 
+    def verify_read(self, response: dict[str, Any], sent: bytes | None, op: str,
+                    key: str) -> None:
+        """A GET/HEAD answer must show SSE-C under the key we sent (`sent`; None when reading
+        without a key, allowed only with read_unencrypted). An empty `dir/` marker has nothing
+        to protect and SeaweedFS stores it without SSE, so it is let through."""
+        if key.endswith("/") and not int(response.get("ContentLength") or 0):
+            return
+        alg = response.get("SSECustomerAlgorithm")
+        if alg is None and self.read_unencrypted:
+            return  # SeaweedFS answers a keyed GET of an unencrypted object with the plaintext
+        if sent is None:
+            raise _mismatch(op, key, "an SSE-C object", alg or "no SSE-C key sent")
+        if alg != "AES256":
+            raise _mismatch(op, key, "SSECustomerAlgorithm=AES256", alg)
+        values = {v.strip() for v in str(response.get("SSECustomerKeyMD5") or "").split(",")}
+        if values != {key_md5(sent)}:
+            raise _mismatch(op, key, "SSECustomerKeyMD5 of the key sent", "<other key>")
+
     def describe(self) -> str:
-        return f"sse-c (keys: {', '.join(self._order)}; writes with {self.writer})"
+        extra = "; reads unencrypted objects" if self.read_unencrypted else ""
+        return f"sse-c (keys: {', '.join(self._order)}; writes with {self.writer}{extra})"
 
 
 def parse_policy(
-    spec: str, *, bucket_key: bool = False, ssec_keys: list[tuple[str, bytes]] | None = None
+    spec: str, *, bucket_key: bool = False, ssec_keys: list[tuple[str, bytes]] | None = None,
+    read_unencrypted: bool = False,
 ) -> SsePolicy:
     """``none`` | ``sse-s3`` | ``sse-kms[:KEY]`` | ``dsse-kms[:KEY]`` | ``sse-c``."""
     mode, _, arg = spec.strip().partition(":")
@@ -228,10 +267,31 @@ def parse_policy(
     if mode == "sse-c":
         if kid:
             raise ValueError("sse-c takes its keys from the keyring, not from the spec")
-        return SseCPolicy(list(ssec_keys or []))
+        return SseCPolicy(list(ssec_keys or []), read_unencrypted=read_unencrypted)
     raise ValueError(
         f"unknown SSE mode {spec!r} (none, sse-s3, sse-kms[:KEY], dsse-kms[:KEY], sse-c)"
     )
+
+
+def check_transport(policy: SsePolicy, endpoint_url: str | None, allow_insecure: bool) -> None:
+    """SSE-C keys travel in request headers: refuse plain http:// to anything but loopback
+    (AWS itself refuses SSE-C over http) unless explicitly allowed. ValueError says why."""
+    endpoint_url = (endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3")
+                    or os.environ.get("AWS_ENDPOINT_URL"))  # botocore's own fallbacks
+    if not isinstance(policy, SseCPolicy) or not endpoint_url or allow_insecure:
+        return
+    url = urlsplit(endpoint_url)
+    if url.scheme.lower() != "http":
+        return
+    host = (url.hostname or "").lower()
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        raise ValueError(
+            f"sse-c over plain http to {host or endpoint_url}: the SSE-C key would cross the "
+            "network unencrypted; use https (or --allow-insecure-http on a network you trust)")
 
 
 def _refuse(store: ObjectStore, key: str, why: str) -> SseNotEnforced:

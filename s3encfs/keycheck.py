@@ -1,0 +1,127 @@
+"""The bucket's key check (`PREFIX.s3encfs/keycheck`): prove the master key before serving.
+
+The keycheck is a blob sealed with the master key that records which key id encrypts names.
+It used to be trust-on-first-use: whoever mounted a prefix without one (a wrong key after the
+blob was deleted, say) wrote a new one, saw an empty tree, and locked the right key out. Now:
+
+- a keycheck is *created* only on an empty prefix (nothing but our canaries there) or with an
+  explicit ``--init``, and only by a caller that may write (never a ``-o ro`` mount, ``check``
+  or ``info``);
+- a missing keycheck on a non-empty prefix is replaced by a proof against what is there: sealed
+  directory indexes and object metadata in our format must open with the mount's keys. One
+  success is required (``--init``: none disproving), any failure refuses the mount;
+- the naming key recorded in the keycheck is used as is (never rewritten by a mount); a mount
+  whose current key differs says so in the log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from s3encfs.codec import Codec, IntegrityError
+
+log = logging.getLogger("s3encfs.keycheck")
+
+CONTROL = ".s3encfs/"
+KEYCHECK = CONTROL + "keycheck"
+PROBE_LIMIT = 64  # objects looked at when proving a key without a keycheck
+
+
+class KeyCheckError(Exception):
+    """The mount's keys are wrong for this prefix, or cannot be proven right."""
+
+
+def _is_ours(metadata: dict[str, str]) -> bool:
+    return any(k.startswith("s3encfs-") and k != "s3encfs-ssec" for k in metadata)
+
+
+def _prove(store: Any, codec: Codec, prefix: str) -> tuple[int, int, list[str]]:
+    """(objects present, objects proven, failures) over up to PROBE_LIMIT objects."""
+    from s3encfs.store.errors import NotFound
+
+    present = proven = 0
+    failures: list[str] = []
+    looked = 0
+    for page in store.list_pages(prefix, delimiter=None):
+        for obj in page.objects:
+            rel = obj.key[len(prefix):]
+            if rel.startswith(".s3encfs-canary-"):
+                continue
+            present += 1
+            if looked >= PROBE_LIMIT or (rel.endswith("/") and obj.size == 0):
+                continue
+            looked += 1
+            try:
+                if rel.startswith(CONTROL + "idx/"):
+                    body, _info = store.get(obj.key)
+                    codec.open_blob("idx:" + obj.key, body)
+                else:
+                    meta = store.head(obj.key).metadata or {}
+                    if not _is_ours(meta):
+                        continue  # another tool's object proves nothing either way
+                    codec.open_object(meta)
+            except NotFound:
+                continue
+            except IntegrityError as exc:
+                failures.append(f"{obj.key}: {exc}")
+                continue
+            proven += 1
+        if looked >= PROBE_LIMIT:
+            break
+    return present, proven, failures
+
+
+def _seal(codec: Codec) -> bytes:
+    info = {"v": 1, "name_key_id": getattr(codec, "name_key_id", None)}
+    return codec.seal_blob("keycheck", json.dumps(info).encode())
+
+
+def verify(store: Any, codec: Codec, prefix: str, *, may_write: bool = False,
+           init: bool = False) -> dict[str, Any] | None:
+    """Check the mount's master keys against the prefix; return the keycheck's contents (None
+    when there is none). Raises KeyCheckError. Writes only when `may_write` and the prefix is
+    empty, or with `init` after no object disproved the key."""
+    from s3encfs.store.errors import NotFound
+
+    where = f"s3://{store.bucket}/{prefix}"
+    key = prefix + KEYCHECK
+    try:
+        body, _info = store.get(key)
+    except NotFound:
+        body = None
+    if body is not None:
+        try:
+            info = json.loads(codec.open_blob("keycheck", body))
+        except IntegrityError as exc:
+            raise KeyCheckError(
+                f"wrong master key for {where}: {exc} — this bucket was encrypted with another "
+                "key (see `s3encfs key list`)") from None
+        if not isinstance(info, dict):
+            raise KeyCheckError(f"{where}: the keycheck does not hold a record")
+        return info
+    present, proven, failures = _prove(store, codec, prefix)
+    if failures:
+        raise KeyCheckError(
+            f"wrong master key for {where}: the keycheck is missing and {len(failures)} "
+            f"object(s) do not open with this mount's keys (first: {failures[0]}); refusing "
+            "to mount rather than hide them")
+    if present and not proven and not init:
+        raise KeyCheckError(
+            f"{where} holds {present} object(s) but no keycheck, and none of them proves this "
+            "mount's master key; if this really is the right key (e.g. the prefix holds only "
+            "other tools' files), mount once with --init to record it")
+    if present:
+        log.warning("%s: the keycheck is missing; the master key was proven against %d "
+                    "object(s)%s", where, proven,
+                    " — recreating it (--init)" if init and may_write else
+                    "; mount with --init to recreate it")
+    if may_write and (not present or init):
+        from s3encfs.store.errors import PreconditionFailed
+
+        try:
+            store.put(key, _seal(codec), {}, if_none_match=True)
+        except PreconditionFailed:  # another mount created it meanwhile: check against that
+            return verify(store, codec, prefix)
+    return None

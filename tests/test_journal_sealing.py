@@ -1,0 +1,93 @@
+"""The journal when the codec seals (client mode; issue 10, item 7): rows are bound to their row
+id, unsealed or swapped rows are refused (never replayed), journals from before the binding
+still open, and the files are 0600 (incl. -wal/-shm)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import sqlite3
+import stat
+from pathlib import Path
+
+from s3encfs.cache.journal import Journal
+from s3encfs.crypto.client_codec import ClientCodec
+
+KID = "0123456789abcdef"
+
+
+def codec() -> ClientCodec:
+    return ClientCodec({KID: bytes(range(32))}, KID)
+
+
+def sealed_journal(path: Path) -> Journal:
+    c = codec()
+    return Journal(str(path), seal=c.seal_blob, unseal=c.open_blob)
+
+
+def raw(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(str(path), isolation_level=None)
+
+
+def test_rows_round_trip_and_files_are_private(tmp_path: Path) -> None:
+    p = tmp_path / "journal.sqlite"
+    j = sealed_journal(p)
+    a = j.add("file", "secret/name.txt", {"file_id": "f1", "dirty": "00"})
+    j.update(a, "secret/renamed.txt", {"file_id": "f1", "dirty": "ff"})
+    b = j.add("dir", "other", {"mode": 0o700})
+    rows = j.rows()
+    assert [(r.row_id, r.path) for r in rows] == [(a, "secret/renamed.txt"), (b, "other")]
+    for name in ("journal.sqlite", "journal.sqlite-wal", "journal.sqlite-shm"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
+    j.close()
+    assert b"secret" not in p.read_bytes()
+
+
+def test_swapped_and_unsealed_rows_refused(tmp_path: Path, caplog) -> None:
+    p = tmp_path / "journal.sqlite"
+    j = sealed_journal(p)
+    a = j.add("file", "a.txt", {"file_id": "fa"})
+    b = j.add("file", "b.txt", {"file_id": "fb"})
+    c = j.add("file", "c.txt", {"file_id": "fc"})
+    db = raw(p)
+    pb, db_ = db.execute("SELECT path, data FROM pending WHERE id=?", (b,)).fetchone()
+    db.execute("UPDATE pending SET path=?, data=? WHERE id=?", (pb, db_, a))  # b's row as a
+    db.execute("UPDATE pending SET data=? WHERE id=?", ('{"file_id": "evil"}', c))  # unsealed
+    db.execute("INSERT INTO pending (id, kind, path, data) VALUES (99, 'file', ?, ?)",
+               (b"planted", '{"file_id": "planted"}'))
+    db.close()
+    with caplog.at_level(logging.ERROR, logger="s3encfs.journal"):
+        rows = j.rows()
+    assert [r.row_id for r in rows] == [b]
+    refused = " ".join(r.getMessage() for r in caplog.records)
+    for rid in (a, c, 99):
+        assert f"journal row {rid} refused" in refused
+    assert j.count() == 4  # refused rows stay for inspection; nothing is silently dropped
+
+
+def test_journal_from_before_row_binding_still_opens(tmp_path: Path) -> None:
+    """Rows an older version sealed under the plain "journal" purpose, crash-left on disk."""
+    p = tmp_path / "journal.sqlite"
+    c = codec()
+    Journal(str(p)).close()  # creates the tables (unsealed mode writes no marker)
+    db = raw(p)
+    data = "sealed:" + base64.b64encode(c.seal_blob("journal", json.dumps(
+        {"file_id": "old"}).encode())).decode()
+    db.execute("INSERT INTO pending (id, kind, path, data) VALUES (1, 'file', ?, ?)",
+               (c.seal_blob("journal", b"old/file"), data))
+    db.close()
+    j = sealed_journal(p)
+    assert [(r.path, r.data) for r in j.rows()] == [("old/file", {"file_id": "old"})]
+
+
+def test_unsealed_journal_in_a_sealing_mount_refused(tmp_path: Path) -> None:
+    """A journal written by a mount that did not seal (or forged) must not be replayed by a
+    client-mode mount, which would then seal and upload it."""
+    p = tmp_path / "journal.sqlite"
+    plain = Journal(str(p))
+    plain.add("file", "x", {"file_id": "x"})
+    plain.close()
+    j = sealed_journal(p)
+    assert j.rows() == []
+    assert j.count() == 1  # kept, not replayed
