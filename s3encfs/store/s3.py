@@ -213,6 +213,7 @@ class ObjectStore:
         connect_timeout: float = 10,
         read_timeout: float = 60,
         max_attempts: int = 8,
+        s3_client: str = "boto3",
     ) -> None:
         self.bucket = bucket
         self.sse = sse or SsePolicy()
@@ -249,6 +250,14 @@ class ObjectStore:
             endpoint_url=endpoint_url,
             config=config(min(2, max_attempts), min(connect_timeout, 5)),
         )
+        if s3_client == "crt":  # data plane on awscrt; LIST and bucket calls stay on boto3
+            from .crt import CrtClient
+
+            self.client = CrtClient(self.client, session.get_credentials,
+                                    max_attempts=max_attempts, connect_timeout=connect_timeout,
+                                    read_timeout=read_timeout, max_connections=max_pool)
+        elif s3_client != "boto3":
+            raise ValueError(f"unknown s3_client {s3_client!r} (crt or boto3)")
 
     # -- plumbing ---------------------------------------------------------------------------
 
