@@ -136,7 +136,8 @@ def prepare(cfg: MountConfig) -> Prepared:
     store = ObjectStore(bucket, endpoint_url=cfg.endpoint_url, region=cfg.region,
                         profile=cfg.profile, sse=policy,
                         max_pool=max(64, cfg.upload_concurrency * 4),
-                        connect_timeout=cfg.connect_timeout, read_timeout=cfg.read_timeout)
+                        connect_timeout=cfg.connect_timeout, read_timeout=cfg.read_timeout,
+                        s3_client=cfg.s3_client)
     store.strict_sse = not cfg.allow_unverified_sse
     try:
         store.check_bucket()

@@ -41,12 +41,14 @@ class MkStore(Protocol):
 
 
 @pytest.fixture
-def mkstore(s3server: SeaweedS3, bucket: str, monkeypatch: pytest.MonkeyPatch) -> MkStore:
+def mkstore(s3server: SeaweedS3, bucket: str, monkeypatch: pytest.MonkeyPatch,
+            s3_client: str) -> MkStore:
     for k, v in s3server.env().items():
         monkeypatch.setenv(k, v)
 
     def make(policy: SsePolicy | None = None, **kw: Any) -> ObjectStore:
         kw.setdefault("endpoint_url", s3server.endpoint)
+        kw.setdefault("s3_client", s3_client)
         return ObjectStore(kw.pop("bucket", bucket), region=REGION, sse=policy, **kw)
 
     return make
@@ -368,21 +370,23 @@ def moto_endpoint(tmp_path: Path) -> Iterator[str]:
         log.close()
 
 
-def test_canary_refuses_moto_ssec(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_canary_refuses_moto_ssec(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch,
+                                  s3_client: str) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
     st = ObjectStore(
-        "canary-b",
+        f"canary-{s3_client}",
         endpoint_url=moto_endpoint,
         region=REGION,
         sse=parse_policy("sse-c", ssec_keys=[K1]),
+        s3_client=s3_client,
     )
-    st.client.create_bucket(Bucket="canary-b")
+    st.client.create_bucket(Bucket=st.bucket)
     with pytest.raises(SseNotEnforced) as ei:
         canary(st, "m/")
     assert "refusing to mount" in str(ei.value) and "sse-c" in str(ei.value)
     # moto already fails the response check; the key-less read probe must refuse it too.
-    st.client.put_object(Bucket="canary-b", Key="raw", Body=b"x", **st.sse.write_args())
+    st.client.put_object(Bucket=st.bucket, Key="raw", Body=b"x", **st.sse.write_args())
     with pytest.raises(SseNotEnforced) as ei2:
         _prove_key_required(st, "raw")
     assert "without the customer key succeeded" in str(ei2.value)
