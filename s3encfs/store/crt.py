@@ -56,6 +56,9 @@ _UNREACHABLE = ("AWS_IO_SOCKET", "AWS_IO_DNS", "AWS_IO_TLS", "AWS_ERROR_HTTP_CON
                 "AWS_ERROR_HTTP_SERVER_CLOSED", "AWS_IO_CHANNEL")
 
 
+SPLIT_GET = 4 * 1024 * 1024  # ranges at least this long go through aws-c-s3's GET_OBJECT
+
+
 class _Body:
     """The ``Body`` of a get_object response: the bytes already read, with boto3's interface."""
 
@@ -188,6 +191,7 @@ class CrtClient:
         query: str = "",
         headers: list[tuple[str, str]] | None = None,
         body: bytes | None = None,
+        split: bool = False,
     ) -> tuple[int, list[tuple[str, str]], bytes]:
         if self._botocore_credentials() is None:
             raise NoCredentialsError()
@@ -198,7 +202,7 @@ class CrtClient:
         while True:
             attempt += 1
             try:
-                return self._once(op, method, host, path, headers or [], body)
+                return self._once(op, method, host, path, headers or [], body, split)
             except ReadTimeoutError:
                 if attempt >= self.max_attempts:
                     raise
@@ -213,6 +217,7 @@ class CrtClient:
         path: str,
         headers: list[tuple[str, str]],
         body: bytes | None,
+        split: bool = False,
     ) -> tuple[int, list[tuple[str, str]], bytes]:
         h = http.HttpHeaders([("Host", host), *headers])
         stream = None
@@ -223,7 +228,7 @@ class CrtClient:
             h.add("Content-Length", "0")
         ex = _Exchange()
         request = self._client.make_request(
-            type=crt_s3.S3RequestType.DEFAULT,
+            type=crt_s3.S3RequestType.GET_OBJECT if split else crt_s3.S3RequestType.DEFAULT,
             request=http.HttpRequest(method, path, h, stream),
             operation_name=op,
             on_headers=ex.on_headers,
@@ -292,8 +297,11 @@ class CrtClient:
         return wire.response_fields(status, headers)
 
     def get_object(self, *, Bucket: str, Key: str, **params: Any) -> dict[str, Any]:
+        # a big range is fetched as parallel part GETs by aws-c-s3 (fewer, larger body
+        # callbacks into Python too); small ones and whole objects stay one request
         status, headers, data = self._send("GetObject", "GET", Bucket, Key,
-                                           headers=wire.request_headers(params))
+                                           headers=wire.request_headers(params),
+                                           split=wire.range_length(params) >= SPLIT_GET)
         resp = wire.response_fields(status, headers)
         resp["Body"] = _Body(data)
         return resp

@@ -87,6 +87,17 @@ def request_headers(params: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
+def range_length(params: dict[str, Any]) -> int:
+    """Length of a closed ``Range: bytes=A-B`` parameter (0 when there is none)."""
+    spec = str(params.get("Range") or "")
+    if not spec.startswith("bytes="):
+        return 0
+    first, _, last = spec[6:].partition("-")
+    if not (first.isdigit() and last.isdigit()):
+        return 0
+    return int(last) - int(first) + 1
+
+
 def http_date(value: str) -> datetime | None:
     try:
         return parsedate_to_datetime(value)
