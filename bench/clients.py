@@ -165,7 +165,6 @@ def run(endpoint: str, access: str, secret: str, n: int, small: int, size: int) 
     down = measure(lambda: s3.download_fileobj(bucket, "boto3-big.bin", sink, Config=cfg))
     if sink.getbuffer().nbytes != size:
         raise RuntimeError("boto3 download has the wrong size")
-    del sink
     out["raw boto3"] = {**small_result(*w), **big_result(up, down)}
 
     # raw awscrt

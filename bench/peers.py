@@ -240,14 +240,16 @@ class Peer:
 class S3encfsPeer(Peer):
     """s3encfs, `--encryption none` or `--encryption client` with a key from a temp keyring."""
 
-    def __init__(self, ctx: Ctx, encryption: str):
+    def __init__(self, ctx: Ctx, encryption: str, s3_client: str | None = None):
+        tail = f"-{s3_client}" if s3_client else ""  # s3encfs-plain-boto3: a fixed data plane
         super().__init__(
             ctx,
-            f"s3encfs-{'plain' if encryption == 'none' else encryption}",
-            f"bench-s3encfs-{encryption}",
+            f"s3encfs-{'plain' if encryption == 'none' else encryption}{tail}",
+            f"bench-s3encfs-{encryption}{tail}",
             encrypts=encryption != "none",
         )
         self.encryption = encryption
+        self.s3_client = s3_client
 
     @property
     def exe(self) -> str:
@@ -288,6 +290,8 @@ class S3encfsPeer(Peer):
         ]
         if self.encrypts:
             cmd += ["--key", "bench"]
+        if self.s3_client:
+            cmd += ["--s3-client", self.s3_client]
         return cmd + shlex.split(os.environ.get("BENCH_S3ENCFS_ARGS", ""))
 
     def do_unmount(self, timeout: float) -> None:

@@ -428,3 +428,23 @@ def ceiling(s3: Any, plan: Plan, workdir: Path) -> dict[str, Result]:
             status="ok" if ok else "error: size", seconds=down, mbps=plan.size / down / 1e6
         ),
     }
+
+
+def ceiling_awscrt(ctx: Any, plan: Plan, workdir: Path) -> dict[str, Result]:
+    """W7 with awscrt's S3Client (aws-c-s3's own parallel parts, 16 MiB): the best raw client
+    on this machine for downloads, so the ceiling s3encfs is measured against."""
+    from bench.clients import ceiling_crt
+
+    bucket = "bench-ceiling"
+    with contextlib.suppress(ctx.s3.exceptions.BucketAlreadyOwnedByYou):
+        ctx.s3.create_bucket(Bucket=bucket)
+    dst = workdir / "ceiling-crt-download.bin"
+    drop_caches()
+    up, _, down, _ = ceiling_crt(ctx.endpoint, ctx.access_key, ctx.secret_key, bucket,
+                                 plan.src, dst)
+    dst.unlink()
+    ctx.s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "crt-big.bin"}]})
+    return {
+        "W7up": Result(seconds=up, mbps=plan.size / up / 1e6),
+        "W7down": Result(seconds=down, mbps=plan.size / down / 1e6),
+    }

@@ -120,8 +120,8 @@ def check_master_key(store: Any, codec: Codec, prefix: str) -> Codec:
 
 def prepare(cfg: MountConfig) -> Prepared:
     from s3encfs.store import errors as se
+    from s3encfs.store.probe import canary
     from s3encfs.store.s3 import ObjectStore
-    from s3encfs.store.sse import canary
 
     try:
         bucket, prefix = parse_source(cfg.source)

@@ -9,7 +9,7 @@ that source said, not with some other credentials lying around.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +81,7 @@ def test_credential_process_profile_reaches_crt(s3server: SeaweedS3, bucket: str
     state = tmp_path / "process-creds.json"
 
     def issue(secret: str) -> None:
-        soon = datetime.now(timezone.utc) + timedelta(minutes=1)  # inside botocore's
+        soon = datetime.now(UTC) + timedelta(minutes=1)  # inside botocore's
         state.write_text(json.dumps({  # mandatory-refresh window: re-read on every signing
             "Version": 1, "AccessKeyId": s3server.access_key, "SecretAccessKey": secret,
             "Expiration": soon.strftime("%Y-%m-%dT%H:%M:%SZ")}))
@@ -109,11 +109,11 @@ def test_expired_credentials_are_refreshed_on_the_crt_path(
 
     def refresh() -> dict[str, Any]:
         calls.append(secret["value"])
-        soon = datetime.now(timezone.utc) + timedelta(minutes=1)
+        soon = datetime.now(UTC) + timedelta(minutes=1)
         return {"access_key": s3server.access_key, "secret_key": secret["value"],
                 "token": None, "expiry_time": soon.isoformat()}
 
-    past = datetime.now(timezone.utc) - timedelta(hours=1)
+    past = datetime.now(UTC) - timedelta(hours=1)
     expired = RefreshableCredentials.create_from_metadata(
         {"access_key": s3server.access_key, "secret_key": "expired-secret", "token": None,
          "expiry_time": past.isoformat()},

@@ -29,7 +29,8 @@ from s3encfs.store import (
     canary,
     parse_policy,
 )
-from s3encfs.store.sse import SsePolicy, _prove_key_required, key_md5
+from s3encfs.store.probe import _prove_key_required
+from s3encfs.store.sse import SsePolicy, key_md5
 
 MiB = 1024 * 1024
 K1 = ("k1", secrets.token_bytes(32))

@@ -82,7 +82,7 @@ class _Body:
 class _Exchange:
     """One HTTP exchange's callbacks: status, headers, body, and the time of the last byte."""
 
-    __slots__ = ("status", "headers", "chunks", "last", "size")
+    __slots__ = ("chunks", "headers", "last", "size", "status")
 
     def __init__(self) -> None:
         self.status = 0
@@ -268,7 +268,8 @@ class CrtClient:
         err = wire.error_from_xml(body, status) or {
             "Code": str(status or "Unknown"), "Message": _reason(status)}
         meta = wire.response_fields(status or 0, headers)["ResponseMetadata"]
-        return ClientError({"Error": err, "ResponseMetadata": meta}, op)
+        response: Any = {"Error": err, "ResponseMetadata": meta}
+        return ClientError(response, op)
 
     def _transport_error(self, exc: AwsCrtError) -> Exception:
         name = exc.name or ""

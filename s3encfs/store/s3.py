@@ -253,9 +253,10 @@ class ObjectStore:
         if s3_client == "crt":  # data plane on awscrt; LIST and bucket calls stay on boto3
             from .crt import CrtClient
 
-            self.client = CrtClient(self.client, session.get_credentials,
-                                    max_attempts=max_attempts, connect_timeout=connect_timeout,
-                                    read_timeout=read_timeout, max_connections=max_pool)
+            crt: Any = CrtClient(self.client, session.get_credentials,
+                                 max_attempts=max_attempts, connect_timeout=connect_timeout,
+                                 read_timeout=read_timeout, max_connections=max_pool)
+            self.client = crt
         elif s3_client != "boto3":
             raise ValueError(f"unknown s3_client {s3_client!r} (crt or boto3)")
 
