@@ -78,6 +78,7 @@ class StoreStats:
     bytes_down: int = 0
     retries: int = 0
     errors: int = 0
+    client: str = "boto3"  # the data-plane library (ObjectStore's s3_client)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def record(
@@ -98,6 +99,7 @@ class StoreStats:
                 "bytes_down": self.bytes_down,
                 "retries": self.retries,
                 "errors": self.errors,
+                "client": self.client,
             }
 
 
@@ -219,7 +221,7 @@ class ObjectStore:
         self.sse = sse or SsePolicy()
         self.strict_sse = True  # False: SSE mismatches in responses are logged, not refused
         self._sse_warned: set[str] = set()
-        self.stats = StoreStats()
+        self.stats = StoreStats(client=s3_client)
         self._keyids = _KeyIdCache()
         self._no_part_copy = False  # set after a 501: SeaweedFS refuses SSE-C/KMS sources
         core = botocore.session.get_session()
