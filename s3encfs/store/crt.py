@@ -12,9 +12,10 @@ aws-c-s3 signs, pools connections and retries in C outside the GIL (~0.4 ms per 
 here, docs/BENCHMARKS.md).
 
 How it behaves like the boto3 client:
-- credentials come from botocore's own chain (env, profile files, SSO, instance roles) through
-  a delegate provider that asks the botocore credentials object for frozen credentials on every
-  signing, so refreshable credentials refresh exactly as under boto3;
+- credentials come from botocore's own chain (env, profile files, SSO, instance roles): fixed
+  ones (env, a profile's keys) are handed to the CRT once; refreshable ones go through a
+  delegate provider that asks botocore for frozen credentials on every signing, so they
+  refresh exactly as under boto3;
 - retries: aws-c-s3's standard retry strategy (exponential backoff with jitter, 5xx, throttling,
   connection failures) with ``max_attempts - 1`` retries; a request that receives no byte for
   ``read_timeout`` seconds is cancelled and retried here with backoff (aws-c-s3 has no read
@@ -38,6 +39,7 @@ from urllib.parse import quote, urlsplit
 from awscrt import auth, http
 from awscrt import s3 as crt_s3
 from awscrt.exceptions import AwsCrtError
+from botocore.credentials import RefreshableCredentials
 from botocore.exceptions import (
     ClientError,
     ConnectionClosedError,
@@ -134,7 +136,14 @@ class CrtClient:
         addressing = (getattr(fallback.meta.config, "s3", None) or {}).get("addressing_style")
         self._virtual = addressing != "path" and self._host.endswith("amazonaws.com")
         region = fallback.meta.region_name or "us-east-1"
-        provider = auth.AwsCredentialsProvider.new_delegate(self._frozen)
+        creds = self._botocore_credentials()  # eagerly: a mount needs them at once anyway
+        if creds is not None and not isinstance(creds, RefreshableCredentials):
+            # env or a profile file: fixed for the process, so no Python call per signing
+            f = creds.get_frozen_credentials()
+            provider = auth.AwsCredentialsProvider.new_static(f.access_key, f.secret_key,
+                                                               f.token)
+        else:  # refreshable (SSO, roles, credential_process, IMDS): botocore refreshes them
+            provider = auth.AwsCredentialsProvider.new_delegate(self._frozen)
         signing = crt_s3.create_default_s3_signing_config(region=region,
                                                           credential_provider=provider)
         self._client = crt_s3.S3Client(
