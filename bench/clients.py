@@ -178,9 +178,12 @@ def run(endpoint: str, access: str, secret: str, n: int, small: int, size: int) 
     # the store on each client
     for client in ("boto3", "crt"):
         st = ObjectStore(bucket, endpoint_url=endpoint, region="us-east-1", s3_client=client)
-        with ThreadPoolExecutor(16) as pool:
-            w = measure(lambda st=st, client=client: list(pool.map(
-                lambda i: st.put(f"store-{client}/{i:06d}", body, {"mode": "33188"}), range(n))))
+        def puts(st: ObjectStore = st, client: str = client) -> None:
+            with ThreadPoolExecutor(16) as pool:
+                list(pool.map(lambda i: st.put(f"store-{client}/{i:06d}", body,
+                                               {"mode": "33188"}), range(n)))
+
+        w = measure(puts)
         up, down = store_big(st, f"store-{client}-big.bin", big)
         out[f"s3encfs store ({client})"] = {**small_result(*w), **big_result(up, down)}
     return out

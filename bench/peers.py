@@ -79,6 +79,7 @@ class RssSampler(threading.Thread):
         self.pid = pid
         self.interval = interval
         self.peak_kib = 0
+        self.cpu_s = 0.0  # user+system CPU of the process at the last sample
         self._stop_evt = threading.Event()
 
     def read(self) -> int:
@@ -87,7 +88,10 @@ class RssSampler(threading.Thread):
                 for line in f:
                     if line.startswith("VmHWM:"):
                         self.peak_kib = max(self.peak_kib, int(line.split()[1]))
-        except (OSError, ValueError):
+            with open(f"/proc/{self.pid}/stat", encoding="utf-8") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            self.cpu_s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
             pass
         return self.peak_kib
 
@@ -112,6 +116,7 @@ class Peer:
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     sampler: RssSampler | None = field(default=None, repr=False)
     mounts: int = 0
+    last_cpu_s: float | None = None  # CPU of the last mount session (sampled every 0.2 s)
 
     # -- paths ---------------------------------------------------------------------------
     @property
@@ -221,6 +226,7 @@ class Peer:
 
     def _finish(self) -> int:
         peak = self.sampler.stop() if self.sampler else 0
+        self.last_cpu_s = self.sampler.cpu_s if self.sampler else None
         self.proc = None
         self.sampler = None
         return peak

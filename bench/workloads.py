@@ -52,6 +52,7 @@ class Result:
     iops: float | None = None
     items: int | None = None
     peak_rss_mib: float | None = None
+    cpu_s: float | None = None  # CPU seconds of the FS process (W1, W4: the whole session)
     note: str = ""
     warn: str = ""  # the workload finished but not cleanly (e.g. rsync exit 23)
 
@@ -232,7 +233,8 @@ class Runner:
         secs = time.monotonic() - t0
         verify_object(self.peer, self.plan.size)
         self.have_big = True
-        return Result(seconds=secs, mbps=self.plan.size / secs / 1e6, peak_rss_mib=rss)
+        return Result(seconds=secs, mbps=self.plan.size / secs / 1e6, peak_rss_mib=rss,
+                      cpu_s=self.peer.last_cpu_s)
 
     def w2(self) -> Result:
         """Cold sequential read; then, same mount, page cache dropped, the warm read (W2b)."""
@@ -315,6 +317,7 @@ class Runner:
             seconds=secs,
             items=n,
             peak_rss_mib=rss,
+            cpu_s=self.peer.last_cpu_s,
             warn=warn,
             note=f"{n} entries, {objects} objects in bucket",
         )
