@@ -26,6 +26,7 @@ from s3encfs.store import (
     PreconditionFailed,
     SseMismatch,
     SseNotEnforced,
+    StoreError,
     canary,
     parse_policy,
 )
@@ -109,6 +110,15 @@ def test_big_ranges(store: ObjectStore) -> None:
     assert store.get_range("big/f", 10 * MiB, 20 * MiB) == b""
     with pytest.raises(PreconditionFailed):
         store.get_range("big/f", 0, 8 * MiB, if_match="0" * 32)
+
+
+def test_non_ascii_metadata_is_refused(store: ObjectStore) -> None:
+    """botocore refuses non-ASCII user metadata before sending; the CRT path must too (the
+    server would store it, and the clients would then disagree on what was written)."""
+    with pytest.raises(StoreError, match="ascii"):
+        store.put("na", b"x", {"x": "\u00e9"})
+    with pytest.raises(NotFound):
+        store.head("na")
 
 
 def test_list_pages(store: ObjectStore) -> None:

@@ -236,13 +236,16 @@ class CrtClient:
         elif method in ("PUT", "POST"):
             h.add("Content-Length", "0")
         ex = _Exchange()
-        request = self._client.make_request(
-            type=crt_s3.S3RequestType.GET_OBJECT if split else crt_s3.S3RequestType.DEFAULT,
-            request=http.HttpRequest(method, path, h, stream),
-            operation_name=op,
-            on_headers=ex.on_headers,
-            on_body=ex.on_body,
-        )
+        try:
+            request = self._client.make_request(
+                type=crt_s3.S3RequestType.GET_OBJECT if split else crt_s3.S3RequestType.DEFAULT,
+                request=http.HttpRequest(method, path, h, stream),
+                operation_name=op,
+                on_headers=ex.on_headers,
+                on_body=ex.on_body,
+            )
+        except AwsCrtError as exc:
+            raise self._transport_error(exc) from None
         fut: Future[None] = request.finished_future
         # the idle limit grows with the upload: no callback fires while a body is being sent
         idle_limit = self.read_timeout + (len(body) / (1 << 20) if body else 0.0)

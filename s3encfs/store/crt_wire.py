@@ -18,6 +18,8 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote
 
+from botocore.exceptions import ParamValidationError
+
 from .sse import key_md5
 
 # boto3 parameter -> request header, for parameters whose value is sent as is.
@@ -75,7 +77,12 @@ def request_headers(params: dict[str, Any]) -> list[tuple[str, str]]:
             out.append((header, b64(secret)))
             out.append((header + "-MD5", key_md5(secret)))
         elif name == "Metadata":
-            out.extend((f"x-amz-meta-{k}", str(v)) for k, v in value.items())
+            for k, v in value.items():
+                if not (str(k).isascii() and str(v).isascii()):
+                    # as botocore: S3 would sign/store non-ASCII metadata inconsistently
+                    raise ParamValidationError(
+                        report=f"Non ascii characters found in S3 metadata for key {k!r}")
+                out.append((f"x-amz-meta-{k}", str(v)))
         elif name == "BucketKeyEnabled":
             out.append(("x-amz-server-side-encryption-bucket-key-enabled",
                         "true" if value else "false"))
