@@ -17,7 +17,8 @@ How it behaves like the boto3 client:
   delegate provider that asks botocore for frozen credentials on every signing, so they
   refresh exactly as under boto3;
 - retries: aws-c-s3's standard retry strategy (exponential backoff with jitter, 5xx, throttling,
-  connection failures) with ``max_attempts - 1`` retries; a request that receives no byte for
+  connection failures) with ``max_attempts`` retries (botocore's ``max_attempts`` counts
+  retries too: 1 + 8 tries by default); a request that receives no byte for
   ``read_timeout`` seconds is cancelled and retried here with backoff (aws-c-s3 has no read
   timeout of its own), like botocore's read timeout;
 - the calls block the calling worker thread on the CRT future (the store is synchronous); the
@@ -58,6 +59,9 @@ _UNREACHABLE = ("AWS_IO_SOCKET", "AWS_IO_DNS", "AWS_IO_TLS", "AWS_ERROR_HTTP_CON
                 "AWS_ERROR_HTTP_SERVER_CLOSED", "AWS_IO_CHANNEL")
 
 
+# aws-c-s3 errors that stand for an S3 answer: (S3 error code, HTTP status)
+_S3_ANSWERS = {"AWS_ERROR_S3_SLOW_DOWN": ("SlowDown", 503),
+               "AWS_ERROR_S3_INTERNAL_ERROR": ("InternalError", 500)}
 SPLIT_GET = 4 * 1024 * 1024  # ranges at least this long go through aws-c-s3's GET_OBJECT
 
 
@@ -84,7 +88,7 @@ class _Body:
 class _Exchange:
     """One HTTP exchange's callbacks: status, headers, body, and the time of the last byte."""
 
-    __slots__ = ("chunks", "headers", "last", "size", "status")
+    __slots__ = ("chunks", "done", "headers", "last", "size", "status")
 
     def __init__(self) -> None:
         self.status = 0
@@ -92,6 +96,7 @@ class _Exchange:
         self.chunks: list[bytes] = []
         self.size = 0
         self.last = time.monotonic()
+        self.done: tuple[int | None, Any, Any] | None = None  # status, headers, body at the end
 
     def on_headers(self, status_code: int, headers: list[tuple[str, str]], **_: Any) -> None:
         self.status = status_code
@@ -102,6 +107,10 @@ class _Exchange:
         self.chunks.append(bytes(chunk))
         self.size += len(chunk)
         self.last = time.monotonic()
+
+    def on_done(self, status_code: int | None = None, error_headers: Any = None,
+                error_body: Any = None, **_: Any) -> None:
+        self.done = (status_code, error_headers, error_body)
 
     def body(self) -> bytes:
         return self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
@@ -127,7 +136,7 @@ class CrtClient:
         self._creds: Any = None
         self._creds_lock = threading.Lock()
         self.read_timeout = read_timeout
-        self.max_attempts = max(1, max_attempts)
+        self.max_retries = max(0, max_attempts)  # botocore's meaning: retries after the first
         url = urlsplit(fallback.meta.endpoint_url)
         self.endpoint_url = fallback.meta.endpoint_url
         self._tls = url.scheme == "https"
@@ -152,8 +161,8 @@ class CrtClient:
                       else crt_s3.S3RequestTlsMode.DISABLED),
             signing_config=signing,
             retry_config=crt_s3.S3RetryConfig(
-                max_retries=self.max_attempts - 1,
-                retry_mode=(crt_s3.S3RetryMode.STANDARD if self.max_attempts > 1
+                max_retries=self.max_retries,
+                retry_mode=(crt_s3.S3RetryMode.STANDARD if self.max_retries > 0
                             else crt_s3.S3RetryMode.NONE),
             ),
             connect_timeout_ms=max(1, int(connect_timeout * 1000)),
@@ -213,7 +222,7 @@ class CrtClient:
             try:
                 return self._once(op, method, host, path, headers or [], body, split)
             except ReadTimeoutError:
-                if attempt >= self.max_attempts:
+                if attempt > self.max_retries:
                     raise
                 time.sleep(random.uniform(0, min(20.0, 0.5 * 2 ** (attempt - 1))))
                 log.debug("%s %s: no data for %.0fs, retrying", op, path, self.read_timeout)
@@ -243,6 +252,7 @@ class CrtClient:
                 operation_name=op,
                 on_headers=ex.on_headers,
                 on_body=ex.on_body,
+                on_done=ex.on_done,
             )
         except AwsCrtError as exc:
             raise self._transport_error(exc) from None
@@ -267,6 +277,17 @@ class CrtClient:
                 raise self._client_error(op, exc.status_code, exc.headers or [],
                                          exc.body) from None
             except AwsCrtError as exc:
+                # an S3 answer that aws-c-s3 reports as its own error (after its retries of a
+                # 503 SlowDown / 500): surface the S3 error, as botocore does
+                status = (ex.done[0] if ex.done else None) or ex.status or None
+                known = _S3_ANSWERS.get(exc.name or "")
+                if known or (status and status >= 300):
+                    code, default = known or (str(status), status)
+                    body = (ex.done[2] if ex.done else None) or (
+                        f"<Error><Code>{code}</Code><Message>{exc.message}</Message>"
+                        "</Error>".encode())
+                    raise self._client_error(op, status or default, ex.headers,
+                                             body) from None
                 raise self._transport_error(exc) from None
         data = ex.body()
         expected = next((v for n, v in ex.headers if n.lower() == "content-length"), None)
