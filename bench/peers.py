@@ -79,6 +79,7 @@ class RssSampler(threading.Thread):
         self.pid = pid
         self.interval = interval
         self.peak_kib = 0
+        self.cpu_s = 0.0  # user+system CPU of the process at the last sample
         self._stop_evt = threading.Event()
 
     def read(self) -> int:
@@ -87,7 +88,10 @@ class RssSampler(threading.Thread):
                 for line in f:
                     if line.startswith("VmHWM:"):
                         self.peak_kib = max(self.peak_kib, int(line.split()[1]))
-        except (OSError, ValueError):
+            with open(f"/proc/{self.pid}/stat", encoding="utf-8") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            self.cpu_s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
             pass
         return self.peak_kib
 
@@ -112,6 +116,7 @@ class Peer:
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     sampler: RssSampler | None = field(default=None, repr=False)
     mounts: int = 0
+    last_cpu_s: float | None = None  # CPU of the last mount session (sampled every 0.2 s)
 
     # -- paths ---------------------------------------------------------------------------
     @property
@@ -221,6 +226,7 @@ class Peer:
 
     def _finish(self) -> int:
         peak = self.sampler.stop() if self.sampler else 0
+        self.last_cpu_s = self.sampler.cpu_s if self.sampler else None
         self.proc = None
         self.sampler = None
         return peak
@@ -240,14 +246,16 @@ class Peer:
 class S3encfsPeer(Peer):
     """s3encfs, `--encryption none` or `--encryption client` with a key from a temp keyring."""
 
-    def __init__(self, ctx: Ctx, encryption: str):
+    def __init__(self, ctx: Ctx, encryption: str, s3_client: str | None = None):
+        tail = f"-{s3_client}" if s3_client else ""  # s3encfs-plain-boto3: a fixed data plane
         super().__init__(
             ctx,
-            f"s3encfs-{'plain' if encryption == 'none' else encryption}",
-            f"bench-s3encfs-{encryption}",
+            f"s3encfs-{'plain' if encryption == 'none' else encryption}{tail}",
+            f"bench-s3encfs-{encryption}{tail}",
             encrypts=encryption != "none",
         )
         self.encryption = encryption
+        self.s3_client = s3_client
 
     @property
     def exe(self) -> str:
@@ -289,6 +297,8 @@ class S3encfsPeer(Peer):
         ]
         if self.encrypts:
             cmd += ["--key", "bench"]
+        if self.s3_client:
+            cmd += ["--s3-client", self.s3_client]
         return cmd + shlex.split(os.environ.get("BENCH_S3ENCFS_ARGS", ""))
 
     def do_unmount(self, timeout: float) -> None:

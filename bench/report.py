@@ -19,6 +19,7 @@ METRIC: dict[str, tuple[str, bool, str]] = {
     "M2": ("seconds", False, "mem: ls -f of a big dir"),
 }
 CEILING = {"W1": "W7up", "W2": "W7down", "W2b": "W7down"}
+RAW_CLIENTS = ("boto3", "awscrt")  # W7 ceiling entries
 OURS = ("s3encfs-plain", "s3encfs-client")
 
 Results = dict[str, dict[str, dict[str, Any]]]  # workload -> peer -> Result.to_json()
@@ -63,8 +64,10 @@ def ratios(results: Results, peers: list[str]) -> dict[str, dict[str, float | No
         best = max(
             (s for p in others if (s := score(results[w].get(p), w)) is not None), default=None
         )
-        ceil_r = results.get(CEILING.get(w, ""), {}).get("boto3")
-        ceil = ceil_r.get("mbps") if ceil_r and ceil_r.get("status", "ok") == "ok" else None
+        # the ceiling is the best raw client measured (boto3's s3transfer, awscrt)
+        ceil = max((r["mbps"] for c in RAW_CLIENTS
+                    if (r := results.get(CEILING.get(w, ""), {}).get(c))
+                    and r.get("status", "ok") == "ok" and r.get("mbps")), default=None)
         for ours in OURS:
             s = score(results[w].get(ours), w)
             if ours not in peers:
@@ -97,11 +100,12 @@ def render(results: Results, peers: list[str]) -> str:
             row.append(f"{v:.2f}" if v is not None else "-")
         rows.append(row)
     out = [_table(header, rows)]
-    ceil = [
-        f"{w}: {cell(results[w].get('boto3'), 'W1')}" for w in ("W7up", "W7down") if w in results
-    ]
-    if ceil:
-        out.append("W7 ceiling (boto3 s3transfer, 16 MiB parts, 10 threads): " + ", ".join(ceil))
+    for client, how in (("boto3", "boto3 s3transfer, 16 MiB parts, 10 threads"),
+                        ("awscrt", "awscrt S3Client, 16 MiB parts")):
+        ceil = [f"{w}: {cell(results[w].get(client), 'W1')}" for w in ("W7up", "W7down")
+                if client in results.get(w, {})]
+        if ceil:
+            out.append(f"W7 ceiling ({how}): " + ", ".join(ceil))
     rss_rows = []
     for w in order:
         vals = [results[w].get(p, {}).get("peak_rss_mib") for p in peers]
@@ -110,6 +114,14 @@ def render(results: Results, peers: list[str]) -> str:
     if rss_rows:
         out.append("Peak RSS of the FUSE daemon during each workload's mount session (MiB):")
         out.append(_table(["workload", *peers], rss_rows))
+    cpu_rows = []
+    for w in order:
+        cpus = [results[w].get(p, {}).get("cpu_s") for p in peers]
+        if any(v is not None for v in cpus):
+            cpu_rows.append([w] + [f"{v:.1f}" if v is not None else "-" for v in cpus])
+    if cpu_rows:
+        out.append("CPU seconds of the FUSE daemon during the workload's mount session:")
+        out.append(_table(["workload", *peers], cpu_rows))
     warns = [
         f"  {w} {p}: {r['warn']}" for w in order for p, r in results[w].items() if r.get("warn")
     ]

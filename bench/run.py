@@ -32,6 +32,7 @@ from bench.workloads import (
     Result,
     Runner,
     ceiling,
+    ceiling_awscrt,
     make_many,
 )
 
@@ -86,6 +87,10 @@ def s3encfs_ready() -> str | None:
 
 
 def make_peer(name: str, ctx: Ctx) -> Peer:
+    for mode, label in (("none", "plain"), ("client", "client")):
+        for lib in ("boto3", "crt"):  # e.g. s3encfs-plain-boto3: one data-plane library
+            if name == f"s3encfs-{label}-{lib}":
+                return S3encfsPeer(ctx, mode, lib)
     if name == "s3encfs-plain":
         return S3encfsPeer(ctx, "none")
     if name == "s3encfs-client":
@@ -174,6 +179,10 @@ def main(argv: list[str] | None = None) -> int:
             log("W7 ceiling (boto3)")
             for w, r in ceiling(ctx.s3, plan, workdir).items():
                 put(w, "boto3", r)
+                log(f"  {w}: {r.to_json()}")
+            log("W7 ceiling (awscrt)")
+            for w, r in ceiling_awscrt(ctx, plan, workdir).items():
+                put(w, "awscrt", r)
                 log(f"  {w}: {r.to_json()}")
         many_bucket = None
         if args.memory:

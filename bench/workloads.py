@@ -52,6 +52,7 @@ class Result:
     iops: float | None = None
     items: int | None = None
     peak_rss_mib: float | None = None
+    cpu_s: float | None = None  # CPU seconds of the FS process (W1, W4: the whole session)
     note: str = ""
     warn: str = ""  # the workload finished but not cleanly (e.g. rsync exit 23)
 
@@ -232,7 +233,8 @@ class Runner:
         secs = time.monotonic() - t0
         verify_object(self.peer, self.plan.size)
         self.have_big = True
-        return Result(seconds=secs, mbps=self.plan.size / secs / 1e6, peak_rss_mib=rss)
+        return Result(seconds=secs, mbps=self.plan.size / secs / 1e6, peak_rss_mib=rss,
+                      cpu_s=self.peer.last_cpu_s)
 
     def w2(self) -> Result:
         """Cold sequential read; then, same mount, page cache dropped, the warm read (W2b)."""
@@ -315,6 +317,7 @@ class Runner:
             seconds=secs,
             items=n,
             peak_rss_mib=rss,
+            cpu_s=self.peer.last_cpu_s,
             warn=warn,
             note=f"{n} entries, {objects} objects in bucket",
         )
@@ -427,4 +430,24 @@ def ceiling(s3: Any, plan: Plan, workdir: Path) -> dict[str, Result]:
         "W7down": Result(
             status="ok" if ok else "error: size", seconds=down, mbps=plan.size / down / 1e6
         ),
+    }
+
+
+def ceiling_awscrt(ctx: Any, plan: Plan, workdir: Path) -> dict[str, Result]:
+    """W7 with awscrt's S3Client (aws-c-s3's own parallel parts, 16 MiB): the best raw client
+    on this machine for downloads, so the ceiling s3encfs is measured against."""
+    from bench.clients import ceiling_crt
+
+    bucket = "bench-ceiling"
+    with contextlib.suppress(ctx.s3.exceptions.BucketAlreadyOwnedByYou):
+        ctx.s3.create_bucket(Bucket=bucket)
+    dst = workdir / "ceiling-crt-download.bin"
+    drop_caches()
+    up, _, down, _ = ceiling_crt(ctx.endpoint, ctx.access_key, ctx.secret_key, bucket,
+                                 plan.src, dst)
+    dst.unlink()
+    ctx.s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "crt-big.bin"}]})
+    return {
+        "W7up": Result(seconds=up, mbps=plan.size / up / 1e6),
+        "W7down": Result(seconds=down, mbps=plan.size / down / 1e6),
     }

@@ -60,6 +60,8 @@ def main() -> None:
 @click.option("--connect-timeout", type=float, help="S3 connect timeout seconds (default 10).")
 @click.option("--sync-timeout", type=float,
               help="Seconds fsync waits for S3 before it fails with EIO (default 120).")
+@click.option("--s3-client", type=click.Choice(["crt", "boto3"]),
+              help="Library for object reads and writes: crt (awscrt, default) or boto3.")
 @click.option("-o", "options", multiple=True, help="FUSE options: allow_other, ro, ...")
 @click.option("-f", "--foreground", is_flag=True, default=None)
 @click.option("--debug", multiple=True, help="Debug logging for subsystems: fs,store,cache,all")

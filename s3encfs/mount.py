@@ -132,8 +132,8 @@ def check_master_key(store: Any, codec: Codec, prefix: str, *, may_write: bool =
 
 def prepare(cfg: MountConfig) -> Prepared:
     from s3encfs.store import errors as se
+    from s3encfs.store.probe import canary
     from s3encfs.store.s3 import ObjectStore
-    from s3encfs.store.sse import canary
 
     try:
         bucket, prefix = parse_source(cfg.source)
@@ -149,7 +149,8 @@ def prepare(cfg: MountConfig) -> Prepared:
     store = ObjectStore(bucket, endpoint_url=cfg.endpoint_url, region=cfg.region,
                         profile=cfg.profile, sse=policy,
                         max_pool=max(64, cfg.upload_concurrency * 4),
-                        connect_timeout=cfg.connect_timeout, read_timeout=cfg.read_timeout)
+                        connect_timeout=cfg.connect_timeout, read_timeout=cfg.read_timeout,
+                        s3_client=cfg.s3_client)
     store.strict_sse = not cfg.allow_unverified_sse
     try:
         store.check_bucket()

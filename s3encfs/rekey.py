@@ -319,8 +319,8 @@ def rekey(source: str | None, config_name: str | None, jobs: int, dry_run: bool,
     from s3encfs.config import ConfigError, MountConfig, load_config, merge, parse_source
     from s3encfs.mount import MountError, build_codec_and_policy, check_master_key
     from s3encfs.store import errors as se
+    from s3encfs.store.probe import canary
     from s3encfs.store.s3 import ObjectStore
-    from s3encfs.store.sse import canary
 
     logging.basicConfig(level=logging.WARNING, format="s3encfs rekey: %(message)s")
     try:

@@ -1,7 +1,8 @@
 """Shared fixtures: one loopback SeaweedFS S3 server per test session, a fresh bucket per test.
 
 Fixtures: `s3server` (SeaweedS3), `s3` (boto3 client), `bucket` (fresh bucket name, deleted
-afterwards), `s3env` (AWS_* environment for subprocesses). Tests marked `slow` are skipped
+afterwards), `s3env` (AWS_* environment for subprocesses), `s3_client` (each data-plane client
+library in turn). Tests marked `slow` are skipped
 unless `--runslow` is given or S3ENCFS_SLOW=1.
 """
 
@@ -38,6 +39,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+# The S3 client libraries under test: store-level tests run under each (S3ENCFS_S3_CLIENTS
+# narrows the list); mount-level tests use S3ENCFS_S3_CLIENT (tests/mounting.py).
+S3_CLIENTS = [c for c in os.environ.get("S3ENCFS_S3_CLIENTS", "boto3,crt").split(",") if c]
+
+
+@pytest.fixture(params=S3_CLIENTS)
+def s3_client(request: pytest.FixtureRequest) -> str:
+    """"boto3" or "crt": the `ObjectStore(s3_client=...)` data plane a store test runs on."""
+    return str(request.param)
 
 
 @pytest.fixture(scope="session")

@@ -23,6 +23,12 @@ def tree_hashes(root: Path) -> dict[str, str]:
     return out
 
 
+def client_args(env: dict[str, str]) -> list[str]:
+    """``--s3-client X`` when S3ENCFS_S3_CLIENT is set (run a mount suite under one library)."""
+    name = env.get("S3ENCFS_S3_CLIENT") or os.environ.get("S3ENCFS_S3_CLIENT")
+    return ["--s3-client", name] if name else []
+
+
 class Mount:
     """One `s3encfs mount --foreground` process.  `start()` returns once the mount answers."""
 
@@ -41,7 +47,7 @@ class Mount:
     def argv(self) -> list[str]:
         return [*S3ENCFS, "mount", self.source, str(self.mountpoint), "--foreground",
                 "--cache-dir", str(self.cache_dir), "--encryption", self.encryption,
-                "--upload-delay", "0.3", *self.extra]
+                "--upload-delay", "0.3", *client_args(self.env), *self.extra]
 
     def start(self, timeout: float = 60) -> Mount:
         self.mountpoint.mkdir(parents=True, exist_ok=True)

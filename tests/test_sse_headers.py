@@ -38,16 +38,18 @@ K2 = ("k2", secrets.token_bytes(32))
 
 
 @pytest.fixture
-def rec(monkeypatch: pytest.MonkeyPatch) -> Iterator[RecordingS3]:
+def rec(monkeypatch: pytest.MonkeyPatch, s3_client: str) -> Iterator[RecordingS3]:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "rec")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "rec-secret")
     with RecordingS3() as r:
+        r.s3_client = s3_client  # type: ignore[attr-defined]
         yield r
 
 
 def _store(rec: RecordingS3, policy: SsePolicy) -> ObjectStore:
     return ObjectStore(
-        "b", endpoint_url=rec.endpoint, region="us-east-1", sse=policy, max_attempts=1
+        "b", endpoint_url=rec.endpoint, region="us-east-1", sse=policy, max_attempts=1,
+        s3_client=rec.s3_client,  # type: ignore[attr-defined]
     )
 
 
@@ -152,7 +154,8 @@ def test_botocore_debug_logs_never_show_ssec_key(
     st.put("k", b"x", {})
     st.get("k")
     text = "\n".join(r.getMessage() for r in caplog.records)
-    assert "PutObject" in text  # botocore did log the calls...
+    if rec.s3_client == "boto3":  # type: ignore[attr-defined]
+        assert "PutObject" in text  # botocore did log the calls...
     assert base64.b64encode(K1[1]).decode() not in text  # ...but never the key
     assert repr(K1[1]) not in text and K1[1].hex() not in text
 

@@ -26,10 +26,12 @@ from s3encfs.store import (
     PreconditionFailed,
     SseMismatch,
     SseNotEnforced,
+    StoreError,
     canary,
     parse_policy,
 )
-from s3encfs.store.sse import SsePolicy, _prove_key_required, key_md5
+from s3encfs.store.probe import _prove_key_required
+from s3encfs.store.sse import SsePolicy, key_md5
 
 MiB = 1024 * 1024
 K1 = ("k1", secrets.token_bytes(32))
@@ -41,12 +43,14 @@ class MkStore(Protocol):
 
 
 @pytest.fixture
-def mkstore(s3server: SeaweedS3, bucket: str, monkeypatch: pytest.MonkeyPatch) -> MkStore:
+def mkstore(s3server: SeaweedS3, bucket: str, monkeypatch: pytest.MonkeyPatch,
+            s3_client: str) -> MkStore:
     for k, v in s3server.env().items():
         monkeypatch.setenv(k, v)
 
     def make(policy: SsePolicy | None = None, **kw: Any) -> ObjectStore:
         kw.setdefault("endpoint_url", s3server.endpoint)
+        kw.setdefault("s3_client", s3_client)
         return ObjectStore(kw.pop("bucket", bucket), region=REGION, sse=policy, **kw)
 
     return make
@@ -93,6 +97,28 @@ def test_put_head_get_range(store: ObjectStore) -> None:
     assert s["requests"]["PutObject"] == 1 and s["bytes_up"] == 10_000
     assert s["bytes_down"] == 10_000 + 4096 + 10
     assert s["errors"] == 1  # the 416 of the read past EOF
+
+
+def test_big_ranges(store: ObjectStore) -> None:
+    """Ranges of 4 MiB and more (split into parallel part GETs under crt): exact bytes, a
+    range past the end is cut at EOF or empty, and If-Match still holds for every part."""
+    body = secrets.token_bytes(9 * MiB + 123)
+    etag = store.put("big/f", body, {})
+    assert store.get_range("big/f", 0, len(body), if_match=etag) == body
+    assert store.get_range("big/f", 3 * MiB + 1, 8 * MiB + 7) == body[3 * MiB + 1 : 8 * MiB + 7]
+    assert store.get_range("big/f", 4 * MiB, 20 * MiB) == body[4 * MiB :]
+    assert store.get_range("big/f", 10 * MiB, 20 * MiB) == b""
+    with pytest.raises(PreconditionFailed):
+        store.get_range("big/f", 0, 8 * MiB, if_match="0" * 32)
+
+
+def test_non_ascii_metadata_is_refused(store: ObjectStore) -> None:
+    """botocore refuses non-ASCII user metadata before sending; the CRT path must too (the
+    server would store it, and the clients would then disagree on what was written)."""
+    with pytest.raises(StoreError, match="ascii"):
+        store.put("na", b"x", {"x": "\u00e9"})
+    with pytest.raises(NotFound):
+        store.head("na")
 
 
 def test_list_pages(store: ObjectStore) -> None:
@@ -368,21 +394,23 @@ def moto_endpoint(tmp_path: Path) -> Iterator[str]:
         log.close()
 
 
-def test_canary_refuses_moto_ssec(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_canary_refuses_moto_ssec(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch,
+                                  s3_client: str) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
     st = ObjectStore(
-        "canary-b",
+        f"canary-{s3_client}",
         endpoint_url=moto_endpoint,
         region=REGION,
         sse=parse_policy("sse-c", ssec_keys=[K1]),
+        s3_client=s3_client,
     )
-    st.client.create_bucket(Bucket="canary-b")
+    st.client.create_bucket(Bucket=st.bucket)
     with pytest.raises(SseNotEnforced) as ei:
         canary(st, "m/")
     assert "refusing to mount" in str(ei.value) and "sse-c" in str(ei.value)
     # moto already fails the response check; the key-less read probe must refuse it too.
-    st.client.put_object(Bucket="canary-b", Key="raw", Body=b"x", **st.sse.write_args())
+    st.client.put_object(Bucket=st.bucket, Key="raw", Body=b"x", **st.sse.write_args())
     with pytest.raises(SseNotEnforced) as ei2:
         _prove_key_required(st, "raw")
     assert "without the customer key succeeded" in str(ei2.value)

@@ -30,8 +30,12 @@ def _guarded(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]
     """An unexpected exception fails one request with EIO (and a log line with the traceback)
     instead of escaping into pyfuse3, which would end the whole mount."""
 
+    name = fn.__name__
+
     @functools.wraps(fn)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        counts = args[0].fuse_requests  # per-op FUSE request counts, shown by `status`
+        counts[name] = counts.get(name, 0) + 1
         try:
             return await fn(*args, **kwargs)
         except pyfuse3.FUSEError:
@@ -64,6 +68,8 @@ class Operations(pyfuse3.Operations):
     def __init__(self, core: FsCore):
         super().__init__()
         self.core = core
+        # lives in core.stats, so `s3encfs status` reports it as `fuse_requests`
+        self.fuse_requests: dict[str, int] = core.stats.setdefault("fuse_requests", {})
         self._handles: dict[int, tuple[Node, bool]] = {}
         self._dir_handles: dict[int, list[tuple[str, Node]]] = {}
         self._next_fh = 1

@@ -10,8 +10,9 @@ from .errors import (
     SseNotEnforced,
     StoreError,
 )
+from .probe import canary
 from .s3 import ListPage, ObjectInfo, ObjectStore, StoreStats
-from .sse import SsePolicy, canary, parse_policy
+from .sse import SsePolicy, parse_policy
 
 __all__ = [
     "AccessDenied",

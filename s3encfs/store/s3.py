@@ -83,6 +83,7 @@ class StoreStats:
     # wall-clock start of the first request that failed (unreachable, timeout, 5xx, after its
     # retries) since the last success: `status` shows it as s3_unreachable_since
     unreachable_since: float | None = None
+    client: str = "boto3"  # the data-plane library (ObjectStore's s3_client)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def record(
@@ -108,6 +109,7 @@ class StoreStats:
                 "bytes_down": self.bytes_down,
                 "retries": self.retries,
                 "errors": self.errors,
+                "client": self.client,
             }
 
 
@@ -223,12 +225,13 @@ class ObjectStore:
         connect_timeout: float = 10,
         read_timeout: float = 60,
         max_attempts: int = 8,
+        s3_client: str = "boto3",
     ) -> None:
         self.bucket = bucket
         self.sse = sse or SsePolicy()
         self.strict_sse = True  # False: SSE mismatches in responses are logged, not refused
         self._sse_warned: set[str] = set()
-        self.stats = StoreStats()
+        self.stats = StoreStats(client=s3_client)
         self._keyids = _KeyIdCache()
         self._no_part_copy = False  # set after a 501: SeaweedFS refuses SSE-C/KMS sources
         core = botocore.session.get_session()
@@ -260,6 +263,15 @@ class ObjectStore:
             endpoint_url=endpoint_url,
             config=config(min(2, max_attempts), min(connect_timeout, 5)),
         )
+        if s3_client == "crt":  # data plane on awscrt; LIST and bucket calls stay on boto3
+            from .crt import CrtClient
+
+            crt: Any = CrtClient(self.client, session.get_credentials,
+                                 max_attempts=max_attempts, connect_timeout=connect_timeout,
+                                 read_timeout=read_timeout, max_connections=max_pool)
+            self.client = crt
+        elif s3_client != "boto3":
+            raise ValueError(f"unknown s3_client {s3_client!r} (crt or boto3)")
 
     # -- plumbing ---------------------------------------------------------------------------
 

@@ -2,27 +2,22 @@
 
 One `SsePolicy` is chosen at mount. `ObjectStore` asks it for boto3 parameters on every call and
 hands it every write response to `verify`. A server that silently drops SSE (moto, SeaweedFS with
-DSSE-KMS) is caught either by `verify` or by the mount-time `canary`.
+DSSE-KMS) is caught either by `verify` or by the mount-time canary (`store/probe.py`). This
+module imports nothing of the store, so the store can import it without a cycle.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import ipaddress
 import os
-import secrets
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
-from botocore.exceptions import ClientError
 from cryptography.hazmat.primitives import hashes
 
-from .errors import SseMismatch, SseNotEnforced, StoreError, map_error
-
-if TYPE_CHECKING:
-    from .s3 import ObjectStore
+from .errors import SseMismatch, StoreError
 
 SSEC_META = "s3encfs-ssec"  # user metadata naming the SSE-C key that wrote an object
 # Operations whose responses may legitimately omit SSE headers (SeaweedFS omits them on
@@ -293,65 +288,3 @@ def check_transport(policy: SsePolicy, endpoint_url: str | None, allow_insecure:
             f"sse-c over plain http to {host or endpoint_url}: the SSE-C key would cross the "
             "network unencrypted; use https (or --allow-insecure-http on a network you trust)")
 
-
-def _refuse(store: ObjectStore, key: str, why: str) -> SseNotEnforced:
-    return SseNotEnforced(
-        f"s3://{store.bucket}/{key}: server does not enforce {store.sse.describe()}: {why}; "
-        "refusing to mount (data would be stored without the promised encryption)",
-        code="SseNotEnforced",
-        key=key,
-        bucket=store.bucket,
-    )
-
-
-def canary(store: ObjectStore, prefix: str) -> None:
-    """Write a small object under the policy and prove the server enforced it; then delete it."""
-    key = f"{prefix}.s3encfs-canary-{secrets.token_hex(8)}"
-    body = secrets.token_bytes(64)
-    policy = store.sse
-    try:
-        try:
-            store.put(key, body, {})
-        except SseMismatch as exc:
-            raise _refuse(store, key, f"write response lacked SSE headers ({exc})") from exc
-        data, _ = store.get(key)
-        if data != body:
-            raise StoreError(
-                f"s3://{store.bucket}/{key}: canary read back different bytes",
-                code="CanaryCorrupt",
-                key=key,
-                bucket=store.bucket,
-            )
-        try:
-            raw: dict[str, Any] = dict(
-                store.client.head_object(Bucket=store.bucket, Key=key, **policy.read_args(None))
-            )
-        except ClientError as exc:
-            raise map_error(exc, bucket=store.bucket, key=key, op="HeadObject") from exc
-        try:
-            policy.verify(raw, "head", key)
-        except SseMismatch as exc:
-            raise _refuse(store, key, f"HEAD shows no SSE ({exc})") from exc
-        if isinstance(policy, SseCPolicy):
-            _prove_key_required(store, key)
-    finally:
-        with contextlib.suppress(StoreError):
-            store.delete(key)
-
-
-def _prove_key_required(store: ObjectStore, key: str) -> None:
-    calls: tuple[tuple[str, Any], ...] = (
-        ("HEAD", store.client.head_object),
-        ("GET", store.client.get_object),
-    )
-    for op, call in calls:
-        try:
-            resp = call(Bucket=store.bucket, Key=key)
-        except ClientError as exc:
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if status in (400, 403):
-                continue
-            raise map_error(exc, bucket=store.bucket, key=key, op=op) from exc
-        if "Body" in resp:
-            resp["Body"].close()
-        raise _refuse(store, key, f"{op} without the customer key succeeded")

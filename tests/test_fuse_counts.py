@@ -1,0 +1,42 @@
+# ruff: noqa: F811  (pytest fixtures imported from mounting are parameters here)
+"""`s3encfs status` counts FUSE requests per operation (`fuse_requests`): the measure for
+cutting the requests a small file costs. Also prints what an rsync of small files costs per
+file, for docs/BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from mounting import keyenv, mount_factory  # noqa: F401
+
+from s3encfs.control import control_socket_path, query
+
+N = 20
+
+
+def _counts(mnt: Path) -> dict[str, int]:
+    st = query(control_socket_path(str(mnt)), "status")
+    return dict(st["fuse_requests"])
+
+
+def test_status_counts_fuse_requests_per_op(bucket, mount_factory, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(N):
+        (src / f"f{i:02d}.txt").write_bytes(b"x" * (100 + i))
+    m = mount_factory(bucket, "none")
+    before = _counts(m.mountpoint)
+    subprocess.run(["rsync", "-a", f"{src}/", f"{m.mountpoint}/d/"], check=True, timeout=120)
+    after = _counts(m.mountpoint)
+    delta = {op: after.get(op, 0) - before.get(op, 0) for op in after}
+    delta = {op: n for op, n in delta.items() if n}
+    total = sum(delta.values())
+    print(f"\nrsync -a of {N} small files: {total} FUSE requests, {total / N:.1f} per file: "
+          f"{dict(sorted(delta.items()))}")
+    # every file was created, written and released once; each counted where it happened
+    assert delta.get("create", 0) >= N
+    assert delta.get("write", 0) >= N
+    assert delta.get("release", 0) >= N
+    assert delta.get("rename", 0) >= N  # rsync writes .f.XXXX then renames it into place
+    m.umount()
