@@ -95,6 +95,8 @@ def check_master_key(store: Any, codec: Codec, prefix: str) -> Codec:
     try:
         body, _info = store.get(key)
     except NotFound:
+        if getattr(store, "as_of", None) is not None:
+            return codec  # a past view from before the first mount: nothing to check, or write
         info = {"v": 1, "name_key_id": getattr(codec, "name_key_id", None)}
         store.put(key, codec.seal_blob("keycheck", json.dumps(info).encode()), {})
         return codec
@@ -119,8 +121,8 @@ def check_master_key(store: Any, codec: Codec, prefix: str) -> Codec:
 
 
 def prepare(cfg: MountConfig) -> Prepared:
+    from s3encfs import pitr
     from s3encfs.store import errors as se
-    from s3encfs.store.s3 import ObjectStore
     from s3encfs.store.sse import canary
 
     try:
@@ -132,18 +134,23 @@ def prepare(cfg: MountConfig) -> Prepared:
         raise MountError(f"mountpoint {mnt} does not exist or is not a directory")
     if os.path.ismount(mnt):
         raise MountError(f"mountpoint {mnt} is busy (something is already mounted there)")
+    try:
+        as_of = pitr.setup(cfg)
+    except pitr.HistoryError as exc:
+        raise MountError(str(exc)) from None
     codec, policy = build_codec_and_policy(cfg)
-    store = ObjectStore(bucket, endpoint_url=cfg.endpoint_url, region=cfg.region,
+    store = pitr.store_class(as_of)(bucket, endpoint_url=cfg.endpoint_url, region=cfg.region,
                         profile=cfg.profile, sse=policy,
                         max_pool=max(64, cfg.upload_concurrency * 4),
                         connect_timeout=cfg.connect_timeout, read_timeout=cfg.read_timeout)
     store.strict_sse = not cfg.allow_unverified_sse
     try:
         store.check_bucket()
-        if policy.mode != "none" and not cfg.allow_unverified_sse:
-            canary(store, prefix)
+        pitr.check_bucket(store, cfg)
+        if policy.mode != "none" and not cfg.allow_unverified_sse and as_of is None:
+            canary(store, prefix)  # (a read-only view writes nothing whose SSE needs proving)
         codec = check_master_key(store, codec, prefix)
-    except se.StoreError as exc:
+    except (se.StoreError, pitr.HistoryError) as exc:
         raise MountError(str(exc)) from None
     cache_dir = cfg.effective_cache_dir
     os.makedirs(cache_dir, mode=0o700, exist_ok=True)
