@@ -1,0 +1,138 @@
+"""Point-in-time views of a versioned bucket (`mount --as-of`), on the real SeaweedFS.
+
+Three "nights" of `rsync -a --delete` into a mount, with changes, deletions and renames in
+between; a local copy of the source is kept after each night, and a mount `--as-of` each
+night's end must show exactly that tree (names, bytes, modes, mtimes, symlinks).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from mounting import S3ENCFS, keyenv, mount_factory  # noqa: F401
+from test_sse_mount import create_key
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+
+def versioned(s3: S3Client, bucket: str) -> str:
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    return bucket
+
+
+def snapshot(root: Path) -> dict[str, tuple[object, ...]]:
+    """What `diff -r` compares, plus modes, mtimes and symlink targets."""
+    out: dict[str, tuple[object, ...]] = {}
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs + files:
+            p = Path(dirpath) / name
+            st = p.lstat()
+            rel = str(p.relative_to(root))
+            if p.is_symlink():
+                out[rel] = ("link", os.readlink(p))
+            elif p.is_dir():
+                out[rel] = ("dir", oct(st.st_mode))
+            else:
+                out[rel] = ("file", oct(st.st_mode), int(st.st_mtime), p.read_bytes())
+    return out
+
+
+def rsync(src: Path, dst: Path) -> None:
+    subprocess.run(["rsync", "-a", "--delete", f"{src}/", f"{dst}/"], check=True)
+
+
+def flush(mnt: Path, env: dict[str, str]) -> None:
+    subprocess.run([*S3ENCFS, "flush", str(mnt)], env=env, check=True, capture_output=True)
+
+
+def night1(src: Path) -> None:
+    (src / "docs" / "old").mkdir(parents=True)
+    (src / "docs" / "a.txt").write_text("night one\n")
+    (src / "docs" / "old" / "b.bin").write_bytes(os.urandom(70_000))
+    (src / "photos").mkdir()
+    for i in range(5):
+        (src / "photos" / f"p{i}.jpg").write_bytes(os.urandom(3000 + i))
+    (src / "big.bin").write_bytes(os.urandom(3 * 1024 * 1024 + 17))
+    (src / "link").symlink_to("docs/a.txt")
+    os.chmod(src / "docs" / "a.txt", 0o600)
+
+
+def night2(src: Path) -> None:
+    (src / "docs" / "a.txt").write_text("night two, longer than before\n")
+    (src / "photos" / "p1.jpg").unlink()
+    (src / "docs" / "old").rename(src / "docs" / "archive")  # a directory rename
+    (src / "photos" / "p2.jpg").rename(src / "photos" / "p2-renamed.jpg")
+    (src / "new").mkdir()
+    (src / "new" / "n.txt").write_text("new on night two\n")
+    big = bytearray((src / "big.bin").read_bytes())
+    big[1_000_000:1_000_010] = b"0123456789"
+    (src / "big.bin").write_bytes(bytes(big))
+
+
+def night3(src: Path) -> None:
+    shutil.rmtree(src / "new")
+    (src / "link").unlink()
+    (src / "link").symlink_to("photos/p0.jpg")
+    os.chmod(src / "photos" / "p0.jpg", 0o640)
+    (src / "docs" / "a.txt").write_text("night three\n")
+    (src / "photos" / "p1.jpg").write_bytes(b"p1 is back, different\n")
+
+
+def create_sse_key(env: dict[str, str]) -> str:
+    create_key(env, "ck")
+    return "sse-c:ck"
+
+
+@pytest.mark.parametrize("mode", ["none", "client", "sse-c"])
+def test_as_of_each_night_shows_that_nights_tree(mode: str, s3: S3Client, bucket: str,
+                                                 mount_factory, keyenv: dict[str, str],  # noqa: F811
+                                                 tmp_path: Path) -> None:
+    versioned(s3, bucket)
+    enc = create_sse_key(keyenv) if mode == "sse-c" else mode
+    src = tmp_path / "src"
+    src.mkdir()
+    live = mount_factory(bucket, enc, name="live")
+    nights: list[tuple[float, dict[str, tuple[object, ...]], Path]] = []
+    for n, change in enumerate((night1, night2, night3)):
+        change(src)
+        rsync(src, live.mountpoint)
+        flush(live.mountpoint, keyenv)
+        kept = tmp_path / f"kept{n}"
+        subprocess.run(["cp", "-a", str(src), str(kept)], check=True)
+        nights.append((time.time(), snapshot(src), kept))
+        time.sleep(1.2)  # S3's LastModified has whole seconds: the next night is a later one
+    assert snapshot(live.mountpoint) == nights[-1][1]
+    for i, (when, expected, kept) in enumerate(nights):
+        past = mount_factory(bucket, enc, name=f"night{i}", extra=["--as-of", f"@{when}"])
+        got = snapshot(past.mountpoint)
+        assert sorted(got) == sorted(expected), f"night {i + 1}: names differ"
+        assert got == expected, f"night {i + 1}: contents differ"
+        proc = subprocess.run(["diff", "-r", "--no-dereference", str(kept), str(past.mountpoint)],
+                              capture_output=True)
+        assert proc.returncode == 0, proc.stdout
+        with pytest.raises(OSError) as exc:
+            (past.mountpoint / "docs" / "a.txt").write_text("nope")
+        assert exc.value.errno == errno.EROFS
+        past.stop()
+
+
+def test_as_of_refuses_an_unversioned_bucket(bucket: str, mount_factory) -> None:  # noqa: F811
+    m = mount_factory(bucket, "none", extra=["--as-of", "1 hour ago"], start=False)
+    with pytest.raises(RuntimeError) as exc:
+        m.start()
+    assert "--as-of needs bucket versioning" in str(exc.value)
+
+
+def test_as_of_bad_time_is_a_clear_error(bucket: str, mount_factory) -> None:  # noqa: F811
+    m = mount_factory(bucket, "none", extra=["--as-of", "last tuesdayish"], start=False)
+    with pytest.raises(RuntimeError) as exc:
+        m.start()
+    assert "not a point in time" in str(exc.value)
