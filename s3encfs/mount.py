@@ -236,7 +236,8 @@ async def serve(core: Any, cfg: MountConfig, ready_fd: int | None) -> int:
         nursery.start_soon(core.upload_loop)
         ctl = ControlServer(control_socket_path(cfg.mountpoint),
                             lambda: {**core.status(), "pid": os.getpid(),
-                                     "mountpoint": cfg.mountpoint, "source": cfg.source},
+                                     "mountpoint": cfg.mountpoint, "source": cfg.source,
+                                     "settings": mount_settings(cfg)},
                             core.flush_all)
         await nursery.start(ctl.serve)
         fuse_done = trio.Event()
@@ -300,6 +301,13 @@ async def serve(core: Any, cfg: MountConfig, ready_fd: int | None) -> int:
     core.journal.close()
     core.pool.shutdown(wait=False)
     return exit_code
+
+
+def mount_settings(cfg: MountConfig) -> dict[str, Any]:
+    """What `versions`/`restore` need to open this mount's bucket given a path in it (no
+    secrets: key *names* only)."""
+    return {k: getattr(cfg, k) for k in ("encryption", "key", "keyring", "plain_names",
+                                         "endpoint_url", "region", "profile", "as_of")}
 
 
 def tune_readahead(st_dev: int, kib: int = 4096) -> None:

@@ -57,15 +57,21 @@ class Version:
     deleted: bool = False
 
 
-def iter_versions(store: ObjectStore, prefix: str) -> Generator[Version]:
+def iter_versions(store: ObjectStore, prefix: str, delimiter: str | None = None,
+                  prefixes: list[str] | None = None) -> Generator[Version]:
     """Every version and delete marker below `prefix`, key by key, newest first within a key
-    (delete markers merged into place by time; at equal times IsLatest first)."""
-    pages = store.client.get_paginator("list_object_versions").paginate(
-        Bucket=store.bucket, Prefix=prefix)
+    (delete markers merged into place by time; at equal times IsLatest first).  With a
+    delimiter, CommonPrefixes are appended to `prefixes`."""
+    params: dict[str, Any] = {"Bucket": store.bucket, "Prefix": prefix}
+    if delimiter:
+        params["Delimiter"] = delimiter
+    pages = store.client.get_paginator("list_object_versions").paginate(**params)
     pending: list[Version] = []  # the current key's entries (a key may span pages)
     try:
         for page in pages:
             store.stats.record("ListObjectVersions")
+            if prefixes is not None:
+                prefixes.extend(p["Prefix"] for p in page.get("CommonPrefixes", []) or [])
             batch = [_version(v, False) for v in page.get("Versions", []) or []]
             batch += [_version(v, True) for v in page.get("DeleteMarkers", []) or []]
             batch.sort(key=lambda v: v.key)  # stable: keeps each list's newest-first order
