@@ -153,3 +153,63 @@ def require_lockable(client: Any, bucket: str) -> None:
         raise ObjectLockError(
             f"--object-lock needs Object Lock enabled on s3://{bucket} (it can only be enabled "
             "on a versioned bucket, usually at creation), or drop --object-lock")
+
+
+def history_report(client: Any, bucket: str, object_lock: str | None,
+                   rep: dict[str, Any]) -> None:
+    """Add a "history" section (and its warnings) to an `info` report."""
+    p = bucket_protection(client, bucket)
+    retention = parse_object_lock(object_lock) if object_lock else None
+    meaning = explain(p, retention)
+    rep["history"] = {
+        "versioning": p.versioning or "never enabled",
+        "object_lock": p.object_lock,
+        "default_retention": p.default_retention,
+        "noncurrent_version_expiry_days": p.noncurrent_expiry_days,
+        "mount_object_lock": retention.describe() if retention else None,
+        "meaning": [m for m in meaning if not m.startswith("WARNING: ")],
+        "errors": p.errors,
+    }
+    rep["warnings"] += [m[len("WARNING: "):] for m in meaning if m.startswith("WARNING: ")]
+    if retention is not None and not p.object_lock:
+        rep["warnings"].append("--object-lock is set but the bucket has no Object Lock: "
+                               "the mount refuses to start")
+
+
+def render_history(h: dict[str, Any]) -> list[str]:
+    lines = [f"  versioning:              {h['versioning']}",
+             "  object lock:             "
+             + ("enabled" if h["object_lock"] else "not enabled")
+             + (f", default retention {h['default_retention']}" if h["default_retention"]
+                else ", no default retention" if h["object_lock"] else ""),
+             "  noncurrent versions:     "
+             + (f"expire after {h['noncurrent_version_expiry_days']} days"
+                if h["noncurrent_version_expiry_days"] else "kept forever (no lifecycle rule)"),
+             f"  mount object lock:       {h['mount_object_lock'] or 'none'}"]
+    lines += [f"  - {m}" for m in h["meaning"]]
+    return lines
+
+
+def retention_problems(store: Any, keys: list[str], retention: Retention,
+                       jobs: int = 8) -> list[tuple[str, str]]:
+    """(key, problem) for every current object without `retention`'s mode and a retain-until
+    date still ahead (directory markers skipped: SeaweedFS keeps no lock on them, and they
+    hold no data)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    now = datetime.now(UTC)
+
+    def one(key: str) -> tuple[str, str] | None:
+        if key.endswith("/"):
+            return None
+        head = store._with_read_key(key, lambda a: store._call(
+            "HeadObject", key, store.client.head_object, Key=key, **a))
+        mode, until = head.get("ObjectLockMode"), head.get("ObjectLockRetainUntilDate")
+        if mode != retention.mode:
+            return key, f"retention {mode or 'none'}, expected {retention.mode}"
+        if until is None or until <= now:
+            return key, f"retention expired ({until})"
+        return None
+
+    with ThreadPoolExecutor(jobs) as pool:
+        return [r for r in pool.map(one, keys) if r is not None]

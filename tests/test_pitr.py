@@ -228,3 +228,61 @@ def test_restore_to_a_local_directory(s3: S3Client, bucket: str,
     assert r.returncode == 0, r.stderr + r.stdout
     assert snapshot(out) == good
     assert not (live.mountpoint / "docs").exists()
+
+
+def test_object_lock_protects_every_written_version(s3: S3Client, mount_factory,  # noqa: F811
+                                                    keyenv: dict[str, str],  # noqa: F811
+                                                    request: pytest.FixtureRequest) -> None:
+    from botocore.exceptions import ClientError
+
+    name = f"lock-{os.getpid()}-{request.node.name[-8:].strip('[]_').lower() or 'x'}"[:40]
+    s3.create_bucket(Bucket=name, ObjectLockEnabledForBucket=True)
+    # (a locked bucket cannot be emptied, so this one is left on the test server)
+    m = mount_factory(name, "client", extra=["--object-lock", "governance:1d"])
+    (m.mountpoint / "dir").mkdir()
+    (m.mountpoint / "dir" / "small").write_bytes(b"x" * 1000)
+    (m.mountpoint / "big").write_bytes(os.urandom(20 * 1024 * 1024))  # multipart
+    flush(m.mountpoint, keyenv)
+    versions = s3.list_object_versions(Bucket=name)["Versions"]
+    data = [v for v in versions if not v["Key"].endswith("/")]
+    assert len(data) >= 5  # 2 files, key check, >= 2 directory indexes
+    assert any(".s3encfs/idx/" in v["Key"] for v in data)
+    now = time.time()
+    for v in data:
+        h = s3.head_object(Bucket=name, Key=v["Key"], VersionId=v["VersionId"])
+        assert h["ObjectLockMode"] == "GOVERNANCE", v["Key"]
+        assert 0.9 * 86400 < h["ObjectLockRetainUntilDate"].timestamp() - now < 1.1 * 86400
+    for v in data:  # nobody with the mount's credentials can erase a version
+        with pytest.raises(ClientError) as exc:
+            s3.delete_object(Bucket=name, Key=v["Key"], VersionId=v["VersionId"])
+        assert exc.value.response["Error"]["Code"] == "AccessDenied"
+    # deleting a file still works (a delete marker); the locked version stays underneath
+    (m.mountpoint / "dir" / "small").unlink()
+    flush(m.mountpoint, keyenv)
+    assert not (m.mountpoint / "dir" / "small").exists()
+    assert len(s3.list_object_versions(Bucket=name)["DeleteMarkers"]) >= 1
+
+    info = subprocess.run([*S3ENCFS, "info", f"s3://{name}", "--object-lock", "governance:1d"],
+                          env=keyenv, capture_output=True, text=True, timeout=60)
+    assert info.returncode == 0, info.stderr
+    assert "versioning:              Enabled" in info.stdout, info.stdout
+    assert "object lock:             enabled" in info.stdout
+    assert "governance retention for 1 days" in info.stdout
+    assert "no lifecycle rule expires noncurrent versions" in info.stdout
+    ok = subprocess.run([*S3ENCFS, "check", f"s3://{name}", "--object-lock", "governance:1d"],
+                        env=keyenv, capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    s3.put_object(Bucket=name, Key="unlocked", Body=b"written by something else")
+    bad = subprocess.run([*S3ENCFS, "check", f"s3://{name}", "--object-lock", "governance:1d",
+                          "--encryption", "none"], env=keyenv, capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode == 1 and "unlocked: retention none, expected GOVERNANCE" in bad.stdout, \
+        bad.stdout
+
+
+def test_object_lock_refuses_an_unversioned_bucket(bucket: str, mount_factory) -> None:  # noqa: F811
+    m = mount_factory(bucket, "none", extra=["--object-lock", "governance:1d"], start=False)
+    with pytest.raises(RuntimeError) as exc:
+        m.start()
+    assert "--object-lock needs a versioned bucket" in str(exc.value)
+    assert not list(m.mountpoint.iterdir())
