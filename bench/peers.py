@@ -112,6 +112,7 @@ class Peer:
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     sampler: RssSampler | None = field(default=None, repr=False)
     mounts: int = 0
+    extra_args: list[str] = field(default_factory=list)  # per-workload mount flags (W6a)
 
     # -- paths ---------------------------------------------------------------------------
     @property
@@ -288,7 +289,7 @@ class S3encfsPeer(Peer):
         ]
         if self.encrypts:
             cmd += ["--key", "bench"]
-        return cmd + shlex.split(os.environ.get("BENCH_S3ENCFS_ARGS", ""))
+        return cmd + shlex.split(os.environ.get("BENCH_S3ENCFS_ARGS", "")) + self.extra_args
 
     def do_unmount(self, timeout: float) -> None:
         """`s3encfs umount` returns once every pending upload is in S3."""

@@ -64,6 +64,7 @@ def night1(src: Path) -> None:
     (src / "big.bin").write_bytes(os.urandom(3 * 1024 * 1024 + 17))
     (src / "link").symlink_to("docs/a.txt")
     os.chmod(src / "docs" / "a.txt", 0o600)
+    (src / "empty-dir").mkdir()
 
 
 def night2(src: Path) -> None:
@@ -80,6 +81,7 @@ def night2(src: Path) -> None:
 
 def night3(src: Path) -> None:
     shutil.rmtree(src / "new")
+    (src / "empty-dir").rmdir()
     (src / "link").unlink()
     (src / "link").symlink_to("photos/p0.jpg")
     os.chmod(src / "photos" / "p0.jpg", 0o640)
@@ -286,3 +288,49 @@ def test_object_lock_refuses_an_unversioned_bucket(bucket: str, mount_factory) -
         m.start()
     assert "--object-lock needs a versioned bucket" in str(exc.value)
     assert not list(m.mountpoint.iterdir())
+
+
+def test_as_of_listing_equals_a_live_listing(s3: S3Client, bucket: str, s3server,  # type: ignore[no-untyped-def]
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The view's delimited and undelimited listings, synthesized from ListObjectVersions, are
+    what ListObjectsV2 says at the same moment; and a key deleted or not yet written is absent."""
+    from s3encfs.store.asof import AsOfStore
+    from s3encfs.store.errors import NotFound
+    from s3encfs.store.s3 import ObjectStore
+
+    versioned(s3, bucket)
+    keys = ["a", "a/", "a/b", "a/b/", "a/b/c", "a/bb", "a0", "b/x/y/z", "b/x/y/", "c d/é"]
+    for k in keys:
+        s3.put_object(Bucket=bucket, Key=k, Body=b"" if k.endswith("/") else k.encode())
+    s3.put_object(Bucket=bucket, Key="a/b/c", Body=b"second version")
+    s3.delete_object(Bucket=bucket, Key="a0")
+    time.sleep(1.1)
+    when = time.time()
+    time.sleep(1.1)
+    s3.put_object(Bucket=bucket, Key="a/later", Body=b"after the time")
+    s3.delete_object(Bucket=bucket, Key="a/bb")
+    for k, val in s3server.env().items():
+        monkeypatch.setenv(k, val)
+    kw = {"endpoint_url": s3server.env()["AWS_ENDPOINT_URL"]}
+    view = AsOfStore(bucket, as_of=when, **kw)
+    live = ObjectStore(bucket, **kw)
+
+    def listing(st: ObjectStore, prefix: str, delim: str | None) -> tuple[list, list]:
+        objs, prefixes = [], []
+        for page in st.list_pages(prefix, delim):
+            objs += [(o.key, o.size, o.etag) for o in page.objects]
+            prefixes += page.prefixes
+        return objs, prefixes
+
+    s3.put_object(Bucket=bucket, Key="a/bb", Body=b"a/bb")  # live: as it was at `when`
+    s3.delete_object(Bucket=bucket, Key="a/later")
+    for prefix in ("", "a/", "a/b/", "b/", "b/x/", "c d/", "zz/"):
+        for delim in ("/", None):
+            got, want = listing(view, prefix, delim), listing(live, prefix, delim)
+            assert (got[0], sorted(got[1])) == (want[0], sorted(want[1])), (prefix, delim)
+    assert view.get("a/b/c")[0] == b"second version"
+    assert view.get_range("a/b/c", 7, 14) == b"version"
+    with pytest.raises(NotFound):
+        view.head("a0")
+    with pytest.raises(NotFound):
+        AsOfStore(bucket, as_of=when, **kw).head("a/later")  # a fresh view: not via a listing
