@@ -278,6 +278,9 @@ def restore(source: str | None, sub: str | None, config_name: str | None, as_of_
     when = format_time(as_of)
     if dest:
         raise SystemExit(restore_to_dir(t, as_of, os.path.abspath(dest), dry_run))
+    if t.mountpoint and not dry_run:
+        click.echo(f"note: the mount at {t.mountpoint} shows the restored files after its "
+                   "--dir-ttl (30 s by default), like any other writer's", err=True)
     t0 = time.monotonic()
     actions, unchanged = plan(t, as_of)
     summary = Summary(unchanged=unchanged)

@@ -230,6 +230,16 @@ def test_restore_to_a_local_directory(s3: S3Client, bucket: str,
     assert r.returncode == 0, r.stderr + r.stdout
     assert snapshot(out) == good
     assert not (live.mountpoint / "docs").exists()
+    # one file, in place, PATH inside the mount
+    (live.mountpoint / "photos" / "p0.jpg").write_bytes(b"damaged")
+    flush(live.mountpoint, keyenv)
+    one = restore_cmd(keyenv, str(live.mountpoint / "photos" / "p0.jpg"), "--as-of", f"@{when}")
+    assert one.returncode == 0, one.stderr
+    assert "restored 1, deleted 0, unchanged 0" in one.stdout, one.stdout
+    live.umount()
+    fresh = mount_factory(bucket, "client", name="fresh")
+    assert (fresh.mountpoint / "photos" / "p0.jpg").read_bytes() == \
+        (src / "photos" / "p0.jpg").read_bytes()
 
 
 def test_object_lock_protects_every_written_version(s3: S3Client, mount_factory,  # noqa: F811
