@@ -288,10 +288,13 @@ class ObjectStore:
         self.stats.record(op, up=up, retries=retries)
         return resp
 
-    def _write_args(self) -> dict[str, Any]:
-        """SSE headers, plus retention headers when the mount locks what it writes."""
+    def _write_args(self, body: bool = False) -> dict[str, Any]:
+        """SSE headers, plus retention headers when the mount locks what it writes (AWS then
+        wants a checksum on a PUT with a body: CRC32, computed by botocore)."""
         args = self.sse.write_args()
-        return {**args, **self.object_lock()} if self.object_lock else args
+        if not self.object_lock:
+            return args
+        return {**args, **self.object_lock(), **({"ChecksumAlgorithm": "CRC32"} if body else {})}
 
     def _verify(self, resp: dict[str, Any], op: str, key: str) -> None:
         try:
@@ -501,7 +504,7 @@ class ObjectStore:
             self.client.put_object,
             up=len(body),
             **params,
-            **self._write_args(),
+            **self._write_args(body=True),
         )
         if key.endswith("/") and not body and self.sse.silent(resp):
             # SeaweedFS turns an empty "dir/" marker into a filer directory and ignores SSE on
