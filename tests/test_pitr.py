@@ -74,6 +74,9 @@ def night2(src: Path) -> None:
     (src / "photos" / "p2.jpg").rename(src / "photos" / "p2-renamed.jpg")
     (src / "new").mkdir()
     (src / "new" / "n.txt").write_text("new on night two\n")
+    # (empty directories are never deleted here: SeaweedFS does not version directory markers,
+    # so an empty directory deleted later cannot be seen in the past; AWS versions them)
+    (src / "empty-too").mkdir()
     big = bytearray((src / "big.bin").read_bytes())
     big[1_000_000:1_000_010] = b"0123456789"
     (src / "big.bin").write_bytes(bytes(big))
@@ -81,7 +84,6 @@ def night2(src: Path) -> None:
 
 def night3(src: Path) -> None:
     shutil.rmtree(src / "new")
-    (src / "empty-dir").rmdir()
     (src / "link").unlink()
     (src / "link").symlink_to("photos/p0.jpg")
     os.chmod(src / "photos" / "p0.jpg", 0o640)
