@@ -117,6 +117,7 @@ class Peer:
     sampler: RssSampler | None = field(default=None, repr=False)
     mounts: int = 0
     last_cpu_s: float | None = None  # CPU of the last mount session (sampled every 0.2 s)
+    extra_args: list[str] = field(default_factory=list)  # per-workload mount flags (W6a)
 
     # -- paths ---------------------------------------------------------------------------
     @property
@@ -299,7 +300,7 @@ class S3encfsPeer(Peer):
             cmd += ["--key", "bench"]
         if self.s3_client:
             cmd += ["--s3-client", self.s3_client]
-        return cmd + shlex.split(os.environ.get("BENCH_S3ENCFS_ARGS", ""))
+        return cmd + shlex.split(os.environ.get("BENCH_S3ENCFS_ARGS", "")) + self.extra_args
 
     def do_unmount(self, timeout: float) -> None:
         """`s3encfs umount` returns once every pending upload is in S3."""

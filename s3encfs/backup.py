@@ -89,6 +89,12 @@ def run_backup(cfg: MountConfig, dry_run: bool = False) -> int:
             code = 1
     if dry_run:
         note = "dry-run"
+    elif code in (0, 23, 24) and not note:
+        # everything is in S3 now: the time to give `mount --as-of` / `restore --as-of` to get
+        # this run's tree back (on a versioned bucket; LastModified has whole seconds)
+        from s3encfs.timespec import format_time
+
+        note = f"restore_point={format_time(time.time())}"
     click.echo(summary_line(cfg.name, code, stats, time.monotonic() - start, note))
     sys.stdout.flush()
     return code

@@ -262,6 +262,8 @@ def abort_all(store: Any, rep: Report) -> None:
 @click.option("--abort-uploads", is_flag=True, help="Abort incomplete multipart uploads.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @click.option("--jobs", default=8, show_default=True, help="Objects in flight.")
+@click.option("--object-lock", help="Also report objects without this retention "
+              "(governance:30d | compliance:30d; default: the config's object_lock).")
 def check(source: str | None, config_name: str | None, data: bool, abort_uploads: bool,
           as_json: bool, jobs: int, **flags: Any) -> None:
     """Verify that every object under s3://BUCKET[/PREFIX] reads back (exit 1 if not)."""
@@ -294,6 +296,12 @@ def check(source: str | None, config_name: str | None, data: bool, abort_uploads
     ck = Checker(store, codec, prefix, data=data)
     try:
         rep = run(ck, jobs=jobs, stream=sys.stderr, quiet=as_json)
+        if cfg.object_lock:
+            from s3encfs.objectlock import parse_object_lock, retention_problems
+
+            keys = [o.key for page in store.list_pages(prefix, None) for o in page.objects]
+            rep.problems += retention_problems(store, keys, parse_object_lock(cfg.object_lock),
+                                               jobs)
         if abort:
             abort_all(store, rep)
     except se.StoreError as exc:

@@ -62,6 +62,10 @@ def main() -> None:
               help="Seconds fsync waits for S3 before it fails with EIO (default 120).")
 @click.option("--s3-client", type=click.Choice(["crt", "boto3"]),
               help="Library for object reads and writes: crt (awscrt, default) or boto3.")
+@click.option("--as-of", help="Read-only view of a versioned bucket as it was at TIME "
+              "(2026-11-24T02:00, 'yesterday 02:00', '3 days ago', a backup's restore point).")
+@click.option("--object-lock", help="Retention on every object written: governance:30d | "
+              "compliance:30d (needs a bucket with Object Lock).")
 @click.option("-o", "options", multiple=True, help="FUSE options: allow_other, ro, ...")
 @click.option("-f", "--foreground", is_flag=True, default=None)
 @click.option("--debug", multiple=True, help="Debug logging for subsystems: fs,store,cache,all")
@@ -164,7 +168,8 @@ def _add_optional_commands() -> None:
     for module, attr in (("s3encfs.keys.cli", "key"), ("s3encfs.config", "config"),
                          ("s3encfs.control", "status"), ("s3encfs.control", "flush"),
                          ("s3encfs.backup", "backup"), ("s3encfs.rekey", "rekey"),
-                         ("s3encfs.info", "info"), ("s3encfs.check", "check")):
+                         ("s3encfs.info", "info"), ("s3encfs.check", "check"),
+                         ("s3encfs.versions", "versions"), ("s3encfs.restore", "restore")):
         try:
             cmd = getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError):

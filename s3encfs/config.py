@@ -88,6 +88,8 @@ class MountConfig:
     s3_client: str = "crt"  # data-plane library: crt (awscrt, ~4x less CPU/request) or boto3
     dir_ttl: float = 30.0  # seconds a directory listing is trusted before S3 is asked again
     fast_list: bool = True  # cold tree walks list whole subtrees (1 request per 1,000 keys)
+    as_of: str | None = None  # read-only view of a versioned bucket at this time (timespec.py)
+    object_lock: str | None = None  # "governance:30d" | "compliance:30d" (objectlock.py)
     foreground: bool = False
     backup: BackupConfig = field(default_factory=BackupConfig)
     path: str | None = None  # the file this came from, for messages
@@ -282,7 +284,23 @@ def validate(cfg: MountConfig, complete: bool = True) -> MountConfig:
         raise ConfigError(f"{where}: sync_timeout must be positive")
     if cfg.s3_client not in ("crt", "boto3"):
         raise ConfigError(f"{where}: s3_client must be crt or boto3, not {cfg.s3_client!r}")
+    _check_history_keys(cfg, where)
     return cfg
+
+
+def _check_history_keys(cfg: MountConfig, where: str) -> None:
+    from s3encfs.objectlock import ObjectLockError, parse_object_lock
+    from s3encfs.timespec import TimeSpecError, parse_time
+
+    try:
+        if cfg.as_of:
+            parse_time(cfg.as_of)
+        if cfg.object_lock:
+            parse_object_lock(cfg.object_lock)
+    except (TimeSpecError, ObjectLockError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    if cfg.as_of and cfg.object_lock:
+        raise ConfigError(f"{where}: as_of mounts are read-only; object_lock does not apply")
 
 
 def config_search_path(name: str) -> list[Path]:

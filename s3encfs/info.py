@@ -237,6 +237,10 @@ def render(rep: dict[str, Any]) -> str:
         for rp in rep["replicas"]:
             extra = " (bodies stay client-side encrypted)" if rp["client_side"] else ""
             lines.append(f"  replicas in {rp['destination']}: {rp['replica_encryption']}{extra}")
+    if "history" in rep:
+        from s3encfs.objectlock import render_history
+
+        lines += render_history(rep["history"])
     for w in rep["warnings"]:
         lines.append(f"  warning: {w}")
     return "\n".join(lines)
@@ -245,6 +249,7 @@ def render(rep: dict[str, Any]) -> str:
 @click.command("info")
 @bucket_options(encryption_help="The mount's mode (default: client, or the config's).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--object-lock", help="The mount's --object-lock (default: the config's).")
 def info(source: str | None, config_name: str | None, as_json: bool, **flags: Any) -> None:
     """Bucket default encryption, replication, and how replicas of this mount's objects are
     encrypted, with warnings where the mount and the bucket disagree."""
@@ -265,6 +270,9 @@ def info(source: str | None, config_name: str | None, as_json: bool, **flags: An
     kms_key = sse_key if sse in ("sse-kms", "dsse-kms") else None
     rep = build_report(store.client, cfg.bucket, cfg.prefix, cfg.encryption, cfg.bucket_key,
                        kms_key)
+    from s3encfs.objectlock import history_report
+
+    history_report(store.client, cfg.bucket, cfg.object_lock, rep)
     if as_json:
         click.echo(json.dumps(rep, indent=2, sort_keys=True))
     else:

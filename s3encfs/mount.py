@@ -131,9 +131,9 @@ def check_master_key(store: Any, codec: Codec, prefix: str, *, may_write: bool =
 
 
 def prepare(cfg: MountConfig) -> Prepared:
+    from s3encfs import pitr
     from s3encfs.store import errors as se
     from s3encfs.store.probe import canary
-    from s3encfs.store.s3 import ObjectStore
 
     try:
         bucket, prefix = parse_source(cfg.source)
@@ -144,9 +144,13 @@ def prepare(cfg: MountConfig) -> Prepared:
         raise MountError(f"mountpoint {mnt} does not exist or is not a directory")
     if os.path.ismount(mnt):
         raise MountError(f"mountpoint {mnt} is busy (something is already mounted there)")
+    try:
+        as_of = pitr.setup(cfg)
+    except pitr.HistoryError as exc:
+        raise MountError(str(exc)) from None
     codec, policy = build_codec_and_policy(cfg)
     hardening.scrub_passphrase_env()  # keys are loaded: no passphrase in environ or children
-    store = ObjectStore(bucket, endpoint_url=cfg.endpoint_url, region=cfg.region,
+    store = pitr.store_class(as_of)(bucket, endpoint_url=cfg.endpoint_url, region=cfg.region,
                         profile=cfg.profile, sse=policy,
                         max_pool=max(64, cfg.upload_concurrency * 4),
                         connect_timeout=cfg.connect_timeout, read_timeout=cfg.read_timeout,
@@ -154,6 +158,7 @@ def prepare(cfg: MountConfig) -> Prepared:
     store.strict_sse = not cfg.allow_unverified_sse
     try:
         store.check_bucket()
+        pitr.check_bucket(store, cfg)
         from s3encfs.store.kms import resolve_alias
 
         resolve_alias(policy, endpoint_url=cfg.endpoint_url, region=cfg.region,
@@ -165,7 +170,7 @@ def prepare(cfg: MountConfig) -> Prepared:
                 canary(store, prefix)
         codec = check_master_key(store, codec, prefix, may_write="ro" not in cfg.options,
                                  init=cfg.init)
-    except se.StoreError as exc:
+    except (se.StoreError, pitr.HistoryError) as exc:
         raise MountError(str(exc)) from None
     cache_dir = cfg.effective_cache_dir
     try:
@@ -264,7 +269,8 @@ async def serve(core: Any, cfg: MountConfig, ready_fd: int | None) -> int:
         nursery.start_soon(core.upload_loop)
         ctl = ControlServer(control_socket_path(cfg.mountpoint),
                             lambda: {**core.status(), "pid": os.getpid(),
-                                     "mountpoint": cfg.mountpoint, "source": cfg.source},
+                                     "mountpoint": cfg.mountpoint, "source": cfg.source,
+                                     "settings": mount_settings(cfg)},
                             core.flush_all, core.unflushed)
         await nursery.start(ctl.serve)
         fuse_done = trio.Event()
@@ -328,6 +334,13 @@ async def serve(core: Any, cfg: MountConfig, ready_fd: int | None) -> int:
     core.journal.close()
     core.pool.shutdown(wait=False)
     return exit_code
+
+
+def mount_settings(cfg: MountConfig) -> dict[str, Any]:
+    """What `versions`/`restore` need to open this mount's bucket given a path in it (no
+    secrets: key *names* only)."""
+    return {k: getattr(cfg, k) for k in ("encryption", "key", "keyring", "plain_names",
+                                         "endpoint_url", "region", "profile", "as_of")}
 
 
 def tune_readahead(st_dev: int, kib: int = 4096) -> None:

@@ -178,6 +178,11 @@ def test_backup_command_by_hand(bucket: str, s3, s3env: dict[str, str], s3server
         m = re.search(r"\bbytes=(\d+)\b", lines[0])
         assert m and int(m.group(1)) == sum(len(d) for d in tree.values()), lines[0]
         assert re.search(r"\bduration=[\d.]+s\b", lines[0]), lines[0]
+        # the restore point: when every byte of this run was in S3 (for mount/restore --as-of)
+        m = re.search(r"\brestore_point=(\S+Z)$", lines[0])
+        assert m, lines[0]
+        from s3encfs.timespec import parse_time
+        assert time.time() - backup_s - 1 <= parse_time(m.group(1)) <= time.time(), lines[0]
         # backup waited for the flush: everything is in S3 before the umount
         keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])}
         assert set(tree) <= keys, sorted(keys)

@@ -234,6 +234,8 @@ class ObjectStore:
         self.stats = StoreStats(client=s3_client)
         self._keyids = _KeyIdCache()
         self._no_part_copy = False  # set after a 501: SeaweedFS refuses SSE-C/KMS sources
+        # --object-lock: ObjectLockMode/RetainUntilDate for each new object (objectlock.py)
+        self.object_lock: Callable[[], dict[str, Any]] | None = None
         core = botocore.session.get_session()
         core.get_component("response_parser_factory").set_parser_defaults(
             timestamp_parser=parse_timestamp)
@@ -333,6 +335,13 @@ class ObjectStore:
             if "Body" in resp:
                 resp["Body"].close()
             raise
+    def _write_args(self, body: bool = False) -> dict[str, Any]:
+        """SSE headers, plus retention headers when the mount locks what it writes (AWS then
+        wants a checksum on a PUT with a body: CRC32, computed by botocore)."""
+        args = self.sse.write_args()
+        if not self.object_lock:
+            return args
+        return {**args, **self.object_lock(), **({"ChecksumAlgorithm": "CRC32"} if body else {})}
 
     def _verify(self, resp: dict[str, Any], op: str, key: str) -> None:
         try:
@@ -544,7 +553,7 @@ class ObjectStore:
             self.client.put_object,
             up=len(body),
             **params,
-            **self.sse.write_args(),
+            **self._write_args(body=True),
         )
         if key.endswith("/") and not body and self.sse.silent(resp):
             # SeaweedFS turns an empty "dir/" marker into a filer directory and ignores SSE on
@@ -586,7 +595,7 @@ class ObjectStore:
             params["Metadata"] = {**metadata, **write_meta}
         if if_match:
             params["CopySourceIfMatch"] = _quoted(if_match)
-        params.update(self.sse.write_args())
+        params.update(self._write_args())
         params.update(self.sse.copy_source_args(src_kid) if src_kid else {})
         try:
             resp = self._call("CopyObject", dst, self.client.copy_object, **params)
@@ -669,7 +678,7 @@ class ObjectStore:
             self.client.create_multipart_upload,
             Key=key,
             Metadata={**metadata, **self.sse.write_metadata()},
-            **self.sse.write_args(),
+            **self._write_args(),
         )
         self._verify(resp, "create_multipart", key)
         return str(resp["UploadId"])
