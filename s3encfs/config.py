@@ -82,6 +82,13 @@ class MountConfig:
     read_timeout: float = 60.0  # seconds without a byte from S3 before a request is retried
     dir_ttl: float = 30.0  # seconds a directory listing is trusted before S3 is asked again
     fast_list: bool = True  # cold tree walks list whole subtrees (1 request per 1,000 keys)
+    # encryption = "s3ec": Amazon S3 Encryption Client objects (docs/ENCRYPTION.md)
+    s3ec_kms_key: str | None = None  # KMS key id/ARN: kms+context keyring (writes if first)
+    s3ec_kms_context: str | None = None  # "k=v,k2=v2", the KMS encryption context
+    s3ec_rsa_key: str | None = None  # PEM file(s), comma separated: RSA-OAEP-SHA1 keyrings
+    s3ec_version: int = 3  # 3: key-committing (default); 2 for pre-v3.6 SDK readers
+    s3ec_unauthenticated_ranges: bool = False  # serve CTR ranges before the tag is checked
+    s3ec_legacy: bool = False  # read legacy AES-CBC objects (no integrity)
     foreground: bool = False
     backup: BackupConfig = field(default_factory=BackupConfig)
     path: str | None = None  # the file this came from, for messages
@@ -144,6 +151,11 @@ def parse_source(source: str) -> tuple[str, str]:
     return bucket, (prefix + "/" if prefix else "")
 
 
+def is_s3ec(spec: str) -> bool:
+    """``--encryption s3ec``: objects in the Amazon S3 Encryption Client format."""
+    return spec.strip().lower() == "s3ec"
+
+
 def parse_encryption(spec: str) -> tuple[bool, str | None, str | None]:
     """``client``, ``none``, ``sse-kms:alias/x``, ``client+sse-c:k`` → (client, sse, sse_key)."""
     text = spec.strip().lower() if ":" not in spec else spec.strip()
@@ -157,13 +169,13 @@ def parse_encryption(spec: str) -> tuple[bool, str | None, str | None]:
         rest = rest[1:]
         if not rest:
             return True, None, None
-    elif text.lower() == "none":
+    elif text.lower() in ("none", "s3ec"):  # s3ec: is_s3ec(); no client format, no SSE
         return False, None, None
     mode, _, key = rest.partition(":")
     mode = mode.lower()
     if mode not in SSE_MODES:
         raise ConfigError(
-            f"bad encryption {spec!r}: use client, none, sse-s3, sse-kms[:KEY], "
+            f"bad encryption {spec!r}: use client, none, s3ec, sse-s3, sse-kms[:KEY], "
             "dsse-kms[:KEY], sse-c:KEYNAME or client+<sse mode>"
         )
     if mode == "sse-s3" and key:
@@ -259,7 +271,7 @@ def validate(cfg: MountConfig, complete: bool = True) -> MountConfig:
         raise ConfigError(f"{where}: log_level must be one of {', '.join(LOG_LEVELS)}")
     if cfg.bucket_key and sse not in ("sse-kms", "dsse-kms"):
         raise ConfigError(f"{where}: bucket_key only applies to sse-kms / dsse-kms encryption")
-    if cfg.key and not client:
+    if cfg.key and not client and not is_s3ec(cfg.encryption):
         raise ConfigError(
             f"{where}: key names a client-side key, but encryption is {cfg.encryption!r}"
         )
