@@ -204,6 +204,14 @@ def test_official_client_objects_through_the_mount(
     for key, data in blobs.items():
         assert (m.mountpoint / key).stat().st_size == len(data), key
         assert (m.mountpoint / key).read_bytes() == data, key
+    for key in blobs:  # reopening costs no KMS call
+        (m.mountpoint / key).read_bytes()
+    from s3encfs.control import control_socket_path, query
+
+    counts = query(control_socket_path(str(m.mountpoint)), "status")["s3"]["s3ec"]
+    assert len(blobs) <= counts["kms_decrypt_calls"] <= len(blobs) + 3, counts
+    nonempty = sum(1 for d in blobs.values() if d)  # an empty file needs no read at all
+    assert counts["verified_objects"] == nonempty and counts["refused_objects"] == 0, counts
     ours = {"ours-small": os.urandom(1000), "ours-big": os.urandom(20 * MiB + 7)}
     for name, data in ours.items():
         (m.mountpoint / name).write_bytes(data)

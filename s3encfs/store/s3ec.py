@@ -31,7 +31,7 @@ import logging
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -43,7 +43,7 @@ from s3encfs.crypto.s3ec_codec import ERROR_KEY  # presented instead of refused 
 from s3encfs.crypto.s3ec_keyrings import S3ECKeys
 
 from .errors import NotFound
-from .s3 import ListPage, ObjectInfo, ObjectStore
+from .s3 import ListPage, ObjectInfo, ObjectStore, StoreStats
 
 log = logging.getLogger("s3encfs.s3ec")
 
@@ -54,6 +54,17 @@ _SUFFIX = fmt.INSTRUCTION_SUFFIX
 
 class TooLarge(OSError):
     """Plaintext over the GCM limit (2^36 - 32 bytes): EFBIG."""
+
+
+class S3ECStats(StoreStats):
+    """`status` shows S3EC counters (verified / refused objects, KMS calls and cache hits)."""
+
+    def __init__(self, extra: Callable[[], dict[str, int]]) -> None:
+        super().__init__()
+        self._extra = extra
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**super().as_dict(), "s3ec": self._extra()}
 
 
 def _plain_key(key: str) -> bool:
@@ -76,6 +87,7 @@ class S3ECStore(ObjectStore):
         self._uploads: dict[str, tuple[dict[str, str], PartSpool]] = {}
         self._warned: set[tuple[str, str]] = set()
         self.s3ec_stats = {"verified_objects": 0, "verify_failures": 0, "refused_objects": 0}
+        self.stats = S3ECStats(lambda: {**self.s3ec_stats, **self.s3ec.kms_counters()})
 
     # -- keys ----------------------------------------------------------------------------------
     def _s3ec_meta(self, key: str, meta: dict[str, str] | None) -> dict[str, str]:
