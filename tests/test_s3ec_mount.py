@@ -8,6 +8,7 @@ test_s3ec_format.
 from __future__ import annotations
 
 import base64
+import contextlib
 import errno
 import io
 import json
@@ -166,6 +167,19 @@ def test_instruction_files_hidden_and_moved(bucket: str, s3: Any, mount_factory:
     mp = m.mountpoint
     assert sorted(os.listdir(mp)) == ["split"]
     assert (mp / "split").read_bytes() == data
+    # one AES-GCM stream per object: nothing past 2^36 - 32 bytes (EFBIG, nothing uploaded)
+    (mp / "huge").write_bytes(b"small")
+    with pytest.raises(OSError) as ei:
+        os.truncate(mp / "huge", 2**36)
+    assert ei.value.errno == errno.EFBIG
+    fd = os.open(mp / "huge", os.O_WRONLY)
+    with pytest.raises(OSError) as ei:  # EFBIG, or EIO from the kernel's write-back cache
+        os.pwrite(fd, b"x", 2**36 - 32)
+        os.fsync(fd)
+    assert ei.value.errno in (errno.EFBIG, errno.EIO)
+    with contextlib.suppress(OSError):
+        os.close(fd)
+    os.unlink(mp / "huge")
     os.rename(mp / "split", mp / "moved")
     assert (mp / "moved").read_bytes() == data
     m.umount()

@@ -19,6 +19,7 @@ ERROR_KEY = "s3encfs-s3ec-error"  # set by S3ECStore on objects it refused
 class S3ECCodec(IdentityCodec):
     name = "s3ec"
     encrypts_names = False
+    max_file_size = fmt.MAX_PLAINTEXT  # EFBIG past it (fs/operations.py)
 
     def open_attrs(self, metadata: dict[str, str]) -> dict[str, str]:
         if ERROR_KEY in metadata:
