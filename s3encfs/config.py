@@ -275,6 +275,13 @@ def validate(cfg: MountConfig, complete: bool = True) -> MountConfig:
         raise ConfigError(
             f"{where}: key names a client-side key, but encryption is {cfg.encryption!r}"
         )
+    s3ec_set = [f for f in ("s3ec_kms_key", "s3ec_kms_context", "s3ec_rsa_key")
+                if getattr(cfg, f)] + [f for f in ("s3ec_unauthenticated_ranges", "s3ec_legacy")
+                                       if getattr(cfg, f)]
+    if s3ec_set and not is_s3ec(cfg.encryption):
+        raise ConfigError(f"{where}: {', '.join(s3ec_set)} only apply to encryption = \"s3ec\"")
+    if cfg.s3ec_version not in (2, 3):
+        raise ConfigError(f"{where}: s3ec_version must be 2 or 3")
     for name in ("upload_concurrency", "download_concurrency"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"{where}: {name} must be at least 1")

@@ -236,3 +236,33 @@ def test_official_client_objects_through_the_mount(
     meta = s3server.client().head_object(Bucket=bucket, Key="ours-small")["Metadata"]
     assert meta["x-amz-w"] == "12" and json.loads(meta["x-amz-t"]) == {"aws:x-amz-cek-alg": "115"}
     assert base64.b64decode(meta["x-amz-i"])  # message id present
+
+
+def test_rsa_public_key_host_writes_private_key_host_reads_v2(
+        bucket: str, s3: Any, mount_factory: Any, keyenv: dict[str, str],  # noqa: F811
+        tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from test_s3ec_format import RSA_KEY
+
+    priv, pub = tmp_path / "priv.pem", tmp_path / "pub.pem"
+    priv.write_bytes(RSA_KEY.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    pub.write_bytes(RSA_KEY.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    data = os.urandom(200_000)
+    w = mount_factory(bucket, "s3ec", name="w", env=keyenv,
+                      extra=["--s3ec-rsa-key", str(pub), "--s3ec-version", "2"])
+    (w.mountpoint / "backup.bin").write_bytes(data)
+    w.umount()
+    r = s3.get_object(Bucket=bucket, Key="backup.bin")
+    meta = r["Metadata"]
+    assert meta["x-amz-wrap-alg"] == "RSA-OAEP-SHA1" and "x-amz-key-v2" in meta
+    assert ref_decrypt(meta, r["Body"].read()) == data  # the independent decoder agrees
+    w.start()  # the public key cannot read what it wrote
+    with pytest.raises(OSError) as ei:
+        (w.mountpoint / "backup.bin").read_bytes()
+    assert ei.value.errno == errno.EIO
+    w.umount()
+    rd = mount_factory(bucket, "s3ec", name="r", env=keyenv, extra=["--s3ec-rsa-key", str(priv)])
+    assert (rd.mountpoint / "backup.bin").read_bytes() == data
