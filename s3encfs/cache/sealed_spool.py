@@ -42,18 +42,27 @@ class Spool:
         weakref.finalize(self, os.close, fd)
 
     def write(self, data: bytes) -> None:
-        self._buf += data
         self.size += len(data)
-        while len(self._buf) >= CHUNK:
-            self._flush(bytes(self._buf[:CHUNK]))
-            del self._buf[:CHUNK]
+        view = memoryview(data)
+        if self._buf:  # top up the partial chunk first
+            take = CHUNK - len(self._buf)
+            self._buf += view[:take]
+            view = view[take:]
+            if len(self._buf) < CHUNK:
+                return
+            self._flush(bytes(self._buf))
+            self._buf.clear()
+        while len(view) >= CHUNK:  # whole chunks straight from the caller's buffer
+            self._flush(view[:CHUNK])
+            view = view[CHUNK:]
+        self._buf += view
 
     def finish(self) -> None:
         if self._buf:
             self._flush(bytes(self._buf))
             self._buf.clear()
 
-    def _flush(self, chunk: bytes) -> None:
+    def _flush(self, chunk: bytes | memoryview) -> None:
         i = self._chunks
         os.pwrite(self.fd, self._aead.encrypt(i.to_bytes(12, "big"), chunk, None), i * _SLOT)
         self._chunks += 1

@@ -49,6 +49,7 @@ log = logging.getLogger("s3encfs.s3ec")
 
 _LOCAL_UPLOAD = "s3ec-local-"
 _FETCH = 8 * 1024 * 1024
+_PARALLEL = 4
 _SUFFIX = fmt.INSTRUCTION_SUFFIX
 
 
@@ -227,14 +228,23 @@ class S3ECStore(ObjectStore):
             raise IntegrityError(f"{key}: S3EC object shorter than its tag")
         dec = fmt.Decryptor(ck)
         spool = self.views.new()
-        off = 0
+        ranges = [(o, min(o + _FETCH, info.size)) for o in range(0, info.size, _FETCH)]
         try:
-            while off < info.size:
-                chunk = super().get_range(key, off, min(off + _FETCH, info.size), if_match=etag)
-                if not chunk:
-                    break
-                off += len(chunk)
-                spool.write(dec.update(chunk))
+            # ranged GETs in parallel (a window of _PARALLEL), decrypted strictly in order
+            with ThreadPoolExecutor(max_workers=_PARALLEL) as pool:
+                window: list[Future[bytes]] = []
+                todo = iter(ranges)
+                for lo, hi in todo:
+                    window.append(pool.submit(super().get_range, key, lo, hi, if_match=etag))
+                    if len(window) >= _PARALLEL:
+                        break
+                while window:
+                    chunk = window.pop(0).result()
+                    nxt = next(todo, None)
+                    if nxt is not None:
+                        window.append(pool.submit(super().get_range, key, nxt[0], nxt[1],
+                                                  if_match=etag))
+                    spool.write(dec.update(chunk))
             spool.write(dec.finish())
         except IntegrityError as exc:
             self.s3ec_stats["verify_failures"] += 1
