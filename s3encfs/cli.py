@@ -42,8 +42,6 @@ def main() -> None:
               help="s3ec mode: write V3 (key-committing, default) or V2 objects.")
 @click.option("--s3ec-unauthenticated-ranges", is_flag=True, default=None,
               help="s3ec mode: serve ranges before the whole-object tag is verified (CTR).")
-@click.option("--s3ec-legacy", is_flag=True, default=None,
-              help="s3ec mode: read legacy AES-CBC objects (no integrity).")
 @click.option("--cache-dir")
 @click.option("--cache-size", help="Read cache limit, e.g. 10G.")
 @click.option("--upload-delay", type=float, help="Seconds a closed file waits before upload.")

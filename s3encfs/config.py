@@ -88,7 +88,6 @@ class MountConfig:
     s3ec_rsa_key: str | None = None  # PEM file(s), comma separated: RSA-OAEP-SHA1 keyrings
     s3ec_version: int = 3  # 3: key-committing (default); 2 for pre-v3.6 SDK readers
     s3ec_unauthenticated_ranges: bool = False  # serve CTR ranges before the tag is checked
-    s3ec_legacy: bool = False  # read legacy AES-CBC objects (no integrity)
     foreground: bool = False
     backup: BackupConfig = field(default_factory=BackupConfig)
     path: str | None = None  # the file this came from, for messages
@@ -276,8 +275,8 @@ def validate(cfg: MountConfig, complete: bool = True) -> MountConfig:
             f"{where}: key names a client-side key, but encryption is {cfg.encryption!r}"
         )
     s3ec_set = [f for f in ("s3ec_kms_key", "s3ec_kms_context", "s3ec_rsa_key")
-                if getattr(cfg, f)] + [f for f in ("s3ec_unauthenticated_ranges", "s3ec_legacy")
-                                       if getattr(cfg, f)]
+                if getattr(cfg, f)] + ["s3ec_unauthenticated_ranges"] * \
+        cfg.s3ec_unauthenticated_ranges
     if s3ec_set and not is_s3ec(cfg.encryption):
         raise ConfigError(f"{where}: {', '.join(s3ec_set)} only apply to encryption = \"s3ec\"")
     if cfg.s3ec_version not in (2, 3):

@@ -68,7 +68,7 @@ def build_keys(cfg: MountConfig, load_secret: Any) -> S3ECKeys:
         raise S3ECSetupError("s3ec mode needs a key: --key NAME (kind s3ec-aes), "
                              "--s3ec-kms-key ID or --s3ec-rsa-key PEM")
     try:
-        return S3ECKeys(rings, version=cfg.s3ec_version, allow_legacy=cfg.s3ec_legacy)
+        return S3ECKeys(rings, version=cfg.s3ec_version)  # legacy CBC: never through the mount
     except ValueError as exc:
         raise S3ECSetupError(str(exc)) from None
 

@@ -114,6 +114,22 @@ def test_rsync_remount_itemize_and_kill9(bucket: str, s3: Any, mount_factory: An
     assert meta["x-amz-i"] != before["x-amz-i"] and meta["x-amz-3"] != before["x-amz-3"]
 
 
+def cbc_object(plaintext: bytes) -> tuple[dict[str, str], bytes]:
+    """A legacy V2 AES-CBC object (no integrity), key wrapped AES/GCM under KEK."""
+    from cryptography.hazmat.primitives import padding
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    dk, iv, wiv = os.urandom(32), os.urandom(16), os.urandom(12)
+    p = padding.PKCS7(128).padder()
+    e = Cipher(algorithms.AES(dk), modes.CBC(iv)).encryptor()
+    body = e.update(p.update(plaintext) + p.finalize()) + e.finalize()
+    edk = wiv + AESGCM(KEK).encrypt(wiv, dk, b"AES/GCM/NoPadding")
+    return {"x-amz-key-v2": base64.b64encode(edk).decode(),
+            "x-amz-iv": base64.b64encode(iv).decode(), "x-amz-cek-alg": "AES/CBC/PKCS5Padding",
+            "x-amz-wrap-alg": "AES/GCM", "x-amz-matdesc": "{}"}, body
+
+
 def _put(s3: Any, bucket: str, key: str, meta: dict[str, str], body: bytes) -> None:
     s3.put_object(Bucket=bucket, Key=key, Body=body, Metadata=meta)
 
@@ -131,11 +147,14 @@ def test_tampered_objects_are_eio(bucket: str, s3: Any, mount_factory: Any,  # n
     _put(s3, bucket, "swapped-key", {**meta, "x-amz-3": other_meta["x-amz-3"]}, body)
     _put(s3, bucket, "commitment", {**meta, "x-amz-d": other_meta["x-amz-d"]}, body)
     s3.put_object(Bucket=bucket, Key="plain", Body=b"not encrypted at all")
+    _put(s3, bucket, "bad-length", {**meta, "x-amz-unencrypted-content-length": "7"}, body)
+    _put(s3, bucket, "cbc", *cbc_object(b"legacy bytes"))
     m = mount_factory(bucket, "s3ec", extra=AES, env=aesenv)
     mp = m.mountpoint
     assert (mp / "good").stat().st_size == len(good)  # LIST size - 16
     assert (mp / "good").read_bytes() == good
-    for name in ("flip-end", "truncated", "swapped-key", "commitment", "plain"):
+    for name in ("flip-end", "truncated", "swapped-key", "commitment", "plain", "bad-length",
+                 "cbc"):
         with pytest.raises(OSError) as ei, open(mp / name, "rb") as f:
             f.read(10)  # even the first bytes: the whole tag is checked first
         assert ei.value.errno == errno.EIO, name

@@ -117,6 +117,8 @@ class S3ECStore(ObjectStore):
                 return hit
         env = fmt.parse_envelope(s3)
         ck, dk = self.s3ec.open_object(s3)
+        if not env.authenticated:
+            raise fmt.LegacyRefused("legacy AES-CBC objects are not served by the mount")
         with self._lock:
             self._opened[ident] = (env, ck, dk)
             while len(self._opened) > 4096:
@@ -127,8 +129,14 @@ class S3ECStore(ObjectStore):
         meta = info.metadata or {}
         try:
             env, _ck, dk = self._open(info.key, meta)
+            if not env.authenticated:
+                # LIST sizes (size - 16) are wrong for padded CBC, and CBC has no integrity
+                raise fmt.LegacyRefused("legacy AES-CBC objects are not served by the mount")
             attrs = s3ec_attrs.open_sealed(dk, env, fmt.lower_keys(meta))
             size = fmt.plain_size(info.size)
+            if env.plain_length is not None and env.plain_length != size:
+                raise IntegrityError(f"x-amz-unencrypted-content-length {env.plain_length} "
+                                     f"disagrees with the object size ({size} + 16)")
         except IntegrityError as exc:
             if (info.key, info.etag) not in self._warned:
                 self._warned.add((info.key, info.etag))
