@@ -460,6 +460,10 @@ def describe(cfg: MountConfig) -> list[tuple[str, str]]:
     parts = []
     if client:
         parts.append(f"client-side (key {cfg.key or 'default'!r})")
+    if is_s3ec(cfg.encryption):
+        keys = [f"key {cfg.key!r}"] * bool(cfg.key) + [f"KMS {cfg.s3ec_kms_key!r}"] * bool(
+            cfg.s3ec_kms_key) + [f"RSA {cfg.s3ec_rsa_key!r}"] * bool(cfg.s3ec_rsa_key)
+        parts.append(f"S3 Encryption Client V{cfg.s3ec_version} ({', '.join(keys) or 'no key'})")
     if sse:
         extra = f" key {sse_key!r}" if sse_key else ""
         parts.append(f"{sse}{extra}{' with bucket key' if cfg.bucket_key else ''}")
