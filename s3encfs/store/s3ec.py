@@ -14,10 +14,12 @@ this class is the whole S3EC boundary:
   object still verifies the whole tag first.
 * HEAD results are checked: an object that is not S3EC, is legacy CBC, or has no matching key
   is presented with an error marker the codec turns into EIO (logged here once per ETag).
-* Every PUT and every multipart completion gets a fresh data key and message id (V2: IV): the
-  caller's cipher metadata is ignored, so a (key, nonce) pair can never be reused. Multipart
-  parts are spooled locally (sealed) and encrypted strictly in order at completion, the tag
-  appended to the last part. UploadPartCopy becomes a verified read + spool.
+* Every PUT and every multipart upload gets a fresh data key and message id (V2: IV): the
+  caller's cipher metadata is ignored, so a (key, nonce) pair can never be reused. A multipart
+  upload is created for real at once (the journal knows its id), its parts are spooled locally
+  (sealed) and encrypted strictly in order at completion, the tag appended to the last part; an
+  upload encrypts at most once (a retried completion must start a new upload). UploadPartCopy
+  becomes a verified read + spool.
 * Metadata-only copies (chmod, utime, xattrs) carry every S3EC key of the source unchanged and
   re-seal the POSIX attributes (`s3ec_attrs`); the copy is conditional on the ETag whose keys
   were read.
@@ -29,7 +31,6 @@ import errno
 import hashlib
 import logging
 import threading
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Generator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -47,7 +48,6 @@ from .s3 import ListPage, ObjectInfo, ObjectStore, StoreStats
 
 log = logging.getLogger("s3encfs.s3ec")
 
-_LOCAL_UPLOAD = "s3ec-local-"
 _FETCH = 8 * 1024 * 1024
 _PARALLEL = 4
 _SUFFIX = fmt.INSTRUCTION_SUFFIX
@@ -87,7 +87,7 @@ class S3ECStore(ObjectStore):
         self._instr: set[str] = set()
         self._ranged: OrderedDict[tuple[str, str | None], tuple[fmt.ContentKey, int, str]] = \
             OrderedDict()
-        self._uploads: dict[str, tuple[dict[str, str], PartSpool]] = {}
+        self._uploads: dict[str, tuple[fmt.ContentKey, PartSpool]] = {}
         self._warned: set[tuple[str, str]] = set()
         self.s3ec_stats = {"verified_objects": 0, "verify_failures": 0, "refused_objects": 0}
         self.stats = S3ECStats(lambda: {**self.s3ec_stats, **self.s3ec.kms_counters()})
@@ -331,63 +331,61 @@ class S3ECStore(ObjectStore):
 
     # -- multipart: spooled locally, encrypted in order at completion ---------------------------
     def create_multipart(self, key: str, metadata: dict[str, str]) -> str:
-        upload_id = _LOCAL_UPLOAD + uuid.uuid4().hex
+        """A real upload (so the journal knows its id and a crash gets it aborted) whose fresh
+        data key and message id are fixed now; its parts wait, sealed, in a local spool."""
+        ck, meta = self._fresh(metadata)
+        upload_id = super().create_multipart(key, meta)
         with self._lock:
-            self._uploads[upload_id] = (dict(metadata), PartSpool(self._spool_dir))
+            self._uploads[upload_id] = (ck, PartSpool(self._spool_dir))
         return upload_id
 
+    def _spooled(self, upload_id: str) -> tuple[fmt.ContentKey, PartSpool] | None:
+        with self._lock:
+            return self._uploads.get(upload_id)
+
     def upload_part(self, key: str, upload_id: str, part_number: int, body: bytes) -> str:
-        if not upload_id.startswith(_LOCAL_UPLOAD):
-            return super().upload_part(key, upload_id, part_number, body)
-        _meta, parts = self._uploads[upload_id]
-        parts.put(part_number, body)
+        up = self._spooled(upload_id)
+        if up is None:
+            raise IntegrityError(f"{key}: S3EC multipart upload {upload_id[:12]}… was already "
+                                 "encrypted or is unknown; it must start again")
+        up[1].put(part_number, body)
         return hashlib.sha256(body).hexdigest()[:32]
 
     def upload_part_copy(self, key: str, upload_id: str, part_number: int, src: str,
                          start: int, end: int, *, src_etag: str | None = None) -> str:
-        if not upload_id.startswith(_LOCAL_UPLOAD):
-            return super().upload_part_copy(key, upload_id, part_number, src, start, end,
-                                            src_etag=src_etag)
         return self.upload_part(key, upload_id, part_number,
                                 self.get_range(src, start, end, if_match=src_etag))
 
     def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]], *,
                            if_match: str | None = None, if_none_match: bool = False) -> str:
-        if not upload_id.startswith(_LOCAL_UPLOAD):
-            return super().complete_multipart(key, upload_id, parts, if_match=if_match,
-                                              if_none_match=if_none_match)
-        metadata, spool = self._uploads[upload_id]
+        # taken out first: this upload's (data key, message id) encrypts exactly once, so a
+        # retry can never encrypt different parts under the same nonce
+        with self._lock:
+            up = self._uploads.pop(upload_id, None)
+        if up is None:
+            raise IntegrityError(f"{key}: S3EC multipart upload {upload_id[:12]}… was already "
+                                 "encrypted or is unknown; it must start again")
+        ck, spool = up
         numbers = [n for n, _e in sorted(parts)]
         if set(numbers) - set(spool.numbers()):
             raise IntegrityError(f"{key}: completing parts that were never uploaded")
         if spool.size() > fmt.MAX_PLAINTEXT:
             raise TooLarge(errno.EFBIG, "file larger than the S3EC (AES-GCM) limit")
-        ck, meta = self._fresh(metadata)
         enc = fmt.Encryptor(ck)
-        real = super().create_multipart(key, meta)
         sent: list[tuple[int, Future[str]]] = []
-        try:
-            with ThreadPoolExecutor(max_workers=4) as pool:
-                for i, n in enumerate(numbers, start=1):
-                    body = enc.update(spool.get(n))
-                    if i == len(numbers):
-                        body += enc.finish()  # the tag ends the last part
-                    while sum(not f.done() for _n, f in sent) >= 4:  # bound memory
-                        next(f for _n, f in sent if not f.done()).result()
-                    sent.append((i, pool.submit(super().upload_part, key, real, i, body)))
-                done = [(i, f.result()) for i, f in sent]
-            etag = super().complete_multipart(key, real, done, if_match=if_match,
-                                              if_none_match=if_none_match)
-        except BaseException:
-            super().abort_multipart(key, real)
-            raise
-        with self._lock:
-            self._uploads.pop(upload_id, None)
-        return etag
+        with ThreadPoolExecutor(max_workers=_PARALLEL) as pool:
+            for i, n in enumerate(numbers, start=1):
+                body = enc.update(spool.get(n))
+                if i == len(numbers):
+                    body += enc.finish()  # the tag ends the last part
+                while sum(not f.done() for _n, f in sent) >= _PARALLEL:  # bounds memory
+                    next(f for _n, f in sent if not f.done()).result()
+                sent.append((i, pool.submit(super().upload_part, key, upload_id, i, body)))
+            done = [(i, f.result()) for i, f in sent]
+        return super().complete_multipart(key, upload_id, done, if_match=if_match,
+                                          if_none_match=if_none_match)
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
-        if upload_id.startswith(_LOCAL_UPLOAD):
-            with self._lock:
-                self._uploads.pop(upload_id, None)
-            return
+        with self._lock:
+            self._uploads.pop(upload_id, None)
         super().abort_multipart(key, upload_id)
