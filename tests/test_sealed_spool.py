@@ -1,4 +1,4 @@
-"""cache/sealed_spool.py: sealed local spools (S3EC verified views and multipart parts)."""
+"""store/sealed_spool.py: sealed local spools (S3EC verified views and multipart parts)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from s3encfs.cache.sealed_spool import CHUNK, PartSpool, Spool, Views
 from s3encfs.codec import IntegrityError
+from s3encfs.store.sealed_spool import CHUNK, PartSpool, Spool, Views
 
 
 def test_spool_random_writes_and_reads_and_nothing_readable_on_disk(tmp_path: Path) -> None:

@@ -36,7 +36,6 @@ from collections.abc import Callable, Generator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from s3encfs.cache.sealed_spool import PartSpool, Spool, Views
 from s3encfs.codec import IntegrityError
 from s3encfs.crypto import s3ec_attrs
 from s3encfs.crypto import s3ec_format as fmt
@@ -45,6 +44,7 @@ from s3encfs.crypto.s3ec_keyrings import S3ECKeys
 
 from .errors import NotFound
 from .s3 import ListPage, ObjectInfo, ObjectStore, StoreStats
+from .sealed_spool import PartSpool, Spool, Views
 
 log = logging.getLogger("s3encfs.s3ec")
 
