@@ -16,6 +16,7 @@ import os
 import random
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -285,3 +286,21 @@ def test_rsa_public_key_host_writes_private_key_host_reads_v2(
     w.umount()
     rd = mount_factory(bucket, "s3ec", name="r", env=keyenv, extra=["--s3ec-rsa-key", str(priv)])
     assert (rd.mountpoint / "backup.bin").read_bytes() == data
+
+
+def test_kill9_during_a_multipart_upload_loses_nothing(
+        bucket: str, s3: Any, mount_factory: Any, aesenv: dict[str, str]) -> None:  # noqa: F811
+    data = random.Random(9).randbytes(40 * MiB + 11)
+    m = mount_factory(bucket, "s3ec", extra=AES, env=aesenv)
+    (m.mountpoint / "big.bin").write_bytes(data)  # closed: journaled
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not s3.list_multipart_uploads(
+            Bucket=bucket).get("Uploads"):
+        time.sleep(0.05)  # the upload has started (a real multipart upload exists)
+    m.kill()
+    m.start()
+    assert (m.mountpoint / "big.bin").read_bytes() == data
+    m.umount()
+    r = s3.get_object(Bucket=bucket, Key="big.bin")
+    assert ref_decrypt(r["Metadata"], r["Body"].read()) == data
+    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")  # none orphaned
