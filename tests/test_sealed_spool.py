@@ -46,13 +46,28 @@ def test_parts_replace_and_views_evict(tmp_path: Path) -> None:
     p.put(2, b"two")
     p.put(1, b"one")
     p.put(2, b"TWO")
-    assert p.numbers() == [1, 2] and p.get(2) == b"TWO" and p.size() == 6
+    big = os.urandom(2 * CHUNK + 3)
+    p.put(3, big)
+    p.put(4, b"")
+    assert p.numbers() == [1, 2, 3, 4] and p.get(2) == b"TWO" and p.get(1) == b"one"
+    assert p.get(3) == big and p.get(4) == b"" and p.size() == 6 + len(big)
+    fds = len(os.listdir("/proc/self/fd"))
+    many = PartSpool(str(tmp_path))
+    for n in range(1, 300):
+        many.put(n, b"p")
+    assert len(os.listdir("/proc/self/fd")) <= fds + 1  # one descriptor for all parts
     v = Views(str(tmp_path), max_bytes=2 * CHUNK)
     for i in range(3):
         sp = v.new()
         sp.write(bytes([i]) * CHUNK)
         v.publish(f"k{i}", "e", sp)
     assert v.get("k0", "e") is None and v.get("k2", "e") is not None
+    few = Views(str(tmp_path), max_bytes=1 << 40, max_count=3)
+    for i in range(10):
+        sp = few.new()
+        sp.write(b"x")
+        few.publish(f"k{i}", "e", sp)
+    assert [few.get(f"k{i}", "e") is not None for i in range(10)].count(True) == 3
     held = v.get("k1", "e")
     assert held is not None
     v.drop_key("k1")

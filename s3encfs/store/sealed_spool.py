@@ -84,26 +84,48 @@ class Spool:
 
 
 class PartSpool:
-    """Parts of one multipart upload, by part number (re-sending a part replaces it)."""
+    """Parts of one multipart upload, by part number, in ONE sealed file (one descriptor,
+    however many parts). Each part gets fresh chunk slots, so nonces (= slot index) never
+    repeat under the key; re-sending a part gives it new slots."""
 
     def __init__(self, directory: str) -> None:
-        self.dir = directory
-        self._parts: dict[int, Spool] = {}
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        fd, path = tempfile.mkstemp(prefix="parts-", dir=directory)
+        os.unlink(path)
+        self.fd = fd
+        self._aead = AESGCM(AESGCM.generate_key(256))
+        self._next = 0
+        self._parts: dict[int, tuple[int, int]] = {}  # number -> (first slot, length)
         self._lock = threading.Lock()
+        weakref.finalize(self, os.close, fd)
 
     def put(self, number: int, data: bytes) -> None:
-        spool = Spool(self.dir)
-        spool.write(data)
-        spool.finish()
+        slots = max(1, -(-len(data) // CHUNK))
         with self._lock:
-            self._parts[number] = spool
+            first = self._next
+            self._next += slots
+        view = memoryview(data)
+        for j in range(slots):
+            i = first + j
+            chunk = view[j * CHUNK:(j + 1) * CHUNK]
+            os.pwrite(self.fd, self._aead.encrypt(i.to_bytes(12, "big"), chunk, None), i * _SLOT)
+        with self._lock:
+            self._parts[number] = (first, len(data))
 
     def get(self, number: int) -> bytes:
-        spool = self._parts[number]
-        return spool.read(0, spool.size)
+        first, n = self._parts[number]
+        out = []
+        for j in range(max(1, -(-n // CHUNK))):
+            i = first + j
+            raw = os.pread(self.fd, min(CHUNK, n - j * CHUNK) + 16, i * _SLOT)
+            try:
+                out.append(self._aead.decrypt(i.to_bytes(12, "big"), raw, None))
+            except InvalidTag:
+                raise IntegrityError("local part spool damaged") from None
+        return b"".join(out)
 
     def size(self) -> int:
-        return sum(s.size for s in self._parts.values())
+        return sum(n for _f, n in self._parts.values())
 
     def numbers(self) -> list[int]:
         return sorted(self._parts)
@@ -112,9 +134,10 @@ class PartSpool:
 class Views:
     """Verified plaintext of whole objects, keyed by (key, ETag); LRU bounded by bytes."""
 
-    def __init__(self, directory: str, max_bytes: int) -> None:
+    def __init__(self, directory: str, max_bytes: int, max_count: int = 256) -> None:
         self.dir = directory
         self.max_bytes = max_bytes
+        self.max_count = max_count  # each view holds a descriptor
         self._lock = threading.Lock()
         self._views: OrderedDict[tuple[str, str], Spool] = OrderedDict()
         self._total = 0
@@ -137,7 +160,8 @@ class Views:
                 self._total -= old.size
             self._views[(key, etag)] = spool
             self._total += spool.size
-            while self._total > self.max_bytes and len(self._views) > 1:
+            while (self._total > self.max_bytes or len(self._views) > self.max_count) \
+                    and len(self._views) > 1:
                 _k, gone = self._views.popitem(last=False)
                 self._total -= gone.size
 
