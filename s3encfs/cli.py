@@ -47,6 +47,13 @@ def main() -> None:
 @click.option("--init", is_flag=True, default=None,
               help="Client mode: record this master key in a prefix that has objects but no "
               "keycheck (after checking that none of them disproves the key).")
+@click.option("--s3ec-kms-key", help="s3ec mode: KMS key id/ARN (kms+context wrapping).")
+@click.option("--s3ec-kms-context", help="s3ec mode: KMS encryption context, k=v,k2=v2.")
+@click.option("--s3ec-rsa-key", help="s3ec mode: RSA PEM file(s); a public key only writes.")
+@click.option("--s3ec-version", type=click.Choice(["2", "3"]),
+              help="s3ec mode: write V3 (key-committing, default) or V2 objects.")
+@click.option("--s3ec-unauthenticated-ranges", is_flag=True, default=None,
+              help="s3ec mode: serve ranges before the whole-object tag is verified (CTR).")
 @click.option("--cache-dir")
 @click.option("--cache-size", help="Read cache limit, e.g. 10G.")
 @click.option("--upload-delay", type=float, help="Seconds a closed file waits before upload.")
@@ -78,6 +85,8 @@ def mount_cmd(source: str | None, mountpoint: str | None, config_name: str | Non
 
     flags["plain_names"] = flags["plain_names"] or None
     flags["allow_unverified_sse"] = flags["allow_unverified_sse"] or None
+    if flags.get("s3ec_version"):
+        flags["s3ec_version"] = int(flags["s3ec_version"])
     if mountpoint:
         mountpoint = os.path.abspath(mountpoint)
     if flags.get("cache_dir"):

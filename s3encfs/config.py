@@ -90,6 +90,12 @@ class MountConfig:
     fast_list: bool = True  # cold tree walks list whole subtrees (1 request per 1,000 keys)
     as_of: str | None = None  # read-only view of a versioned bucket at this time (timespec.py)
     object_lock: str | None = None  # "governance:30d" | "compliance:30d" (objectlock.py)
+    # encryption = "s3ec": Amazon S3 Encryption Client objects (docs/ENCRYPTION.md)
+    s3ec_kms_key: str | None = None  # KMS key id/ARN: kms+context keyring (writes if first)
+    s3ec_kms_context: str | None = None  # "k=v,k2=v2", the KMS encryption context
+    s3ec_rsa_key: str | None = None  # PEM file(s), comma separated: RSA-OAEP-SHA1 keyrings
+    s3ec_version: int = 3  # 3: key-committing (default); 2 for pre-v3.6 SDK readers
+    s3ec_unauthenticated_ranges: bool = False  # serve CTR ranges before the tag is checked
     foreground: bool = False
     backup: BackupConfig = field(default_factory=BackupConfig)
     path: str | None = None  # the file this came from, for messages
@@ -152,6 +158,11 @@ def parse_source(source: str) -> tuple[str, str]:
     return bucket, (prefix + "/" if prefix else "")
 
 
+def is_s3ec(spec: str) -> bool:
+    """``--encryption s3ec``: objects in the Amazon S3 Encryption Client format."""
+    return spec.strip().lower() == "s3ec"
+
+
 def parse_encryption(spec: str) -> tuple[bool, str | None, str | None]:
     """``client``, ``none``, ``sse-kms:alias/x``, ``client+sse-c:k`` → (client, sse, sse_key)."""
     text = spec.strip().lower() if ":" not in spec else spec.strip()
@@ -165,13 +176,13 @@ def parse_encryption(spec: str) -> tuple[bool, str | None, str | None]:
         rest = rest[1:]
         if not rest:
             return True, None, None
-    elif text.lower() == "none":
+    elif text.lower() in ("none", "s3ec"):  # s3ec: is_s3ec(); no client format, no SSE
         return False, None, None
     mode, _, key = rest.partition(":")
     mode = mode.lower()
     if mode not in SSE_MODES:
         raise ConfigError(
-            f"bad encryption {spec!r}: use client, none, sse-s3, sse-kms[:KEY], "
+            f"bad encryption {spec!r}: use client, none, s3ec, sse-s3, sse-kms[:KEY], "
             "dsse-kms[:KEY], sse-c:KEYNAME or client+<sse mode>"
         )
     if mode == "sse-s3" and key:
@@ -267,10 +278,17 @@ def validate(cfg: MountConfig, complete: bool = True) -> MountConfig:
         raise ConfigError(f"{where}: log_level must be one of {', '.join(LOG_LEVELS)}")
     if cfg.bucket_key and sse not in ("sse-kms", "dsse-kms"):
         raise ConfigError(f"{where}: bucket_key only applies to sse-kms / dsse-kms encryption")
-    if cfg.key and not client:
+    if cfg.key and not client and not is_s3ec(cfg.encryption):
         raise ConfigError(
             f"{where}: key names a client-side key, but encryption is {cfg.encryption!r}"
         )
+    s3ec_set = [f for f in ("s3ec_kms_key", "s3ec_kms_context", "s3ec_rsa_key")
+                if getattr(cfg, f)] + ["s3ec_unauthenticated_ranges"] * \
+        cfg.s3ec_unauthenticated_ranges
+    if s3ec_set and not is_s3ec(cfg.encryption):
+        raise ConfigError(f"{where}: {', '.join(s3ec_set)} only apply to encryption = \"s3ec\"")
+    if cfg.s3ec_version not in (2, 3):
+        raise ConfigError(f"{where}: s3ec_version must be 2 or 3")
     for name in ("upload_concurrency", "download_concurrency"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"{where}: {name} must be at least 1")
@@ -470,6 +488,10 @@ def describe(cfg: MountConfig) -> list[tuple[str, str]]:
     parts = []
     if client:
         parts.append(f"client-side (key {cfg.key or 'default'!r})")
+    if is_s3ec(cfg.encryption):
+        keys = [f"key {cfg.key!r}"] * bool(cfg.key) + [f"KMS {cfg.s3ec_kms_key!r}"] * bool(
+            cfg.s3ec_kms_key) + [f"RSA {cfg.s3ec_rsa_key!r}"] * bool(cfg.s3ec_rsa_key)
+        parts.append(f"S3 Encryption Client V{cfg.s3ec_version} ({', '.join(keys) or 'no key'})")
     if sse:
         extra = f" key {sse_key!r}" if sse_key else ""
         parts.append(f"{sse}{extra}{' with bucket key' if cfg.bucket_key else ''}")

@@ -21,7 +21,7 @@ import trio
 
 from s3encfs import hardening
 from s3encfs.codec import Codec, IdentityCodec
-from s3encfs.config import MountConfig, parse_encryption, parse_source
+from s3encfs.config import MountConfig, is_s3ec, parse_encryption, parse_source
 
 log = logging.getLogger("s3encfs.mount")
 
@@ -65,6 +65,10 @@ def build_codec_and_policy(cfg: MountConfig) -> tuple[Codec, Any]:
     except ValueError as exc:
         raise MountError(str(exc)) from None
     codec: Codec = IdentityCodec()
+    if is_s3ec(cfg.encryption):
+        from s3encfs.crypto.s3ec_codec import S3ECCodec
+
+        codec = S3ECCodec()
     if client:
         from s3encfs.crypto.client_codec import ClientCodec
 
@@ -100,6 +104,20 @@ def _check_disjoint(masters: list[tuple[str, str, bytes]], ssec: list[tuple[str,
                        [Key(KeyInfo(kid, kid, "sse-c", ""), s) for kid, s in ssec])
     except KeyRoleError as exc:
         raise MountError(str(exc)) from None
+
+
+def s3ec_store(cfg: MountConfig, bucket: str, store_args: dict[str, Any]) -> Any:
+    """``--encryption s3ec``: the store that reads and writes S3 Encryption Client objects."""
+    from s3encfs.s3ec_setup import S3ECSetupError, build_keys
+    from s3encfs.store.s3ec import S3ECStore
+
+    try:
+        keys = build_keys(cfg, lambda name: load_keys(cfg, [name], role="s3ec-aes")[0][2])
+    except S3ECSetupError as exc:
+        raise MountError(str(exc)) from None
+    return S3ECStore(bucket, s3ec=keys, spool_dir=os.path.join(cfg.effective_cache_dir, "s3ec"),
+                     unauthenticated_ranges=cfg.s3ec_unauthenticated_ranges,
+                     view_bytes=cfg.cache_size, **store_args)
 
 
 def check_master_key(store: Any, codec: Codec, prefix: str, *, may_write: bool = False,
@@ -150,11 +168,16 @@ def prepare(cfg: MountConfig) -> Prepared:
         raise MountError(str(exc)) from None
     codec, policy = build_codec_and_policy(cfg)
     hardening.scrub_passphrase_env()  # keys are loaded: no passphrase in environ or children
-    store = pitr.store_class(as_of)(bucket, endpoint_url=cfg.endpoint_url, region=cfg.region,
-                        profile=cfg.profile, sse=policy,
-                        max_pool=max(64, cfg.upload_concurrency * 4),
-                        connect_timeout=cfg.connect_timeout, read_timeout=cfg.read_timeout,
-                        s3_client=cfg.s3_client)
+    store_args: dict[str, Any] = dict(
+        endpoint_url=cfg.endpoint_url, region=cfg.region, profile=cfg.profile, sse=policy,
+        max_pool=max(64, cfg.upload_concurrency * 4), connect_timeout=cfg.connect_timeout,
+        read_timeout=cfg.read_timeout, s3_client=cfg.s3_client)
+    if codec.name == "s3ec":
+        if as_of is not None:
+            raise MountError("--as-of does not support --encryption s3ec yet")
+        store = s3ec_store(cfg, bucket, store_args)
+    else:
+        store = pitr.store_class(as_of)(bucket, **store_args)
     store.strict_sse = not cfg.allow_unverified_sse
     try:
         store.check_bucket()

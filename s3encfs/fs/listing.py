@@ -79,6 +79,9 @@ def read_index(store: ObjectStore, layout: Layout, parts: tuple[str, ...]) -> Di
         body, _info = store.get(key)
     except NotFound:
         return None
+    except IntegrityError as exc:  # s3ec: the store decrypts (e.g. a public-key-only host)
+        log.warning("ignoring unreadable directory index %s: %s", key, exc)
+        return None
     try:
         return DirIndex.from_bytes(layout.codec.open_blob("idx:" + key, body))
     except (IntegrityError, ValueError, KeyError, IndexError) as exc:

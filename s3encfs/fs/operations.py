@@ -158,6 +158,7 @@ class Operations(pyfuse3.Operations):
         if fields.update_gid:
             kw["gid"] = attr.st_gid
         if fields.update_size:
+            self._check_size(attr.st_size)
             kw["size"] = attr.st_size
         if fields.update_atime:
             kw["atime_ns"] = attr.st_atime_ns
@@ -316,7 +317,14 @@ class Operations(pyfuse3.Operations):
 
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         node, _w = self._handle(fh)
+        self._check_size(off + len(buf))
         return await self.core.write(node, off, buf)
+
+    def _check_size(self, size: int) -> None:
+        """EFBIG past the codec's limit (s3ec: one AES-GCM stream, 2^36 - 32 bytes)."""
+        limit = getattr(self.core.codec, "max_file_size", None)
+        if limit is not None and size > limit:
+            raise pyfuse3.FUSEError(errno.EFBIG)
 
     async def flush(self, fh: int) -> None:
         node, _w = self._handle(fh)

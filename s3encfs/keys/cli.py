@@ -114,16 +114,18 @@ def key(ctx: click.Context, keyring_dir: Path | None, backend: str) -> None:
 @click.argument("name")
 @click.option(
     "--kind",
-    type=click.Choice(["master", "sse-c"]),
+    type=click.Choice(["master", "sse-c", "s3ec-aes"]),
     default="master",
     show_default=True,
 )
+@click.option("--from-raw", type=click.File("rb"),
+              help="Import 32 raw key bytes from FILE (- for stdin) instead of a random key.")
 @click.pass_context
-def create_cmd(ctx: click.Context, name: str, kind: str) -> None:
+def create_cmd(ctx: click.Context, name: str, kind: str, from_raw: Any) -> None:
     """Create a new random 32-byte key NAME."""
     kr = _keyring(ctx)
     try:
-        info = kr.create(name, kind)
+        info = kr.create(name, kind, from_raw.read() if from_raw else None)
     except (KeyringError, PassphraseError) as e:
         _fail(e)
     click.echo(f"created {info.kind} key {info.name} (id {info.key_id}) in {kr.directory}")

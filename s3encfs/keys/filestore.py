@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 FORMAT = "s3encfs-key-v1"
-KINDS = ("master", "sse-c")
+KINDS = ("master", "sse-c", "s3ec-aes")  # s3ec-aes: an S3 Encryption Client AES/GCM key
 SECRET_LEN = 32
 DEFAULT_SCRYPT_N = 2**15  # what records were sealed with before Argon2id (still opened)
 MAX_SCRYPT_N = 2**22  # refuse records that would need absurd memory/time

@@ -213,7 +213,8 @@ class Keyring:
         else:
             self._files.save(key, self._store_passphrase())
 
-    def create(self, name: str, kind: str = "master") -> KeyInfo:
+    def create(self, name: str, kind: str = "master", secret: bytes | None = None) -> KeyInfo:
+        """`secret`: import these 32 raw bytes (e.g. an AES key a Java/Go S3EC app uses)."""
         check_name(name)
         check_kind(kind)
         existing = self.list()
@@ -223,7 +224,9 @@ class Keyring:
         key_id = secrets.token_hex(8)
         while key_id in ids:
             key_id = secrets.token_hex(8)
-        key = Key(KeyInfo(name, key_id, kind, _now()), os.urandom(SECRET_LEN))
+        if secret is not None and len(secret) != SECRET_LEN:
+            raise KeyringError(f"a raw key is {SECRET_LEN} bytes, got {len(secret)}")
+        key = Key(KeyInfo(name, key_id, kind, _now()), secret or os.urandom(SECRET_LEN))
         self._save(key)
         return key.info
 

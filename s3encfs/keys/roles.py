@@ -13,7 +13,8 @@ from collections.abc import Sequence
 
 from .filestore import Key, KeyringError
 
-ROLES = {"master": "client-side master key", "sse-c": "SSE-C key"}
+ROLES = {"master": "client-side master key", "sse-c": "SSE-C key",
+         "s3ec-aes": "S3 Encryption Client AES key"}
 
 
 class KeyRoleError(KeyringError):

@@ -1,0 +1,391 @@
+"""`S3ECStore`: the bucket as the filesystem sees it in ``--encryption s3ec`` mode.
+
+Every object that is not a directory marker (``…/``) is an Amazon S3 Encryption Client object
+(V3 by default, V2 by option), so the AWS SDKs can read what the mount wrote and the mount reads
+what they wrote. Above this class the filesystem works on plaintext, exactly as in plain mode;
+this class is the whole S3EC boundary:
+
+* LIST sizes are ``size - 16`` (one GCM tag per object), no HEAD; ``X.instruction`` companions
+  are hidden and remembered, so deletes and renames carry them along.
+* A read serves only bytes of a whole object whose tag has been verified: the first read of an
+  (key, ETag) streams the object through the GCM decryptor into a sealed local spool and
+  publishes it only after the tag checks (`Views`). With ``unauthenticated_ranges`` a range is
+  decrypted as AES-CTR (V3 after the commitment check), and a read that reaches the end of the
+  object still verifies the whole tag first.
+* HEAD results are checked: an object that is not S3EC, is legacy CBC, or has no matching key
+  is presented with an error marker the codec turns into EIO (logged here once per ETag).
+* Every PUT and every multipart upload gets a fresh data key and message id (V2: IV): the
+  caller's cipher metadata is ignored, so a (key, nonce) pair can never be reused. A multipart
+  upload is created for real at once (the journal knows its id), its parts are spooled locally
+  (sealed) and encrypted strictly in order at completion, the tag appended to the last part; an
+  upload encrypts at most once (a retried completion must start a new upload). UploadPartCopy
+  becomes a verified read + spool.
+* Metadata-only copies (chmod, utime, xattrs) carry every S3EC key of the source unchanged and
+  re-seal the POSIX attributes (`s3ec_attrs`); the copy is conditional on the ETag whose keys
+  were read.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Generator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from s3encfs.codec import IntegrityError
+from s3encfs.crypto import s3ec_attrs
+from s3encfs.crypto import s3ec_format as fmt
+from s3encfs.crypto.s3ec_codec import ERROR_KEY  # presented instead of refused metadata
+from s3encfs.crypto.s3ec_keyrings import S3ECKeys
+
+from .errors import NotFound
+from .s3 import ListPage, ObjectInfo, ObjectStore, StoreStats
+from .sealed_spool import PartSpool, Spool, Views
+
+log = logging.getLogger("s3encfs.s3ec")
+
+_FETCH = 8 * 1024 * 1024
+_PARALLEL = 4
+_SUFFIX = fmt.INSTRUCTION_SUFFIX
+
+
+class TooLarge(OSError):
+    """Plaintext over the GCM limit (2^36 - 32 bytes): EFBIG."""
+
+
+class S3ECStats(StoreStats):
+    """`status` shows S3EC counters (verified / refused objects, KMS calls and cache hits)."""
+
+    def __init__(self, extra: Callable[[], dict[str, int]]) -> None:
+        super().__init__()
+        self._extra = extra
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**super().as_dict(), "s3ec": self._extra()}
+
+
+def _plain_key(key: str) -> bool:
+    return key.endswith("/")
+
+
+class S3ECStore(ObjectStore):
+    def __init__(self, bucket: str, *, s3ec: S3ECKeys, spool_dir: str,
+                 unauthenticated_ranges: bool = False, view_bytes: int = 4 * 1024**3,
+                 **kwargs: Any) -> None:
+        super().__init__(bucket, **kwargs)
+        self.s3ec = s3ec
+        self.unauthenticated_ranges = unauthenticated_ranges
+        self.views = Views(spool_dir, view_bytes)
+        self._spool_dir = spool_dir
+        self._lock = threading.Lock()
+        self._inflight: dict[tuple[str, str], Future[Spool]] = {}
+        self._opened: OrderedDict[str, tuple[fmt.Envelope, fmt.ContentKey, bytes]] = OrderedDict()
+        self._instr: set[str] = set()
+        self._ranged: OrderedDict[tuple[str, str | None], tuple[fmt.ContentKey, int, str]] = \
+            OrderedDict()
+        self._uploads: dict[str, tuple[fmt.ContentKey, PartSpool]] = {}
+        self._warned: set[tuple[str, str]] = set()
+        self.s3ec_stats = {"verified_objects": 0, "verify_failures": 0, "refused_objects": 0}
+        self.stats = S3ECStats(lambda: {**self.s3ec_stats, **self.s3ec.kms_counters()})
+
+    # -- keys ----------------------------------------------------------------------------------
+    def _s3ec_meta(self, key: str, meta: dict[str, str] | None) -> dict[str, str]:
+        """The object's S3EC names (merged with its instruction file when it has one)."""
+        low = fmt.lower_keys(meta or {})
+        s3 = {k: v for k, v in low.items() if k in fmt.ALL_NAMES}
+        if fmt.needs_instruction_file(s3) or not fmt.is_s3ec(s3):
+            try:
+                body, _info = super().get(key + _SUFFIX)
+            except NotFound:
+                raise fmt.NotS3EC("not an S3 Encryption Client object") from None
+            self._instr.add(key)
+            s3 = fmt.merge_instruction(s3, body)
+        return s3
+
+    def _open(self, key: str, meta: dict[str, str] | None
+              ) -> tuple[fmt.Envelope, fmt.ContentKey, bytes]:
+        s3 = self._s3ec_meta(key, meta)
+        ident = fmt.compact_json(s3)
+        with self._lock:
+            hit = self._opened.get(ident)
+            if hit is not None:
+                self._opened.move_to_end(ident)
+                return hit
+        env = fmt.parse_envelope(s3)
+        ck, dk = self.s3ec.open_object(s3)
+        if not env.authenticated:
+            raise fmt.LegacyRefused("legacy AES-CBC objects are not served by the mount")
+        with self._lock:
+            self._opened[ident] = (env, ck, dk)
+            while len(self._opened) > 4096:
+                self._opened.popitem(last=False)
+        return env, ck, dk
+
+    def _present(self, info: ObjectInfo) -> ObjectInfo:
+        meta = info.metadata or {}
+        try:
+            env, _ck, dk = self._open(info.key, meta)
+            if not env.authenticated:
+                # LIST sizes (size - 16) are wrong for padded CBC, and CBC has no integrity
+                raise fmt.LegacyRefused("legacy AES-CBC objects are not served by the mount")
+            attrs = s3ec_attrs.open_sealed(dk, env, fmt.lower_keys(meta))
+            size = fmt.plain_size(info.size)
+            if env.plain_length is not None and env.plain_length != size:
+                raise IntegrityError(f"x-amz-unencrypted-content-length {env.plain_length} "
+                                     f"disagrees with the object size ({size} + 16)")
+        except IntegrityError as exc:
+            if (info.key, info.etag) not in self._warned:
+                self._warned.add((info.key, info.etag))
+                self.s3ec_stats["refused_objects"] += 1
+                log.error("s3ec: %s (ETag %s) refused: %s", info.key, info.etag, exc)
+            return ObjectInfo(info.key, max(0, info.size - fmt.TAG_LEN), info.etag,
+                              info.last_modified, {ERROR_KEY: str(exc)})
+        shown = {k: v for k, v in fmt.lower_keys(meta).items()
+                 if k != s3ec_attrs.ATTRS_KEY and k not in attrs}
+        return ObjectInfo(info.key, size, info.etag, info.last_modified, {**shown, **attrs})
+
+    @staticmethod
+    def _attrs_of(metadata: dict[str, str]) -> dict[str, str]:
+        return {k: v for k, v in fmt.lower_keys(metadata).items()
+                if k not in fmt.ALL_NAMES and k not in (ERROR_KEY, s3ec_attrs.ATTRS_KEY)}
+
+    def _fresh(self, metadata: dict[str, str]) -> tuple[fmt.ContentKey, dict[str, str]]:
+        ck, s3meta, dk = self.s3ec.new_object()
+        env = fmt.parse_envelope(s3meta)
+        with self._lock:
+            self._opened[fmt.compact_json(s3meta)] = (env, ck, dk)
+        return ck, {**s3meta, **s3ec_attrs.seal(dk, env, self._attrs_of(metadata))}
+
+    # -- reads ---------------------------------------------------------------------------------
+    def head(self, key: str) -> ObjectInfo:
+        info = super().head(key)
+        return info if _plain_key(key) else self._present(info)
+
+    def get(self, key: str, *, if_match: str | None = None) -> tuple[bytes, ObjectInfo]:
+        body, info = super().get(key, if_match=if_match)
+        if _plain_key(key):
+            return body, info
+        _env, ck, _dk = self._open(key, info.metadata)
+        plain = fmt.decrypt_body(ck, body)
+        shown = self._present(info)
+        shown.size = len(plain)
+        return plain, shown
+
+    def get_range(self, key: str, start: int, end: int, *, if_match: str | None = None) -> bytes:
+        if _plain_key(key) or end <= start:
+            return super().get_range(key, start, end, if_match=if_match)
+        if self.unauthenticated_ranges:
+            return self._ctr_range(key, start, end, if_match)
+        return self._view(key, if_match).read(start, end)
+
+    def _ctr_range(self, key: str, start: int, end: int, etag: str | None) -> bytes:
+        """UNAUTHENTICATED (opt-in): AES-CTR of the range; V3's commitment is checked first."""
+        got = self._ranged.get((key, etag)) if etag else None
+        if got is None:
+            info = super().head(key)
+            if etag and info.etag != etag:
+                return self._view(key, etag).read(start, end)  # the conditional GET decides
+            _env, ck, _dk = self._open(key, info.metadata)
+            got = (ck, fmt.plain_size(info.size), info.etag)
+            with self._lock:
+                self._ranged[(key, info.etag)] = got
+                while len(self._ranged) > 4096:
+                    self._ranged.popitem(last=False)
+        ck, plain, real = got
+        if end >= plain:  # the end is read: the whole tag is checked before anything returns
+            return self._view(key, real).read(start, end)
+        data = super().get_range(key, start, end, if_match=real)
+        return fmt.ctr_decrypt_range(ck, start, data)
+
+    def _view(self, key: str, etag: str | None) -> Spool:
+        if etag is None:
+            etag = super().head(key).etag
+        got = self.views.get(key, etag)
+        if got is not None:
+            return got
+        with self._lock:
+            fut = self._inflight.get((key, etag))
+            mine = fut is None
+            if fut is None:
+                fut = self._inflight[(key, etag)] = Future()
+        if not mine:
+            return fut.result()
+        try:
+            spool = self._verify_object(key, etag)
+        except BaseException as exc:
+            fut.set_exception(exc)
+            raise
+        finally:
+            with self._lock:
+                self._inflight.pop((key, etag), None)
+        fut.set_result(spool)
+        return spool
+
+    def _verify_object(self, key: str, etag: str) -> Spool:
+        """Stream the whole object through GCM into a sealed spool; publish only if it checks."""
+        info = super().head(key)
+        if info.etag != etag:
+            # the conditional GET below fails the way the caller expects (412)
+            super().get_range(key, 0, 1, if_match=etag)
+        _env, ck, _dk = self._open(key, info.metadata)
+        if info.size < fmt.TAG_LEN:
+            raise IntegrityError(f"{key}: S3EC object shorter than its tag")
+        dec = fmt.Decryptor(ck)
+        spool = self.views.new()
+        ranges = [(o, min(o + _FETCH, info.size)) for o in range(0, info.size, _FETCH)]
+        try:
+            # ranged GETs in parallel (a window of _PARALLEL), decrypted strictly in order
+            with ThreadPoolExecutor(max_workers=_PARALLEL) as pool:
+                window: list[Future[bytes]] = []
+                todo = iter(ranges)
+                for lo, hi in todo:
+                    window.append(pool.submit(super().get_range, key, lo, hi, if_match=etag))
+                    if len(window) >= _PARALLEL:
+                        break
+                while window:
+                    chunk = window.pop(0).result()
+                    nxt = next(todo, None)
+                    if nxt is not None:
+                        window.append(pool.submit(super().get_range, key, nxt[0], nxt[1],
+                                                  if_match=etag))
+                    spool.write(dec.update(chunk))
+            spool.write(dec.finish())
+        except IntegrityError as exc:
+            self.s3ec_stats["verify_failures"] += 1
+            log.error("s3ec: %s (ETag %s) failed verification: %s", key, etag, exc)
+            raise
+        self.views.publish(key, etag, spool)
+        self.s3ec_stats["verified_objects"] += 1
+        return spool
+
+    def list_pages(self, prefix: str, delimiter: str | None = "/") -> Generator[ListPage]:
+        seen: set[str] = set()
+        for page in super().list_pages(prefix, delimiter):
+            objs = []
+            for o in page.objects:
+                if o.key.endswith(_SUFFIX) and o.key[:-len(_SUFFIX)] in seen:
+                    self._instr.add(o.key[:-len(_SUFFIX)])
+                    continue
+                seen.add(o.key)
+                if not _plain_key(o.key):
+                    o.size = max(0, o.size - fmt.TAG_LEN)
+                objs.append(o)
+            yield ListPage(objs, page.prefixes)
+
+    # -- writes --------------------------------------------------------------------------------
+    def put(self, key: str, body: bytes, metadata: dict[str, str], *,
+            if_match: str | None = None, if_none_match: bool = False,
+            content_type: str | None = None) -> str:
+        if _plain_key(key):  # markers stay plain and carry nothing readable
+            return super().put(key, body, {} if not body else metadata, if_match=if_match,
+                               if_none_match=if_none_match, content_type=content_type)
+        if len(body) > fmt.MAX_PLAINTEXT:
+            raise TooLarge(errno.EFBIG, "file larger than the S3EC (AES-GCM) limit")
+        ck, meta = self._fresh(metadata)
+        spool = self.views.new()
+        spool.write(body)
+        etag = super().put(key, fmt.encrypt_body(ck, body), meta, if_match=if_match,
+                           if_none_match=if_none_match, content_type=content_type)
+        self.views.publish(key, etag, spool)  # we just wrote it: verified by construction
+        return etag
+
+    def copy(self, src: str, dst: str, *, metadata: dict[str, str] | None = None,
+             if_match: str | None = None) -> str:
+        if _plain_key(src):
+            return super().copy(src, dst, metadata=metadata, if_match=if_match)
+        if metadata is None and src != dst:
+            etag = super().copy(src, dst, if_match=if_match)
+        else:
+            raw = super().head(src)
+            if if_match and raw.etag != if_match:
+                return super().copy(src, dst, metadata=raw.metadata, if_match=if_match)  # 412
+            env, _ck, dk = self._open(src, raw.metadata)
+            keep = {k: v for k, v in fmt.lower_keys(raw.metadata or {}).items()
+                    if k in fmt.ALL_NAMES}
+            attrs = self._attrs_of(metadata if metadata is not None else
+                                   (self._present(raw).metadata or {}))
+            new = {**keep, **s3ec_attrs.seal(dk, env, attrs)}
+            etag = super().copy(src, dst, metadata=new, if_match=raw.etag)
+        if src != dst and src in self._instr:
+            super().copy(src + _SUFFIX, dst + _SUFFIX)
+            self._instr.add(dst)
+        return etag
+
+    def delete(self, key: str) -> None:
+        super().delete(key)
+        self.views.drop_key(key)
+        if key in self._instr:
+            super().delete(key + _SUFFIX)
+            self._instr.discard(key)
+
+    def delete_many(self, keys: list[str]) -> None:
+        extra = [k + _SUFFIX for k in keys if k in self._instr]
+        super().delete_many(keys + extra)
+        for k in keys:
+            self._instr.discard(k)
+            self.views.drop_key(k)
+
+    # -- multipart: spooled locally, encrypted in order at completion ---------------------------
+    def create_multipart(self, key: str, metadata: dict[str, str]) -> str:
+        """A real upload (so the journal knows its id and a crash gets it aborted) whose fresh
+        data key and message id are fixed now; its parts wait, sealed, in a local spool."""
+        ck, meta = self._fresh(metadata)
+        upload_id = super().create_multipart(key, meta)
+        with self._lock:
+            self._uploads[upload_id] = (ck, PartSpool(self._spool_dir))
+        return upload_id
+
+    def _spooled(self, upload_id: str) -> tuple[fmt.ContentKey, PartSpool] | None:
+        with self._lock:
+            return self._uploads.get(upload_id)
+
+    def upload_part(self, key: str, upload_id: str, part_number: int, body: bytes) -> str:
+        up = self._spooled(upload_id)
+        if up is None:
+            raise IntegrityError(f"{key}: S3EC multipart upload {upload_id[:12]}… was already "
+                                 "encrypted or is unknown; it must start again")
+        up[1].put(part_number, body)
+        return hashlib.sha256(body).hexdigest()[:32]
+
+    def upload_part_copy(self, key: str, upload_id: str, part_number: int, src: str,
+                         start: int, end: int, *, src_etag: str | None = None) -> str:
+        return self.upload_part(key, upload_id, part_number,
+                                self.get_range(src, start, end, if_match=src_etag))
+
+    def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]], *,
+                           if_match: str | None = None, if_none_match: bool = False) -> str:
+        # taken out first: this upload's (data key, message id) encrypts exactly once, so a
+        # retry can never encrypt different parts under the same nonce
+        with self._lock:
+            up = self._uploads.pop(upload_id, None)
+        if up is None:
+            raise IntegrityError(f"{key}: S3EC multipart upload {upload_id[:12]}… was already "
+                                 "encrypted or is unknown; it must start again")
+        ck, spool = up
+        numbers = [n for n, _e in sorted(parts)]
+        if set(numbers) - set(spool.numbers()):
+            raise IntegrityError(f"{key}: completing parts that were never uploaded")
+        if spool.size() > fmt.MAX_PLAINTEXT:
+            raise TooLarge(errno.EFBIG, "file larger than the S3EC (AES-GCM) limit")
+        enc = fmt.Encryptor(ck)
+        sent: list[tuple[int, Future[str]]] = []
+        with ThreadPoolExecutor(max_workers=_PARALLEL) as pool:
+            for i, n in enumerate(numbers, start=1):
+                body = enc.update(spool.get(n))
+                if i == len(numbers):
+                    body += enc.finish()  # the tag ends the last part
+                while sum(not f.done() for _n, f in sent) >= _PARALLEL:  # bounds memory
+                    next(f for _n, f in sent if not f.done()).result()
+                sent.append((i, pool.submit(super().upload_part, key, upload_id, i, body)))
+            done = [(i, f.result()) for i, f in sent]
+        return super().complete_multipart(key, upload_id, done, if_match=if_match,
+                                          if_none_match=if_none_match)
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        with self._lock:
+            self._uploads.pop(upload_id, None)
+        super().abort_multipart(key, upload_id)

@@ -1,0 +1,171 @@
+"""Local spool files sealed under a per-process random key (never written anywhere).
+
+Used by S3EC mode for (a) the plaintext of whole objects whose GCM tag has been verified
+("views": a reader is only ever served bytes from a view that is complete) and (b) the parts of
+a multipart upload, which S3EC must encrypt strictly in order once the last one is known.
+
+A spool is a file of fixed 1 MiB chunks, each AES-256-GCM sealed with nonce = chunk index (the
+key is fresh per spool, so nonces never repeat under one key). An unlinked spool stays readable
+through its open descriptor until the last reference goes, so eviction never breaks a read in
+flight.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import weakref
+from collections import OrderedDict
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from s3encfs.codec import IntegrityError
+
+CHUNK = 1024 * 1024
+_SLOT = CHUNK + 16
+
+
+class Spool:
+    """Append-only sealed plaintext; `read(start, end)` any range once written."""
+
+    def __init__(self, directory: str) -> None:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        fd, path = tempfile.mkstemp(prefix="spool-", dir=directory)
+        os.unlink(path)  # nothing to clean up after a crash; readable through fd only
+        self.fd = fd
+        self._aead = AESGCM(AESGCM.generate_key(256))
+        self._buf = bytearray()
+        self._chunks = 0
+        self.size = 0
+        weakref.finalize(self, os.close, fd)
+
+    def write(self, data: bytes) -> None:
+        self.size += len(data)
+        view = memoryview(data)
+        if self._buf:  # top up the partial chunk first
+            take = CHUNK - len(self._buf)
+            self._buf += view[:take]
+            view = view[take:]
+            if len(self._buf) < CHUNK:
+                return
+            self._flush(bytes(self._buf))
+            self._buf.clear()
+        while len(view) >= CHUNK:  # whole chunks straight from the caller's buffer
+            self._flush(view[:CHUNK])
+            view = view[CHUNK:]
+        self._buf += view
+
+    def finish(self) -> None:
+        if self._buf:
+            self._flush(bytes(self._buf))
+            self._buf.clear()
+
+    def _flush(self, chunk: bytes | memoryview) -> None:
+        i = self._chunks
+        os.pwrite(self.fd, self._aead.encrypt(i.to_bytes(12, "big"), chunk, None), i * _SLOT)
+        self._chunks += 1
+
+    def read(self, start: int, end: int) -> bytes:
+        end = min(end, self.size)
+        out = []
+        i = start // CHUNK
+        while i * CHUNK < end:
+            raw = os.pread(self.fd, _SLOT, i * _SLOT)
+            try:
+                chunk = self._aead.decrypt(i.to_bytes(12, "big"), raw, None)
+            except InvalidTag:
+                raise IntegrityError("local spool damaged") from None
+            lo = max(start - i * CHUNK, 0)
+            out.append(chunk[lo:end - i * CHUNK])
+            i += 1
+        return b"".join(out)
+
+
+class PartSpool:
+    """Parts of one multipart upload, by part number, in ONE sealed file (one descriptor,
+    however many parts). Each part gets fresh chunk slots, so nonces (= slot index) never
+    repeat under the key; re-sending a part gives it new slots."""
+
+    def __init__(self, directory: str) -> None:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        fd, path = tempfile.mkstemp(prefix="parts-", dir=directory)
+        os.unlink(path)
+        self.fd = fd
+        self._aead = AESGCM(AESGCM.generate_key(256))
+        self._next = 0
+        self._parts: dict[int, tuple[int, int]] = {}  # number -> (first slot, length)
+        self._lock = threading.Lock()
+        weakref.finalize(self, os.close, fd)
+
+    def put(self, number: int, data: bytes) -> None:
+        slots = max(1, -(-len(data) // CHUNK))
+        with self._lock:
+            first = self._next
+            self._next += slots
+        view = memoryview(data)
+        for j in range(slots):
+            i = first + j
+            chunk = view[j * CHUNK:(j + 1) * CHUNK]
+            os.pwrite(self.fd, self._aead.encrypt(i.to_bytes(12, "big"), chunk, None), i * _SLOT)
+        with self._lock:
+            self._parts[number] = (first, len(data))
+
+    def get(self, number: int) -> bytes:
+        first, n = self._parts[number]
+        out = []
+        for j in range(max(1, -(-n // CHUNK))):
+            i = first + j
+            raw = os.pread(self.fd, min(CHUNK, n - j * CHUNK) + 16, i * _SLOT)
+            try:
+                out.append(self._aead.decrypt(i.to_bytes(12, "big"), raw, None))
+            except InvalidTag:
+                raise IntegrityError("local part spool damaged") from None
+        return b"".join(out)
+
+    def size(self) -> int:
+        return sum(n for _f, n in self._parts.values())
+
+    def numbers(self) -> list[int]:
+        return sorted(self._parts)
+
+
+class Views:
+    """Verified plaintext of whole objects, keyed by (key, ETag); LRU bounded by bytes."""
+
+    def __init__(self, directory: str, max_bytes: int, max_count: int = 256) -> None:
+        self.dir = directory
+        self.max_bytes = max_bytes
+        self.max_count = max_count  # each view holds a descriptor
+        self._lock = threading.Lock()
+        self._views: OrderedDict[tuple[str, str], Spool] = OrderedDict()
+        self._total = 0
+
+    def get(self, key: str, etag: str) -> Spool | None:
+        with self._lock:
+            v = self._views.get((key, etag))
+            if v is not None:
+                self._views.move_to_end((key, etag))
+            return v
+
+    def new(self) -> Spool:
+        return Spool(self.dir)
+
+    def publish(self, key: str, etag: str, spool: Spool) -> None:
+        spool.finish()
+        with self._lock:
+            old = self._views.pop((key, etag), None)
+            if old is not None:
+                self._total -= old.size
+            self._views[(key, etag)] = spool
+            self._total += spool.size
+            while (self._total > self.max_bytes or len(self._views) > self.max_count) \
+                    and len(self._views) > 1:
+                _k, gone = self._views.popitem(last=False)
+                self._total -= gone.size
+
+    def drop_key(self, key: str) -> None:
+        with self._lock:
+            for ident in [i for i in self._views if i[0] == key]:
+                self._total -= self._views.pop(ident).size
