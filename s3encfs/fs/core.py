@@ -961,7 +961,7 @@ class FsCore:
         upload is never a conflict; fs/identity.py).  PreconditionFailed: another writer."""
         return await trio.to_thread.run_sync(
             partial(identity.upload_owned, self.uploader, self.store, self.codec, job, token,
-                    tokens, on_round=self._count_round))
+                    tokens, on_round=self._count_round, rel_key=self.layout.rel_key))
 
     def _count_round(self, verdict: identity.Verdict) -> None:
         key = f"upload_412_{verdict.value}"
@@ -1374,8 +1374,10 @@ class FsCore:
         (copied unchanged, so it stays unreadable) when its own attrs did not authenticate."""
         if not self.codec.authenticates_attrs or node.corrupt is not None or node.obj is None:
             return None
+        token = identity.token_of(self.codec, node.obj.meta,  # still our upload: keep its token
+                                  self.layout.rel_key(node.obj.key))
         try:
-            return self.object_meta(self._cipher_meta(node.obj.meta), node.attrs, new_key)
+            return self.object_meta(self._cipher_meta(node.obj.meta), node.attrs, new_key, token)
         except IntegrityError as exc:
             log.error("rename of %r: its key metadata does not open (%s); copied unchanged",
                       node.path, exc)

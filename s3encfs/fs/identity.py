@@ -56,11 +56,11 @@ def stamped(attrs_meta: dict[str, str], token: str | None) -> dict[str, str]:
     return {**attrs_meta, UPLOAD_ATTR: token}
 
 
-def token_of(codec: Codec, meta: dict[str, str]) -> str | None:
+def token_of(codec: Codec, meta: dict[str, str], path: str = "") -> str | None:
     """The upload token an object's metadata carries (None: none, or it does not authenticate).
     The one place that reads it back out of the (sealed) attributes."""
     try:
-        attrs = codec.open_attrs(meta)
+        attrs = codec.open_attrs(meta, path)  # sealed attrs are bound to the object's key
     except Exception:  # tampered, foreign or from another key: not ours
         return None
     value = attrs.get(UPLOAD_ATTR)
@@ -68,12 +68,12 @@ def token_of(codec: Codec, meta: dict[str, str]) -> str | None:
 
 
 def judge(codec: Codec, info: ObjectInfo | None, *, token: str, tokens: Collection[str],
-          obj_size: int) -> Verdict:
+          obj_size: int, path: str = "") -> Verdict:
     """What the object found at our key is, for an upload of `obj_size` bytes carrying `token`
     (`tokens`: this name's earlier uploads that may have landed)."""
     if info is None:
         return Verdict.ABSENT
-    found = token_of(codec, info.metadata or {})
+    found = token_of(codec, info.metadata or {}, path)
     if found == token and info.size == obj_size:
         return Verdict.LANDED
     if found is not None and (found == token or found in tokens):
@@ -84,18 +84,19 @@ def judge(codec: Codec, info: ObjectInfo | None, *, token: str, tokens: Collecti
 
 
 def examine(store: ObjectStore, codec: Codec, key: str, *, token: str, tokens: Collection[str],
-            obj_size: int) -> tuple[Verdict, ObjectInfo | None]:
-    """HEAD `key` and judge it (blocking)."""
+            obj_size: int, path: str = "") -> tuple[Verdict, ObjectInfo | None]:
+    """HEAD `key` and judge it (blocking); `path`: `key` relative to the mount's prefix."""
     try:
         info: ObjectInfo | None = store.head(key)
     except store_errors.NotFound:
         info = None
-    return judge(codec, info, token=token, tokens=tokens, obj_size=obj_size), info
+    return judge(codec, info, token=token, tokens=tokens, obj_size=obj_size, path=path), info
 
 
 def upload_owned(uploader: Uploader, store: ObjectStore, codec: Codec, job: UploadJob,
                  token: str, tokens: Collection[str],
-                 on_round: Callable[[Verdict], None] | None = None) -> ObjectRef:
+                 on_round: Callable[[Verdict], None] | None = None,
+                 rel_key: Callable[[str], str] = str) -> ObjectRef:
     """`uploader.upload(job)`, resolving a failed precondition by the object's identity: our own
     landed upload is success, our own leftovers are overwritten, and only another writer's
     change raises PreconditionFailed (the caller then makes a conflict copy).  Blocking."""
@@ -111,7 +112,7 @@ def upload_owned(uploader: Uploader, store: ObjectStore, codec: Codec, job: Uplo
             failure: store_errors.StoreError = exc
         job.stream = None  # the uploader completed or aborted it: never reused
         verdict, info = examine(store, codec, job.key, token=token, tokens=tokens,
-                                obj_size=obj_size)
+                                obj_size=obj_size, path=rel_key(job.key))
         if on_round is not None:
             on_round(verdict)
         if verdict is Verdict.FOREIGN:
