@@ -326,14 +326,16 @@ class CrtClient:
     # -- the data-plane calls (boto3 names and parameters) ---------------------------------------
 
     def head_object(self, *, Bucket: str, Key: str, **params: Any) -> dict[str, Any]:
-        status, headers, _ = self._send("HeadObject", "HEAD", Bucket, Key,
+        query = wire.version_query(params)
+        status, headers, _ = self._send("HeadObject", "HEAD", Bucket, Key, query=query,
                                         headers=wire.request_headers(params))
         return wire.response_fields(status, headers)
 
     def get_object(self, *, Bucket: str, Key: str, **params: Any) -> dict[str, Any]:
         # a big range is fetched as parallel part GETs by aws-c-s3 (fewer, larger body
         # callbacks into Python too); small ones and whole objects stay one request
-        status, headers, data = self._send("GetObject", "GET", Bucket, Key,
+        query = wire.version_query(params)
+        status, headers, data = self._send("GetObject", "GET", Bucket, Key, query=query,
                                            headers=wire.request_headers(params),
                                            split=wire.range_length(params) >= SPLIT_GET)
         resp = wire.response_fields(status, headers)
@@ -342,8 +344,11 @@ class CrtClient:
 
     def put_object(self, *, Bucket: str, Key: str, Body: bytes = b"",
                    **params: Any) -> dict[str, Any]:
+        body = bytes(Body)
+        checksum = wire.body_checksum(params, body)
         status, headers, _ = self._send("PutObject", "PUT", Bucket, Key,
-                                        headers=wire.request_headers(params), body=bytes(Body))
+                                        headers=wire.request_headers(params) + checksum,
+                                        body=body)
         return wire.response_fields(status, headers)
 
     def copy_object(self, *, Bucket: str, Key: str, **params: Any) -> dict[str, Any]:

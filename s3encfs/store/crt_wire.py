@@ -13,7 +13,8 @@ would silently change what the server does.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from datetime import datetime
+import zlib
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote
@@ -88,10 +89,38 @@ def request_headers(params: dict[str, Any]) -> list[tuple[str, str]]:
                         "true" if value else "false"))
         elif name == "CopySource":
             src = value if isinstance(value, dict) else {"Bucket": "", "Key": str(value)}
-            out.append(("x-amz-copy-source", quote_key(f"/{src['Bucket']}/{src['Key']}")))
+            source = quote_key(f"/{src['Bucket']}/{src['Key']}")
+            if src.get("VersionId"):  # restore copies an old version onto the live key
+                source += "?versionId=" + quote(str(src["VersionId"]), safe="")
+            out.append(("x-amz-copy-source", source))
+        elif name == "ObjectLockMode":  # --object-lock: retention on what the mount writes
+            out.append(("x-amz-object-lock-mode", str(value)))
+        elif name == "ObjectLockRetainUntilDate":
+            when = value.astimezone(UTC) if isinstance(value, datetime) else value
+            out.append(("x-amz-object-lock-retain-until-date",
+                        when.strftime("%Y-%m-%dT%H:%M:%SZ") if isinstance(when, datetime)
+                        else str(when)))
         else:
             raise TypeError(f"the CRT S3 client does not handle parameter {name!r}")
     return out
+
+
+def version_query(params: dict[str, Any]) -> str:
+    """Pop a GET/HEAD's VersionId into its query string (`--as-of` views read old versions)."""
+    vid = params.pop("VersionId", None)
+    return f"versionId={quote(str(vid), safe='')}" if vid else ""
+
+
+def body_checksum(params: dict[str, Any], body: bytes) -> list[tuple[str, str]]:
+    """Pop ChecksumAlgorithm (only CRC32 is asked for: Object Lock PUTs need a checksum on
+    AWS) and return the headers that carry the body's checksum."""
+    alg = params.pop("ChecksumAlgorithm", None)
+    if alg is None:
+        return []
+    if str(alg).upper() != "CRC32":
+        raise TypeError(f"the CRT S3 client does not compute {alg!r} checksums")
+    digest = zlib.crc32(body).to_bytes(4, "big")
+    return [("x-amz-checksum-crc32", b64(digest)), ("x-amz-sdk-checksum-algorithm", "CRC32")]
 
 
 def range_length(params: dict[str, Any]) -> int:
