@@ -232,7 +232,7 @@ def check(source: str | None, config_name: str | None, data: bool, abort_uploads
             raise click.UsageError("need s3://BUCKET[/PREFIX] (or --config NAME)")
         bucket, prefix = parse_source(cfg.source)
     except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise exc from None  # one line + exit code: errors_cli
     try:
         codec, policy = build_codec_and_policy(cfg)
         store = ObjectStore(bucket, endpoint_url=cfg.endpoint_url, region=cfg.region,
@@ -241,7 +241,7 @@ def check(source: str | None, config_name: str | None, data: bool, abort_uploads
         if getattr(codec, "name", "") == "client":
             codec = check_master_key(store, codec, prefix)
     except (MountError, se.StoreError) as exc:
-        raise click.ClickException(str(exc)) from None
+        raise exc from None  # one line + exit code: errors_cli
     t0 = time.monotonic()
     ck = Checker(store, codec, prefix, data=data)
     try:
@@ -249,7 +249,7 @@ def check(source: str | None, config_name: str | None, data: bool, abort_uploads
         if abort:
             abort_all(store, rep)
     except se.StoreError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise exc from None  # one line + exit code: errors_cli
     elapsed = time.monotonic() - t0
     if as_json:
         click.echo(json.dumps({

@@ -11,9 +11,10 @@ from typing import Any
 import click
 
 from s3encfs import __version__
+from s3encfs.errors_cli import OneLineGroup
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="s3encfs")
 def main() -> None:
     """Mount an S3 bucket as an encrypted directory."""
@@ -49,6 +50,13 @@ def main() -> None:
 @click.option("-o", "options", multiple=True, help="FUSE options: allow_other, ro, ...")
 @click.option("-f", "--foreground", is_flag=True, default=None)
 @click.option("--debug", multiple=True, help="Debug logging for subsystems: fs,store,cache,all")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              help="Log level (default: info, or log_level in the config).")
+@click.option("-v", "--verbose", "log_level", flag_value="debug", help="Same as --log-level debug.")
+@click.option("-q", "--quiet", "log_level", flag_value="warning",
+              help="Same as --log-level warning.")
+@click.option("--log-file", type=click.Path(dir_okay=False),
+              help="Log to this file (rotated at 10 MiB) instead of stderr / CACHE/mount.log.")
 def mount_cmd(source: str | None, mountpoint: str | None, config_name: str | None,
               **flags: Any) -> None:
     """Mount s3://BUCKET[/PREFIX] at MOUNTPOINT."""
@@ -60,18 +68,20 @@ def mount_cmd(source: str | None, mountpoint: str | None, config_name: str | Non
     flags["allow_unverified_sse"] = flags["allow_unverified_sse"] or None
     if mountpoint:
         mountpoint = os.path.abspath(mountpoint)
-    if flags.get("cache_dir"):
-        flags["cache_dir"] = os.path.abspath(flags["cache_dir"])
+    for path_flag in ("cache_dir", "log_file"):
+        if flags.get(path_flag):
+            flags[path_flag] = os.path.abspath(flags[path_flag])
     try:
         cfg = load_config(config_name) if config_name else MountConfig()
         if flags.get("cache_size") is not None:
             flags["cache_size"] = parse_size(flags["cache_size"])
         cfg = merge(cfg, {"source": source, "mountpoint": mountpoint, **flags})
     except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise exc from None  # one line, exit 78 (errors_cli)
     if not cfg.source or not cfg.mountpoint:
         raise click.UsageError("need SOURCE and MOUNTPOINT (or --config NAME)")
-    setup_logging(cfg.debug, bool(cfg.foreground))
+    setup_logging(cfg.debug, bool(cfg.foreground), cfg.log_level,
+                  cfg.log_file if cfg.foreground else None)
     try:
         if cfg.foreground:
             code = run_mount(cfg)
@@ -79,8 +89,10 @@ def mount_cmd(source: str | None, mountpoint: str | None, config_name: str | Non
             code = daemonize_and_mount(cfg)
     except MountError as exc:
         # 78 = EX_CONFIG: systemd's RestartPreventExitStatus stops retrying a bad setup
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(78)
+        from s3encfs.errors_cli import echo_error
+
+        echo_error(str(exc))
+        sys.exit(exc.code)
     sys.exit(code)
 
 
@@ -91,7 +103,13 @@ def umount_cmd(mountpoint: str, timeout: float) -> None:
     """Upload everything pending, then unmount; returns when S3 has every byte."""
     from s3encfs.control import ControlError, control_socket_path, query
 
+    from s3encfs.mountpoint import MountpointError, check_ours
+
     mountpoint = os.path.abspath(mountpoint)
+    try:
+        check_ours(mountpoint)  # never unmount a filesystem that is not s3encfs
+    except MountpointError as exc:
+        raise click.ClickException(str(exc)) from None
     sock = control_socket_path(mountpoint)
     pid = None
     try:

@@ -72,6 +72,7 @@ class MountConfig:
     max_dirty: int = 2 * 1024**3
     options: list[str] = field(default_factory=list)
     log_level: str = "info"
+    log_file: str = ""  # "" = stderr (the journal) in the foreground, CACHE/mount.log as daemon
     debug: list[str] = field(default_factory=list)
     upload_concurrency: int = 8
     download_concurrency: int = 8
@@ -257,6 +258,7 @@ def validate(cfg: MountConfig, complete: bool = True) -> MountConfig:
         raise ConfigError(f"{where}: cache_dir must be an absolute path: {cfg.cache_dir!r}")
     if cfg.log_level.lower() not in LOG_LEVELS:
         raise ConfigError(f"{where}: log_level must be one of {', '.join(LOG_LEVELS)}")
+    _validate_operator(cfg, where)
     if cfg.bucket_key and sse not in ("sse-kms", "dsse-kms"):
         raise ConfigError(f"{where}: bucket_key only applies to sse-kms / dsse-kms encryption")
     if cfg.key and not client:
@@ -273,6 +275,26 @@ def validate(cfg: MountConfig, complete: bool = True) -> MountConfig:
     if cfg.upload_delay < 0:
         raise ConfigError(f"{where}: upload_delay must not be negative")
     return cfg
+
+
+def _validate_operator(cfg: MountConfig, where: str) -> None:
+    """Mistakes that otherwise surface late as a traceback (debug names, endpoint, -o)."""
+    from s3encfs.fuse_options import FuseOptionError, fuse_options
+    from s3encfs.logsetup import SUBSYSTEMS
+
+    for name in cfg.debug:
+        if name not in (*SUBSYSTEMS, "all"):
+            raise ConfigError(f"{where}: unknown debug subsystem {name!r} "
+                              f"(one of: all, {', '.join(SUBSYSTEMS)})")
+    if cfg.endpoint_url and not re.match(r"^https?://[^/]", cfg.endpoint_url):
+        raise ConfigError(f"{where}: endpoint_url {cfg.endpoint_url!r} needs a scheme, e.g. "
+                          "https://s3.example.net or http://127.0.0.1:8333")
+    try:
+        fuse_options(cfg.options)
+    except FuseOptionError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    if cfg.log_file and not os.path.isabs(cfg.log_file):
+        raise ConfigError(f"{where}: log_file must be an absolute path: {cfg.log_file!r}")
 
 
 def config_search_path(name: str) -> list[Path]:

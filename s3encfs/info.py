@@ -257,7 +257,7 @@ def info(source: str | None, config_name: str | None, as_json: bool, **flags: An
         cfg = merge(cfg, {"source": source, **given, "mountpoint": cfg.mountpoint or "/"})
         _client, sse, sse_key = parse_encryption(cfg.encryption)
     except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise exc from None  # one line + exit code: errors_cli
     if not cfg.source:
         raise click.UsageError("need s3://BUCKET[/PREFIX] (or --config NAME)")
     store = ObjectStore(cfg.bucket, endpoint_url=cfg.endpoint_url, region=cfg.region,

@@ -27,7 +27,12 @@ log = logging.getLogger("s3encfs.mount")
 
 
 class MountError(Exception):
-    """A clear, one-line reason why the mount cannot start."""
+    """A clear, one-line reason why the mount cannot start; `code` is the exit status
+    (78 = EX_CONFIG: systemd does not restart; see s3encfs/exitcodes.py)."""
+
+    def __init__(self, message: str, code: int = 78) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass
@@ -42,13 +47,14 @@ class Prepared:
 def load_keys(cfg: MountConfig, names: list[str]) -> list[tuple[str, str, bytes]]:
     """(name, key_id, secret) for each key name, from the keyring (never logged)."""
     from s3encfs.keys.keyring import Keyring, KeyringError
+    from s3encfs.keys.passphrase import PassphraseError
 
     ring = Keyring(cfg.keyring) if cfg.keyring else Keyring()
     out = []
     for name in names:
         try:
             key = ring.get(name)
-        except KeyringError as exc:
+        except (KeyringError, PassphraseError) as exc:
             raise MountError(str(exc)) from None
         out.append((key.info.name, key.info.key_id, key.secret))
     return out
@@ -118,7 +124,9 @@ def check_master_key(store: Any, codec: Codec, prefix: str) -> Codec:
     return codec
 
 
-def prepare(cfg: MountConfig) -> Prepared:
+def prepare(cfg: MountConfig, built: tuple[Codec, Any] | None = None) -> Prepared:
+    """`built`: the (codec, SSE policy) pair already made before daemonizing (keys unsealed
+    while the terminal could still answer a passphrase prompt)."""
     from s3encfs.store import errors as se
     from s3encfs.store.s3 import ObjectStore
     from s3encfs.store.sse import canary
@@ -127,12 +135,15 @@ def prepare(cfg: MountConfig) -> Prepared:
         bucket, prefix = parse_source(cfg.source)
     except ValueError as exc:
         raise MountError(str(exc)) from None
-    mnt = cfg.mountpoint
-    if not os.path.isdir(mnt):
-        raise MountError(f"mountpoint {mnt} does not exist or is not a directory")
-    if os.path.ismount(mnt):
-        raise MountError(f"mountpoint {mnt} is busy (something is already mounted there)")
-    codec, policy = build_codec_and_policy(cfg)
+    from s3encfs.fuse_options import FuseOptionError, fuse_options
+    from s3encfs.mountpoint import MountpointError, prepare_mountpoint
+
+    try:
+        fuse_options(cfg.options)
+        prepare_mountpoint(cfg.mountpoint, nonempty="nonempty" in cfg.options)
+    except (MountpointError, FuseOptionError) as exc:
+        raise MountError(str(exc)) from None
+    codec, policy = built or build_codec_and_policy(cfg)
     store = ObjectStore(bucket, endpoint_url=cfg.endpoint_url, region=cfg.region,
                         profile=cfg.profile, sse=policy,
                         max_pool=max(64, cfg.upload_concurrency * 4),
@@ -144,7 +155,9 @@ def prepare(cfg: MountConfig) -> Prepared:
             canary(store, prefix)
         codec = check_master_key(store, codec, prefix)
     except se.StoreError as exc:
-        raise MountError(str(exc)) from None
+        from s3encfs.exitcodes import for_store_error
+
+        raise MountError(str(exc), for_store_error(exc)) from None
     cache_dir = cfg.effective_cache_dir
     os.makedirs(cache_dir, mode=0o700, exist_ok=True)
     lock_fd = os.open(os.path.join(cache_dir, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
@@ -169,31 +182,25 @@ def _fixed_mmap_threshold() -> None:
         pass
 
 
-def run_mount(cfg: MountConfig, ready_fd: int | None = None) -> int:
+def run_mount(cfg: MountConfig, ready_fd: int | None = None,
+              built: tuple[Codec, Any] | None = None) -> int:
     """Mount and serve until unmounted or signalled; returns the exit code."""
     import pyfuse3
 
     from s3encfs.fs.core import FsConfig, FsCore
     from s3encfs.fs.operations import Operations
 
-    prep = prepare(cfg)
+    prep = prepare(cfg, built)
     fscfg = FsConfig(cache_dir=prep.cache_dir, cache_size=cfg.cache_size,
                      upload_delay=cfg.upload_delay, dirty_limit=cfg.max_dirty,
                      entry_ttl=cfg.attr_timeout, dir_ttl=cfg.dir_ttl, fast_list=cfg.fast_list,
                      upload_concurrency=max(4, cfg.upload_concurrency),
                      read_only="ro" in cfg.options, uid=os.getuid(), gid=os.getgid())
-    opts = set(pyfuse3.default_options)
+    from s3encfs.fuse_options import fuse_options
+
+    opts = fuse_options(cfg.options, set(pyfuse3.default_options))
     opts.add(f"fsname={cfg.source}")
     opts.add("subtype=s3encfs")
-    for o in cfg.options:
-        if o == "ro":
-            opts.add("ro")
-        elif o == "allow_other":
-            opts.add("allow_other")
-        elif o == "no_default_permissions":
-            opts.discard("default_permissions")
-        elif o:
-            opts.add(o)
 
     async def main() -> int:
         core = FsCore(prep.store, prep.codec, prep.prefix, fscfg)
@@ -245,7 +252,10 @@ async def serve(core: Any, cfg: MountConfig, ready_fd: int | None) -> int:
         async def announce() -> None:
             st_dev = (await trio.to_thread.run_sync(os.stat, cfg.mountpoint)).st_dev
             tune_readahead(st_dev)
-            log.info("mounted %s at %s (%s)", cfg.source, cfg.mountpoint, cfg.encryption)
+            from s3encfs import __version__
+
+            log.info("s3encfs %s: mounted %s at %s (%s)", __version__, cfg.source,
+                     cfg.mountpoint, cfg.encryption)
             sdnotify.notify(READY=1, STATUS="mounted")
             if ready_fd is not None:
                 os.write(ready_fd, b"ok\n")
@@ -314,10 +324,23 @@ async def unmount(mountpoint: str) -> None:
 
 
 def daemonize_and_mount(cfg: MountConfig) -> int:
-    """Fork; the child mounts, the parent returns once the mount answers (or failed)."""
+    """Fork; the child mounts, the parent returns once the mount answers (or failed).
+
+    Keys are unsealed first, in the parent: after the fork stdin is /dev/null, so a passphrase
+    prompt on the user's terminal is only possible before it."""
+    from s3encfs.logsetup import setup_logging
+
+    built = build_codec_and_policy(cfg)
+    log_path = cfg.log_file or os.path.join(cfg.effective_cache_dir, "mount.log")
+    try:  # before the fork, so a log that cannot be written is reported on the terminal
+        os.makedirs(os.path.dirname(log_path), mode=0o700, exist_ok=True)
+        logfd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    except OSError as exc:
+        raise MountError(f"cannot open the log file {log_path}: {exc.strerror}", 73) from None
     r, w = os.pipe()
     pid = os.fork()
     if pid:
+        os.close(logfd)
         os.close(w)
         data = b""
         while True:
@@ -330,27 +353,30 @@ def daemonize_and_mount(cfg: MountConfig) -> int:
             return 0
         msg = data.decode(errors="replace").strip() or "mount process exited"
         print(f"s3encfs: {msg}", file=sys.stderr)
-        return 1
+        _pid, status = os.waitpid(pid, 0)  # the child exits after a failure: pass its code on
+        return os.waitstatus_to_exitcode(status) or 1
     os.close(r)
     os.setsid()
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
-    log_path = os.path.join(cfg.effective_cache_dir,
-                            "mount.log")
-    os.makedirs(os.path.dirname(log_path), mode=0o700, exist_ok=True)
-    logfd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.dup2(logfd, 1)
     os.dup2(logfd, 2)
+    os.close(logfd)
+    setup_logging(cfg.debug, False, cfg.log_level, log_path)
     try:
-        code = run_mount(cfg, ready_fd=w)
+        code = run_mount(cfg, ready_fd=w, built=built)
     except MountError as exc:
+        log.error("%s", exc)
         os.write(w, f"{exc}\n".encode())
-        code = 1
+        code = exc.code
     except Exception as exc:
-        log.exception("mount failed")
+        from s3encfs.errors_cli import describe
+
+        message, code = describe(exc)
+        log.error("%s", message)
+        log.debug("mount failed", exc_info=True)
         try:
-            os.write(w, f"mount failed: {exc}\n".encode())
+            os.write(w, f"{message}\n".encode())
         except OSError:
             pass
-        code = 1
     os._exit(code)

@@ -310,7 +310,7 @@ def rekey(source: str | None, config_name: str | None, jobs: int, dry_run: bool,
         cfg = merge(cfg, {"source": source, **given, "mountpoint": cfg.mountpoint or "/"})
         bucket, prefix = parse_source(cfg.source)
     except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise exc from None  # one line + exit code: errors_cli
     if not cfg.source:
         raise click.UsageError("need s3://BUCKET[/PREFIX] (or --config NAME)")
     busy = active_mounts(bucket, prefix)
@@ -328,9 +328,9 @@ def rekey(source: str | None, config_name: str | None, jobs: int, dry_run: bool,
         if getattr(codec, "name", "") == "client":
             codec = check_master_key(store, codec, prefix)
     except MountError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise exc from None  # one line + exit code: errors_cli
     except se.StoreError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise exc from None  # one line + exit code: errors_cli
     target = f"{cfg.encryption}|{policy.describe()}|{getattr(codec, 'current', '')}"
     sfile = state_path(state_dir or default_state_dir(), cfg.endpoint_url, bucket, prefix,
                        target)

@@ -1,0 +1,195 @@
+"""The operator's path (issue 14) on real mounts: a daemonizing mount that prompts for the
+passphrase on a terminal, a service that comes back after SIGKILL, umount that only unmounts
+s3encfs, refusing a non-empty mountpoint, and one-line errors with documented exit codes."""
+
+from __future__ import annotations
+
+import errno
+import os
+import pty
+import select
+import signal
+import subprocess
+import termios
+import fcntl
+import time
+from pathlib import Path
+
+import pytest
+
+from mounting import S3ENCFS, keyenv  # noqa: F401 (fixture)
+from test_service import NotifyListener
+
+
+def _ctty() -> None:  # in the child: make the pty (stdin) the controlling terminal
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+def _umount(mnt: Path, env: dict[str, str]) -> None:
+    subprocess.run([*S3ENCFS, "umount", str(mnt)], env=env, capture_output=True, timeout=120)
+    if os.path.ismount(mnt):
+        subprocess.run(["fusermount3", "-uz", str(mnt)], capture_output=True)
+
+
+def test_daemon_mount_prompts_for_the_passphrase_on_a_terminal(
+        bucket: str, s3env: dict[str, str], tmp_path: Path) -> None:
+    keydir, mnt, cache = tmp_path / "keys", tmp_path / "mnt", tmp_path / "cache"
+    mnt.mkdir()
+    env = dict(s3env, S3ENCFS_KEYRING_DIR=str(keydir))
+    subprocess.run([*S3ENCFS, "key", "create", "backup"], check=True, capture_output=True,
+                   env=dict(env, S3ENCFS_PASSPHRASE="correct horse"))
+    for var in ("S3ENCFS_PASSPHRASE", "S3ENCFS_PASSPHRASE_FD", "S3ENCFS_PASSCOMMAND"):
+        env.pop(var, None)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [*S3ENCFS, "mount", f"s3://{bucket}", str(mnt), "--key", "backup",
+         "--cache-dir", str(cache)],
+        env=env, stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+        preexec_fn=_ctty)
+    os.close(slave)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 60
+        while b"passphrase" not in seen.lower():
+            assert time.monotonic() < deadline, seen
+            ready, _, _ = select.select([master], [], [], 1)
+            if ready:
+                try:
+                    seen += os.read(master, 4096)
+                except OSError:
+                    break
+            assert proc.poll() is None, seen
+        os.write(master, b"correct horse\n")
+        code = proc.wait(timeout=90)
+        try:
+            while select.select([master], [], [], 0.2)[0]:
+                seen += os.read(master, 4096)
+        except OSError:
+            pass
+        assert code == 0, seen
+        assert b"not a terminal" not in seen and b"Traceback" not in seen, seen
+        assert os.path.ismount(mnt)
+        (mnt / "hello.txt").write_bytes(b"hello from a terminal")
+        assert (mnt / "hello.txt").read_bytes() == b"hello from a terminal"
+    finally:
+        os.close(master)
+        _umount(mnt, env)
+    assert not os.path.ismount(mnt)
+
+
+def _config(tmp_path: Path, bucket: str, **extra: str) -> tuple[Path, Path, Path]:
+    confdir, mnt, cache = tmp_path / "etc", tmp_path / "mnt", tmp_path / "cache"
+    confdir.mkdir(exist_ok=True)
+    mnt.mkdir(exist_ok=True)
+    lines = [f'source = "s3://{bucket}"', f'mountpoint = "{mnt}"', f'cache_dir = "{cache}"',
+             'encryption = "client"', "upload_delay = 30.0"]
+    lines += [f"{k} = {v}" for k, v in extra.items()]
+    (confdir / "host1.toml").write_text("\n".join(lines) + "\n")
+    return confdir, mnt, cache
+
+
+def _unit_argv() -> list[str]:
+    """The unit's ExecStart (with %i = host1), run from this checkout."""
+    unit = (Path(__file__).parent.parent / "systemd" / "s3encfs@.service").read_text()
+    line = next(x for x in unit.splitlines() if x.startswith("ExecStart="))
+    argv = line.split("=", 1)[1].replace("%i", "host1").split()
+    assert argv[0].endswith("/s3encfs")
+    return [*S3ENCFS, *argv[1:]]
+
+
+def _prevented_exit_codes() -> set[int]:
+    unit = (Path(__file__).parent.parent / "systemd" / "s3encfs@.service").read_text()
+    line = next(x for x in unit.splitlines() if x.startswith("RestartPreventExitStatus="))
+    return {int(c) for c in line.split("=", 1)[1].split()}
+
+
+def test_sigkilled_service_comes_back_and_replays(  # type: ignore[no-untyped-def]
+        bucket: str, s3, keyenv: dict[str, str], tmp_path: Path) -> None:  # noqa: F811
+    confdir, mnt, _cache = _config(tmp_path, bucket)
+    listener = NotifyListener(tmp_path / "notify.sock")
+    env = dict(keyenv, NOTIFY_SOCKET=str(listener.path), S3ENCFS_CONFIG_DIR=str(confdir))
+    log_path = tmp_path / "journal.log"
+    argv = _unit_argv()
+    proc = None
+    try:
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+        listener.wait_for(lambda f: f.get("READY") == "1", 60, proc, log_path)
+        data = os.urandom(123_456)
+        (mnt / "pending.bin").write_bytes(data)  # upload_delay 30 s: still pending at the kill
+        proc.send_signal(signal.SIGKILL)  # as the watchdog (or a crash) would
+        proc.wait(timeout=30)
+        with pytest.raises(OSError) as dead:
+            os.stat(mnt)
+        assert dead.value.errno == errno.ENOTCONN  # a dead FUSE mount is left behind
+
+        # systemd's restart: the same command again
+        listener.messages.clear()
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+        listener.wait_for(lambda f: f.get("READY") == "1", 60, proc, log_path)
+        text = log_path.read_text(errors="replace")
+        assert "detaching the dead s3encfs mount" in text, text
+        assert "finished 1 uploads journaled by an earlier mount" in text, text
+        assert (mnt / "pending.bin").read_bytes() == data
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 0, log_path.read_text(errors="replace")[-3000:]
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])
+                if not o["Key"].startswith(".s3encfs/")]
+        assert len(keys) == 1, keys  # the file, once: no conflict copy
+        assert "Traceback" not in log_path.read_text(errors="replace")
+    finally:
+        listener.close()
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if os.path.ismount(mnt) or not os.path.isdir(mnt):
+            subprocess.run(["fusermount3", "-uz", str(mnt)], capture_output=True)
+
+
+def test_restart_prevented_only_for_what_a_restart_cannot_fix() -> None:
+    from s3encfs import exitcodes as ex
+
+    prevented = _prevented_exit_codes()
+    assert prevented == set(ex.NO_RESTART)
+    assert ex.UNAVAILABLE not in prevented and ex.TEMPFAIL not in prevented
+    assert 1 not in prevented  # a crash is retried
+
+
+def test_umount_refuses_a_filesystem_that_is_not_s3encfs(tmp_path: Path,
+                                                        s3env: dict[str, str]) -> None:
+    mnt = tmp_path / "tmpfs"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
+    try:
+        (mnt / "precious").write_text("keep me")
+        proc = subprocess.run([*S3ENCFS, "umount", str(mnt)], env=s3env, capture_output=True,
+                              text=True, timeout=60)
+        assert proc.returncode != 0
+        assert "not s3encfs" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+        assert os.path.ismount(mnt)
+        assert (mnt / "precious").read_text() == "keep me"
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_non_empty_mountpoint_refused_unless_nonempty(  # type: ignore[no-untyped-def]
+        bucket: str, keyenv: dict[str, str], tmp_path: Path) -> None:  # noqa: F811
+    mnt, cache = tmp_path / "mnt", tmp_path / "cache"
+    mnt.mkdir()
+    (mnt / "local-file").write_text("hidden by a mount")
+    argv = [*S3ENCFS, "mount", f"s3://{bucket}", str(mnt), "--encryption", "none",
+            "--cache-dir", str(cache)]
+    proc = subprocess.run(argv, env=keyenv, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 78, proc.stderr
+    assert "not empty" in proc.stderr and "-o nonempty" in proc.stderr, proc.stderr
+    assert not os.path.ismount(mnt)
+    proc = subprocess.run([*argv, "-o", "nonempty"], env=keyenv, capture_output=True, text=True,
+                          timeout=60)
+    try:
+        assert proc.returncode == 0, proc.stderr
+        assert os.path.ismount(mnt)
+    finally:
+        _umount(mnt, keyenv)
+    assert (mnt / "local-file").read_text() == "hidden by a mount"
