@@ -48,8 +48,8 @@ class BackupConfig:
     excludes: list[str] = field(default_factory=list)
     exclude_from: str | None = None
     rsync_args: list[str] = field(default_factory=list)
-    delete: bool = True
-    subdir: str = ""  # inside the mountpoint
+    delete: bool = False  # rsync --delete only when the config says so
+    subdir: str = ""  # inside the mountpoint; "" = this host's short name, "/" = the mount root
     flush_timeout: float = 3600.0
 
 
@@ -258,7 +258,6 @@ def validate(cfg: MountConfig, complete: bool = True) -> MountConfig:
         raise ConfigError(f"{where}: cache_dir must be an absolute path: {cfg.cache_dir!r}")
     if cfg.log_level.lower() not in LOG_LEVELS:
         raise ConfigError(f"{where}: log_level must be one of {', '.join(LOG_LEVELS)}")
-    _validate_operator(cfg, where)
     if cfg.bucket_key and sse not in ("sse-kms", "dsse-kms"):
         raise ConfigError(f"{where}: bucket_key only applies to sse-kms / dsse-kms encryption")
     if cfg.key and not client:
@@ -274,6 +273,7 @@ def validate(cfg: MountConfig, complete: bool = True) -> MountConfig:
         raise ConfigError(f"{where}: max_dirty must be at least multipart_size")
     if cfg.upload_delay < 0:
         raise ConfigError(f"{where}: upload_delay must not be negative")
+    _validate_operator(cfg, where)
     return cfg
 
 

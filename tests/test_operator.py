@@ -193,3 +193,74 @@ def test_non_empty_mountpoint_refused_unless_nonempty(  # type: ignore[no-untype
     finally:
         _umount(mnt, keyenv)
     assert (mnt / "local-file").read_text() == "hidden by a mount"
+
+
+def _backup_setup(tmp_path: Path, bucket: str, s3, extra: str = "") -> tuple[Path, Path, Path]:  # type: ignore[no-untyped-def]
+    src = tmp_path / "home"
+    (src / "alice").mkdir(parents=True)
+    (src / "alice" / "notes.txt").write_bytes(b"notes\n")
+    (src / "alice" / "junk.tmp").write_bytes(b"excluded\n")
+    (src / "top.bin").write_bytes(os.urandom(50_000))
+    # the prefix already holds other files (another host's backup, hand-made archives)
+    s3.put_object(Bucket=bucket, Key="data/otherhost/keep.txt", Body=b"not ours")
+    s3.put_object(Bucket=bucket, Key="data/archive-2025.tar", Body=b"not ours either")
+    confdir, mnt, cache = tmp_path / "etc", tmp_path / "mnt", tmp_path / "cache"
+    for d in (confdir, mnt):
+        d.mkdir(exist_ok=True)
+    # SERVICE.md's sample [backup] table
+    (confdir / "host1.toml").write_text(
+        f'source = "s3://{bucket}/data"\nmountpoint = "{mnt}"\ncache_dir = "{cache}"\n'
+        'encryption = "none"\nupload_delay = 0.3\n\n[backup]\n'
+        f'source = "{src}/"\nexcludes = ["*.tmp", ".cache/"]\n{extra}')
+    return confdir, mnt, src
+
+
+@pytest.mark.parametrize("delete", [False, True])
+def test_backup_deletes_nothing_it_did_not_write(  # type: ignore[no-untyped-def]
+        bucket: str, s3, s3env: dict[str, str], tmp_path: Path, delete: bool) -> None:
+    import socket
+
+    confdir, mnt, src = _backup_setup(tmp_path, bucket, s3,
+                                      "delete = true\n" if delete else "")
+    env = dict(s3env, S3ENCFS_CONFIG_DIR=str(confdir))
+    host = socket.gethostname().split(".")[0]
+
+    # not mounted: fails, the dry run as well, and nothing lands on the local disk
+    for extra in ([], ["--dry-run"]):
+        res = subprocess.run([*S3ENCFS, "backup", "host1", *extra], env=env, capture_output=True,
+                             text=True, timeout=60)
+        assert res.returncode != 0 and "not mounted" in res.stdout + res.stderr, res
+        assert list(mnt.iterdir()) == []
+
+    mount = subprocess.run([*S3ENCFS, "mount", "--config", "host1"], env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert mount.returncode == 0, mount.stderr
+    try:
+        dry = subprocess.run([*S3ENCFS, "backup", "host1", "--dry-run"], env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert dry.returncode == 0, dry
+        assert "would change" in dry.stdout and "alice/notes.txt" in dry.stdout, dry.stdout
+        assert "top.bin" in dry.stdout and "junk.tmp" not in dry.stdout, dry.stdout
+        assert "would_transfer=2" in dry.stdout and "deleted=" not in dry.stdout, dry.stdout
+        assert "dry-run" in dry.stdout.splitlines()[-1]
+        assert sorted(os.listdir(mnt)) == ["archive-2025.tar", "otherhost"]  # changed nothing
+
+        res = subprocess.run([*S3ENCFS, "backup", "host1"], env=env, capture_output=True,
+                             text=True, timeout=120)
+        assert res.returncode == 0, res
+        assert res.stdout.startswith("backup host1: ok exit=0"), res.stdout
+        assert (mnt / host / "alice" / "notes.txt").read_bytes() == b"notes\n"
+
+        # the source loses a file: with delete = true the next run deletes only that copy
+        (src / "top.bin").unlink()
+        res = subprocess.run([*S3ENCFS, "backup", "host1"], env=env, capture_output=True,
+                             text=True, timeout=120)
+        assert res.returncode == 0, res
+        assert (mnt / host / "top.bin").exists() is (not delete)
+    finally:
+        _umount(mnt, env)
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])}
+    assert {"data/otherhost/keep.txt", "data/archive-2025.tar"} <= keys, keys
+    assert s3.get_object(Bucket=bucket, Key="data/otherhost/keep.txt")["Body"].read() == \
+        b"not ours"
+    assert f"data/{host}/alice/notes.txt" in keys
