@@ -102,7 +102,6 @@ def mount_cmd(source: str | None, mountpoint: str | None, config_name: str | Non
 def umount_cmd(mountpoint: str, timeout: float) -> None:
     """Upload everything pending, then unmount; returns when S3 has every byte."""
     from s3encfs.control import ControlError, control_socket_path, query
-
     from s3encfs.mountpoint import MountpointError, check_ours
 
     mountpoint = os.path.abspath(mountpoint)

@@ -22,7 +22,10 @@ _PRIORITY = {
 # Long hex / base64 runs and key=value pairs whose name says secret.
 _SECRET_KV = re.compile(
     r"(?i)\b((?:secret|passphrase|password|token|sse[-_]?c?[-_]?key|data[-_]?key|key[-_]?material|"
-    r"aws_secret_access_key|customer[-_]?key)\w*)(\s*[=:]\s*)(['\"]?)[^\s'\",}]+"
+    r"aws_secret_access_key|customer[-_]?key)\w*)(\s*[=:]\s*)(['\"]?)"
+    # a lower-case word followed by a space is prose ("no passphrase: set S3ENCFS_…"), not a
+    # secret: leave error messages readable (key material is caught by the hex/base64 rules)
+    r"(?![a-z]+\s)[^\s'\",}]+"
 )
 _LONG_HEX = re.compile(r"\b[0-9a-fA-F]{32,}\b")
 # A run with no upper-case letter and no '+' is not base64 key material but an object key:

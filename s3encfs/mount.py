@@ -55,7 +55,10 @@ def load_keys(cfg: MountConfig, names: list[str]) -> list[tuple[str, str, bytes]
         try:
             key = ring.get(name)
         except (KeyringError, PassphraseError) as exc:
-            raise MountError(str(exc)) from None
+            hint = ""
+            if name == "default" and not cfg.key and "no key named" in str(exc):
+                hint = " — name the master key with --key NAME (or key = in the config)"
+            raise MountError(f"{exc}{hint}") from None
         out.append((key.info.name, key.info.key_id, key.secret))
     return out
 

@@ -5,18 +5,17 @@ s3encfs, refusing a non-empty mountpoint, and one-line errors with documented ex
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import pty
 import select
 import signal
 import subprocess
 import termios
-import fcntl
 import time
 from pathlib import Path
 
 import pytest
-
 from mounting import S3ENCFS, keyenv  # noqa: F401 (fixture)
 from test_service import NotifyListener
 
@@ -264,3 +263,105 @@ def test_backup_deletes_nothing_it_did_not_write(  # type: ignore[no-untyped-def
     assert s3.get_object(Bucket=bucket, Key="data/otherhost/keep.txt")["Body"].read() == \
         b"not ours"
     assert f"data/{host}/alice/notes.txt" in keys
+
+
+def test_second_demo_in_the_same_checkout_leaves_the_first_alone(tmp_path: Path) -> None:
+    from test_demo import DEMO, Running, _clean_env
+
+    state, mnt = tmp_path / "state", tmp_path / "mnt"
+    first = Running(state, mnt)
+    try:
+        first.wait_mounted()
+        (mnt / "still-here.txt").write_bytes(b"first demo")
+        second = subprocess.run([*DEMO, "--state-dir", str(state), "--mountpoint", str(mnt)],
+                                stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                env=_clean_env(), timeout=120)
+        assert second.returncode == 1, second.stdout + second.stderr
+        assert "another demo" in second.stderr, second.stderr
+        assert "Traceback" not in second.stdout + second.stderr
+        # the first demo still serves, its server still answers
+        assert first.proc.poll() is None
+        assert os.path.ismount(mnt)
+        assert (mnt / "still-here.txt").read_bytes() == b"first demo"
+        (mnt / "after.txt").write_bytes(b"x")
+        assert first.stop(signal.SIGTERM) == 0, first.text()
+    finally:
+        first.kill()
+    assert "s3encfs key export demo" in first.text()
+    assert "\n                s3encfs key export" not in first.text()  # a command on PATH
+
+
+def _mistakes(tmp_path: Path, bucket: str) -> list[tuple[str, list[str], dict[str, str], int, str]]:
+    afile = tmp_path / "a-file"
+    afile.write_text("x")
+    bad_toml = tmp_path / "bad.toml"
+    bad_toml.write_text(f'source = "s3://{bucket}"\nmountpoint = "{tmp_path}/m"\ncache_siz = 1\n')
+    nokey = {"S3ENCFS_PASSPHRASE": None}
+    return [
+        # (name, extra argv, env changes, exit code, words in the one line)
+        ("no passphrase source", ["--encryption", "client"], nokey, 78, "no passphrase"),
+        ("missing AWS profile", ["--profile", "nosuch"], {}, 78, "nosuch"),
+        ("endpoint without a scheme", ["--endpoint-url", "127.0.0.1:8333"], {}, 78, "scheme"),
+        ("unknown -o option", ["-o", "bogus"], {}, 78, "-o bogus"),
+        ("cache dir cannot be created", ["--cache-dir", str(afile / "cache")], {}, 73,
+         str(afile)),
+        ("config error", ["--config", str(bad_toml)], {}, 78, "cache_siz"),
+        ("unknown debug subsystem", ["--debug", "nosuch"], {}, 78, "nosuch"),
+        ("missing default key", ["--encryption", "client"], {"S3ENCFS_KEYRING_DIR": str(
+            tmp_path / "empty-keys")}, 78, "--key"),
+        ("missing bucket", ["--source-bucket", "no-such-bucket-x"], {}, 78, "does not exist"),
+        ("no credentials", [], {"AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None,
+                                "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+                                "AWS_CONFIG_FILE": "/nonexistent"}, 77, "credentials"),
+        ("unreachable endpoint", ["--endpoint-url", "http://127.0.0.1:9"], {}, 69,
+         "unreachable"),
+    ]
+
+
+@pytest.mark.parametrize("foreground", [True, False])
+def test_every_mistake_is_one_line_and_a_documented_exit_code(  # type: ignore[no-untyped-def]
+        bucket: str, keyenv: dict[str, str], tmp_path: Path, foreground: bool) -> None:  # noqa: F811
+    from s3encfs import exitcodes as ex
+
+    documented = {code for code, _ in ex.TABLE}
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    keydir = Path(keyenv["S3ENCFS_KEYRING_DIR"])
+    subprocess.run([*S3ENCFS, "key", "create", "pp"], check=True, capture_output=True,
+                   env=dict(keyenv, S3ENCFS_KEYRING_DIR=str(keydir / "pp"),
+                            S3ENCFS_PASSPHRASE="secret"))
+    failures = []
+    for name, extra, changes, code, words in _mistakes(tmp_path, bucket):
+        env = dict(keyenv)
+        if name == "no passphrase source":
+            env["S3ENCFS_KEYRING_DIR"] = str(keydir / "pp")
+            extra = [*extra, "--key", "pp"]
+        for k, v in changes.items():
+            if v is None:
+                env.pop(k, None)
+            else:
+                env[k] = v
+        source = f"s3://{bucket}"
+        if extra[:1] == ["--source-bucket"]:
+            source, extra = f"s3://{extra[1]}", extra[2:]
+        argv = [*S3ENCFS, "mount"]
+        if extra[:1] != ["--config"]:
+            argv += [source, str(mnt), "--cache-dir", str(tmp_path / "cache")]
+            if "--encryption" not in extra:
+                argv += ["--encryption", "none"]
+        argv += extra + (["--foreground"] if foreground else [])
+        proc = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True, timeout=120)
+        lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
+        ok = (proc.returncode == code and len(lines) == 1 and words in lines[0]
+              and lines[0].startswith("s3encfs: ") and "Traceback" not in proc.stderr
+              and code in documented and f"| {code} |" in readme)
+        if not ok:
+            failures.append(f"{name}: exit {proc.returncode} (want {code}): {lines}")
+        if os.path.ismount(mnt):
+            _umount(mnt, keyenv)
+    assert not failures, "\n".join(failures)
+    log = tmp_path / "cache" / "mount.log"
+    if log.exists():
+        assert "Traceback" not in log.read_text()

@@ -373,9 +373,11 @@ class ObjectStore:
                 bucket=self.bucket,
             ) from exc
         except AccessDenied as exc:
+            why = ("no AWS credentials found - set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                   "or a profile" if exc.code == "NoCredentials" else
+                   "access denied - check the credentials and the bucket policy")
             raise AccessDenied(
-                f"s3://{self.bucket}: access denied - check the credentials and the "
-                f"bucket policy ({exc.code})",
+                f"s3://{self.bucket}: {why} ({exc.code})",
                 code=exc.code,
                 status=exc.status,
                 bucket=self.bucket,
