@@ -80,7 +80,7 @@ def clear_stale_mount(path: Path) -> None:
     from s3encfs.mountpoint import is_dead
 
     if is_mounted(path):
-        if not is_dead(path):
+        if not is_dead(str(path)):
             raise DemoError(f"{path} is already mounted (another demo, or another filesystem); "
                             "stop it first or pass --mountpoint DIR")
         say(f"note: {path} is a dead mount left by an earlier demo; detaching it")
