@@ -80,6 +80,10 @@ class Checker:
             if not self._names_decode(rel):
                 return "undecodable", None, 0
             marker = key.endswith("/")
+            if marker and size == 0:
+                # ENCRYPTION.md: empty dir/ markers may carry no SSE (SeaweedFS keeps them as
+                # filer directories); they hold no data, so there is nothing to hold to SSE
+                return "marker", None, 0
             info = self._head(key)
             if marker:
                 return "marker", None, 0

@@ -365,3 +365,34 @@ def test_every_mistake_is_one_line_and_a_documented_exit_code(  # type: ignore[n
     log = tmp_path / "cache" / "mount.log"
     if log.exists():
         assert "Traceback" not in log.read_text()
+
+
+def test_rekey_none_from_sse_and_refusals(  # type: ignore[no-untyped-def]
+        bucket: str, s3, keyenv: dict[str, str], tmp_path: Path) -> None:  # noqa: F811
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*S3ENCFS, *args], env=keyenv, capture_output=True, text=True,
+                              timeout=300)
+
+    s3.put_object(Bucket=bucket, Key="plain/a.txt", Body=b"a")
+    s3.put_object(Bucket=bucket, Key="plain/dir/", Body=b"")
+    s3.put_object(Bucket=bucket, Key="plain/dir/b.txt", Body=b"b")
+    src = f"s3://{bucket}/plain"
+    # none -> sse-s3, then check accepts the (SSE-less) directory marker, as ENCRYPTION.md says
+    up = run("rekey", src, "--encryption", "sse-s3")
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert s3.head_object(Bucket=bucket, Key="plain/a.txt").get("ServerSideEncryption") == "AES256"
+    chk = run("check", src, "--encryption", "sse-s3")
+    assert chk.returncode == 0, chk.stdout + chk.stderr
+    # sse-s3 -> none really removes the SSE
+    down = run("rekey", src, "--encryption", "none")
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert "re-encrypted 2" in down.stdout, down.stdout
+    for key in ("plain/a.txt", "plain/dir/b.txt"):
+        assert "ServerSideEncryption" not in s3.head_object(Bucket=bucket, Key=key), key
+        assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() in (b"a", b"b")
+    # none -> client is refused up front, and writes nothing (no keycheck)
+    before = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
+    bad = run("rekey", src, "--encryption", "client")
+    assert bad.returncode == 78, bad.stdout + bad.stderr
+    assert "cannot encrypt contents" in bad.stderr and "Traceback" not in bad.stderr
+    assert {o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]} == before
