@@ -204,6 +204,9 @@ def run_mount(cfg: MountConfig, ready_fd: int | None = None,
     opts = fuse_options(cfg.options, set(pyfuse3.default_options))
     opts.add(f"fsname={cfg.source}")
     opts.add("subtype=s3encfs")
+    log.debug("settings: cache %s (%d bytes), upload delay %.1fs, dir ttl %.1fs, FUSE -o %s",
+              prep.cache_dir, cfg.cache_size, cfg.upload_delay, cfg.dir_ttl,
+              ",".join(sorted(opts)))
 
     async def main() -> int:
         core = FsCore(prep.store, prep.codec, prep.prefix, fscfg)

@@ -396,3 +396,63 @@ def test_rekey_none_from_sse_and_refusals(  # type: ignore[no-untyped-def]
     assert bad.returncode == 78, bad.stdout + bad.stderr
     assert "cannot encrypt contents" in bad.stderr and "Traceback" not in bad.stderr
     assert {o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]} == before
+
+
+TIMESTAMP = r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} "
+
+
+def test_log_level_log_file_timestamps_and_journal_priorities(  # type: ignore[no-untyped-def]
+        bucket: str, keyenv: dict[str, str], tmp_path: Path) -> None:  # noqa: F811
+    import re
+
+    from s3encfs import __version__
+
+    mnt, cache = tmp_path / "mnt", tmp_path / "cache"
+    mnt.mkdir()
+    base = [*S3ENCFS, "mount", f"s3://{bucket}", str(mnt), "--encryption", "none",
+            "--cache-dir", str(cache)]
+
+    # daemonized without a terminal: CACHE/mount.log, every line timestamped, version named
+    proc = subprocess.run(base, env=keyenv, stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    _umount(mnt, keyenv)
+    lines = (cache / "mount.log").read_text().splitlines()
+    assert lines and all(re.match(TIMESTAMP, ln) for ln in lines), lines
+    assert any(f"s3encfs {__version__}: mounted" in ln for ln in lines), lines
+
+    # log_level from the config file is honoured; --log-file in the foreground
+    confdir = tmp_path / "etc"
+    confdir.mkdir()
+    for level, want_debug in (("debug", True), ("warning", False)):
+        (confdir / "lv.toml").write_text(
+            f'source = "s3://{bucket}"\nmountpoint = "{mnt}"\ncache_dir = "{cache}"\n'
+            f'encryption = "none"\nlog_level = "{level}"\n')
+        logf = tmp_path / f"{level}.log"
+        p = subprocess.Popen([*S3ENCFS, "mount", "--config", str(confdir / "lv.toml"),
+                              "--foreground", "--log-file", str(logf)], env=keyenv,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while not os.path.ismount(mnt):
+            assert p.poll() is None and time.monotonic() < deadline, p.stderr.read()  # type: ignore[union-attr]
+            time.sleep(0.05)
+        (mnt / f"{level}.txt").write_bytes(b"x")
+        _umount(mnt, keyenv)
+        p.wait(timeout=60)
+        text = logf.read_text()
+        assert all(re.match(TIMESTAMP, ln) for ln in text.splitlines()), text
+        assert (" DEBUG " in text) is want_debug, text
+        assert ("INFO" in text) is want_debug, text  # warning: not even the "mounted" line
+        assert p.stderr.read() == b""  # type: ignore[union-attr]
+
+    # under journald (JOURNAL_STREAM names stderr): a refusal carries priority 3 (err)
+    (mnt / "occupied").write_text("x")
+    errfile = tmp_path / "stderr"
+    with open(errfile, "wb") as fh:
+        st = os.fstat(fh.fileno())
+        env = dict(keyenv, JOURNAL_STREAM=f"{st.st_dev}:{st.st_ino}")
+        code = subprocess.run([*base, "--foreground"], env=env, stdout=fh, stderr=fh,
+                              timeout=60).returncode
+    assert code == 78
+    err = errfile.read_text().splitlines()
+    assert len(err) == 1 and err[0].startswith("<3>s3encfs: ") and "not empty" in err[0], err
