@@ -145,7 +145,8 @@ def _add_optional_commands() -> None:
     for module, attr in (("s3encfs.keys.cli", "key"), ("s3encfs.config", "config"),
                          ("s3encfs.control", "status"), ("s3encfs.control", "flush"),
                          ("s3encfs.backup", "backup"), ("s3encfs.rekey", "rekey"),
-                         ("s3encfs.info", "info"), ("s3encfs.check", "check")):
+                         ("s3encfs.info", "info"), ("s3encfs.check", "check"),
+                         ("s3encfs.mounts", "mounts_cmd")):
         try:
             cmd = getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError):

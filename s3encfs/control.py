@@ -244,7 +244,14 @@ def render_value(key: str, value: object, now: float | None = None) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, (int, float)):
-        if key.endswith("_bytes") or key in ("dirty", "cache_used", "cache_size"):
+        if key == "pid":
+            return str(value)
+        if key == "uptime_seconds":
+            from s3encfs.mounts import human_duration
+
+            return human_duration(float(value))
+        if (key.endswith("_bytes") or key.startswith("bytes_")
+                or key in ("dirty", "cache_used", "cache_size", "cache_limit")):
             return _human_bytes(value)
         if key.endswith(("_rate", "_ratio")) and 0 <= value <= 1:
             return f"{100 * value:.1f}%"

@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -240,9 +241,13 @@ async def serve(core: Any, cfg: MountConfig, ready_fd: int | None) -> int:
     async with trio.open_nursery() as nursery:
         core.nursery = nursery
         nursery.start_soon(core.upload_loop)
+        from s3encfs.mounts import enrich
+
+        started = time.time()
         ctl = ControlServer(control_socket_path(cfg.mountpoint),
-                            lambda: {**core.status(), "pid": os.getpid(),
-                                     "mountpoint": cfg.mountpoint, "source": cfg.source},
+                            lambda: enrich({**core.status(), "pid": os.getpid(),
+                                            "mountpoint": cfg.mountpoint, "source": cfg.source},
+                                           encryption=cfg.encryption, started=started),
                             core.flush_all)
         await nursery.start(ctl.serve)
         fuse_done = trio.Event()

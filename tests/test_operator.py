@@ -8,6 +8,7 @@ import errno
 import fcntl
 import os
 import pty
+import re
 import select
 import signal
 import subprocess
@@ -16,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from mounting import S3ENCFS, keyenv  # noqa: F401 (fixture)
+from mounting import S3ENCFS, keyenv, mount_factory  # noqa: F401 (fixtures)
 from test_service import NotifyListener
 
 
@@ -456,3 +457,43 @@ def test_log_level_log_file_timestamps_and_journal_priorities(  # type: ignore[n
     assert code == 78
     err = errfile.read_text().splitlines()
     assert len(err) == 1 and err[0].startswith("<3>s3encfs: ") and "not empty" in err[0], err
+
+
+def test_mounts_and_status_say_what_an_operator_asks(  # type: ignore[no-untyped-def]
+        bucket: str, keyenv: dict[str, str], tmp_path: Path, mount_factory) -> None:  # noqa: F811
+    import json
+
+    from s3encfs import __version__
+
+    m = mount_factory(bucket, "none", extra=["--upload-delay", "30"])
+    (m.mountpoint / "f.txt").write_bytes(b"pending")
+    (m.mountpoint / "f.txt").read_bytes()
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*S3ENCFS, *args], env=keyenv, capture_output=True, text=True,
+                              timeout=60)
+
+    listed = cli("mounts", "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows = {r["mountpoint"]: r for r in json.loads(listed.stdout)}
+    row = rows[str(m.mountpoint)]
+    assert row["source"] == f"s3://{bucket}" and row["state"] == "mounted"
+    assert row["mode"] == "none" and row["pending_uploads"] >= 1
+    assert row["version"] == __version__
+    text = cli("mounts").stdout
+    assert f"{m.mountpoint}  s3://{bucket}  mounted  mode=none pending=" in text, text
+
+    st = cli("status", str(m.mountpoint)).stdout
+    fields = dict(ln.split(": ", 1) for ln in st.splitlines() if ": " in ln)
+    assert fields["version"] == __version__ and fields["mode"] == "none"
+    assert fields["pid"] == str(m.proc.pid)  # no thousands separators
+    assert re.fullmatch(r"\d+s|\d+m \d\ds", fields["uptime_seconds"]), fields
+    assert fields["cache_hit_rate"].endswith("%") or fields["cache_hit_rate"] == "-"
+    assert fields["cache_limit"].endswith("GiB"), fields  # not raw bytes
+
+    m.proc.send_signal(signal.SIGKILL)
+    m.proc.wait(timeout=30)
+    dead = cli("mounts")
+    assert dead.returncode == 1 and "dead" in dead.stdout, dead.stdout
+    m.proc = None
+    subprocess.run(["fusermount3", "-uz", str(m.mountpoint)], capture_output=True)
