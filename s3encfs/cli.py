@@ -146,7 +146,8 @@ def _add_optional_commands() -> None:
                          ("s3encfs.control", "status"), ("s3encfs.control", "flush"),
                          ("s3encfs.backup", "backup"), ("s3encfs.rekey", "rekey"),
                          ("s3encfs.info", "info"), ("s3encfs.check", "check"),
-                         ("s3encfs.mounts", "mounts_cmd")):
+                         ("s3encfs.mounts", "mounts_cmd"), ("s3encfs.browse", "ls_cmd"),
+                         ("s3encfs.browse", "cat_cmd"), ("s3encfs.browse", "get_cmd")):
         try:
             cmd = getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError):

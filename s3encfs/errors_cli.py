@@ -25,11 +25,14 @@ def describe(exc: BaseException) -> tuple[str, int]:
     """(one-line message, exit code) for an exception raised by any command."""
     from botocore import exceptions as be
 
+    from s3encfs.codec import IntegrityError
     from s3encfs.config import ConfigError
     from s3encfs.keys.filestore import KeyringError, WrongPassphrase
     from s3encfs.keys.passphrase import PassphraseError
     from s3encfs.store.errors import StoreError
 
+    if isinstance(exc, IntegrityError):
+        return f"authentication failed (wrong key or damaged data): {exc}", ex.DATAERR
     mount_error = _mount_error_class()
     if mount_error is not None and isinstance(exc, mount_error):
         return str(exc), int(getattr(exc, "code", ex.CONFIG))

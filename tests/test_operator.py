@@ -497,3 +497,63 @@ def test_mounts_and_status_say_what_an_operator_asks(  # type: ignore[no-untyped
     assert dead.returncode == 1 and "dead" in dead.stdout, dead.stdout
     m.proc = None
     subprocess.run(["fusermount3", "-uz", str(m.mountpoint)], capture_output=True)
+
+
+@pytest.mark.parametrize("mode", ["client", "none", "sse-s3"])
+def test_ls_cat_get_without_mounting(  # type: ignore[no-untyped-def]
+        bucket: str, s3, keyenv: dict[str, str], tmp_path: Path, mount_factory,  # noqa: F811
+        mode: str) -> None:
+    from mounting import tree_hashes
+
+    m = mount_factory(bucket, mode, prefix="pfx")
+    big = os.urandom(700_000)
+    (m.mountpoint / "docs" / "deep").mkdir(parents=True)
+    (m.mountpoint / "docs" / "notes é.txt").write_bytes(b"hello notes\n")
+    (m.mountpoint / "docs" / "deep" / "big.bin").write_bytes(big)
+    (m.mountpoint / "empty").write_bytes(b"")
+    os.chmod(m.mountpoint / "docs" / "notes é.txt", 0o600)
+    os.utime(m.mountpoint / "empty", (1_600_000_000, 1_600_000_000))
+    os.symlink("docs/notes é.txt", m.mountpoint / "link")
+    want = tree_hashes(m.mountpoint)
+    m.umount()
+
+    src = f"s3://{bucket}/pfx"
+
+    def cli(*args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([*S3ENCFS, *args, "--encryption", mode], env=keyenv,
+                              capture_output=True, timeout=120)
+
+    top = cli("ls", src)
+    assert top.returncode == 0, top.stderr
+    assert top.stdout.decode().splitlines() == ["docs/", "empty", "link"]
+    longl = cli("ls", src, "docs", "-l").stdout.decode()
+    assert "-rw------- " in longl and "notes é.txt" in longl and "deep/" in longl, longl
+    rec = cli("ls", src, "-R").stdout.decode()
+    assert "docs/deep:" in rec and "big.bin" in rec, rec
+    cat = cli("cat", src, "docs/deep/big.bin")
+    assert cat.returncode == 0 and cat.stdout == big
+
+    dest = tmp_path / "restore"
+    got = cli("get", src, "", str(dest))
+    assert got.returncode == 0, got.stderr
+    assert tree_hashes(dest) == {k: v for k, v in want.items() if k != "link"} | \
+        {"link": want["link"]}
+    assert os.readlink(dest / "link") == "docs/notes é.txt"
+    assert (dest / "docs" / "notes é.txt").stat().st_mode & 0o777 == 0o600
+    assert (dest / "empty").stat().st_mtime == 1_600_000_000
+    one = cli("get", src, "docs/notes é.txt", str(tmp_path / "single.txt"))
+    assert one.returncode == 0 and (tmp_path / "single.txt").read_bytes() == b"hello notes\n"
+
+    if mode == "client":  # a damaged object: exit 65, one line, nothing half-written
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="pfx/")["Contents"]
+                if o["Size"] > 600_000]
+        body = bytearray(s3.get_object(Bucket=bucket, Key=keys[0])["Body"].read())
+        head = s3.head_object(Bucket=bucket, Key=keys[0])
+        body[100_000] ^= 1
+        s3.put_object(Bucket=bucket, Key=keys[0], Body=bytes(body), Metadata=head["Metadata"])
+        bad = cli("get", src, "docs/deep/big.bin", str(tmp_path / "bad.bin"))
+        assert bad.returncode == 65, bad.stderr
+        lines = bad.stderr.decode().strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("s3encfs: authentication failed"), lines
+        assert not (tmp_path / "bad.bin").exists()
+        assert not (tmp_path / "bad.bin.s3encfs-part").exists()
