@@ -157,5 +157,17 @@ def _add_optional_commands() -> None:
 
 _add_optional_commands()
 
+
+def _add_key_commands() -> None:
+    try:
+        from s3encfs.keys.cli import key
+        from s3encfs.keys.passchange import change_passphrase_cmd
+    except ImportError:
+        return
+    key.add_command(change_passphrase_cmd)
+
+
+_add_key_commands()
+
 if __name__ == "__main__":
     main()

@@ -59,7 +59,10 @@ def load_keys(cfg: MountConfig, names: list[str]) -> list[tuple[str, str, bytes]
             hint = ""
             if name == "default" and not cfg.key and "no key named" in str(exc):
                 hint = " — name the master key with --key NAME (or key = in the config)"
-            raise MountError(f"{exc}{hint}") from None
+            from s3encfs.keys.filestore import WrongPassphrase
+
+            raise MountError(f"{exc}{hint}", 77 if isinstance(exc, WrongPassphrase) else 78) \
+                from None
         out.append((key.info.name, key.info.key_id, key.secret))
     return out
 

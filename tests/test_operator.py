@@ -557,3 +557,32 @@ def test_ls_cat_get_without_mounting(  # type: ignore[no-untyped-def]
         assert len(lines) == 1 and lines[0].startswith("s3encfs: authentication failed"), lines
         assert not (tmp_path / "bad.bin").exists()
         assert not (tmp_path / "bad.bin.s3encfs-part").exists()
+
+
+def test_key_change_passphrase_then_mount(  # type: ignore[no-untyped-def]
+        bucket: str, s3env: dict[str, str], tmp_path: Path) -> None:
+    keydir, mnt = tmp_path / "keys", tmp_path / "mnt"
+    mnt.mkdir()
+    env = dict(s3env, S3ENCFS_KEYRING_DIR=str(keydir), S3ENCFS_PASSPHRASE="old one")
+    for name in ("k1", "k2"):
+        subprocess.run([*S3ENCFS, "key", "create", name], env=env, check=True,
+                       capture_output=True)
+    before = {p.name: p.read_bytes() for p in keydir.iterdir()}
+    wrong = subprocess.run([*S3ENCFS, "key", "change-passphrase"], capture_output=True, text=True,
+                           env=dict(env, S3ENCFS_PASSPHRASE="nope", S3ENCFS_NEW_PASSPHRASE="x"))
+    assert wrong.returncode == 77, wrong.stderr
+    assert {p.name: p.read_bytes() for p in keydir.iterdir()} == before  # nothing changed
+    ok = subprocess.run([*S3ENCFS, "key", "change-passphrase"], capture_output=True, text=True,
+                        env=dict(env, S3ENCFS_NEW_PASSPHRASE="new one"))
+    assert ok.returncode == 0 and "re-sealed 2 key(s)" in ok.stdout, ok.stderr
+    base = [*S3ENCFS, "mount", f"s3://{bucket}", str(mnt), "--key", "k1",
+            "--cache-dir", str(tmp_path / "cache")]
+    old = subprocess.run(base, env=env, capture_output=True, text=True, timeout=60)
+    assert old.returncode == 77 and not os.path.ismount(mnt), old.stderr
+    new_env = dict(env, S3ENCFS_PASSPHRASE="new one")
+    new = subprocess.run(base, env=new_env, capture_output=True, text=True, timeout=60)
+    try:
+        assert new.returncode == 0, new.stderr
+        (mnt / "f").write_bytes(b"y")
+    finally:
+        _umount(mnt, new_env)
