@@ -128,6 +128,18 @@ class Checker:
             store.sse.verify(resp, "head", key)  # SseMismatch
         return _info(key, resp)
 
+    def plain_path(self, key: str) -> str:
+        """The file's path inside the mount (decoded names), '' when it does not decode."""
+        from s3encfs.codec import UndecodableName
+
+        plain: list[str] = []
+        for enc in [p for p in key[len(self.prefix):].split("/") if p]:
+            try:
+                plain.append(self.layout.decode_child(tuple(plain), enc))
+            except UndecodableName:
+                return ""
+        return "/".join(plain)
+
     def _names_decode(self, rel: str) -> bool:
         from s3encfs.codec import UndecodableName
 
@@ -261,7 +273,8 @@ def check(source: str | None, config_name: str | None, data: bool, abort_uploads
             "directories": rep.markers, "indexes": rep.indexes, "data_checked": rep.data_checked,
             "bytes_read": rep.bytes_read, "skipped_names": rep.skipped_names,
             "vanished": rep.vanished,
-            "problems": [{"key": k, "error": e} for k, e in rep.problems],
+            "problems": [{"key": k, "path": ck.plain_path(k), "error": e}
+                         for k, e in rep.problems],
             "uploads": [{"key": k, "upload_id": u, "initiated": t} for k, u, t in rep.uploads],
             "aborted": rep.aborted, "seconds": round(elapsed, 3),
         }, indent=2))
@@ -273,7 +286,9 @@ def check(source: str | None, config_name: str | None, data: bool, abort_uploads
         if rep.uploads and not abort:
             click.echo("  rerun with --abort-uploads to abort them", err=True)
         for key, err in rep.problems:
-            click.echo(f"  BAD {key}: {err}")
+            path = ck.plain_path(key)
+            click.echo(f"  BAD {path} ({key}): {err}" if path and path != key[len(prefix):]
+                       else f"  BAD {key}: {err}")
         click.echo(
             f"check s3://{bucket}/{prefix}: {rep.objects} objects "
             f"({rep.markers} directories, {rep.indexes} indexes"

@@ -586,3 +586,11 @@ def test_key_change_passphrase_then_mount(  # type: ignore[no-untyped-def]
         (mnt / "f").write_bytes(b"y")
     finally:
         _umount(mnt, new_env)
+
+
+def test_info_fails_on_a_missing_bucket(s3env: dict[str, str]) -> None:
+    proc = subprocess.run([*S3ENCFS, "info", "s3://no-such-bucket-for-info"], env=s3env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 78, proc.stdout + proc.stderr
+    assert proc.stderr.startswith("s3encfs: ") and "does not exist" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
