@@ -44,6 +44,7 @@ def main() -> None:
 @click.option("--attr-timeout", type=float, help="Kernel attribute/entry cache seconds.")
 @click.option("--fast-list/--no-fast-list", default=None,
               help="A cold tree walk lists whole subtrees, 1,000 keys per request (default on).")
+@click.option("--bwlimit", help="Upload bandwidth limit per second, e.g. 10M (default: none).")
 @click.option("--read-timeout", type=float,
               help="Seconds without data from S3 before a request is retried (default 60).")
 @click.option("--connect-timeout", type=float, help="S3 connect timeout seconds (default 10).")
@@ -73,8 +74,9 @@ def mount_cmd(source: str | None, mountpoint: str | None, config_name: str | Non
             flags[path_flag] = os.path.abspath(flags[path_flag])
     try:
         cfg = load_config(config_name) if config_name else MountConfig()
-        if flags.get("cache_size") is not None:
-            flags["cache_size"] = parse_size(flags["cache_size"])
+        for size_flag in ("cache_size", "bwlimit"):
+            if flags.get(size_flag) is not None:
+                flags[size_flag] = parse_size(flags[size_flag])
         cfg = merge(cfg, {"source": source, "mountpoint": mountpoint, **flags})
     except ConfigError as exc:
         raise exc from None  # one line, exit 78 (errors_cli)

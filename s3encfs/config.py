@@ -75,6 +75,7 @@ class MountConfig:
     log_file: str = ""  # "" = stderr (the journal) in the foreground, CACHE/mount.log as daemon
     debug: list[str] = field(default_factory=list)
     upload_concurrency: int = 8
+    bwlimit: int = 0  # upload bytes per second, 0 = unlimited ("10M" = 10 MiB/s)
     download_concurrency: int = 8
     upload_delay: float = 2.0  # seconds a closed file waits before its upload (coalescing)
     multipart_size: int = 16 * 1024**2
@@ -186,7 +187,7 @@ def _mount_slug(mountpoint: str) -> str:
     return mountpoint.strip("/").replace("/", "-") or "root"
 
 
-_SIZE_FIELDS = {"cache_size", "max_dirty", "multipart_size"}
+_SIZE_FIELDS = {"cache_size", "max_dirty", "multipart_size", "bwlimit"}
 _LIST_FIELDS = {"options", "debug"}
 
 

@@ -156,6 +156,10 @@ def prepare(cfg: MountConfig, built: tuple[Codec, Any] | None = None) -> Prepare
                         max_pool=max(64, cfg.upload_concurrency * 4),
                         connect_timeout=cfg.connect_timeout, read_timeout=cfg.read_timeout)
     store.strict_sse = not cfg.allow_unverified_sse
+    if cfg.bwlimit:
+        from s3encfs.bwlimit import BandwidthLimit
+
+        store.bwlimit = BandwidthLimit(cfg.bwlimit)
     try:
         store.check_bucket()
         if policy.mode != "none" and not cfg.allow_unverified_sse:

@@ -594,3 +594,19 @@ def test_info_fails_on_a_missing_bucket(s3env: dict[str, str]) -> None:
     assert proc.returncode == 78, proc.stdout + proc.stderr
     assert proc.stderr.startswith("s3encfs: ") and "does not exist" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_bwlimit_slows_uploads_to_the_rate(  # type: ignore[no-untyped-def]
+        bucket: str, s3, keyenv: dict[str, str], mount_factory) -> None:  # noqa: F811
+    m = mount_factory(bucket, "none", extra=["--bwlimit", "1M"])
+    data = os.urandom(4 * 1024 * 1024)
+    t0 = time.monotonic()
+    with open(m.mountpoint / "big.bin", "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())  # returns once the object is in S3
+    took = time.monotonic() - t0
+    # 4 MiB at 1 MiB/s with one second of burst: at least 3 s
+    assert took >= 2.9, took
+    assert s3.get_object(Bucket=bucket, Key="big.bin")["Body"].read() == data
+    print(f"4 MiB with --bwlimit 1M took {took:.1f}s")

@@ -221,6 +221,7 @@ class ObjectStore:
         self.stats = StoreStats()
         self._keyids = _KeyIdCache()
         self._no_part_copy = False  # set after a 501: SeaweedFS refuses SSE-C/KMS sources
+        self.bwlimit: Any = None  # a bwlimit.BandwidthLimit for uploads (--bwlimit)
         core = botocore.session.get_session()
         core.get_component("response_parser_factory").set_parser_defaults(
             timestamp_parser=parse_timestamp)
@@ -262,6 +263,8 @@ class ObjectStore:
         hint: str = "",
         **params: Any,
     ) -> dict[str, Any]:
+        if up and self.bwlimit is not None:
+            self.bwlimit.take(up)  # --bwlimit: wait for this body's share of the rate
         try:
             resp: dict[str, Any] = fn(Bucket=self.bucket, **params)
         except (ClientError, BotoCoreError) as exc:
