@@ -83,7 +83,10 @@ def flush_mount(mountpoint: str, timeout: float) -> str:
     from s3encfs.control import ControlError, control_socket_path, query
 
     try:
-        query(control_socket_path(mountpoint), "flush", timeout=timeout or None)
+        from s3encfs.waitprogress import watching
+
+        with watching(mountpoint, "backup"):  # progress/ETA only; the wait is here
+            query(control_socket_path(mountpoint), "flush", timeout=timeout or None)
     except ControlError as exc:
         return f"flush failed: {exc}"
     return ""

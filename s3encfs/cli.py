@@ -116,7 +116,10 @@ def umount_cmd(mountpoint: str, timeout: float) -> None:
     try:
         st = query(sock, "status", timeout=10)
         pid = st.get("pid")
-        query(sock, "flush", timeout=timeout or None)
+        from s3encfs.waitprogress import watching
+
+        with watching(mountpoint, "umount"):  # progress/ETA only; the wait is here
+            query(sock, "flush", timeout=timeout or None)
     except (ControlError, OSError) as exc:
         if not os.path.ismount(mountpoint):
             raise click.ClickException(f"{mountpoint} is not mounted") from None

@@ -309,7 +309,10 @@ def status(mountpoint: str, as_json: bool, timeout: float) -> None:
 def flush(mountpoint: str) -> None:
     """Wait until everything written to MOUNTPOINT so far is stored in S3."""
     try:
-        answer = query(control_socket_path(mountpoint), "flush", timeout=None)
+        from s3encfs.waitprogress import watching
+
+        with watching(mountpoint, "flush"):  # progress/ETA only; the wait is here
+            answer = query(control_socket_path(mountpoint), "flush", timeout=None)
     except ControlError as exc:
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(1) from None

@@ -610,3 +610,25 @@ def test_bwlimit_slows_uploads_to_the_rate(  # type: ignore[no-untyped-def]
     assert took >= 2.9, took
     assert s3.get_object(Bucket=bucket, Key="big.bin")["Body"].read() == data
     print(f"4 MiB with --bwlimit 1M took {took:.1f}s")
+
+
+def test_flush_and_umount_show_progress_and_an_eta(  # type: ignore[no-untyped-def]
+        bucket: str, s3, keyenv: dict[str, str], mount_factory) -> None:  # noqa: F811
+    m = mount_factory(bucket, "none", extra=["--bwlimit", "256K", "--upload-delay", "0.2"])
+    env = dict(keyenv, S3ENCFS_PROGRESS_INTERVAL="0.5")
+    for cmd in ("flush", "umount"):
+        for i in range(3):
+            (m.mountpoint / f"{cmd}{i}.bin").write_bytes(os.urandom(1024 * 1024))
+        t0 = time.monotonic()
+        proc = subprocess.run([*S3ENCFS, cmd, str(m.mountpoint)], env=env, capture_output=True,
+                              text=True, timeout=120)
+        took = time.monotonic() - t0
+        assert proc.returncode == 0, proc.stderr
+        lines = [ln for ln in proc.stderr.splitlines() if ln.startswith(f"{cmd}: ")]
+        assert lines, (proc.stderr, proc.stdout, took)
+        assert re.search(r"\d+ uploads pending, [\d.]+ MiB not yet in S3", lines[0]), lines
+        assert any("ETA" in ln for ln in lines), lines
+    m.proc.wait(timeout=60)
+    m.proc = None
+    assert len([o for o in s3.list_objects_v2(Bucket=bucket)["Contents"]
+                if o["Key"].endswith(".bin")]) == 6
