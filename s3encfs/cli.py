@@ -31,7 +31,8 @@ def main() -> None:
               "dsse-kms[:KEY] | sse-c:KEYNAME | client+<sse mode>")
 @click.option("--bucket-key/--no-bucket-key", default=None, help="S3 Bucket Keys for SSE-KMS.")
 @click.option("--key", help="Master key name(s) from the keyring, newest first (client mode).")
-@click.option("--keyring", help="Key store directory.")
+@click.option("--keyring", "--keyring-dir", "keyring",
+              help="Key store directory (--keyring-dir, as `s3encfs key` spells it).")
 @click.option("--plain-names", is_flag=True, default=False,
               help="Client mode: encrypt contents but keep file names readable.")
 @click.option("--allow-unverified-sse", is_flag=True, default=False,

@@ -295,8 +295,7 @@ def status(mountpoint: str, as_json: bool, timeout: float) -> None:
     try:
         data = query(control_socket_path(mountpoint), "status", timeout=timeout)
     except ControlError as exc:
-        click.echo(f"error: {exc}", err=True)
-        raise SystemExit(1) from None
+        raise click.ClickException(str(exc)) from None  # "s3encfs: …", exit 1
     data.pop("ok", None)
     if as_json:
         click.echo(json.dumps(data, indent=2, sort_keys=True, default=_json_default))
@@ -314,6 +313,5 @@ def flush(mountpoint: str) -> None:
         with watching(mountpoint, "flush"):  # progress/ETA only; the wait is here
             answer = query(control_socket_path(mountpoint), "flush", timeout=None)
     except ControlError as exc:
-        click.echo(f"error: {exc}", err=True)
-        raise SystemExit(1) from None
+        raise click.ClickException(str(exc)) from None  # "s3encfs: …", exit 1
     click.echo(f"flushed in {answer.get('seconds', 0):.1f}s")

@@ -491,6 +491,19 @@ def test_mounts_and_status_say_what_an_operator_asks(  # type: ignore[no-untyped
     assert fields["cache_hit_rate"].endswith("%") or fields["cache_hit_rate"] == "-"
     assert fields["cache_limit"].endswith("GiB"), fields  # not raw bytes
 
+    # a lookup of a missing name is a 404 probe, not an S3 error
+    for i in range(3):
+        assert not (m.mountpoint / f"missing-{i}").exists()
+    js = json.loads(cli("status", str(m.mountpoint), "--json").stdout)
+    assert js["s3"]["errors"] == 0, js["s3"]
+    # one "s3encfs:" line on a directory that is not mounted; --keyring works for `key` too
+    for cmd in ("status", "flush"):
+        bad = cli(cmd, str(tmp_path))
+        assert bad.returncode == 1 and bad.stderr.startswith("s3encfs: "), bad.stderr
+        assert len(bad.stderr.strip().splitlines()) == 1
+    listed_keys = cli("key", "--keyring", keyenv["S3ENCFS_KEYRING_DIR"], "list")
+    assert listed_keys.returncode == 0 and "default" in listed_keys.stdout, listed_keys.stderr
+
     m.proc.send_signal(signal.SIGKILL)
     m.proc.wait(timeout=30)
     dead = cli("mounts")

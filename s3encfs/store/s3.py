@@ -271,7 +271,9 @@ class ObjectStore:
             retries = 0
             if isinstance(exc, ClientError):
                 retries = int(exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 0))
-            self.stats.record(op, retries=retries, error=True)
+            # a 404 answers a probe ("does this exist?"), it is not a failure of S3
+            self.stats.record(op, retries=retries,
+                              error=not (isinstance(exc, ClientError) and _status(exc) == 404))
             if (
                 not hint
                 and isinstance(self.sse, SseCPolicy)
