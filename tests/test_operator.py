@@ -181,13 +181,13 @@ def test_non_empty_mountpoint_refused_unless_nonempty(  # type: ignore[no-untype
     (mnt / "local-file").write_text("hidden by a mount")
     argv = [*S3ENCFS, "mount", f"s3://{bucket}", str(mnt), "--encryption", "none",
             "--cache-dir", str(cache)]
-    proc = subprocess.run(argv, env=keyenv, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 78, proc.stderr
-    assert "not empty" in proc.stderr and "-o nonempty" in proc.stderr, proc.stderr
-    assert not os.path.ismount(mnt)
-    proc = subprocess.run([*argv, "-o", "nonempty"], env=keyenv, capture_output=True, text=True,
-                          timeout=60)
     try:
+        proc = subprocess.run(argv, env=keyenv, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 78, proc.stderr
+        assert "not empty" in proc.stderr and "-o nonempty" in proc.stderr, proc.stderr
+        assert not os.path.ismount(mnt)
+        proc = subprocess.run([*argv, "-o", "nonempty"], env=keyenv, capture_output=True,
+                              text=True, timeout=60)
         assert proc.returncode == 0, proc.stderr
         assert os.path.ismount(mnt)
     finally:
