@@ -15,14 +15,15 @@ CONFDIR  := /etc/s3encfs
 DOCDIR   := /usr/local/share/doc/s3encfs
 DESTDIR  ?=
 
-.PHONY: help deps sysdeps run test bench lint install clean
+.PHONY: help deps sysdeps run test bench lint install uninstall clean
 
 help:
 	@echo "make run     - install deps, start a local S3 server and run the demo (s3encfs.demo)"
 	@echo "make test    - install deps and run the test suite (pytest)"
 	@echo "make bench   - install deps and run the benchmarks (bench.run)"
 	@echo "make lint    - ruff + mypy"
-	@echo "make install - link s3encfs + mount helpers from $(VENV), install units and docs"
+	@echo "make install - runtime venv $(RUN_VENV); link s3encfs + mount helpers, units, docs, man"
+	@echo "make uninstall - remove what make install installed (keeps /etc/s3encfs and keys)"
 	@echo "make deps    - Debian packages (if missing) + $(VENV) with the package in editable mode"
 
 # Debian packages: only touch apt when something is actually missing.
@@ -60,23 +61,33 @@ lint: deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy s3encfs
 
-# System-wide install, pointing into this checkout's venv (so keep the checkout).
+# System-wide install from a runtime-only venv in this checkout ($(RUN_VENV): `pip install -e .`,
+# no dev or server extras), so keep the checkout. Edited units are kept (the new one goes next to
+# them as NAME.s3encfs-new); every file installed is listed for `make uninstall`.
 # DESTDIR=/some/root installs into a staging tree instead (no daemon-reload then).
-install: deps
-	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR) $(DESTDIR)$(PREFIX_UNITS) $(DESTDIR)$(DOCDIR)
-	ln -sf $(abspath $(VENV))/bin/s3encfs $(DESTDIR)$(BINDIR)/s3encfs
-	@for h in mount.s3encfs mount.fuse.s3encfs; do \
-		if [ ! -x $(VENV)/bin/$$h ]; then echo "$(VENV)/bin/$$h missing: rerun make deps"; exit 1; fi; \
-		ln -sf $(abspath $(VENV))/bin/$$h $(DESTDIR)$(SBINDIR)/$$h; \
-		echo "linked $(DESTDIR)$(SBINDIR)/$$h"; \
-	done
-	install -d -m 0700 $(DESTDIR)$(CONFDIR) $(DESTDIR)$(CONFDIR)/keys
-	install -m 0644 systemd/*.service systemd/*.timer $(DESTDIR)$(PREFIX_UNITS)/
-	install -m 0644 docs/SERVICE.md $(DESTDIR)$(DOCDIR)/SERVICE.md
+RUN_VENV   ?= .venv-run
+RUN_STAMP  := $(RUN_VENV)/.s3encfs-run-stamp
+MANDIR     := /usr/local/share/man
+COMPDIR    := /usr/local/share/bash-completion/completions
+DATADIR    := /usr/local/share/s3encfs
+INSTALL_ENV = DESTDIR=$(DESTDIR) BINDIR=$(BINDIR) SBINDIR=$(SBINDIR) UNITDIR=$(PREFIX_UNITS) \
+	CONFDIR=$(CONFDIR) DOCDIR=$(DOCDIR) MANDIR=$(MANDIR) COMPDIR=$(COMPDIR) DATADIR=$(DATADIR) \
+	VENV=$(abspath $(RUN_VENV))
+
+$(RUN_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(RUN_VENV)
+	$(RUN_VENV)/bin/python -m pip install -q -e .
+	touch $(RUN_STAMP)
+
+install: sysdeps $(RUN_STAMP)
+	$(INSTALL_ENV) packaging/install.sh install
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
 		systemctl daemon-reload && echo "systemctl daemon-reload: done"; \
 	fi
-	@echo "installed: $(DESTDIR)$(BINDIR)/s3encfs -> $(abspath $(VENV))/bin/s3encfs"
+
+uninstall:
+	$(INSTALL_ENV) packaging/install.sh uninstall
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -88,6 +88,10 @@ class Checker:
             if not self._names_decode(rel):
                 return "undecodable", "name does not decode under the naming key", 0
             marker = key.endswith("/")
+            if marker and size == 0:
+                # ENCRYPTION.md: empty dir/ markers may carry no SSE (SeaweedFS keeps them as
+                # filer directories); they hold no data, so there is nothing to hold to SSE
+                return "marker", None, 0
             info = self._head(key)
             if marker:
                 return "marker", None, 0
@@ -134,6 +138,18 @@ class Checker:
         if store.sse.mode != "none":
             store.sse.verify(resp, "head", key)  # SseMismatch
         return _info(key, resp)
+
+    def plain_path(self, key: str) -> str:
+        """The file's path inside the mount (decoded names), '' when it does not decode."""
+        from s3encfs.codec import UndecodableName
+
+        plain: list[str] = []
+        for enc in [p for p in key[len(self.prefix):].split("/") if p]:
+            try:
+                plain.append(self.layout.decode_child(tuple(plain), enc))
+            except UndecodableName:
+                return ""
+        return "/".join(plain)
 
     def _names_decode(self, rel: str) -> bool:
         from s3encfs.codec import UndecodableName
@@ -282,7 +298,7 @@ def check(source: str | None, config_name: str | None, data: bool, abort_uploads
             raise click.UsageError("need s3://BUCKET[/PREFIX] (or --config NAME)")
         bucket, prefix = parse_source(cfg.source)
     except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise exc from None  # one line + exit code: errors_cli
     try:
         codec, policy = build_codec_and_policy(cfg)
         store = ObjectStore(bucket, endpoint_url=cfg.endpoint_url, region=cfg.region,
@@ -291,7 +307,7 @@ def check(source: str | None, config_name: str | None, data: bool, abort_uploads
         if getattr(codec, "name", "") == "client":
             codec = check_master_key(store, codec, prefix)
     except (MountError, se.StoreError) as exc:
-        raise click.ClickException(str(exc)) from None
+        raise exc from None  # one line + exit code: errors_cli
     t0 = time.monotonic()
     ck = Checker(store, codec, prefix, data=data)
     try:
@@ -305,7 +321,7 @@ def check(source: str | None, config_name: str | None, data: bool, abort_uploads
         if abort:
             abort_all(store, rep)
     except se.StoreError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise exc from None  # one line + exit code: errors_cli
     elapsed = time.monotonic() - t0
     if as_json:
         click.echo(json.dumps({
@@ -313,7 +329,8 @@ def check(source: str | None, config_name: str | None, data: bool, abort_uploads
             "directories": rep.markers, "indexes": rep.indexes, "data_checked": rep.data_checked,
             "bytes_read": rep.bytes_read, "skipped_names": rep.skipped_names,
             "vanished": rep.vanished, "format_v1_objects": ck.old_format,
-            "problems": [{"key": k, "error": e} for k, e in rep.problems],
+            "problems": [{"key": k, "path": ck.plain_path(k), "error": e}
+                         for k, e in rep.problems],
             "uploads": [{"key": k, "upload_id": u, "initiated": t} for k, u, t in rep.uploads],
             "aborted": rep.aborted, "seconds": round(elapsed, 3),
         }, indent=2))
@@ -325,7 +342,9 @@ def check(source: str | None, config_name: str | None, data: bool, abort_uploads
         if rep.uploads and not abort:
             click.echo("  rerun with --abort-uploads to abort them", err=True)
         for key, err in rep.problems:
-            click.echo(f"  BAD {key}: {err}")
+            path = ck.plain_path(key)
+            click.echo(f"  BAD {path} ({key}): {err}" if path and path != key[len(prefix):]
+                       else f"  BAD {key}: {err}")
         click.echo(
             f"check s3://{bucket}/{prefix}: {rep.objects} objects "
             f"({rep.markers} directories, {rep.indexes} indexes"

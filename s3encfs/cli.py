@@ -11,9 +11,10 @@ from typing import Any
 import click
 
 from s3encfs import __version__
+from s3encfs.errors_cli import OneLineGroup
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="s3encfs")
 def main() -> None:
     """Mount an S3 bucket as an encrypted directory."""
@@ -30,7 +31,8 @@ def main() -> None:
               "dsse-kms[:KEY] | sse-c:KEYNAME | client+<sse mode>")
 @click.option("--bucket-key/--no-bucket-key", default=None, help="S3 Bucket Keys for SSE-KMS.")
 @click.option("--key", help="Master key name(s) from the keyring, newest first (client mode).")
-@click.option("--keyring", help="Key store directory.")
+@click.option("--keyring", "--keyring-dir", "keyring",
+              help="Key store directory (--keyring-dir, as `s3encfs key` spells it).")
 @click.option("--plain-names", is_flag=True, default=False,
               help="Client mode: encrypt contents but keep file names readable.")
 @click.option("--allow-unverified-sse", is_flag=True, default=False,
@@ -62,6 +64,7 @@ def main() -> None:
 @click.option("--attr-timeout", type=float, help="Kernel attribute/entry cache seconds.")
 @click.option("--fast-list/--no-fast-list", default=None,
               help="A cold tree walk lists whole subtrees, 1,000 keys per request (default on).")
+@click.option("--bwlimit", help="Upload bandwidth limit per second, e.g. 10M (default: none).")
 @click.option("--read-timeout", type=float,
               help="Seconds without data from S3 before a request is retried (default 60).")
 @click.option("--connect-timeout", type=float, help="S3 connect timeout seconds (default 10).")
@@ -76,6 +79,13 @@ def main() -> None:
 @click.option("-o", "options", multiple=True, help="FUSE options: allow_other, ro, ...")
 @click.option("-f", "--foreground", is_flag=True, default=None)
 @click.option("--debug", multiple=True, help="Debug logging for subsystems: fs,store,cache,all")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              help="Log level (default: info, or log_level in the config).")
+@click.option("-v", "--verbose", "log_level", flag_value="debug", help="Same as --log-level debug.")
+@click.option("-q", "--quiet", "log_level", flag_value="warning",
+              help="Same as --log-level warning.")
+@click.option("--log-file", type=click.Path(dir_okay=False),
+              help="Log to this file (rotated at 10 MiB) instead of stderr / CACHE/mount.log.")
 def mount_cmd(source: str | None, mountpoint: str | None, config_name: str | None,
               **flags: Any) -> None:
     """Mount s3://BUCKET[/PREFIX] at MOUNTPOINT."""
@@ -89,18 +99,21 @@ def mount_cmd(source: str | None, mountpoint: str | None, config_name: str | Non
         flags["s3ec_version"] = int(flags["s3ec_version"])
     if mountpoint:
         mountpoint = os.path.abspath(mountpoint)
-    if flags.get("cache_dir"):
-        flags["cache_dir"] = os.path.abspath(flags["cache_dir"])
+    for path_flag in ("cache_dir", "log_file"):
+        if flags.get(path_flag):
+            flags[path_flag] = os.path.abspath(flags[path_flag])
     try:
         cfg = load_config(config_name) if config_name else MountConfig()
-        if flags.get("cache_size") is not None:
-            flags["cache_size"] = parse_size(flags["cache_size"])
+        for size_flag in ("cache_size", "bwlimit"):
+            if flags.get(size_flag) is not None:
+                flags[size_flag] = parse_size(flags[size_flag])
         cfg = merge(cfg, {"source": source, "mountpoint": mountpoint, **flags})
     except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise exc from None  # one line, exit 78 (errors_cli)
     if not cfg.source or not cfg.mountpoint:
         raise click.UsageError("need SOURCE and MOUNTPOINT (or --config NAME)")
-    setup_logging(cfg.debug, bool(cfg.foreground))
+    setup_logging(cfg.debug, bool(cfg.foreground), cfg.log_level,
+                  cfg.log_file if cfg.foreground else None)
     try:
         if cfg.foreground:
             code = run_mount(cfg)
@@ -108,8 +121,10 @@ def mount_cmd(source: str | None, mountpoint: str | None, config_name: str | Non
             code = daemonize_and_mount(cfg)
     except MountError as exc:
         # 78 = EX_CONFIG: systemd's RestartPreventExitStatus stops retrying a bad setup
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(78)
+        from s3encfs.errors_cli import echo_error
+
+        echo_error(str(exc))
+        sys.exit(exc.code)
     sys.exit(code)
 
 
@@ -127,8 +142,13 @@ def umount_cmd(mountpoint: str, timeout: float) -> None:
         flush_request,
         query,
     )
+    from s3encfs.mountpoint import MountpointError, check_ours
 
     mountpoint = os.path.abspath(mountpoint)
+    try:
+        check_ours(mountpoint)  # never unmount a filesystem that is not s3encfs
+    except MountpointError as exc:
+        raise click.ClickException(str(exc)) from None
     sock = control_socket_path(mountpoint)
     pid = None
     left: FlushIncomplete | None = None
@@ -136,7 +156,10 @@ def umount_cmd(mountpoint: str, timeout: float) -> None:
     try:
         st = query(sock, "status", timeout=10)
         pid = st.get("pid")
-        flush_request(mountpoint, timeout)
+        from s3encfs.waitprogress import watching
+
+        with watching(mountpoint, "umount"):  # progress/ETA only; the wait is in the mount
+            flush_request(mountpoint, timeout)
     except FlushIncomplete as exc:
         if exc.timed_out:  # S3 does not have it all: stay mounted, the uploads go on
             click.echo(f"s3encfs: not unmounted: {exc}; still mounted and retrying "
@@ -178,7 +201,9 @@ def _add_optional_commands() -> None:
                          ("s3encfs.control", "status"), ("s3encfs.control", "flush"),
                          ("s3encfs.backup", "backup"), ("s3encfs.rekey", "rekey"),
                          ("s3encfs.info", "info"), ("s3encfs.check", "check"),
-                         ("s3encfs.versions", "versions"), ("s3encfs.restore", "restore")):
+                         ("s3encfs.versions", "versions"), ("s3encfs.restore", "restore"),
+                         ("s3encfs.mounts", "mounts_cmd"), ("s3encfs.browse", "ls_cmd"),
+                         ("s3encfs.browse", "cat_cmd"), ("s3encfs.browse", "get_cmd")):
         try:
             cmd = getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError):
@@ -187,6 +212,18 @@ def _add_optional_commands() -> None:
 
 
 _add_optional_commands()
+
+
+def _add_key_commands() -> None:
+    try:
+        from s3encfs.keys.cli import key
+        from s3encfs.keys.passchange import change_passphrase_cmd
+    except ImportError:
+        return
+    key.add_command(change_passphrase_cmd)
+
+
+_add_key_commands()
 
 if __name__ == "__main__":
     main()

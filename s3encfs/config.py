@@ -48,8 +48,8 @@ class BackupConfig:
     excludes: list[str] = field(default_factory=list)
     exclude_from: str | None = None
     rsync_args: list[str] = field(default_factory=list)
-    delete: bool = True
-    subdir: str = ""  # inside the mountpoint
+    delete: bool = False  # rsync --delete only when the config says so
+    subdir: str = ""  # inside the mountpoint; "" = this host's short name, "/" = the mount root
     flush_timeout: float = 3600.0
 
 
@@ -76,8 +76,10 @@ class MountConfig:
     max_dirty: int = 2 * 1024**3
     options: list[str] = field(default_factory=list)
     log_level: str = "info"
+    log_file: str = ""  # "" = stderr (the journal) in the foreground, CACHE/mount.log as daemon
     debug: list[str] = field(default_factory=list)
     upload_concurrency: int = 8
+    bwlimit: int = 0  # upload bytes per second, 0 = unlimited ("10M" = 10 MiB/s)
     download_concurrency: int = 8
     upload_delay: float = 2.0  # seconds a closed file waits before its upload (coalescing)
     multipart_size: int = 16 * 1024**2
@@ -204,7 +206,7 @@ def _mount_slug(mountpoint: str) -> str:
     return mountpoint.strip("/").replace("/", "-") or "root"
 
 
-_SIZE_FIELDS = {"cache_size", "max_dirty", "multipart_size"}
+_SIZE_FIELDS = {"cache_size", "max_dirty", "multipart_size", "bwlimit"}
 _LIST_FIELDS = {"options", "debug"}
 
 
@@ -302,6 +304,7 @@ def validate(cfg: MountConfig, complete: bool = True) -> MountConfig:
         raise ConfigError(f"{where}: sync_timeout must be positive")
     if cfg.s3_client not in ("crt", "boto3"):
         raise ConfigError(f"{where}: s3_client must be crt or boto3, not {cfg.s3_client!r}")
+    _validate_operator(cfg, where)
     _check_history_keys(cfg, where)
     return cfg
 
@@ -319,6 +322,26 @@ def _check_history_keys(cfg: MountConfig, where: str) -> None:
         raise ConfigError(f"{where}: {exc}") from None
     if cfg.as_of and cfg.object_lock:
         raise ConfigError(f"{where}: as_of mounts are read-only; object_lock does not apply")
+
+
+def _validate_operator(cfg: MountConfig, where: str) -> None:
+    """Mistakes that otherwise surface late as a traceback (debug names, endpoint, -o)."""
+    from s3encfs.fuse_options import FuseOptionError, fuse_options
+    from s3encfs.logsetup import SUBSYSTEMS
+
+    for name in cfg.debug:
+        if name not in (*SUBSYSTEMS, "all"):
+            raise ConfigError(f"{where}: unknown debug subsystem {name!r} "
+                              f"(one of: all, {', '.join(SUBSYSTEMS)})")
+    if cfg.endpoint_url and not re.match(r"^https?://[^/]", cfg.endpoint_url):
+        raise ConfigError(f"{where}: endpoint_url {cfg.endpoint_url!r} needs a scheme, e.g. "
+                          "https://s3.example.net or http://127.0.0.1:8333")
+    try:
+        fuse_options(cfg.options)
+    except FuseOptionError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    if cfg.log_file and not os.path.isabs(cfg.log_file):
+        raise ConfigError(f"{where}: log_file must be an absolute path: {cfg.log_file!r}")
 
 
 def config_search_path(name: str) -> list[Path]:

@@ -286,7 +286,14 @@ def render_value(key: str, value: object, now: float | None = None) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, (int, float)):
-        if key.endswith("_bytes") or key in ("dirty", "cache_used", "cache_size"):
+        if key == "pid":
+            return str(value)
+        if key == "uptime_seconds":
+            from s3encfs.mounts import human_duration
+
+            return human_duration(float(value))
+        if (key.endswith("_bytes") or key.startswith("bytes_")
+                or key in ("dirty", "cache_used", "cache_size", "cache_limit")):
             return _human_bytes(value)
         if key.endswith(("_rate", "_ratio")) and 0 <= value <= 1:
             return f"{100 * value:.1f}%"
@@ -330,8 +337,7 @@ def status(mountpoint: str, as_json: bool, timeout: float) -> None:
     try:
         data = query(control_socket_path(mountpoint), "status", timeout=timeout)
     except ControlError as exc:
-        click.echo(f"error: {exc}", err=True)
-        raise SystemExit(1) from None
+        raise click.ClickException(str(exc)) from None  # "s3encfs: …", exit 1
     data.pop("ok", None)
     if as_json:
         click.echo(json.dumps(data, indent=2, sort_keys=True, default=_json_default))
@@ -357,8 +363,10 @@ def flush_request(mountpoint: str, timeout: float) -> dict[str, Any]:
 def flush(mountpoint: str, timeout: float) -> None:
     """Wait until everything written to MOUNTPOINT so far is stored in S3."""
     try:
-        answer = flush_request(mountpoint, timeout)
+        from s3encfs.waitprogress import watching
+
+        with watching(mountpoint, "flush"):  # progress/ETA only; the wait is in the mount
+            answer = flush_request(mountpoint, timeout)
     except ControlError as exc:
-        click.echo(f"error: {exc}", err=True)
-        raise SystemExit(1) from None
+        raise click.ClickException(str(exc)) from None  # "s3encfs: …", exit 1
     click.echo(f"flushed in {answer.get('seconds', 0):.1f}s")

@@ -75,12 +75,45 @@ def _unescape(field: str) -> str:
 
 def clear_stale_mount(path: Path) -> None:
     """A demo killed with SIGKILL leaves a dead FUSE mount ("Transport endpoint is not
-    connected"); detach it so the new mount can use the directory."""
+    connected"); detach it so the new mount can use the directory. A live mount (another
+    demo, or anything else) is never touched."""
+    from s3encfs.mountpoint import is_dead
+
     if is_mounted(path):
-        say(f"note: {path} is still mounted (an earlier demo?); detaching it")
+        if not is_dead(str(path)):
+            raise DemoError(f"{path} is already mounted (another demo, or another filesystem); "
+                            "stop it first or pass --mountpoint DIR")
+        say(f"note: {path} is a dead mount left by an earlier demo; detaching it")
         subprocess.run(["fusermount3", "-uz", str(path)], capture_output=True)
         if is_mounted(path):
             raise DemoError(f"{path} is mounted and could not be detached (fusermount3 -uz)")
+
+
+def lock_state_dir(state: Path) -> int:
+    """Hold STATE/demo.lock for the demo's lifetime: a second `make run` in the same checkout
+    stops here instead of stopping the first one's server and mount."""
+    import fcntl
+
+    fd = os.open(state / "demo.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        other = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise DemoError(f"another demo (pid {other}) is running with the state dir {state}; "
+                        "use that one, or stop it (Ctrl-C in its terminal) first") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def cli_hint() -> str:
+    """How to run `s3encfs` from this venv (before `make install` it is not on PATH)."""
+    script = Path(sys.executable).parent / "s3encfs"
+    if script.exists():
+        rel = os.path.relpath(script)
+        return rel if not rel.startswith("..") else str(script)
+    return f"{shlex.quote(sys.executable)} -m s3encfs.cli"
 
 
 class Demo:
@@ -232,7 +265,7 @@ class Demo:
         say("              directory can decrypt the bucket. Back the key up with:")
         say(f"              S3ENCFS_KEYRING_DIR={shlex.quote(str(self.keys_dir))} "
             f"S3ENCFS_PASSPHRASE= S3ENCFS_ALLOW_EMPTY_PASSPHRASE=1 \\\n"
-            f"                s3encfs key export {KEY_NAME} "
+            f"                {cli_hint()} key export {KEY_NAME} "
             "--output demo-key.txt")
         say(f" mount log  : {self.log_path}")
         say(" raw bucket : what S3 really stores (encrypted names and contents):")
@@ -305,6 +338,17 @@ class Demo:
     # -- the whole run -----------------------------------------------------------------------
     def run(self, check: bool) -> int:
         self.state.mkdir(parents=True, exist_ok=True)
+        try:
+            lock_fd = lock_state_dir(self.state)
+        except DemoError as exc:  # touch nothing of the running demo
+            print(f"demo: {exc}", file=sys.stderr, flush=True)
+            return 1
+        try:
+            return self._run(check)
+        finally:
+            os.close(lock_fd)
+
+    def _run(self, check: bool) -> int:
         self.install_signal_handlers()
         code = 0
         try:

@@ -262,11 +262,12 @@ def info(source: str | None, config_name: str | None, as_json: bool, **flags: An
         cfg = merge(cfg, {"source": source, **given, "mountpoint": cfg.mountpoint or "/"})
         _client, sse, sse_key = parse_encryption(cfg.encryption)
     except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise exc from None  # one line + exit code: errors_cli
     if not cfg.source:
         raise click.UsageError("need s3://BUCKET[/PREFIX] (or --config NAME)")
     store = ObjectStore(cfg.bucket, endpoint_url=cfg.endpoint_url, region=cfg.region,
                         profile=cfg.profile, max_attempts=3)
+    store.check_bucket()  # a missing bucket or no access: one line and its exit code, not 0
     kms_key = sse_key if sse in ("sse-kms", "dsse-kms") else None
     rep = build_report(store.client, cfg.bucket, cfg.prefix, cfg.encryption, cfg.bucket_key,
                        kms_key)

@@ -22,7 +22,10 @@ _PRIORITY = {
 # Long hex / base64 runs and key=value pairs whose name says secret.
 _SECRET_KV = re.compile(
     r"(?i)\b((?:secret|passphrase|password|token|sse[-_]?c?[-_]?key|data[-_]?key|key[-_]?material|"
-    r"aws_secret_access_key|customer[-_]?key)\w*)(\s*[=:]\s*)(['\"]?)[^\s'\",}]+"
+    r"aws_secret_access_key|customer[-_]?key)\w*)(\s*[=:]\s*)(['\"]?)"
+    # a lower-case word followed by a space is prose ("no passphrase: set S3ENCFS_…"), not a
+    # secret: leave error messages readable (key material is caught by the hex/base64 rules)
+    r"(?![a-z]+\s)[^\s'\",}]+"
 )
 _LONG_HEX = re.compile(r"\b[0-9a-fA-F]{32,}\b")
 # A run with no upper-case letter and no '+' is not base64 key material but an object key:
@@ -80,25 +83,39 @@ def under_journal() -> bool:
     return stream == f"{st.st_dev}:{st.st_ino}"
 
 
+TIMESTAMPED = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+LOG_FILE_BYTES = 10 * 1024 * 1024  # a --log-file rotates at this size, keeping 3 old files
+
+
 def setup_logging(
-    debug: list[str] | None, foreground: bool, level: str | int = logging.INFO
+    debug: list[str] | None, foreground: bool, level: str | int = logging.INFO,
+    log_file: str | None = None,
 ) -> logging.Logger:
     """Configure the ``s3encfs`` logger tree; ``debug`` names subsystems ("fs", "store", "all").
 
+    ``log_file``: write there (timestamped, rotated at 10 MiB) instead of stderr.
     Idempotent: handlers installed by an earlier call are replaced.
     """
     root = logging.getLogger(ROOT)
-    for handler in list(root.handlers):
-        if getattr(handler, "_s3encfs", False):
-            root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
-    handler._s3encfs = True  # type: ignore[attr-defined]
-    if under_journal():
-        handler.setFormatter(JournalFormatter())
-    elif foreground or sys.stderr.isatty():
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    for old in list(root.handlers):
+        if getattr(old, "_s3encfs", False):
+            root.removeHandler(old)
+            old.close()
+    handler: logging.Handler
+    if log_file:
+        from logging.handlers import RotatingFileHandler
+
+        handler = RotatingFileHandler(log_file, maxBytes=LOG_FILE_BYTES, backupCount=3)
+        handler.setFormatter(logging.Formatter(TIMESTAMPED))
     else:
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        handler = logging.StreamHandler(sys.stderr)
+    handler._s3encfs = True  # type: ignore[union-attr]
+    if log_file:
+        pass
+    elif under_journal():
+        handler.setFormatter(JournalFormatter())
+    else:  # a terminal, or a file stderr was redirected to: both need the time
+        handler.setFormatter(logging.Formatter(TIMESTAMPED))
     handler.addFilter(RedactingFilter())
     root.addHandler(handler)
     root.propagate = False

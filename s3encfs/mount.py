@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +28,12 @@ log = logging.getLogger("s3encfs.mount")
 
 
 class MountError(Exception):
-    """A clear, one-line reason why the mount cannot start."""
+    """A clear, one-line reason why the mount cannot start; `code` is the exit status
+    (78 = EX_CONFIG: systemd does not restart; see s3encfs/exitcodes.py)."""
+
+    def __init__(self, message: str, code: int = 78) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass
@@ -44,6 +50,7 @@ def load_keys(cfg: MountConfig, names: list[str],
     """(name, key_id, secret) for each key name, from the keyring (never logged); every key must
     be of kind `role` (a master key is never an SSE-C key, see keys/roles.py)."""
     from s3encfs.keys.keyring import Keyring, KeyringError
+    from s3encfs.keys.passphrase import PassphraseError
     from s3encfs.keys.roles import check_role
 
     ring = Keyring(cfg.keyring) if cfg.keyring else Keyring()
@@ -51,8 +58,14 @@ def load_keys(cfg: MountConfig, names: list[str],
     for name in names:
         try:
             key = check_role(ring.get(name), role)
-        except KeyringError as exc:
-            raise MountError(str(exc)) from None
+        except (KeyringError, PassphraseError) as exc:
+            hint = ""
+            if name == "default" and not cfg.key and "no key named" in str(exc):
+                hint = " — name the master key with --key NAME (or key = in the config)"
+            from s3encfs.keys.filestore import WrongPassphrase
+
+            raise MountError(f"{exc}{hint}", 77 if isinstance(exc, WrongPassphrase) else 78) \
+                from None
         out.append((key.info.name, key.info.key_id, key.secret))
     return out
 
@@ -148,7 +161,9 @@ def check_master_key(store: Any, codec: Codec, prefix: str, *, may_write: bool =
     return codec
 
 
-def prepare(cfg: MountConfig) -> Prepared:
+def prepare(cfg: MountConfig, built: tuple[Codec, Any] | None = None) -> Prepared:
+    """`built`: the (codec, SSE policy) pair already made before daemonizing (keys unsealed
+    while the terminal could still answer a passphrase prompt)."""
     from s3encfs import pitr
     from s3encfs.store import errors as se
     from s3encfs.store.probe import canary
@@ -157,16 +172,16 @@ def prepare(cfg: MountConfig) -> Prepared:
         bucket, prefix = parse_source(cfg.source)
     except ValueError as exc:
         raise MountError(str(exc)) from None
-    mnt = cfg.mountpoint
-    if not os.path.isdir(mnt):
-        raise MountError(f"mountpoint {mnt} does not exist or is not a directory")
-    if os.path.ismount(mnt):
-        raise MountError(f"mountpoint {mnt} is busy (something is already mounted there)")
+    from s3encfs.fuse_options import FuseOptionError, fuse_options
+    from s3encfs.mountpoint import MountpointError, prepare_mountpoint
+
     try:
-        as_of = pitr.setup(cfg)
-    except pitr.HistoryError as exc:
+        as_of = pitr.setup(cfg)  # (adds "ro" to the options of a past view)
+        fuse_options(cfg.options)
+        prepare_mountpoint(cfg.mountpoint, nonempty="nonempty" in cfg.options)
+    except (MountpointError, FuseOptionError, pitr.HistoryError) as exc:
         raise MountError(str(exc)) from None
-    codec, policy = build_codec_and_policy(cfg)
+    codec, policy = built or build_codec_and_policy(cfg)
     hardening.scrub_passphrase_env()  # keys are loaded: no passphrase in environ or children
     store_args: dict[str, Any] = dict(
         endpoint_url=cfg.endpoint_url, region=cfg.region, profile=cfg.profile, sse=policy,
@@ -179,6 +194,10 @@ def prepare(cfg: MountConfig) -> Prepared:
     else:
         store = pitr.store_class(as_of)(bucket, **store_args)
     store.strict_sse = not cfg.allow_unverified_sse
+    if cfg.bwlimit:
+        from s3encfs.bwlimit import BandwidthLimit
+
+        store.bwlimit = BandwidthLimit(cfg.bwlimit)
     try:
         store.check_bucket()
         pitr.check_bucket(store, cfg)
@@ -193,7 +212,11 @@ def prepare(cfg: MountConfig) -> Prepared:
                 canary(store, prefix)
         codec = check_master_key(store, codec, prefix, may_write="ro" not in cfg.options,
                                  init=cfg.init)
-    except (se.StoreError, pitr.HistoryError) as exc:
+    except se.StoreError as exc:
+        from s3encfs.exitcodes import for_store_error
+
+        raise MountError(str(exc), for_store_error(exc)) from None
+    except pitr.HistoryError as exc:
         raise MountError(str(exc)) from None
     cache_dir = cfg.effective_cache_dir
     try:
@@ -222,7 +245,8 @@ def _fixed_mmap_threshold() -> None:
         pass
 
 
-def run_mount(cfg: MountConfig, ready_fd: int | None = None) -> int:
+def run_mount(cfg: MountConfig, ready_fd: int | None = None,
+              built: tuple[Codec, Any] | None = None) -> int:
     """Mount and serve until unmounted or signalled; returns the exit code."""
     import pyfuse3
 
@@ -230,7 +254,7 @@ def run_mount(cfg: MountConfig, ready_fd: int | None = None) -> int:
     from s3encfs.fs.operations import Operations
 
     hardening.protect_process()
-    prep = prepare(cfg)
+    prep = prepare(cfg, built)
     if not cfg.log_plain_names:
         from s3encfs import lognames
 
@@ -241,22 +265,18 @@ def run_mount(cfg: MountConfig, ready_fd: int | None = None) -> int:
                      upload_concurrency=max(4, cfg.upload_concurrency),
                      read_only="ro" in cfg.options, uid=os.getuid(), gid=os.getgid(),
                      sync_timeout=cfg.sync_timeout)
-    opts = set(pyfuse3.default_options)
+    from s3encfs.fuse_options import fuse_options
+
+    forced = hardening.forced_mount_options(prep.codec.name == "client", cfg.options)
+    opts = fuse_options([o for o in cfg.options
+                         if not (forced and o in hardening.UNSAFE_OPTIONS)],
+                        set(pyfuse3.default_options))
+    opts |= forced
     opts.add(f"fsname={cfg.source}")
     opts.add("subtype=s3encfs")
-    forced = hardening.forced_mount_options(prep.codec.name == "client", cfg.options)
-    for o in cfg.options:
-        if forced and o in hardening.UNSAFE_OPTIONS:
-            continue
-        if o == "ro":
-            opts.add("ro")
-        elif o == "allow_other":
-            opts.add("allow_other")
-        elif o == "no_default_permissions":
-            opts.discard("default_permissions")
-        elif o:
-            opts.add(o)
-    opts |= forced
+    log.debug("settings: cache %s (%d bytes), upload delay %.1fs, dir ttl %.1fs, FUSE -o %s",
+              prep.cache_dir, cfg.cache_size, cfg.upload_delay, cfg.dir_ttl,
+              ",".join(sorted(opts)))
 
     async def main() -> int:
         core = FsCore(prep.store, prep.codec, prep.prefix, fscfg)
@@ -290,10 +310,14 @@ async def serve(core: Any, cfg: MountConfig, ready_fd: int | None) -> int:
     async with trio.open_nursery() as nursery:
         core.nursery = nursery
         nursery.start_soon(core.upload_loop)
+        from s3encfs.mounts import enrich
+
+        started = time.time()
         ctl = ControlServer(control_socket_path(cfg.mountpoint),
-                            lambda: {**core.status(), "pid": os.getpid(),
-                                     "mountpoint": cfg.mountpoint, "source": cfg.source,
-                                     "settings": mount_settings(cfg)},
+                            lambda: enrich({**core.status(), "pid": os.getpid(),
+                                            "mountpoint": cfg.mountpoint, "source": cfg.source,
+                                            "settings": mount_settings(cfg)},
+                                           encryption=cfg.encryption, started=started),
                             core.flush_all, core.unflushed)
         await nursery.start(ctl.serve)
         fuse_done = trio.Event()
@@ -309,7 +333,10 @@ async def serve(core: Any, cfg: MountConfig, ready_fd: int | None) -> int:
         async def announce() -> None:
             st_dev = (await trio.to_thread.run_sync(os.stat, cfg.mountpoint)).st_dev
             tune_readahead(st_dev)
-            log.info("mounted %s at %s (%s)", cfg.source, cfg.mountpoint, cfg.encryption)
+            from s3encfs import __version__
+
+            log.info("s3encfs %s: mounted %s at %s (%s)", __version__, cfg.source,
+                     cfg.mountpoint, cfg.encryption)
             sdnotify.notify(READY=1, STATUS="mounted")
             if ready_fd is not None:
                 os.write(ready_fd, b"ok\n")
@@ -385,10 +412,23 @@ async def unmount(mountpoint: str) -> None:
 
 
 def daemonize_and_mount(cfg: MountConfig) -> int:
-    """Fork; the child mounts, the parent returns once the mount answers (or failed)."""
+    """Fork; the child mounts, the parent returns once the mount answers (or failed).
+
+    Keys are unsealed first, in the parent: after the fork stdin is /dev/null, so a passphrase
+    prompt on the user's terminal is only possible before it."""
+    from s3encfs.logsetup import setup_logging
+
+    built = build_codec_and_policy(cfg)
+    log_path = cfg.log_file or os.path.join(cfg.effective_cache_dir, "mount.log")
+    try:  # before the fork, so a log that cannot be written is reported on the terminal
+        os.makedirs(os.path.dirname(log_path), mode=0o700, exist_ok=True)
+        logfd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    except OSError as exc:
+        raise MountError(f"cannot open the log file {log_path}: {exc.strerror}", 73) from None
     r, w = os.pipe()
     pid = os.fork()
     if pid:
+        os.close(logfd)
         os.close(w)
         data = b""
         while True:
@@ -401,27 +441,30 @@ def daemonize_and_mount(cfg: MountConfig) -> int:
             return 0
         msg = data.decode(errors="replace").strip() or "mount process exited"
         print(f"s3encfs: {msg}", file=sys.stderr)
-        return 1
+        _pid, status = os.waitpid(pid, 0)  # the child exits after a failure: pass its code on
+        return os.waitstatus_to_exitcode(status) or 1
     os.close(r)
     os.setsid()
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
-    log_path = os.path.join(cfg.effective_cache_dir,
-                            "mount.log")
-    os.makedirs(os.path.dirname(log_path), mode=0o700, exist_ok=True)
-    logfd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.dup2(logfd, 1)
     os.dup2(logfd, 2)
+    os.close(logfd)
+    setup_logging(cfg.debug, False, cfg.log_level, log_path)
     try:
-        code = run_mount(cfg, ready_fd=w)
+        code = run_mount(cfg, ready_fd=w, built=built)
     except MountError as exc:
+        log.error("%s", exc)
         os.write(w, f"{exc}\n".encode())
-        code = 1
+        code = exc.code
     except Exception as exc:
-        log.exception("mount failed")
+        from s3encfs.errors_cli import describe
+
+        message, code = describe(exc)
+        log.error("%s", message)
+        log.debug("mount failed", exc_info=True)
         try:
-            os.write(w, f"mount failed: {exc}\n".encode())
+            os.write(w, f"{message}\n".encode())
         except OSError:
             pass
-        code = 1
     os._exit(code)

@@ -132,8 +132,9 @@ class Rekeyer:
             return (head.get("SSECustomerAlgorithm") == "AES256"
                     and md5s == {self.ssec.known_md5(self.ssec.writer)}
                     and head["Metadata"].get(SSEC_META) == self.ssec.writer)
-        if p.mode == "none":
-            return head.get("SSECustomerAlgorithm") is None
+        if p.mode == "none":  # no SSE of any kind (a server default may re-apply SSE-S3)
+            return (head.get("SSECustomerAlgorithm") is None
+                    and head.get("ServerSideEncryption") is None)
         if head.get("ServerSideEncryption") != p.algorithm:
             return False
         kid = head.get("SSEKMSKeyId")
@@ -284,6 +285,32 @@ def run(rk: Rekeyer, state_file: Path | None, *, jobs: int = 8, stream: Any = No
     return out
 
 
+def refuse_client_switch(store: Any, prefix: str, client: bool) -> None:
+    """Rekey copies objects server-side; it can neither encrypt plain contents on the client
+    nor decrypt client-encrypted ones. Say so before anything is written (a keycheck written
+    into a plain prefix would make the next plain mount look encrypted)."""
+    from s3encfs.mount import MountError
+    from s3encfs.store.errors import NotFound
+
+    try:
+        store.head(f"{prefix}{CONTROL}keycheck")
+        encrypted = True
+    except NotFound:
+        encrypted = False
+    if client and not encrypted:
+        page = next(list_pages(store, prefix, None, page_size=5), [])
+        if [k for k, _ in page if not k[len(prefix):].startswith(CONTROL)]:
+            raise MountError(
+                f"s3://{store.bucket}/{prefix} holds plain (not client-encrypted) objects; "
+                "rekey cannot encrypt contents on the client: mount a new prefix with "
+                "--encryption client and copy the files in (rsync)")
+    if not client and encrypted:
+        raise MountError(
+            f"s3://{store.bucket}/{prefix} is client-encrypted; rekey cannot decrypt it: to "
+            "change only the server-side mode use --encryption client+<sse mode>, to decrypt "
+            "copy the files out through a client-mode mount")
+
+
 # -- command ------------------------------------------------------------------------------------
 
 
@@ -329,7 +356,7 @@ def rekey(source: str | None, config_name: str | None, jobs: int, dry_run: bool,
         cfg = merge(cfg, {"source": source, **given, "mountpoint": cfg.mountpoint or "/"})
         bucket, prefix = parse_source(cfg.source)
     except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise exc from None  # one line + exit code: errors_cli
     if not cfg.source:
         raise click.UsageError("need s3://BUCKET[/PREFIX] (or --config NAME)")
     busy = active_mounts(bucket, prefix)
@@ -342,14 +369,15 @@ def rekey(source: str | None, config_name: str | None, jobs: int, dry_run: bool,
         store = ObjectStore(bucket, endpoint_url=cfg.endpoint_url, region=cfg.region,
                             profile=cfg.profile, sse=policy)
         store.check_bucket()
+        refuse_client_switch(store, prefix, getattr(codec, "name", "") == "client")
         if policy.mode != "none" and not cfg.allow_unverified_sse and not dry_run:
             canary(store, prefix)
         if getattr(codec, "name", "") == "client":
             codec = check_master_key(store, codec, prefix)
     except MountError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise exc from None  # one line + exit code: errors_cli
     except se.StoreError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise exc from None  # one line + exit code: errors_cli
     target = f"{cfg.encryption}|{policy.describe()}|{getattr(codec, 'current', '')}" + \
         ("|new-data-keys" if new_data_keys else "")
     sfile = state_path(state_dir or default_state_dir(), cfg.endpoint_url, bucket, prefix,
@@ -358,7 +386,13 @@ def rekey(source: str | None, config_name: str | None, jobs: int, dry_run: bool,
         sfile.unlink(missing_ok=True)
     rk = Rekeyer(store, codec, prefix, dry_run=dry_run, new_data_keys=new_data_keys)
     t0 = time.monotonic()
-    out = run(rk, sfile, jobs=jobs, stream=sys.stderr, page_size=page_size)
+    try:
+        out = run(rk, sfile, jobs=jobs, stream=sys.stderr, page_size=page_size)
+    except KeyboardInterrupt:
+        click.echo(f"\nrekey s3://{bucket}/{prefix}: interrupted; run the same command again to "
+                   "resume from the last finished page (every object done so far stays done)",
+                   err=True)
+        raise SystemExit(130) from None
     verb = "would change" if dry_run else "re-encrypted"
     click.echo(f"rekey s3://{bucket}/{prefix}: {verb} {out.changed}, already current "
                f"{out.skipped}, failed {len(out.failed)} "

@@ -76,6 +76,8 @@ def test_flipped_body_bit_found_only_with_data(bucket, populated, keyenv, s3):  
     bad = [line for line in with_data.stdout.splitlines() if line.strip().startswith("BAD")]
     assert len(bad) == 1 and key in bad[0] and "authentication failed" in bad[0]
     assert "1 unreadable" in with_data.stdout
+    biggest = max(FILES, key=lambda rel: len(FILES[rel]))
+    assert bad[0].strip().startswith(f"BAD {biggest} ("), bad[0]  # named by its decoded path
 
 
 @pytest.mark.parametrize("field", ["s3encfs-attrs", "s3encfs-key"])

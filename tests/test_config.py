@@ -78,7 +78,7 @@ def test_load_full(tmp_path: Path) -> None:
     assert cfg.upload_concurrency == 4 and cfg.upload_delay == 0.5
     assert cfg.backup.source == "/home/"
     assert cfg.backup.excludes == ["*.tmp", ".cache/"]
-    assert cfg.backup.delete is True
+    assert cfg.backup.delete is False  # --delete only when configured
 
 
 def test_load_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -153,13 +153,24 @@ def test_serve_stop_and_persist(tmp_path: Path) -> None:
 
 
 def test_make_install_into_destdir(tmp_path: Path) -> None:
-    """`make install DESTDIR=…` lays out links, units, docs and a private /etc/s3encfs."""
+    """`make install DESTDIR=…` lays out links, units, every doc, a man page, an example config
+    and a private /etc/s3encfs from a runtime-only venv; keeps an edited unit; `make uninstall`
+    removes exactly what it installed."""
     repo = Path(__file__).resolve().parents[1]
     root = tmp_path / "root"
-    r = subprocess.run(["make", "-o", "deps", "install", f"DESTDIR={root}"], cwd=repo,
-                       capture_output=True, text=True, timeout=60)
+    # the runtime venv gets the package without dev or server extras
+    plan = subprocess.run(["make", "-n", "install", f"RUN_VENV={tmp_path}/fresh-venv"],
+                          cwd=repo, capture_output=True, text=True, timeout=60)
+    pips = [ln for ln in plan.stdout.splitlines() if "pip install" in ln]
+    assert pips and all(ln.rstrip().endswith("-e .") for ln in pips), plan.stdout
+    assert "[dev" not in plan.stdout and "server]" not in plan.stdout, plan.stdout
+
+    venv = Path(sys.prefix)  # stands in for the runtime venv (building one needs the network)
+    make = ["make", "-o", "sysdeps", "-o", f"{venv}/.s3encfs-run-stamp", f"RUN_VENV={venv}",
+            f"DESTDIR={root}"]
+    r = subprocess.run([*make, "install"], cwd=repo, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
-    venv_bin = repo / ".venv" / "bin"
+    venv_bin = venv / "bin"
     assert os.readlink(root / "usr/local/bin/s3encfs") == str(venv_bin / "s3encfs")
     for helper in ("mount.s3encfs", "mount.fuse.s3encfs"):
         link = root / "sbin" / helper
@@ -172,11 +183,36 @@ def test_make_install_into_destdir(tmp_path: Path) -> None:
     assert (root / "etc/s3encfs").stat().st_mode & 0o777 == 0o700
     # root's `s3encfs key create` then uses the same store as the systemd service
     assert (root / "etc/s3encfs/keys").stat().st_mode & 0o777 == 0o700
+    assert (root / "etc/s3encfs/example.toml.sample").read_text() == \
+        (repo / "docs/example.toml").read_text()
     units = sorted(p.name for p in (root / "etc/systemd/system").iterdir())
     assert units == sorted(p.name for p in (repo / "systemd").iterdir()
                            if p.suffix in (".service", ".timer"))
-    doc = root / "usr/local/share/doc/s3encfs/SERVICE.md"
-    assert doc.read_text() == (repo / "docs/SERVICE.md").read_text()
+    docdir = root / "usr/local/share/doc/s3encfs"
+    assert (docdir / "SERVICE.md").read_text() == (repo / "docs/SERVICE.md").read_text()
+    for doc in (repo / "docs").glob("*.md"):  # SERVICE.md links KEYS.md etc.: all are there
+        assert (docdir / doc.name).is_file(), doc.name
+    man = (root / "usr/local/share/man/man1/s3encfs.1").read_text()
+    assert ".SH EXIT STATUS" in man and "s3encfs mount" in man
+    assert "_s3encfs_completion" in \
+        (root / "usr/local/share/bash-completion/completions/s3encfs").read_text()
+
+    # an edited unit survives a second install (the new one goes next to it) and the uninstall
+    unit = root / "etc/systemd/system/s3encfs@.service"
+    unit.write_text(unit.read_text() + "\n# local edit\n")
+    r = subprocess.run([*make, "install"], cwd=repo, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "local edit" in unit.read_text()
+    assert (unit.parent / "s3encfs@.service.s3encfs-new").read_text() == \
+        (repo / "systemd/s3encfs@.service").read_text()
+    (root / "etc/s3encfs/host1.toml").write_text("# the admin's config\n")
+
+    r = subprocess.run([*make, "uninstall"], cwd=repo, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    left = sorted(str(p.relative_to(root)) for p in root.rglob("*") if not p.is_dir())
+    assert left == ["etc/s3encfs/host1.toml", "etc/systemd/system/s3encfs@.service"], left
+    assert (root / "etc/s3encfs/keys").is_dir()  # keys are never removed
 
 
 # -- regression found while writing docs/SEMANTICS.md -------------------------------------------

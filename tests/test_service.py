@@ -151,6 +151,7 @@ def test_backup_command_by_hand(bucket: str, s3, s3env: dict[str, str], s3server
         'upload_delay = 0.3\n'
         '\n[backup]\n'
         f'source = "{src}/"\n'
+        'subdir = "/"\n'  # into the mount root (the default is a subdirectory per host)
         'excludes = ["*.tmp"]\n')
     env = dict(s3env, S3ENCFS_CONFIG_DIR=str(confdir))
     log_path = tmp_path / "mount.log"

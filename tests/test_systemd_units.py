@@ -127,12 +127,13 @@ def _config(tmp_path: Path, extra: str = "") -> Path:
 def test_build_rsync_argv(tmp_path: Path) -> None:
     from s3encfs.config import load_config
 
-    cfg = load_config(str(_config(tmp_path, 'rsync_args = ["--hard-links"]\nsubdir = "h1"\n')))
+    cfg = load_config(str(_config(tmp_path, 'rsync_args = ["--hard-links"]\nsubdir = "h1"\n'
+                                            "delete = true\n")))
     assert backupmod.build_rsync_argv(cfg) == [
         "rsync",
         "-a",
         "--stats",
-        "--delete",
+        "--delete",  # only because the config says delete = true
         "--exclude=*.tmp",
         "--hard-links",
         f"{tmp_path}/src/",
@@ -157,9 +158,9 @@ def test_parse_stats() -> None:
 
 @pytest.mark.skipif(shutil.which("rsync") is None, reason="rsync missing")
 def test_backup_runs_rsync_then_flushes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = _config(tmp_path)
+    path = _config(tmp_path, 'subdir = "/"\ndelete = true\n')  # the mount root, --delete
     flushed: list[str] = []
-    monkeypatch.setattr(backupmod.os.path, "ismount", lambda p: True)
+    monkeypatch.setattr(backupmod, "_not_our_mount", lambda p: "")
 
     def fake_flush(mountpoint: str, timeout: float) -> str:
         flushed.append(mountpoint)
@@ -186,7 +187,7 @@ def test_backup_failures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     assert result.exit_code == 1 and "is not mounted" in result.output
     assert not (tmp_path / "mnt" / "a.txt").exists()
 
-    monkeypatch.setattr(backupmod.os.path, "ismount", lambda p: True)
+    monkeypatch.setattr(backupmod, "_not_our_mount", lambda p: "")
     monkeypatch.setattr(backupmod, "flush_mount", lambda mp, t: "flush failed: no answer")
     result = CliRunner().invoke(backupmod.backup, [str(path)])
     assert result.exit_code == 1

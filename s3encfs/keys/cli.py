@@ -92,6 +92,8 @@ def _export_source(separate: bool) -> PassphraseSource | None:
 @click.group("key")
 @click.option(
     "--keyring-dir",
+    "--keyring",  # the spelling of mount, check, rekey
+    "keyring_dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
     help="Keyring directory (default: $S3ENCFS_KEYRING_DIR, /etc/s3encfs/keys for root, "

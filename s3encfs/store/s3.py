@@ -236,6 +236,7 @@ class ObjectStore:
         self._no_part_copy = False  # set after a 501: SeaweedFS refuses SSE-C/KMS sources
         # --object-lock: ObjectLockMode/RetainUntilDate for each new object (objectlock.py)
         self.object_lock: Callable[[], dict[str, Any]] | None = None
+        self.bwlimit: Any = None  # a bwlimit.BandwidthLimit for uploads (--bwlimit)
         core = botocore.session.get_session()
         core.get_component("response_parser_factory").set_parser_defaults(
             timestamp_parser=parse_timestamp)
@@ -287,6 +288,8 @@ class ObjectStore:
         hint: str = "",
         **params: Any,
     ) -> dict[str, Any]:
+        if up and self.bwlimit is not None:
+            self.bwlimit.take(up)  # --bwlimit: wait for this body's share of the rate
         started = time.time()
         try:
             resp: dict[str, Any] = fn(Bucket=self.bucket, **params)
@@ -295,7 +298,9 @@ class ObjectStore:
             if isinstance(exc, ClientError):
                 retries = int(exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 0))
             down = not isinstance(exc, ClientError) or (_status(exc) or 0) >= 500
-            self.stats.record(op, retries=retries, error=True, down_error=down, started=started)
+            # a 404 answers a probe ("does this exist?"), it is not a failure of S3
+            self.stats.record(op, retries=retries, started=started, down_error=down,
+                              error=not (isinstance(exc, ClientError) and _status(exc) == 404))
             if (
                 not hint
                 and isinstance(self.sse, SseCPolicy)
@@ -432,9 +437,11 @@ class ObjectStore:
                 bucket=self.bucket,
             ) from exc
         except AccessDenied as exc:
+            why = ("no AWS credentials found - set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                   "or a profile" if exc.code == "NoCredentials" else
+                   "access denied - check the credentials and the bucket policy")
             raise AccessDenied(
-                f"s3://{self.bucket}: access denied - check the credentials and the "
-                f"bucket policy ({exc.code})",
+                f"s3://{self.bucket}: {why} ({exc.code})",
                 code=exc.code,
                 status=exc.status,
                 bucket=self.bucket,
