@@ -21,7 +21,7 @@ help:
 	@echo "make run     - install deps, start a local S3 server and run the demo (s3encfs.demo)"
 	@echo "make test    - install deps and run the test suite (pytest)"
 	@echo "make bench   - install deps and run the benchmarks (bench.run)"
-	@echo "make lint    - ruff + mypy"
+	@echo "make lint    - ruff + mypy + lint-imports (the tier contract in .importlinter)"
 	@echo "make install - runtime venv $(RUN_VENV); link s3encfs + mount helpers, units, docs, man"
 	@echo "make uninstall - remove what make install installed (keeps /etc/s3encfs and keys)"
 	@echo "make deps    - Debian packages (if missing) + $(VENV) with the package in editable mode"
@@ -60,6 +60,7 @@ bench: deps
 lint: deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy s3encfs
+	$(VENV)/bin/lint-imports
 
 # System-wide install from a runtime-only venv in this checkout ($(RUN_VENV): `pip install -e .`,
 # no dev or server extras), so keep the checkout. Edited units are kept (the new one goes next to

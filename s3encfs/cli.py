@@ -198,7 +198,7 @@ def _add_optional_commands() -> None:
     import importlib
 
     for module, attr in (("s3encfs.keys.cli", "key"), ("s3encfs.config", "config"),
-                         ("s3encfs.control", "status"), ("s3encfs.control", "flush"),
+                         ("s3encfs.control_cli", "status"), ("s3encfs.control_cli", "flush"),
                          ("s3encfs.backup", "backup"), ("s3encfs.rekey", "rekey"),
                          ("s3encfs.info", "info"), ("s3encfs.check", "check"),
                          ("s3encfs.versions", "versions"), ("s3encfs.restore", "restore"),

@@ -18,7 +18,6 @@ import math
 import os
 import socket
 import stat
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -289,7 +288,7 @@ def render_value(key: str, value: object, now: float | None = None) -> str:
         if key == "pid":
             return str(value)
         if key == "uptime_seconds":
-            from s3encfs.mounts import human_duration
+            from s3encfs.statusinfo import human_duration
 
             return human_duration(float(value))
         if (key.endswith("_bytes") or key.startswith("bytes_")
@@ -328,23 +327,6 @@ def render_status(status: dict[str, Any], tty: bool) -> str:
     return cap.get().rstrip("\n")
 
 
-@click.command("status")
-@click.argument("mountpoint", type=click.Path())
-@click.option("--json", "as_json", is_flag=True, help="Print the raw status as JSON.")
-@click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for the mount.")
-def status(mountpoint: str, as_json: bool, timeout: float) -> None:
-    """Show pending uploads, dirty bytes, cache use, errors of the mount at MOUNTPOINT."""
-    try:
-        data = query(control_socket_path(mountpoint), "status", timeout=timeout)
-    except ControlError as exc:
-        raise click.ClickException(str(exc)) from None  # "s3encfs: …", exit 1
-    data.pop("ok", None)
-    if as_json:
-        click.echo(json.dumps(data, indent=2, sort_keys=True, default=_json_default))
-    else:
-        click.echo(render_status(data, tty=sys.stdout.isatty()))
-
-
 def flush_request(mountpoint: str, timeout: float) -> dict[str, Any]:
     """Ask the mount to flush; `timeout` 0 waits as long as it takes.  The socket waits a
     little longer than the mount, which answers at its deadline with the pending count."""
@@ -353,20 +335,3 @@ def flush_request(mountpoint: str, timeout: float) -> dict[str, Any]:
     return query(control_socket_path(mountpoint), "flush",
                  timeout=None if not timeout else timeout + 30.0,
                  args={"timeout": timeout} if timeout else None)
-
-
-@click.command("flush")
-@click.argument("mountpoint", type=click.Path())
-@click.option("--timeout", type=float, default=0, show_default=True,
-              help="Give up after this many seconds, exiting 1 with the pending count "
-                   "(0: wait as long as it takes).")
-def flush(mountpoint: str, timeout: float) -> None:
-    """Wait until everything written to MOUNTPOINT so far is stored in S3."""
-    try:
-        from s3encfs.waitprogress import watching
-
-        with watching(mountpoint, "flush"):  # progress/ETA only; the wait is in the mount
-            answer = flush_request(mountpoint, timeout)
-    except ControlError as exc:
-        raise click.ClickException(str(exc)) from None  # "s3encfs: …", exit 1
-    click.echo(f"flushed in {answer.get('seconds', 0):.1f}s")

@@ -69,11 +69,8 @@ def describe(exc: BaseException) -> tuple[str, int]:
 
 
 def _mount_error_class() -> Any:
-    try:
-        from s3encfs.mount import MountError
-    except ImportError:  # pragma: no cover - pyfuse3 missing
-        return None
-    return MountError
+    from s3encfs.exitcodes import MountError  # (mount.py re-exports it; importing the mount
+    return MountError                          # would make this module import its caller)
 
 
 def echo_error(message: str) -> None:

@@ -37,6 +37,15 @@ TABLE = [
 NO_RESTART = (USAGE, DATAERR, NOPERM, CONFIG)
 
 
+
+class MountError(Exception):
+    """A clear, one-line reason why the mount cannot start; `code` is the exit status
+    (78 = EX_CONFIG: systemd does not restart; see s3encfs/exitcodes.py)."""
+
+    def __init__(self, message: str, code: int = 78) -> None:
+        super().__init__(message)
+        self.code = code
+
 def for_store_error(exc: Exception) -> int:
     from s3encfs.store import errors as se
 

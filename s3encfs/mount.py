@@ -23,17 +23,9 @@ import trio
 from s3encfs import hardening
 from s3encfs.codec import Codec, IdentityCodec
 from s3encfs.config import MountConfig, is_s3ec, parse_encryption, parse_source
+from s3encfs.exitcodes import MountError
 
 log = logging.getLogger("s3encfs.mount")
-
-
-class MountError(Exception):
-    """A clear, one-line reason why the mount cannot start; `code` is the exit status
-    (78 = EX_CONFIG: systemd does not restart; see s3encfs/exitcodes.py)."""
-
-    def __init__(self, message: str, code: int = 78) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass
@@ -310,7 +302,7 @@ async def serve(core: Any, cfg: MountConfig, ready_fd: int | None) -> int:
     async with trio.open_nursery() as nursery:
         core.nursery = nursery
         nursery.start_soon(core.upload_loop)
-        from s3encfs.mounts import enrich
+        from s3encfs.statusinfo import enrich
 
         started = time.time()
         ctl = ControlServer(control_socket_path(cfg.mountpoint),

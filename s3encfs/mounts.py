@@ -1,40 +1,17 @@
 """`s3encfs mounts`: what is mounted where, in which mode, and how much is not in S3 yet.
 
 Reads the mount table (so a dead mount left by a crash shows up too) and asks each live mount's
-control socket for its status. Also adds the derived status fields (`enrich`) that `status`
-shows: version, encryption mode, uptime, cache hit rate.
+control socket for its status (the derived fields come from `statusinfo.enrich`).
 """
 
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import click
 
-
-def enrich(status: dict[str, Any], *, encryption: str, started: float) -> dict[str, Any]:
-    """The mount's status plus what an operator asks first (called by the control server)."""
-    from s3encfs import __version__
-
-    out = {"version": __version__, "mode": encryption,
-           "uptime_seconds": round(time.time() - started, 1), **status}
-    hits, misses = status.get("cache_hits"), status.get("cache_misses")
-    if isinstance(hits, int) and isinstance(misses, int):
-        out["cache_hit_rate"] = hits / (hits + misses) if hits + misses else None
-    return out
-
-
-def human_duration(seconds: float) -> str:
-    s = int(seconds)
-    if s < 60:
-        return f"{seconds:.0f}s"
-    if s < 3600:
-        return f"{s // 60}m {s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h {s % 3600 // 60:02d}m"
-    return f"{s // 86400}d {s % 86400 // 3600:02d}h"
+from s3encfs.statusinfo import human_duration
 
 
 def collect(timeout: float = 3.0) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ import pytest
 import trio
 from click.testing import CliRunner
 
-from s3encfs import control
+from s3encfs import control, control_cli
 from s3encfs.control import ControlError, ControlServer, query
 
 STATUS = {
@@ -198,17 +198,17 @@ def served(sock_path: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 
 def test_status_command(served: str) -> None:
-    result = CliRunner().invoke(control.status, ["/srv/backup"])
+    result = CliRunner().invoke(control_cli.status, ["/srv/backup"])
     assert result.exit_code == 0, result.output
     assert "pending_uploads: 3" in result.output
     assert "cache_hit_rate: 87.5%" in result.output
-    result = CliRunner().invoke(control.status, ["/srv/backup", "--json"])
+    result = CliRunner().invoke(control_cli.status, ["/srv/backup", "--json"])
     assert json.loads(result.output) == STATUS
-    result = CliRunner().invoke(control.flush, ["/srv/backup"])
+    result = CliRunner().invoke(control_cli.flush, ["/srv/backup"])
     assert result.exit_code == 0 and result.output.startswith("flushed in")
 
 
 def test_status_command_not_mounted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(control, "control_socket_path", lambda mp: str(tmp_path / "x.sock"))
-    result = CliRunner().invoke(control.status, ["/srv/backup"])
+    result = CliRunner().invoke(control_cli.status, ["/srv/backup"])
     assert result.exit_code == 1 and "is it mounted" in result.output
