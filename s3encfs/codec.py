@@ -23,6 +23,12 @@ class IntegrityError(Exception):
     """Object bytes or metadata failed authentication (tampered, truncated, wrong key)."""
 
 
+class LogSafe(str):
+    """Text s3encfs wrote itself (e.g. why an object failed authentication), never a file name:
+    the client-mode log filter (lognames.py), which hashes string arguments it cannot tell from
+    names, leaves it readable."""
+
+
 class NameTooLong(Exception):
     """An encoded name or key would exceed S3's limits (maps to ENAMETOOLONG)."""
 

@@ -20,7 +20,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from s3encfs.codec import Codec, IntegrityError, UndecodableName
+from s3encfs.codec import Codec, IntegrityError, LogSafe, UndecodableName
 
 CONTROL = ".s3encfs"
 # the loggers of code that handles file names (mount, keys, control... log none)
@@ -57,6 +57,8 @@ class NameHidingFilter(logging.Filter):
         return True
 
     def _hide(self, value: Any) -> Any:
+        if isinstance(value, LogSafe):
+            return value
         if isinstance(value, str):
             return value if self._encoded(value) else self.token(value)
         if isinstance(value, tuple) and value and all(isinstance(v, str) for v in value):

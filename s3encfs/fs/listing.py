@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from s3encfs.cache.journal import Journal
-from s3encfs.codec import IntegrityError, UndecodableName
+from s3encfs.codec import IntegrityError, LogSafe, UndecodableName
 from s3encfs.fs.nodes import ObjectRef
 from s3encfs.store.errors import NotFound
 from s3encfs.store.layout import Attrs, Layout, meta_to_attrs
@@ -102,11 +102,11 @@ def attrs_from_object(layout: Layout, info: ObjectInfo, meta: dict[str, str],
     try:
         plain = layout.codec.layout.plain_size(info.size)
     except IntegrityError as exc:
-        plain, corrupt = info.size, str(exc)
+        plain, corrupt = info.size, LogSafe(exc)
     try:
         attr_meta = layout.codec.open_attrs(meta, layout.rel_key(info.key))
     except IntegrityError as exc:
-        attr_meta, corrupt = {}, corrupt or str(exc)
+        attr_meta, corrupt = {}, corrupt or LogSafe(exc)
     sealed = layout.codec.authenticates_attrs
     attrs = meta_to_attrs(attr_meta, default_mode=FILE_UNVERIFIED if sealed else FILE_DEFAULT,
                           size=plain,
