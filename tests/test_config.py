@@ -280,9 +280,29 @@ def test_config_check_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert result.exit_code == 1
     assert "FAIL" in result.output
 
-    result = CliRunner().invoke(cfgmod.config, ["check", "nothere"])
-    assert result.exit_code == 1
-    assert "no config named" in result.output
+
+
+@pytest.mark.parametrize("what", ["unknown", "invalid"])
+def test_config_check_of_a_bad_config_is_one_line_and_78(tmp_path: Path, what: str) -> None:
+    """As the mount does: EX_CONFIG and one line, not exit 1 (which systemd would retry)."""
+    import subprocess
+    import sys
+
+    from s3encfs import exitcodes
+
+    name = "nothere"
+    if what == "invalid":
+        name = "broken"
+        (tmp_path / "broken.toml").write_text('source = "s3://bucket1/p"\nmountpoint = "/mnt"\n'
+                                              'encryption = "rot13"\n')
+    env = dict(os.environ, S3ENCFS_CONFIG_DIR=str(tmp_path))
+    for cmd in ("check", "show") if what == "unknown" else ("check",):
+        proc = subprocess.run([sys.executable, "-m", "s3encfs.cli", "config", cmd, name],
+                              env=env, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == exitcodes.CONFIG, (cmd, proc.stdout, proc.stderr)
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("s3encfs: "), (cmd, proc.stderr)
+        assert ("no config named" if what == "unknown" else "rot13") in lines[0], lines
 
 
 def test_every_mount_flag_has_a_key(tmp_path: Path) -> None:
