@@ -284,6 +284,8 @@ def check(source: str | None, config_name: str | None, data: bool, abort_uploads
           as_json: bool, jobs: int, **flags: Any) -> None:
     """Verify that every object under s3://BUCKET[/PREFIX] reads back (exit 1 if not)."""
     from s3encfs.config import ConfigError, MountConfig, load_config, merge, parse_source
+    from s3encfs.keynames import annotate, known
+    from s3encfs.keypick import use_recorded_key
     from s3encfs.mount import MountError, build_codec_and_policy, check_master_key
     from s3encfs.store import errors as se
     from s3encfs.store.s3 import ObjectStore
@@ -300,6 +302,7 @@ def check(source: str | None, config_name: str | None, data: bool, abort_uploads
     except ConfigError as exc:
         raise exc from None  # one line + exit code: errors_cli
     try:
+        cfg = use_recorded_key(cfg, bucket, prefix)
         codec, policy = build_codec_and_policy(cfg)
         store = ObjectStore(bucket, endpoint_url=cfg.endpoint_url, region=cfg.region,
                             profile=cfg.profile, sse=policy)
@@ -341,7 +344,9 @@ def check(source: str | None, config_name: str | None, data: bool, abort_uploads
             click.echo(f"  {state} multipart upload: {key} (started {when}, id {upload_id})")
         if rep.uploads and not abort:
             click.echo("  rerun with --abort-uploads to abort them", err=True)
+        names = known()
         for key, err in rep.problems:
+            err = annotate(err, names)  # key ids as `name (id …)` where the keyring has them
             path = ck.plain_path(key)
             click.echo(f"  BAD {path} ({key}): {err}" if path and path != key[len(prefix):]
                        else f"  BAD {key}: {err}")
@@ -355,6 +360,6 @@ def check(source: str | None, config_name: str | None, data: bool, abort_uploads
             + (f" ({rep.aborted} aborted)" if abort else "")
             + (f", {ck.old_format} objects in client format v1 (run rekey to migrate)"
                if ck.old_format else "")
-            + f" ({elapsed:.1f}s; {policy.describe()})")
+            + f" ({elapsed:.1f}s; {annotate(policy.describe(), names)})")
     if not rep.ok:
         raise SystemExit(1)

@@ -75,9 +75,11 @@ def _mount_error_class() -> Any:
 
 def echo_error(message: str) -> None:
     """One line on stderr; with journald's priority prefix when stderr is the journal."""
+    from s3encfs.keynames import annotate
     from s3encfs.logsetup import redact, under_journal
 
-    line = PREFIX + redact(message.strip().splitlines()[0] if message.strip() else "error")
+    line = PREFIX + redact(annotate(message.strip().splitlines()[0]) if message.strip()
+                           else "error")  # key ids as `name (id …)` where the keyring has them
     click.echo(("<3>" + line) if under_journal() else line, err=True)
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import trio
 
-from s3encfs import hardening
+from s3encfs import hardening, keynames
 from s3encfs.codec import Codec, IdentityCodec
 from s3encfs.config import MountConfig, is_s3ec, parse_encryption, parse_source
 from s3encfs.exitcodes import MountError
@@ -46,6 +46,7 @@ def load_keys(cfg: MountConfig, names: list[str],
     from s3encfs.keys.roles import check_role
 
     ring = Keyring(cfg.keyring) if cfg.keyring else Keyring()
+    keynames.remember(ring.directory)  # error lines name this keyring's key ids
     out = []
     for name in names:
         try:
@@ -146,8 +147,9 @@ def check_master_key(store: Any, codec: Codec, prefix: str, *, may_write: bool =
         if name_key not in keys:
             raise MountError(f"names in this bucket are encrypted with master key id {name_key},"
                              " which is not in this mount's keys")
-        log.info("names here are encrypted with master key id %s (recorded in the keycheck), "
-                 "not the current key %s", name_key, codec.current)
+        log.info(keynames.annotate(f"names here are encrypted with master key id {name_key} "
+                                   f"(recorded in the keycheck), not the current key "
+                                   f"{codec.current}"))
         codec = ClientCodec(keys, codec.current, encrypt_names=codec.encrypts_names,
                             name_key_id=name_key)
     return codec

@@ -344,6 +344,8 @@ def rekey(source: str | None, config_name: str | None, jobs: int, dry_run: bool,
     detected and refused. Interrupted runs resume where they stopped.
     """
     from s3encfs.config import ConfigError, MountConfig, load_config, merge, parse_source
+    from s3encfs.keynames import annotate, known, label
+    from s3encfs.keypick import use_recorded_key
     from s3encfs.mount import MountError, build_codec_and_policy, check_master_key
     from s3encfs.store import errors as se
     from s3encfs.store.probe import canary
@@ -365,6 +367,7 @@ def rekey(source: str | None, config_name: str | None, jobs: int, dry_run: bool,
             f"s3://{bucket}/{prefix} is mounted at {', '.join(busy)}; unmount it first "
             "(rekey changes ETags and metadata under a running mount)")
     try:
+        cfg = use_recorded_key(cfg, bucket, prefix)
         codec, policy = build_codec_and_policy(cfg)
         store = ObjectStore(bucket, endpoint_url=cfg.endpoint_url, region=cfg.region,
                             profile=cfg.profile, sse=policy)
@@ -380,7 +383,9 @@ def rekey(source: str | None, config_name: str | None, jobs: int, dry_run: bool,
         raise exc from None  # one line + exit code: errors_cli
     target = f"{cfg.encryption}|{policy.describe()}|{getattr(codec, 'current', '')}" + \
         ("|new-data-keys" if new_data_keys else "")
-    sfile = state_path(state_dir or default_state_dir(), cfg.endpoint_url, bucket, prefix,
+    endpoint = (cfg.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3")
+                or os.environ.get("AWS_ENDPOINT_URL"))  # what boto3 talks to, as the mount
+    sfile = state_path(state_dir or default_state_dir(), endpoint, bucket, prefix,
                        target)
     if restart:
         sfile.unlink(missing_ok=True)
@@ -394,13 +399,14 @@ def rekey(source: str | None, config_name: str | None, jobs: int, dry_run: bool,
                    err=True)
         raise SystemExit(130) from None
     verb = "would change" if dry_run else "re-encrypted"
+    names = known()
     click.echo(f"rekey s3://{bucket}/{prefix}: {verb} {out.changed}, already current "
                f"{out.skipped}, failed {len(out.failed)} "
-               f"({time.monotonic() - t0:.1f}s; target {policy.describe()}"
-               + (f", master key {getattr(codec, 'current', '')}"
+               f"({time.monotonic() - t0:.1f}s; target {annotate(policy.describe(), names)}"
+               + (f", master key {label(getattr(codec, 'current', ''), names)}"
                   if getattr(codec, "name", "") == "client" else "") + ")")
     for key, err in out.failed[:10]:
-        click.echo(f"  failed: {key}: {err}", err=True)
+        click.echo(f"  failed: {key}: {annotate(err, names)}", err=True)
     if out.failed:
         click.echo("  rerun the same command to retry the failures", err=True)
         raise SystemExit(1)

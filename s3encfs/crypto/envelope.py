@@ -361,6 +361,17 @@ def seal_blob(keys: MasterKeys, purpose: str, data: bytes) -> bytes:
     return header + salt + AESGCM(key).encrypt(_BLOB_ZERO_NONCE, data, _blob_aad(header, purpose))
 
 
+def blob_key_id(data: bytes) -> str | None:
+    """The master key id a blob's header names, unauthenticated (a hint for choosing a key;
+    `open_blob` proves it), or None when `data` is not a blob."""
+    if len(data) < 6 or data[:4] != _BLOB_MAGIC or data[4] != BLOB_VERSION:
+        return None
+    try:
+        return data[6:6 + data[5]].decode("ascii") or None
+    except UnicodeDecodeError:
+        return None
+
+
 def open_blob(keys: MasterKeys, purpose: str, data: bytes) -> bytes:
     if len(data) < 6 or data[:4] != _BLOB_MAGIC:
         raise IntegrityError(f"not an s3encfs blob ({purpose})")
