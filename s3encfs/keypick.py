@@ -55,8 +55,8 @@ def recorded_master_key(cfg: Any, bucket: str, prefix: str) -> tuple[str, str] |
             return info.name, (f"using master key {label(kid, {kid: info.name})}, which "
                                f"s3://{bucket}/{prefix}'s keycheck names (no --key given)")
     raise MountError(
-        f"s3://{bucket}/{prefix} is encrypted with master key id {kid}, which is not in the "
-        f"keyring {ring.directory} (import it with `s3encfs key import`, or name the key with "
+        f"wrong master key for s3://{bucket}/{prefix}: it is encrypted with master key id "
+        f"{kid}, which is not in the keyring {ring.directory} (import it with `s3encfs key import`, or name the key with "
         "--key NAME)", 78)
 
 

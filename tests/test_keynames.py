@@ -88,4 +88,5 @@ def test_check_rekey_info_use_the_recorded_key_and_aws_endpoint_url(  # type: ig
     proc = cli(other, "check", f"s3://{bucket}")
     assert proc.returncode == 78, proc.stdout + proc.stderr
     line = proc.stderr.strip().splitlines()[-1]
+    assert "wrong master key" in line, line
     assert f"master key id {ids['alpha']}, which is not in the keyring" in line, line
