@@ -146,7 +146,8 @@ def check_master_key(store: Any, codec: Codec, prefix: str, *, may_write: bool =
         keys = {kid: codec.keys.get(kid) for kid in codec.keys.ids()}
         if name_key not in keys:
             raise MountError(f"names in this bucket are encrypted with master key id {name_key},"
-                             " which is not in this mount's keys")
+                             " which is not in this mount's keys (give it after the current "
+                             "one: --key CURRENT,OLD)")
         log.info(keynames.annotate(f"names here are encrypted with master key id {name_key} "
                                    f"(recorded in the keycheck), not the current key "
                                    f"{codec.current}"))
