@@ -56,8 +56,8 @@ def recorded_master_key(cfg: Any, bucket: str, prefix: str) -> tuple[str, str] |
                                f"s3://{bucket}/{prefix}'s keycheck names (no --key given)")
     raise MountError(
         f"wrong master key for s3://{bucket}/{prefix}: it is encrypted with master key id "
-        f"{kid}, which is not in the keyring {ring.directory} (import it with `s3encfs key import`, or name the key with "
-        "--key NAME)", 78)
+        f"{kid}, which is not in the keyring {ring.directory} (import it with `s3encfs key "
+        "import`, or name the key with --key NAME)", 78)
 
 
 def use_recorded_key(cfg: Any, bucket: str, prefix: str) -> Any:

@@ -90,3 +90,16 @@ def test_check_rekey_info_use_the_recorded_key_and_aws_endpoint_url(  # type: ig
     line = proc.stderr.strip().splitlines()[-1]
     assert "wrong master key" in line, line
     assert f"master key id {ids['alpha']}, which is not in the keyring" in line, line
+
+
+def test_annotate_names_only_known_ids_once() -> None:
+    from s3encfs.keynames import annotate
+
+    names = {"0123456789abcdef": "backup"}
+    msg = "master key '0123456789abcdef' not loaded (loaded: fedcba9876543210)"
+    once = annotate(msg, names)
+    assert once == "master key backup (id 0123456789abcdef) not loaded (loaded: fedcba9876543210)"
+    assert annotate(once, names) == once  # already named: unchanged
+    assert annotate("key id 0123456789abcdef", names) == "key backup (id 0123456789abcdef)"
+    etag = "etag 0123456789abcdef0123456789abcdef"  # a longer hex string is not a key id
+    assert annotate(etag, names) == etag
