@@ -216,8 +216,11 @@ def prepare(cfg: MountConfig, built: tuple[Codec, Any] | None = None) -> Prepare
     cache_dir = cfg.effective_cache_dir
     try:
         hardening.private_cache_dir(cache_dir)
-    except OSError as exc:
-        raise MountError(str(exc)) from None
+    except OSError as exc:  # cannot be made: EX_CANTCREAT; not ours (no errno): EX_CONFIG
+        from s3encfs import exitcodes
+
+        code = exitcodes.CANTCREAT if exc.errno is not None else exitcodes.CONFIG
+        raise MountError(str(exc), code) from None
     lock_fd = os.open(os.path.join(cache_dir, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -8,6 +8,7 @@ sealed directory index holding a subdirectory's attributes.
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -47,6 +48,10 @@ def write_v1_tree(s3: Any, bucket: str, env: dict[str, str]) -> Layout:
         ikey = layout.index_key(d)
         blob = codec.seal_blob("idx:" + ikey, DirIndex(entries, dirs, None).to_bytes())
         s3.put_object(Bucket=bucket, Key=ikey, Body=blob)
+    # the keycheck, as every mount of the v1 era wrote it on first use
+    check = {"v": 1, "name_key_id": getattr(codec, "name_key_id", None)}
+    s3.put_object(Bucket=bucket, Key=".s3encfs/keycheck",
+                  Body=codec.seal_blob("keycheck", json.dumps(check).encode()))
     return layout
 
 
