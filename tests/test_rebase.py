@@ -94,3 +94,18 @@ def test_partial_rewrite_of_a_vanished_base_reaches_s3(mount_factory, s3, bucket
     m.start()
     for n, data in want.items():
         assert (m.mountpoint / n).read_bytes() == data, n
+
+
+def test_conflict_name_derives_from_the_original_name_once():
+    from s3encfs.fs.rebase import conflict_name, missing_ranges
+    first = conflict_name("p.bin", "host-a", "20261201-230000")
+    assert first == "p.bin.conflict-host-a-20261201-230000"
+    again = conflict_name(first, "host-a", "20261201-230001")
+    assert again == "p.bin.conflict-host-a-20261201-230001"
+    assert conflict_name(again, "host-a", "20261201-230001", {again}) == again  # itself
+    taken = {"p.bin.conflict-host-a-20261201-230001"}
+    assert conflict_name("p.bin", "host-a", "20261201-230001", taken) == \
+        "p.bin.conflict-host-a-20261201-230001-2"
+    assert conflict_name(".conflict-h-20261201-230000", "h", "20261201-230001") == \
+        ".conflict-h-20261201-230000.conflict-h-20261201-230001"  # no empty name
+    assert missing_ranges([0, 1, 3], 10, 35) == [(0, 20), (30, 35)]
