@@ -28,7 +28,7 @@ from s3encfs.cache.blocks import BlockCache
 from s3encfs.cache.journal import Journal
 from s3encfs.cache.staging import DirtySet, StagingFile
 from s3encfs.codec import Codec, IntegrityError, NameTooLong, ObjectCipher
-from s3encfs.fs import identity
+from s3encfs.fs import identity, rebase
 from s3encfs.fs.bounded import SyncTimeout, bounded, lock_within
 from s3encfs.fs.dirty import DirtyAccount
 from s3encfs.fs.diskfull import failure_errno, mark_failed
@@ -836,9 +836,13 @@ class FsCore:
         try:
             await self.upload_node(node)
         except store_errors.PreconditionFailed:
-            await self._keep_conflict_copy(node)
+            if not await rebase.settle(self, node):  # base gone or replaced: fs/rebase.py
+                await self._keep_conflict_copy(node)
             self._enqueue(node, trio.current_time())
         except Exception as exc:
+            if await rebase.settle(self, node):
+                self._enqueue(node, trio.current_time())
+                return
             self.stats["upload_errors"] += 1
             self.stats["last_error"] = f"{node.path}: {exc}"
             log.error("upload of %r failed (will retry): %s", node.path, exc)
@@ -856,8 +860,9 @@ class FsCore:
         if parent is None or node.unlinked:
             return
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        new = f"{node.name}.conflict-{os.uname().nodename}-{stamp}"
         async with node.lock:
+            siblings = await self.ensure_listed(parent)
+            new = rebase.conflict_name(node.name, os.uname().nodename, stamp, siblings)
             try:
                 if node.content is not None and node.content.base is not None:
                     await self._materialize(node)

@@ -1,0 +1,127 @@
+"""A partial rewrite whose base object another writer deleted or replaced (issue 15 item 5).
+
+The upload of a partial rewrite takes its unchanged segments from the old object (GET or
+UploadPartCopy with If-Match on its ETag).  Once another writer deleted (404) or replaced (412)
+that object, those reads can never succeed again: retrying them kept `flush` waiting for ever,
+and treating each 412 as a fresh conflict renamed the node `p.conflict-X.conflict-X…` until
+ENAMETOOLONG.  Here the upload stops depending on the base:
+
+* every base segment still local (block cache; dirty segments are in staging) is copied into
+  staging, so the file goes up whole, from what we have;
+* if every byte was local, it goes up under its own name (deleted: as a new object; replaced:
+  the If-Match PUT fails and the usual conflict copy is made, once, from complete bytes);
+* otherwise the bytes we lack are zeros in staging and the file goes up as a conflict copy; an
+  error names the file and the missing ranges, and `status` counts it (`rebase_incomplete`).
+
+A conflict copy's name derives from the original name once (`conflict_name`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import TYPE_CHECKING
+
+import trio
+
+from s3encfs.store import errors as store_errors
+
+if TYPE_CHECKING:
+    from s3encfs.fs.core import FsCore
+    from s3encfs.fs.nodes import Node
+
+log = logging.getLogger("s3encfs.rebase")
+
+_SUFFIX = re.compile(r"(\.conflict-[^/]*?-\d{8}-\d{6}(?:-\d+)?)+$")
+
+
+def conflict_name(name: str, host: str, stamp: str, taken: object = ()) -> str:
+    """`NAME.conflict-HOST-STAMP` for the original NAME (an existing conflict suffix is replaced,
+    never stacked); `-2`, `-3`… when that name is `taken` (a container of names)."""
+    orig = _SUFFIX.sub("", name) or name
+    new = f"{orig}.conflict-{host}-{stamp}"
+    n = 2
+    while new in taken and new != name:  # type: ignore[operator]
+        new = f"{orig}.conflict-{host}-{stamp}-{n}"
+        n += 1
+    return new
+
+
+def missing_ranges(segs: list[int], seg_size: int, size: int) -> list[tuple[int, int]]:
+    """Byte ranges [start, end) covered by the (sorted) missing segments, merged."""
+    out: list[tuple[int, int]] = []
+    for i in segs:
+        lo, hi = i * seg_size, min(size, (i + 1) * seg_size)
+        if out and out[-1][1] == lo:
+            out[-1] = (out[-1][0], hi)
+        else:
+            out.append((lo, hi))
+    return out
+
+
+async def base_state(fs: FsCore, node: Node) -> str:
+    """'ok' (the base is still there, unchanged, or we cannot tell), 'deleted' or 'replaced'."""
+    c = node.content
+    if c is None or c.base is None:
+        return "ok"
+    base = c.base
+    try:
+        info = await fs.run(fs.store.head, base.key)
+    except store_errors.NotFound:
+        return "deleted"
+    except Exception:  # an outage: nothing is known, the usual retry goes on
+        return "ok"
+    return "ok" if info.etag == base.etag else "replaced"
+
+
+async def settle(fs: FsCore, node: Node) -> bool:
+    """After a failed upload: if the node's base object is gone or changed, detach the content
+    from it (see the module docstring) and return True (the caller queues the upload again)."""
+    state = await base_state(fs, node)
+    if state == "ok":
+        return False
+    async with node.lock:
+        c = node.content
+        if c is None or c.base is None:
+            return True
+        base = c.base
+        src = fs._source(node)
+        src.local_only = True  # never again from S3: the object is gone or another one
+        seg = fs.seg
+        size = node.attrs.size
+        lacking: list[int] = []
+
+        def work() -> None:
+            for i in range(c.base_segs):
+                if i in c.dirty:
+                    continue
+                try:
+                    data = src.plain(i)
+                except (LookupError, store_errors.StoreError):
+                    lacking.append(i)
+                    data = bytes(seg.segment_size)
+                c.staging.write_segment(i, data)
+                c.dirty.add(i)
+
+        try:
+            await fs.run(work)
+        finally:
+            fs.dirty.sync(c)
+        c.base, c.base_segs = None, 0
+        if node.obj is not None and node.obj.key == base.key and state == "deleted":
+            node.obj = None  # nothing is at the key now: the upload expects nothing there
+        if not lacking:
+            fs.persist(node)
+    if lacking:
+        ranges = missing_ranges(lacking, seg.segment_size, size)
+        fs.stats["rebase_incomplete"] = fs.stats.get("rebase_incomplete", 0) + 1
+        fs.stats["last_rebase_incomplete"] = f"{node.path}: {ranges}"
+        log.error("%r: its base object was %s by another writer and %d byte range(s) of it were "
+                  "not local: %s; our data is kept as a conflict copy with zeros there",
+                  node.path, state, len(ranges), ", ".join(f"{a}-{b}" for a, b in ranges))
+        await fs._keep_conflict_copy(node)
+    else:
+        log.warning("%r: its base object was %s by another writer; every byte was local, "
+                    "the file goes up whole", node.path, state)
+    await trio.lowlevel.checkpoint()
+    return True
