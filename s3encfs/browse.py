@@ -82,7 +82,8 @@ class Source:
     def attrs(self, info: Any) -> Any:
         from s3encfs.store.layout import meta_to_attrs
 
-        meta = self.codec.open_attrs(info.metadata or {})
+        # client format v2 binds sealed attrs to the object's key: open them at that key
+        meta = self.codec.open_attrs(info.metadata or {}, self.layout.rel_key(info.key))
         size = self.codec.layout.plain_size(info.size)
         return meta_to_attrs(meta, default_mode=stat.S_IFREG | 0o644, size=size,
                              last_modified=info.last_modified)

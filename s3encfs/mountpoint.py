@@ -63,8 +63,11 @@ def entry_at(path: str) -> MountEntry | None:
 
 
 def is_dead(path: str) -> bool:
-    """True for a FUSE mount whose daemon is gone ("Transport endpoint is not connected")."""
+    """True for a FUSE mount whose daemon is gone ("Transport endpoint is not connected").
+    statvfs, not stat: the kernel answers a stat from its attribute cache for up to the attr
+    timeout without asking the (dead) daemon, while every statfs is a request."""
     try:
+        os.statvfs(path)
         os.stat(path)
     except OSError as exc:
         return exc.errno == errno.ENOTCONN
