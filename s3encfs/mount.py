@@ -177,7 +177,6 @@ def prepare(cfg: MountConfig, built: tuple[Codec, Any] | None = None) -> Prepare
     except (MountpointError, FuseOptionError, pitr.HistoryError) as exc:
         raise MountError(str(exc)) from None
     codec, policy = built or build_codec_and_policy(cfg)
-    hardening.scrub_passphrase_env()  # keys are loaded: no passphrase in environ or children
     store_args: dict[str, Any] = dict(
         endpoint_url=cfg.endpoint_url, region=cfg.region, profile=cfg.profile, sse=policy,
         max_pool=max(64, cfg.upload_concurrency * 4), connect_timeout=cfg.connect_timeout,
@@ -188,6 +187,8 @@ def prepare(cfg: MountConfig, built: tuple[Codec, Any] | None = None) -> Prepare
         store = s3ec_store(cfg, bucket, store_args)
     else:
         store = pitr.store_class(as_of)(bucket, **store_args)
+    # every key is loaded now (s3ec's keyring keys above too): no passphrase in environ or children
+    hardening.scrub_passphrase_env()
     store.strict_sse = not cfg.allow_unverified_sse
     if cfg.bwlimit:
         from s3encfs.bwlimit import BandwidthLimit
