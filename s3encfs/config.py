@@ -31,6 +31,8 @@ from typing import Any
 
 import click
 
+from s3encfs import defaults
+
 SYSTEM_CONFIG_DIR = Path("/etc/s3encfs")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 SSE_MODES = ("sse-s3", "sse-kms", "dsse-kms", "sse-c")
@@ -72,24 +74,24 @@ class MountConfig:
     key: str | None = None
     keyring: str | None = None  # key store path; None = the keyring module's default
     cache_dir: str = ""  # "" = default_cache_dir(name)
-    cache_size: int = 10 * 1024**3
-    max_dirty: int = 2 * 1024**3
+    cache_size: int = defaults.CACHE_SIZE
+    max_dirty: int = defaults.MAX_DIRTY
     options: list[str] = field(default_factory=list)
     log_level: str = "info"
     log_file: str = ""  # "" = stderr (the journal) in the foreground, CACHE/mount.log as daemon
     debug: list[str] = field(default_factory=list)
-    upload_concurrency: int = 8
+    upload_concurrency: int = defaults.UPLOAD_CONCURRENCY
     bwlimit: int = 0  # upload bytes per second, 0 = unlimited ("10M" = 10 MiB/s)
-    download_concurrency: int = 8
-    upload_delay: float = 2.0  # seconds a closed file waits before its upload (coalescing)
-    multipart_size: int = 16 * 1024**2
-    attr_timeout: float = 5.0
+    download_concurrency: int = defaults.DOWNLOAD_CONCURRENCY  # read-ahead GETs in flight
+    upload_delay: float = defaults.UPLOAD_DELAY  # seconds a closed file waits (coalescing)
+    multipart_size: int = defaults.MULTIPART_SIZE
+    attr_timeout: float = defaults.ATTR_TIMEOUT
     connect_timeout: float = 10.0  # seconds; each S3 request is retried by botocore
     read_timeout: float = 60.0  # seconds without a byte from S3 before a request is retried
-    sync_timeout: float = 120.0  # fsync/fsyncdir give EIO after this long without S3 (bounded)
+    sync_timeout: float = defaults.SYNC_TIMEOUT  # fsync/fsyncdir: EIO after this long
     s3_client: str = "crt"  # data-plane library: crt (awscrt, ~4x less CPU/request) or boto3
-    dir_ttl: float = 30.0  # seconds a directory listing is trusted before S3 is asked again
-    fast_list: bool = True  # cold tree walks list whole subtrees (1 request per 1,000 keys)
+    dir_ttl: float = defaults.DIR_TTL  # seconds a listing is trusted
+    fast_list: bool = defaults.FAST_LIST  # cold walks list whole subtrees
     as_of: str | None = None  # read-only view of a versioned bucket at this time (timespec.py)
     object_lock: str | None = None  # "governance:30d" | "compliance:30d" (objectlock.py)
     # encryption = "s3ec": Amazon S3 Encryption Client objects (docs/ENCRYPTION.md)

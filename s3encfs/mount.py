@@ -249,8 +249,9 @@ def run_mount(cfg: MountConfig, ready_fd: int | None = None,
     """Mount and serve until unmounted or signalled; returns the exit code."""
     import pyfuse3
 
-    from s3encfs.fs.core import FsConfig, FsCore
+    from s3encfs.fs.core import FsCore
     from s3encfs.fs.operations import Operations
+    from s3encfs.fsconfig import fs_config
 
     hardening.protect_process()
     prep = prepare(cfg, built)
@@ -258,12 +259,7 @@ def run_mount(cfg: MountConfig, ready_fd: int | None = None,
         from s3encfs import lognames
 
         lognames.install_for_mount(prep.codec, prep.prefix)
-    fscfg = FsConfig(cache_dir=prep.cache_dir, cache_size=cfg.cache_size,
-                     upload_delay=cfg.upload_delay, dirty_limit=cfg.max_dirty,
-                     entry_ttl=cfg.attr_timeout, dir_ttl=cfg.dir_ttl, fast_list=cfg.fast_list,
-                     upload_concurrency=max(4, cfg.upload_concurrency),
-                     read_only="ro" in cfg.options, uid=os.getuid(), gid=os.getgid(),
-                     sync_timeout=cfg.sync_timeout)
+    fscfg = fs_config(cfg, prep.cache_dir, prep.codec.layout)
     from s3encfs.fuse_options import fuse_options
 
     forced = hardening.forced_mount_options(prep.codec.name == "client", cfg.options)

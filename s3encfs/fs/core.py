@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import pyfuse3
 import trio
 
+from s3encfs import defaults
 from s3encfs.cache.blocks import BlockCache
 from s3encfs.cache.journal import Journal
 from s3encfs.cache.staging import DirtySet, StagingFile
@@ -65,19 +66,20 @@ def fuse_error(code: int) -> pyfuse3.FUSEError:
 @dataclass
 class FsConfig:
     cache_dir: str
-    cache_size: int = 10 * 1024**3
-    entry_ttl: float = 10.0
-    dir_ttl: float = 30.0
-    fast_list: bool = True
-    upload_delay: float = 1.0
-    upload_concurrency: int = 16
+    cache_size: int = defaults.CACHE_SIZE
+    entry_ttl: float = defaults.ATTR_TIMEOUT
+    dir_ttl: float = defaults.DIR_TTL
+    fast_list: bool = defaults.FAST_LIST
+    upload_delay: float = defaults.UPLOAD_DELAY
+    upload_concurrency: int = defaults.UPLOAD_CONCURRENCY
+    download_concurrency: int = defaults.DOWNLOAD_CONCURRENCY
     s3_threads: int = 32
-    dirty_limit: int = 2 * 1024**3
+    dirty_limit: int = defaults.MAX_DIRTY
     segs_per_block: int = 16
-    part_segments: int = 128
+    part_segments: int = defaults.MULTIPART_SIZE // (64 * 1024)  # of 64 KiB segments
     read_only: bool = False
     conditional_writes: bool = True
-    sync_timeout: float = 120.0  # fsync/fsyncdir: EIO after this long (fs/bounded.py)
+    sync_timeout: float = defaults.SYNC_TIMEOUT  # fsync/fsyncdir: EIO after (fs/bounded.py)
     uid: int = 0
     gid: int = 0
 
@@ -128,7 +130,7 @@ class FsCore:
         self._stale_rows: set[int] = set()  # journal rows whose delete waits for disk space
         self._space = trio.Event()
         self.nursery: trio.Nursery | None = None
-        self.prefetch_limiter = trio.CapacityLimiter(8)
+        self.prefetch_limiter = trio.CapacityLimiter(cfg.download_concurrency)
         self._prefetching: set[tuple[str, str, int]] = set()
         self._advised: dict[tuple[str, str], int] = {}  # last disk block read ahead, per object
         self.dir_prefetch_limiter = trio.CapacityLimiter(8)
