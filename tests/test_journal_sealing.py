@@ -34,7 +34,7 @@ def test_rows_round_trip_and_files_are_private(tmp_path: Path) -> None:
     p = tmp_path / "journal.sqlite"
     j = sealed_journal(p)
     a = j.add("file", "secret/name.txt", {"file_id": "f1", "dirty": "00"})
-    j.update(a, "secret/renamed.txt", {"file_id": "f1", "dirty": "ff"})
+    j.update(a, "secret/renamed.txt", {"file_id": "f1", "dirty": "ff"}, "file")
     b = j.add("dir", "other", {"mode": 0o700})
     rows = j.rows()
     assert [(r.row_id, r.path) for r in rows] == [(a, "secret/renamed.txt"), (b, "other")]

@@ -179,11 +179,14 @@ class Journal:
             )
             return row_id
 
-    def update(self, row_id: int, path: str, data: dict[str, Any]) -> None:
+    def update(self, row_id: int, path: str, data: dict[str, Any], kind: str) -> None:
+        """Rewrite a row, its kind too: a file's "meta" row (chmod of an uploaded file) becomes
+        a "file" row when the file is written again — kept as "meta", the replay skipped it
+        and the closed data was lost (issue 11, found by tests/test_model_inprocess.py)."""
         with self._lock:
             self._db.execute(
-                "UPDATE pending SET path=?, data=? WHERE id=?",
-                (self._pack_path(row_id, path), self._pack_data(row_id, data), row_id),
+                "UPDATE pending SET kind=?, path=?, data=? WHERE id=?",
+                (kind, self._pack_path(row_id, path), self._pack_data(row_id, data), row_id),
             )
 
     def set_path(self, row_id: int, path: str) -> None:

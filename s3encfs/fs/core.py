@@ -40,6 +40,7 @@ from s3encfs.fs.listing import (
     attrs_from_object,
     head_many,
     load_directory,
+    metadata_rewritten,
     read_index,
     write_index,
 )
@@ -715,7 +716,7 @@ class FsCore:
         if node.row_id is None:
             node.row_id = self.journal.add(kind, node.path, data)
         else:
-            self.journal.update(node.row_id, node.path, data)
+            self.journal.update(node.row_id, node.path, data, kind)
         if node.content is not None:
             node.content.journal_gen = node.content.gen
 
@@ -905,6 +906,7 @@ class FsCore:
         c = node.content
         key = self.key_of(node)
         uploaded_staging: StagingFile | None = None  # set when the upload landed (see below)
+        meta_copied = False  # a metadata-only copy: its row goes with the index write (below)
         if c is not None:
             base_cipher = self.cipher_for(c.base) if c.base is not None else None
             st = await self.streamer.settle(c)
@@ -946,8 +948,8 @@ class FsCore:
             meta = self.object_meta(self._cipher_meta(node.obj.meta), node.attrs, key)
             etag = await self.run(self.store.copy, node.obj.key, key, metadata=meta)
             node.obj = ObjectRef(key, etag, node.obj.obj_size, node.obj.plain_size, meta)
-            node.meta_dirty = False
-        if node.content is None or uploaded_staging is not None:
+            node.meta_dirty, meta_copied = False, True
+        if (node.content is None and not meta_copied) or uploaded_staging is not None:
             self._drop_row(node)
         if uploaded_staging is not None and node.content is None:
             # only now, after the journal row: a crash in between leaves an orphan file (swept
@@ -1037,6 +1039,8 @@ class FsCore:
                     done_rows.append((child, child.row_id, meta))
             elif child.obj is not None:
                 files[enc] = (child.obj.etag, child.obj.meta)
+                if child.row_id is not None and child.content is None and not child.meta_dirty:
+                    done_rows.append((child, child.row_id, attrs_to_meta(child.attrs)))
         self_meta = attrs_to_meta(d.attrs) if d is self.root else None
         if d is self.root and d.row_id is not None:
             done_rows.append((d, d.row_id, self_meta or {}))
@@ -1045,7 +1049,7 @@ class FsCore:
                        DirIndex(files, dirs, self_meta))
         for child, row, meta in done_rows:
             if child.row_id == row and attrs_to_meta(child.attrs) == meta \
-                    and not child.marker_pending:
+                    and not child.marker_pending and child.content is None and not child.meta_dirty:
                 self.journal.remove(row)
                 child.row_id = None
                 child.local_only = False
@@ -1722,7 +1726,7 @@ class FsCore:
             token = identity.new_token()
             tokens = (*tokens, token)
             self.journal.update(row_id, "/".join(parts),
-                                {**data, "token": token, "tokens": list(tokens)})
+                                {**data, "token": token, "tokens": list(tokens)}, "file")
         key = self.layout.file_key(parts)
         if base is not None and self.codec.fresh_key_per_version:  # a new version: own key
             if data["cipher_meta"].get("s3encfs-oid") == base.meta.get("s3encfs-oid"):
@@ -1759,7 +1763,8 @@ class FsCore:
                               last_modified=time.time())
         key = self.layout.file_key(parts)
         meta = self.object_meta(self._cipher_meta(obj.meta), attrs, key)
-        await self.run(self.store.copy, key, key, metadata=meta)
+        etag = await self.run(self.store.copy, key, key, metadata=meta)
+        await self.run(metadata_rewritten, self.store, self.layout, self.journal, parts, etag, meta)
 
     async def _replay_dir(self, parts: tuple[str, ...], data: dict[str, Any]) -> None:
         parent_parts = parts[:-1] if parts else ()

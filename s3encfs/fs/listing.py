@@ -95,6 +95,22 @@ def write_index(store: ObjectStore, layout: Layout, parts: tuple[str, ...],
     store.put(key, layout.codec.seal_blob("idx:" + key, index.to_bytes()), {})
 
 
+def metadata_rewritten(store: ObjectStore, layout: Layout, journal: Journal,
+                       parts: tuple[str, ...], etag: str, meta: dict[str, str]) -> None:
+    """After a metadata-only self-copy of the file at `parts` (a replayed chmod/utime): the
+    object's ETag is usually unchanged (the MD5 of the same body), so the parent's index entry
+    and the attribute cache, both trusted while the ETag matches, would go on serving the old
+    mode and mtime for ever.  Replace the index entry (if any) and forget the cached meta."""
+    journal.forget_meta(layout.file_key(parts))
+    index = read_index(store, layout, parts[:-1])
+    if index is None:
+        return
+    enc = layout.codec.encode_name("/".join(parts[:-1]), parts[-1])
+    if enc in index.files:
+        index.files[enc] = (etag, meta)
+        write_index(store, layout, parts[:-1], index)
+
+
 def attrs_from_object(layout: Layout, info: ObjectInfo, meta: dict[str, str],
                       uid: int, gid: int) -> tuple[Attrs, str | None]:
     """Attributes of a file object; a reason string when it cannot be read back."""
