@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from s3encfs.codec import IntegrityError, SegmentLayout
-from s3encfs.crypto import ClientCodec, MissingMasterKey, check_master_key
+from s3encfs.crypto import ClientCodec, MissingMasterKey, loaded_key_id
 from s3encfs.crypto.envelope import (
     META_ATTRS,
     META_KEY_ID,
@@ -278,8 +278,8 @@ def test_wrong_and_missing_master_key_name_the_key_id() -> None:
     with pytest.raises(MissingMasterKey, match="'k1'"):
         missing.open_object(meta)
     with pytest.raises(MissingMasterKey, match="'k1'"):
-        check_master_key(missing, meta)
-    assert check_master_key(codec(), meta) == "k1"
+        loaded_key_id(missing, meta)
+    assert loaded_key_id(codec(), meta) == "k1"
     relabeled = dict(meta, **{META_KEY_ID: "k2"})
     with pytest.raises(IntegrityError, match="'k2'"):
         codec().open_object(relabeled)

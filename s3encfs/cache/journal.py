@@ -189,12 +189,6 @@ class Journal:
                 (kind, self._pack_path(row_id, path), self._pack_data(row_id, data), row_id),
             )
 
-    def set_path(self, row_id: int, path: str) -> None:
-        with self._lock:
-            self._db.execute(
-                "UPDATE pending SET path=? WHERE id=?", (self._pack_path(row_id, path), row_id)
-            )
-
     def remove(self, row_id: int) -> None:
         with self._lock:
             self._db.execute("DELETE FROM pending WHERE id=?", (row_id,), release=True)
@@ -229,10 +223,6 @@ class Journal:
     def count(self) -> int:
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM pending").fetchone()[0])
-
-    def sync(self) -> None:
-        with self._lock:
-            self._db.execute("PRAGMA wal_checkpoint(FULL)")
 
     # -- attribute cache ------------------------------------------------------------------------
     def cached_meta(self, key: str, etag: str) -> dict[str, str] | None:

@@ -105,9 +105,6 @@ class StagingFile:
     def truncate_segments(self, count: int) -> None:
         os.ftruncate(self.fd, count * self.slot)
 
-    def fsync(self) -> None:
-        os.fsync(self.fd)
-
     def close(self) -> None:
         try:
             os.close(self.fd)

@@ -1,6 +1,6 @@
 """Client-side encryption: object format v1 (envelope), filename encryption, `ClientCodec`."""
 
-from .client_codec import ClientCodec, StagingSlots, check_master_key
+from .client_codec import ClientCodec, StagingSlots, loaded_key_id
 from .envelope import FORMAT_VERSION, MissingMasterKey
 from .names import MAX_PLAIN as MAX_ENCRYPTED_NAME_BYTES
 
@@ -10,5 +10,5 @@ __all__ = [
     "ClientCodec",
     "MissingMasterKey",
     "StagingSlots",
-    "check_master_key",
+    "loaded_key_id",
 ]

@@ -121,8 +121,9 @@ class ClientCodec:
         return StagingSlots(load_or_create_slot_key(self, cache_dir))
 
 
-def check_master_key(codec: ClientCodec, metadata: Mapping[str, str]) -> str:
-    """Return the object's master key id; MissingMasterKey (naming it) if it isn't loaded."""
+def loaded_key_id(codec: ClientCodec, metadata: Mapping[str, str]) -> str:
+    """Return the object's master key id; MissingMasterKey (naming it) if it isn't loaded.
+    (Not `mount.check_master_key`, which proves the mount's key against the keycheck.)"""
     key_id = env.key_id_of(metadata)
     codec.keys.get(key_id)
     return key_id

@@ -42,10 +42,6 @@ class Attrs:
     def is_dir(self) -> bool:
         return stat.S_ISDIR(self.mode)
 
-    @property
-    def is_link(self) -> bool:
-        return stat.S_ISLNK(self.mode)
-
     def copy(self) -> Attrs:
         return Attrs(self.mode, self.uid, self.gid, self.size, self.mtime_ns, self.atime_ns,
                      self.ctime_ns, self.rdev, dict(self.xattrs))
