@@ -197,7 +197,7 @@ def _process_alive(pid: int) -> bool:
 def _add_optional_commands() -> None:
     import importlib
 
-    for module, attr in (("s3encfs.keys.cli", "key"), ("s3encfs.config", "config"),
+    for module, attr in (("s3encfs.keys.cli", "key"), ("s3encfs.config_check", "config"),
                          ("s3encfs.control_cli", "status"), ("s3encfs.control_cli", "flush"),
                          ("s3encfs.backup", "backup"), ("s3encfs.rekey", "rekey"),
                          ("s3encfs.info", "info"), ("s3encfs.check", "check"),

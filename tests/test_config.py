@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from s3encfs import config as cfgmod
+from s3encfs import config_check as checkmod
 from s3encfs.config import ConfigError, MountConfig, load_config, merge, parse_size
 
 FULL = """
@@ -214,7 +215,7 @@ def test_check_all_ok(tmp_path: Path) -> None:
         asked.append(name)
         return b"k" * 32
 
-    results = cfgmod.check_config(cfg, key_lookup=lookup, bucket_check=lambda c: True)
+    results = checkmod.check_config(cfg, key_lookup=lookup, bucket_check=lambda c: True)
     assert asked == ["host1", "site"]
     assert all(ok for _, ok, _ in results), results
     assert os.path.isdir(tmp_path / "cache")
@@ -232,7 +233,7 @@ def test_check_failures(tmp_path: Path) -> None:
 
     results = {
         label: (ok, d)
-        for label, ok, d in cfgmod.check_config(
+        for label, ok, d in checkmod.check_config(
             cfg, key_lookup=lambda c, n: None, bucket_check=boom
         )
     }
@@ -252,8 +253,8 @@ def test_check_without_teammate_modules(tmp_path: Path, monkeypatch: pytest.Monk
             raise ImportError(name)
         return real(name, package)
 
-    monkeypatch.setattr(cfgmod.importlib, "import_module", fake)
-    results = {label: (ok, d) for label, ok, d in cfgmod.check_config(make_cfg(tmp_path))}
+    monkeypatch.setattr(checkmod.importlib, "import_module", fake)
+    results = {label: (ok, d) for label, ok, d in checkmod.check_config(make_cfg(tmp_path))}
     assert results["key 'host1'"] == (False, "keyring module not available")
     assert results["bucket bucket1"] == (False, "store module not available")
 
@@ -267,16 +268,16 @@ def test_config_check_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         "demo",
     )
     monkeypatch.setenv("S3ENCFS_CONFIG_DIR", str(tmp_path))
-    monkeypatch.setattr(cfgmod, "_default_key_lookup", lambda c, n: object())
-    monkeypatch.setattr(cfgmod, "_default_bucket_check", lambda c: "reachable (3 objects)")
-    result = CliRunner().invoke(cfgmod.config, ["check", "demo"])
+    monkeypatch.setattr(checkmod, "_default_key_lookup", lambda c, n: object())
+    monkeypatch.setattr(checkmod, "_default_bucket_check", lambda c: "reachable (3 objects)")
+    result = CliRunner().invoke(checkmod.config, ["check", "demo"])
     assert result.exit_code == 0, result.output
     assert "s3://bucket1/p" in result.output
     assert "client-side (key 'host1')" in result.output
     assert "reachable (3 objects)" in result.output
 
-    monkeypatch.setattr(cfgmod, "_default_bucket_check", lambda c: False)
-    result = CliRunner().invoke(cfgmod.config, ["check", "demo"])
+    monkeypatch.setattr(checkmod, "_default_bucket_check", lambda c: False)
+    result = CliRunner().invoke(checkmod.config, ["check", "demo"])
     assert result.exit_code == 1
     assert "FAIL" in result.output
 

@@ -7,7 +7,8 @@ import os
 
 import pytest
 
-from s3encfs.config import ConfigError, MountConfig, describe, validate
+from s3encfs.config import ConfigError, MountConfig, validate
+from s3encfs.config_check import describe
 from s3encfs.crypto.s3ec_keyrings import AesKeyring
 from s3encfs.s3ec_setup import S3ECSetupError, build_keys, parse_context
 
