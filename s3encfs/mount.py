@@ -16,6 +16,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import trio
@@ -24,6 +25,7 @@ from s3encfs import hardening, keynames
 from s3encfs.codec import Codec, IdentityCodec
 from s3encfs.config import MountConfig, is_s3ec, parse_encryption, parse_source
 from s3encfs.exitcodes import MountError
+from s3encfs.profiling import run_profiled
 
 log = logging.getLogger("s3encfs.mount")
 
@@ -293,7 +295,7 @@ def run_mount(cfg: MountConfig, ready_fd: int | None = None,
     sys.setswitchinterval(float(os.environ.get("S3ENCFS_SWITCH_INTERVAL", "0.0005")))
     _fixed_mmap_threshold()
     try:
-        return trio.run(main)
+        return run_profiled(partial(trio.run, main))  # S3ENCFS_PROFILE: cProfile it
     finally:
         os.close(prep.lock_fd)
 
