@@ -22,7 +22,8 @@ How it behaves like the boto3 client:
   ``read_timeout`` seconds is cancelled and retried here with backoff (aws-c-s3 has no read
   timeout of its own), like botocore's read timeout;
 - the calls block the calling worker thread on the CRT future (the store is synchronous); the
-  wait costs no CPU and the request itself runs on the CRT's event-loop threads.
+  request itself runs on the CRT's event-loop threads. store/crt_async.py awaits the same
+  requests from trio with no thread; crt_exchange.py collects responses and maps errors.
 """
 
 from __future__ import annotations

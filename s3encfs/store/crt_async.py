@@ -2,9 +2,10 @@
 
 `CrtClient` answers boto3-shaped calls by blocking a worker thread on each request's future;
 with ``trio.to_thread`` that is a thread hand-off, two GIL switches and a wake-up of the trio
-loop per request. Here the request is started on the trio thread and the CRT's completion
-callback (it runs on one of the CRT's event-loop threads) hands the wake-up to trio with
-``TrioToken.run_sync_soon``: no Python thread waits at all.
+loop per request. Here the request is queued to one long-lived submitter thread (aws-c-s3's
+`make_request` can wait on its locks, and the trio thread is the one that answers FUSE), and
+the CRT's completion callback (on one of the CRT's event-loop threads) hands the wake-up to
+trio with ``TrioToken.run_sync_soon``: no thread per request, and no thread waits on one.
 
 Behaves like the blocking path: the same headers, signing, aws-c-s3 retries, the read timeout
 (a request that receives no byte for ``read_timeout`` seconds is cancelled and retried with
@@ -15,7 +16,10 @@ the caller hears of it, so nothing can land in S3 after its caller gave up on it
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -25,33 +29,81 @@ from . import crt_wire as wire
 from .crt import CrtClient
 
 
-async def _finished(request: Any) -> None:
-    """Return when the CRT request has finished (any outcome)."""
-    token = trio.lowlevel.current_trio_token()
-    done = trio.Event()
+class _Submitter:
+    """One long-lived thread that starts CRT requests (`make_request` can wait on aws-c-s3's
+    locks, and the trio thread also answers FUSE): the trio thread only queues a closure."""
 
-    def wake(_future: Any) -> None:  # on a CRT thread (or at once, if already done)
-        try:
-            token.run_sync_soon(done.set)
-        except trio.RunFinishedError:
-            pass  # the trio loop has ended: nobody waits any more
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
 
-    request.finished_future.add_done_callback(wake)
-    await done.wait()
+    def submit(self, fn: Callable[[], None]) -> None:
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="crt-submit",
+                                                    daemon=True)
+                    self._thread.start()
+        self._queue.put(fn)
+
+    def _run(self) -> None:
+        while True:
+            self._queue.get()()
+
+
+_SUBMITTER = _Submitter()
+
+
+class _Pending:
+    """One request in flight: set from the submitter thread, read on the trio thread."""
+
+    __slots__ = ("error", "ex", "idle_limit", "request")
+
+    def __init__(self) -> None:
+        self.request: Any = None
+        self.ex: Any = None
+        self.idle_limit = 0.0
+        self.error: BaseException | None = None
 
 
 async def _once(client: CrtClient, op: str, method: str, host: str, path: str,
                 headers: list[tuple[str, str]], body: bytes | None,
                 split: bool) -> tuple[int, list[tuple[str, str]], bytes]:
-    request, ex, idle_limit = client._start(op, method, host, path, headers, body, split)
+    token = trio.lowlevel.current_trio_token()
+    done = trio.Event()
+    p = _Pending()
+
+    def wake(_future: Any = None) -> None:  # on a CRT thread or the submitter thread
+        try:
+            token.run_sync_soon(done.set)
+        except trio.RunFinishedError:
+            pass  # the trio loop has ended: nobody waits any more
+
+    def start() -> None:  # on the submitter thread
+        try:
+            p.request, p.ex, p.idle_limit = client._start(op, method, host, path, headers,
+                                                          body, split)
+        except BaseException as exc:
+            p.error = exc
+            wake()
+            return
+        p.request.finished_future.add_done_callback(wake)
+
+    _SUBMITTER.submit(start)
+    started = time.monotonic()
     with trio.CancelScope(shield=True):  # like to_thread: a sent request is seen through
         while True:
-            with trio.move_on_after(max(0.05, ex.last + idle_limit - time.monotonic())):
-                await _finished(request)
+            last = p.ex.last if p.ex is not None else started
+            limit = p.idle_limit if p.ex is not None else client.read_timeout
+            with trio.move_on_after(max(0.05, last + limit - time.monotonic())):
+                await done.wait()
                 break
-            if time.monotonic() - ex.last >= idle_limit:
-                await trio.to_thread.run_sync(client._abandon, request)  # raises
-    return client._result(op, method, request, ex)
+            if p.request is not None and time.monotonic() - p.ex.last >= p.idle_limit:
+                await trio.to_thread.run_sync(client._abandon, p.request)  # raises
+    if p.error is not None:
+        raise p.error
+    return client._result(op, method, p.request, p.ex)
 
 
 async def send(client: CrtClient, op: str, method: str, bucket: str, key: str | None, *,
