@@ -16,6 +16,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import trio
@@ -24,6 +25,7 @@ from s3encfs import hardening
 from s3encfs.codec import Codec
 from s3encfs.config import MountConfig, parse_source
 from s3encfs.exitcodes import MountError
+from s3encfs.profiling import run_profiled
 
 # the codec and key side of a mount lives in mount_codec.py; these names stay importable here
 from s3encfs.mount_codec import (  # noqa: F401
@@ -178,7 +180,7 @@ def run_mount(cfg: MountConfig, ready_fd: int | None = None,
     sys.setswitchinterval(float(os.environ.get("S3ENCFS_SWITCH_INTERVAL", "0.0005")))
     _fixed_mmap_threshold()
     try:
-        return trio.run(main)
+        return run_profiled(partial(trio.run, main))  # S3ENCFS_PROFILE: cProfile it
     finally:
         os.close(prep.lock_fd)
 

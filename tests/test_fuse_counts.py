@@ -6,6 +6,7 @@ file, for docs/BENCHMARKS.md."""
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 from mounting import keyenv, mount_factory  # noqa: F401
@@ -39,4 +40,20 @@ def test_status_counts_fuse_requests_per_op(bucket, mount_factory, tmp_path):
     assert delta.get("write", 0) >= N
     assert delta.get("release", 0) >= N
     assert delta.get("rename", 0) >= N  # rsync writes .f.XXXX then renames it into place
+    m.umount()
+
+
+def test_negative_lookups_are_cached_as_long_as_entries(bucket, mount_factory):
+    """"No such file" is cached for --attr-timeout (5 s), like a positive entry: rsync asks for
+    every new name before it creates it, and again (the receiver's open of a basis file) after
+    the first answer's old 1 s had run out on a big tree."""
+    m = mount_factory(bucket, "none")
+    before = _counts(m.mountpoint).get("lookup", 0)
+    assert not (m.mountpoint / "nothing-here").exists()
+    time.sleep(1.5)  # past the old 1 s negative-entry timeout, well within 5 s
+    assert not (m.mountpoint / "nothing-here").exists()
+    assert _counts(m.mountpoint).get("lookup", 0) - before == 1
+    # a name created through this mount is seen at once despite the cached negative entry
+    (m.mountpoint / "nothing-here").write_bytes(b"now")
+    assert (m.mountpoint / "nothing-here").read_bytes() == b"now"
     m.umount()

@@ -29,7 +29,7 @@ from s3encfs.cache.blocks import BlockCache
 from s3encfs.cache.journal import Journal
 from s3encfs.cache.staging import DirtySet, StagingFile
 from s3encfs.codec import Codec, IntegrityError, NameTooLong, ObjectCipher
-from s3encfs.fs import identity, rebase
+from s3encfs.fs import identity, rebase, small_upload
 from s3encfs.fs.bounded import SyncTimeout, bounded, lock_within
 from s3encfs.fs.dirty import DirtyAccount
 from s3encfs.fs.diskfull import failure_errno, mark_failed
@@ -965,9 +965,9 @@ class FsCore:
     async def run_upload(self, job: UploadJob, token: str, tokens: tuple[str, ...]) -> ObjectRef:
         """Upload `job`; a failed precondition is settled by the object's identity (our own
         upload is never a conflict; fs/identity.py).  PreconditionFailed: another writer."""
-        return await trio.to_thread.run_sync(
-            partial(identity.upload_owned, self.uploader, self.store, self.codec, job, token,
-                    tokens, on_round=self._count_round, rel_key=self.layout.rel_key))
+        return await small_upload.upload_owned(  # a small new file: no worker thread
+            self.uploader, self.store, self.codec, job, token, tokens,
+            on_round=self._count_round, rel_key=self.layout.rel_key)
 
     def _count_round(self, verdict: identity.Verdict) -> None:
         key = f"upload_412_{verdict.value}"

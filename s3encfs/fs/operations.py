@@ -132,8 +132,11 @@ class Operations(pyfuse3.Operations):
         if node is None:
             e = pyfuse3.EntryAttributes()
             e.st_ino = 0
-            e.entry_timeout = min(self.core.cfg.entry_ttl, 1.0)
-            return e  # negative entry, cached briefly by the kernel
+            # a negative entry lives as long as a positive one (--attr-timeout): rsync asks for
+            # each new name 3 times (the generator's lstat, the receiver's open of a basis
+            # file, the rename); another writer's new file shows within --dir-ttl anyway
+            e.entry_timeout = self.core.cfg.entry_ttl
+            return e
         await self.core.resolve(node)
         return self._lookup_ref(node)
 

@@ -186,6 +186,20 @@ class Uploader:
         per = -(-per // self.k) * self.k  # parts hold whole cache blocks
         return [(s, min(s + per, nseg)) for s in range(0, nseg, per)]
 
+    def small_body(self, job: UploadJob, limit: int) -> bytes | None:
+        """The body of a new file's single PUT when it is at most `limit` bytes, else None.
+        Reads only the staging file (no base object, so no S3 read): cheap enough for the trio
+        thread, which then awaits the PUT with no worker thread (fs/small_upload.py)."""
+        layout = self.layout
+        if job.base is not None or job.stream is not None or \
+                layout.object_size(job.size) > limit:
+            return None
+        nseg = layout.segment_count(job.size)
+        if len(self.part_plan(nseg)) > 1:
+            return None
+        src = SegmentSource(layout, self.blocks, self.k, None, None, 0, job.dirty, job.staging)
+        return b"".join(self._encoded(job, src, i, nseg) for i in range(nseg))
+
     def upload(self, job: UploadJob) -> ObjectRef:
         layout = self.layout
         nseg = layout.segment_count(job.size)

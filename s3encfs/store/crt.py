@@ -22,7 +22,8 @@ How it behaves like the boto3 client:
   ``read_timeout`` seconds is cancelled and retried here with backoff (aws-c-s3 has no read
   timeout of its own), like botocore's read timeout;
 - the calls block the calling worker thread on the CRT future (the store is synchronous); the
-  wait costs no CPU and the request itself runs on the CRT's event-loop threads.
+  request itself runs on the CRT's event-loop threads. store/crt_async.py awaits the same
+  requests from trio with no thread; crt_exchange.py collects responses and maps errors.
 """
 
 from __future__ import annotations
@@ -43,77 +44,17 @@ from awscrt.exceptions import AwsCrtError
 from botocore.credentials import RefreshableCredentials
 from botocore.exceptions import (
     ClientError,
-    ConnectionClosedError,
-    EndpointConnectionError,
     NoCredentialsError,
     ReadTimeoutError,
     ResponseStreamingError,
 )
 
 from . import crt_wire as wire
+from .crt_exchange import Body, Exchange, client_error, s3_answer_error, transport_error
 
 log = logging.getLogger(__name__)
 
-# CRT error names that mean "could not talk to the endpoint" (map to EndpointUnreachable).
-_UNREACHABLE = ("AWS_IO_SOCKET", "AWS_IO_DNS", "AWS_IO_TLS", "AWS_ERROR_HTTP_CONNECTION",
-                "AWS_ERROR_HTTP_SERVER_CLOSED", "AWS_IO_CHANNEL")
-
-
-# aws-c-s3 errors that stand for an S3 answer: (S3 error code, HTTP status)
-_S3_ANSWERS = {"AWS_ERROR_S3_SLOW_DOWN": ("SlowDown", 503),
-               "AWS_ERROR_S3_INTERNAL_ERROR": ("InternalError", 500)}
 SPLIT_GET = 4 * 1024 * 1024  # ranges at least this long go through aws-c-s3's GET_OBJECT
-
-
-class _Body:
-    """The ``Body`` of a get_object response: the bytes already read, with boto3's interface."""
-
-    def __init__(self, data: bytes):
-        self._data = data
-        self._pos = 0
-
-    def read(self, amt: int | None = None) -> bytes:
-        if self._pos == 0 and amt is None:
-            self._pos = len(self._data)
-            return self._data
-        end = len(self._data) if amt is None else min(len(self._data), self._pos + amt)
-        out = self._data[self._pos:end]
-        self._pos = end
-        return out
-
-    def close(self) -> None:
-        self._data = b""
-
-
-class _Exchange:
-    """One HTTP exchange's callbacks: status, headers, body, and the time of the last byte."""
-
-    __slots__ = ("chunks", "done", "headers", "last", "size", "status")
-
-    def __init__(self) -> None:
-        self.status = 0
-        self.headers: list[tuple[str, str]] = []
-        self.chunks: list[bytes] = []
-        self.size = 0
-        self.last = time.monotonic()
-        self.done: tuple[int | None, Any, Any] | None = None  # status, headers, body at the end
-
-    def on_headers(self, status_code: int, headers: list[tuple[str, str]], **_: Any) -> None:
-        self.status = status_code
-        self.headers = headers
-        self.last = time.monotonic()
-
-    def on_body(self, chunk: Any, offset: int, **_: Any) -> None:
-        self.chunks.append(bytes(chunk))
-        self.size += len(chunk)
-        self.last = time.monotonic()
-
-    def on_done(self, status_code: int | None = None, error_headers: Any = None,
-                error_body: Any = None, **_: Any) -> None:
-        self.done = (status_code, error_headers, error_body)
-
-    def body(self) -> bytes:
-        return self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
 
 
 class CrtClient:
@@ -211,11 +152,7 @@ class CrtClient:
         body: bytes | None = None,
         split: bool = False,
     ) -> tuple[int, list[tuple[str, str]], bytes]:
-        if self._botocore_credentials() is None:
-            raise NoCredentialsError()
-        host, path = self._target(bucket, key)
-        if query:
-            path += "?" + query
+        host, path = self._address(bucket, key, query)
         attempt = 0
         while True:
             attempt += 1
@@ -224,10 +161,20 @@ class CrtClient:
             except ReadTimeoutError:
                 if attempt > self.max_retries:
                     raise
-                time.sleep(random.uniform(0, min(20.0, 0.5 * 2 ** (attempt - 1))))
+                time.sleep(self.read_timeout_backoff(attempt))
                 log.debug("%s %s: no data for %.0fs, retrying", op, path, self.read_timeout)
 
-    def _once(
+    def _address(self, bucket: str, key: str | None, query: str) -> tuple[str, str]:
+        if self._botocore_credentials() is None:
+            raise NoCredentialsError()
+        host, path = self._target(bucket, key)
+        return host, path + ("?" + query if query else "")
+
+    @staticmethod
+    def read_timeout_backoff(attempt: int) -> float:
+        return random.uniform(0, min(20.0, 0.5 * 2 ** (attempt - 1)))
+
+    def _start(
         self,
         op: str,
         method: str,
@@ -236,7 +183,8 @@ class CrtClient:
         headers: list[tuple[str, str]],
         body: bytes | None,
         split: bool = False,
-    ) -> tuple[int, list[tuple[str, str]], bytes]:
+    ) -> tuple[Any, Exchange, float]:
+        """Start one request: (the CRT request, its exchange, its idle limit in seconds)."""
         h = http.HttpHeaders([("Host", host), *headers])
         stream = None
         if body is not None:
@@ -244,7 +192,7 @@ class CrtClient:
             stream = io.BytesIO(body)
         elif method in ("PUT", "POST"):
             h.add("Content-Length", "0")
-        ex = _Exchange()
+        ex = Exchange()
         try:
             request = self._client.make_request(
                 type=crt_s3.S3RequestType.GET_OBJECT if split else crt_s3.S3RequestType.DEFAULT,
@@ -256,9 +204,21 @@ class CrtClient:
             )
         except AwsCrtError as exc:
             raise self._transport_error(exc) from None
-        fut: Future[None] = request.finished_future
         # the idle limit grows with the upload: no callback fires while a body is being sent
-        idle_limit = self.read_timeout + (len(body) / (1 << 20) if body else 0.0)
+        return request, ex, self.read_timeout + (len(body) / (1 << 20) if body else 0.0)
+
+    def _once(
+        self,
+        op: str,
+        method: str,
+        host: str,
+        path: str,
+        headers: list[tuple[str, str]],
+        body: bytes | None,
+        split: bool = False,
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        request, ex, idle_limit = self._start(op, method, host, path, headers, body, split)
+        fut: Future[None] = request.finished_future
         while True:
             remaining = ex.last + idle_limit - time.monotonic()
             try:
@@ -267,28 +227,31 @@ class CrtClient:
             except FutureTimeout:
                 if time.monotonic() - ex.last < idle_limit:
                     continue
-                request.cancel()
-                try:
-                    fut.result(timeout=30)
-                except Exception:
-                    pass
-                raise ReadTimeoutError(endpoint_url=self.endpoint_url) from None
-            except crt_s3.S3ResponseError as exc:
-                raise self._client_error(op, exc.status_code, exc.headers or [],
-                                         exc.body) from None
-            except AwsCrtError as exc:
-                # an S3 answer that aws-c-s3 reports as its own error (after its retries of a
-                # 503 SlowDown / 500): surface the S3 error, as botocore does
-                status = (ex.done[0] if ex.done else None) or ex.status or None
-                known = _S3_ANSWERS.get(exc.name or "")
-                if known or (status and status >= 300):
-                    code, default = known or (str(status), status)
-                    body = (ex.done[2] if ex.done else None) or (
-                        f"<Error><Code>{code}</Code><Message>{exc.message}</Message>"
-                        "</Error>".encode())
-                    raise self._client_error(op, status or default, ex.headers,
-                                             body) from None
-                raise self._transport_error(exc) from None
+                self._abandon(request)
+            except Exception:
+                break  # a failed request: _result raises its error
+        return self._result(op, method, request, ex)
+
+    def _abandon(self, request: Any) -> None:
+        """No byte for the idle limit: cancel the request; ReadTimeoutError (retried)."""
+        request.cancel()
+        try:
+            request.finished_future.result(timeout=30)
+        except Exception:
+            pass
+        raise ReadTimeoutError(endpoint_url=self.endpoint_url) from None
+
+    def _result(self, op: str, method: str, request: Any,
+                ex: Exchange) -> tuple[int, list[tuple[str, str]], bytes]:
+        """(status, headers, body) of a finished request, or its error as botocore's."""
+        try:
+            request.finished_future.result(timeout=0)
+        except crt_s3.S3ResponseError as exc:
+            raise self._client_error(op, exc.status_code, exc.headers or [],
+                                     exc.body) from None
+        except AwsCrtError as exc:
+            answer = s3_answer_error(op, exc, ex)
+            raise (answer or self._transport_error(exc)) from None
         data = ex.body()
         expected = next((v for n, v in ex.headers if n.lower() == "content-length"), None)
         if method != "HEAD" and expected is not None and int(expected) != len(data):
@@ -298,19 +261,10 @@ class CrtClient:
 
     def _client_error(self, op: str, status: int | None, headers: list[tuple[str, str]],
                       body: bytes | None) -> ClientError:
-        err = wire.error_from_xml(body, status) or {
-            "Code": str(status or "Unknown"), "Message": _reason(status)}
-        meta = wire.response_fields(status or 0, headers)["ResponseMetadata"]
-        response: Any = {"Error": err, "ResponseMetadata": meta}
-        return ClientError(response, op)
+        return client_error(op, status, headers, body)
 
     def _transport_error(self, exc: AwsCrtError) -> Exception:
-        name = exc.name or ""
-        if name.startswith("AWS_AUTH") or "CREDENTIALS" in name:
-            return NoCredentialsError()
-        if name.startswith(_UNREACHABLE) or "TIMEOUT" in name:
-            return EndpointConnectionError(endpoint_url=f"{self.endpoint_url} ({name})")
-        return ConnectionClosedError(endpoint_url=f"{self.endpoint_url} ({name}: {exc.message})")
+        return transport_error(exc, self.endpoint_url)
 
     def _checked_xml(self, op: str, status: int, headers: list[tuple[str, str]],
                      body: bytes) -> Any:
@@ -339,7 +293,7 @@ class CrtClient:
                                            headers=wire.request_headers(params),
                                            split=wire.range_length(params) >= SPLIT_GET)
         resp = wire.response_fields(status, headers)
-        resp["Body"] = _Body(data)
+        resp["Body"] = Body(data)
         return resp
 
     def put_object(self, *, Bucket: str, Key: str, Body: bytes = b"",
@@ -439,12 +393,3 @@ class CrtClient:
             query=f"uploadId={quote(UploadId, safe='')}",
             headers=wire.request_headers(params))
         return wire.response_fields(status, headers)
-
-
-def _reason(status: int | None) -> str:
-    from http import HTTPStatus
-
-    try:
-        return HTTPStatus(status or 0).phrase
-    except ValueError:
-        return ""

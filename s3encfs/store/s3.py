@@ -294,26 +294,44 @@ class ObjectStore:
         try:
             resp: dict[str, Any] = fn(Bucket=self.bucket, **params)
         except (ClientError, BotoCoreError) as exc:
-            retries = 0
-            if isinstance(exc, ClientError):
-                retries = int(exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 0))
-            down = not isinstance(exc, ClientError) or (_status(exc) or 0) >= 500
-            # a 404 answers a probe ("does this exist?"), it is not a failure of S3
-            self.stats.record(op, retries=retries, started=started, down_error=down,
-                              error=not (isinstance(exc, ClientError) and _status(exc) == 404))
-            if (
-                not hint
-                and isinstance(self.sse, SseCPolicy)
-                and op in ("PutObject", "CreateMultipartUpload")
-                and isinstance(exc, ClientError)
-                and _status(exc) == 403
-            ):
-                hint = (
-                    "new AWS buckets (April 2026+) block SSE-C writes unless the owner allows them"
-                )
-            if not hint and isinstance(exc, ClientError):
-                hint = _kms_hint(self.sse, exc) or hint
-            raise map_error(exc, bucket=self.bucket, key=key, op=op, hint=hint) from exc
+            raise self._failed(op, key, exc, started, hint) from exc
+        return self._answered(op, key, resp, up, params)
+
+    async def _acall(self, op: str, key: str | None, fn: Callable[..., Any], *, up: int = 0,
+                     **params: Any) -> dict[str, Any]:
+        """`_call` of an awaitable client call (store/crt_async.py); no --bwlimit here."""
+        started = time.time()
+        try:
+            resp: dict[str, Any] = await fn(self.client, Bucket=self.bucket, **params)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._failed(op, key, exc, started, "") from exc
+        return self._answered(op, key, resp, up, params)
+
+    def _failed(self, op: str, key: str | None, exc: ClientError | BotoCoreError,
+                started: float, hint: str) -> Exception:
+        retries = 0
+        if isinstance(exc, ClientError):
+            retries = int(exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 0))
+        down = not isinstance(exc, ClientError) or (_status(exc) or 0) >= 500
+        # a 404 answers a probe ("does this exist?"), it is not a failure of S3
+        self.stats.record(op, retries=retries, started=started, down_error=down,
+                          error=not (isinstance(exc, ClientError) and _status(exc) == 404))
+        if (
+            not hint
+            and isinstance(self.sse, SseCPolicy)
+            and op in ("PutObject", "CreateMultipartUpload")
+            and isinstance(exc, ClientError)
+            and _status(exc) == 403
+        ):
+            hint = (
+                "new AWS buckets (April 2026+) block SSE-C writes unless the owner allows them"
+            )
+        if not hint and isinstance(exc, ClientError):
+            hint = _kms_hint(self.sse, exc) or hint
+        return map_error(exc, bucket=self.bucket, key=key, op=op, hint=hint)
+
+    def _answered(self, op: str, key: str | None, resp: dict[str, Any], up: int,
+                  params: dict[str, Any]) -> dict[str, Any]:
         retries = int(resp.get("ResponseMetadata", {}).get("RetryAttempts", 0))
         self.stats.record(op, up=up, retries=retries)
         if op in ("GetObject", "HeadObject") and isinstance(self.sse, SseCPolicy):
@@ -543,6 +561,32 @@ class ObjectStore:
         if_none_match: bool = False,
         content_type: str | None = None,
     ) -> str:
+        params = self._put_params(key, body, metadata, if_match, if_none_match, content_type)
+        resp = self._call("PutObject", key, self.client.put_object, up=len(body), **params)
+        return self._put_done(key, body, resp)
+
+    @property
+    def awaitable_puts(self) -> bool:
+        """`aput` can run: the CRT data plane, and no --bwlimit (whose wait blocks)."""
+        if self.stats.client != "crt" or self.bwlimit is not None:
+            return False
+        from .crt import CrtClient
+
+        return isinstance(self.client, CrtClient)  # not wrapped (tests record requests)
+
+    async def aput(self, key: str, body: bytes, metadata: dict[str, str], *,
+                   if_match: str | None = None, if_none_match: bool = False) -> str:
+        """`put`, awaited from trio with no worker thread (only when `awaitable_puts`)."""
+        from s3encfs.store import crt_async
+
+        params = self._put_params(key, body, metadata, if_match, if_none_match, None)
+        resp = await self._acall("PutObject", key, crt_async.put_object, up=len(body),
+                                 **params)
+        return self._put_done(key, body, resp)
+
+    def _put_params(self, key: str, body: bytes, metadata: dict[str, str],
+                    if_match: str | None, if_none_match: bool,
+                    content_type: str | None) -> dict[str, Any]:
         params: dict[str, Any] = {
             "Key": key,
             "Body": body,
@@ -554,14 +598,9 @@ class ObjectStore:
             params["IfNoneMatch"] = "*"
         if content_type:
             params["ContentType"] = content_type
-        resp = self._call(
-            "PutObject",
-            key,
-            self.client.put_object,
-            up=len(body),
-            **params,
-            **self._write_args(body=True),
-        )
+        return {**params, **self._write_args(body=True)}
+
+    def _put_done(self, key: str, body: bytes, resp: dict[str, Any]) -> str:
         if key.endswith("/") and not body and self.sse.silent(resp):
             # SeaweedFS turns an empty "dir/" marker into a filer directory and ignores SSE on
             # it. Such a marker has no body to protect (SSE never covers user metadata), so a
