@@ -94,8 +94,11 @@ def run(args: argparse.Namespace, work: Path, trees: list[Path]) -> dict:
             log(f"mounted ({args.mode}, {args.s3_client}): {base}")
             for n, tree in enumerate(trees):
                 t0 = time.monotonic()
-                subprocess.run(["rsync", "-a", "--exclude=.complete", f"{tree}/", str(m.mountpoint / f"r{n}")],
-                               check=True, timeout=3600)
+                rs = subprocess.run(["rsync", "-a", "--exclude=.complete", f"{tree}/",
+                                     str(m.mountpoint / f"r{n}")],
+                                    timeout=3600, capture_output=True, text=True)
+                if rs.returncode:  # recorded, not fatal: the memory is still worth knowing
+                    log(f"rsync exited {rs.returncode}: {rs.stderr[-2000:]}")
                 t_rsync = time.monotonic() - t0
                 flush(m)
                 t_flush = time.monotonic() - t0
@@ -106,10 +109,12 @@ def run(args: argparse.Namespace, work: Path, trees: list[Path]) -> dict:
                 after = proc_mem(pid)
                 st2 = status(m)
                 row = {"round": n + 1, "files": args.files * (n + 1),
-                       "rsync_s": round(t_rsync, 1), "durable_s": round(t_flush, 1),
+                       "rsync_rc": rs.returncode, "rsync_s": round(t_rsync, 1),
+                       "durable_s": round(t_flush, 1),
                        "hwm_mib": mem["VmHWM"], "rss_mib": mem["VmRSS"],
                        "nodes": st.get("nodes"), "rss_after_drop_mib": after["VmRSS"],
-                       "nodes_after_drop": st2.get("nodes"), "memory": st2.get("memory")}
+                       "nodes_after_drop": st2.get("nodes"), "memory": st.get("memory"),
+                       "memory_after_drop": st2.get("memory")}
                 rounds.append(row)
                 print(json.dumps(row), flush=True)
         finally:

@@ -1,0 +1,103 @@
+# ruff: noqa: F811  (pytest fixtures imported from mounting are parameters here)
+"""Memory follows what the kernel remembers, and the node table has a cap (issue 15 item 9;
+docs/INTERNALS.md, "Memory"): the mount hands its oldest clean entries back to the kernel, so
+the table stays near the cap with no `drop_caches`, every name still reads back from S3, and
+the process's memory is flat over a second batch of files.  The full 50,000 + 50,000 rsync is
+`test_rss_flat_over_two_rsyncs_of_50k_files` (slow tier; also `python -m bench.rss_many_files`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mounting import S3ENCFS, keyenv, mount_factory  # noqa: F401
+
+CAP = 500
+
+
+def status(m) -> dict:
+    out = subprocess.run([*S3ENCFS, "status", str(m.mountpoint), "--json"], env=m.env,
+                         check=True, capture_output=True, text=True, timeout=60)
+    return json.loads(out.stdout)
+
+
+def flush(m) -> None:
+    r = subprocess.run([*S3ENCFS, "flush", str(m.mountpoint)], env=m.env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+
+
+def write_batch(root: Path, batch: int, dirs: int, per_dir: int) -> None:
+    for d in range(dirs):
+        sub = root / f"b{batch}" / f"d{d}"
+        sub.mkdir(parents=True)
+        for i in range(per_dir):
+            (sub / f"f{i}").write_bytes(f"{batch}/{d}/{i}".encode() * 20)
+
+
+def settle(m, bound: int, timeout: float = 60) -> dict:
+    """Status once the node table is within `bound` (the trimmer runs once a second)."""
+    deadline = time.monotonic() + timeout
+    st = status(m)
+    while st["memory"]["nodes"] > bound and time.monotonic() < deadline:
+        time.sleep(1)
+        st = status(m)
+    return st
+
+
+@pytest.mark.parametrize("mode", ["none", "client"])
+def test_node_table_stays_near_its_cap_without_drop_caches(mode, bucket, mount_factory, keyenv):
+    """4,000 files through a mount whose cap is 500: the kernel keeps its dentries (no memory
+    pressure, no drop_caches), yet the node table ends near the cap, bookkeeping is back to
+    ~0, RSS is flat over the second 2,000, and every file still reads back."""
+    m = mount_factory(bucket, mode, env=dict(keyenv, S3ENCFS_NODE_CAP=str(CAP)),
+                      extra=["--upload-delay", "0.1"])
+    root = m.mountpoint
+    write_batch(root, 0, 4, 500)
+    flush(m)
+    first = settle(m, CAP + 50)["memory"]
+    write_batch(root, 1, 4, 500)
+    flush(m)
+    st = settle(m, CAP + 50)
+    mem = st["memory"]
+    print(f"\n[{mode}] after batch 1: {first}\n[{mode}] after batch 2: {mem}")
+    assert mem["nodes"] <= CAP + 50, mem  # was 4,000+: every file the kernel had seen
+    assert mem["nodes_handed_back"] >= 4000 - CAP
+    assert st["pending_uploads"] == 0 and st["journal_rows"] == 0
+    assert mem["upload_queue"] == 0 and mem["heap"] == 0 and mem["failures"] == 0
+    assert mem["index_queue"] == 0
+    growth = mem["rss_bytes"] - first["rss_bytes"]
+    assert growth < 6 * 1024**2, f"RSS grew {growth / 1024**2:.1f} MiB over 2,000 more files"
+    for b in range(2):  # every name comes back from S3, with its bytes
+        for d in range(4):
+            names = os.listdir(root / f"b{b}" / f"d{d}")
+            assert sorted(names) == sorted(f"f{i}" for i in range(500))
+            assert (root / f"b{b}" / f"d{d}" / "f123").read_bytes() == \
+                f"{b}/{d}/123".encode() * 20
+    (root / "b0" / "d0" / "f1").write_bytes(b"changed after being forgotten")
+    flush(m)
+    assert (root / "b0" / "d0" / "f1").read_bytes() == b"changed after being forgotten"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["none", "client"])
+def test_rss_flat_over_two_rsyncs_of_50k_files(mode, tmp_path):
+    """The issue's bar: peak RSS after an rsync of 50,000 small files <= 200 MiB, and flat
+    (within 10 %) over a second, different 50,000 (bench/rss_many_files.py does the work)."""
+    repo = Path(__file__).resolve().parent.parent
+    r = subprocess.run([sys.executable, "-m", "bench.rss_many_files", "--files", "50000",
+                        "--mode", mode, "--trees", str(tmp_path / "trees")],
+                       cwd=repo, capture_output=True, text=True, timeout=7200)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads(r.stdout.strip().splitlines()[-1])["summary"]
+    print(json.dumps(summary, indent=1))
+    rounds = summary["rounds"]
+    assert all(x["rsync_rc"] == 0 for x in rounds), rounds
+    assert summary["peak_rss_mib"] <= 200, summary
+    assert rounds[1]["hwm_mib"] <= rounds[0]["hwm_mib"] * 1.1, summary
