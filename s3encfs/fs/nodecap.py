@@ -25,7 +25,7 @@ from s3encfs.fs.nodes import Node, forgettable
 
 log = logging.getLogger("s3encfs.fs")
 
-NODE_CAP = 20_000  # nodes kept before the oldest clean ones are handed back to the kernel
+NODE_CAP = 10_000  # nodes kept before the oldest clean ones are handed back to the kernel
 TRIM_EVERY = 1.0  # seconds between checks
 RESEND_AFTER = 30.0  # an entry the kernel has not forgotten by then is asked for again
 
