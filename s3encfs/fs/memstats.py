@@ -67,6 +67,7 @@ def report(core: Any, trimmer: Any = None) -> dict[str, Any]:
     if trimmer is not None:
         d["node_cap"] = trimmer.cap
         d["nodes_handed_back"] = trimmer.invalidated
+        d["nodes_dropped_unseen"] = trimmer.dropped
     if tracemalloc.is_tracing():
         snap = tracemalloc.take_snapshot()
         d["traced_bytes"] = tracemalloc.get_traced_memory()[0]

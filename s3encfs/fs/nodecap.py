@@ -21,7 +21,7 @@ from typing import Any
 
 import trio
 
-from s3encfs.fs.nodes import Node, forgettable
+from s3encfs.fs.nodes import Node, drop_forgotten, forgettable
 
 log = logging.getLogger("s3encfs.fs")
 
@@ -36,12 +36,11 @@ def node_cap() -> int:
 
 
 def evictable(core: Any) -> Iterator[Node]:
-    """Nodes the kernel knows that hold nothing S3 lacks, oldest first (inode numbers grow, and
-    `core.inodes` keeps insertion order).  Directories qualify once their children are gone."""
+    """Nodes that hold nothing S3 lacks, oldest first (inode numbers grow, and `core.inodes`
+    keeps insertion order).  Directories qualify once their children are gone."""
     pending = (core.queue, core.running, core.index_queue)
     for node in list(core.inodes.values()):
-        if node.parent is not None and node.lookups > 0 and not node.unlinked and \
-                forgettable(node, pending):
+        if node.parent is not None and not node.unlinked and forgettable(node, pending):
             yield node
 
 
@@ -54,9 +53,11 @@ class NodeTrimmer:
         self._invalidate = invalidate or _kernel_invalidate
         self._sent: dict[int, float] = {}  # inode -> when its entry was handed back
         self.invalidated = 0
+        self.dropped = 0  # listed, never looked up: dropped without asking the kernel
 
     def trim(self, now: float) -> int:
-        """Hand back the oldest clean entries beyond the cap; the number asked for."""
+        """Hand back the oldest clean entries beyond the cap (those the kernel never looked up
+        are dropped here and now); the number the kernel was asked to forget."""
         inodes = self.core.inodes
         self._sent = {i: t for i, t in self._sent.items()
                       if i in inodes and now - t < RESEND_AFTER}
@@ -70,6 +71,14 @@ class NodeTrimmer:
             if node.inode in self._sent:
                 continue
             assert node.parent is not None
+            if node.lookups == 0:  # a listing's entry the kernel never saw: ours to drop
+                # (not a provisional one: a lookup may be resolving it right now, and takes
+                # its reference only after that HEAD)
+                if node.inode in inodes and not node.provisional:
+                    drop_forgotten(inodes, node)
+                    self.dropped += 1
+                    excess -= 1
+                continue
             self._sent[node.inode] = now
             self._invalidate(node.parent.inode, os.fsencode(node.name))
             asked += 1
