@@ -103,3 +103,43 @@ def test_rss_flat_over_two_rsyncs_of_50k_files(mode, tmp_path):
     assert all(x["rsync_rc"] == 0 for x in rounds), rounds
     assert summary["peak_rss_mib"] <= 200, summary
     assert rounds[1]["hwm_mib"] <= rounds[0]["hwm_mib"] * 1.1, summary
+
+
+def test_trimmer_hands_back_oldest_clean_entries_only():
+    """In process, exact: beyond the cap the oldest clean nodes go (the kernel is asked about
+    those it knows; those only a listing made are dropped at once), and nothing with local state,
+    queued work, or a lookup in flight (provisional) is touched."""
+    from types import SimpleNamespace
+
+    from s3encfs.fs.nodecap import NodeTrimmer
+    from s3encfs.fs.nodes import Node
+    from s3encfs.store.layout import Attrs
+
+    root = Node(1, None, "", Attrs(0o040755))
+    d = Node(2, root, "d", Attrs(0o040755))
+    root.children, d.children = {"d": d}, {}
+    inodes = {1: root, 2: d}
+    for i in range(3, 203):
+        n = Node(i, d, f"f{i}", Attrs(0o100644))
+        n.lookups = 1 if i % 2 else 0
+        d.children[n.name] = n
+        inodes[i] = n
+    queued, dirty, provisional = inodes[3], inodes[5], inodes[4]
+    dirty.meta_dirty = True
+    provisional.provisional = True
+    core = SimpleNamespace(inodes=inodes, queue={queued}, running=set(), index_queue=set())
+    asked: list[tuple[int, bytes]] = []
+    t = NodeTrimmer(core, 150, invalidate=lambda p, name: asked.append((p, name)))
+    t.trim(0.0)
+    # 202 nodes, cap 150, trims to 135: 67 go, oldest first, half asked of the kernel
+    assert t.dropped + len(asked) == 202 - 135
+    assert all(p == 2 for p, _ in asked) and asked[0] == (2, b"f7")
+    assert {3, 4, 5} <= set(inodes)  # queued, provisional, dirty: all kept
+    assert 6 not in inodes and 6 not in [int(n[1:]) for n in d.children]  # dropped, unseen
+    assert 7 in inodes  # asked: it leaves when the kernel's FORGET comes
+    t.trim(1.0)  # nothing new asked while the kernel has not answered
+    assert len(asked) == t.invalidated and t.invalidated <= 202 - 135
+    for _p, name in asked:  # the kernel forgets them: FsCore.forget drops them
+        inodes.pop(int(name[1:]))
+    t.trim(2.0)
+    assert len(inodes) <= 150
