@@ -165,10 +165,13 @@ def forgettable(node: Node, pending: tuple[Container[Node], ...]) -> bool:
 
     Nodes with local state (content, a journal row, metadata or a marker still to write, a
     rename-over in flight, a lock held, queued or running work) stay, and so does a directory
-    whose children are loaded (they point at it)."""
+    whose children are loaded (they point at it), and a child of a directory made here whose
+    marker is unconfirmed (`local_only`: its listing is never fetched again, so a name dropped
+    from it would be gone)."""
     return (node.content is None and node.row_id is None and not node.meta_dirty
             and not node.marker_pending and not node.local_only and node.replaced_etag is None
             and not node.locked and not node.children and node.open_count == 0
+            and not (node.parent is not None and node.parent.local_only)
             and not any(node in p for p in pending))
 
 
