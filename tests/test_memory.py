@@ -146,3 +146,20 @@ def test_trimmer_hands_back_oldest_clean_entries_only():
         inodes.pop(int(name[1:]))
     t.trim(2.0)
     assert len(inodes) <= 150
+
+
+def test_unused_subtree_listings_expire():
+    """A subtree listing nobody used within dir_ttl goes at the trimmer's next round (it stayed
+    until the next subtree listing: for good at the end of a walk)."""
+    from types import SimpleNamespace
+
+    from s3encfs.fs.nodecap import NodeTrimmer
+
+    taken: list[str] = []
+    core = SimpleNamespace(
+        inodes={}, cfg=SimpleNamespace(dir_ttl=30.0),
+        prelisted={"a/": SimpleNamespace(at=100.0), "b/": SimpleNamespace(at=125.0)})
+    core._take_prelisted = lambda p: (taken.append(p), core.prelisted.pop(p))
+    t = NodeTrimmer(core, 100, invalidate=lambda p, n: None)
+    assert t.expire_prelisted(131.0) == 1 and taken == ["a/"]
+    assert t.expire_prelisted(156.0) == 1 and core.prelisted == {}
