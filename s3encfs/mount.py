@@ -196,11 +196,18 @@ async def serve(core: Any, cfg: MountConfig, ready_fd: int | None) -> int:
     async with trio.open_nursery() as nursery:
         core.nursery = nursery
         nursery.start_soon(core.upload_loop)
+        from s3encfs.fs import memstats
+        from s3encfs.fs.nodecap import NodeTrimmer, node_cap
         from s3encfs.statusinfo import enrich
+
+        memstats.start_tracing()
+        trimmer = NodeTrimmer(core, node_cap())  # fs/nodecap.py: memory bounded by a cap
+        nursery.start_soon(trimmer.run)
 
         started = time.time()
         ctl = ControlServer(control_socket_path(cfg.mountpoint),
                             lambda: enrich({**core.status(), "pid": os.getpid(),
+                                            "memory": memstats.report(core, trimmer),
                                             "mountpoint": cfg.mountpoint, "source": cfg.source,
                                             "settings": mount_settings(cfg)},
                                            encryption=cfg.encryption, started=started),

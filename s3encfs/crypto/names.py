@@ -40,6 +40,11 @@ def _parent_bytes(parent: str) -> bytes:
     return parent.strip("/").encode("utf-8", "surrogateescape")
 
 
+# encoded names memoized (~350 bytes each: ~5.6 MiB at most; 65,536 held ~22 MiB in client mode
+# once a tree that big had been walked). Enough for the components of a few busy directories.
+NAME_CACHE = 16384
+
+
 class NameCipher:
     """Encrypts path components with a key derived from one master key (the naming key)."""
 
@@ -56,7 +61,7 @@ class NameCipher:
         if hit is not None:
             return hit
         encoded = self._encode(parent, name)
-        if len(self._encoded) >= 65536:
+        if len(self._encoded) >= NAME_CACHE:
             self._encoded.clear()
         self._encoded[(parent, name)] = encoded
         return encoded

@@ -44,6 +44,7 @@ from s3encfs.fs.listing import (
     read_index,
     write_index,
 )
+from s3encfs.fs.lru import CIPHER_CACHE, LruDict
 from s3encfs.fs.nodes import Content, Node, ObjectRef, drop_forgotten, forgettable
 from s3encfs.fs.sealing import reseal_for_move
 from s3encfs.fs.streaming import Streamer
@@ -117,7 +118,7 @@ class FsCore:
         self.root = Node(pyfuse3.ROOT_INODE, None, "", root_attrs)
         self.inodes[self.root.inode] = self.root
         self.mount_time = time.time()
-        self._ciphers: dict[tuple[str, str], ObjectCipher] = {}
+        self._ciphers: dict[tuple[str, str], ObjectCipher] = LruDict(CIPHER_CACHE)  # fs/lru.py
         self.queue: set[Node] = set()
         self._heap: list[tuple[float, int, Node]] = []
         self._failures: dict[Node, int] = {}  # consecutive upload failures (retry backoff)

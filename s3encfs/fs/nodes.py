@@ -61,6 +61,7 @@ class Content:
 
 class Node:
     __slots__ = (
+        "_lock",
         "attrs",
         "cached_version",
         "children",
@@ -72,7 +73,6 @@ class Node:
         "link_target",
         "listed_at",
         "local_only",
-        "lock",
         "lookups",
         "marker_pending",
         "meta_dirty",
@@ -105,7 +105,7 @@ class Node:
         self.obj: ObjectRef | None = None
         self.content: Content | None = None
         self.row_id: int | None = None  # journal row of pending work on this node
-        self.lock = trio.Lock()
+        self._lock: trio.Lock | None = None  # made at first use (`lock`): ~340 bytes a node
         self.unlinked = False
         self.link_target: str | None = None
         self.version = 0  # bumps when S3 content changed under us (kernel cache invalidation)
@@ -126,6 +126,18 @@ class Node:
         # upload tokens of this name's uploads that may have landed since its journal row began
         # (fs/identity.py): an object carrying one is ours, never another writer's
         self.tokens: list[str] = []
+
+    @property
+    def lock(self) -> trio.Lock:
+        """The node's lock, made when first taken: most nodes (listed, looked up, never
+        written) never need one (docs/INTERNALS.md, "Memory")."""
+        if self._lock is None:
+            self._lock = trio.Lock()
+        return self._lock
+
+    @property
+    def locked(self) -> bool:
+        return self._lock is not None and self._lock.locked()
 
     @property
     def is_dir(self) -> bool:
@@ -153,10 +165,13 @@ def forgettable(node: Node, pending: tuple[Container[Node], ...]) -> bool:
 
     Nodes with local state (content, a journal row, metadata or a marker still to write, a
     rename-over in flight, a lock held, queued or running work) stay, and so does a directory
-    whose children are loaded (they point at it)."""
+    whose children are loaded (they point at it), and a child of a directory made here whose
+    marker is unconfirmed (`local_only`: its listing is never fetched again, so a name dropped
+    from it would be gone)."""
     return (node.content is None and node.row_id is None and not node.meta_dirty
             and not node.marker_pending and not node.local_only and node.replaced_etag is None
-            and not node.lock.locked() and not node.children and node.open_count == 0
+            and not node.locked and not node.children and node.open_count == 0
+            and not (node.parent is not None and node.parent.local_only)
             and not any(node in p for p in pending))
 
 
