@@ -25,7 +25,6 @@ from s3encfs import hardening
 from s3encfs.codec import Codec
 from s3encfs.config import MountConfig, parse_source
 from s3encfs.exitcodes import MountError
-from s3encfs.profiling import run_profiled
 
 # the codec and key side of a mount lives in mount_codec.py; these names stay importable here
 from s3encfs.mount_codec import (  # noqa: F401
@@ -34,6 +33,7 @@ from s3encfs.mount_codec import (  # noqa: F401
     load_keys,
     s3ec_store,
 )
+from s3encfs.profiling import run_profiled
 
 log = logging.getLogger("s3encfs.mount")
 
