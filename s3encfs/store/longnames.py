@@ -9,8 +9,8 @@ teaching each write path in fs/ about them this wrapper sits in front of the sto
   of those components are written (once per mount; their bodies are deterministic, the codec
   remembers them from encoding the name) — and after it landed they are checked again, so a
   concurrent delete that removed one is undone;
-- after a delete, the side object of the deleted key's hashed components goes too, unless
-  something still uses the name (a file, or anything under ``dir/gl-X/``);
+- a delete of a hashed name (a file, or a directory's marker) deletes its side object too,
+  under the lock, so a put of the same name that follows writes it again;
 - listings hide side objects, and fetch and verify (HMAC) the side object of every ``gl-``
   component they return before the page is used, so `decode_name` finds it. A hashed name
   without a side object, or with one whose HMAC does not match, is an IntegrityError (EIO):
@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Generator, Iterable
+from collections.abc import Generator
 from typing import Any, cast
 
-from s3encfs.codec import Codec, IntegrityError
+from s3encfs.codec import Codec
 from s3encfs.crypto.names import SIDE_SUFFIX, is_long
-from s3encfs.store.errors import NotFound
+from s3encfs.store.errors import DamagedLongName, NotFound
 
 log = logging.getLogger("s3encfs.store")
 _MEMO = 1 << 16
@@ -94,8 +94,8 @@ class LongNameStore:
             try:
                 self._inner.head(side)
             except NotFound:
-                raise IntegrityError(f"no record of the long name {side[: -len(SIDE_SUFFIX)]}"
-                                     ) from None
+                raise DamagedLongName(f"no record of the long name "
+                                      f"{side[: -len(SIDE_SUFFIX)]}", side) from None
         else:
             self._inner.put(side, body, {})
         if len(self._ensured) >= _MEMO:
@@ -110,16 +110,6 @@ class LongNameStore:
             for side, hashed in sides:
                 if side not in self._ensured:
                     self._write_side(side, hashed)
-
-    def _release(self, sides: Iterable[tuple[str, str]]) -> None:
-        """Delete side objects nothing uses any more."""
-        for side, _hashed in sorted(set(sides), key=lambda s: -len(s[0])):
-            name_key = side[: -len(SIDE_SUFFIX)]
-            with self._lock:
-                self._ensured.discard(side)
-                if self._in_use(name_key):
-                    continue
-                self._inner.delete(side)
 
     def _in_use(self, name_key: str) -> bool:
         try:
@@ -157,16 +147,40 @@ class LongNameStore:
         return out
 
     def delete(self, key: str) -> None:
-        self._inner.delete(key)
+        name_key = key.rstrip("/")
         sides = self._sides(key)
-        if sides and is_long(key.rstrip("/").rsplit("/", 1)[-1]):
-            self._release(sides[-1:])
+        if not sides or not is_long(name_key.rsplit("/", 1)[-1]):
+            self._inner.delete(key)
+            return
+        side = sides[-1][0]
+        with self._lock:  # a put of the same name waits, then writes the side object again
+            self._inner.delete(key)
+            self._ensured.discard(side)
+            self._inner.delete(side)
 
     def delete_many(self, keys: list[str]) -> None:
-        self._inner.delete_many(keys)
-        sides = [s for k in keys for s in self._sides(k)]
-        if sides:
-            self._release(sides)
+        """Side objects of names deleted here (a file, or a directory whose marker is in
+        `keys`) go in the same batch, right before their name: after anything below it (the
+        caller orders children first) — an object deleted below an already deleted marker
+        would leave SeaweedFS listing the emptied directory."""
+        gone = {k.rstrip("/") for k in keys}
+        extra: dict[str, str] = {}  # name key -> side key
+        for k in keys:
+            for side, _hashed in self._sides(k):
+                name_key = side[: -len(SIDE_SUFFIX)]
+                if name_key in gone:
+                    extra.setdefault(name_key, side)
+        if not extra:
+            self._inner.delete_many(keys)
+            return
+        batch: list[str] = []
+        for k in keys:
+            if k.rstrip("/") in extra:
+                batch.append(extra.pop(k.rstrip("/")))
+            batch.append(k)
+        with self._lock:
+            self._ensured.difference_update(batch)
+            self._inner.delete_many(batch)
 
     # -- listings
     def list_pages(self, prefix: str, delimiter: str | None = "/") -> Generator[Any]:
@@ -174,28 +188,36 @@ class LongNameStore:
             objects = [o for o in page.objects
                        if not (o.key.startswith(self._prefix)
                                and is_side_key(o.key[len(self._prefix):]))]
-            if len(objects) != len(page.objects) or any("gl-" in k for k in
-                                                        (*page.prefixes,
-                                                         *(o.key for o in objects))):
-                for key in (*page.prefixes, *(o.key for o in objects)):
-                    self._verify_sides(key, prefix)
-                page = type(page)(objects, page.prefixes)
-            yield page
+            if len(objects) == len(page.objects) and not any(
+                    "gl-" in k for k in (*page.prefixes, *(o.key for o in objects))):
+                yield page
+                continue
+            for o in objects:
+                self._verify_sides(o.key, prefix)
+            # SeaweedFS keeps listing an emptied directory as a common prefix after its
+            # objects went (a directory rename): a hashed one whose side object is gone too
+            # is such a ghost when nothing is under it, and is left out
+            prefixes = [p for p in page.prefixes if self._verify_sides(p, prefix, ghost=True)]
+            yield type(page)(objects, prefixes)
 
-    def _verify_sides(self, key: str, listed: str) -> None:
+    def _verify_sides(self, key: str, listed: str, ghost: bool = False) -> bool:
+        """Fetch and check the side objects `key` needs; False for a ghost prefix."""
         for side, hashed in self._sides(key):
             if side in self._ensured or not side.startswith(listed):
                 continue  # known, or a component above the listing (verified by its parent's)
             try:
                 body, _info = self._inner.get(side)
             except NotFound:
+                if ghost and not self._in_use(side[: -len(SIDE_SUFFIX)]):
+                    return False
                 log.error("long name %s has no side object", side[: -len(SIDE_SUFFIX)])
-                raise IntegrityError(f"long name {side[: -len(SIDE_SUFFIX)]} has no side "
-                                     "object") from None
+                raise DamagedLongName(f"long name {side[: -len(SIDE_SUFFIX)]} has no side "
+                                      "object", side) from None
             if not self._codec.learn_long(hashed, body):
                 log.error("side object %s does not authenticate", side)
-                raise IntegrityError(f"side object {side} does not authenticate")
+                raise DamagedLongName(f"side object {side} does not authenticate", side)
             with self._lock:
                 if len(self._ensured) >= _MEMO:
                     self._ensured.clear()
                 self._ensured.add(side)
+        return True
