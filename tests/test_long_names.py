@@ -168,5 +168,7 @@ def test_tampered_long_names_are_eio(attack: str, bucket: str, s3: Any,
     _errno(errno.EIO, os.listdir, m2.mountpoint / where)
     if where:
         assert (m2.mountpoint / A255).read_bytes() == b"long one"  # the original is fine
-    else:
-        assert (m2.mountpoint / "sub" / "f").read_bytes() == b"x"  # the rest of the tree too
+    # the directory holding the damaged name fails as a whole (fs/listing.py cannot show its
+    # entries honestly without it), and the log names the key
+    log = m2.read_log()
+    assert "long name gl-" in log or "side object" in log, log

@@ -123,3 +123,34 @@ def test_a_short_name_smuggled_as_long_is_refused() -> None:
     fake = "gl-" + base64.b32encode(mac).decode().rstrip("=").lower()
     reader = _fresh()
     assert not reader.learn_long(fake, sealed)  # too short a record for a long name
+
+
+def _vectors() -> dict:
+    import json
+    from pathlib import Path
+
+    return json.loads((Path(__file__).parent / "vectors" / "names_v2.json").read_text())
+
+
+def test_checked_in_vectors_decode() -> None:
+    vec = _vectors()
+    keys = {k: bytes.fromhex(v) for k, v in vec["master_keys_hex"].items()}
+    reader = ClientCodec(keys, vec["name_key_id"], name_scheme=2)
+    for case in vec["names"]:
+        name = os.fsdecode(bytes.fromhex(case["name_hex"]))
+        if case["side_object_hex"]:
+            assert is_long(case["encoded"])
+            assert reader.learn_long(case["encoded"], bytes.fromhex(case["side_object_hex"]))
+        assert reader.decode_name(case["parent"], case["encoded"]) == name
+
+
+def test_generator_reproduces_checked_in_names() -> None:
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "vector_gen", Path(__file__).parent / "vectors" / "generate.py")
+    assert spec is not None and spec.loader is not None
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    assert gen.render_names2() == (Path(__file__).parent / "vectors" / "names_v2.json").read_text()
