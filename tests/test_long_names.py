@@ -172,3 +172,8 @@ def test_tampered_long_names_are_eio(attack: str, bucket: str, s3: Any,
     # entries honestly without it), and the log names the key
     log = m2.read_log()
     assert "long name gl-" in log or "side object" in log, log
+    if attack == "flip":  # `check` fails too, naming the side object
+        m2.umount()
+        proc = subprocess.run([*S3ENCFS, "check", f"s3://{bucket}", "--encryption", "client"],
+                              env=m2.env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode != 0 and "does not authenticate" in proc.stderr, proc

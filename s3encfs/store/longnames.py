@@ -102,13 +102,18 @@ class LongNameStore:
             self._ensured.clear()
         self._ensured.add(side)
 
-    def _ensure(self, key: str) -> None:
+    def _ensure(self, key: str, *, refresh: bool = False) -> None:
+        """Write the side objects `key` needs that this mount has not written or seen;
+        `refresh`: the name the key itself creates is written again anyway (another mount
+        may have deleted it since — one small PUT per write of a long name)."""
         sides = self._sides(key)
         if not sides:
             return
+        last = sides[-1][0] if refresh and is_long(key.rstrip("/").rsplit("/", 1)[-1]) \
+            else None
         with self._lock:
             for side, hashed in sides:
-                if side not in self._ensured:
+                if side not in self._ensured or side == last:
                     self._write_side(side, hashed)
 
     def _in_use(self, name_key: str) -> bool:
@@ -125,19 +130,19 @@ class LongNameStore:
 
     # -- writes
     def put(self, key: str, *args: Any, **kw: Any) -> Any:
-        self._ensure(key)
+        self._ensure(key, refresh=True)
         out = self._inner.put(key, *args, **kw)
         self._ensure(key)  # a delete of the same name meanwhile may have taken the side object
         return out
 
     def copy(self, src: str, dst: str, *args: Any, **kw: Any) -> Any:
-        self._ensure(dst)
+        self._ensure(dst, refresh=src != dst)  # a copy onto itself (metadata) names nothing
         out = self._inner.copy(src, dst, *args, **kw)
         self._ensure(dst)
         return out
 
     def create_multipart(self, key: str, *args: Any, **kw: Any) -> Any:
-        self._ensure(key)
+        self._ensure(key, refresh=True)
         return self._inner.create_multipart(key, *args, **kw)
 
     def complete_multipart(self, key: str, *args: Any, **kw: Any) -> Any:
