@@ -137,7 +137,9 @@ def open_source(source: str | None, config_name: str | None, flags: dict[str, An
             pass
         else:
             codec = check_master_key(store, codec, prefix)
-    return Source(store, codec, Layout(prefix, codec))
+    from s3encfs.store.longnames import with_long_names
+
+    return Source(with_long_names(store, codec, prefix), codec, Layout(prefix, codec))
 
 
 def _options(f: Any) -> Any:

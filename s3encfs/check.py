@@ -312,7 +312,9 @@ def check(source: str | None, config_name: str | None, data: bool, abort_uploads
     except (MountError, se.StoreError) as exc:
         raise exc from None  # one line + exit code: errors_cli
     t0 = time.monotonic()
-    ck = Checker(store, codec, prefix, data=data)
+    from s3encfs.store.longnames import with_long_names
+
+    ck = Checker(with_long_names(store, codec, prefix), codec, prefix, data=data)
     try:
         rep = run(ck, jobs=jobs, stream=sys.stderr, quiet=as_json)
         if cfg.object_lock:

@@ -11,7 +11,10 @@ blob was deleted, say) wrote a new one, saw an empty tree, and locked the right 
   directory indexes and object metadata in our format must open with the mount's keys. One
   success is required (``--init``: none disproving), any failure refuses the mount;
 - the naming key recorded in the keycheck is used as is (never rewritten by a mount); a mount
-  whose current key differs says so in the log.
+  whose current key differs says so in the log;
+- so is the name scheme (``"names"``, crypto/names.py): a keycheck written on an empty prefix
+  records `NEW_NAME_SCHEME`; one without the field (every bucket older than scheme 2) means
+  scheme 1, and an ``--init`` over existing objects records the scheme their names decode with.
 """
 
 from __future__ import annotations
@@ -20,13 +23,46 @@ import json
 import logging
 from typing import Any
 
-from s3encfs.codec import Codec, IntegrityError
+from s3encfs.codec import Codec, IntegrityError, UndecodableName
 
 log = logging.getLogger("s3encfs.keycheck")
 
 CONTROL = ".s3encfs/"
 KEYCHECK = CONTROL + "keycheck"
 PROBE_LIMIT = 64  # objects looked at when proving a key without a keycheck
+NEW_NAME_SCHEME = 2  # padded names, long names in side objects (docs/FORMAT.md, "Names")
+
+
+def name_scheme(info: dict[str, Any] | None) -> int:
+    """The name scheme a keycheck records (1 when it predates the field, or is missing)."""
+    value = (info or {}).get("names", 1)
+    if value not in (1, 2):
+        raise KeyCheckError(f"the keycheck records an unknown name scheme {value!r}")
+    return int(value)
+
+
+def _detect_scheme(store: Any, codec: Codec, prefix: str) -> int:
+    """Which scheme the top-level names of a prefix without keycheck decode with."""
+    from s3encfs.crypto.names import NameCipher, is_long
+
+    keys, key_id = getattr(codec, "keys", None), getattr(codec, "name_key_id", None)
+    if keys is None or key_id is None or not codec.encrypts_names:
+        return 1
+    key = keys.get(key_id)
+    v2 = NameCipher(key, 2)
+    for page in store.list_pages(prefix, "/"):
+        names = [o.key[len(prefix):] for o in page.objects] + \
+            [p[len(prefix):-1] for p in page.prefixes]
+        for enc in names:
+            if is_long(enc):
+                return 2
+            try:
+                v2.decode_name("", enc)
+                return 2
+            except (UndecodableName, IntegrityError, ValueError):  # not a scheme-2 name
+                continue
+        break
+    return 1
 
 
 class KeyCheckError(Exception):
@@ -73,9 +109,12 @@ def _prove(store: Any, codec: Codec, prefix: str) -> tuple[int, int, list[str]]:
     return present, proven, failures
 
 
-def _seal(codec: Codec) -> bytes:
-    info = {"v": 1, "name_key_id": getattr(codec, "name_key_id", None)}
-    return codec.seal_blob("keycheck", json.dumps(info).encode())
+def _record(codec: Codec, names: int) -> dict[str, Any]:
+    return {"v": 1, "name_key_id": getattr(codec, "name_key_id", None), "names": names}
+
+
+def _seal(codec: Codec, names: int = NEW_NAME_SCHEME) -> bytes:
+    return codec.seal_blob("keycheck", json.dumps(_record(codec, names)).encode())
 
 
 def verify(store: Any, codec: Codec, prefix: str, *, may_write: bool = False,
@@ -120,8 +159,12 @@ def verify(store: Any, codec: Codec, prefix: str, *, may_write: bool = False,
     if may_write and (not present or init):
         from s3encfs.store.errors import PreconditionFailed
 
+        names = _detect_scheme(store, codec, prefix) if present else NEW_NAME_SCHEME
         try:
-            store.put(key, _seal(codec), {}, if_none_match=True)
+            store.put(key, _seal(codec, names), {}, if_none_match=True)
         except PreconditionFailed:  # another mount created it meanwhile: check against that
             return verify(store, codec, prefix)
+        return _record(codec, names)
+    if present:  # proven without a keycheck: read its names the way they were written
+        return {"names": _detect_scheme(store, codec, prefix)}
     return None

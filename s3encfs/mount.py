@@ -120,7 +120,9 @@ def prepare(cfg: MountConfig, built: tuple[Codec, Any] | None = None) -> Prepare
         if exc.errno in (errno.EAGAIN, errno.EACCES):
             raise MountError(f"cache directory {cache_dir} is in use by another mount") from None
         raise
-    return Prepared(store, codec, prefix, cache_dir, lock_fd)
+    from s3encfs.store.longnames import with_long_names
+
+    return Prepared(with_long_names(store, codec, prefix), codec, prefix, cache_dir, lock_fd)
 
 
 def _fixed_mmap_threshold() -> None:

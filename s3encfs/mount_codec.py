@@ -111,27 +111,31 @@ def check_master_key(store: Any, codec: Codec, prefix: str, *, may_write: bool =
                      init: bool = False) -> Codec:
     """Refuse a wrong master key before anything is served (see keycheck.py: the keycheck is
     written only when `may_write` and the prefix is empty, or with `init`)."""
-    from s3encfs.keycheck import KeyCheckError, verify
+    from s3encfs.keycheck import KeyCheckError, name_scheme, verify
 
     if codec.name != "client":
         return codec
     try:
         info = verify(store, codec, prefix, may_write=may_write, init=init) or {}
+        scheme = name_scheme(info)  # crypto/names.py: as the bucket's names were written
     except KeyCheckError as exc:
         raise MountError(str(exc)) from None
     name_key = info.get("name_key_id")
-    if name_key and name_key != getattr(codec, "name_key_id", name_key):
+    if (name_key and name_key != getattr(codec, "name_key_id", name_key)) or (
+            codec.encrypts_names and scheme != getattr(codec, "name_scheme", 1)):
         from s3encfs.crypto.client_codec import ClientCodec
 
         assert isinstance(codec, ClientCodec)
         keys = {kid: codec.keys.get(kid) for kid in codec.keys.ids()}
+        name_key = name_key or codec.name_key_id
         if name_key not in keys:
             raise MountError(f"names in this bucket are encrypted with master key id {name_key},"
                              " which is not in this mount's keys (give it after the current "
                              "one: --key CURRENT,OLD)")
-        log.info(keynames.annotate(f"names here are encrypted with master key id {name_key} "
-                                   f"(recorded in the keycheck), not the current key "
-                                   f"{codec.current}"))
+        if name_key != codec.name_key_id:
+            log.info(keynames.annotate(f"names here are encrypted with master key id "
+                                       f"{name_key} (recorded in the keycheck), not the "
+                                       f"current key {codec.current}"))
         codec = ClientCodec(keys, codec.current, encrypt_names=codec.encrypts_names,
-                            name_key_id=name_key)
+                            name_key_id=name_key, name_scheme=scheme)
     return codec

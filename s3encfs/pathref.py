@@ -84,7 +84,10 @@ def resolve(path: str, sub: str | None, config_name: str | None, flags: dict[str
             codec = check_master_key(store, codec, cfg.prefix)
     except (MountError, se.StoreError) as exc:
         raise click.ClickException(str(exc)) from None
-    return Target(cfg, store, codec, Layout(cfg.prefix, codec), parts, mountpoint)
+    from s3encfs.store.longnames import with_long_names
+
+    return Target(cfg, with_long_names(store, codec, cfg.prefix), codec, Layout(cfg.prefix, codec),
+                  parts, mountpoint)
 
 
 def path_options(f: Any) -> Any:

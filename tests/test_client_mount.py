@@ -17,7 +17,7 @@ import pytest
 from mounting import keyenv, mount_factory  # noqa: F401
 
 SEG = 64 * 1024
-MAX_NAME = 143  # longest plaintext name in client mode (docs/FORMAT.md)
+MAX_NAME = 143  # longest plaintext name of name scheme 1 (docs/FORMAT.md)
 
 NAMES = ["secret-name-XYZ", "secret-dir-QRS", "secret-name-nested-ABC", "secret-empty-EMP",
          "secret-link-LNK", "secret-target-TGT", "secret-seg-SEG", "secret-sub-DEEP",
@@ -184,8 +184,27 @@ def _expect_errno(code: int, fn: Any, *args: Any) -> None:
     assert ei.value.errno == code, (fn, ei.value)
 
 
-def test_name_length_limits(bucket: str, mount_factory: Any) -> None:  # noqa: F811
+def plant_scheme1_keycheck(s3: Any, bucket: str, env: dict[str, str]) -> None:
+    """The keycheck every mount wrote before name scheme 2: no "names" field, so the bucket
+    keeps scheme-1 names (tests/test_long_names.py covers scheme 2, which new buckets get)."""
+    import json
+
+    from s3encfs.crypto import ClientCodec
+    from s3encfs.keys.keyring import Keyring
+
+    key = Keyring(environ=env).get("default")
+    codec = ClientCodec({key.info.key_id: key.secret}, key.info.key_id)
+    check = {"v": 1, "name_key_id": key.info.key_id}
+    s3.put_object(Bucket=bucket, Key=".s3encfs/keycheck",
+                  Body=codec.seal_blob("keycheck", json.dumps(check).encode()))
+
+
+def test_name_length_limits(bucket: str, s3: Any, keyenv: dict[str, str],  # noqa: F811
+                            mount_factory: Any) -> None:  # noqa: F811
+    """A bucket of name scheme 1 keeps its 143-byte limit (and its names) unchanged."""
+    plant_scheme1_keycheck(s3, bucket, keyenv)
     m = mount_factory(bucket, "client")
+    assert os.statvfs(m.mountpoint).f_namemax == MAX_NAME
     mp = m.mountpoint
     ok_ascii = "n" * (MAX_NAME - 4) + ".txt"
     ok_utf8 = "é" * 71 + "a"  # 143 bytes

@@ -321,8 +321,9 @@ def test_statfs(m):
     s = os.statvfs(m.mountpoint)
     assert s.f_bavail > 0 and s.f_bfree >= s.f_bavail
     assert s.f_blocks > 0 and s.f_frsize > 0
-    # client mode: the real limit of an encrypted name (pathconf tells the truth; was 255)
-    assert s.f_namemax == (255 if m.encryption == "none" else 143)
+    # client mode on a new bucket: name scheme 2 takes 255 bytes too (a scheme-1 bucket says
+    # 143: tests/test_client_mount.py); pathconf tells the truth
+    assert s.f_namemax == 255
     assert os.pathconf(m.mountpoint, "PC_NAME_MAX") == s.f_namemax
     out = subprocess.run(["df", "-P", str(m.mountpoint)], check=True, capture_output=True,
                          text=True).stdout

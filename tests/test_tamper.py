@@ -57,7 +57,8 @@ class Raw:
         self.s3 = s3
         self.bucket = bucket
         key = Keyring(environ=env).get("default")
-        codec = ClientCodec({key.info.key_id: key.secret}, key.info.key_id)
+        # name scheme 2: what a mount's keycheck records on a new bucket (docs/FORMAT.md)
+        codec = ClientCodec({key.info.key_id: key.secret}, key.info.key_id, name_scheme=2)
         self.layout = Layout("", codec)
 
     def key(self, name: str) -> str:

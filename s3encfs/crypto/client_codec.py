@@ -42,6 +42,7 @@ class ClientCodec:
         encrypt_names: bool = True,
         segment_size: int = 64 * 1024,
         name_key_id: str | None = None,
+        name_scheme: int = 1,
         format_version: int = env.FORMAT_VERSION,
     ) -> None:
         if format_version not in env.READ_VERSIONS:
@@ -55,8 +56,12 @@ class ClientCodec:
         self.name_key_id = name_key_id or current
         self.encrypts_names = encrypt_names
         self._names: NameCipher | PlainNames = (
-            NameCipher(self.keys.get(self.name_key_id)) if encrypt_names else PlainNames()
+            NameCipher(self.keys.get(self.name_key_id), name_scheme) if encrypt_names
+            else PlainNames()
         )
+        # the bucket's name scheme (crypto/names.py), from its keycheck (mount.check_master_key)
+        self.name_scheme = name_scheme if encrypt_names else 1
+        self.name_max = self._names.name_max
 
     # -- objects
     def new_object(self) -> tuple[env.SegmentCipher, dict[str, str]]:
@@ -115,6 +120,12 @@ class ClientCodec:
 
     def decode_name(self, parent: str, encoded: str) -> str:
         return self._names.decode_name(parent, encoded)
+
+    def long_body(self, hashed: str) -> bytes | None:
+        return self._names.long_body(hashed)
+
+    def learn_long(self, hashed: str, body: bytes) -> bool:
+        return self._names.learn_long(hashed, body)
 
     # -- staging
     def slot_cipher(self, cache_dir: str) -> SlotCipher:

@@ -20,7 +20,7 @@ from typing import Any
 from s3encfs.cache.journal import Journal
 from s3encfs.codec import IntegrityError, LogSafe, UndecodableName
 from s3encfs.fs.nodes import ObjectRef
-from s3encfs.store.errors import NotFound
+from s3encfs.store.errors import DamagedLongName, NotFound
 from s3encfs.store.layout import Attrs, Layout, meta_to_attrs
 from s3encfs.store.s3 import ObjectInfo, ObjectStore
 
@@ -168,6 +168,8 @@ def load_directory(store: ObjectStore, layout: Layout, journal: Journal, pool: T
         except UndecodableName:
             log.debug("skipping undecodable directory name %r", p)
             continue
+        except IntegrityError as exc:  # a long name's record from another directory
+            raise DamagedLongName(str(exc), p) from None
         dmeta = (index.dirs.get(enc) if index else None) or {}
         if not dmeta and layout.codec.authenticates_attrs:
             log.warning("no authenticated attributes for directory %s (index %s); showing it "
@@ -190,6 +192,8 @@ def load_directory(store: ObjectStore, layout: Layout, journal: Journal, pool: T
         except UndecodableName:
             log.debug("skipping undecodable name %r", info.key)
             continue
+        except IntegrityError as exc:
+            raise DamagedLongName(str(exc), info.key) from None
         if name in entries:
             log.warning("%s is both a file and a directory; showing the directory", info.key)
             continue

@@ -73,9 +73,11 @@ class Operations(pyfuse3.Operations):
         self._handles: dict[int, tuple[Node, bool]] = {}
         self._dir_handles: dict[int, list[tuple[str, Node]]] = {}
         self._next_fh = 1
-        # the longest name a component may have: encrypted names carry a SIV tag and base32
-        # inside S3's 255-character key components (crypto/names.py), plain ones do not
-        self.name_max = MAX_PLAIN if core.codec.encrypts_names else 255
+        # the longest name a component may have: scheme-1 encrypted names carry a SIV tag and
+        # base32 inside S3's 255-character key components, scheme 2 hashes long ones
+        # (crypto/names.py), plain ones do not
+        self.name_max = getattr(core.codec, "name_max", MAX_PLAIN) \
+            if core.codec.encrypts_names else 255
 
     # -- helpers -----------------------------------------------------------------------------
     def _node(self, inode: int) -> Node:

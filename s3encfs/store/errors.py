@@ -16,6 +16,8 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from s3encfs.codec import IntegrityError
+
 
 class StoreError(Exception):
     """Any failure talking to S3. ``code`` is the S3 error code (or a short local one)."""
@@ -34,6 +36,15 @@ class StoreError(Exception):
         self.status = status
         self.key = key
         self.bucket = bucket
+
+
+class DamagedLongName(StoreError, IntegrityError):
+    """A hashed long name (store/longnames.py) whose side object is missing, fails its HMAC or
+    belongs to another directory. A StoreError too, so the listing that met it fails with EIO
+    (as a failed LIST does) instead of hiding the name."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message, code="DamagedLongName", key=key)
 
 
 class NotFound(StoreError):

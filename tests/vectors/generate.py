@@ -1,5 +1,5 @@
-"""Regenerate the client-format test vectors (format_v1.json, format_v2.json):
-`python tests/vectors/generate.py`.
+"""Regenerate the client-format test vectors (format_v1.json, format_v2.json, and names_v2.json
+for name scheme 2): `python tests/vectors/generate.py`.
 
 Randomness (object ids, data keys, nonces, salts) comes from a seeded SHA-256 counter stream, so
 the output is reproducible; tests/test_crypto_vectors.py checks that the checked-in JSON still
@@ -137,7 +137,36 @@ def render(version: int = 1) -> str:
     return json.dumps(build(version), indent=1, sort_keys=True) + "\n"
 
 
+NAMES2_PATH = Path(__file__).with_name("names_v2.json")
+# (parent, name): every padding class boundary around 32 bytes, the longest inline name (95),
+# the shortest hashed one (96), 255 bytes of ASCII and of UTF-8, a non-UTF-8 name
+NAMES2_CASES = [
+    ("", "a"), ("", "b" * 31), ("", "c" * 32), ("docs", "report.pdf"), ("docs", "n" * 95),
+    ("docs", "n" * 96), ("deep/dir", "L" * 255), ("deep/dir", "é" * 127 + "x"),
+    ("", os.fsdecode(b"latin1-caf\xe9")),
+]
+
+
+def build_names2() -> dict[str, object]:
+    """Name scheme 2 (deterministic: no randomness involved)."""
+    codec = ClientCodec(KEYS, "vec-key-1", name_scheme=2)
+    names = []
+    for parent, name in NAMES2_CASES:
+        encoded = codec.encode_name(parent, name)
+        side = codec.long_body(encoded)
+        names.append({"parent": parent, "name_hex": os.fsencode(name).hex(),
+                      "encoded": encoded, "side_object_hex": side.hex() if side else None})
+    return {"name_scheme": 2, "master_keys_hex": {k: v.hex() for k, v in KEYS.items()},
+            "name_key_id": "vec-key-1", "names": names}
+
+
+def render_names2() -> str:
+    return json.dumps(build_names2(), indent=1, sort_keys=True) + "\n"
+
+
 if __name__ == "__main__":
     for v in VERSIONS:
         out_path(v).write_text(render(v))
         print(f"wrote {out_path(v)}")
+    NAMES2_PATH.write_text(render_names2())
+    print(f"wrote {NAMES2_PATH}")
