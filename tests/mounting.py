@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -82,6 +83,13 @@ class Mount:
             self.proc = None
             self.log.close()
 
+    def flush(self, timeout: float = 120) -> None:
+        """Upload everything pending now and return once S3 has it (the control socket's
+        flush): what a test means by "let it reach S3", without a fixed sleep."""
+        from s3encfs.control import control_socket_path, query
+        query(control_socket_path(str(self.mountpoint)), "flush", timeout=timeout + 10,
+              args={"timeout": timeout})
+
     def kill(self) -> None:
         """SIGKILL the mount process (crash), then clear the dead FUSE mount."""
         if self.proc is not None:
@@ -113,12 +121,22 @@ import pytest  # noqa: E402
 
 @pytest.fixture
 def keyenv(tmp_path_factory: pytest.TempPathFactory, s3env: dict[str, str]) -> dict[str, str]:
-    """Environment with a fresh key store holding master key "default" (empty passphrase)."""
+    """Environment with a fresh key store holding master key "default" (empty passphrase).
+
+    `s3encfs key create` (a CLI start plus Argon2id: seconds on a loaded machine) runs once per
+    session (per xdist worker); each test gets its own copy of that key store."""
     keydir = tmp_path_factory.mktemp("keys")
     env = dict(s3env, S3ENCFS_KEYRING_DIR=str(keydir), S3ENCFS_PASSPHRASE="",
                S3ENCFS_ALLOW_EMPTY_PASSPHRASE="1")
-    subprocess.run([*S3ENCFS, "key", "create", "default"], env=env, check=True,
-                   capture_output=True)
+    template = tmp_path_factory.getbasetemp() / "keyring-template"
+    if not template.is_dir():
+        staging = tmp_path_factory.mktemp("keyring-staging")
+        subprocess.run([*S3ENCFS, "key", "create", "default"],
+                       env=dict(env, S3ENCFS_KEYRING_DIR=str(staging)), check=True,
+                       capture_output=True)
+        staging.rename(template)
+    for f in template.iterdir():
+        shutil.copy2(f, keydir / f.name)
     return env
 
 
