@@ -1,4 +1,5 @@
-"""Shared fixtures: one loopback SeaweedFS S3 server per test session, a fresh bucket per test.
+"""Shared fixtures: one loopback SeaweedFS S3 server per test session (under pytest-xdist: per
+worker, on its own free ports), a fresh bucket per test.
 
 Fixtures: `s3server` (SeaweedS3), `s3` (boto3 client), `bucket` (fresh bucket name, deleted
 afterwards), `s3env` (AWS_* environment for subprocesses), `s3_client` (each data-plane client
