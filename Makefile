@@ -57,7 +57,8 @@ ifeq ($(TEST_WORKERS),0)
 	$(VENV)/bin/pytest -q
 else
 	rc=0; \
-	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not serial" || rc=$$?; \
+	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
+		-m "not serial" || rc=$$?; \
 	$(VENV)/bin/pytest -q -m serial || rc=$$?; \
 	exit $$rc
 endif

@@ -35,7 +35,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 # The longest files (the most mounts; measured with --durations), started first. Under
 # `--dist loadfile` xdist hands whole files to workers in collection order: a long file collected
-# last would run alone at the end while the other workers idle. Order inside a file is kept.
+# last would run alone at the end while the other workers idle (make test passes
+# --no-loadscope-reorder: xdist would otherwise order files by test count). Order inside a file
+# is kept.
 LONGEST_FILES_FIRST = (
     "test_operator.py", "test_core_durability.py", "test_posix.py", "test_upload_identity.py",
     "test_keycheck.py", "test_client_mount.py", "test_pitr.py", "test_bad_input.py",
