@@ -50,7 +50,9 @@ class Mount:
                 "--cache-dir", str(self.cache_dir), "--encryption", self.encryption,
                 "--upload-delay", "0.3", *client_args(self.env), *self.extra]
 
-    def start(self, timeout: float = 60) -> Mount:
+    def start(self, timeout: float = 180) -> Mount:
+        # a harness wait, not a speed assertion: with xdist workers on a loaded 2-core machine a
+        # mount process has taken over 60 s just to import and come up
         self.mountpoint.mkdir(parents=True, exist_ok=True)
         self.log = open(self.log_path, "ab")  # noqa: SIM115 (closed in umount/kill)
         self.proc = subprocess.Popen(self.argv(), env=self.env, stdout=self.log,
