@@ -48,8 +48,20 @@ deps: sysdeps $(STAMP)
 run: deps
 	$(PY) -m s3encfs.demo
 
+# Tests run on TEST_WORKERS pytest-xdist workers (each starts its own SeaweedFS; whole files per
+# worker, so module-wide mounts are made once), then the tests marked `serial` (timing-sensitive,
+# or filling a disk) run alone. TEST_WORKERS=0: the whole suite in one process, in order.
+TEST_WORKERS ?= 3
 test: deps
+ifeq ($(TEST_WORKERS),0)
 	$(VENV)/bin/pytest -q
+else
+	rc=0; \
+	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
+		-m "not serial" || rc=$$?; \
+	$(VENV)/bin/pytest -q -m serial || rc=$$?; \
+	exit $$rc
+endif
 
 # ARGS go to bench.run (e.g. ARGS=--quick); SOAK_MINUTES=0 skips the soak
 SOAK_MINUTES ?= 30

@@ -1,4 +1,5 @@
-"""Shared fixtures: one loopback SeaweedFS S3 server per test session, a fresh bucket per test.
+"""Shared fixtures: one loopback SeaweedFS S3 server per test session (under pytest-xdist: per
+worker, on its own free ports), a fresh bucket per test.
 
 Fixtures: `s3server` (SeaweedS3), `s3` (boto3 client), `bucket` (fresh bucket name, deleted
 afterwards), `s3env` (AWS_* environment for subprocesses), `s3_client` (each data-plane client
@@ -32,7 +33,27 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: long-running test (run with --runslow)")
 
 
+# The longest files (the most mounts; measured with --durations), started first. Under
+# `--dist loadfile` xdist hands whole files to workers in collection order: a long file collected
+# last would run alone at the end while the other workers idle (make test passes
+# --no-loadscope-reorder: xdist would otherwise order files by test count). Order inside a file
+# is kept.
+LONGEST_FILES_FIRST = (
+    "test_operator.py", "test_core_durability.py", "test_posix.py", "test_upload_identity.py",
+    "test_keycheck.py", "test_client_mount.py", "test_pitr.py", "test_bad_input.py",
+    "test_s3ec_mount.py", "test_sse_mount.py", "test_hardening.py", "test_model.py",
+    "test_faults_mount.py", "test_rekey.py", "test_bound_objects.py", "test_kill_soak.py",
+    "test_faults_bounded.py",
+)
+
+
+def _longest_first(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    _longest_first(items)
     if config.getoption("--runslow") or os.environ.get("S3ENCFS_SLOW") == "1":
         return
     skip = pytest.mark.skip(reason="slow: use --runslow or S3ENCFS_SLOW=1")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -49,7 +50,9 @@ class Mount:
                 "--cache-dir", str(self.cache_dir), "--encryption", self.encryption,
                 "--upload-delay", "0.3", *client_args(self.env), *self.extra]
 
-    def start(self, timeout: float = 60) -> Mount:
+    def start(self, timeout: float = 180) -> Mount:
+        # a harness wait, not a speed assertion: with xdist workers on a loaded 2-core machine a
+        # mount process has taken over 60 s just to import and come up
         self.mountpoint.mkdir(parents=True, exist_ok=True)
         self.log = open(self.log_path, "ab")  # noqa: SIM115 (closed in umount/kill)
         self.proc = subprocess.Popen(self.argv(), env=self.env, stdout=self.log,
@@ -82,6 +85,13 @@ class Mount:
             self.proc = None
             self.log.close()
 
+    def flush(self, timeout: float = 120) -> None:
+        """Upload everything pending now and return once S3 has it (the control socket's
+        flush): what a test means by "let it reach S3", without a fixed sleep."""
+        from s3encfs.control import control_socket_path, query
+        query(control_socket_path(str(self.mountpoint)), "flush", timeout=timeout + 10,
+              args={"timeout": timeout})
+
     def kill(self) -> None:
         """SIGKILL the mount process (crash), then clear the dead FUSE mount."""
         if self.proc is not None:
@@ -113,12 +123,22 @@ import pytest  # noqa: E402
 
 @pytest.fixture
 def keyenv(tmp_path_factory: pytest.TempPathFactory, s3env: dict[str, str]) -> dict[str, str]:
-    """Environment with a fresh key store holding master key "default" (empty passphrase)."""
+    """Environment with a fresh key store holding master key "default" (empty passphrase).
+
+    `s3encfs key create` (a CLI start plus Argon2id: seconds on a loaded machine) runs once per
+    session (per xdist worker); each test gets its own copy of that key store."""
     keydir = tmp_path_factory.mktemp("keys")
     env = dict(s3env, S3ENCFS_KEYRING_DIR=str(keydir), S3ENCFS_PASSPHRASE="",
                S3ENCFS_ALLOW_EMPTY_PASSPHRASE="1")
-    subprocess.run([*S3ENCFS, "key", "create", "default"], env=env, check=True,
-                   capture_output=True)
+    template = tmp_path_factory.getbasetemp() / "keyring-template"
+    if not template.is_dir():
+        staging = tmp_path_factory.mktemp("keyring-staging")
+        subprocess.run([*S3ENCFS, "key", "create", "default"],
+                       env=dict(env, S3ENCFS_KEYRING_DIR=str(staging)), check=True,
+                       capture_output=True)
+        staging.rename(template)
+    for f in template.iterdir():
+        shutil.copy2(f, keydir / f.name)
     return env
 
 

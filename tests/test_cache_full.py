@@ -13,6 +13,10 @@ import time
 import pytest
 from mounting import S3ENCFS, keyenv, mount_factory  # noqa: F401
 
+# the disk-full race (a known intermittent EIO in client mode, issue 15) is timing-dependent:
+# make test runs this file alone, after the parallel part
+pytestmark = pytest.mark.serial
+
 
 @pytest.fixture
 def small_cache(tmp_path):

@@ -243,6 +243,7 @@ def test_timeout_fault_trips_the_read_timeout(
         assert retrying.get_object(Bucket=bucket, Key="k")["Body"].read() == b"v"
 
 
+@pytest.mark.serial  # asserts an upper bound on wall time (< 5 s for 0.5 s of pacing)
 def test_slow_fault_paces_the_response(proxy: FaultProxy, client_via: Any, bucket: str) -> None:
     c = client_via(proxy.endpoint)
     c.put_object(Bucket=bucket, Key="s", Body=b"z" * 200_000)

@@ -207,7 +207,7 @@ def test_directory_marker_lands_before_anything_under_it(mode, bucket, s3, proxy
     (root / "a" / "b" / "c").mkdir(parents=True)
     for rel in ("a/f", "a/b/g", "a/b/c/h"):
         (root / rel).write_bytes(rel.encode() * 100)
-    time.sleep(1.5)  # all uploaded in the background
+    m.flush()  # all uploaded
     (root / "n").mkdir()
     os.rename(root / "a" / "f", root / "n" / "f")  # server-side copy into a new directory
     (root / "m").mkdir()

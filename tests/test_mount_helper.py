@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -162,6 +163,7 @@ def test_main_fake_prints_command(capsys: pytest.CaptureFixture[str]) -> None:
 # ----------------------------------------------------------------------------- real mount
 
 
+@functools.cache  # runs `s3encfs mount --help` (seconds on a loaded machine): once per session
 def _mount_works() -> str | None:
     """Why a real mount can't be tested, or None when it can."""
     if os.geteuid() != 0 or not os.path.exists("/dev/fuse"):

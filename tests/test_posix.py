@@ -13,7 +13,6 @@ import shutil
 import stat
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -380,7 +379,7 @@ def test_unlinked_while_open(m, d):
     p = d / "u"
     data = os.urandom(200_000)
     p.write_bytes(data)
-    time.sleep(1.0)  # let it reach S3 (upload delay 0.3 s): the object itself goes away
+    m.flush()  # it is in S3: the object itself goes away
     fd = os.open(p, os.O_RDWR)
     try:
         os.unlink(p)
@@ -594,7 +593,7 @@ def test_namespace_changes_persist_across_remount(m, d):
     (d / "victim").write_bytes(b"old victim")
     (d / "gone").write_bytes(b"to be unlinked")
     (d / "trunc").write_bytes(os.urandom(200_000))
-    time.sleep(1.5)  # past the 0.3 s upload delay: these are in S3 now
+    m.flush()  # these are in S3 now
     os.rename(d / "up-a", d / "renamed-a")  # uploaded -> free name
     os.rename(d / "up-b", d / "victim")  # uploaded -> over an uploaded file
     (d / "pending").write_bytes(b"pending one")
@@ -622,7 +621,7 @@ def test_truncate_uploaded_file_across_remount(m, d):
     a, b = os.urandom(100_000), os.urandom(300_000)
     (d / "grow").write_bytes(a)
     (d / "shrink-grow").write_bytes(b)
-    time.sleep(1.5)  # uploaded
+    m.flush()  # uploaded
     remount_empty_cache(m)  # nothing local any more: the base is the S3 object
     os.truncate(d / "grow", 250_000)
     os.truncate(d / "shrink-grow", 70_000)
