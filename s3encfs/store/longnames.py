@@ -25,7 +25,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Generator
+from functools import partial
 from typing import Any, cast
+
+import trio
 
 from s3encfs.codec import Codec
 from s3encfs.crypto.names import SIDE_SUFFIX, is_long
@@ -134,6 +137,13 @@ class LongNameStore:
         out = self._inner.put(key, *args, **kw)
         self._ensure(key)  # a delete of the same name meanwhile may have taken the side object
         return out
+
+    async def aput(self, key: str, *args: Any, **kw: Any) -> Any:
+        """`ObjectStore.aput` for keys with no hashed component; a long name's PUT runs `put`
+        (its side objects first and after) on a worker thread, never the inner store's alone."""
+        if not self._sides(key):
+            return await self._inner.aput(key, *args, **kw)
+        return await trio.to_thread.run_sync(partial(self.put, key, *args, **kw))
 
     def copy(self, src: str, dst: str, *args: Any, **kw: Any) -> Any:
         self._ensure(dst, refresh=src != dst)  # a copy onto itself (metadata) names nothing
