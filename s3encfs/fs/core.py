@@ -592,6 +592,8 @@ class FsCore:
             raise fuse_error(errno.ENOSPC)
         async with lock_within(node.lock, self.cfg.sync_timeout, node.path):
             c = self._ensure_content(node)
+            if c.failed:  # this version is never uploaded: every later write says why
+                raise fuse_error(c.failed)
             src = self._source(node)
             S = self.seg.segment_size
             end = off + len(data)
@@ -678,9 +680,10 @@ class FsCore:
                 try:
                     await self.run(work)
                 except (IntegrityError, store_errors.StoreError, OSError) as exc:
-                    mark_failed(c, errno.EIO, node.path)
+                    mark_failed(c, failure_errno(exc) if isinstance(exc, OSError) else errno.EIO,
+                                node.path)
                     log.error("truncate of %r failed: %s", node.path, exc)
-                    raise fuse_error(errno.EIO) from None
+                    raise fuse_error(c.failed) from None
                 finally:
                     self.dirty.sync(c)
                 c.base_segs = min(c.base_segs, size // S)
