@@ -28,7 +28,7 @@ from s3encfs.cache.blocks import BlockCache
 from s3encfs.cache.journal import Journal
 from s3encfs.cache.staging import DirtySet, StagingFile
 from s3encfs.codec import Codec, IntegrityError, NameTooLong, ObjectCipher
-from s3encfs.fs import identity, rebase
+from s3encfs.fs import health, identity, rebase
 from s3encfs.fs.bounded import SyncTimeout, bounded, lock_within
 from s3encfs.fs.dirty import DirtyAccount
 from s3encfs.fs.diskfull import failure_errno, mark_failed
@@ -788,6 +788,7 @@ class FsCore:
     async def upload_loop(self) -> None:
         """Start due uploads, at most `upload_concurrency` at once."""
         assert self.nursery is not None
+        health.start_upload_loop(self)  # background work: S3's breaker never refuses it
         while True:
             self._kick = trio.Event()
             now = trio.current_time()
@@ -1784,6 +1785,7 @@ class FsCore:
         d.update(self.stats)
         d["s3"] = self.store.stats.as_dict()
         d["s3_unreachable_since"] = self.store.stats.unreachable_since  # None: S3 answers
+        d.update(health.breaker_status(self.store))
         return d
 
     def unflushed(self) -> dict[str, Any]:

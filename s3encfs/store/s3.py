@@ -25,6 +25,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.parsers import DEFAULT_TIMESTAMP_PARSER
 
+from .breaker import Breaker
 from .errors import (
     AccessDenied,
     NotFound,
@@ -260,6 +261,8 @@ class ObjectStore:
             "s3", endpoint_url=endpoint_url, config=config(max_attempts, connect_timeout)
         )
         without_retry_quota(self.client)  # an outage must not leave requests unretried
+        self.breaker = Breaker(probe=self.check_bucket)  # fail fast during outages
+        self.client.meta.events.register("needs-retry.s3", self.breaker.on_attempt)
         # Mount-time probe: fail fast instead of sitting through a full retry schedule.
         self._probe = session.client(
             "s3",
@@ -291,9 +294,11 @@ class ObjectStore:
         if up and self.bwlimit is not None:
             self.bwlimit.take(up)  # --bwlimit: wait for this body's share of the rate
         started = time.time()
+        self.breaker.admit(op, self.bucket, key)
         try:
             resp: dict[str, Any] = fn(Bucket=self.bucket, **params)
         except (ClientError, BotoCoreError) as exc:
+            self.breaker.failed(exc)
             retries = 0
             if isinstance(exc, ClientError):
                 retries = int(exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 0))
@@ -316,6 +321,7 @@ class ObjectStore:
             raise map_error(exc, bucket=self.bucket, key=key, op=op, hint=hint) from exc
         retries = int(resp.get("ResponseMetadata", {}).get("RetryAttempts", 0))
         self.stats.record(op, up=up, retries=retries)
+        self.breaker.answered()
         if op in ("GetObject", "HeadObject") and isinstance(self.sse, SseCPolicy):
             self._verify_read(resp, op, key or "", params.get("SSECustomerKey"))
         return resp
@@ -509,17 +515,20 @@ class ObjectStore:
         pages = self.client.get_paginator("list_objects_v2").paginate(**params)
         it = iter(pages)
         while True:
+            self.breaker.admit("ListObjectsV2", self.bucket, prefix)
             try:
                 page = next(it)
             except StopIteration:
                 return
             except (ClientError, BotoCoreError) as exc:
+                self.breaker.failed(exc)
                 self.stats.record("ListObjectsV2", error=True)
                 raise map_error(exc, bucket=self.bucket, key=prefix, op="ListObjectsV2") from exc
             self.stats.record(
                 "ListObjectsV2",
                 retries=int(page.get("ResponseMetadata", {}).get("RetryAttempts", 0)),
             )
+            self.breaker.answered()
             objs = [
                 ObjectInfo(
                     o["Key"],
