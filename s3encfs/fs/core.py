@@ -32,7 +32,7 @@ from s3encfs.fs import health, identity, rebase
 from s3encfs.fs.bounded import SyncTimeout, bounded, lock_within
 from s3encfs.fs.dirty import DirtyAccount
 from s3encfs.fs.diskfull import failure_errno, mark_failed
-from s3encfs.fs.health import STALE_RETRY, is_outage
+from s3encfs.fs.health import STALE_RETRY
 from s3encfs.fs.listing import (
     DirIndex,
     Entry,
@@ -222,7 +222,7 @@ class FsCore:
                             d.parts, self.cfg.uid, self.cfg.gid, self.mount_time, known,
                             listed))
             except store_errors.StoreError as exc:
-                if d.children is not None and is_outage(exc):  # fs/health.py
+                if health.stale_listing_usable(d, exc):  # fs/health.py
                     log.warning("listing %r failed (%s); using what this mount knew",
                                 d.path or "/", exc)
                     d.listed_at = time.monotonic() - self.cfg.dir_ttl + STALE_RETRY

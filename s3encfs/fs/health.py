@@ -11,6 +11,7 @@ missing bucket) are not outages: they still fail the request.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -20,8 +21,16 @@ from s3encfs.store.breaker import mark_background
 
 if TYPE_CHECKING:
     from s3encfs.fs.core import FsCore
+    from s3encfs.fs.nodes import Node
 
 STALE_RETRY = 30.0  # seconds a stale listing is used before the next LIST attempt
+
+
+def stale_listing_usable(d: Node, exc: store_errors.StoreError) -> bool:
+    """The listing S3 could not refresh may answer instead: only when it is complete.  A
+    directory that forgot children (fs/nodes.py `drop_forgotten`, listed_at = -inf) lacks
+    names S3 holds: answering from it said ENOENT for them (and readdir left them out)."""
+    return d.children is not None and not math.isinf(d.listed_at) and is_outage(exc)
 
 
 def is_outage(exc: store_errors.StoreError) -> bool:
