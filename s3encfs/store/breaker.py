@@ -103,11 +103,16 @@ class Breaker:
     def on_attempt(self, response: Any = None, caught_exception: BaseException | None = None,
                    **_: Any) -> None:
         """botocore's needs-retry event, once per attempt: S3 not answering for `open_after`
-        seconds opens the breaker without waiting for a whole retry schedule to end.  Only
-        connection-level failures count here (a 503 SlowDown attempt is throttling)."""
+        seconds opens the breaker without waiting for a whole retry schedule to end, and ends
+        the retries of foreground requests already in flight.  Only connection-level failures
+        count here (a 503 SlowDown attempt is throttling)."""
         if caught_exception is not None:
             if isinstance(caught_exception, (BotoConnectionError, HTTPClientError)):
                 self._down(confirmed=False, why=caught_exception)
+                if self.open_since is not None and not _background.get():
+                    # a foreground request in flight stops retrying too: its caller gets
+                    # EIO now, not at the end of the schedule (raised out of botocore's loop)
+                    raise caught_exception
         elif response is not None and (getattr(response[0], "status_code", 500) or 500) < 500:
             self.answered()
 
