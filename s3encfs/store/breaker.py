@@ -140,9 +140,9 @@ class Breaker:
 
     def _open(self, now: float, why: object) -> None:  # with self._lock held
         self.open_since = now
-        log.warning("S3 unreachable since %s (%s): failing foreground requests fast until "
-                    "it answers again; uploads keep retrying",
-                    time.strftime("%H:%M:%S", time.localtime(self.down_since)), why)
+        at = time.strftime("%H:%M:%S", time.localtime(self.down_since))  # not a name: inline
+        log.warning(f"S3 unreachable since {at} (%s): failing foreground requests fast until "
+                    "it answers again; uploads keep retrying", why)
 
     def is_open(self) -> bool:
         if self.open_since is not None:
