@@ -139,3 +139,39 @@ def test_outage_fails_fast_then_everything_lands(mode, bucket, proxy, mount_fact
     assert (root / "warm").read_bytes() == warm
     assert (root / "cold").read_bytes() == cold
     m.umount()
+
+
+def test_breaker_rules_in_process():
+    """The breaker's rules without a network: per-attempt connection failures open it after
+    `open_after`, a request that failed after its retries opens it at once, a 4xx answer closes
+    it; only foreground requests are refused, and an in-flight foreground request's next failed
+    attempt ends its retries."""
+    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+
+    from s3encfs.store.breaker import Breaker, background
+    from s3encfs.store.errors import EndpointUnreachable
+
+    down = EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
+    b = Breaker(open_after=0.3)
+    b.on_attempt(caught_exception=down)  # the first failed attempt: not open yet
+    assert b.state()["state"] == "closed"
+    b.admit("GetObject", "bkt", "k")
+    time.sleep(0.35)
+    assert b.state()["state"] == "open"
+    with pytest.raises(EndpointUnreachable):
+        b.admit("GetObject", "bkt", "k")
+    with pytest.raises(EndpointConnectionError):  # in flight: no more retries
+        b.on_attempt(caught_exception=down)
+    with background():
+        b.admit("PutObject", "bkt", "k")  # uploads go on
+        b.on_attempt(caught_exception=down)  # and keep their retries
+    b.failed(NoCredentialsError())  # a local problem, not an answer: still open
+    assert b.state()["state"] == "open" and b.refused == 1
+    b.failed(ClientError({"Error": {"Code": "404"}, "ResponseMetadata": {"HTTPStatusCode": 404}},
+                         "HeadObject"))
+    assert b.state() == {"state": "closed", "open_since": None, "down_since": None,
+                         "refused": 1, "closings": 1}
+    b.admit("GetObject", "bkt", "k")
+    b.failed(ClientError({"Error": {"Code": "500"}, "ResponseMetadata": {"HTTPStatusCode": 500}},
+                         "GetObject"))  # failed after all its retries: open at once
+    assert b.state()["state"] == "open"
