@@ -109,3 +109,53 @@ def test_conflict_name_derives_from_the_original_name_once():
     assert conflict_name(".conflict-h-20261201-230000", "h", "20261201-230001") == \
         ".conflict-h-20261201-230000.conflict-h-20261201-230001"  # no empty name
     assert missing_ranges([0, 1, 3], 10, 35) == [(0, 20), (30, 35)]
+
+
+@pytest.mark.parametrize("what", ["delete", "replace"])
+@pytest.mark.parametrize("mode", ["none", "client"])
+def test_replay_of_a_partial_rewrite_whose_base_vanished(mount_factory, s3, bucket, mode, what):
+    """kill -9 before the partial rewrite's upload; the base object is deleted or replaced out
+    of band; the next mount's replay detaches the row from the base (rebase.replay_upload)
+    instead of keeping it for ever (its base GET gets 404/412 at every mount, and `flush` said
+    a journal row was left): deleted -> whole under its name, replaced -> one conflict copy."""
+    orig = os.urandom(3 * MiB + 12345)
+    m = mount_factory(bucket, mode)
+    (m.mountpoint / "p.bin").write_bytes(orig)
+    assert flush(m).returncode == 0
+    m.umount()
+    shutil.rmtree(m.cache_dir)
+    m.extra = ["--upload-delay", "600"]
+    m.start()
+    path = m.mountpoint / "p.bin"
+    assert path.read_bytes() == orig  # every base byte in the block cache (it survives)
+    patch = os.urandom(5000)
+    off = 1 * MiB + 777
+    fd = os.open(path, os.O_WRONLY)
+    os.pwrite(fd, patch, off)
+    os.close(fd)  # journaled at close; the upload is 600 s away
+    ours = orig[:off] + patch + orig[off + len(patch):]
+    m.kill()
+    key = file_key(s3, bucket)
+    if what == "delete":
+        s3.delete_object(Bucket=bucket, Key=key)
+    else:
+        s3.put_object(Bucket=bucket, Key=key, Body=THEIRS)
+    m.start()  # replays the row
+    r = flush(m)
+    assert r.returncode == 0, (r.stdout, r.stderr, m.read_log()[-3000:])
+    assert '"journal_rows": 0' in status_stats(m)
+    names = sorted(os.listdir(m.mountpoint))
+    conflicts = [n for n in names if ".conflict-" in n]
+    if what == "delete":
+        assert conflicts == [], names
+        assert path.read_bytes() == ours
+    else:
+        assert len(conflicts) == 1, names
+        assert (m.mountpoint / conflicts[0]).read_bytes() == ours
+    want = {n: (m.mountpoint / n).read_bytes() for n in conflicts + (["p.bin"] if what ==
+                                                                     "delete" else [])}
+    m.umount()
+    shutil.rmtree(m.cache_dir)  # from S3 alone
+    m.start()
+    for n, data in want.items():
+        assert (m.mountpoint / n).read_bytes() == data, n

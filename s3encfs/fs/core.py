@@ -1740,8 +1740,9 @@ class FsCore:
             data.get("replaced_etag")
         try:
             # the crashed mount's upload of this very row may have landed (same token): that is
-            # success, not a conflict; an earlier one of ours is overwritten (fs/identity.py)
-            await self.run_upload(job, token, tokens)
+            # success, not a conflict; an earlier one of ours is overwritten (fs/identity.py);
+            # a base deleted or replaced meanwhile is settled as for a live node (fs/rebase.py)
+            await rebase.replay_upload(self, job, token, tokens, "/".join(parts))
         except store_errors.PreconditionFailed:
             job.key = f"{key}.conflict-{os.uname().nodename}-{time.strftime('%Y%m%d-%H%M%S')}"
             if self.codec.encrypts_names:  # the conflict name must be encoded like any other
