@@ -173,5 +173,7 @@ def test_breaker_rules_in_process():
                          "refused": 1, "closings": 1}
     b.admit("GetObject", "bkt", "k")
     b.failed(ClientError({"Error": {"Code": "500"}, "ResponseMetadata": {"HTTPStatusCode": 500}},
-                         "GetObject"))  # failed after all its retries: open at once
+                         "GetObject"))  # 5xx: S3 answers; each request keeps its retries
+    assert b.state()["state"] == "closed"
+    b.failed(down)  # failed after all its retries, not answered: open at once
     assert b.state()["state"] == "open"

@@ -6,8 +6,9 @@ name the mount does not know, an unlink) sat through botocore's whole retry sche
 to minutes each, before the caller got EIO.  The breaker *opens* when S3 has not answered for
 `OPEN_AFTER` seconds while attempts failed at the connection level (refused, reset, timeouts;
 seen per attempt through botocore's needs-retry event), or at once when a request failed after
-all its retries with such an error or a 5xx; it *closes* at the next answer below 500 (a 404 or
-412 is an answer: S3 is there).
+all its retries with such an error; it *closes* at the next answer below 500 (a 404 or 412 is an
+answer: S3 is there).  5xx answers neither open nor close it: they keep botocore's full
+per-request retry schedule (throttling must not turn into fast EIO).
 
 While open:
 - **foreground** requests fail at once with `EndpointUnreachable` (EIO to the caller), without
@@ -94,11 +95,14 @@ class Breaker:
 
     # -- outcomes ---------------------------------------------------------------------------
     def failed(self, exc: BaseException) -> None:
-        """A request failed after botocore's retries."""
-        if is_down(exc):
+        """A request failed after botocore's retries.  A 5xx opens nothing (S3's front end
+        answers; throttling and server errors keep each request's full retry schedule) and
+        closes nothing; a 4xx is an answer; missing credentials are neither."""
+        if isinstance(exc, ClientError):
+            if not is_down(exc):
+                self.answered()
+        elif is_down(exc):
             self._down(confirmed=True, why=exc)
-        elif isinstance(exc, ClientError):  # a 4xx is an answer (not: missing credentials)
-            self.answered()
 
     def on_attempt(self, response: Any = None, caught_exception: BaseException | None = None,
                    **_: Any) -> None:
