@@ -222,7 +222,7 @@ class FsCore:
                             d.parts, self.cfg.uid, self.cfg.gid, self.mount_time, known,
                             listed))
             except store_errors.StoreError as exc:
-                if health.stale_listing_usable(d, exc):  # fs/health.py
+                if d.children is not None and health.stale_listing_usable(d, exc):
                     log.warning("listing %r failed (%s); using what this mount knew",
                                 d.path or "/", exc)
                     d.listed_at = time.monotonic() - self.cfg.dir_ttl + STALE_RETRY

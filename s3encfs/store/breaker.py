@@ -83,7 +83,9 @@ class Breaker:
 
     def __init__(self, probe: Callable[[], Any] | None = None, *,
                  open_after: float = OPEN_AFTER, probe_every: float = PROBE_EVERY) -> None:
-        self._probe = probe  # a cheap request through the store (e.g. check_bucket)
+        # a cheap request (HeadBucket) that raises unless S3 answers; outside the store's
+        # accounting, so `s3_unreachable_since` still tells whether real requests get through
+        self._probe = probe
         self._open_after = open_after
         self._probe_every = probe_every
         self._lock = threading.Lock()
@@ -197,6 +199,11 @@ class Breaker:
                     self._prober = None
                     return
             try:
-                self._probe()  # its outcome reaches failed()/answered() through the store
+                self._probe()
+            except ClientError as exc:
+                if not is_down(exc):  # 403/404: S3 answers
+                    self.answered()
             except Exception as exc:
                 log.debug("S3 probe: %s", exc)
+            else:
+                self.answered()

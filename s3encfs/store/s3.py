@@ -261,7 +261,8 @@ class ObjectStore:
             "s3", endpoint_url=endpoint_url, config=config(max_attempts, connect_timeout)
         )
         without_retry_quota(self.client)  # an outage must not leave requests unretried
-        self.breaker = Breaker(probe=self.check_bucket)  # fail fast during outages
+        # fail fast during outages; the probe bypasses _call: StoreStats count real requests
+        self.breaker = Breaker(probe=lambda: self._probe.head_bucket(Bucket=self.bucket))
         self.client.meta.events.register("needs-retry.s3", self.breaker.on_attempt)
         # Mount-time probe: fail fast instead of sitting through a full retry schedule.
         self._probe = session.client(
