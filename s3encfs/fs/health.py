@@ -49,8 +49,12 @@ def breaker_status(store: Any) -> dict[str, Any]:
     if b is None:
         return {}
     st = b.state()
-    return {"s3_breaker": st["state"], "s3_breaker_open_since": st["open_since"],
-            "s3_fast_failures": st["refused"]}
+    out = {"s3_breaker": st["state"], "s3_breaker_open_since": st["open_since"],
+           "s3_fast_failures": st["refused"]}
+    if st["state"] == "open" and store.stats.unreachable_since is None:
+        # no request has ended its retries yet (they are cut short, or still retrying)
+        out["s3_unreachable_since"] = st["down_since"]
+    return out
 
 
 def start_upload_loop(core: FsCore) -> None:
