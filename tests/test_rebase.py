@@ -109,3 +109,52 @@ def test_conflict_name_derives_from_the_original_name_once():
     assert conflict_name(".conflict-h-20261201-230000", "h", "20261201-230001") == \
         ".conflict-h-20261201-230000.conflict-h-20261201-230001"  # no empty name
     assert missing_ranges([0, 1, 3], 10, 35) == [(0, 20), (30, 35)]
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("what", ["delete", "replace"])
+@pytest.mark.parametrize("mode", ["none", "client"])
+def test_replay_of_a_partial_rewrite_whose_base_vanished(mount_factory, s3, bucket, mode, what):
+    """kill -9 before the partial rewrite's upload; the base object is deleted or replaced out
+    of band; the next mount's replay detaches the row from the base (rebase.replay_upload)
+    instead of keeping it for ever (its base GET got 404/412 at every mount, and `flush` said a
+    journal row was left).  The cache is cold (the base bytes would have to come from S3), so
+    ours goes up as one conflict copy: our bytes, zeros where the base was not local."""
+    orig = os.urandom(3 * MiB + 12345)
+    m = mount_factory(bucket, mode)
+    (m.mountpoint / "p.bin").write_bytes(orig)
+    assert flush(m).returncode == 0
+    m.umount()
+    shutil.rmtree(m.cache_dir)
+    m.extra = ["--upload-delay", "600"]
+    m.start()
+    path = m.mountpoint / "p.bin"
+    patch = os.urandom(5000)
+    off = 1 * MiB + 777
+    fd = os.open(path, os.O_WRONLY)
+    os.pwrite(fd, patch, off)
+    os.close(fd)  # journaled at close; the upload is 600 s away
+    m.kill()
+    key = file_key(s3, bucket)
+    if what == "delete":
+        s3.delete_object(Bucket=bucket, Key=key)
+    else:
+        s3.put_object(Bucket=bucket, Key=key, Body=THEIRS)
+    m.start()  # replays the row
+    r = flush(m)
+    assert r.returncode == 0, (r.stdout, r.stderr, m.read_log()[-3000:])
+    assert '"journal_rows": 0' in status_stats(m)
+    names = sorted(os.listdir(m.mountpoint))
+    conflicts = [n for n in names if ".conflict-" in n]
+    assert len(conflicts) == 1 and conflicts[0].startswith("p.bin.conflict-"), names
+    copy = (m.mountpoint / conflicts[0]).read_bytes()
+    assert len(copy) == len(orig) and copy[off:off + len(patch)] == patch
+    assert "not local" in m.read_log()
+    if what == "delete":
+        assert "p.bin" not in names, names
+    elif mode == "none":
+        assert path.read_bytes() == THEIRS
+    m.umount()
+    shutil.rmtree(m.cache_dir)  # from S3 alone
+    m.start()
+    assert (m.mountpoint / conflicts[0]).read_bytes() == copy

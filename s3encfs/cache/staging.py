@@ -64,6 +64,17 @@ class DirtySet:
         return DirtySet(bytes(self._bits))
 
 
+def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    """pwrite until all of `data` is written.  A disk that fills midway answers with a *short*
+    count, not an error: ignoring it left a torn sealed slot that later failed authentication
+    (the writer got EIO instead of ENOSPC).  Looping makes the next pwrite raise ENOSPC."""
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view = view[n:]
+        offset += n
+
+
 class StagingFile:
     def __init__(self, path: str, file_id: str, segment_size: int, cipher: SlotCipher,
                  *, create: bool = True):
@@ -81,16 +92,12 @@ class StagingFile:
         if len(plaintext) < self.segment_size:
             plaintext = bytes(plaintext) + bytes(self.segment_size - len(plaintext))
         sealed = self.cipher.seal(self.file_id, index, plaintext)
-        os.pwrite(self.fd, sealed, index * self.slot)
+        pwrite_all(self.fd, sealed, index * self.slot)
 
     def write_plain_span(self, offset: int, data: bytes | memoryview) -> None:
         """Fast path for identity slots: the staging file is the plaintext itself."""
         assert self.cipher.overhead == 0
-        view = memoryview(data)
-        while view:
-            n = os.pwrite(self.fd, view, offset)
-            view = view[n:]
-            offset += n
+        pwrite_all(self.fd, data, offset)
 
     def read_segment(self, index: int) -> bytes:
         data = os.pread(self.fd, self.slot, index * self.slot)

@@ -29,11 +29,11 @@ from s3encfs.cache.blocks import BlockCache
 from s3encfs.cache.journal import Journal
 from s3encfs.cache.staging import DirtySet, StagingFile
 from s3encfs.codec import Codec, IntegrityError, NameTooLong, ObjectCipher
-from s3encfs.fs import identity, rebase, small_upload
+from s3encfs.fs import health, identity, rebase, small_upload
 from s3encfs.fs.bounded import SyncTimeout, bounded, lock_within
 from s3encfs.fs.dirty import DirtyAccount
 from s3encfs.fs.diskfull import failure_errno, mark_failed
-from s3encfs.fs.health import STALE_RETRY, is_outage
+from s3encfs.fs.health import STALE_RETRY
 from s3encfs.fs.listing import (
     DirIndex,
     Entry,
@@ -226,7 +226,7 @@ class FsCore:
                             d.parts, self.cfg.uid, self.cfg.gid, self.mount_time, known,
                             listed))
             except store_errors.StoreError as exc:
-                if d.children is not None and is_outage(exc):  # fs/health.py
+                if d.children is not None and health.stale_listing_usable(d, exc):
                     log.warning("listing %r failed (%s); using what this mount knew",
                                 d.path or "/", exc)
                     d.listed_at = time.monotonic() - self.cfg.dir_ttl + STALE_RETRY
@@ -596,6 +596,8 @@ class FsCore:
             raise fuse_error(errno.ENOSPC)
         async with lock_within(node.lock, self.cfg.sync_timeout, node.path):
             c = self._ensure_content(node)
+            if c.failed:  # this version is never uploaded: every later write says why
+                raise fuse_error(c.failed)
             src = self._source(node)
             S = self.seg.segment_size
             end = off + len(data)
@@ -682,9 +684,10 @@ class FsCore:
                 try:
                     await self.run(work)
                 except (IntegrityError, store_errors.StoreError, OSError) as exc:
-                    mark_failed(c, errno.EIO, node.path)
+                    mark_failed(c, failure_errno(exc) if isinstance(exc, OSError) else errno.EIO,
+                                node.path)
                     log.error("truncate of %r failed: %s", node.path, exc)
-                    raise fuse_error(errno.EIO) from None
+                    raise fuse_error(c.failed) from None
                 finally:
                     self.dirty.sync(c)
                 c.base_segs = min(c.base_segs, size // S)
@@ -786,6 +789,7 @@ class FsCore:
     async def upload_loop(self) -> None:
         """Start due uploads, at most `upload_concurrency` at once."""
         assert self.nursery is not None
+        health.start_upload_loop(self)  # background work: S3's breaker never refuses it
         while True:
             self._kick = trio.Event()
             now = trio.current_time()
@@ -1740,8 +1744,9 @@ class FsCore:
             data.get("replaced_etag")
         try:
             # the crashed mount's upload of this very row may have landed (same token): that is
-            # success, not a conflict; an earlier one of ours is overwritten (fs/identity.py)
-            await self.run_upload(job, token, tokens)
+            # success, not a conflict; an earlier one of ours is overwritten (fs/identity.py);
+            # a base deleted or replaced meanwhile is settled as for a live node (fs/rebase.py)
+            await rebase.replay_upload(self, job, token, tokens, "/".join(parts))
         except store_errors.PreconditionFailed:
             job.key = f"{key}.conflict-{os.uname().nodename}-{time.strftime('%Y%m%d-%H%M%S')}"
             if self.codec.encrypts_names:  # the conflict name must be encoded like any other
@@ -1786,6 +1791,7 @@ class FsCore:
         d.update(self.stats)
         d["s3"] = self.store.stats.as_dict()
         d["s3_unreachable_since"] = self.store.stats.unreachable_since  # None: S3 answers
+        d.update(health.breaker_status(self.store))
         return d
 
     def unflushed(self) -> dict[str, Any]:

@@ -184,4 +184,5 @@ def drop_forgotten(inodes: dict[int, Node], node: Node) -> None:
     if parent is not None and parent.children is not None and \
             parent.children.get(node.name) is node:
         del parent.children[node.name]
-        parent.listed_at = 0.0
+        # -inf: incomplete, not just old — never the outage fallback (fs/health.py)
+        parent.listed_at = float("-inf")

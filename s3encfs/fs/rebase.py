@@ -24,11 +24,13 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from s3encfs.fs.uploader import SegmentSource
 from s3encfs.store import errors as store_errors
 
 if TYPE_CHECKING:
     from s3encfs.fs.core import FsCore
-    from s3encfs.fs.nodes import Node
+    from s3encfs.fs.nodes import Node, ObjectRef
+    from s3encfs.fs.uploader import UploadJob
 
 log = logging.getLogger("s3encfs.rebase")
 
@@ -125,3 +127,70 @@ async def settle(fs: FsCore, node: Node) -> bool:
                     "the file goes up whole", node.path, state)
     await trio.lowlevel.checkpoint()
     return True
+
+
+# -- replay (after a crash): the same rule for a journal row, which has no live node ----------
+async def _state_of(fs: FsCore, base: ObjectRef) -> str:
+    try:
+        info = await fs.run(fs.store.head, base.key)
+    except store_errors.NotFound:
+        return "deleted"
+    except Exception:  # an outage: nothing is known; the row stays for the next try
+        return "ok"
+    return "ok" if info.etag == base.etag else "replaced"
+
+
+async def replay_upload(fs: FsCore, job: UploadJob, token: str, tokens: tuple[str, ...],
+                        path: str) -> None:
+    """Replay's upload of a journal row.  When it fails and the row's base object was deleted
+    or replaced meanwhile (the GET/copy of its unchanged segments can never succeed again; the
+    row stayed for ever and every flush said a row was left), the job is detached from the
+    base exactly as `settle` does for a live node: base segments from local bytes only (the
+    block cache survives a restart), then deleted -> the file goes up whole under its name
+    (expecting nothing there), replaced -> PreconditionFailed, and the caller's conflict copy
+    is made from complete bytes.  Base bytes not local: zeros there, an error naming the
+    ranges, `rebase_incomplete`, and a conflict copy."""
+    try:
+        await fs.run_upload(job, token, tokens)
+        return
+    except Exception:
+        base = job.base
+        if base is None:
+            raise
+        state = await _state_of(fs, base)
+        if state == "ok":
+            raise
+    assert job.staging is not None
+    src = SegmentSource(fs.seg, fs.blocks, fs.cfg.segs_per_block, base, job.base_cipher,
+                        job.base_segs, job.dirty, job.staging)
+    src.local_only = True  # never again from S3: the object is gone or another one
+    staging, dirty, seg = job.staging, job.dirty, fs.seg
+    lacking: list[int] = []
+
+    def work() -> None:
+        for i in range(job.base_segs):
+            if i in dirty:
+                continue
+            try:
+                data = src.plain(i)
+            except (LookupError, store_errors.StoreError):
+                lacking.append(i)
+                data = bytes(seg.segment_size)
+            staging.write_segment(i, data)
+            dirty.add(i)
+
+    await fs.run(work)
+    job.base, job.base_cipher, job.base_segs = None, None, 0
+    if lacking:
+        ranges = missing_ranges(lacking, seg.segment_size, job.size)
+        fs.stats["rebase_incomplete"] = fs.stats.get("rebase_incomplete", 0) + 1
+        fs.stats["last_rebase_incomplete"] = f"{path}: {ranges}"
+        log.error("replay: %r: its base object was %s and %d byte range(s) of it were not "
+                  "local: %s; our data is kept as a conflict copy with zeros there", path,
+                  state, len(ranges), ", ".join(f"{a}-{b}" for a, b in ranges))
+        raise store_errors.PreconditionFailed(f"{path}: base {state}, bytes missing")
+    log.warning("replay: %r: its base object was %s; every byte was local, the file goes up "
+                "whole", path, state)
+    if state == "deleted" and base.key == job.key:
+        job.expect_etag = None  # nothing is at the key now: If-None-Match
+    await fs.run_upload(job, token, tokens)  # replaced: 412 -> the caller's conflict copy

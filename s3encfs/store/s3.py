@@ -25,6 +25,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.parsers import DEFAULT_TIMESTAMP_PARSER
 
+from .breaker import Breaker
 from .errors import (
     AccessDenied,
     NotFound,
@@ -260,6 +261,9 @@ class ObjectStore:
             "s3", endpoint_url=endpoint_url, config=config(max_attempts, connect_timeout)
         )
         without_retry_quota(self.client)  # an outage must not leave requests unretried
+        # fail fast during outages; the probe bypasses _call: StoreStats count real requests
+        self.breaker = Breaker(probe=lambda: self._probe.head_bucket(Bucket=self.bucket))
+        self.client.meta.events.register("needs-retry.s3", self.breaker.on_attempt)
         # Mount-time probe: fail fast instead of sitting through a full retry schedule.
         self._probe = session.client(
             "s3",
@@ -291,6 +295,7 @@ class ObjectStore:
         if up and self.bwlimit is not None:
             self.bwlimit.take(up)  # --bwlimit: wait for this body's share of the rate
         started = time.time()
+        self.breaker.admit(op, self.bucket, key)
         try:
             resp: dict[str, Any] = fn(Bucket=self.bucket, **params)
         except (ClientError, BotoCoreError) as exc:
@@ -300,6 +305,7 @@ class ObjectStore:
     async def _acall(self, op: str, key: str | None, fn: Callable[..., Any], *, up: int = 0,
                      **params: Any) -> dict[str, Any]:
         """`_call` of an awaitable client call (store/crt_async.py); no --bwlimit here."""
+        self.breaker.admit(op, self.bucket, key)
         started = time.time()
         try:
             resp: dict[str, Any] = await fn(self.client, Bucket=self.bucket, **params)
@@ -309,6 +315,7 @@ class ObjectStore:
 
     def _failed(self, op: str, key: str | None, exc: ClientError | BotoCoreError,
                 started: float, hint: str) -> Exception:
+        self.breaker.failed(exc)
         retries = 0
         if isinstance(exc, ClientError):
             retries = int(exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 0))
@@ -334,6 +341,7 @@ class ObjectStore:
                   params: dict[str, Any]) -> dict[str, Any]:
         retries = int(resp.get("ResponseMetadata", {}).get("RetryAttempts", 0))
         self.stats.record(op, up=up, retries=retries)
+        self.breaker.answered()
         if op in ("GetObject", "HeadObject") and isinstance(self.sse, SseCPolicy):
             self._verify_read(resp, op, key or "", params.get("SSECustomerKey"))
         return resp
@@ -527,17 +535,20 @@ class ObjectStore:
         pages = self.client.get_paginator("list_objects_v2").paginate(**params)
         it = iter(pages)
         while True:
+            self.breaker.admit("ListObjectsV2", self.bucket, prefix)
             try:
                 page = next(it)
             except StopIteration:
                 return
             except (ClientError, BotoCoreError) as exc:
+                self.breaker.failed(exc)
                 self.stats.record("ListObjectsV2", error=True)
                 raise map_error(exc, bucket=self.bucket, key=prefix, op="ListObjectsV2") from exc
             self.stats.record(
                 "ListObjectsV2",
                 retries=int(page.get("ResponseMetadata", {}).get("RetryAttempts", 0)),
             )
+            self.breaker.answered()
             objs = [
                 ObjectInfo(
                     o["Key"],

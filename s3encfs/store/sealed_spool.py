@@ -27,6 +27,16 @@ CHUNK = 1024 * 1024
 _SLOT = CHUNK + 16
 
 
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    """A disk filling midway gives a short count, not an error: loop, so it raises ENOSPC
+    (a torn slot would only show later, as "local spool damaged")."""
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view = view[n:]
+        offset += n
+
+
 class Spool:
     """Append-only sealed plaintext; `read(start, end)` any range once written."""
 
@@ -64,7 +74,7 @@ class Spool:
 
     def _flush(self, chunk: bytes | memoryview) -> None:
         i = self._chunks
-        os.pwrite(self.fd, self._aead.encrypt(i.to_bytes(12, "big"), chunk, None), i * _SLOT)
+        _pwrite_all(self.fd, self._aead.encrypt(i.to_bytes(12, "big"), chunk, None), i * _SLOT)
         self._chunks += 1
 
     def read(self, start: int, end: int) -> bytes:
@@ -108,7 +118,8 @@ class PartSpool:
         for j in range(slots):
             i = first + j
             chunk = view[j * CHUNK:(j + 1) * CHUNK]
-            os.pwrite(self.fd, self._aead.encrypt(i.to_bytes(12, "big"), chunk, None), i * _SLOT)
+            _pwrite_all(self.fd, self._aead.encrypt(i.to_bytes(12, "big"), chunk, None),
+                        i * _SLOT)
         with self._lock:
             self._parts[number] = (first, len(data))
 
