@@ -27,7 +27,7 @@ import trio
 from s3encfs.store import errors as store_errors
 
 if TYPE_CHECKING:
-    from s3encfs.fs.core import FsCore
+    from s3encfs.fs.conflicts import Conflicts
     from s3encfs.fs.nodes import Node
 
 log = logging.getLogger("s3encfs.rebase")
@@ -59,7 +59,7 @@ def missing_ranges(segs: list[int], seg_size: int, size: int) -> list[tuple[int,
     return out
 
 
-async def base_state(fs: FsCore, node: Node) -> str:
+async def base_state(fs: Conflicts, node: Node) -> str:
     """'ok' (the base is still there, unchanged, or we cannot tell), 'deleted' or 'replaced'."""
     c = node.content
     if c is None or c.base is None:
@@ -74,7 +74,7 @@ async def base_state(fs: FsCore, node: Node) -> str:
     return "ok" if info.etag == base.etag else "replaced"
 
 
-async def settle(fs: FsCore, node: Node) -> bool:
+async def settle(fs: Conflicts, node: Node) -> bool:
     """After a failed upload: if the node's base object is gone or changed, detach the content
     from it (see the module docstring) and return True (the caller queues the upload again)."""
     state = await base_state(fs, node)
