@@ -114,7 +114,6 @@ class LocalContent(Reader):
             for n in drainable:
                 self._enqueue(n, 0)
             self._kick.set()
-            self._space = trio.Event()
             with trio.move_on_after(1):
                 await self._space.wait()
 
@@ -196,3 +195,21 @@ class LocalContent(Reader):
         else:
             node.content = None
         return c.staging
+
+    def _drop_content(self, node: Node) -> None:
+        """Forget a file's local content: its dirty bytes, its staging file, the content itself
+        (the one place that does; its journal row is the caller's)."""
+        c = node.content
+        if c is None:
+            return
+        self.dirty.drop(c)
+        c.staging.remove()
+        node.content = None
+
+    async def _drop_detached_content(self, node: Node) -> None:
+        """`node` was unlinked or replaced by a rename: its streamed upload is aborted, and its
+        local bytes go unless the file is still open (reads through an open fd go on)."""
+        if node.content is not None and node.content.stream is not None:
+            await self.streamer.discard(node.content)
+        if node.content is not None and not node.open_count:
+            self._drop_content(node)

@@ -36,9 +36,7 @@ class OpenFiles(Writeback):
             c.writers -= 1
         if node.unlinked:
             if node.open_count == 0 and c is not None:
-                self.dirty.drop(c)
-                c.staging.remove()
-                node.content = None
+                self._drop_content(node)
                 if node.lookups == 0:
                     self.inodes.pop(node.inode, None)
             return
@@ -51,8 +49,7 @@ class OpenFiles(Writeback):
             self.schedule(node)
         elif c is not None and c.writers == 0 and c.journal_gen < 0 and not c.dirty.any() \
                 and node.obj is not None and c.gen == 0:
-            c.staging.remove()
-            node.content = None
+            self._drop_content(node)  # opened for writing, nothing written
 
     async def flush(self, node: Node) -> None:
         c = node.content
@@ -76,9 +73,7 @@ class OpenFiles(Writeback):
         if c.stream is not None:
             await self.streamer.discard(c)
         self._drop_row(node)
-        self.dirty.drop(c)
-        c.staging.remove()
-        node.content = None
+        self._drop_content(node)
         node.version += 1  # the kernel's pages of the failed version go at the next open
         node.attrs.size = node.obj.plain_size if node.obj is not None else 0
         # a new file stays, empty and local: nothing goes up for a close that failed

@@ -112,12 +112,7 @@ class Namespace(Writeback):
                     node.unlinked = False
                     raise fuse_error(errno.EIO) from None
                 node.replaced_etag = None
-            if node.content is not None and node.content.stream is not None:
-                await self.streamer.discard(node.content)
-            if node.content is not None and not node.open_count:
-                self.dirty.drop(node.content)
-                node.content.staging.remove()
-                node.content = None
+            await self._drop_detached_content(node)
         self.touch_dir(parent)
 
     async def rmdir(self, parent: Node, name: str) -> None:

@@ -10,8 +10,6 @@ import os
 import time
 from typing import Any
 
-import trio
-
 from s3encfs.cache.staging import DirtySet, StagingFile
 from s3encfs.fs import identity
 from s3encfs.fs.listing import (
@@ -101,9 +99,7 @@ class Recovery(Upload):
         meta = self.object_meta(data["cipher_meta"], attrs, key, token)
         job = UploadJob(key, data["size"], DirtySet.from_hex(data["dirty"]), staging, cipher,
                         meta, base, base_cipher, data["base_segs"])
-        job.expect_any = not self.cfg.conditional_writes
-        job.expect_etag = base.etag if base is not None and base.key == key else \
-            data.get("replaced_etag")
+        self._set_precondition(job, base, data.get("replaced_etag"))
         try:
             # the crashed mount's upload of this very row may have landed (same token): that is
             # success, not a conflict; an earlier one of ours is overwritten (fs/identity.py)
@@ -116,7 +112,7 @@ class Recovery(Upload):
             job.meta = self.object_meta(data["cipher_meta"], attrs, job.key)  # bound to its key
             log.warning("replay: %r changed in S3 meanwhile; our version goes to %s",
                         "/".join(parts), job.key)
-            await trio.to_thread.run_sync(self.uploader.upload, job)
+            await self.run(self.uploader.upload, job)
         staging.remove()
         log.info("replayed pending upload of %r", "/".join(parts))
 

@@ -76,12 +76,7 @@ class Renames(Namespace):
                 await self.run(self.store.delete, self.layout.index_key(target.parts))
             elif target.obj is not None and not replaced_by_upload:
                 await self.run(self.store.delete, target.obj.key)
-            if target.content is not None and target.content.stream is not None:
-                await self.streamer.discard(target.content)
-            if target.content is not None and not target.open_count:
-                self.dirty.drop(target.content)
-                target.content.staging.remove()
-                target.content = None
+            await self._drop_detached_content(target)
             if target.open_count and target.obj is not None:
                 await self._materialize(target)
         return held
@@ -218,8 +213,8 @@ class Renames(Namespace):
                 done.update(self.pool.map(copy, [m for m in moves if not m[0].endswith("/")]))
                 return done
 
-            copied = await trio.to_thread.run_sync(copy_all)
-            old_dirs = await self.run(self._subtree_index_keys, node)
+            copied = await self.run(copy_all)
+            old_dirs = self._subtree_index_keys(node)  # walks Node.children: the trio thread
             # children before their `dir/` marker (longest key first): SeaweedFS keeps an
             # emptied directory listed as a common prefix when its marker went first
             await self.run(self.store.delete_many,

@@ -10,10 +10,8 @@ import errno
 import logging
 import stat
 import time
-from functools import partial
 
 import pyfuse3
-import trio
 
 from s3encfs.fs.health import STALE_RETRY, is_outage
 from s3encfs.fs.listing import (
@@ -58,10 +56,9 @@ class Tree(PendingRows):
                     listed = (pre.files, pre.sorted_prefixes())
                     listed_at = pre.at  # trusted for dir_ttl from when S3 said it, not longer
             try:
-                entries, index = await trio.to_thread.run_sync(
-                    partial(load_directory, self.store, self.layout, self.journal, self.pool,
-                            d.parts, self.cfg.uid, self.cfg.gid, self.mount_time, known,
-                            listed))
+                entries, index = await self.run(
+                    load_directory, self.store, self.layout, self.journal, self.pool,
+                    d.parts, self.cfg.uid, self.cfg.gid, self.mount_time, known, listed)
             except store_errors.StoreError as exc:
                 if d.children is not None and is_outage(exc):  # fs/health.py
                     log.warning("listing %r failed (%s); using what this mount knew",
@@ -90,7 +87,7 @@ class Tree(PendingRows):
         todo = [c for c in (d.children or {}).values() if c.provisional and c.obj is not None]
         for i in range(0, len(todo), 1024):
             batch = [n for n in todo[i:i + 1024] if n.provisional]
-            infos = await trio.to_thread.run_sync(
+            infos = await self.run(
                 head_many, self.store, self.journal, self.pool,
                 [n.obj.key for n in batch if n.obj is not None])
             for n in batch:

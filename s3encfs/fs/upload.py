@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-from functools import partial
 
 import trio
 
@@ -26,6 +25,14 @@ from s3encfs.store import errors as store_errors
 from s3encfs.store.layout import attrs_to_meta
 
 log = logging.getLogger("s3encfs.fs")
+
+
+def expected_at(key: str, obj: ObjectRef | None, replaced_etag: str | None) -> str | None:
+    """The ETag S3 should hold at `key`: `obj`'s if it is at that key, else that of the object
+    a rename-over replaced there (None: nothing should be there)."""
+    if obj is not None and obj.key == key:
+        return obj.etag
+    return replaced_etag
 
 
 class Upload(Conflicts):
@@ -86,8 +93,7 @@ class Upload(Conflicts):
             if st is not None and st.upload_id is not None:
                 job.stream = StreamedParts(st.upload_id, st.per, dict(st.parts))
             streamed = job.stream
-            job.expect_any = not self.cfg.conditional_writes
-            job.expect_etag = self._expected_etag(node, key)
+            self._set_precondition(job, node.obj, node.replaced_etag)
             gen = c.gen
             try:
                 obj = await self.run_upload(job, token, tokens)
@@ -125,14 +131,15 @@ class Upload(Conflicts):
             self.schedule(node, 0)
         if node.parent is not None:
             self.schedule_index(node.parent)
-        self._space.set()
+        self._space.set()  # wakes every writer waiting for space; later ones wait on a new one
+        self._space = trio.Event()
 
     async def run_upload(self, job: UploadJob, token: str, tokens: tuple[str, ...]) -> ObjectRef:
         """Upload `job`; a failed precondition is settled by the object's identity (our own
         upload is never a conflict; fs/identity.py).  PreconditionFailed: another writer."""
-        return await trio.to_thread.run_sync(
-            partial(identity.upload_owned, self.uploader, self.store, self.codec, job, token,
-                    tokens, on_round=self._count_round, rel_key=self.layout.rel_key))
+        return await self.run(identity.upload_owned, self.uploader, self.store, self.codec, job,
+                              token, tokens, on_round=self._count_round,
+                              rel_key=self.layout.rel_key)
 
     def _count_round(self, verdict: identity.Verdict) -> None:
         key = f"upload_412_{verdict.value}"
@@ -140,9 +147,14 @@ class Upload(Conflicts):
 
     def _expected_etag(self, node: Node, key: str) -> str | None:
         """The ETag S3 should still hold at `key` (None: no object should be there)."""
-        if node.obj is not None and node.obj.key == key:
-            return node.obj.etag
-        return node.replaced_etag
+        return expected_at(key, node.obj, node.replaced_etag)
+
+    def _set_precondition(self, job: UploadJob, obj: ObjectRef | None,
+                          replaced_etag: str | None) -> None:
+        """The conditional write of `job` (live uploads and replay alike): If-Match on what
+        this mount last saw at the key, else If-None-Match (unless conditional writes are off)."""
+        job.expect_any = not self.cfg.conditional_writes
+        job.expect_etag = expected_at(job.key, obj, replaced_etag)
 
     async def _index_task(self, d: Node) -> None:
         try:

@@ -37,7 +37,6 @@ class Writeback(Upload):
     def schedule(self, node: Node, delay: float | None = None) -> None:
         self._enqueue(node, trio.current_time() + (
             self.cfg.upload_delay if delay is None else delay))
-        self._idle = trio.Event() if self._idle.is_set() else self._idle
 
     def schedule_index(self, d: Node) -> None:
         d.index_dirty = True
@@ -88,7 +87,8 @@ class Writeback(Upload):
                 else:
                     next_due = min(next_due, max(d.index_due, now + 0.2))
             if not self.queue and not self.index_queue and not self.running:
-                self._idle.set()
+                self._idle.set()  # wakes every flush_all waiting; later ones wait on a new one
+                self._idle = trio.Event()
             self._wake_at = next_due
             with trio.move_on_at(next_due):
                 await self._kick.wait()
@@ -111,7 +111,6 @@ class Writeback(Upload):
             if not self.queue and not self.index_queue and not self.running:
                 return
             self._kick.set()
-            self._idle = trio.Event()
             with trio.move_on_after(0.5):
                 await self._idle.wait()
 
