@@ -45,9 +45,6 @@ class Writeback(Upload):
             d.index_due = min(d.index_due or 1e18, trio.current_time() + self.cfg.upload_delay)
         self._wake(d.index_due)
 
-    def pending_count(self) -> int:
-        return len(self.queue) + len(self.index_queue) + len(self.running)
-
     async def upload_loop(self) -> None:
         """Start due uploads, at most `upload_concurrency` at once."""
         assert self.nursery is not None
