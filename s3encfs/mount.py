@@ -196,8 +196,7 @@ async def serve(core: Any, cfg: MountConfig, ready_fd: int | None) -> int:
     exit_code = 0
     unmounted = False
     async with trio.open_nursery() as nursery:
-        core.nursery = nursery
-        nursery.start_soon(core.upload_loop)
+        core.start(nursery)
         from s3encfs.fs import memstats
         from s3encfs.fs.nodecap import NodeTrimmer, node_cap
         from s3encfs.statusinfo import enrich
@@ -276,8 +275,7 @@ async def serve(core: Any, cfg: MountConfig, ready_fd: int | None) -> int:
         pyfuse3.close(unmount=False)
     except Exception:
         pass
-    core.journal.close()
-    core.pool.shutdown(wait=False)
+    core.close()
     return exit_code
 
 

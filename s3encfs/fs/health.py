@@ -20,8 +20,8 @@ from s3encfs.store import errors as store_errors
 from s3encfs.store.breaker import mark_background
 
 if TYPE_CHECKING:
-    from s3encfs.fs.core import FsCore
     from s3encfs.fs.nodes import Node
+    from s3encfs.fs.state import FsState
 
 STALE_RETRY = 30.0  # seconds a stale listing is used before the next LIST attempt
 
@@ -57,7 +57,7 @@ def breaker_status(store: Any) -> dict[str, Any]:
     return out
 
 
-def start_upload_loop(core: FsCore) -> None:
+def start_upload_loop(core: FsState) -> None:
     """The first line of the upload loop: it and every upload/index task it starts are
     background work (an open breaker never refuses them), and uploads resume at S3's return."""
     mark_background()
@@ -65,7 +65,7 @@ def start_upload_loop(core: FsCore) -> None:
         core.nursery.start_soon(resume_after_outage, core)
 
 
-async def resume_after_outage(core: FsCore, every: float = 0.5) -> None:
+async def resume_after_outage(core: FsState, every: float = 0.5) -> None:
     """Started by the upload loop (so it runs as background work).  When the breaker closes,
     uploads that failed during the outage go now instead of at the end of their backoff
     (up to 60 s): what was written during the outage lands within seconds of S3's return."""

@@ -263,8 +263,7 @@ class Operations(pyfuse3.Operations):
         node = await self.core.create_file(
             parent, _name(name), mode & ~ctx.umask, ctx.uid, self._gid(parent, ctx), rdev
         )
-        self.core.persist(node)
-        self.core.schedule(node)
+        self.core.created(node)
         return self._lookup_ref(node)
 
     # -- files ---------------------------------------------------------------------------------

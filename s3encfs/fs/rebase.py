@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -28,7 +28,7 @@ from s3encfs.fs.uploader import SegmentSource
 from s3encfs.store import errors as store_errors
 
 if TYPE_CHECKING:
-    from s3encfs.fs.core import FsCore
+    from s3encfs.fs.conflicts import Conflicts
     from s3encfs.fs.nodes import Node, ObjectRef
     from s3encfs.fs.uploader import UploadJob
 
@@ -61,7 +61,7 @@ def missing_ranges(segs: list[int], seg_size: int, size: int) -> list[tuple[int,
     return out
 
 
-async def base_state(fs: FsCore, node: Node) -> str:
+async def base_state(fs: Conflicts, node: Node) -> str:
     """'ok' (the base is still there, unchanged, or we cannot tell), 'deleted' or 'replaced'."""
     c = node.content
     if c is None or c.base is None:
@@ -76,7 +76,7 @@ async def base_state(fs: FsCore, node: Node) -> str:
     return "ok" if info.etag == base.etag else "replaced"
 
 
-async def settle(fs: FsCore, node: Node) -> bool:
+async def settle(fs: Conflicts, node: Node) -> bool:
     """After a failed upload: if the node's base object is gone or changed, detach the content
     from it (see the module docstring) and return True (the caller queues the upload again)."""
     state = await base_state(fs, node)
@@ -130,7 +130,7 @@ async def settle(fs: FsCore, node: Node) -> bool:
 
 
 # -- replay (after a crash): the same rule for a journal row, which has no live node ----------
-async def _state_of(fs: FsCore, base: ObjectRef) -> str:
+async def _state_of(fs: Conflicts, base: ObjectRef) -> str:
     try:
         info = await fs.run(fs.store.head, base.key)
     except store_errors.NotFound:
@@ -140,7 +140,7 @@ async def _state_of(fs: FsCore, base: ObjectRef) -> str:
     return "ok" if info.etag == base.etag else "replaced"
 
 
-async def replay_upload(fs: FsCore, job: UploadJob, token: str, tokens: tuple[str, ...],
+async def replay_upload(fs: Any, job: UploadJob, token: str, tokens: tuple[str, ...],
                         path: str) -> None:
     """Replay's upload of a journal row.  When it fails and the row's base object was deleted
     or replaced meanwhile (the GET/copy of its unchanged segments can never succeed again; the

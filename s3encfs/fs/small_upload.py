@@ -14,7 +14,7 @@ it again under the same condition and then judges the object by its upload token
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from functools import partial
 
 import trio
@@ -32,17 +32,20 @@ SMALL = 1 << 20  # bodies up to this size are built on the trio thread
 async def upload_owned(uploader: Uploader, store: ObjectStore, codec: Codec, job: UploadJob,
                        token: str, tokens: Collection[str],
                        on_round: Callable[[identity.Verdict], None] | None = None,
-                       rel_key: Callable[[str], str] = str) -> ObjectRef:
-    """`identity.upload_owned(...)`, awaited; a small new file's PUT needs no worker thread."""
+                       rel_key: Callable[[str], str] = str,
+                       run: Callable[..., Awaitable[ObjectRef]] | None = None) -> ObjectRef:
+    """`identity.upload_owned(...)`, awaited; a small new file's PUT needs no worker thread.
+    `run(fn)` runs the threaded path (the filesystem passes its store-limited `run`)."""
+    run = run or (lambda fn: trio.to_thread.run_sync(fn))
     threaded = partial(identity.upload_owned, uploader, store, codec, job, token, tokens,
                        on_round=on_round, rel_key=rel_key)
     body = uploader.small_body(job, SMALL) if store.awaitable_puts else None
     if body is None:
-        return await trio.to_thread.run_sync(threaded)
+        return await run(threaded)
     try:
         etag = await store.aput(job.key, body, job.meta, **Uploader._conditions(job))
     except (store_errors.PreconditionFailed, store_errors.NotFound):
         if job.expect_any:
             raise
-        return await trio.to_thread.run_sync(threaded)  # settled by the object's identity
+        return await run(threaded)  # settled by the object's identity
     return ObjectRef(job.key, etag, len(body), job.size, dict(job.meta))

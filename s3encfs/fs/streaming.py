@@ -10,8 +10,9 @@ mount aborts it (and replays the file from its staging copy).
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -20,8 +21,10 @@ from s3encfs.fs.nodes import Content
 from s3encfs.store.errors import NotFound
 
 if TYPE_CHECKING:
-    from s3encfs.fs.core import FsCore
+    from s3encfs.cache.journal import Journal
     from s3encfs.fs.nodes import Node
+    from s3encfs.store.layout import Attrs
+    from s3encfs.store.s3 import ObjectStore
 
 log = logging.getLogger("s3encfs.upload")
 
@@ -41,15 +44,29 @@ class StreamState:
     create_lock: trio.Lock = field(default_factory=trio.Lock)
 
 
+@dataclass
+class StreamDeps:
+    """What the streamer needs from the filesystem, passed in (no back-reference to it)."""
+
+    store: ObjectStore
+    journal: Journal
+    run: Callable[..., Awaitable[Any]]  # a blocking call on a worker thread (the store limiter)
+    key_of: Callable[[Node], str]
+    object_meta: Callable[[dict[str, str], Attrs, str, str], dict[str, str]]
+    nursery: Callable[[], trio.Nursery | None]  # None before the mount starts
+    segment_size: int
+    part_segments: int
+
+
 class Streamer:
-    def __init__(self, core: FsCore):
-        self.core = core
-        self.limiter = trio.CapacityLimiter(max(2, core.cfg.upload_concurrency // 2))
+    def __init__(self, deps: StreamDeps, upload_concurrency: int):
+        self.deps = deps
+        self.limiter = trio.CapacityLimiter(max(2, upload_concurrency // 2))
 
     def on_write(self, node: Node, c: Content, off: int, end: int) -> None:
-        core = self.core
-        S = core.seg.segment_size
-        per = core.cfg.part_segments
+        deps = self.deps
+        S = deps.segment_size
+        per = deps.part_segments
         st: StreamState | None = c.stream
         if st is not None:
             first_part = off // S // st.per
@@ -58,12 +75,13 @@ class Streamer:
                 if (k + 1) in st.parts or (k + 1) in st.inflight:
                     st.parts.pop(k + 1, None)
                     st.invalid.add(k + 1)
-        if core.nursery is None or end < 2 * per * S:
+        nursery = deps.nursery()
+        if nursery is None or end < 2 * per * S:
             return
         if st is None:
             if c.token_used:  # that token named an upload already: this one gets its own
                 c.token, c.token_used = new_token(), False
-            st = c.stream = StreamState(core.key_of(node), per, c.token)
+            st = c.stream = StreamState(deps.key_of(node), per, c.token)
             st.idle.set()
         if st.failed:
             return
@@ -78,10 +96,10 @@ class Streamer:
             st.inflight.add(k + 1)
             st.invalid.discard(k + 1)
             st.idle = trio.Event()
-            core.nursery.start_soon(self._send, node, c, st, k)
+            nursery.start_soon(self._send, node, c, st, k)
 
     async def _send(self, node: Node, c: Content, st: StreamState, k: int) -> None:
-        core = self.core
+        deps = self.deps
         number = k + 1
         try:
             async with self.limiter:
@@ -89,9 +107,9 @@ class Streamer:
                     return
                 async with st.create_lock:
                     if st.upload_id is None:
-                        meta = core.object_meta(c.cipher_meta, node.attrs, st.key, st.token)
-                        st.upload_id = await core.run(core.store.create_multipart, st.key, meta)
-                        core.journal.set_kv(f"mpu:{st.upload_id}", st.key)
+                        meta = deps.object_meta(c.cipher_meta, node.attrs, st.key, st.token)
+                        st.upload_id = await deps.run(deps.store.create_multipart, st.key, meta)
+                        deps.journal.set_kv(f"mpu:{st.upload_id}", st.key)
                 first, stop = k * st.per, (k + 1) * st.per
                 cipher, staging = c.cipher, c.staging
 
@@ -102,9 +120,9 @@ class Streamer:
                 upload_id = st.upload_id
 
                 def send() -> str:
-                    return core.store.upload_part(st.key, upload_id, number, body())
+                    return deps.store.upload_part(st.key, upload_id, number, body())
 
-                etag = await core.run(send)
+                etag = await deps.run(send)
                 if number not in st.invalid:
                     st.parts[number] = etag
         except Exception as exc:
@@ -136,10 +154,10 @@ class Streamer:
 
     async def forget(self, key: str, upload_id: str) -> None:
         try:
-            await self.core.run(self.core.store.abort_multipart, key, upload_id)
+            await self.deps.run(self.deps.store.abort_multipart, key, upload_id)
         except NotFound:
             pass  # already completed or aborted
         except Exception as exc:
             log.warning("could not abort multipart upload of %s: %s", key, exc)
             return
-        self.core.journal.delete_kv(f"mpu:{upload_id}")
+        self.deps.journal.delete_kv(f"mpu:{upload_id}")

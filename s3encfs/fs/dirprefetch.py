@@ -1,0 +1,105 @@
+"""Directory prefetch: tree walks list subdirectories in the background (one subtree LIST for
+never-listed ones).  A directory rename voids listings taken before it (`_tree_gen`).
+docs/INTERNALS.md, "Filesystem services: who owns what" (dirprefetch).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pyfuse3
+import trio
+
+from s3encfs.fs.nodes import Node
+from s3encfs.fs.tasks import background
+from s3encfs.fs.tree import Tree
+from s3encfs.fs.treelist import SubtreeSplitter
+from s3encfs.store import errors as store_errors
+
+log = logging.getLogger("s3encfs.fs")
+FAST_LIST_PAGES = 20  # a subtree listing stops after this many 1,000-key pages
+PRELISTED_MAX_KEYS = 200_000  # no new subtree listing while this many keys wait to be used
+
+
+class DirPrefetch(Tree):
+    def prefetch_subdirs(self, d: Node) -> None:
+        """A directory is being read (find, rsync, ls -R): list its subdirectories in the
+        background, in parallel, so a tree walk does not pay one S3 round trip per directory
+        in series."""
+        if self.nursery is None or d.children is None:
+            return
+        now = time.monotonic()
+        subdirs = [c for c in d.children.values()
+                   if c.is_dir and (c.children is None or now - c.listed_at >= self.cfg.dir_ttl)]
+        if self.cfg.fast_list and self.cfg.dir_ttl > 0:
+            # never-listed subdirectories: one LIST of the whole subtree (1 request per 1,000
+            # keys) instead of one per directory; they are prefetched as it reaches them
+            cold = {p: c for c in subdirs if c.children is None and not c.local_only
+                    and (p := self.layout.dir_prefix(c.parts)) not in self.prelisted}
+            if cold:
+                prefix = self.layout.dir_prefix(d.parts)
+                self._after_fast_list.update(cold)
+                if not any(prefix.startswith(p) for p in self._fast_lists) and \
+                        self._prelisted_keys < PRELISTED_MAX_KEYS:
+                    self._fast_lists.add(prefix)
+                    self.nursery.start_soon(background, self._fast_list, prefix)
+                taken = set(cold.values())
+                subdirs = [c for c in subdirs if c not in taken]
+        for c in subdirs[:256]:
+            self.nursery.start_soon(background, self._prefetch_dir, c)
+
+    async def _fast_list(self, prefix: str) -> None:
+        """List the subtree under `prefix` (up to FAST_LIST_PAGES pages) into `prelisted`."""
+        now = time.monotonic()
+        for p in [p for p, x in self.prelisted.items() if now - x.at >= self.cfg.dir_ttl]:
+            self._take_prelisted(p)
+        gen = self._tree_gen
+        split = SubtreeSplitter(prefix, skip=self.layout.control_prefix())
+        pages = self.store.list_pages(prefix, None)
+        try:
+            for _ in range(FAST_LIST_PAGES):
+                page = await trio.to_thread.run_sync(next, pages, None, limiter=self.limiter)
+                if gen != self._tree_gen:
+                    break
+                done = split.finish(time.monotonic()) if page is None else \
+                    split.add_page(page.objects, time.monotonic())
+                for p, listing in done.items():
+                    if p != prefix:
+                        self._take_prelisted(p)
+                        self.prelisted[p] = listing
+                        self._prelisted_keys += len(listing.files) + len(listing.prefixes)
+                    self._prefetch_waiting(p)
+                if page is None:
+                    break
+        except store_errors.StoreError as exc:
+            log.debug("subtree listing of %r failed (directories are listed one by one): %s",
+                      prefix, exc)
+        finally:
+            pages.close()
+            self._fast_lists.discard(prefix)
+            for p in [p for p in self._after_fast_list if p.startswith(prefix)]:
+                if not any(p.startswith(q) for q in self._fast_lists):
+                    self._prefetch_waiting(p)
+
+    def _prefetch_waiting(self, prefix: str) -> None:
+        node = self._after_fast_list.pop(prefix, None)
+        if node is not None and not node.unlinked and self.nursery is not None:
+            self.nursery.start_soon(background, self._prefetch_dir, node)
+
+    async def _prefetch_dir(self, d: Node) -> None:
+        async with self.dir_prefetch_limiter:
+            try:
+                await self.ensure_listed(d)
+            except pyfuse3.FUSEError:
+                pass  # the foreground access reports the error
+
+    async def lookup(self, parent: Node, name: str) -> Node | None:
+        children = await self.ensure_listed(parent)
+        now = time.monotonic()
+        if now - parent.subdirs_prefetched_at >= self.cfg.dir_ttl:
+            # a walk by path (rsync's lstat of every entry, never a readdir) gets the same
+            # background listing of subdirectories as a readdir
+            parent.subdirs_prefetched_at = now
+            self.prefetch_subdirs(parent)
+        return children.get(name)

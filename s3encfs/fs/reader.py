@@ -1,0 +1,137 @@
+"""Reads and read-ahead: a file's bytes from staging, the block cache or S3.
+
+docs/INTERNALS.md, "Filesystem services: who owns what" (reader).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from functools import partial
+
+import trio
+
+from s3encfs.codec import IntegrityError
+from s3encfs.fs.dirprefetch import DirPrefetch
+from s3encfs.fs.nodes import Node, ObjectRef
+from s3encfs.fs.state import fuse_error
+from s3encfs.fs.tasks import background
+from s3encfs.store import errors as store_errors
+
+log = logging.getLogger("s3encfs.fs")
+
+
+class Reader(DirPrefetch):
+    async def read(self, node: Node, off: int, size: int) -> bytes:
+        if node.corrupt:
+            log.error("read of %r (%s) refused: %s", node.path,
+                      node.obj.key if node.obj else "?", node.corrupt)
+            raise fuse_error(errno.EIO)
+        end = min(off + size, node.attrs.size)
+        if end <= off:
+            return b""
+        self.stats["reads"] += 1
+        self.stats["read_bytes"] += end - off
+        src = self._source(node)
+        S = self.seg.segment_size
+        first, last = off // S, (end - 1) // S
+        run = 1
+        if node.seq_next == off and off > 0:
+            # at most 32 MiB ahead: the 64 MiB memory tier must still hold it when read
+            node.ra_window = min(max(node.ra_window * 2, 4), 32)
+            run = 4
+        else:
+            node.ra_window = 0
+            if off > 0 and src.base is not None:
+                node.random_reads += 1
+                if node.random_reads == 3:
+                    self._prefetch_whole(src.base)
+        node.seq_next = end
+
+        clean = src.base is not None and node.content is None
+
+        def work() -> bytes:
+            if clean:
+                return src.base_range(off, end, run=run)
+            out = [src.plain(i, run=run) for i in range(first, last + 1)]
+            data = b"".join(out)
+            return data[off - first * S:end - first * S]
+
+        data = None
+        if clean:
+            # blocks in memory or in the local disk cache: serve on this thread (a worker-thread
+            # hop costs more than a local pread); only S3 fetches go to a worker
+            src.local_only = True
+            try:
+                data = work()
+            except (LookupError, OSError):
+                data = None
+            src.local_only = False
+        try:
+            if data is None:
+                data = await self.run(work)
+        except (IntegrityError, store_errors.StoreError, OSError) as exc:
+            key = src.base.key if src.base else node.path
+            log.error("read of %r (object %s) failed: %s", node.path, key, exc)
+            raise fuse_error(errno.EIO) from None
+        if node.ra_window and src.base is not None:
+            self._prefetch(src.base, (last + 1) // self.cfg.segs_per_block, node.ra_window)
+        return data
+
+    def _prefetch_whole(self, obj: ObjectRef) -> None:
+        """A file read at random offsets: fetch all of it in parallel (what makes random reads
+        local-disk fast), if it fits comfortably in the cache."""
+        if obj.obj_size <= min(self.cfg.cache_size // 2, 4 * 1024**3):
+            self._prefetch(obj, 0, -(-obj.obj_size // self.block_bytes))
+
+    def _prefetch(self, obj: ObjectRef, first_block: int, window: int) -> None:
+        if self.nursery is None:
+            return
+        last_block = (obj.obj_size - 1) // self.block_bytes if obj.obj_size else -1
+        end = min(first_block + window, last_block + 1)
+
+        def wanted(b: int) -> bool:
+            return (obj.key, obj.etag, b) not in self._prefetching and \
+                not self.blocks.cached(obj.key, obj.etag, b)
+
+        ident = (obj.key, obj.etag)
+        advised = self._advised.get(ident, -1)
+        b = first_block
+        while b < end:
+            if not wanted(b):
+                if b > advised and self.blocks.advise(obj.key, obj.etag, b):
+                    advised = b  # on disk: let the kernel read it ahead of the reader
+                b += 1
+                continue
+            run = 1  # one GET for up to 16 consecutive missing blocks (at least 8 unless at EOF)
+            while run < 16 and b + run < end and wanted(b + run):
+                run += 1
+            if run < 8 and b + run == end and end <= last_block:
+                break  # a short run cut by the window's end: wait and fetch it in one bigger GET
+            for i in range(b, b + run):
+                self._prefetching.add((obj.key, obj.etag, i))
+            self.nursery.start_soon(background, self._prefetch_one, obj, b, run)
+            b += run
+        if len(self._advised) > 1000:
+            self._advised.clear()
+        self._advised[ident] = advised
+
+    async def _prefetch_one(self, obj: ObjectRef, block: int, run: int) -> None:
+        try:
+            await trio.to_thread.run_sync(
+                partial(self.blocks.get_block, obj.key, obj.etag, obj.obj_size, block, run=run),
+                limiter=self.prefetch_limiter)
+        except Exception as exc:
+            log.debug("prefetch of %s block %d failed: %s", obj.key, block, exc)
+        finally:
+            for i in range(block, block + run):
+                self._prefetching.discard((obj.key, obj.etag, i))
+
+    async def readlink(self, node: Node) -> str:
+        if node.link_target is None:
+            if node.obj is None:
+                raise fuse_error(errno.EIO)
+            data = await self.read(node, 0, node.attrs.size)
+            node.link_target = os.fsdecode(data)
+        return node.link_target

@@ -1,0 +1,187 @@
+"""The node tree: directory listings merged into nodes, HEAD-resolved attributes, forgetting.
+
+A listing never replaces a busy node (local state S3 does not show yet).  docs/INTERNALS.md,
+"Filesystem services: who owns what" (tree).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import stat
+import time
+
+import pyfuse3
+
+from s3encfs.fs import health
+from s3encfs.fs.health import STALE_RETRY
+from s3encfs.fs.listing import (
+    Entry,
+    attrs_from_object,
+    head_many,
+    load_directory,
+)
+from s3encfs.fs.nodes import Node, ObjectRef, drop_forgotten, forgettable
+from s3encfs.fs.pending import PendingRows
+from s3encfs.fs.state import fuse_error
+from s3encfs.fs.tasks import background
+from s3encfs.fs.treelist import DirListing
+from s3encfs.store import errors as store_errors
+from s3encfs.store.s3 import ObjectInfo
+
+log = logging.getLogger("s3encfs.fs")
+
+
+class Tree(PendingRows):
+    async def ensure_listed(self, d: Node, *, force: bool = False) -> dict[str, Node]:
+        if not d.is_dir:
+            raise fuse_error(errno.ENOTDIR)
+        fresh = d.children is not None and (time.monotonic() - d.listed_at) < self.cfg.dir_ttl
+        if fresh and not force:
+            assert d.children is not None
+            return d.children
+        if d.local_only and d.children is not None:
+            d.listed_at = time.monotonic()
+            return d.children
+        async with d.lock:
+            if d.children is not None and not force and \
+                    (time.monotonic() - d.listed_at) < self.cfg.dir_ttl:
+                return d.children
+            known = {c.obj.key: (c.obj.etag, c.obj.meta) for c in (d.children or {}).values()
+                     if c.obj is not None and not c.provisional}
+            listed = None
+            listed_at = time.monotonic()
+            if d.children is None and not force:  # first listing: a subtree LIST may have it
+                pre = self._take_prelisted(self.layout.dir_prefix(d.parts))
+                if pre is not None and listed_at - pre.at < self.cfg.dir_ttl:
+                    listed = (pre.files, pre.sorted_prefixes())
+                    listed_at = pre.at  # trusted for dir_ttl from when S3 said it, not longer
+            try:
+                entries, index = await self.run(
+                    load_directory, self.store, self.layout, self.journal, self.pool,
+                    d.parts, self.cfg.uid, self.cfg.gid, self.mount_time, known, listed)
+            except store_errors.StoreError as exc:
+                if d.children is not None and health.stale_listing_usable(d, exc):
+                    log.warning("listing %r failed (%s); using what this mount knew",
+                                d.path or "/", exc)
+                    d.listed_at = time.monotonic() - self.cfg.dir_ttl + STALE_RETRY
+                    return d.children
+                log.error("listing %r failed: %s", d.path or "/", exc)
+                raise fuse_error(errno.EIO) from None
+            if d is self.root and index is not None and index.self_attrs and d.row_id is None:
+                self._apply_self_attrs(d, index.self_attrs)
+            self._merge(d, entries)
+            d.listed_at = listed_at
+            if self.nursery is not None and any(e.provisional for e in entries):
+                self.nursery.start_soon(background, self._resolve_children, d)
+            assert d.children is not None
+            return d.children
+
+    def _take_prelisted(self, prefix: str) -> DirListing | None:
+        listing = self.prelisted.pop(prefix, None)
+        if listing is not None:
+            self._prelisted_keys -= len(listing.files) + len(listing.prefixes)
+        return listing
+
+    async def _resolve_children(self, d: Node) -> None:
+        """Background HEADs for a big directory listed with LIST-only attributes."""
+        todo = [c for c in (d.children or {}).values() if c.provisional and c.obj is not None]
+        for i in range(0, len(todo), 1024):
+            batch = [n for n in todo[i:i + 1024] if n.provisional]
+            infos = await self.run(
+                head_many, self.store, self.journal, self.pool,
+                [n.obj.key for n in batch if n.obj is not None])
+            for n in batch:
+                info = infos.get(n.obj.key) if n.obj is not None else None
+                if info is not None and n.provisional:
+                    self._apply_head(n, info)
+
+    def _apply_head(self, node: Node, info: ObjectInfo) -> None:
+        attrs, corrupt = attrs_from_object(self.layout, info, info.metadata or {},
+                                           self.cfg.uid, self.cfg.gid)
+        node.attrs = attrs
+        node.obj = ObjectRef(info.key, info.etag, info.size, attrs.size, info.metadata or {})
+        node.corrupt = corrupt
+        node.provisional = False
+
+    async def resolve(self, node: Node) -> None:
+        """Real attributes of a provisional node (one HEAD), before the kernel sees them."""
+        if not node.provisional or node.obj is None:
+            return
+        try:
+            info = await self.run(self.store.head, node.obj.key)
+        except store_errors.StoreError as exc:
+            log.warning("HEAD %s failed: %s", node.obj.key, exc)
+            node.provisional = False
+            return
+        if node.provisional:
+            self._apply_head(node, info)
+
+    async def load_root(self) -> None:
+        """Root attributes live in the root index (S3 has no object for the mount root)."""
+        try:
+            await self.ensure_listed(self.root, force=True)
+        except pyfuse3.FUSEError:
+            log.warning("could not list the mount root yet; it will be retried on access")
+
+    def _apply_self_attrs(self, d: Node, meta: dict[str, str]) -> None:
+        from s3encfs.store.layout import meta_to_attrs
+        a = meta_to_attrs(meta, default_mode=d.attrs.mode, size=0,
+                          last_modified=self.mount_time, uid=self.cfg.uid, gid=self.cfg.gid)
+        a.mode = stat.S_IFDIR | stat.S_IMODE(a.mode)
+        d.attrs = a
+
+    def _busy(self, node: Node) -> bool:
+        return (node.content is not None or node.meta_dirty or node.row_id is not None
+                or node.local_only or node in self.running)
+
+    def _merge(self, d: Node, entries: list[Entry]) -> None:
+        old = d.children or {}
+        new: dict[str, Node] = {}
+        for e in entries:
+            node = old.get(e.name)
+            if node is not None and node.is_dir != (e.obj is None):
+                node = None if not self._busy(old[e.name]) else old[e.name]
+            if node is None:
+                node = self._make_node(d, e.name, e.attrs)
+                node.obj = e.obj
+                node.corrupt = e.corrupt
+                node.provisional = e.provisional
+            elif not self._busy(node):
+                if e.obj is not None and (node.obj is None or node.obj.etag != e.obj.etag):
+                    node.version += 1
+                    node.link_target = None
+                if not (node.is_dir and d.index_dirty):
+                    # d's index rewrite is pending (e.g. d was just moved by a directory
+                    # rename): S3 does not hold its subdirectories' attributes yet
+                    node.attrs = e.attrs
+                if e.provisional and node.obj is not None and e.obj is not None \
+                        and node.obj.etag == e.obj.etag and not node.provisional:
+                    new[e.name] = node  # already resolved this version: keep its attrs
+                    continue
+                node.obj = e.obj
+                node.corrupt = e.corrupt
+                node.provisional = e.provisional
+            new[e.name] = node
+        for name, node in old.items():  # keep local state S3 does not show yet
+            if name not in new and self._busy(node):
+                new[name] = node
+            elif name not in new:
+                if node.is_dir and node.children:
+                    if any(self._busy(c) for c in node.children.values()):
+                        new[name] = node
+        d.children = new
+
+    def forget(self, inode: int, n: int) -> None:
+        node = self.inodes.get(inode)
+        if node is None or inode == pyfuse3.ROOT_INODE:
+            return
+        node.lookups = max(0, node.lookups - n)
+        if node.unlinked and node.lookups == 0 and node.open_count == 0:
+            self.inodes.pop(inode, None)
+        else:  # memory follows what the kernel still knows (a parent forgotten first, too)
+            pending = (self.queue, self.running, self.index_queue)
+            while node is not None and node is not self.root and node.lookups == 0 and \
+                    not node.unlinked and forgettable(node, pending):
+                drop_forgotten(self.inodes, node)
+                node = node.parent

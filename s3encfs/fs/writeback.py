@@ -1,0 +1,157 @@
+"""When things go up: the upload queue and heap, the upload loop, flush and fsync.
+
+docs/INTERNALS.md, "Filesystem services: who owns what" (writeback): when a heap entry is stale,
+how the loop is woken.
+"""
+
+from __future__ import annotations
+
+import errno
+import heapq
+import logging
+import math
+
+import trio
+
+from s3encfs.fs import health
+from s3encfs.fs.bounded import SyncTimeout, bounded
+from s3encfs.fs.nodes import Node
+from s3encfs.fs.state import fuse_error
+from s3encfs.fs.upload import Upload
+
+log = logging.getLogger("s3encfs.fs")
+
+
+class Writeback(Upload):
+    def _enqueue(self, node: Node, due: float) -> None:
+        node.upload_due = due
+        self.queue.add(node)
+        heapq.heappush(self._heap, (due, next(self._seq), node))
+        self._wake(due)
+
+    def _wake(self, due: float) -> None:
+        """Wake the upload loop if `due` is before its next planned wake-up (rsync schedules
+        work tens of thousands of times; most of it is due later than what is already planned)."""
+        if due < self._wake_at:
+            self._kick.set()
+
+    def schedule(self, node: Node, delay: float | None = None) -> None:
+        self._enqueue(node, trio.current_time() + (
+            self.cfg.upload_delay if delay is None else delay))
+
+    def schedule_index(self, d: Node) -> None:
+        d.index_dirty = True
+        if d not in self.index_queue:
+            self.index_queue.add(d)
+            d.index_due = min(d.index_due or 1e18, trio.current_time() + self.cfg.upload_delay)
+        self._wake(d.index_due)
+
+    async def upload_loop(self) -> None:
+        """Start due uploads, at most `upload_concurrency` at once."""
+        assert self.nursery is not None
+        health.start_upload_loop(self)  # background work: S3's breaker never refuses it
+        while True:
+            self._kick = trio.Event()
+            now = trio.current_time()
+            next_due = now + 3600
+            heap = self._heap
+            while heap and len(self.running) < self.cfg.upload_concurrency:
+                due, _seq, node = heap[0]
+                if node not in self.queue or node.upload_due != due:
+                    heapq.heappop(heap)  # stale entry: rescheduled or already done
+                    continue
+                if due > now:
+                    next_due = min(next_due, due)
+                    break
+                heapq.heappop(heap)
+                if node in self.running:  # e.g. its previous upload: look again shortly
+                    self._enqueue(node, now + 0.05)
+                    next_due = min(next_due, now + 0.05)
+                    continue
+                if node.content is not None and node.content.writers:
+                    continue  # release() queues it again
+                self.queue.discard(node)
+                self.running.add(node)
+                self.nursery.start_soon(self._upload_task, node)
+            for d in list(self.index_queue):
+                if len(self.running) >= self.cfg.upload_concurrency:
+                    break
+                if d in self.running:
+                    continue
+                if d.index_due <= now and not self._children_pending(d):
+                    d.index_due = 0  # the next change starts a fresh coalescing delay
+                    self.index_queue.discard(d)
+                    self.running.add(d)
+                    self.nursery.start_soon(self._index_task, d)
+                else:
+                    next_due = min(next_due, max(d.index_due, now + 0.2))
+            if not self.queue and not self.index_queue and not self.running:
+                self._idle.set()  # wakes every flush_all waiting; later ones wait on a new one
+                self._idle = trio.Event()
+            self._wake_at = next_due
+            with trio.move_on_at(next_due):
+                await self._kick.wait()
+            self._wake_at = -math.inf  # running: every change is looked at
+
+    def _children_pending(self, d: Node) -> bool:
+        """A child's upload is queued or running: the directory's index waits for it."""
+        queue, running = self.queue, self.running
+        return any(c in queue or c in running for c in (d.children or {}).values())
+
+    async def flush_all(self) -> None:
+        """Upload everything now and wait until S3 has it (fsync of the whole mount, unmount)."""
+        while True:
+            self._retry_stale_rows()
+            for n in list(self.queue):
+                if n.upload_due > 0 and n not in self._failures:  # failures keep their backoff
+                    self._enqueue(n, 0)
+            for d in self.index_queue:
+                d.index_due = 0
+            if not self.queue and not self.index_queue and not self.running:
+                return
+            self._kick.set()
+            with trio.move_on_after(0.5):
+                await self._idle.wait()
+
+    async def fsync(self, node: Node, deadline: float | None = None) -> None:
+        if node.content is not None or node.meta_dirty or node.marker_pending:
+            self.queue.discard(node)
+
+            async def attempt() -> None:
+                while node in self.running:
+                    await trio.sleep(0.01)
+                await self.upload_node(node)
+
+            try:
+                await bounded(self.nursery, attempt, self._sync_deadline(deadline), node.path)
+            except Exception as exc:
+                log.error("fsync upload of %r failed: %s", node.path, exc)
+                self.schedule(node, 5)
+                raise fuse_error(errno.EIO) from None
+
+    def _sync_deadline(self, deadline: float | None) -> float:
+        return deadline if deadline is not None else \
+            trio.current_time() + self.cfg.sync_timeout
+
+    async def flush_all_bounded(self) -> None:
+        """fsyncdir: like flush_all, but EIO after sync_timeout (never the whole outage)."""
+        try:
+            await bounded(self.nursery, self.flush_all, self._sync_deadline(None), "fsyncdir")
+        except SyncTimeout as exc:
+            log.error("%s", exc)
+            raise fuse_error(errno.EIO) from None
+
+    async def flush_subtree(self, node: Node) -> None:
+        stack = [node]
+        todo = []
+        while stack:
+            n = stack.pop()
+            if n.is_dir:
+                stack.extend((n.children or {}).values())
+                if n.marker_pending:
+                    todo.append(n)
+            elif n.content is not None or n.meta_dirty:
+                todo.append(n)
+        deadline = self._sync_deadline(None)
+        for n in todo:
+            await self.fsync(n, deadline)
