@@ -89,6 +89,7 @@ class Namespace(Writeback):
             if node.open_count and node.obj is not None:
                 await self._materialize(node)
             children.pop(name, None)
+            parent.removed_child(name)
             node.unlinked = True
             self.queue.discard(node)
             self._drop_row(node)
@@ -134,6 +135,7 @@ class Namespace(Writeback):
                 raise fuse_error(errno.EIO) from None
             node.marker_pending = False
         children.pop(name, None)
+        parent.removed_child(name)
         node.unlinked = True
         self.index_queue.discard(node)
         self._drop_row(node)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import stat
+import time
 from collections.abc import Container
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,11 +63,13 @@ class Content:
 class Node:
     __slots__ = (
         "_lock",
+        "_obj",
         "attrs",
         "cached_version",
         "children",
         "content",
         "corrupt",
+        "gone",
         "index_dirty",
         "index_due",
         "inode",
@@ -77,7 +80,6 @@ class Node:
         "marker_pending",
         "meta_dirty",
         "name",
-        "obj",
         "open_count",
         "parent",
         "provisional",
@@ -88,6 +90,7 @@ class Node:
         "seq_next",
         "subdirs_prefetched_at",
         "tokens",
+        "touched",
         "unlinked",
         "upload_due",
         "version",
@@ -102,7 +105,9 @@ class Node:
         self.listed_at = 0.0
         self.lookups = 0
         self.open_count = 0
-        self.obj: ObjectRef | None = None
+        self.touched = 0.0  # monotonic time this mount last changed what S3 holds for it
+        self._obj: ObjectRef | None = None
+        self.gone: dict[str, float] | None = None  # directory: names removed here, and when
         self.content: Content | None = None
         self.row_id: int | None = None  # journal row of pending work on this node
         self._lock: trio.Lock | None = None  # made at first use (`lock`): ~340 bytes a node
@@ -126,6 +131,28 @@ class Node:
         # upload tokens of this name's uploads that may have landed since its journal row began
         # (fs/identity.py): an object carrying one is ours, never another writer's
         self.tokens: list[str] = []
+
+    @property
+    def obj(self) -> ObjectRef | None:
+        return self._obj
+
+    @obj.setter
+    def obj(self, value: ObjectRef | None) -> None:
+        """Every change of the object a node names is stamped: a directory listing that S3
+        answered before it must not undo it (`Tree._merge`, docs/INTERNALS.md "Listings")."""
+        self._obj = value
+        self.touched = time.monotonic()
+
+    def changed_here(self) -> None:
+        """This mount changed the node in S3 in a way a listing shows (moved, marker made)."""
+        self.touched = time.monotonic()
+
+    def removed_child(self, name: str) -> None:
+        """`name` left this directory here (unlink, rmdir, rename away): a listing S3 answered
+        before that must not bring it back."""
+        if self.gone is None:
+            self.gone = {}
+        self.gone[name] = time.monotonic()
 
     @property
     def lock(self) -> trio.Lock:

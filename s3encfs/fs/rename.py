@@ -151,8 +151,10 @@ class Renames(Namespace):
     def _move(self, node: Node, p_new: Node, new: str) -> None:
         assert node.parent is not None and node.parent.children is not None
         node.parent.children.pop(node.name, None)
+        node.parent.removed_child(node.name)
         assert p_new.children is not None
         p_new.children[new] = node
+        node.changed_here()
         node.parent = p_new
         node.name = new
         node.attrs.ctime_ns = now_ns()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import stat
 import time
 
@@ -50,12 +51,12 @@ class Tree(PendingRows):
             known = {c.obj.key: (c.obj.etag, c.obj.meta) for c in (d.children or {}).values()
                      if c.obj is not None and not c.provisional}
             listed = None
-            listed_at = time.monotonic()
+            listed_at = asked_at = time.monotonic()
             if d.children is None and not force:  # first listing: a subtree LIST may have it
                 pre = self._take_prelisted(self.layout.dir_prefix(d.parts))
                 if pre is not None and listed_at - pre.at < self.cfg.dir_ttl:
                     listed = (pre.files, pre.sorted_prefixes())
-                    listed_at = pre.at  # trusted for dir_ttl from when S3 said it, not longer
+                    listed_at = asked_at = pre.at  # trusted from when S3 said it, not longer
             try:
                 entries, index = await self.run(
                     load_directory, self.store, self.layout, self.journal, self.pool,
@@ -70,7 +71,7 @@ class Tree(PendingRows):
                 raise fuse_error(errno.EIO) from None
             if d is self.root and index is not None and index.self_attrs and d.row_id is None:
                 self._apply_self_attrs(d, index.self_attrs)
-            self._merge(d, entries)
+            self._merge(d, entries, asked_at)
             d.listed_at = listed_at
             if self.nursery is not None and any(e.provisional for e in entries):
                 self.nursery.start_soon(background, self._resolve_children, d)
@@ -135,11 +136,22 @@ class Tree(PendingRows):
         return (node.content is not None or node.meta_dirty or node.row_id is not None
                 or node.local_only or node in self.running)
 
-    def _merge(self, d: Node, entries: list[Entry]) -> None:
+    def _merge(self, d: Node, entries: list[Entry], asked_at: float = math.inf) -> None:
+        """Fold a listing S3 answered for a request made at `asked_at` (monotonic) into `d`.
+        What this mount changed since then is newer than the listing and is kept as it is: a
+        node whose object or place changed (`Node.touched`, e.g. an upload that landed while
+        the LIST ran, which dropped the name and broke rsync's rename of its temp file), and a
+        name removed here (`Node.gone`), which the listing must not bring back."""
         old = d.children or {}
         new: dict[str, Node] = {}
+        gone = d.gone or {}
         for e in entries:
             node = old.get(e.name)
+            if node is None and gone.get(e.name, -math.inf) >= asked_at:
+                continue  # removed here after S3 answered
+            if node is not None and node.touched >= asked_at:
+                new[e.name] = node  # changed here after S3 answered: ours is newer
+                continue
             if node is not None and node.is_dir != (e.obj is None):
                 node = None if not self._busy(old[e.name]) else old[e.name]
             if node is None:
@@ -164,13 +176,15 @@ class Tree(PendingRows):
                 node.provisional = e.provisional
             new[e.name] = node
         for name, node in old.items():  # keep local state S3 does not show yet
-            if name not in new and self._busy(node):
+            if name not in new and (self._busy(node) or node.touched >= asked_at):
                 new[name] = node
             elif name not in new:
                 if node.is_dir and node.children:
                     if any(self._busy(c) for c in node.children.values()):
                         new[name] = node
         d.children = new
+        if d.gone:  # a listing asked for after a removal shows it: the tombstone is done
+            d.gone = {n: t for n, t in d.gone.items() if t >= asked_at} or None
 
     def forget(self, inode: int, n: int) -> None:
         node = self.inodes.get(inode)

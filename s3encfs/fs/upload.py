@@ -203,6 +203,7 @@ class Upload(Conflicts):
                 self.journal.remove(row)
                 child.row_id = None
                 child.local_only = False
+                child.changed_here()
 
     async def _put_pending_markers(self, d: Node | None) -> None:
         """PUT the pending `dir/` markers of `d` and its ancestors, top down, before any object
