@@ -334,18 +334,14 @@ def test_enametoolong_and_long_names(m, d):
     assert errno_of(os.mkdir, d / ("b" * 256)) == errno.ENAMETOOLONG
     # a lookup of a name no file can have says so (it said ENOENT)
     assert errno_of(os.lstat, d / ("x" * 256)) == errno.ENAMETOOLONG
-    if m.encryption == "client":
-        assert errno_of(os.stat, d / ("x" * 144)) == errno.ENAMETOOLONG
-    else:
-        assert errno_of(os.stat, d / ("x" * 255)) == errno.ENOENT
-    longest = 255 if m.encryption == "none" else 130
-    name = "c" * longest
-    (d / name).write_bytes(b"ok")
-    assert (d / name).read_bytes() == b"ok"
-    assert name in os.listdir(d)
-    if m.encryption == "client":
-        # encrypted names are capped below 255 bytes: over the cap is ENAMETOOLONG, not EIO
-        assert errno_of(open, d / ("e" * 200), "wb") == errno.ENAMETOOLONG
+    # a new bucket's client-mode names (scheme 2, FORMAT.md) reach 255 bytes too; the
+    # 143-byte limit of scheme-1 buckets is tested in test_client_mount.py
+    assert errno_of(os.stat, d / ("x" * 255)) == errno.ENOENT
+    for longest in (130, 200, 255):
+        name = "c" * longest
+        (d / name).write_bytes(b"ok")
+        assert (d / name).read_bytes() == b"ok"
+        assert name in os.listdir(d)
 
 
 def test_names_with_spaces_and_unicode(m, d):

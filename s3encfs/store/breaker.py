@@ -93,6 +93,7 @@ class Breaker:
         self.open_since: float | None = None  # wall clock the breaker opened
         self.refused = 0  # foreground requests failed fast (for status)
         self.closings = 0  # times it closed again (the fs restarts backed-off uploads)
+        self.ever_answered = False  # S3 answered once: an outage is news worth a warning
         self._prober: threading.Thread | None = None
 
     # -- outcomes ---------------------------------------------------------------------------
@@ -123,6 +124,7 @@ class Breaker:
             self.answered()
 
     def answered(self) -> None:
+        self.ever_answered = True
         if self.down_since is None:  # the common case: no lock
             return
         with self._lock:
@@ -139,16 +141,39 @@ class Breaker:
         with self._lock:
             if self.down_since is None:
                 self.down_since = now
-            if self.open_since is None and (confirmed or
-                                            now - self.down_since >= self._open_after):
-                self._open(now, why)
+            due = self.open_since is None and (confirmed or
+                                               now - self.down_since >= self._open_after)
             self._start_prober()
+        if not due:
+            return
+        if self._reachable():  # one request's trouble (a reset on one key), not S3's: a
+            return             # breaker open here failed reads of every other object
+        with self._lock:
+            if self.open_since is None and self.down_since is not None:
+                self._open(time.time(), why)
+
+    def _reachable(self) -> bool:
+        """Ask S3 itself (the probe, short retry budget) before failing everything fast."""
+        if self._probe is None:
+            return False
+        try:
+            self._probe()
+        except ClientError as exc:
+            if is_down(exc):
+                return False
+        except Exception:
+            return False
+        self.answered()
+        return True
 
     def _open(self, now: float, why: object) -> None:  # with self._lock held
         self.open_since = now
         at = time.strftime("%H:%M:%S", time.localtime(self.down_since))  # not a name: inline
-        log.warning(f"S3 unreachable since {at} (%s): failing foreground requests fast until "
-                    "it answers again; uploads keep retrying", why)
+        # never answered in this process (a mount starting against a dead endpoint): the
+        # caller's own one-line error says it; a warning would be a second line on stderr
+        level = logging.WARNING if self.ever_answered else logging.DEBUG
+        log.log(level, f"S3 unreachable since {at} (%s): failing foreground requests fast "
+                "until it answers again; uploads keep retrying", why)
 
     def is_open(self) -> bool:
         if self.open_since is not None:
