@@ -1,0 +1,103 @@
+"""`s3encfs check` / `info` on S3 Encryption Client objects in a real SeaweedFS bucket.
+
+Objects are written with the tests' independent encoder (test_s3ec_format.ref_encrypt, raw AES
+key KEK), good and damaged, straight into the bucket (no mount in between)."""
+
+import json
+import os
+import subprocess
+from typing import Any
+
+from mounting import S3ENCFS, keyenv  # noqa: F401
+from test_s3ec_format import ref_encrypt
+from test_s3ec_mount import AES, aesenv, cbc_object  # noqa: F401
+
+MiB = 1024 * 1024
+
+
+def _put(s3: Any, bucket: str, key: str, meta: dict[str, str], body: bytes) -> None:
+    s3.put_object(Bucket=bucket, Key=key, Body=body, Metadata=meta)
+
+
+def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*S3ENCFS, *args], env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def damaged_bucket(s3: Any, bucket: str) -> dict[str, bytes]:
+    """Good objects (returned) and one damaged object per failure kind (not returned)."""
+    good3 = os.urandom(9 * MiB + 5)  # more than one 8 MiB ranged GET
+    meta3, body3 = ref_encrypt(3, "AES/GCM", good3)
+    good2 = b"v2 object\n"
+    meta2, body2 = ref_encrypt(2, "AES/GCM", good2)
+    meta2 = {k.lower(): v for k, v in meta2.items()}  # ref_encrypt writes Go-style V2 names
+    other, _ = ref_encrypt(3, "AES/GCM", b"other")
+    _put(s3, bucket, "dir/good-v3", meta3, body3)
+    _put(s3, bucket, "good-v2", meta2, body2)
+    s3.put_object(Bucket=bucket, Key="dir/", Body=b"")
+    split = os.urandom(3000)
+    ms, bs = ref_encrypt(3, "AES/GCM", split)
+    _put(s3, bucket, "split", {k: ms[k] for k in ("x-amz-c", "x-amz-d", "x-amz-i")}, bs)
+    s3.put_object(Bucket=bucket, Key="split.instruction",
+                  Body=json.dumps({k: ms[k] for k in ("x-amz-3", "x-amz-w")}).encode())
+    flipped = bytearray(body3)
+    flipped[len(flipped) // 2] ^= 1  # mid-body: only a full decrypt finds it
+    _put(s3, bucket, "flip-body", meta3, bytes(flipped))
+    _put(s3, bucket, "truncated", meta2, body2[:-1])
+    swapped = ref_encrypt(2, "AES/GCM", b"x")[0]["X-Amz-Key-V2"]  # a valid wrap of another key
+    _put(s3, bucket, "swapped-key", {**meta2, "x-amz-key-v2": swapped}, body2)
+    _put(s3, bucket, "commitment", {**meta3, "x-amz-d": other["x-amz-d"]}, body3)
+    _put(s3, bucket, "other-key", ref_encrypt(3, "AES/GCM", b"k", {"app": "elsewhere"})[0],
+         b"\0" * 17)  # a material description no keyring key has
+    s3.put_object(Bucket=bucket, Key="plain", Body=b"not encrypted at all")
+    _put(s3, bucket, "cbc", *cbc_object(b"legacy bytes"))
+    _put(s3, bucket, "lost-instruction", {k: ms[k] for k in ("x-amz-c", "x-amz-d", "x-amz-i")},
+         bs)
+    s3.put_object(Bucket=bucket, Key="orphan.instruction", Body=b"{}")
+    return {"dir/good-v3": good3, "good-v2": good2, "split": split}
+
+
+BAD = {"flip-body": "authentication failed", "truncated": "authentication failed",
+       "swapped-key": "authentication failed", "commitment": "commitment",
+       "other-key": "wrapping key not in the keyring", "plain": "not an S3 Encryption Client",
+       "cbc": "legacy", "lost-instruction": "without its instruction file",
+       "orphan.instruction": "instruction file without its object"}
+
+
+def test_check_s3ec_names_every_bad_object(bucket: str, s3: Any,
+                                           aesenv: dict[str, str]) -> None:  # noqa: F811
+    damaged_bucket(s3, bucket)
+    proc = run(aesenv, "check", f"s3://{bucket}", "--encryption", "s3ec", *AES, "--data",
+               "--json")
+    assert proc.returncode == 1, proc.stderr
+    rep = json.loads(proc.stdout)
+    got = {p["key"]: p["error"] for p in rep["problems"]}
+    assert set(got) == set(BAD), got
+    for key, want in BAD.items():
+        assert want in got[key], (key, got[key])
+    assert rep["data_checked"] == 3  # good-v3, good-v2, split (the instruction file is its part)
+    assert rep["directories"] == 1
+
+    # without --data no body is read: damage only the tag shows goes unnoticed (a flipped or
+    # cut body; a V2 wrapped key swapped for a valid wrap of another data key: V2 has no
+    # commitment), everything the metadata shows is still found
+    proc = run(aesenv, "check", f"s3://{bucket}", "--encryption", "s3ec", *AES, "--json")
+    got = {p["key"] for p in json.loads(proc.stdout)["problems"]}
+    assert got == set(BAD) - {"flip-body", "truncated", "swapped-key"}
+
+    # the text report names each bad object
+    proc = run(aesenv, "check", f"s3://{bucket}", "--encryption", "s3ec", *AES, "--data")
+    assert proc.returncode == 1
+    for key in BAD:
+        assert f"BAD {key}:" in proc.stdout, (key, proc.stdout)
+
+
+def test_check_s3ec_clean_bucket_exits_0(bucket: str, s3: Any,
+                                         aesenv: dict[str, str]) -> None:  # noqa: F811
+    meta, body = ref_encrypt(3, "AES/GCM", b"fine")
+    _put(s3, bucket, "a", meta, body)
+    meta, body = ref_encrypt(2, "AES/GCM", b"")
+    _put(s3, bucket, "empty", meta, body)
+    proc = run(aesenv, "check", f"s3://{bucket}", "--encryption", "s3ec", *AES, "--data")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "2 objects" in proc.stdout and "0 unreadable" in proc.stdout
