@@ -81,7 +81,7 @@ class Checker:
 
         rel = key[len(self.prefix):]
         if self.s3ec is not None and not rel.startswith(CONTROL):
-            return self.s3ec.one(key)  # type: ignore[no-any-return]
+            return self.s3ec.one(key)
         try:
             if rel.startswith(CONTROL):
                 if self.client and rel.startswith(CONTROL + "idx/"):
