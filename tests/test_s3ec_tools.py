@@ -1,4 +1,4 @@
-"""`s3encfs check` / `info` on S3 Encryption Client objects in a real SeaweedFS bucket.
+"""`s3encfs check` / `info` / `rekey` on S3 Encryption Client objects in a real SeaweedFS bucket.
 
 Objects are written with the tests' independent encoder (test_s3ec_format.ref_encrypt, raw AES
 key KEK), good and damaged, straight into the bucket (no mount in between)."""
@@ -8,7 +8,7 @@ import os
 import subprocess
 from typing import Any
 
-from mounting import S3ENCFS, keyenv  # noqa: F401
+from mounting import S3ENCFS, keyenv, mount_factory  # noqa: F401
 from test_s3ec_format import ref_encrypt
 from test_s3ec_mount import AES, aesenv, cbc_object  # noqa: F401
 
@@ -101,3 +101,40 @@ def test_check_s3ec_clean_bucket_exits_0(bucket: str, s3: Any,
     proc = run(aesenv, "check", f"s3://{bucket}", "--encryption", "s3ec", *AES, "--data")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "2 objects" in proc.stdout and "0 unreadable" in proc.stdout
+
+
+def test_info_counts_formats(bucket: str, s3: Any, mount_factory: Any,  # noqa: F811
+                             aesenv: dict[str, str]) -> None:  # noqa: F811
+    m = mount_factory(bucket, "client", prefix="ours/")
+    (m.mountpoint / "one").write_bytes(b"1")
+    (m.mountpoint / "d").mkdir()
+    (m.mountpoint / "d" / "two").write_bytes(b"22")
+    m.umount()
+    for i, (version, body) in enumerate([(3, b"a"), (3, b""), (2, b"bb")]):
+        _put(s3, bucket, f"s3ec/{i}", *ref_encrypt(version, "AES/GCM", body))
+    _put(s3, bucket, "s3ec/rsa", *ref_encrypt(3, "RSA-OAEP-SHA1", b"r"))
+    _put(s3, bucket, "s3ec/cbc", *cbc_object(b"legacy"))
+    ms, bs = ref_encrypt(3, "AES/GCM", b"split")
+    _put(s3, bucket, "s3ec/split", {k: ms[k] for k in ("x-amz-c", "x-amz-d", "x-amz-i")}, bs)
+    s3.put_object(Bucket=bucket, Key="s3ec/split.instruction",
+                  Body=json.dumps({k: ms[k] for k in ("x-amz-3", "x-amz-w")}).encode())
+    _put(s3, bucket, "s3ec/broken", {"x-amz-c": "115"}, b"\0" * 16)
+    s3.put_object(Bucket=bucket, Key="plain/p", Body=b"p")
+    s3.put_object(Bucket=bucket, Key="plain/s", Body=b"s", ServerSideEncryption="AES256")
+    proc = run(aesenv, "info", f"s3://{bucket}", "--all-objects", "--json")
+    assert proc.returncode == 0, proc.stderr
+    f = json.loads(proc.stdout)["formats"]
+    assert f["scope"] == "all objects" and f["headed"] == f["objects"] == 11
+    assert f["formats"] == {"client-v2": 2, "plain": 2, "s3ec-invalid": 1, "s3ec-v2": 1,
+                            "s3ec-v2-cbc": 1, "s3ec-v3": 4}
+    assert f["s3ec_wrapping"] == {"AES/GCM": 5, "RSA-OAEP-SHA1": 1}
+    assert f["sse"] == {"none": 10, "sse-s3": 1}
+    assert f["by_key"]["s3ec instruction files"] == 1
+    assert f["by_key"]["directory markers"] >= 1  # ours/d/ (encrypted name)
+
+    proc = run(aesenv, "info", f"s3://{bucket}", "--sample", "3")
+    assert proc.returncode == 0, proc.stderr
+    assert "formats (random sample of 3 of 11 objects, by HEAD):" in proc.stdout, proc.stdout
+    proc = run(aesenv, "info", f"s3://{bucket}/s3ec/", "--all-objects")
+    assert "formats (all objects of 7 objects, by HEAD):" in proc.stdout, proc.stdout
+    assert "s3ec-v3" in proc.stdout and "client-v2" not in proc.stdout
