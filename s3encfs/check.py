@@ -80,7 +80,8 @@ class Checker:
         from s3encfs.store.errors import NotFound, SseMismatch, StoreError
 
         rel = key[len(self.prefix):]
-        if self.s3ec is not None and not rel.startswith(CONTROL):
+        if self.s3ec is not None and (not rel.startswith(CONTROL)
+                                      or rel.startswith(CONTROL + "idx/")):  # S3EC too
             return self.s3ec.one(key)
         try:
             if rel.startswith(CONTROL):

@@ -138,3 +138,83 @@ def test_info_counts_formats(bucket: str, s3: Any, mount_factory: Any,  # noqa: 
     proc = run(aesenv, "info", f"s3://{bucket}/s3ec/", "--all-objects")
     assert "formats (all objects of 7 objects, by HEAD):" in proc.stdout, proc.stdout
     assert "s3ec-v3" in proc.stdout and "client-v2" not in proc.stdout
+
+
+def _meta(s3: Any, bucket: str, key: str) -> dict[str, str]:
+    return s3.head_object(Bucket=bucket, Key=key)["Metadata"]
+
+
+def test_rekey_s3ec_rewraps_rsa_to_aes(bucket: str, s3: Any, mount_factory: Any,  # noqa: F811
+                                        aesenv: dict[str, str], tmp_path: Any) -> None:  # noqa: F811
+    from cryptography.hazmat.primitives import serialization
+    from test_s3ec_format import RSA_KEY, ref_decrypt
+
+    pem = tmp_path / "rsa.pem"
+    pem.write_bytes(RSA_KEY.private_bytes(serialization.Encoding.PEM,
+                                          serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    rsa = ["--s3ec-rsa-key", str(pem)]
+    plain = {"v3": os.urandom(9 * MiB + 1), "v2": b"v2 body", "empty": b""}
+    for key, data in plain.items():
+        _put(s3, bucket, key, *ref_encrypt(3 if key != "v2" else 2, "RSA-OAEP-SHA1", data))
+    ms, bs = ref_encrypt(3, "RSA-OAEP-SHA1", b"split body")
+    _put(s3, bucket, "split", {k: ms[k] for k in ("x-amz-c", "x-amz-d", "x-amz-i")}, bs)
+    s3.put_object(Bucket=bucket, Key="split.instruction",
+                  Body=json.dumps({k: ms[k] for k in ("x-amz-3", "x-amz-w", "x-amz-m")}).encode())
+    m = mount_factory(bucket, "s3ec", extra=rsa, env=aesenv)  # our sealed attributes, RSA wrap
+    (m.mountpoint / "ours").write_bytes(b"written by the mount")
+    os.chmod(m.mountpoint / "ours", 0o640)
+    m.umount()
+    bad_meta, bad_body = ref_encrypt(3, "RSA-OAEP-SHA1", b"bad")
+    other, _ = ref_encrypt(3, "RSA-OAEP-SHA1", b"other")
+    _put(s3, bucket, "zz-bad-commitment", {**bad_meta, "x-amz-d": other["x-amz-d"]}, bad_body)
+    before = {k: (_meta(s3, bucket, k), s3.get_object(Bucket=bucket, Key=k)["Body"].read())
+              for k in [*plain, "split", "ours", "zz-bad-commitment"]}
+
+    # the new key (raw AES, empty material description) first, the old RSA key to unwrap
+    state = tmp_path / "state"
+    cmd = ["rekey", f"s3://{bucket}", "--encryption", "s3ec", *AES, *rsa,
+           "--state-dir", str(state)]
+    proc = run(aesenv, *cmd)
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # the tampered object fails...
+    assert "zz-bad-commitment" in proc.stderr and "commitment" in proc.stderr
+    # 5 files and the mount's directory index (.s3encfs/idx/…, an S3EC object too)
+    assert "re-encrypted 6," in proc.stdout and "not a revocation" in proc.stdout, \
+        (proc.stdout, [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]])
+    # ...and is left exactly as it was
+    assert _meta(s3, bucket, "zz-bad-commitment") == before["zz-bad-commitment"][0]
+
+    for key in [*plain, "split", "ours"]:
+        meta = _meta(s3, bucket, key)
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        assert body == before[key][1], key  # bodies untouched (server-side copy)
+        old = before[key][0]
+        if key == "split":
+            assert meta == old  # the key part lives in the instruction file, rewritten
+            inst = json.loads(s3.get_object(Bucket=bucket, Key="split.instruction")["Body"]
+                              .read())
+            assert inst["x-amz-w"] == "02" and "x-amz-m" not in inst  # AES/GCM, empty desc
+            assert ref_decrypt({**meta, **inst}, body) == b"split body"
+            continue
+        low = {k.lower(): v for k, v in meta.items()}
+        assert low.get("x-amz-w", low.get("x-amz-wrap-alg")) in ("02", "AES/GCM"), key
+        for same in ("x-amz-d", "x-amz-i", "x-amz-iv", "s3encfs-s3ec-attrs"):  # bound to the DK
+            assert low.get(same) == {k.lower(): v for k, v in old.items()}.get(same), (key, same)
+        if key in plain:  # the tests' independent decoder, with the new key (KEK) only
+            assert ref_decrypt(meta, body) == plain[key], key
+
+    # everything but the tampered object now opens with the new key alone
+    proc = run(aesenv, "check", f"s3://{bucket}", "--encryption", "s3ec", *AES, "--data",
+               "--json")
+    probs = {p["key"]: p["error"] for p in json.loads(proc.stdout)["problems"]}
+    assert list(probs) == ["zz-bad-commitment"], probs
+
+    # resumable / idempotent: a second run changes nothing that is done
+    s3.delete_object(Bucket=bucket, Key="zz-bad-commitment")
+    proc = run(aesenv, *cmd)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "re-encrypted 0, already current 7," in proc.stdout, proc.stdout
+    m2 = mount_factory(bucket, "s3ec", name="m2", extra=AES, env=aesenv)
+    assert (m2.mountpoint / "ours").read_bytes() == b"written by the mount"
+    assert (m2.mountpoint / "ours").stat().st_mode & 0o777 == 0o640
+    assert (m2.mountpoint / "v3").read_bytes() == plain["v3"]
