@@ -10,7 +10,7 @@ from typing import Any
 
 from mounting import S3ENCFS, keyenv, mount_factory  # noqa: F401
 from test_s3ec_format import ref_encrypt
-from test_s3ec_mount import AES, aesenv, cbc_object  # noqa: F401
+from test_s3ec_mount import AES, aesenv, cbc_object, kms  # noqa: F401
 
 MiB = 1024 * 1024
 
@@ -218,3 +218,31 @@ def test_rekey_s3ec_rewraps_rsa_to_aes(bucket: str, s3: Any, mount_factory: Any,
     assert (m2.mountpoint / "ours").read_bytes() == b"written by the mount"
     assert (m2.mountpoint / "ours").stat().st_mode & 0o777 == 0o640
     assert (m2.mountpoint / "v3").read_bytes() == plain["v3"]
+
+
+def test_rekey_s3ec_rsa_to_kms_reads_with_the_official_client(
+        s3server: Any, bucket: str, s3: Any, keyenv: dict[str, str],  # noqa: F811
+        kms: tuple[str, str], tmp_path: Any) -> None:  # noqa: F811
+    """KMS is moto's server (SeaweedFS has no KMS); the objects are on SeaweedFS."""
+    from cryptography.hazmat.primitives import serialization
+    from test_s3ec_format import RSA_KEY
+    from test_s3ec_interop import official
+
+    endpoint, key_id = kms
+    env = dict(keyenv, AWS_ENDPOINT_URL_KMS=endpoint)
+    pem = tmp_path / "rsa.pem"
+    pem.write_bytes(RSA_KEY.private_bytes(serialization.Encoding.PEM,
+                                          serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    plain = {"v3": os.urandom(100_000), "v2": os.urandom(33), "empty": b""}
+    for key, data in plain.items():
+        _put(s3, bucket, key, *ref_encrypt(2 if key == "v2" else 3, "RSA-OAEP-SHA1", data))
+    proc = run(env, "rekey", f"s3://{bucket}", "--encryption", "s3ec", "--s3ec-kms-key", key_id,
+               "--s3ec-rsa-key", str(pem), "--state-dir", str(tmp_path / "state"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "re-encrypted 3," in proc.stdout, proc.stdout
+    for key, data in plain.items():
+        meta = _meta(s3, bucket, key)
+        assert meta.get("x-amz-w", meta.get("x-amz-wrap-alg")) in ("12", "kms+context"), meta
+        client = official(s3server, kms, 2 if key == "v2" else 3)
+        assert client.get_object(Bucket=bucket, Key=key)["Body"].read() == data, key
