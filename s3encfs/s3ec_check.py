@@ -111,7 +111,7 @@ def build(cfg: Any, store: Any, *, data: bool) -> S3ECChecker:
     from s3encfs.s3ec_setup import S3ECSetupError, build_keys
 
     try:
-        keys = build_keys(cfg, lambda name: load_keys(cfg, [name], role="s3ec-aes")[0][2])
+        keys = build_keys(cfg, lambda name: load_keys(cfg, [name], role="s3ec")[0][2])
     except S3ECSetupError as exc:
         raise MountError(str(exc)) from None
     return S3ECChecker(store, keys, data=data)

@@ -246,3 +246,63 @@ def test_rekey_s3ec_rsa_to_kms_reads_with_the_official_client(
         assert meta.get("x-amz-w", meta.get("x-amz-wrap-alg")) in ("12", "kms+context"), meta
         client = official(s3server, kms, 2 if key == "v2" else 3)
         assert client.get_object(Bucket=bucket, Key=key)["Body"].read() == data, key
+
+
+def test_rsa_keys_in_the_keyring_public_only_writer(
+        bucket: str, s3: Any, mount_factory: Any, keyenv: dict[str, str],  # noqa: F811
+        tmp_path: Any) -> None:
+    """`key create --kind s3ec-rsa --from-pem` on the reading host, `key public` → the
+    write-only host's `--kind s3ec-rsa-pub`; the objects decode with the tests' own decoder."""
+    import errno
+
+    import pytest
+    from cryptography.hazmat.primitives import serialization
+    from test_s3ec_format import RSA_KEY, ref_decrypt
+
+    priv = tmp_path / "priv.pem"
+    priv.write_bytes(RSA_KEY.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    reader = keyenv
+    writer = dict(keyenv, S3ENCFS_KEYRING_DIR=str(tmp_path / "writer-keys"))
+    proc = run(reader, "key", "create", "backup", "--kind", "s3ec-rsa", "--from-pem", str(priv))
+    assert proc.returncode == 0, proc.stderr
+    proc = run(reader, "key", "public", "backup")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.encode() == RSA_KEY.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    pub = tmp_path / "pub.pem"
+    pub.write_text(proc.stdout)
+    proc = run(writer, "key", "create", "backup", "--kind", "s3ec-rsa-pub", "--from-pem", str(pub))
+    assert proc.returncode == 0, proc.stderr
+    proc = run(writer, "key", "create", "nopem", "--kind", "s3ec-rsa-pub")
+    assert proc.returncode != 0 and "--from-pem" in proc.stderr
+    proc = run(writer, "key", "create", "wrong", "--kind", "s3ec-rsa", "--from-pem", str(pub))
+    assert proc.returncode != 0 and "s3ec-rsa-pub" in proc.stderr  # a public key cannot read
+
+    data = os.urandom(300_000)
+    w = mount_factory(bucket, "s3ec", name="w", env=writer, extra=["--key", "backup"])
+    (w.mountpoint / "f").write_bytes(data)
+    w.umount()
+    w.start()
+    with pytest.raises(OSError) as ei:  # nothing written by this host is readable by it
+        (w.mountpoint / "f").read_bytes()
+    assert ei.value.errno == errno.EIO
+    w.umount()
+    r = s3.get_object(Bucket=bucket, Key="f")
+    meta, body = r["Metadata"], r["Body"].read()
+    assert meta["x-amz-w"] == "22" and json.loads(meta["x-amz-m"]) == {"s3encfs-key": "backup"}
+    assert ref_decrypt(meta, body) == data  # the independent decoder, with the private key
+    other, _ = ref_encrypt(3, "RSA-OAEP-SHA1", b"x", {"s3encfs-key": "backup"})
+    _put(s3, bucket, "swapped", {**meta, "x-amz-3": other["x-amz-3"]}, body)
+
+    proc = run(writer, "check", f"s3://{bucket}", "--encryption", "s3ec", "--key", "backup",
+               "--json")
+    probs = {p["key"]: p["error"] for p in json.loads(proc.stdout)["problems"]}
+    assert "public only" in probs["f"], probs
+    proc = run(reader, "check", f"s3://{bucket}", "--encryption", "s3ec", "--key", "backup",
+               "--data", "--json")
+    probs = {p["key"]: p["error"] for p in json.loads(proc.stdout)["problems"]}
+    assert list(probs) == ["swapped"] and "commitment" in probs["swapped"], probs
+    rd = mount_factory(bucket, "s3ec", name="r", env=reader, extra=["--key", "backup"])
+    assert (rd.mountpoint / "f").read_bytes() == data
