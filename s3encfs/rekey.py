@@ -329,13 +329,15 @@ def refuse_client_switch(store: Any, prefix: str, client: bool) -> None:
               help="Where the resume position is kept (default ~/.cache/s3encfs).")
 @click.option("--restart", is_flag=True, help="Ignore a saved resume position.")
 @click.option("--page-size", default=1000, hidden=True, help="LIST page (= resume step) size.")
+@click.option("--s3ec-writer", help="s3ec mode: the target key (a --key name, 'kms', a PEM "
+              "path) when it is not the first one (e.g. from a raw AES key to KMS).")
 @click.option("--new-data-keys", is_flag=True,
               help="Client mode: re-encrypt every object under a fresh data key (downloads and "
                    "uploads every body). Without it, master-key rotation is a rewrap, which is "
                    "not a revocation.")
 def rekey(source: str | None, config_name: str | None, jobs: int, dry_run: bool,
           state_dir: Path | None, restart: bool, page_size: int, new_data_keys: bool,
-          **flags: Any) -> None:
+          s3ec_writer: str | None, **flags: Any) -> None:
     """Re-encrypt every object under s3://BUCKET[/PREFIX] to the current settings, server-side.
 
     SSE-C key rotation: `--encryption sse-c:NEW,OLD` (newest first; the old keys open the
@@ -389,7 +391,8 @@ def rekey(source: str | None, config_name: str | None, jobs: int, dry_run: bool,
     if getattr(codec, "name", "") == "s3ec":
         from s3encfs import s3ec_rekey
 
-        rk = s3ec_rekey.build(cfg, store, prefix, dry_run=dry_run)  # rewrap: s3ec_rekey.py
+        rk = s3ec_rekey.build(cfg, store, prefix, dry_run=dry_run,  # rewrap: s3ec_rekey.py
+                              writer=s3ec_writer)
     target = f"{cfg.encryption}|{policy.describe()}|{getattr(codec, 'current', '')}" + \
         ("|new-data-keys" if new_data_keys else "") + getattr(rk, "target", "")
     endpoint = (cfg.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3")

@@ -105,7 +105,11 @@ class S3ECRekeyer:
                 raise ValueError("rewrapped key does not open to the same data key")
 
 
-def build(cfg: Any, store: Any, prefix: str, *, dry_run: bool) -> S3ECRekeyer:
+def build(cfg: Any, store: Any, prefix: str, *, dry_run: bool,
+          writer: str | None = None) -> S3ECRekeyer:
+    """`writer`: the target key by name (a `--key` name, ``kms`` or the KMS key id, an RSA PEM
+    path) when it is not the one a mount would write with (the first `--key`, else KMS, else
+    the first PEM) — e.g. to move from a raw AES key to KMS."""
     from s3encfs.exitcodes import MountError
     from s3encfs.mount_codec import load_keys
     from s3encfs.s3ec_setup import S3ECSetupError, build_keys
@@ -114,4 +118,13 @@ def build(cfg: Any, store: Any, prefix: str, *, dry_run: bool) -> S3ECRekeyer:
         keys = build_keys(cfg, lambda name: load_keys(cfg, [name], role="s3ec")[0][2])
     except S3ECSetupError as exc:
         raise MountError(str(exc)) from None
+    if writer:
+        names = {writer, f"kms:{writer}"}
+        pick = [k for k in keys.keyrings if k.name in names
+                or (writer == "kms" and k.wrap_alg == fmt.WRAP_KMS)]
+        if len(pick) != 1:
+            raise MountError(f"--s3ec-writer {writer!r} names none of the configured keys "
+                             f"({', '.join(k.name for k in keys.keyrings)})")
+        keys = S3ECKeys([pick[0], *[k for k in keys.keyrings if k is not pick[0]]],
+                        version=keys.version)
     return S3ECRekeyer(store, keys, prefix, dry_run=dry_run)

@@ -220,8 +220,8 @@ def test_rekey_s3ec_rewraps_rsa_to_aes(bucket: str, s3: Any, mount_factory: Any,
     assert (m2.mountpoint / "v3").read_bytes() == plain["v3"]
 
 
-def test_rekey_s3ec_rsa_to_kms_reads_with_the_official_client(
-        s3server: Any, bucket: str, s3: Any, keyenv: dict[str, str],  # noqa: F811
+def test_rekey_s3ec_rsa_and_aes_to_kms_reads_with_the_official_client(
+        s3server: Any, bucket: str, s3: Any, aesenv: dict[str, str],  # noqa: F811
         kms: tuple[str, str], tmp_path: Any) -> None:  # noqa: F811
     """KMS is moto's server (SeaweedFS has no KMS); the objects are on SeaweedFS."""
     from cryptography.hazmat.primitives import serialization
@@ -229,22 +229,30 @@ def test_rekey_s3ec_rsa_to_kms_reads_with_the_official_client(
     from test_s3ec_interop import official
 
     endpoint, key_id = kms
-    env = dict(keyenv, AWS_ENDPOINT_URL_KMS=endpoint)
+    env = dict(aesenv, AWS_ENDPOINT_URL_KMS=endpoint)
     pem = tmp_path / "rsa.pem"
     pem.write_bytes(RSA_KEY.private_bytes(serialization.Encoding.PEM,
                                           serialization.PrivateFormat.PKCS8,
                                           serialization.NoEncryption()))
-    plain = {"v3": os.urandom(100_000), "v2": os.urandom(33), "empty": b""}
+    plain = {"v3": os.urandom(100_000), "v2": os.urandom(33), "empty": b"",
+             "aes-v3": os.urandom(5000), "aes-v2": os.urandom(7)}
     for key, data in plain.items():
-        _put(s3, bucket, key, *ref_encrypt(2 if key == "v2" else 3, "RSA-OAEP-SHA1", data))
+        _put(s3, bucket, key, *ref_encrypt(2 if key.endswith("v2") else 3,
+                                           "AES/GCM" if key.startswith("aes") else
+                                           "RSA-OAEP-SHA1", data))
+    # old keys: raw AES (would write, as the first --key) and RSA; the target: KMS
     proc = run(env, "rekey", f"s3://{bucket}", "--encryption", "s3ec", "--s3ec-kms-key", key_id,
-               "--s3ec-rsa-key", str(pem), "--state-dir", str(tmp_path / "state"))
+               "--s3ec-rsa-key", str(pem), *AES, "--s3ec-writer", "kms",
+               "--state-dir", str(tmp_path / "state"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "re-encrypted 3," in proc.stdout, proc.stdout
+    assert "re-encrypted 5," in proc.stdout, proc.stdout
+    proc = run(env, "rekey", f"s3://{bucket}", "--encryption", "s3ec", *AES, "--s3ec-writer",
+               "nope", "--state-dir", str(tmp_path / "state"))
+    assert proc.returncode != 0 and "names none of the configured keys" in proc.stderr
     for key, data in plain.items():
         meta = _meta(s3, bucket, key)
         assert meta.get("x-amz-w", meta.get("x-amz-wrap-alg")) in ("12", "kms+context"), meta
-        client = official(s3server, kms, 2 if key == "v2" else 3)
+        client = official(s3server, kms, 2 if key.endswith("v2") else 3)
         assert client.get_object(Bucket=bucket, Key=key)["Body"].read() == data, key
 
 
