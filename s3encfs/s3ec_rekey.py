@@ -46,8 +46,11 @@ class S3ECRekeyer:
     def one(self, key: str, size: int) -> bool:
         from s3encfs.store.errors import NotFound
 
+        rel = key[len(self.prefix):]
         if key.endswith("/") or key.endswith(fmt.INSTRUCTION_SUFFIX):
             return False  # plain markers; instruction files are rewritten with their object
+        if rel.startswith(".s3encfs/") and not rel.startswith(".s3encfs/idx/"):
+            return False  # a mount's plain control objects (its directory indexes are S3EC)
         info = self.store.head(key)
         meta = fmt.lower_keys(info.metadata or {})
         s3 = {k: v for k, v in meta.items() if k in fmt.ALL_NAMES}
