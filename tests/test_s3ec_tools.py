@@ -121,20 +121,22 @@ def test_info_counts_formats(bucket: str, s3: Any, mount_factory: Any,  # noqa: 
     _put(s3, bucket, "s3ec/broken", {"x-amz-c": "115"}, b"\0" * 16)
     s3.put_object(Bucket=bucket, Key="plain/p", Body=b"p")
     s3.put_object(Bucket=bucket, Key="plain/s", Body=b"s", ServerSideEncryption="AES256")
+    s3.put_object(Bucket=bucket, Key="plain/c", Body=b"c", SSECustomerAlgorithm="AES256",
+                  SSECustomerKey=os.urandom(32))
     proc = run(aesenv, "info", f"s3://{bucket}", "--all-objects", "--json")
     assert proc.returncode == 0, proc.stderr
     f = json.loads(proc.stdout)["formats"]
-    assert f["scope"] == "all objects" and f["headed"] == f["objects"] == 11
+    assert f["scope"] == "all objects" and f["headed"] == f["objects"] == 12
     assert f["formats"] == {"client-v2": 2, "plain": 2, "s3ec-invalid": 1, "s3ec-v2": 1,
-                            "s3ec-v2-cbc": 1, "s3ec-v3": 4}
+                            "s3ec-v2-cbc": 1, "s3ec-v3": 4, "unknown (sse-c)": 1}
     assert f["s3ec_wrapping"] == {"AES/GCM": 5, "RSA-OAEP-SHA1": 1}
-    assert f["sse"] == {"none": 10, "sse-s3": 1}
+    assert f["sse"] == {"none": 10, "sse-c": 1, "sse-s3": 1}
     assert f["by_key"]["s3ec instruction files"] == 1
     assert f["by_key"]["directory markers"] >= 1  # ours/d/ (encrypted name)
 
     proc = run(aesenv, "info", f"s3://{bucket}", "--sample", "3")
     assert proc.returncode == 0, proc.stderr
-    assert "formats (random sample of 3 of 11 objects, by HEAD):" in proc.stdout, proc.stdout
+    assert "formats (random sample of 3 of 12 objects, by HEAD):" in proc.stdout, proc.stdout
     proc = run(aesenv, "info", f"s3://{bucket}/s3ec/", "--all-objects")
     assert "formats (all objects of 7 objects, by HEAD):" in proc.stdout, proc.stdout
     assert "s3ec-v3" in proc.stdout and "client-v2" not in proc.stdout
