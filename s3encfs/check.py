@@ -33,6 +33,7 @@ from typing import Any
 import click
 
 from s3encfs.cli_options import bucket_options
+from s3encfs.s3ec_check import s3ec_options
 
 log = logging.getLogger("s3encfs.check")
 
@@ -70,6 +71,7 @@ class Checker:
         self.data = data
         self.oids: dict[str, list[str]] = {}  # object id -> keys (client mode)
         self.old_format = 0  # client format v1 objects (readable; `rekey` migrates them)
+        self.s3ec: Any = None  # s3ec mode: an s3ec_check.S3ECChecker (set by the command)
         self._lock = threading.Lock()
 
     # -- one object; returns (kind, problem or None, bytes read) ---------------------------------
@@ -78,6 +80,9 @@ class Checker:
         from s3encfs.store.errors import NotFound, SseMismatch, StoreError
 
         rel = key[len(self.prefix):]
+        if self.s3ec is not None and (not rel.startswith(CONTROL)
+                                      or rel.startswith(CONTROL + "idx/")):  # S3EC too
+            return self.s3ec.one(key)
         try:
             if rel.startswith(CONTROL):
                 if self.client and rel.startswith(CONTROL + "idx/"):
@@ -213,6 +218,8 @@ def run(ck: Checker, *, jobs: int = 8, stream: Any = None, quiet: bool = False) 
                 rep.skipped_names += 1
             elif kind == "vanished":
                 rep.vanished += 1
+            elif kind == "instruction":
+                pass  # X.instruction: checked with (and counted as part of) its object X
             elif kind in ("object", "data", "marker"):
                 rep.objects += 1
                 rep.markers += kind == "marker"
@@ -272,8 +279,9 @@ def abort_all(store: Any, rep: Report) -> None:
 @click.command("check")
 @bucket_options(
     encryption_help="As for mount: client (default) | none | sse-s3 | sse-kms[:KEY] | "
-    "dsse-kms[:KEY] | sse-c:KEYNAME | client+<sse mode>.",
-    key_help="Client mode: master key name(s), newest first.")
+    "dsse-kms[:KEY] | sse-c:KEYNAME | client+<sse mode> | s3ec.",
+    key_help="Client mode: master key name(s), newest first; s3ec: keyring key(s), as for mount.")
+@s3ec_options
 @click.option("--data", is_flag=True, help="Download every body and authenticate every segment.")
 @click.option("--abort-uploads", is_flag=True, help="Abort incomplete multipart uploads.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
@@ -315,6 +323,10 @@ def check(source: str | None, config_name: str | None, data: bool, abort_uploads
     from s3encfs.store.longnames import with_long_names
 
     ck = Checker(with_long_names(store, codec, prefix), codec, prefix, data=data)
+    if getattr(codec, "name", "") == "s3ec":
+        from s3encfs.s3ec_check import build
+
+        ck.s3ec = build(cfg, store, data=data)  # S3 Encryption Client objects: s3ec_check.py
     try:
         rep = run(ck, jobs=jobs, stream=sys.stderr, quiet=as_json)
         if cfg.object_lock:

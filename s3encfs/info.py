@@ -250,9 +250,14 @@ def render(rep: dict[str, Any]) -> str:
 @bucket_options(encryption_help="The mount's mode (default: client, or the config's).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--object-lock", help="The mount's --object-lock (default: the config's).")
-def info(source: str | None, config_name: str | None, as_json: bool, **flags: Any) -> None:
-    """Bucket default encryption, replication, and how replicas of this mount's objects are
-    encrypted, with warnings where the mount and the bucket disagree."""
+@click.option("--sample", default=1000, show_default=True, type=click.IntRange(min=0),
+              help="Object formats from HEADs of a random sample of this many objects (0: skip).")
+@click.option("--all-objects", is_flag=True, help="Object formats from a HEAD of every object.")
+def info(source: str | None, config_name: str | None, as_json: bool, sample: int,
+         all_objects: bool, **flags: Any) -> None:
+    """Bucket default encryption, replication, how replicas of this mount's objects are
+    encrypted (with warnings where the mount and the bucket disagree), and which object formats
+    the bucket holds (our client format, S3 Encryption Client V1/V2/V3, plain; SSE kinds)."""
     from s3encfs.config import ConfigError, MountConfig, load_config, merge, parse_encryption
     from s3encfs.store.s3 import ObjectStore
 
@@ -274,7 +279,13 @@ def info(source: str | None, config_name: str | None, as_json: bool, **flags: An
     from s3encfs.objectlock import history_report
 
     history_report(store.client, cfg.bucket, cfg.object_lock, rep)
+    from s3encfs import formats
+
+    if sample or all_objects:
+        rep["formats"] = formats.survey(store.client, cfg.bucket, cfg.prefix,
+                                        sample=None if all_objects else sample)
     if as_json:
         click.echo(json.dumps(rep, indent=2, sort_keys=True))
     else:
-        click.echo(render(rep))
+        click.echo("\n".join([render(rep), *formats.render(rep["formats"])]) if "formats" in rep
+                   else render(rep))

@@ -99,7 +99,7 @@ def s3ec_store(cfg: MountConfig, bucket: str, store_args: dict[str, Any]) -> Any
     from s3encfs.store.s3ec import S3ECStore
 
     try:
-        keys = build_keys(cfg, lambda name: load_keys(cfg, [name], role="s3ec-aes")[0][2])
+        keys = build_keys(cfg, lambda name: load_keys(cfg, [name], role="s3ec")[0][2])
     except S3ECSetupError as exc:
         raise MountError(str(exc)) from None
     return S3ECStore(bucket, s3ec=keys, spool_dir=os.path.join(cfg.effective_cache_dir, "s3ec"),

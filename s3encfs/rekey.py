@@ -39,6 +39,7 @@ import click
 
 from s3encfs.cli_options import bucket_options
 from s3encfs.reencrypt import needs_reencryption, reencrypt
+from s3encfs.s3ec_check import s3ec_options
 
 log = logging.getLogger("s3encfs.rekey")
 
@@ -308,7 +309,8 @@ def refuse_client_switch(store: Any, prefix: str, client: bool) -> None:
         raise MountError(
             f"s3://{store.bucket}/{prefix} is client-encrypted; rekey cannot decrypt it: to "
             "change only the server-side mode use --encryption client+<sse mode>, to decrypt "
-            "copy the files out through a client-mode mount")
+            "(or convert to S3 Encryption Client objects) copy the files out through a "
+            "client-mode mount (into an s3ec-mode mount of another prefix)")
 
 
 # -- command ------------------------------------------------------------------------------------
@@ -317,8 +319,9 @@ def refuse_client_switch(store: Any, prefix: str, client: bool) -> None:
 @click.command("rekey")
 @bucket_options(
     encryption_help="Target: none | sse-s3 | sse-kms[:KEY] | dsse-kms[:KEY] | "
-    "sse-c:NEWKEY,OLDKEY... | client[+<sse mode>] (as for mount).",
-    key_help="Client mode: master keys, newest (target) first, then the old ones.")
+    "sse-c:NEWKEY,OLDKEY... | client[+<sse mode>] | s3ec (as for mount).",
+    key_help="Client and s3ec mode: keys, newest (target) first, then the old ones.")
+@s3ec_options
 @click.option("--allow-unverified-sse", is_flag=True, default=None,
               help="Skip the proof that the server enforces the target SSE mode.")
 @click.option("--jobs", default=8, show_default=True, help="Objects in flight.")
@@ -327,19 +330,23 @@ def refuse_client_switch(store: Any, prefix: str, client: bool) -> None:
               help="Where the resume position is kept (default ~/.cache/s3encfs).")
 @click.option("--restart", is_flag=True, help="Ignore a saved resume position.")
 @click.option("--page-size", default=1000, hidden=True, help="LIST page (= resume step) size.")
+@click.option("--s3ec-writer", help="s3ec mode: the target key (a --key name, 'kms', a PEM "
+              "path) when it is not the first one (e.g. from a raw AES key to KMS).")
 @click.option("--new-data-keys", is_flag=True,
               help="Client mode: re-encrypt every object under a fresh data key (downloads and "
                    "uploads every body). Without it, master-key rotation is a rewrap, which is "
                    "not a revocation.")
 def rekey(source: str | None, config_name: str | None, jobs: int, dry_run: bool,
           state_dir: Path | None, restart: bool, page_size: int, new_data_keys: bool,
-          **flags: Any) -> None:
+          s3ec_writer: str | None, **flags: Any) -> None:
     """Re-encrypt every object under s3://BUCKET[/PREFIX] to the current settings, server-side.
 
     SSE-C key rotation: `--encryption sse-c:NEW,OLD` (newest first; the old keys open the
     sources). Client master-key rotation: `--encryption client --key NEW,OLD` rewraps data keys
     only (not a revocation); objects in client format v1 are re-encrypted to v2, and
-    `--new-data-keys` re-encrypts every object under a fresh data key.
+    `--new-data-keys` re-encrypts every object under a fresh data key. S3 Encryption Client
+    wrapping-key rotation: `--encryption s3ec` with the new key first (`--key NEW,OLD`, or a
+    KMS/RSA key before the old ones) rewraps data keys (also not a revocation).
     Stop every mount of this bucket first (on all machines); a running local mount is
     detected and refused. Interrupted runs resume where they stopped.
     """
@@ -381,15 +388,20 @@ def rekey(source: str | None, config_name: str | None, jobs: int, dry_run: bool,
         raise exc from None  # one line + exit code: errors_cli
     except se.StoreError as exc:
         raise exc from None  # one line + exit code: errors_cli
+    rk: Any = Rekeyer(store, codec, prefix, dry_run=dry_run, new_data_keys=new_data_keys)
+    if getattr(codec, "name", "") == "s3ec":
+        from s3encfs import s3ec_rekey
+
+        rk = s3ec_rekey.build(cfg, store, prefix, dry_run=dry_run,  # rewrap: s3ec_rekey.py
+                              writer=s3ec_writer)
     target = f"{cfg.encryption}|{policy.describe()}|{getattr(codec, 'current', '')}" + \
-        ("|new-data-keys" if new_data_keys else "")
+        ("|new-data-keys" if new_data_keys else "") + getattr(rk, "target", "")
     endpoint = (cfg.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3")
                 or os.environ.get("AWS_ENDPOINT_URL"))  # what boto3 talks to, as the mount
     sfile = state_path(state_dir or default_state_dir(), endpoint, bucket, prefix,
                        target)
     if restart:
         sfile.unlink(missing_ok=True)
-    rk = Rekeyer(store, codec, prefix, dry_run=dry_run, new_data_keys=new_data_keys)
     t0 = time.monotonic()
     try:
         out = run(rk, sfile, jobs=jobs, stream=sys.stderr, page_size=page_size)
@@ -404,7 +416,9 @@ def rekey(source: str | None, config_name: str | None, jobs: int, dry_run: bool,
                f"{out.skipped}, failed {len(out.failed)} "
                f"({time.monotonic() - t0:.1f}s; target {annotate(policy.describe(), names)}"
                + (f", master key {label(getattr(codec, 'current', ''), names)}"
-                  if getattr(codec, "name", "") == "client" else "") + ")")
+                  if getattr(codec, "name", "") == "client" else "")
+               + (f", S3EC wrapping key {rk.keys.writer.name}; a rewrap is not a revocation"
+                  if getattr(codec, "name", "") == "s3ec" else "") + ")")
     for key, err in out.failed[:10]:
         click.echo(f"  failed: {key}: {annotate(err, names)}", err=True)
     if out.failed:

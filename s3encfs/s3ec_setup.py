@@ -1,7 +1,8 @@
 """``--encryption s3ec``: the keyrings a mount's configuration names, and its store.
 
 Writing key (the first one): the first `key` name from the local keyring (raw AES-256, kind
-``s3ec-aes``), else the KMS key, else the first RSA PEM. All of them read. The material
+``s3ec-aes``, or RSA, kinds ``s3ec-rsa`` / public-only ``s3ec-rsa-pub``), else the KMS key, else
+the first RSA PEM. All of them read. The material
 description of a raw key is ``{"s3encfs-key": NAME}`` unless the key name is given as
 ``NAME{json}`` — e.g. ``app{"kms_cmk_id":"x"}`` or ``legacy{}`` for objects a Java/Go application
 wrote with its own description (reads pick keys by it, never by trial).
@@ -50,7 +51,9 @@ def build_keys(cfg: MountConfig, load_secret: Any) -> S3ECKeys:
     rings: list[Keyring] = []
     for spec in [s for s in _split_keys(cfg.key) if s]:
         name, desc = _name_and_description(spec)
-        rings.append(AesKeyring(name, load_secret(name), desc))
+        secret = load_secret(name)
+        rings.append(AesKeyring(name, secret, desc) if len(secret) == 32 else
+                     RsaKeyring(name, _rsa_from_der(name, secret), desc))
     if cfg.s3ec_kms_key:
         import boto3
 
@@ -71,6 +74,19 @@ def build_keys(cfg: MountConfig, load_secret: Any) -> S3ECKeys:
         return S3ECKeys(rings, version=cfg.s3ec_version)  # legacy CBC: never through the mount
     except ValueError as exc:
         raise S3ECSetupError(str(exc)) from None
+
+
+def _rsa_from_der(name: str, der: bytes) -> Any:
+    """A keyring key of kind s3ec-rsa (PKCS#8 DER) or s3ec-rsa-pub (SubjectPublicKeyInfo)."""
+    from s3encfs.keys.filestore import KeyringError
+    from s3encfs.keys.rsakeys import load
+
+    for kind in ("s3ec-rsa", "s3ec-rsa-pub"):
+        try:
+            return load(kind, der)
+        except KeyringError:
+            continue
+    raise S3ECSetupError(f"key {name!r} is neither a 32-byte AES key nor an RSA key")
 
 
 def _split_keys(text: str | None) -> list[str]:

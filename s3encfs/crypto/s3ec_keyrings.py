@@ -54,6 +54,8 @@ class Keyring(Protocol):
 
     def generate(self, version: int) -> Wrapped: ...
 
+    def wrap(self, dk: bytes, version: int) -> Wrapped: ...
+
     def matches(self, env: fmt.Envelope) -> bool: ...
 
     def unwrap(self, env: fmt.Envelope) -> bytes: ...
@@ -76,7 +78,10 @@ class AesKeyring:
         self.description = dict(description or {})
 
     def generate(self, version: int) -> Wrapped:
-        dk = _random_key()
+        return self.wrap(_random_key(), version)
+
+    def wrap(self, dk: bytes, version: int) -> Wrapped:
+        """Wrap a given data key (`generate` for a new one; `rekey` rewraps existing ones)."""
         iv = os.urandom(12)
         edk = iv + self._aead.encrypt(iv, dk, fmt.cek_alg_tag(version).encode())
         return Wrapped(dk, edk, self.wrap_alg, dict(self.description))
@@ -132,7 +137,9 @@ class RsaKeyring:
         return self._private is not None
 
     def generate(self, version: int) -> Wrapped:
-        dk = _random_key()
+        return self.wrap(_random_key(), version)
+
+    def wrap(self, dk: bytes, version: int) -> Wrapped:
         pseudo = bytes([len(dk)]) + dk + fmt.cek_alg_tag(version).encode()
         return Wrapped(dk, self._public.encrypt(pseudo, _OAEP), self.wrap_alg,
                        dict(self.description))
@@ -202,6 +209,12 @@ class KmsKeyring:
         r = self.client.generate_data_key(KeyId=self.key_id, KeySpec="AES_256",
                                           EncryptionContext=ctx)
         return Wrapped(bytes(r["Plaintext"]), bytes(r["CiphertextBlob"]), self.wrap_alg, ctx)
+
+    def wrap(self, dk: bytes, version: int) -> Wrapped:
+        """KMS Encrypt of a given data key under the same context a new object gets."""
+        ctx = {**self.context, CEK_CONTEXT_KEY: fmt.cek_alg_tag(version)}
+        r = self.client.encrypt(KeyId=self.key_id, Plaintext=dk, EncryptionContext=ctx)
+        return Wrapped(dk, bytes(r["CiphertextBlob"]), self.wrap_alg, ctx)
 
     def matches(self, env: fmt.Envelope) -> bool:
         if env.wrap_alg != self.wrap_alg:

@@ -116,22 +116,49 @@ def key(ctx: click.Context, keyring_dir: Path | None, backend: str) -> None:
 @click.argument("name")
 @click.option(
     "--kind",
-    type=click.Choice(["master", "sse-c", "s3ec-aes"]),
+    type=click.Choice(["master", "sse-c", "s3ec-aes", "s3ec-rsa", "s3ec-rsa-pub"]),
     default="master",
     show_default=True,
 )
 @click.option("--from-raw", type=click.File("rb"),
               help="Import 32 raw key bytes from FILE (- for stdin) instead of a random key.")
+@click.option("--from-pem", type=click.File("rb"),
+              help="s3ec-rsa / s3ec-rsa-pub: import an RSA key (PEM; a private key's public "
+                   "half for s3ec-rsa-pub) instead of generating one.")
 @click.pass_context
-def create_cmd(ctx: click.Context, name: str, kind: str, from_raw: Any) -> None:
-    """Create a new random 32-byte key NAME."""
+def create_cmd(ctx: click.Context, name: str, kind: str, from_raw: Any, from_pem: Any) -> None:
+    """Create a new random 32-byte key NAME (s3ec-rsa: a 3072-bit RSA key)."""
     kr = _keyring(ctx)
     try:
-        info = kr.create(name, kind, from_raw.read() if from_raw else None)
+        secret = from_raw.read() if from_raw else None
+        if from_pem is not None:
+            from s3encfs.keys import rsakeys
+
+            if not kind.startswith("s3ec-rsa"):
+                raise KeyringError("--from-pem is for --kind s3ec-rsa or s3ec-rsa-pub")
+            secret = rsakeys.from_pem(kind, from_pem.read())
+        info = kr.create(name, kind, secret)
     except (KeyringError, PassphraseError) as e:
         _fail(e)
     click.echo(f"created {info.kind} key {info.name} (id {info.key_id}) in {kr.directory}")
     click.echo(f"back it up now: s3encfs key export {info.name} --output FILE", err=True)
+
+
+@key.command("public")
+@click.argument("name")
+@click.pass_context
+def public_cmd(ctx: click.Context, name: str) -> None:
+    """Print the public key (PEM) of s3ec-rsa key NAME, for a write-only host's
+    `key create NAME --kind s3ec-rsa-pub --from-pem FILE`."""
+    from s3encfs.keys import rsakeys
+
+    try:
+        key = _keyring(ctx).get(name)
+        if not key.info.kind.startswith("s3ec-rsa"):
+            raise KeyringError(f"key {name!r} is a {key.info.kind} key, not an RSA one")
+        click.echo(rsakeys.public_pem(key.info.kind, key.secret).decode(), nl=False)
+    except (KeyringError, PassphraseError) as e:
+        _fail(e)
 
 
 @key.command("list")

@@ -27,7 +27,8 @@ from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 FORMAT = "s3encfs-key-v1"
-KINDS = ("master", "sse-c", "s3ec-aes")  # s3ec-aes: an S3 Encryption Client AES/GCM key
+# s3ec-aes: an S3 Encryption Client AES/GCM key; s3ec-rsa(-pub): its RSA-OAEP keys (rsakeys.py)
+KINDS = ("master", "sse-c", "s3ec-aes", "s3ec-rsa", "s3ec-rsa-pub")
 SECRET_LEN = 32
 DEFAULT_SCRYPT_N = 2**15  # what records were sealed with before Argon2id (still opened)
 MAX_SCRYPT_N = 2**22  # refuse records that would need absurd memory/time
@@ -195,8 +196,8 @@ def unseal(record: Any, passphrase: bytes, where: str) -> Key:
             f"cannot unseal key {info.name!r} ({where}): "
             "wrong passphrase, or the record was modified"
         ) from None
-    if len(secret) != SECRET_LEN:
-        raise CorruptKeyFile(f"{where}: sealed secret has the wrong length")
+    if len(secret) != SECRET_LEN and not (info.kind.startswith("s3ec-rsa") and secret):
+        raise CorruptKeyFile(f"{where}: sealed secret has the wrong length")  # RSA: DER
     return Key(info, secret)
 
 

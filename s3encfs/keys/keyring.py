@@ -224,7 +224,13 @@ class Keyring:
         key_id = secrets.token_hex(8)
         while key_id in ids:
             key_id = secrets.token_hex(8)
-        if secret is not None and len(secret) != SECRET_LEN:
+        if kind.startswith("s3ec-rsa"):  # `secret`: the DER of rsakeys.from_pem
+            from . import rsakeys
+
+            if secret is None and kind == "s3ec-rsa-pub":
+                raise KeyringError("an s3ec-rsa-pub key is imported: --from-pem PUBLIC.pem")
+            secret = rsakeys.check(kind, secret) if secret is not None else rsakeys.generate()
+        elif secret is not None and len(secret) != SECRET_LEN:
             raise KeyringError(f"a raw key is {SECRET_LEN} bytes, got {len(secret)}")
         key = Key(KeyInfo(name, key_id, kind, _now()), secret or os.urandom(SECRET_LEN))
         self._save(key)

@@ -14,7 +14,11 @@ from collections.abc import Sequence
 from .filestore import Key, KeyringError
 
 ROLES = {"master": "client-side master key", "sse-c": "SSE-C key",
-         "s3ec-aes": "S3 Encryption Client AES key"}
+         "s3ec-aes": "S3 Encryption Client AES key", "s3ec-rsa": "S3 Encryption Client RSA key",
+         "s3ec-rsa-pub": "S3 Encryption Client RSA public key",
+         "s3ec": "S3 Encryption Client key"}
+#: roles any of several kinds can fill (`--key` in s3ec mode: AES or RSA)
+ROLE_KINDS = {"s3ec": ("s3ec-aes", "s3ec-rsa", "s3ec-rsa-pub")}
 
 
 class KeyRoleError(KeyringError):
@@ -23,12 +27,13 @@ class KeyRoleError(KeyringError):
 
 def check_role(key: Key, role: str) -> Key:
     """`key` if its kind is `role`; KeyRoleError naming the key and both kinds otherwise."""
-    if key.info.kind != role:
+    if key.info.kind not in ROLE_KINDS.get(role, (role,)):
         kind = ROLES.get(key.info.kind, key.info.kind)
         raise KeyRoleError(
             f"key {key.info.name!r} (id {key.info.key_id}) is a {kind}, not a {ROLES[role]}; "
             "refusing to use it as one "
-            f"(create one with: s3encfs key create NAME --kind {role})"
+            "(create one with: s3encfs key create NAME --kind "
+            f"{' or '.join(ROLE_KINDS.get(role, (role,)))})"
         )
     return key
 
