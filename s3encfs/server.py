@@ -10,7 +10,7 @@ Everything lives under one state directory::
     STATE/weed.log   server output
 
 The local KMS keeps its keys in memory only: SSE-KMS objects become unreadable after a
-restart (a SeaweedFS limitation, see /work/shared/NOTES.md).
+restart (a SeaweedFS limitation, see the team notes, shared/NOTES.md).
 """
 
 from __future__ import annotations
