@@ -7,7 +7,6 @@ back (issue 15, outages)."""
 from __future__ import annotations
 
 import errno
-import json
 import os
 import shutil
 import subprocess
@@ -16,6 +15,7 @@ import time
 import pytest
 from faultproxy import Fault, FaultProxy
 from mounting import S3ENCFS, keyenv, mount_factory  # noqa: F401
+from test_faults_bounded import flush, status
 
 
 @pytest.fixture
@@ -26,15 +26,6 @@ def proxy(s3server):
     p.stop()
 
 
-def status(m) -> dict:
-    out = subprocess.run([*S3ENCFS, "status", str(m.mountpoint), "--json"], env=m.env,
-                         check=True, capture_output=True, text=True, timeout=60)
-    return json.loads(out.stdout)
-
-
-def flush(m, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*S3ENCFS, "flush", str(m.mountpoint), *args], env=m.env,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 def drop_caches(what: int) -> None:

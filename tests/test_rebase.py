@@ -38,12 +38,8 @@ def status_stats(m: Mount) -> str:
     return r.stdout.decode()
 
 
-@pytest.mark.parametrize("what", ["delete", "replace"])
-@pytest.mark.parametrize("local", ["cold", "warm"])
-@pytest.mark.parametrize("mode", ["none", "client"])
-def test_partial_rewrite_of_a_vanished_base_reaches_s3(mount_factory, s3, bucket, mode, what,
-                                                        local):
-    orig = os.urandom(3 * MiB + 12345)
+def _uploaded_then_cold(mount_factory, bucket, mode, orig: bytes):  # type: ignore[no-untyped-def]
+    """p.bin = `orig` in S3; the mount restarted with an empty cache and uploads held back."""
     m = mount_factory(bucket, mode)
     (m.mountpoint / "p.bin").write_bytes(orig)
     assert flush(m).returncode == 0
@@ -51,6 +47,16 @@ def test_partial_rewrite_of_a_vanished_base_reaches_s3(mount_factory, s3, bucket
     shutil.rmtree(m.cache_dir)
     m.extra = ["--upload-delay", "600"]
     m.start()
+    return m
+
+
+@pytest.mark.parametrize("what", ["delete", "replace"])
+@pytest.mark.parametrize("local", ["cold", "warm"])
+@pytest.mark.parametrize("mode", ["none", "client"])
+def test_partial_rewrite_of_a_vanished_base_reaches_s3(mount_factory, s3, bucket, mode, what,
+                                                        local):
+    orig = os.urandom(3 * MiB + 12345)
+    m = _uploaded_then_cold(mount_factory, bucket, mode, orig)
     path = m.mountpoint / "p.bin"
     if local == "warm":
         assert path.read_bytes() == orig  # every base byte now in the block cache
@@ -121,13 +127,7 @@ def test_replay_of_a_partial_rewrite_whose_base_vanished(mount_factory, s3, buck
     journal row was left).  The cache is cold (the base bytes would have to come from S3), so
     ours goes up as one conflict copy: our bytes, zeros where the base was not local."""
     orig = os.urandom(3 * MiB + 12345)
-    m = mount_factory(bucket, mode)
-    (m.mountpoint / "p.bin").write_bytes(orig)
-    assert flush(m).returncode == 0
-    m.umount()
-    shutil.rmtree(m.cache_dir)
-    m.extra = ["--upload-delay", "600"]
-    m.start()
+    m = _uploaded_then_cold(mount_factory, bucket, mode, orig)
     path = m.mountpoint / "p.bin"
     patch = os.urandom(5000)
     off = 1 * MiB + 777

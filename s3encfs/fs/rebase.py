@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from s3encfs.cache.staging import DirtySet, StagingFile
 from s3encfs.fs.uploader import SegmentSource
 from s3encfs.store import errors as store_errors
 
@@ -92,21 +93,9 @@ async def settle(fs: Conflicts, node: Node) -> bool:
         seg = fs.seg
         size = node.attrs.size
         lacking: list[int] = []
-
-        def work() -> None:
-            for i in range(c.base_segs):
-                if i in c.dirty:
-                    continue
-                try:
-                    data = src.plain(i)
-                except (LookupError, store_errors.StoreError):
-                    lacking.append(i)
-                    data = bytes(seg.segment_size)
-                c.staging.write_segment(i, data)
-                c.dirty.add(i)
-
         try:
-            await fs.run(work)
+            await fs.run(_rebuild_locally, src, c.base_segs, c.dirty, c.staging,
+                         seg.segment_size, lacking)
         finally:
             fs.dirty.sync(c)
         c.base, c.base_segs = None, 0
@@ -130,6 +119,23 @@ async def settle(fs: Conflicts, node: Node) -> bool:
 
 
 # -- replay (after a crash): the same rule for a journal row, which has no live node ----------
+def _rebuild_locally(src: SegmentSource, base_segs: int, dirty: DirtySet, staging: StagingFile,
+                     segment_size: int, lacking: list[int]) -> None:
+    """Copy every base segment not yet dirty into staging from local bytes only (`src` is
+    `local_only`); a segment that is not local is written as zeros and its number appended to
+    `lacking`.  Worker thread.  Shared by the live rebase (`settle`) and replay's."""
+    for i in range(base_segs):
+        if i in dirty:
+            continue
+        try:
+            data = src.plain(i)
+        except (LookupError, store_errors.StoreError):
+            lacking.append(i)
+            data = bytes(segment_size)
+        staging.write_segment(i, data)
+        dirty.add(i)
+
+
 async def _state_of(fs: Conflicts, base: ObjectRef) -> str:
     try:
         info = await fs.run(fs.store.head, base.key)
@@ -164,22 +170,10 @@ async def replay_upload(fs: Any, job: UploadJob, token: str, tokens: tuple[str, 
     src = SegmentSource(fs.seg, fs.blocks, fs.cfg.segs_per_block, base, job.base_cipher,
                         job.base_segs, job.dirty, job.staging)
     src.local_only = True  # never again from S3: the object is gone or another one
-    staging, dirty, seg = job.staging, job.dirty, fs.seg
+    seg = fs.seg
     lacking: list[int] = []
-
-    def work() -> None:
-        for i in range(job.base_segs):
-            if i in dirty:
-                continue
-            try:
-                data = src.plain(i)
-            except (LookupError, store_errors.StoreError):
-                lacking.append(i)
-                data = bytes(seg.segment_size)
-            staging.write_segment(i, data)
-            dirty.add(i)
-
-    await fs.run(work)
+    await fs.run(_rebuild_locally, src, job.base_segs, job.dirty, job.staging,
+                 seg.segment_size, lacking)
     job.base, job.base_cipher, job.base_segs = None, None, 0
     if lacking:
         ranges = missing_ranges(lacking, seg.segment_size, job.size)
