@@ -108,6 +108,28 @@ def test_tampered_or_moved_long_names_fail() -> None:
     assert reader.decode_name("d", enc) == "L" * 200
 
 
+def test_a_second_spelling_of_the_same_hash_is_refused() -> None:
+    """Base32 of 32 bytes leaves 4 unused bits in the last character: a hashed component with
+    those bits changed decodes to the same HMAC, and must still be refused (it would list as a
+    second, undecodable entry instead of failing the directory with EIO)."""
+    import base64
+
+    alphabet = "abcdefghijklmnopqrstuvwxyz234567"
+    enc = V2.encode_name("d", "N" * 200)
+    body = V2.long_body(enc)
+    assert body is not None
+    alt = enc[:-1] + alphabet[alphabet.index(enc[-1]) ^ 1]  # flip an unused low bit
+
+    def raw(s: str) -> bytes:
+        t = s[3:].upper()
+        return base64.b32decode(t + "=" * (-len(t) % 8))
+
+    assert alt != enc and raw(alt) == raw(enc)
+    reader = _fresh()
+    assert not reader.learn_long(alt, body)
+    assert reader.learn_long(enc, body)
+
+
 def test_a_short_name_smuggled_as_long_is_refused() -> None:
     """A hashed component must hold a name too long to be inline (one name, one key)."""
     import base64

@@ -170,8 +170,9 @@ class NameCipher:
         """Accept a side object's body for `hashed` if its HMAC matches (False: tampered)."""
         if not is_long(hashed) or len(body) <= SIV_TAG + INLINE_PADDED:
             return False
-        mac = _unb32(hashed[len(LONG_PREFIX):])
-        if mac is None or not hmac.compare_digest(mac, self._mac(body)):
+        # compared as text, not as decoded bytes: base32's trailing bits would let a second,
+        # non-canonical spelling of the same HMAC pass (and then list as a foreign name, not EIO)
+        if not hmac.compare_digest(hashed[len(LONG_PREFIX):], _b32(self._mac(body))):
             return False
         self._remember(hashed, body)
         return True
