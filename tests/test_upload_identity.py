@@ -33,8 +33,10 @@ def proxy(s3server):
 
 
 def flush(m: Mount, timeout: float = 120) -> None:
-    subprocess.run([*S3ENCFS, "flush", str(m.mountpoint)], env=m.env, check=True,
-                   timeout=timeout, capture_output=True)
+    r = subprocess.run([*S3ENCFS, "flush", str(m.mountpoint)], env=m.env,
+                       timeout=timeout, capture_output=True, text=True)
+    assert r.returncode == 0, f"flush failed: {r.stdout[-2000:]} {r.stderr[-2000:]}\n" \
+        f"{m.read_log()[-4000:]}"
 
 
 def conflicts_in(root: Path) -> list[str]:
