@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -239,3 +240,44 @@ def test_command_line_prints_endpoint_and_serves(echo: _Upstream) -> None:
         proc.terminate()
         proc.wait(30)
     assert proc.returncode == 0
+
+
+def test_counts_real_s3_requests_by_kind(s3server: Any, s3: Any) -> None:
+    """boto3 and awscrt against SeaweedFS through the proxy: every request counted, by kind."""
+    import boto3
+    from botocore.config import Config
+
+    from bench.clients import _crt_request, crt_client
+
+    bucket = f"latency-count-{os.getpid()}"
+    with LatencyProxy(s3server.endpoint, 2) as proxy:
+        c = boto3.client(
+            "s3", endpoint_url=proxy.endpoint, region_name="us-east-1",
+            aws_access_key_id=s3server.access_key, aws_secret_access_key=s3server.secret_key,
+            config=Config(s3={"addressing_style": "path"}),
+        )  # fmt: skip
+        c.create_bucket(Bucket=bucket)  # OTHER
+        body = os.urandom(300_000)
+        c.put_object(Bucket=bucket, Key="a", Body=body)
+        assert c.get_object(Bucket=bucket, Key="a")["Body"].read() == body
+        c.head_object(Bucket=bucket, Key="a")
+        c.list_objects_v2(Bucket=bucket)
+        c.copy_object(Bucket=bucket, Key="b", CopySource={"Bucket": bucket, "Key": "a"})
+        up = c.create_multipart_upload(Bucket=bucket, Key="m")["UploadId"]
+        etag = c.upload_part(Bucket=bucket, Key="m", UploadId=up, PartNumber=1, Body=body)["ETag"]
+        c.complete_multipart_upload(Bucket=bucket, Key="m", UploadId=up,
+                                    MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]})
+        c.delete_object(Bucket=bucket, Key="b")
+        c.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "m"}]})
+        host = proxy.endpoint.split("://", 1)[1]
+        crt = crt_client(proxy.endpoint, s3server.access_key, s3server.secret_key)
+        _crt_request(crt, host, "PUT", f"/{bucket}/crt", body=body).finished_future.result(60)
+        _crt_request(crt, host, "GET", f"/{bucket}/crt").finished_future.result(60)
+        stats = proxy.stats()
+    assert stats["unparsed"] == 0
+    assert stats["requests"] == {
+        "GET": 2, "PUT": 2, "HEAD": 1, "LIST": 1, "MULTIPART": 3, "COPY": 1, "DELETE": 2,
+        "OTHER": 1,
+    }  # fmt: skip
+    assert stats["bytes_up"] > 3 * len(body) and stats["bytes_down"] > 2 * len(body)
+    assert s3.get_object(Bucket=bucket, Key="crt")["Body"].read() == body
