@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import json
+import os
 import signal
 import socket
 import sys
@@ -39,6 +41,7 @@ from bench.httpscan import KINDS, RequestScanner, request_kind
 __all__ = ["KINDS", "LatencyProxy", "RequestScanner", "request_kind"]
 
 _RECV = 256 * 1024
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _QUEUE_LIMIT = 64 * 1024 * 1024  # bytes in flight per direction before the reader waits
 
 
@@ -237,6 +240,8 @@ class LatencyProxy:
                 writer.start()
                 self._read(src, scanner, up, queue, None)
                 writer.join()  # everything queued is delivered before the sockets close
+            elif scanner is None and hasattr(os, "splice"):
+                self._splice(src, dst, up)  # 0 ms, responses: zero-copy through a pipe
             else:
                 self._read(src, scanner, up, None, dst)
         finally:
@@ -276,6 +281,32 @@ class LatencyProxy:
             except OSError:
                 _shutdown(src, socket.SHUT_RDWR)
                 return
+
+    def _splice(self, src: socket.socket, dst: socket.socket, up: bool) -> None:
+        """Relay src to dst with splice(2) until EOF (no delay, nothing to parse)."""
+        r, w = os.pipe()
+        try:
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(w, _F_SETPIPE_SZ, _RECV * 4)
+            while True:
+                try:
+                    n = os.splice(src.fileno(), w, _RECV * 4)
+                except OSError:
+                    n = 0
+                if not n:
+                    _shutdown(dst, socket.SHUT_WR)
+                    return
+                self._count_bytes(up, n)
+                left = n
+                try:
+                    while left:
+                        left -= os.splice(r, dst.fileno(), left)
+                except OSError:
+                    _shutdown(src, socket.SHUT_RDWR)
+                    return
+        finally:
+            os.close(r)
+            os.close(w)
 
     def _writer(self, queue: _DelayQueue, src: socket.socket, dst: socket.socket) -> None:
         """Deliver each queued chunk at its due time; on a send error, tear both sides down."""
