@@ -8,6 +8,12 @@ from urllib.parse import parse_qsl, urlsplit
 
 _MAX_HEAD = 64 * 1024
 KINDS = ("GET", "PUT", "HEAD", "LIST", "MULTIPART", "COPY", "DELETE", "OTHER")
+_BUCKET_SUB = {
+    "accelerate", "acl", "analytics", "cors", "encryption", "intelligent-tiering", "inventory",
+    "lifecycle", "location", "logging", "metrics", "notification", "object-lock",
+    "ownershipControls", "policy", "policyStatus", "publicAccessBlock", "replication",
+    "requestPayment", "tagging", "versioning", "website",
+}  # fmt: skip
 
 
 def request_kind(method: str, target: str, copy_source: bool) -> str:
@@ -16,7 +22,8 @@ def request_kind(method: str, target: str, copy_source: bool) -> str:
     _bucket, _, key = parts.path.lstrip("/").partition("/")
     q = {k for k, _ in parse_qsl(parts.query, keep_blank_values=True)}
     if not key:
-        if method == "GET" and ({"list-type", "uploads", "versions"} & q or not q):
+        # ListObjects v1 has only prefix/marker/delimiter/max-keys; bucket sub-resources are OTHER
+        if method == "GET" and ({"uploads", "versions"} & q or not q & _BUCKET_SUB):
             return "LIST"
         if method == "HEAD":
             return "HEAD"

@@ -182,6 +182,8 @@ def test_scanner_follows_framing_byte_by_byte() -> None:
             _http("GET", "/b/k"),
             _http("HEAD", "/b/k"),
             _http("GET", "/b?list-type=2&prefix=a%2F"),
+            _http("GET", "/b?delimiter=%2F&max-keys=1000&prefix="),  # ListObjects v1
+            _http("GET", "/b?versioning"),
             _http("PUT", "/b/k3", x_amz_copy_source="/b/k"),
             _http("POST", "/b/big?uploads"),
             _http("PUT", "/b/big?partNumber=1&uploadId=u", trap),
@@ -202,7 +204,7 @@ def test_scanner_follows_framing_byte_by_byte() -> None:
             scanner.feed(stream[i : i + step])
         assert scanner.state == "head"
         assert seen == [
-            "PUT", "PUT", "GET", "HEAD", "LIST", "COPY",
+            "PUT", "PUT", "GET", "HEAD", "LIST", "LIST", "OTHER", "COPY",
             "MULTIPART", "MULTIPART", "MULTIPART", "DELETE", "DELETE", "OTHER",
         ]  # fmt: skip
 
