@@ -1,4 +1,4 @@
-"""bench.report: one report with a table per network set, the S3/CPU/FUSE count tables, the
+"""The bench harness: one report with a table per network set, the S3/CPU/FUSE count tables, the
 proxy's own cost, and a JSON with every set (the first also at the top for older readers)."""
 
 from __future__ import annotations
@@ -56,3 +56,58 @@ def test_rtt_sets_and_tree_failures() -> None:
         results={"W4": {"s3fs": {"status": "timeout"}, "rclone": {"status": "ok"}}}
     )
     assert tree_failures([done]) == {"s3fs"}  # type: ignore[list-item]
+
+
+def test_meter_counts_one_workload_through_the_proxy_process(tmp_path: Path) -> None:
+    """`ProxyProcess` (python -m bench.latency) + `Meter`: requests since `begin`, by kind, and the
+    daemon CPU per request from the peer's session total."""
+    import http.client
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    from bench.netpath import Meter, ProxyProcess
+
+    class Ok(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _ok(self) -> None:
+            n = int(self.headers.get("Content-Length") or 0)
+            self.rfile.read(n)
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_PUT = do_HEAD = do_DELETE = _ok
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Ok)
+    Thread(target=server.serve_forever, daemon=True).start()
+    proxy = ProxyProcess(f"127.0.0.1:{server.server_address[1]}", 0, tmp_path / "p.log").start()
+    try:
+        port = int(proxy.endpoint.rsplit(":", 1)[1])
+
+        def send(*reqs: tuple[str, str, bytes]) -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            for method, path, body in reqs:
+                conn.request(method, path, body=body or None)
+                conn.getresponse().read()
+            conn.close()
+
+        send(("PUT", "/b/before", b"x"))  # before `begin`: not counted
+        peer = SimpleNamespace(cpu_total=1.0, fuse_total=0, counts_fuse=False)
+        meter = Meter(proxy)
+        meter.begin(peer)
+        send(("PUT", "/b/k", b"y" * 1000), ("GET", "/b/k", b""), ("HEAD", "/b/k", b""),
+             ("GET", "/b?prefix=", b""))  # fmt: skip
+        send(("DELETE", "/b/k", b""))
+        peer.cpu_total = 1.5  # the daemon used 0.5 s over the workload
+        got = meter.end(peer)
+    finally:
+        proxy.stop()
+        server.shutdown()
+    assert got["s3"] == {"PUT": 1, "GET": 1, "HEAD": 1, "LIST": 1, "DELETE": 1}
+    assert got["s3_requests"] == 5 and got["s3_connections"] == 2
+    assert got["cpu_s"] == 0.5 and got["cpu_ms_per_req"] == 100.0
+    assert "fuse_requests" not in got and got["proxy_cpu_s"] >= 0
