@@ -182,7 +182,10 @@ def proxy_cost(doc: dict[str, Any]) -> str:
                              f"({via['mbps'] / direct['mbps']:.0%})")
     lines = ["Proxy cost (W7 through the proxy vs direct): " + "; ".join(parts)] if parts else []
     if (cpu := doc.get("proxy_cpu_s")) is not None:
-        lines.append(f"The latency proxy's own CPU over this whole set: {cpu:.1f} s")
+        tot = doc.get("proxy_totals") or {}
+        gb = (tot.get("bytes_up", 0) + tot.get("bytes_down", 0)) / 1e9
+        per = f" ({cpu / gb:.2f} s per GB through it, {gb:.1f} GB)" if gb > 0.01 else ""
+        lines.append(f"The latency proxy's own CPU over this whole set: {cpu:.1f} s{per}")
     return "\n".join(lines)
 
 
