@@ -250,7 +250,8 @@ def run_peer(bs: BenchSet, name: str, plan: Plan, work: list[str], extra: dict[s
     memory = MEMORY if extra["memory"] else []
     skipped = [w for w in work if w in TREE and name in extra["tree_failed"]]
     for w in skipped:
-        bs.put(w, name, Result(status="skipped", note="W4 failed in an earlier set"))
+        note = "W4 failed or took > timeout/2 in an earlier set"
+        bs.put(w, name, Result(status="skipped", note=note))
     work = [w for w in work if w not in skipped]
     if name.startswith("s3encfs") and extra["not_ready"]:
         for w in work + memory:
@@ -271,10 +272,16 @@ def run_peer(bs: BenchSet, name: str, plan: Plan, work: list[str], extra: dict[s
             bs.put(w, name, r)
 
 
-def tree_failures(sets: list[BenchSet]) -> set[str]:
-    """Peers whose W4 did not finish in an earlier set: a slower link will not help them."""
-    return {p for bs in sets for p, r in bs.results.get("W4", {}).items()
-            if r.get("status", "ok") not in ("ok", "skipped")}
+def tree_failures(sets: list[BenchSet], timeout: float) -> set[str]:
+    """Peers whose W4 did not finish in an earlier set, or took over half the timeout there:
+    with more latency it would only spend the whole timeout (s3fs: ~30 requests per file)."""
+    return {
+        p
+        for bs in sets
+        for p, r in bs.results.get("W4", {}).items()
+        if r.get("status", "ok") not in ("ok", "skipped")
+        or (r.get("status", "ok") == "ok" and (r.get("seconds") or 0) > timeout / 2)
+    }
 
 
 def run_set(bs: BenchSet, args: argparse.Namespace, plan: Plan, ctx_extra: dict[str, Any],
@@ -294,7 +301,7 @@ def run_set(bs: BenchSet, args: argparse.Namespace, plan: Plan, ctx_extra: dict[
         "memory": args.memory and bs.first,
         "many_bucket": ctx_extra["many_bucket"],
         "not_ready": ctx_extra["not_ready"],
-        "tree_failed": tree_failures(earlier),
+        "tree_failed": tree_failures(earlier, args.timeout),
     }
     for name in names:
         if work or extra["memory"]:

@@ -53,9 +53,10 @@ def test_rtt_sets_and_tree_failures() -> None:
     assert [set_key(r) for r in (None, 0.0, 20.0, 2.5)] == ["direct", "rtt0", "rtt20", "rtt2.5"]
 
     done = SimpleNamespace(
-        results={"W4": {"s3fs": {"status": "timeout"}, "rclone": {"status": "ok"}}}
-    )
-    assert tree_failures([done]) == {"s3fs"}  # type: ignore[list-item]
+        results={"W4": {"s3fs": {"status": "timeout"}, "rclone": {"status": "ok", "seconds": 30},
+                        "slow": {"status": "ok", "seconds": 250}}}
+    )  # fmt: skip
+    assert tree_failures([done], 420) == {"s3fs", "slow"}  # type: ignore[list-item]
 
 
 def test_meter_counts_one_workload_through_the_proxy_process(tmp_path: Path) -> None:
