@@ -63,10 +63,12 @@ else
 	exit $$rc
 endif
 
-# ARGS go to bench.run (e.g. ARGS=--quick); SOAK_MINUTES=0 skips the soak
+# ARGS go to bench.run (e.g. ARGS=--quick); SOAK_MINUTES=0 skips the soak;
+# BENCH_RTT: the network sets, one table each (RTT in ms through bench.latency; `direct` = no proxy)
 SOAK_MINUTES ?= 30
+BENCH_RTT ?= 0,20
 bench: deps
-	$(PY) -m bench.run $(ARGS)
+	$(PY) -m bench.run --rtt $(BENCH_RTT) $(ARGS)
 	[ "$(SOAK_MINUTES)" = 0 ] || $(PY) -m bench.soak --minutes $(SOAK_MINUTES)
 
 lint: deps

@@ -8,21 +8,21 @@ docs/BENCHMARKS.md); `abort()` is the last resort for a hung mount.
 from __future__ import annotations
 
 import contextlib
-import json
-import math
 import os
 import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-VENV_BIN = Path(__file__).resolve().parent.parent / ".venv" / "bin"
+# the repository's .venv, else (a git worktree without one) the venv running the bench
+_REPO_VENV_BIN = Path(__file__).resolve().parent.parent / ".venv" / "bin"
+VENV_BIN = _REPO_VENV_BIN if _REPO_VENV_BIN.is_dir() else Path(sys.executable).parent
 
 
 class BenchError(Exception):
@@ -38,7 +38,8 @@ class Ctx:
     secret_key: str
     env: dict[str, str]
     workdir: Path
-    s3: Any  # a boto3 S3 client
+    s3: Any  # a boto3 S3 client, always direct to the server (setup, checks; never counted)
+    tag: str = ""  # appended to every peer's bucket name: one set of buckets per network set
 
 
 def _mount_dev(mnt: Path) -> str | None:
@@ -118,6 +119,12 @@ class Peer:
     mounts: int = 0
     last_cpu_s: float | None = None  # CPU of the last mount session (sampled every 0.2 s)
     extra_args: list[str] = field(default_factory=list)  # per-workload mount flags (W6a)
+    cpu_total: float = 0.0  # CPU seconds of every finished mount session of this peer
+    fuse_total: int = 0  # FUSE requests of every durably unmounted session (if counts_fuse)
+    counts_fuse: bool = False  # the daemon reports its FUSE requests (s3encfs `status`)
+
+    def __post_init__(self) -> None:
+        self.bucket += self.ctx.tag
 
     # -- paths ---------------------------------------------------------------------------
     @property
@@ -148,6 +155,9 @@ class Peer:
 
     def wait_uploads(self, timeout: float) -> None:
         """Block until everything written so far is in S3 (before unmounting)."""
+
+    def before_unmount(self) -> None:
+        """Read the session's counters while the daemon still runs (adds to `fuse_total`)."""
 
     def do_unmount(self, timeout: float) -> None:
         """Plain `fusermount3 -u`, retried while the mount is busy."""
@@ -215,19 +225,36 @@ class Peer:
     def unmount_durable(self, timeout: float = 600) -> int:
         """Wait for uploads, unmount, wait for the daemon to exit. Returns peak RSS in KiB."""
         deadline = time.monotonic() + timeout
+        self.before_unmount()
         self.wait_uploads(timeout)
         self.do_unmount(max(1.0, deadline - time.monotonic()))
-        while self.proc is not None and self.proc.poll() is None:
+        while self.proc is not None and not self._exited():
             if time.monotonic() > deadline:
                 raise BenchError(f"{self.name}: daemon still running {timeout}s after unmount")
             time.sleep(0.05)
+        if self.sampler is not None:
+            self.sampler.read()  # the exited (not yet reaped) daemon's final CPU and peak RSS
+        if self.proc is not None:
+            self.proc.poll()
         if is_mounted(self.mnt):
             raise BenchError(f"{self.name}: still mounted after unmount")
         return self._finish()
 
+    def _exited(self) -> bool:
+        """True once the daemon has exited; leaves it unreaped so /proc/PID/stat stays."""
+        assert self.proc is not None
+        if self.proc.returncode is not None:
+            return True
+        try:
+            info = os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return self.proc.poll() is not None
+        return info is not None
+
     def _finish(self) -> int:
         peak = self.sampler.stop() if self.sampler else 0
         self.last_cpu_s = self.sampler.cpu_s if self.sampler else None
+        self.cpu_total += self.last_cpu_s or 0.0
         self.proc = None
         self.sampler = None
         return peak
@@ -257,6 +284,7 @@ class S3encfsPeer(Peer):
         )
         self.encryption = encryption
         self.s3_client = s3_client
+        self.counts_fuse = True
 
     @property
     def exe(self) -> str:
@@ -302,6 +330,16 @@ class S3encfsPeer(Peer):
             cmd += ["--s3-client", self.s3_client]
         return cmd + shlex.split(os.environ.get("BENCH_S3ENCFS_ARGS", "")) + self.extra_args
 
+    def before_unmount(self) -> None:
+        """Add this session's FUSE requests (`status` → `fuse_requests`) to `fuse_total`."""
+        from s3encfs import control
+
+        try:
+            st = control.query(control.control_socket_path(str(self.mnt)), "status", timeout=10)
+        except (OSError, control.ControlError):
+            return
+        self.fuse_total += sum(int(v) for v in st.get("fuse_requests", {}).values())
+
     def do_unmount(self, timeout: float) -> None:
         """`s3encfs umount` returns once every pending upload is in S3."""
         r = subprocess.run(
@@ -338,95 +376,3 @@ class S3fsPeer(Peer):
             ]
         )
         return ["s3fs", bucket, str(self.mnt), "-f", "-o", opts]
-
-
-class RclonePeer(Peer):
-    """`rclone mount --vfs-cache-mode full` over an s3 remote; optionally through a crypt remote."""
-
-    def __init__(self, ctx: Ctx, crypt: bool, rc_port: int):
-        name = "rclone-crypt" if crypt else "rclone"
-        super().__init__(ctx, name, f"bench-{name}", encrypts=crypt)
-        self.crypt = crypt
-        self.rc_port = rc_port
-
-    @property
-    def conf(self) -> Path:
-        return self.base / "rclone.conf"
-
-    def setup(self) -> None:
-        super().setup()
-        lines = [
-            "[s3]",
-            "type = s3",
-            "provider = SeaweedFS",
-            f"access_key_id = {self.ctx.access_key}",
-            f"secret_access_key = {self.ctx.secret_key}",
-            f"endpoint = {self.ctx.endpoint}",
-            "region = us-east-1",
-            "force_path_style = true",
-            "",
-        ]
-        if self.crypt:
-            pw = subprocess.run(
-                [str(VENV_BIN / "rclone"), "obscure", os.urandom(16).hex()],
-                check=True,
-                capture_output=True,
-                text=True,
-            ).stdout.strip()
-            lines += [
-                "[crypt]",
-                "type = crypt",
-                f"remote = s3:{self.bucket}",
-                f"password = {pw}",
-                "",
-            ]
-        self.conf.write_text("\n".join(lines))
-        self.conf.chmod(0o600)
-
-    def mount_cmd(self, bucket: str) -> list[str]:
-        remote = "crypt:" if self.crypt and bucket == self.bucket else f"s3:{bucket}"
-        return [
-            str(VENV_BIN / "rclone"),
-            "mount",
-            remote,
-            str(self.mnt),
-            "--config",
-            str(self.conf),
-            "--vfs-cache-mode",
-            "full",
-            "--cache-dir",
-            str(self.cache_dir),
-            "--rc",
-            f"--rc-addr=127.0.0.1:{self.rc_port}",
-            "--rc-no-auth",
-            "--log-level",
-            "NOTICE",
-        ]
-
-    def vfs_stats(self) -> dict[str, Any]:
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{self.rc_port}/vfs/stats",
-            data=b"{}",
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(req, timeout=10) as r:
-            result: dict[str, Any] = json.load(r)
-            return result
-
-    def wait_uploads(self, timeout: float) -> None:
-        """Poll rclone's rc until the VFS upload queue is empty (twice in a row)."""
-        deadline = time.monotonic() + timeout
-        quiet = 0
-        while quiet < 2:
-            if time.monotonic() > deadline:
-                raise BenchError(f"{self.name}: uploads still pending after {timeout}s")
-            dc = self.vfs_stats().get("diskCache", {})
-            busy = int(dc.get("uploadsInProgress", 0)) + int(dc.get("uploadsQueued", 0))
-            quiet = quiet + 1 if busy == 0 else 0
-            time.sleep(0.25)
-
-    def object_size_range(self, plain_size: int) -> tuple[int, int]:
-        if not self.crypt:
-            return plain_size, plain_size
-        size = 32 + plain_size + 16 * math.ceil(plain_size / 65536)  # rclone crypt format
-        return size, size

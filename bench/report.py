@@ -20,7 +20,9 @@ METRIC: dict[str, tuple[str, bool, str]] = {
     "M2": ("seconds", False, "mem: ls -f of a big dir"),
 }
 CEILING = {"W1": "W7up", "W2": "W7down", "W2b": "W7down"}
-RAW_CLIENTS = ("boto3", "awscrt")  # W7 ceiling entries
+RAW_CLIENTS = ("boto3", "awscrt")  # W7 ceiling entries (through the set's network path)
+KIND_ABBR = {"GET": "G", "PUT": "P", "HEAD": "H", "LIST": "L", "MULTIPART": "M", "COPY": "C",
+             "DELETE": "D", "OTHER": "O"}  # fmt: skip
 OURS = ("s3encfs-plain", "s3encfs-client")
 
 Results = dict[str, dict[str, dict[str, Any]]]  # workload -> peer -> Result.to_json()
@@ -103,10 +105,12 @@ def render(results: Results, peers: list[str]) -> str:
     out = [_table(header, rows)]
     for client, how in (("boto3", "boto3 s3transfer, 16 MiB parts, 10 threads"),
                         ("awscrt", "awscrt S3Client, 16 MiB parts")):
-        ceil = [f"{w}: {cell(results[w].get(client), 'W1')}" for w in ("W7up", "W7down")
-                if client in results.get(w, {})]
-        if ceil:
-            out.append(f"W7 ceiling ({how}): " + ", ".join(ceil))
+        for suffix in ("", "-direct"):
+            ceil = [f"{w}: {cell(results[w].get(client + suffix), 'W1')}"
+                    for w in ("W7up", "W7down") if client + suffix in results.get(w, {})]
+            if ceil:
+                where = ", direct to the server" if suffix else ""
+                out.append(f"W7 ceiling ({how}{where}): " + ", ".join(ceil))
     rss_rows = []
     for w in order:
         vals = [results[w].get(p, {}).get("peak_rss_mib") for p in peers]
@@ -121,8 +125,9 @@ def render(results: Results, peers: list[str]) -> str:
         if any(v is not None for v in cpus):
             cpu_rows.append([w] + [f"{v:.1f}" if v is not None else "-" for v in cpus])
     if cpu_rows:
-        out.append("CPU seconds of the FUSE daemon during the workload's mount session:")
+        out.append("CPU seconds of the FUSE daemon over the workload's mount sessions:")
         out.append(_table(["workload", *peers], cpu_rows))
+    out += count_tables(results, peers, order)
     warns = [
         f"  {w} {p}: {r['warn']}" for w in order for p, r in results[w].items() if r.get("warn")
     ]
@@ -132,9 +137,88 @@ def render(results: Results, peers: list[str]) -> str:
     return "\n\n".join(out)
 
 
-def write_json(path: Path, meta: dict[str, Any], results: Results, peers: list[str]) -> None:
+def _per_peer(results: Results, peers: list[str], order: list[str], title: str,
+              fmt: Any) -> list[str]:
+    """A workload x peer table of `fmt(result)` (None: "-"); [] when no cell has a value."""
+    rows, used = [], False
+    for w in order:
+        vals = [fmt(results[w].get(p, {})) for p in peers]
+        used = used or any(v is not None for v in vals)
+        rows.append([w] + [v if v is not None else "-" for v in vals])
+    return [title, _table(["workload", *peers], rows)] if used else []
+
+
+def _kinds(r: dict[str, Any]) -> str | None:
+    if r.get("s3_requests") is None:
+        return None
+    kinds = " ".join(f"{KIND_ABBR.get(k, k)}{n}" for k, n in r.get("s3", {}).items() if n)
+    return f"{r['s3_requests']} {kinds}".strip()
+
+
+def count_tables(results: Results, peers: list[str], order: list[str]) -> list[str]:
+    """S3 requests by kind, daemon CPU per S3 request, s3encfs's FUSE requests."""
+    legend = ", ".join(f"{a}={k}" for k, a in KIND_ABBR.items())
+    out = _per_peer(results, peers, order,
+                    f"S3 requests per workload, counted by the proxy (total, then {legend}):",
+                    _kinds)
+    out += _per_peer(results, peers, order,
+                     "FUSE daemon CPU per S3 request (ms; CPU over the workload / requests):",
+                     lambda r: f"{r['cpu_ms_per_req']:.2f}" if "cpu_ms_per_req" in r else None)
+    ours = [p for p in peers if p.startswith("s3encfs")]
+    out += _per_peer(results, ours, order, "FUSE requests per workload (s3encfs `status`):",
+                     lambda r: str(r["fuse_requests"]) if "fuse_requests" in r else None)
+    return out
+
+
+def proxy_cost(doc: dict[str, Any]) -> str:
+    """At 0 ms: each raw client's W7 rate through the proxy against direct; the proxy's CPU."""
+    res = doc["results"]
+    parts = []
+    for client in RAW_CLIENTS:
+        for w in ("W7up", "W7down"):
+            via, direct = res.get(w, {}).get(client), res.get(w, {}).get(f"{client}-direct")
+            if via and direct and via.get("mbps") and direct.get("mbps"):
+                parts.append(f"{client} {w[2:]} {via['mbps']:.0f} vs {direct['mbps']:.0f} MB/s "
+                             f"({via['mbps'] / direct['mbps']:.0%})")
+    lines = ["Proxy cost (W7 through the proxy vs direct): " + "; ".join(parts)] if parts else []
+    if (cpu := doc.get("proxy_cpu_s")) is not None:
+        tot = doc.get("proxy_totals") or {}
+        gb = (tot.get("bytes_up", 0) + tot.get("bytes_down", 0)) / 1e9
+        per = f" ({cpu / gb:.2f} s per GB through it, {gb:.1f} GB)" if gb > 0.01 else ""
+        lines.append(f"The latency proxy's own CPU over this whole set: {cpu:.1f} s{per}")
+    return "\n".join(lines)
+
+
+def set_title(key: str, doc: dict[str, Any]) -> str:
+    rtt = doc.get("rtt_ms")
+    if not doc.get("proxy", True):
+        return "Loopback, direct to the server (no proxy, no S3 request counts)"
+    if not rtt:
+        return "Loopback, through the counting proxy at 0 ms"
+    return f"{rtt:g} ms RTT through bench.latency (set {key})"
+
+
+def render_sets(docs: dict[str, dict[str, Any]]) -> str:
+    out = []
+    for key, doc in docs.items():
+        if not doc["results"]:
+            continue
+        bar = "=" * 20
+        out.append(f"{bar} {set_title(key, doc)} {bar}")
+        out.append(render(doc["results"], doc["peers"]))
+        if cost := proxy_cost(doc):
+            out.append(cost)
+    return "\n\n".join(out)
+
+
+def write_json(path: Path, meta: dict[str, Any], docs: dict[str, dict[str, Any]]) -> None:
+    """`sets`: one entry per network set; the first set also at the top (older readers)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"meta": meta, "peers": peers, "results": results, "ratios": ratios(results, peers)}
+    sets = {k: {**d, "ratios": ratios(d["results"], d["peers"])} for k, d in docs.items()}
+    empty: dict[str, Any] = {"peers": [], "results": {}, "ratios": {}}
+    first = next(iter(sets.values()), empty)
+    doc = {"meta": meta, "sets": sets, "peers": first["peers"], "results": first["results"],
+           "ratios": first["ratios"]}  # fmt: skip
     path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
 
 
@@ -144,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = sys.argv[1:] if argv is None else argv
     doc = json.loads(Path(args[0] if args else "bench/results/latest.json").read_text())
-    print(render(doc["results"], doc["peers"]))
+    print(render_sets(doc["sets"]) if "sets" in doc else render(doc["results"], doc["peers"]))
     m = doc["meta"]
     print(f"\n{m['date']}  size={m['size']}  tree={m['tree']}  total {m['elapsed_s']}s")
     return 0

@@ -14,11 +14,11 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.netpath import Meter
 from bench.peers import BenchError, Peer
 
 MIB = 1024 * 1024
@@ -52,8 +52,17 @@ class Result:
     iops: float | None = None
     items: int | None = None
     peak_rss_mib: float | None = None
-    cpu_s: float | None = None  # CPU seconds of the FS process (W1, W4: the whole session)
+    cpu_s: float | None = None  # CPU seconds of the FS daemon over the workload's sessions
     note: str = ""
+    # counted by the proxy over the workload (bench.netpath.Meter); absent without a proxy
+    s3: dict[str, int] | None = None  # S3 requests by kind (GET, PUT, HEAD, LIST, …)
+    s3_requests: int | None = None
+    s3_mb_up: float | None = None
+    s3_mb_down: float | None = None
+    s3_connections: int | None = None
+    cpu_ms_per_req: float | None = None  # daemon CPU / S3 requests
+    fuse_requests: int | None = None  # s3encfs only: FUSE requests its `status` counted
+    proxy_cpu_s: float | None = None  # the latency proxy's own CPU over the workload
     warn: str = ""  # the workload finished but not cleanly (e.g. rsync exit 23)
 
     def to_json(self) -> dict[str, Any]:
@@ -137,16 +146,21 @@ def verify_object(peer: Peer, plain_size: int) -> None:
 class Runner:
     """Runs the selected workloads for one peer, in dependency order."""
 
-    def __init__(self, peer: Peer, plan: Plan, log: Callable[[str], None]):
+    def __init__(
+        self, peer: Peer, plan: Plan, log: Callable[[str], None], meter: Meter | None = None
+    ):
         self.peer = peer
         self.plan = plan
         self.log = log
+        self.meter = meter
         self.have_big = False
         self.have_rand = False
         self.have_tree = False
 
     def guarded(self, name: str, fn: Callable[[], Result]) -> Result:
         self.log(f"  {self.peer.name} {name} …")
+        if self.meter is not None:
+            self.meter.begin(self.peer)
         try:
             res = fn()
         except WorkloadTimeout as e:
@@ -156,6 +170,9 @@ class Runner:
         finally:
             if self.peer.proc is not None:
                 self.peer.abort()
+        if self.meter is not None:
+            for key, value in self.meter.end(self.peer).items():
+                setattr(res, key, value)
         self.log(f"  {self.peer.name} {name}: {res.to_json()}")
         return res
 
@@ -265,6 +282,8 @@ class Runner:
             run(["cp", str(self.plan.rand_src), f"{mnt}/rand.bin"], self.peer, self.left(dl))
             self.durable_unmount(dl)
             self.have_rand = True
+            if self.meter is not None:
+                self.meter.begin(self.peer)  # count the random reads, not the file's upload
         dl = self.deadline()
         mnt = self.cold_mount()
         runtime = int(min(self.plan.fio_runtime, self.left(dl) - 5))
@@ -419,67 +438,3 @@ class Runner:
         n = int(out.strip())  # entries other than . and .. (not every FS lists those)
         status = "ok" if n == self.plan.mem_entries else f"error: listed {n}"
         return Result(status=status, seconds=secs, items=n, peak_rss_mib=rss)
-
-
-def make_many(s3: Any, bucket: str, n: int, threads: int = 32) -> float:
-    """Create `n` empty objects many/f000000… directly with boto3; returns seconds."""
-    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
-        s3.create_bucket(Bucket=bucket)
-    t0 = time.monotonic()
-    with ThreadPoolExecutor(threads) as pool:
-        list(
-            pool.map(
-                lambda i: s3.put_object(Bucket=bucket, Key=f"many/f{i:07d}", Body=b""), range(n)
-            )
-        )
-    return time.monotonic() - t0
-
-
-def ceiling(s3: Any, plan: Plan, workdir: Path) -> dict[str, Result]:
-    """W7: boto3/s3transfer upload and download of the big file (16 MiB parts, 10 threads)."""
-    from boto3.s3.transfer import TransferConfig
-
-    cfg = TransferConfig(
-        multipart_threshold=16 * MIB, multipart_chunksize=16 * MIB, max_concurrency=10
-    )
-    bucket = "bench-ceiling"
-    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
-        s3.create_bucket(Bucket=bucket)
-    s3.put_object(Bucket=bucket, Key="warmup", Body=os.urandom(16 * MIB))  # volume growth
-    t0 = time.monotonic()
-    s3.upload_file(str(plan.src), bucket, "big.bin", Config=cfg)
-    up = time.monotonic() - t0
-    dst = workdir / "ceiling-download.bin"
-    drop_caches()
-    t0 = time.monotonic()
-    s3.download_file(bucket, "big.bin", str(dst), Config=cfg)
-    down = time.monotonic() - t0
-    ok = dst.stat().st_size == plan.size
-    dst.unlink()
-    s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "big.bin"}, {"Key": "warmup"}]})
-    return {
-        "W7up": Result(seconds=up, mbps=plan.size / up / 1e6),
-        "W7down": Result(
-            status="ok" if ok else "error: size", seconds=down, mbps=plan.size / down / 1e6
-        ),
-    }
-
-
-def ceiling_awscrt(ctx: Any, plan: Plan, workdir: Path) -> dict[str, Result]:
-    """W7 with awscrt's S3Client (aws-c-s3's own parallel parts, 16 MiB): the best raw client
-    on this machine for downloads, so the ceiling s3encfs is measured against."""
-    from bench.clients import ceiling_crt
-
-    bucket = "bench-ceiling"
-    with contextlib.suppress(ctx.s3.exceptions.BucketAlreadyOwnedByYou):
-        ctx.s3.create_bucket(Bucket=bucket)
-    dst = workdir / "ceiling-crt-download.bin"
-    drop_caches()
-    up, _, down, _ = ceiling_crt(ctx.endpoint, ctx.access_key, ctx.secret_key, bucket,
-                                 plan.src, dst)
-    dst.unlink()
-    ctx.s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "crt-big.bin"}]})
-    return {
-        "W7up": Result(seconds=up, mbps=plan.size / up / 1e6),
-        "W7down": Result(seconds=down, mbps=plan.size / down / 1e6),
-    }
