@@ -35,6 +35,7 @@ from typing import Any
 
 import click
 
+from s3encfs import rekey_names
 from s3encfs.cli_options import bucket_options
 from s3encfs.rekey_objects import Rekeyer
 from s3encfs.rekey_run import (
@@ -68,13 +69,17 @@ log = logging.getLogger("s3encfs.rekey")
 @click.option("--page-size", default=1000, hidden=True, help="LIST page (= resume step) size.")
 @click.option("--s3ec-writer", help="s3ec mode: the target key (a --key name, 'kms', a PEM "
               "path) when it is not the first one (e.g. from a raw AES key to KMS).")
+@click.option("--names", "names_scheme", type=click.Choice(["2"]), default=None,
+              help="Client mode: migrate file names to name scheme 2 (padded, up to 255 "
+                   "bytes; every key changes; resumable). Nothing may mount the bucket until "
+                   "it finishes (docs/ENCRYPTION.md).")
 @click.option("--new-data-keys", is_flag=True,
               help="Client mode: re-encrypt every object under a fresh data key (downloads and "
                    "uploads every body). Without it, master-key rotation is a rewrap, which is "
                    "not a revocation.")
 def rekey(source: str | None, config_name: str | None, jobs: int, dry_run: bool,
           state_dir: Path | None, restart: bool, page_size: int, new_data_keys: bool,
-          s3ec_writer: str | None, **flags: Any) -> None:
+          s3ec_writer: str | None, names_scheme: str | None, **flags: Any) -> None:
     """Re-encrypt every object under s3://BUCKET[/PREFIX] to the current settings, server-side.
 
     SSE-C key rotation: `--encryption sse-c:NEW,OLD` (newest first; the old keys open the
@@ -82,7 +87,8 @@ def rekey(source: str | None, config_name: str | None, jobs: int, dry_run: bool,
     only (not a revocation); objects in client format v1 are re-encrypted to v2, and
     `--new-data-keys` re-encrypts every object under a fresh data key. S3 Encryption Client
     wrapping-key rotation: `--encryption s3ec` with the new key first (`--key NEW,OLD`, or a
-    KMS/RSA key before the old ones) rewraps data keys (also not a revocation).
+    KMS/RSA key before the old ones) rewraps data keys (also not a revocation). File names
+    from scheme 1 to 2: `--encryption client --names 2` (every key changes).
     Stop every mount of this bucket first (on all machines); a running local mount is
     detected and refused. Interrupted runs resume where they stopped.
     """
@@ -118,8 +124,13 @@ def rekey(source: str | None, config_name: str | None, jobs: int, dry_run: bool,
         refuse_client_switch(store, prefix, getattr(codec, "name", "") == "client")
         if policy.mode != "none" and not cfg.allow_unverified_sse and not dry_run:
             canary(store, prefix)
+        if names_scheme:
+            raise SystemExit(rekey_names.command(store, codec, prefix, jobs=jobs,
+                                                 dry_run=dry_run, stream=sys.stderr))
         if getattr(codec, "name", "") == "client":
             codec = check_master_key(store, codec, prefix)
+    except rekey_names.NamesRefused as exc:
+        raise MountError(str(exc)) from None  # one line + exit code: errors_cli
     except MountError as exc:
         raise exc from None  # one line + exit code: errors_cli
     except se.StoreError as exc:
