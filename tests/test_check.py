@@ -134,8 +134,8 @@ def test_object_without_sse_found(bucket, mount_factory, keyenv, s3):  # noqa: F
 
 
 def test_check_flags_what_format_v2_catches(bucket, populated, keyenv, s3):  # noqa: F811
-    """Stripped attrs, swapped and copied objects, spliced segments, undecodable names and a
-    missing index each make `check` exit 1, naming the object (issue 10)."""
+    """Stripped attrs, swapped and copied objects, spliced segments, undecodable names, an
+    unreadable and a missing index each make `check` exit 1, naming the object (issue 10)."""
     from test_tamper import STRIDE, Raw
 
     raw = Raw(s3, bucket, keyenv)
@@ -197,6 +197,9 @@ def test_check_flags_what_format_v2_catches(bucket, populated, keyenv, s3):  # n
     s3.delete_object(Bucket=bucket, Key="not-ours.txt")
 
     sub_index = raw.layout.index_key(("sub",))
+    index_body = s3.get_object(Bucket=bucket, Key=sub_index)["Body"].read()
+    s3.put_object(Bucket=bucket, Key=sub_index, Body=index_body[:-1] + bytes([index_body[-1] ^ 1]))
+    assert "authentication failed" in problems()[sub_index]  # an unreadable index
     s3.delete_object(Bucket=bucket, Key=sub_index)
     found = problems()
     assert list(found) == [raw.layout.dir_prefix(("sub",))], found
