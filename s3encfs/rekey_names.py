@@ -235,6 +235,7 @@ class NameMigration:
     # -- 4. objects -----------------------------------------------------------------------------
     def move(self, it: Item) -> None:
         """Copy one object to its new key, re-sealed; delete the old key (markers: later)."""
+        self.lay2.encode_rel(it.parts)  # the codec remembers the long names' side objects
         if it.marker and it.size == 0:
             if not self.dry_run:
                 self.store.put(it.new, b"", {})
@@ -250,7 +251,6 @@ class NameMigration:
         meta.update(self.old.seal_attrs(meta, attrs, new_rel))
         if self.dry_run:
             return
-        self.lay2.encode_rel(it.parts)  # the codec remembers the long names' side objects
         self.store.copy(it.old, it.new, metadata=meta, if_match=info.etag or None)
         self.raw.delete(it.old)
 
