@@ -278,7 +278,10 @@ class NameMigration:
 
     # -- 5. the end -----------------------------------------------------------------------------
     def finish(self, plan: Plan, old_indexes: list[str]) -> None:
-        markers = sorted((it.old for it in plan.items if it.marker),
+        # a marker above a key left alone stays (SeaweedFS may take a directory's contents
+        # with its marker): the directories of undecodable keys
+        keep = {k[: i + 1] for k in plan.undecodable for i, c in enumerate(k) if c == "/"}
+        markers = sorted((it.old for it in plan.items if it.marker and it.old not in keep),
                          key=lambda k: (-k.count("/"), k))  # children before their parents
         self.raw.delete_many(markers)
         self.raw.delete_many(old_indexes)

@@ -109,7 +109,16 @@ def verify_migrated(bucket: str, s3: Any, keyenv: dict[str, str],  # noqa: F811
 
 def test_rekey_names_migrates_a_scheme1_bucket(bucket: str, s3: Any, keyenv: dict[str, str],  # noqa: F811
                                                mount_factory: Any) -> None:  # noqa: F811
+    from s3encfs.crypto import ClientCodec
+    from s3encfs.keys.keyring import Keyring
+    from s3encfs.store.layout import Layout
+
     scheme1_bucket(bucket, s3, keyenv, mount_factory)
+    key = Keyring(environ=keyenv).get("default")
+    old_sub = Layout("", ClientCodec({key.info.key_id: key.secret}, key.info.key_id)) \
+        .dir_prefix(("sub",))
+    foreign = old_sub + "not-ours.txt"  # another tool's object: left alone, byte for byte
+    s3.put_object(Bucket=bucket, Key=foreign, Body=b"planted")
     dry = cli(keyenv, "rekey", f"s3://{bucket}", "--encryption", "client", "--names", "2",
               "--dry-run")
     assert dry.returncode == 0, dry.stdout + dry.stderr
@@ -117,6 +126,9 @@ def test_rekey_names_migrates_a_scheme1_bucket(bucket: str, s3: Any, keyenv: dic
     proc = rekey_names(keyenv, bucket)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "done, the keycheck records scheme 2" in proc.stdout
+    assert "decodes under neither scheme" in proc.stderr
+    assert s3.get_object(Bucket=bucket, Key=foreign)["Body"].read() == b"planted"
+    s3.delete_object(Bucket=bucket, Key=foreign)  # (check would report it)
     verify_migrated(bucket, s3, keyenv, mount_factory)
     again = rekey_names(keyenv, bucket)
     assert again.returncode == 0 and "already in scheme 2" in again.stdout, again
