@@ -128,7 +128,10 @@ def test_rekey_names_migrates_a_scheme1_bucket(bucket: str, s3: Any, keyenv: dic
     assert "done, the keycheck records scheme 2" in proc.stdout
     assert "decodes under neither scheme" in proc.stderr
     assert s3.get_object(Bucket=bucket, Key=foreign)["Body"].read() == b"planted"
-    s3.delete_object(Bucket=bucket, Key=foreign)  # (check would report it)
+    left = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=old_sub)["Contents"]]
+    assert sorted(left) == sorted([old_sub, foreign])  # its directory's marker stays too
+    for k in (foreign, old_sub):  # (check would report both: names of neither scheme)
+        s3.delete_object(Bucket=bucket, Key=k)
     verify_migrated(bucket, s3, keyenv, mount_factory)
     again = rekey_names(keyenv, bucket)
     assert again.returncode == 0 and "already in scheme 2" in again.stdout, again
