@@ -228,3 +228,15 @@ def test_rekey_names_sigkill_then_rerun(bucket: str, s3: Any, keyenv: dict[str, 
     for i in range(150):
         assert (m2.mountpoint / "many" / f"f{i:03}").read_bytes() == b"%d\n" % i
     m2.umount()
+
+
+def test_name_scheme_refuses_a_migrating_record() -> None:
+    """The keycheck's migrating state refuses with a message saying what to run; the value
+    itself is no scheme number, so versions without this code refuse it too."""
+    from s3encfs import keycheck
+
+    assert keycheck.name_scheme({"names": 2}) == 2
+    assert keycheck.name_scheme({}) == 1
+    with pytest.raises(keycheck.NamesMigrating, match="rekey --names 2"):
+        keycheck.name_scheme({"names": "migrating", "names_from": 1, "names_to": 2})
+    assert keycheck.MIGRATING not in (1, 2)
