@@ -329,14 +329,9 @@ def migrate(mig: NameMigration, keycheck: dict[str, Any], *, stream: Any = None)
     return res
 
 
-def command(store: Any, codec: Any, prefix: str, *, jobs: int, dry_run: bool,
-            stream: Any) -> int:
-    """`rekey --names 2` after the command built the store and codec: prove the key, run,
-    print the summary; the exit status."""
-    import time
-
-    import click
-
+def _record(store: Any, codec: Any, prefix: str) -> dict[str, Any]:
+    """The keycheck's record, the master key proven by it and the naming key loaded; refuses
+    a bucket this command cannot migrate."""
     from s3encfs import keycheck as kc
 
     where = f"s3://{store.bucket}/{prefix}"
@@ -349,10 +344,7 @@ def command(store: Any, codec: Any, prefix: str, *, jobs: int, dry_run: bool,
     if "v" not in info:
         raise NamesRefused(f"{where} has no keycheck: mount it once (with --init if needed) "
                            "before migrating its names")
-    if info.get("names") == 2:
-        click.echo(f"rekey {where}: names are already in scheme 2; nothing to do")
-        return 0
-    if info.get("names", 1) not in (1, kc.MIGRATING):
+    if info.get("names", 1) not in (1, 2, kc.MIGRATING):
         raise NamesRefused(f"{where}: the keycheck records an unknown name scheme")
     codec.name_key_id = info.get("name_key_id") or codec.name_key_id
     try:
@@ -360,6 +352,22 @@ def command(store: Any, codec: Any, prefix: str, *, jobs: int, dry_run: bool,
     except IntegrityError:
         raise NamesRefused(f"names in {where} are encrypted with master key id "
                            f"{codec.name_key_id}, which is not in --key") from None
+    return info
+
+
+def command(store: Any, codec: Any, prefix: str, *, jobs: int, dry_run: bool,
+            stream: Any) -> int:
+    """`rekey --names 2` after the command built the store and codec: prove the key, run,
+    print the summary; the exit status."""
+    import time
+
+    import click
+
+    where = f"s3://{store.bucket}/{prefix}"
+    info = _record(store, codec, prefix)
+    if info.get("names") == 2:
+        click.echo(f"rekey {where}: names are already in scheme 2; nothing to do")
+        return 0
     t0 = time.monotonic()
     res = migrate(NameMigration(store, codec, prefix, jobs=jobs, dry_run=dry_run), info,
                   stream=stream)
