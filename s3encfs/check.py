@@ -9,7 +9,9 @@ ranged chunks) and every segment decrypted and authenticated. Sealed directory i
 
 Also problems (client mode): objects without (valid) sealed attributes — format v2 binds them to
 the object's key, so a copied, moved or swapped object is caught here; a directory with children
-but no index; two objects sharing one object id (a copy); names this codec cannot decode.
+but no index; two objects sharing one object id (a copy); names this codec cannot decode;
+long-name side objects that are orphaned or do not authenticate, and long names without one
+(check_longnames.py).
 
 Also lists multipart uploads that were started and never completed or aborted (they cost storage
 but are invisible); ``--abort-uploads`` aborts them. Read-only otherwise (except that, exactly as
@@ -146,13 +148,13 @@ class Checker:
 
     def plain_path(self, key: str) -> str:
         """The file's path inside the mount (decoded names), '' when it does not decode."""
-        from s3encfs.codec import UndecodableName
+        from s3encfs.codec import IntegrityError, UndecodableName
 
         plain: list[str] = []
         for enc in [p for p in key[len(self.prefix):].split("/") if p]:
             try:
                 plain.append(self.layout.decode_child(tuple(plain), enc))
-            except UndecodableName:
+            except (UndecodableName, IntegrityError):  # a long name from another directory
                 return ""
         return "/".join(plain)
 
@@ -203,11 +205,15 @@ class Checker:
 
 
 def run(ck: Checker, *, jobs: int = 8, stream: Any = None, quiet: bool = False) -> Report:
+    from s3encfs.check_longnames import is_side, long_name_problems
     from s3encfs.progress import progress
 
     rep = Report()
-    items = [(o.key, o.size) for page in ck.store.list_pages(ck.prefix, None)
-             for o in page.objects]
+    listed = [(o.key, o.size) for page in ck.store.list_pages(ck.prefix, None)
+              for o in page.objects]
+    # side objects first: the long names they hold must be known before names are decoded
+    found = long_name_problems(ck.store, ck.codec, ck.prefix, [k for k, _s in listed], jobs=jobs)
+    items = [it for it in listed if not is_side(ck.prefix, it[0])]
     with progress(len(items), "check", stream=stream) as bar, ThreadPoolExecutor(jobs) as pool:
         for (key, _size), (kind, problem, nread) in zip(
                 items, pool.map(lambda it: ck.one(*it), items), strict=True):
@@ -229,7 +235,7 @@ def run(ck: Checker, *, jobs: int = 8, stream: Any = None, quiet: bool = False) 
                 if not quiet:
                     log.error("%s: %s", key, problem)
             bar.advance()
-    for key, problem in structural_problems(ck, [k for k, _s in items]):
+    for key, problem in found + structural_problems(ck, [k for k, _s in items]):
         rep.problems.append((key, problem))
         if not quiet:
             log.error("%s: %s", key, problem)
@@ -320,9 +326,7 @@ def check(source: str | None, config_name: str | None, data: bool, abort_uploads
     except (MountError, se.StoreError) as exc:
         raise exc from None  # one line + exit code: errors_cli
     t0 = time.monotonic()
-    from s3encfs.store.longnames import with_long_names
-
-    ck = Checker(with_long_names(store, codec, prefix), codec, prefix, data=data)
+    ck = Checker(store, codec, prefix, data=data)  # raw: side objects are checked too
     if getattr(codec, "name", "") == "s3ec":
         from s3encfs.s3ec_check import build
 

@@ -14,7 +14,8 @@ blob was deleted, say) wrote a new one, saw an empty tree, and locked the right 
   whose current key differs says so in the log;
 - so is the name scheme (``"names"``, crypto/names.py): a keycheck written on an empty prefix
   records `NEW_NAME_SCHEME`; one without the field (every bucket older than scheme 2) means
-  scheme 1, and an ``--init`` over existing objects records the scheme their names decode with.
+  scheme 1, and an ``--init`` over existing objects records the scheme their names decode with;
+  ``"names": "migrating"`` (rekey_names.py at work, or interrupted) refuses every mount.
 """
 
 from __future__ import annotations
@@ -33,9 +34,23 @@ PROBE_LIMIT = 64  # objects looked at when proving a key without a keycheck
 NEW_NAME_SCHEME = 2  # padded names, long names in side objects (docs/FORMAT.md, "Names")
 
 
+MIGRATING = "migrating"  # `"names"` while `rekey --names 2` runs (rekey_names.py)
+
+
+class NamesMigrating(Exception):
+    """The bucket is half-way through a name-scheme migration: nothing may mount it."""
+
+
 def name_scheme(info: dict[str, Any] | None) -> int:
-    """The name scheme a keycheck records (1 when it predates the field, or is missing)."""
+    """The name scheme a keycheck records (1 when it predates the field, or is missing).
+    A bucket being migrated (``"names": "migrating"``, a value older versions refuse as
+    unknown) raises NamesMigrating: its keys are a mix of both schemes."""
     value = (info or {}).get("names", 1)
+    if value == MIGRATING:
+        raise NamesMigrating(
+            f"this bucket is half-way through a migration to name scheme "
+            f"{(info or {}).get('names_to', 2)} (`s3encfs rekey --names 2`, interrupted?): run "
+            "that command again to finish it; until then nothing may mount it")
     if value not in (1, 2):
         raise KeyCheckError(f"the keycheck records an unknown name scheme {value!r}")
     return int(value)
@@ -115,6 +130,12 @@ def _record(codec: Codec, names: int) -> dict[str, Any]:
 
 def _seal(codec: Codec, names: int = NEW_NAME_SCHEME) -> bytes:
     return codec.seal_blob("keycheck", json.dumps(_record(codec, names)).encode())
+
+
+def rewrite(store: Any, codec: Codec, prefix: str, record: dict[str, Any]) -> None:
+    """Replace the keycheck with `record` (name-scheme migration only: the record's naming key
+    stays as the caller read it)."""
+    store.put(prefix + KEYCHECK, codec.seal_blob("keycheck", json.dumps(record).encode()), {})
 
 
 def verify(store: Any, codec: Codec, prefix: str, *, may_write: bool = False,

@@ -111,13 +111,15 @@ def check_master_key(store: Any, codec: Codec, prefix: str, *, may_write: bool =
                      init: bool = False) -> Codec:
     """Refuse a wrong master key before anything is served (see keycheck.py: the keycheck is
     written only when `may_write` and the prefix is empty, or with `init`)."""
-    from s3encfs.keycheck import KeyCheckError, name_scheme, verify
+    from s3encfs.keycheck import KeyCheckError, NamesMigrating, name_scheme, verify
 
     if codec.name != "client":
         return codec
     try:
         info = verify(store, codec, prefix, may_write=may_write, init=init) or {}
         scheme = name_scheme(info)  # crypto/names.py: as the bucket's names were written
+    except NamesMigrating as exc:
+        raise MountError(f"s3://{store.bucket}/{prefix}: {exc}") from None
     except KeyCheckError as exc:
         raise MountError(str(exc)) from None
     name_key = info.get("name_key_id")

@@ -16,7 +16,7 @@ object version or log of the old metadata) can still unwrap the same data key an
 object. To take access away, re-encrypt under fresh data keys (write the files again through
 an s3ec mount) and delete the old versions.
 
-Resumable through `rekey.run`: objects already wrapped by the writing key are skipped (a HEAD
+Resumable through `rekey_run.run`: objects already wrapped by the writing key are skipped (a HEAD
 decides), and the last key of every finished LIST page is kept in the state file.
 """
 
@@ -34,7 +34,7 @@ _V3_KEY_PART = (fmt.V3_KEY, fmt.V3_WRAP, fmt.V3_MATDESC, fmt.V3_CONTEXT)
 
 
 class S3ECRekeyer:
-    """The `rekey.Rekeyer` interface (`one`, `store`, `prefix`, `dry_run`) for s3ec mode."""
+    """The `rekey_objects.Rekeyer` interface (`one`, `store`, `prefix`, `dry_run`), s3ec mode."""
 
     def __init__(self, store: Any, keys: S3ECKeys, prefix: str, *, dry_run: bool = False):
         self.store = store  # a plain ObjectStore

@@ -134,8 +134,8 @@ def test_object_without_sse_found(bucket, mount_factory, keyenv, s3):  # noqa: F
 
 
 def test_check_flags_what_format_v2_catches(bucket, populated, keyenv, s3):  # noqa: F811
-    """Stripped attrs, swapped and copied objects, spliced segments, undecodable names and a
-    missing index each make `check` exit 1, naming the object (issue 10)."""
+    """Stripped attrs, swapped and copied objects, spliced segments, undecodable names, an
+    unreadable and a missing index each make `check` exit 1, naming the object (issue 10)."""
     from test_tamper import STRIDE, Raw
 
     raw = Raw(s3, bucket, keyenv)
@@ -197,7 +197,34 @@ def test_check_flags_what_format_v2_catches(bucket, populated, keyenv, s3):  # n
     s3.delete_object(Bucket=bucket, Key="not-ours.txt")
 
     sub_index = raw.layout.index_key(("sub",))
+    index_body = s3.get_object(Bucket=bucket, Key=sub_index)["Body"].read()
+    s3.put_object(Bucket=bucket, Key=sub_index, Body=index_body[:-1] + bytes([index_body[-1] ^ 1]))
+    assert "authentication failed" in problems()[sub_index]  # an unreadable index
     s3.delete_object(Bucket=bucket, Key=sub_index)
     found = problems()
     assert list(found) == [raw.layout.dir_prefix(("sub",))], found
     assert sub_index in found[raw.layout.dir_prefix(("sub",))]
+
+
+def test_client_object_without_sse_found(bucket, mount_factory, keyenv, s3):  # noqa: F811
+    """client+sse-s3: an object re-uploaded byte for byte (valid client format, valid attrs)
+    but without SSE-S3 does not match the policy: check exits 1 naming it (issue 10 item 10)."""
+    m = mount_factory(bucket, "client+sse-s3")
+    (m.mountpoint / "good.txt").write_bytes(b"good\n")
+    (m.mountpoint / "bad.txt").write_bytes(b"bad\n")
+    m.umount()
+    proc = subprocess.run([*S3ENCFS, "check", f"s3://{bucket}", "--encryption", "client+sse-s3",
+                           "--json"], env=keyenv, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    from test_tamper import Raw
+
+    key = Raw(s3, bucket, keyenv).key("bad.txt")
+    got = s3.get_object(Bucket=bucket, Key=key)
+    assert got.get("ServerSideEncryption") == "AES256"
+    s3.put_object(Bucket=bucket, Key=key, Body=got["Body"].read(), Metadata=got["Metadata"])
+    proc = subprocess.run([*S3ENCFS, "check", f"s3://{bucket}", "--encryption", "client+sse-s3",
+                           "--json"], env=keyenv, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    victim = as_json(proc)
+    assert [p["key"] for p in victim["problems"]] == [key]
+    assert "wrong or missing SSE" in victim["problems"][0]["error"]

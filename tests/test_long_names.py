@@ -185,3 +185,47 @@ def test_tampered_long_names_are_eio(attack: str, bucket: str, s3: Any,
         proc = subprocess.run([*S3ENCFS, "check", f"s3://{bucket}", "--encryption", "client"],
                               env=m2.env, capture_output=True, text=True, timeout=300)
         assert proc.returncode != 0 and "does not authenticate" in proc.stderr, proc
+
+
+def test_check_reports_orphaned_and_missing_side_objects(bucket: str, s3: Any,
+                                                         mount_factory: Any) -> None:  # noqa: F811
+    """`check` exits 1 on a side object whose name is gone and on a long name (a file, and a
+    directory) whose side object is gone — naming the key — and 0 once they are put right."""
+    import json
+
+    m = mount_factory(bucket, "client")
+    (m.mountpoint / A200).write_bytes(b"long file")
+    (m.mountpoint / D255).mkdir()
+    (m.mountpoint / D255 / "inner").write_bytes(b"under a long directory")
+    m.umount()
+
+    def problems() -> dict[str, str]:
+        proc = subprocess.run([*S3ENCFS, "check", f"s3://{bucket}", "--encryption", "client",
+                               "--json"], env=m.env, capture_output=True, text=True, timeout=300)
+        rep = json.loads(proc.stdout)
+        assert (proc.returncode == 1) == bool(rep["problems"]), proc.stdout + proc.stderr
+        return {p["key"]: p["error"] for p in rep["problems"]}
+
+    assert problems() == {}
+    top = sides(s3, bucket)
+    assert len(top) == 2  # A200's and D255's
+    file_obj = next(k[: -len(".name")] for k in top if k[: -len(".name")] in keys(s3, bucket))
+    file_side = file_obj + ".name"
+    dir_side = next(k for k in top if k != file_side)
+    body = s3.get_object(Bucket=bucket, Key=file_obj)
+    data, meta = body["Body"].read(), body["Metadata"]
+
+    s3.delete_object(Bucket=bucket, Key=file_obj)  # the object goes, its side object stays
+    found = problems()
+    assert list(found) == [file_side] and "orphaned" in found[file_side], found
+    s3.put_object(Bucket=bucket, Key=file_obj, Body=data, Metadata=meta)
+    assert problems() == {}
+
+    side_body = s3.get_object(Bucket=bucket, Key=dir_side)["Body"].read()
+    s3.delete_object(Bucket=bucket, Key=dir_side)  # a long directory name loses its record
+    found = problems()
+    name = dir_side[: -len(".name")]
+    assert "has no side object" in found[name], found
+    assert all(k.startswith(name) for k in found), found  # and what is under it: undecodable
+    s3.put_object(Bucket=bucket, Key=dir_side, Body=side_body)
+    assert problems() == {}
