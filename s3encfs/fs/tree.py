@@ -136,6 +136,20 @@ class Tree(PendingRows):
         return (node.content is not None or node.meta_dirty or node.row_id is not None
                 or node.local_only or node in self.running)
 
+    def _kernel_size_stale(self, node: Node, e: Entry) -> bool:
+        """Another writer replaced a clean file the kernel holds an inode for.  With the
+        writeback cache on, the kernel never takes a regular file's size or mtime from us
+        for an inode it already has (nor does `invalidate_inode` reset them): reads of the new
+        version would stop at the old size or be padded with NUL bytes.  So the new version
+        gets a new Node, hence a new inode number; the kernel drops its dentry at the next
+        lookup (a new node id) and builds a fresh inode from our attributes.  The old Node
+        stays in `inodes` until the kernel forgets it (`drop_forgotten` leaves the new one
+        in the listing).  A file open here keeps its node (its readers keep their inode).
+        docs/SEMANTICS.md, "What a warm mount sees of another writer"."""
+        return (not node.is_dir and e.obj is not None and node.obj is not None
+                and node.obj.etag != e.obj.etag and node.lookups > 0
+                and forgettable(node, (self.queue, self.running, self.index_queue)))
+
     def _merge(self, d: Node, entries: list[Entry], asked_at: float = math.inf) -> None:
         """Fold a listing S3 answered for a request made at `asked_at` (monotonic) into `d`.
         What this mount changed since then is newer than the listing and is kept as it is: a
@@ -154,6 +168,8 @@ class Tree(PendingRows):
                 continue
             if node is not None and node.is_dir != (e.obj is None):
                 node = None if not self._busy(old[e.name]) else old[e.name]
+            if node is not None and self._kernel_size_stale(node, e):
+                node = None  # a new inode: the kernel keeps the old one's size (see below)
             if node is None:
                 node = self._make_node(d, e.name, e.attrs)
                 node.obj = e.obj
