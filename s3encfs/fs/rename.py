@@ -165,57 +165,15 @@ class Renames(Namespace):
         old_parts = node.parts
         new_parts = self.child_parts(p_new, new)
         old_prefix = self.layout.dir_prefix(old_parts)
-
-        def plan() -> list[tuple[str, str]]:
-            moves: list[tuple[str, str]] = []
-            for page in self.store.list_pages(old_prefix, None):
-                for obj in page.objects:
-                    rel = obj.key[len(old_prefix):]
-                    if not rel:
-                        continue
-                    comps = rel.split("/")
-                    trailing = comps[-1] == ""
-                    comps = [c for c in comps if c]
-                    plain: list[str] = []
-                    for c in comps:
-                        plain.append(self.layout.decode_child(old_parts + tuple(plain), c))
-                    dst = self.layout.dir_prefix(new_parts + tuple(plain)) if trailing else \
-                        self.layout.file_key(new_parts + tuple(plain))
-                    moves.append((obj.key, dst))
-            return moves
-
         try:
             if target is not None:
                 await self._detach_target(target, replaced_by_upload=False)
-            moves = await self.run(plan)
+            moves = await self.run(self._plan_dir_moves, old_prefix, old_parts, new_parts)
             resealed: dict[str, dict[str, str]] = {}
             await self._put_pending_markers(p_new)
             await self.run(self.store.put, self.layout.dir_prefix(new_parts), b"",
                            attrs_to_meta(node.attrs) if not self.codec.encrypts_names else {})
-
-            def copy(item: tuple[str, str]) -> tuple[str, str]:
-                src, dst = item
-                if src.endswith("/"):
-                    return dst, self.store.put(dst, b"", {})
-                if self.codec.authenticates_attrs:  # attrs re-sealed for the new key
-                    meta = reseal_for_move(self.store, self.layout, src, dst)
-                    if meta is not None:
-                        resealed[dst] = meta
-                    return dst, self.store.copy(src, dst, metadata=meta)
-                return dst, self.store.copy(src, dst)
-
-            def copy_all() -> dict[str, str]:
-                # markers level by level, parents first, then the files: a PUT under `d/`
-                # overlapping the PUT of `d/` can drop that marker (see _put_pending_markers)
-                done: dict[str, str] = {}
-                markers = [m for m in moves if m[0].endswith("/")]
-                for depth in sorted({m[1].count("/") for m in markers}):
-                    level = [m for m in markers if m[1].count("/") == depth]
-                    done.update(self.pool.map(copy, level))
-                done.update(self.pool.map(copy, [m for m in moves if not m[0].endswith("/")]))
-                return done
-
-            copied = await self.run(copy_all)
+            copied = await self.run(self._copy_moves, moves, resealed)
             old_dirs = self._subtree_index_keys(node)  # walks Node.children: the trio thread
             # children before their `dir/` marker (longest key first): SeaweedFS keeps an
             # emptied directory listed as a common prefix when its marker went first
@@ -232,6 +190,52 @@ class Renames(Namespace):
         self._invalidate_subtree(node, copied, resealed)
         self.schedule_index(p_new)
         self._save_path(node)
+
+    def _plan_dir_moves(self, old_prefix: str, old_parts: tuple[str, ...],
+                        new_parts: tuple[str, ...]) -> list[tuple[str, str]]:
+        """(source key, destination key) of every object under `old_prefix` (a worker thread:
+        one subtree LIST; names are decoded level by level and encoded for their new place)."""
+        moves: list[tuple[str, str]] = []
+        for page in self.store.list_pages(old_prefix, None):
+            for obj in page.objects:
+                rel = obj.key[len(old_prefix):]
+                if not rel:
+                    continue
+                comps = rel.split("/")
+                trailing = comps[-1] == ""
+                comps = [c for c in comps if c]
+                plain: list[str] = []
+                for c in comps:
+                    plain.append(self.layout.decode_child(old_parts + tuple(plain), c))
+                dst = self.layout.dir_prefix(new_parts + tuple(plain)) if trailing else \
+                    self.layout.file_key(new_parts + tuple(plain))
+                moves.append((obj.key, dst))
+        return moves
+
+    def _copy_moves(self, moves: list[tuple[str, str]],
+                    resealed: dict[str, dict[str, str]]) -> dict[str, str]:
+        """Copy every planned object (a worker thread); destination key → new ETag.  Sealed
+        attributes are re-sealed for their new key (into `resealed`).  Markers level by
+        level, parents first, then the files: a PUT under `d/` overlapping the PUT of `d/` can
+        drop that marker (see _put_pending_markers)."""
+        def copy(item: tuple[str, str]) -> tuple[str, str]:
+            src, dst = item
+            if src.endswith("/"):
+                return dst, self.store.put(dst, b"", {})
+            if self.codec.authenticates_attrs:  # attrs re-sealed for the new key
+                meta = reseal_for_move(self.store, self.layout, src, dst)
+                if meta is not None:
+                    resealed[dst] = meta
+                return dst, self.store.copy(src, dst, metadata=meta)
+            return dst, self.store.copy(src, dst)
+
+        done: dict[str, str] = {}
+        markers = [m for m in moves if m[0].endswith("/")]
+        for depth in sorted({m[1].count("/") for m in markers}):
+            level = [m for m in markers if m[1].count("/") == depth]
+            done.update(self.pool.map(copy, level))
+        done.update(self.pool.map(copy, [m for m in moves if not m[0].endswith("/")]))
+        return done
 
     def _subtree_index_keys(self, node: Node) -> list[str]:
         keys = []
