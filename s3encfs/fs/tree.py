@@ -169,38 +169,47 @@ class Tree(PendingRows):
             if node is not None and node.is_dir != (e.obj is None):
                 node = None if not self._busy(old[e.name]) else old[e.name]
             if node is not None and self._kernel_size_stale(node, e):
-                node = None  # a new inode: the kernel keeps the old one's size (see below)
+                node = None  # a new inode: the kernel keeps the old one's size (see above)
             if node is None:
                 node = self._make_node(d, e.name, e.attrs)
                 node.obj = e.obj
                 node.corrupt = e.corrupt
                 node.provisional = e.provisional
             elif not self._busy(node):
-                if e.obj is not None and (node.obj is None or node.obj.etag != e.obj.etag):
-                    node.version += 1
-                    node.link_target = None
-                if not (node.is_dir and d.index_dirty):
-                    # d's index rewrite is pending (e.g. d was just moved by a directory
-                    # rename): S3 does not hold its subdirectories' attributes yet
-                    node.attrs = e.attrs
-                if e.provisional and node.obj is not None and e.obj is not None \
-                        and node.obj.etag == e.obj.etag and not node.provisional:
-                    new[e.name] = node  # already resolved this version: keep its attrs
-                    continue
-                node.obj = e.obj
-                node.corrupt = e.corrupt
-                node.provisional = e.provisional
+                self._refresh(d, node, e)
             new[e.name] = node
-        for name, node in old.items():  # keep local state S3 does not show yet
-            if name not in new and (self._busy(node) or node.touched >= asked_at):
-                new[name] = node
-            elif name not in new:
-                if node.is_dir and node.children:
-                    if any(self._busy(c) for c in node.children.values()):
-                        new[name] = node
+        self._keep_unlisted(old, new, asked_at)
         d.children = new
         if d.gone:  # a listing asked for after a removal shows it: the tombstone is done
             d.gone = {n: t for n, t in d.gone.items() if t >= asked_at} or None
+
+    def _refresh(self, d: Node, node: Node, e: Entry) -> None:
+        """A clean node the listing shows again: take its (maybe new) object and attributes."""
+        if e.obj is not None and (node.obj is None or node.obj.etag != e.obj.etag):
+            node.version += 1
+            node.link_target = None
+        if not (node.is_dir and d.index_dirty):
+            # d's index rewrite is pending (e.g. d was just moved by a directory
+            # rename): S3 does not hold its subdirectories' attributes yet
+            node.attrs = e.attrs
+        if e.provisional and node.obj is not None and e.obj is not None \
+                and node.obj.etag == e.obj.etag and not node.provisional:
+            return  # already resolved this version: keep its object and metadata
+        node.obj = e.obj
+        node.corrupt = e.corrupt
+        node.provisional = e.provisional
+
+    def _keep_unlisted(self, old: dict[str, Node], new: dict[str, Node],
+                       asked_at: float) -> None:
+        """Names the listing lacks stay when they hold local state S3 does not show yet (or
+        changed here after S3 answered), and so does a directory with such a child."""
+        for name, node in old.items():
+            if name in new:
+                continue
+            busy_child = node.is_dir and node.children and \
+                any(self._busy(c) for c in node.children.values())
+            if self._busy(node) or node.touched >= asked_at or busy_child:
+                new[name] = node
 
     def forget(self, inode: int, n: int) -> None:
         node = self.inodes.get(inode)
