@@ -95,34 +95,9 @@ class Renames(Namespace):
             stale_key = self.key_of(node) if node.obj is None and node.replaced_etag else None
             node.replaced_etag = None
             if target is not None:
-                # the target's uploads from this mount stay ours at that name (fs/identity.py)
-                inherited = [*target.tokens, *((target.content.token,)
-                                               if target.content is not None else ())]
-                try:
-                    held = await self._detach_target(target, replaced_by_upload=True)
-                except store_errors.StoreError as exc:
-                    log.error("rename over %r failed: %s", target.path, exc)
-                    raise fuse_error(errno.EIO) from None
-                if will_upload:
-                    # what S3 holds under the name *after* the target's upload in flight, if
-                    # any (the ETag taken before it landed made our upload a false conflict)
-                    node.replaced_etag = held
-                    node.tokens.extend(t for t in inherited if t not in node.tokens)
-                    del node.tokens[:-identity.MAX_TOKENS]
+                await self._take_over_target(node, target, will_upload)
             if node.obj is not None:
-                try:
-                    await self._put_pending_markers(p_new)
-                    old_key = node.obj.key
-                    meta = self._resealed_meta(node, new_key)
-                    etag = await self.run(self.store.copy, old_key, new_key, metadata=meta)
-                    await self.run(self.store.delete, old_key)
-                except store_errors.StoreError as exc:
-                    log.error("rename of %r failed: %s", node.path, exc)
-                    raise fuse_error(errno.EIO) from None
-                node.obj = ObjectRef(new_key, etag, node.obj.obj_size, node.obj.plain_size,
-                                     meta if meta is not None else node.obj.meta)
-                if node.content is not None and node.content.base is not None:
-                    node.content.base = node.obj
+                await self._copy_object(node, node.obj, p_new, new_key)
             elif target is not None and target.obj is not None and not will_upload:
                 await self.run(self.store.delete, target.obj.key)
             if stale_key is not None:
@@ -133,6 +108,40 @@ class Renames(Namespace):
                     raise fuse_error(errno.EIO) from None
             self._move(node, p_new, new)
             self._save_path(node)
+
+    async def _take_over_target(self, node: Node, target: Node, will_upload: bool) -> None:
+        """Detach the file a rename replaces; an upload of ours still to come inherits what S3
+        holds under the name and the target's upload tokens (they stay ours, fs/identity.py)."""
+        inherited = [*target.tokens, *((target.content.token,)
+                                       if target.content is not None else ())]
+        try:
+            held = await self._detach_target(target, replaced_by_upload=True)
+        except store_errors.StoreError as exc:
+            log.error("rename over %r failed: %s", target.path, exc)
+            raise fuse_error(errno.EIO) from None
+        if will_upload:
+            # what S3 holds under the name *after* the target's upload in flight, if
+            # any (the ETag taken before it landed made our upload a false conflict)
+            node.replaced_etag = held
+            node.tokens.extend(t for t in inherited if t not in node.tokens)
+            del node.tokens[:-identity.MAX_TOKENS]
+
+    async def _copy_object(self, node: Node, obj: ObjectRef, p_new: Node, new_key: str) -> None:
+        """Move the file's object: copy it to `new_key` (attrs re-sealed), delete the old key."""
+        try:
+            await self._put_pending_markers(p_new)
+            old_key = (node.obj or obj).key
+            meta = self._resealed_meta(node, new_key)
+            etag = await self.run(self.store.copy, old_key, new_key, metadata=meta)
+            await self.run(self.store.delete, old_key)
+        except store_errors.StoreError as exc:
+            log.error("rename of %r failed: %s", node.path, exc)
+            raise fuse_error(errno.EIO) from None
+        now = node.obj or obj  # as the listing may have updated it meanwhile
+        node.obj = ObjectRef(new_key, etag, now.obj_size, now.plain_size,
+                             meta if meta is not None else now.meta)
+        if node.content is not None and node.content.base is not None:
+            node.content.base = node.obj
 
     def _resealed_meta(self, node: Node, new_key: str) -> dict[str, str] | None:
         """Metadata for moving `node`'s object to `new_key`: attrs re-sealed for that key; None
