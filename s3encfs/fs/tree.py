@@ -50,13 +50,8 @@ class Tree(PendingRows):
                 return d.children
             known = {c.obj.key: (c.obj.etag, c.obj.meta) for c in (d.children or {}).values()
                      if c.obj is not None and not c.provisional}
-            listed = None
-            listed_at = asked_at = time.monotonic()
-            if d.children is None and not force:  # first listing: a subtree LIST may have it
-                pre = self._take_prelisted(self.layout.dir_prefix(d.parts))
-                if pre is not None and listed_at - pre.at < self.cfg.dir_ttl:
-                    listed = (pre.files, pre.sorted_prefixes())
-                    listed_at = asked_at = pre.at  # trusted from when S3 said it, not longer
+            listed, listed_at = self._prelisted_for(d, force)
+            asked_at = listed_at
             try:
                 entries, index = await self.run(
                     load_directory, self.store, self.layout, self.journal, self.pool,
@@ -77,6 +72,18 @@ class Tree(PendingRows):
                 self.nursery.start_soon(background, self._resolve_children, d)
             assert d.children is not None
             return d.children
+
+    def _prelisted_for(self, d: Node, force: bool,
+                       ) -> tuple[tuple[list[ObjectInfo], list[str]] | None, float]:
+        """A first listing may come from a subtree LIST taken earlier (within --dir-ttl): its
+        files and prefixes, and when S3 answered (the listing is trusted from then, not
+        longer); else (None, now)."""
+        now = time.monotonic()
+        if d.children is None and not force:
+            pre = self._take_prelisted(self.layout.dir_prefix(d.parts))
+            if pre is not None and now - pre.at < self.cfg.dir_ttl:
+                return (pre.files, pre.sorted_prefixes()), pre.at
+        return None, now
 
     def _take_prelisted(self, prefix: str) -> DirListing | None:
         listing = self.prelisted.pop(prefix, None)
