@@ -153,7 +153,8 @@ def test_another_writers_new_version_gets_a_new_inode(bucket, s3server, monkeypa
     """With the writeback cache the kernel never takes a new size for an inode it holds, so a
     listing that shows another writer's new ETag for a clean file the kernel knows gives the
     name a new node (a new inode number); the old node stays until the kernel forgets it, and
-    forgetting it leaves the new one listed.  A file open here keeps its node.  Before the fix
+    forgetting it leaves the new one listed.  A file open here keeps its node and version until
+    its last close; the next listing then gives the new one a new node.  Before the fix
     the node was updated in place (same inode: the mount's reads kept the old length)."""
     core = _core(bucket, s3server, monkeypatch, tmp_path, upload_delay=0)
     s3 = s3server.client()
@@ -178,10 +179,14 @@ def test_another_writers_new_version_gets_a_new_inode(bucket, s3server, monkeypa
             core.forget(node.inode, 1)
             assert node.inode not in core.inodes and core.root.children["f"] is fresh
             fresh.lookups += 1
-            await core.open(fresh, False)  # open here: its readers keep their inode
+            await core.open(fresh, False)  # open here: it keeps its inode and version
+            etag = fresh.obj.etag if fresh.obj is not None else None
             s3.put_object(Bucket=bucket, Key="f", Body=b"third")
             assert await relist_and_lookup() is fresh
+            assert fresh.obj is not None and fresh.obj.etag == etag
             await core.release(fresh, False)
+            third = await relist_and_lookup()  # closed: the next listing gives a new inode
+            assert third is not fresh and third is not None and third.attrs.size == 5
             nursery.cancel_scope.cancel()
 
     trio.run(main)

@@ -151,7 +151,7 @@ class Tree(PendingRows):
         gets a new Node, hence a new inode number; the kernel drops its dentry at the next
         lookup (a new node id) and builds a fresh inode from our attributes.  The old Node
         stays in `inodes` until the kernel forgets it (`drop_forgotten` leaves the new one
-        in the listing).  A file open here keeps its node (its readers keep their inode).
+        in the listing).  A file open here keeps its node and version (`_merge`).
         docs/SEMANTICS.md, "What a warm mount sees of another writer"."""
         return (not node.is_dir and e.obj is not None and node.obj is not None
                 and node.obj.etag != e.obj.etag and node.lookups > 0
@@ -182,7 +182,9 @@ class Tree(PendingRows):
                 node.obj = e.obj
                 node.corrupt = e.corrupt
                 node.provisional = e.provisional
-            elif not self._busy(node):
+            elif not self._busy(node) and not node.open_count:
+                # a file open here keeps the version it was opened at until its last close
+                # (its kernel inode keeps that size); the next listing then gives a new inode
                 self._refresh(d, node, e)
             new[e.name] = node
         self._keep_unlisted(old, new, asked_at)
