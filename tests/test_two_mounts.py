@@ -112,9 +112,9 @@ def test_warm_mount_reads_another_writers_new_length_exactly(mode, bucket, mount
     b.flush()
     time.sleep(1.0 + 0.5 + 0.3)  # A's --dir-ttl and --attr-timeout, and a margin
     for name, body in new.items():
+        size = os.stat(a.mountpoint / name).st_size  # `ls -l` first, then `cat`
         got = _cat(a.mountpoint / name)
-        assert got == body, (name, len(got), len(body), got.count(b"\0"))
-        assert os.stat(a.mountpoint / name).st_size == len(body)
+        assert (size, got) == (len(body), body), (name, size, len(got), got.count(b"\0"))
     for name, body in new.items():  # and A's view stays right (its next listing changes nothing)
         time.sleep(1.2)
         assert _cat(a.mountpoint / name) == body
