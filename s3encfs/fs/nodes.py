@@ -1,8 +1,9 @@
 """In-memory tree of nodes: inode numbers, names, attributes, and per-file write state.
 
 Inode numbers are allocated once per node and never change while the mount lives, renames
-included.  A node's path is derived from its parent chain, so renaming a directory moves every
-pending upload beneath it without touching them.
+included (another writer's new version of a file is a new node: docs/INTERNALS.md, "Another
+writer's new version gets a new inode").  A node's path is derived from its parent chain,
+so renaming a directory moves every pending upload beneath it without touching them.
 """
 
 from __future__ import annotations

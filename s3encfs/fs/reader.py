@@ -17,6 +17,7 @@ from s3encfs.fs.dirprefetch import DirPrefetch
 from s3encfs.fs.nodes import Node, ObjectRef
 from s3encfs.fs.state import fuse_error
 from s3encfs.fs.tasks import background
+from s3encfs.fs.uploader import SegmentSource
 from s3encfs.store import errors as store_errors
 
 log = logging.getLogger("s3encfs.fs")
@@ -34,8 +35,27 @@ class Reader(DirPrefetch):
         self.stats["reads"] += 1
         self.stats["read_bytes"] += end - off
         src = self._source(node)
-        S = self.seg.segment_size
-        first, last = off // S, (end - 1) // S
+        run = self._read_pattern(node, src, off, end)
+        clean = src.base is not None and node.content is None
+        # blocks in memory or in the local disk cache: serve on this thread (a worker-thread
+        # hop costs more than a local pread); only S3 fetches go to a worker
+        data = _read_local(src, off, end, run) if clean else None
+        try:
+            if data is None:
+                data = await self.run(_read_range, src, clean, off, end, run)
+        except (IntegrityError, store_errors.StoreError, OSError) as exc:
+            key = src.base.key if src.base else node.path
+            log.error("read of %r (object %s) failed: %s", node.path, key, exc)
+            raise fuse_error(errno.EIO) from None
+        if node.ra_window and src.base is not None:
+            last = (end - 1) // self.seg.segment_size
+            self._prefetch(src.base, (last + 1) // self.cfg.segs_per_block, node.ra_window)
+        return data
+
+    def _read_pattern(self, node: Node, src: SegmentSource, off: int, end: int) -> int:
+        """Follow the file's access pattern: a sequential read widens the read-ahead window
+        (and GETs runs of 4 segments), the third random read of a clean file fetches it whole.
+        The segments per GET for this read."""
         run = 1
         if node.seq_next == off and off > 0:
             # at most 32 MiB ahead: the 64 MiB memory tier must still hold it when read
@@ -48,36 +68,7 @@ class Reader(DirPrefetch):
                 if node.random_reads == 3:
                     self._prefetch_whole(src.base)
         node.seq_next = end
-
-        clean = src.base is not None and node.content is None
-
-        def work() -> bytes:
-            if clean:
-                return src.base_range(off, end, run=run)
-            out = [src.plain(i, run=run) for i in range(first, last + 1)]
-            data = b"".join(out)
-            return data[off - first * S:end - first * S]
-
-        data = None
-        if clean:
-            # blocks in memory or in the local disk cache: serve on this thread (a worker-thread
-            # hop costs more than a local pread); only S3 fetches go to a worker
-            src.local_only = True
-            try:
-                data = work()
-            except (LookupError, OSError):
-                data = None
-            src.local_only = False
-        try:
-            if data is None:
-                data = await self.run(work)
-        except (IntegrityError, store_errors.StoreError, OSError) as exc:
-            key = src.base.key if src.base else node.path
-            log.error("read of %r (object %s) failed: %s", node.path, key, exc)
-            raise fuse_error(errno.EIO) from None
-        if node.ra_window and src.base is not None:
-            self._prefetch(src.base, (last + 1) // self.cfg.segs_per_block, node.ra_window)
-        return data
+        return run
 
     def _prefetch_whole(self, obj: ObjectRef) -> None:
         """A file read at random offsets: fetch all of it in parallel (what makes random reads
@@ -135,3 +126,26 @@ class Reader(DirPrefetch):
             data = await self.read(node, 0, node.attrs.size)
             node.link_target = os.fsdecode(data)
         return node.link_target
+
+
+def _read_range(src: SegmentSource, clean: bool, off: int, end: int, run: int) -> bytes:
+    """Plaintext [off, end): from the object for a clean file, else segment by segment (staged
+    or base).  May block on S3."""
+    if clean:
+        return src.base_range(off, end, run=run)
+    S = src.layout.segment_size
+    first, last = off // S, (end - 1) // S
+    out = [src.plain(i, run=run) for i in range(first, last + 1)]
+    data = b"".join(out)
+    return data[off - first * S:end - first * S]
+
+
+def _read_local(src: SegmentSource, off: int, end: int, run: int) -> bytes | None:
+    """A clean file's range when every block is local (memory or disk cache), else None."""
+    src.local_only = True
+    try:
+        return _read_range(src, True, off, end, run)
+    except (LookupError, OSError):
+        return None
+    finally:
+        src.local_only = False

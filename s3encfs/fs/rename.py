@@ -95,34 +95,9 @@ class Renames(Namespace):
             stale_key = self.key_of(node) if node.obj is None and node.replaced_etag else None
             node.replaced_etag = None
             if target is not None:
-                # the target's uploads from this mount stay ours at that name (fs/identity.py)
-                inherited = [*target.tokens, *((target.content.token,)
-                                               if target.content is not None else ())]
-                try:
-                    held = await self._detach_target(target, replaced_by_upload=True)
-                except store_errors.StoreError as exc:
-                    log.error("rename over %r failed: %s", target.path, exc)
-                    raise fuse_error(errno.EIO) from None
-                if will_upload:
-                    # what S3 holds under the name *after* the target's upload in flight, if
-                    # any (the ETag taken before it landed made our upload a false conflict)
-                    node.replaced_etag = held
-                    node.tokens.extend(t for t in inherited if t not in node.tokens)
-                    del node.tokens[:-identity.MAX_TOKENS]
+                await self._take_over_target(node, target, will_upload)
             if node.obj is not None:
-                try:
-                    await self._put_pending_markers(p_new)
-                    old_key = node.obj.key
-                    meta = self._resealed_meta(node, new_key)
-                    etag = await self.run(self.store.copy, old_key, new_key, metadata=meta)
-                    await self.run(self.store.delete, old_key)
-                except store_errors.StoreError as exc:
-                    log.error("rename of %r failed: %s", node.path, exc)
-                    raise fuse_error(errno.EIO) from None
-                node.obj = ObjectRef(new_key, etag, node.obj.obj_size, node.obj.plain_size,
-                                     meta if meta is not None else node.obj.meta)
-                if node.content is not None and node.content.base is not None:
-                    node.content.base = node.obj
+                await self._copy_object(node, node.obj, p_new, new_key)
             elif target is not None and target.obj is not None and not will_upload:
                 await self.run(self.store.delete, target.obj.key)
             if stale_key is not None:
@@ -133,6 +108,40 @@ class Renames(Namespace):
                     raise fuse_error(errno.EIO) from None
             self._move(node, p_new, new)
             self._save_path(node)
+
+    async def _take_over_target(self, node: Node, target: Node, will_upload: bool) -> None:
+        """Detach the file a rename replaces; an upload of ours still to come inherits what S3
+        holds under the name and the target's upload tokens (they stay ours, fs/identity.py)."""
+        inherited = [*target.tokens, *((target.content.token,)
+                                       if target.content is not None else ())]
+        try:
+            held = await self._detach_target(target, replaced_by_upload=True)
+        except store_errors.StoreError as exc:
+            log.error("rename over %r failed: %s", target.path, exc)
+            raise fuse_error(errno.EIO) from None
+        if will_upload:
+            # what S3 holds under the name *after* the target's upload in flight, if
+            # any (the ETag taken before it landed made our upload a false conflict)
+            node.replaced_etag = held
+            node.tokens.extend(t for t in inherited if t not in node.tokens)
+            del node.tokens[:-identity.MAX_TOKENS]
+
+    async def _copy_object(self, node: Node, obj: ObjectRef, p_new: Node, new_key: str) -> None:
+        """Move the file's object: copy it to `new_key` (attrs re-sealed), delete the old key."""
+        try:
+            await self._put_pending_markers(p_new)
+            old_key = (node.obj or obj).key
+            meta = self._resealed_meta(node, new_key)
+            etag = await self.run(self.store.copy, old_key, new_key, metadata=meta)
+            await self.run(self.store.delete, old_key)
+        except store_errors.StoreError as exc:
+            log.error("rename of %r failed: %s", node.path, exc)
+            raise fuse_error(errno.EIO) from None
+        now = node.obj or obj  # as the listing may have updated it meanwhile
+        node.obj = ObjectRef(new_key, etag, now.obj_size, now.plain_size,
+                             meta if meta is not None else now.meta)
+        if node.content is not None and node.content.base is not None:
+            node.content.base = node.obj
 
     def _resealed_meta(self, node: Node, new_key: str) -> dict[str, str] | None:
         """Metadata for moving `node`'s object to `new_key`: attrs re-sealed for that key; None
@@ -165,57 +174,15 @@ class Renames(Namespace):
         old_parts = node.parts
         new_parts = self.child_parts(p_new, new)
         old_prefix = self.layout.dir_prefix(old_parts)
-
-        def plan() -> list[tuple[str, str]]:
-            moves: list[tuple[str, str]] = []
-            for page in self.store.list_pages(old_prefix, None):
-                for obj in page.objects:
-                    rel = obj.key[len(old_prefix):]
-                    if not rel:
-                        continue
-                    comps = rel.split("/")
-                    trailing = comps[-1] == ""
-                    comps = [c for c in comps if c]
-                    plain: list[str] = []
-                    for c in comps:
-                        plain.append(self.layout.decode_child(old_parts + tuple(plain), c))
-                    dst = self.layout.dir_prefix(new_parts + tuple(plain)) if trailing else \
-                        self.layout.file_key(new_parts + tuple(plain))
-                    moves.append((obj.key, dst))
-            return moves
-
         try:
             if target is not None:
                 await self._detach_target(target, replaced_by_upload=False)
-            moves = await self.run(plan)
+            moves = await self.run(self._plan_dir_moves, old_prefix, old_parts, new_parts)
             resealed: dict[str, dict[str, str]] = {}
             await self._put_pending_markers(p_new)
             await self.run(self.store.put, self.layout.dir_prefix(new_parts), b"",
                            attrs_to_meta(node.attrs) if not self.codec.encrypts_names else {})
-
-            def copy(item: tuple[str, str]) -> tuple[str, str]:
-                src, dst = item
-                if src.endswith("/"):
-                    return dst, self.store.put(dst, b"", {})
-                if self.codec.authenticates_attrs:  # attrs re-sealed for the new key
-                    meta = reseal_for_move(self.store, self.layout, src, dst)
-                    if meta is not None:
-                        resealed[dst] = meta
-                    return dst, self.store.copy(src, dst, metadata=meta)
-                return dst, self.store.copy(src, dst)
-
-            def copy_all() -> dict[str, str]:
-                # markers level by level, parents first, then the files: a PUT under `d/`
-                # overlapping the PUT of `d/` can drop that marker (see _put_pending_markers)
-                done: dict[str, str] = {}
-                markers = [m for m in moves if m[0].endswith("/")]
-                for depth in sorted({m[1].count("/") for m in markers}):
-                    level = [m for m in markers if m[1].count("/") == depth]
-                    done.update(self.pool.map(copy, level))
-                done.update(self.pool.map(copy, [m for m in moves if not m[0].endswith("/")]))
-                return done
-
-            copied = await self.run(copy_all)
+            copied = await self.run(self._copy_moves, moves, resealed)
             old_dirs = self._subtree_index_keys(node)  # walks Node.children: the trio thread
             # children before their `dir/` marker (longest key first): SeaweedFS keeps an
             # emptied directory listed as a common prefix when its marker went first
@@ -232,6 +199,52 @@ class Renames(Namespace):
         self._invalidate_subtree(node, copied, resealed)
         self.schedule_index(p_new)
         self._save_path(node)
+
+    def _plan_dir_moves(self, old_prefix: str, old_parts: tuple[str, ...],
+                        new_parts: tuple[str, ...]) -> list[tuple[str, str]]:
+        """(source key, destination key) of every object under `old_prefix` (a worker thread:
+        one subtree LIST; names are decoded level by level and encoded for their new place)."""
+        moves: list[tuple[str, str]] = []
+        for page in self.store.list_pages(old_prefix, None):
+            for obj in page.objects:
+                rel = obj.key[len(old_prefix):]
+                if not rel:
+                    continue
+                comps = rel.split("/")
+                trailing = comps[-1] == ""
+                comps = [c for c in comps if c]
+                plain: list[str] = []
+                for c in comps:
+                    plain.append(self.layout.decode_child(old_parts + tuple(plain), c))
+                dst = self.layout.dir_prefix(new_parts + tuple(plain)) if trailing else \
+                    self.layout.file_key(new_parts + tuple(plain))
+                moves.append((obj.key, dst))
+        return moves
+
+    def _copy_moves(self, moves: list[tuple[str, str]],
+                    resealed: dict[str, dict[str, str]]) -> dict[str, str]:
+        """Copy every planned object (a worker thread); destination key → new ETag.  Sealed
+        attributes are re-sealed for their new key (into `resealed`).  Markers level by
+        level, parents first, then the files: a PUT under `d/` overlapping the PUT of `d/` can
+        drop that marker (see _put_pending_markers)."""
+        def copy(item: tuple[str, str]) -> tuple[str, str]:
+            src, dst = item
+            if src.endswith("/"):
+                return dst, self.store.put(dst, b"", {})
+            if self.codec.authenticates_attrs:  # attrs re-sealed for the new key
+                meta = reseal_for_move(self.store, self.layout, src, dst)
+                if meta is not None:
+                    resealed[dst] = meta
+                return dst, self.store.copy(src, dst, metadata=meta)
+            return dst, self.store.copy(src, dst)
+
+        done: dict[str, str] = {}
+        markers = [m for m in moves if m[0].endswith("/")]
+        for depth in sorted({m[1].count("/") for m in markers}):
+            level = [m for m in markers if m[1].count("/") == depth]
+            done.update(self.pool.map(copy, level))
+        done.update(self.pool.map(copy, [m for m in moves if not m[0].endswith("/")]))
+        return done
 
     def _subtree_index_keys(self, node: Node) -> list[str]:
         keys = []

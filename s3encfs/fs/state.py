@@ -94,6 +94,15 @@ class FsState:
             store, self.journal, self.run, self.key_of, self.object_meta, lambda: self.nursery,
             self.seg.segment_size, cfg.part_segments), cfg.upload_concurrency)
         self.limiter = trio.CapacityLimiter(cfg.s3_threads)
+        self._ciphers: dict[tuple[str, str], ObjectCipher] = LruDict(CIPHER_CACHE)  # fs/lru.py
+        self._init_node_table(cfg)
+        self._init_scheduler()
+        self._init_prefetch(cfg)
+        self.stats: dict[str, Any] = {"uploads": 0, "upload_errors": 0, "last_upload": None,
+                                      "last_error": None, "reads": 0, "read_bytes": 0}
+
+    def _init_node_table(self, cfg: FsConfig) -> None:
+        """The inode table and the root (fs/tree.py owns them)."""
         self.inodes: dict[int, Node] = {}
         self._next_inode = pyfuse3.ROOT_INODE + 1
         now = now_ns()
@@ -101,7 +110,9 @@ class FsState:
         self.root = Node(pyfuse3.ROOT_INODE, None, "", root_attrs)
         self.inodes[self.root.inode] = self.root
         self.mount_time = time.time()
-        self._ciphers: dict[tuple[str, str], ObjectCipher] = LruDict(CIPHER_CACHE)  # fs/lru.py
+
+    def _init_scheduler(self) -> None:
+        """What goes up, when, and who waits for it (fs/writeback.py, fs/upload.py, fs/dirty.py)."""
         self.queue: set[Node] = set()
         self._heap: list[tuple[float, int, Node]] = []
         self._failures: dict[Node, int] = {}  # consecutive upload failures (retry backoff)
@@ -115,6 +126,9 @@ class FsState:
         self._stale_rows: set[int] = set()  # journal rows whose delete waits for disk space
         self._space = trio.Event()
         self.nursery: trio.Nursery | None = None
+
+    def _init_prefetch(self, cfg: FsConfig) -> None:
+        """Read-ahead and directory prefetch state (fs/reader.py, fs/dirprefetch.py)."""
         self.prefetch_limiter = trio.CapacityLimiter(cfg.download_concurrency)
         self._prefetching: set[tuple[str, str, int]] = set()
         self._advised: dict[tuple[str, str], int] = {}  # last disk block read ahead, per object
@@ -126,8 +140,6 @@ class FsState:
         self._fast_lists: set[str] = set()  # subtree prefixes being listed
         self._after_fast_list: dict[str, Node] = {}  # prefetches waiting for a running one
         self._tree_gen = 0  # bumped by directory renames: listings taken before are void
-        self.stats: dict[str, Any] = {"uploads": 0, "upload_errors": 0, "last_upload": None,
-                                      "last_error": None, "reads": 0, "read_bytes": 0}
 
     async def run(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
         return await trio.to_thread.run_sync(partial(fn, *args, **kw), limiter=self.limiter)

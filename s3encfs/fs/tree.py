@@ -50,13 +50,8 @@ class Tree(PendingRows):
                 return d.children
             known = {c.obj.key: (c.obj.etag, c.obj.meta) for c in (d.children or {}).values()
                      if c.obj is not None and not c.provisional}
-            listed = None
-            listed_at = asked_at = time.monotonic()
-            if d.children is None and not force:  # first listing: a subtree LIST may have it
-                pre = self._take_prelisted(self.layout.dir_prefix(d.parts))
-                if pre is not None and listed_at - pre.at < self.cfg.dir_ttl:
-                    listed = (pre.files, pre.sorted_prefixes())
-                    listed_at = asked_at = pre.at  # trusted from when S3 said it, not longer
+            listed, listed_at = self._prelisted_for(d, force)
+            asked_at = listed_at
             try:
                 entries, index = await self.run(
                     load_directory, self.store, self.layout, self.journal, self.pool,
@@ -77,6 +72,18 @@ class Tree(PendingRows):
                 self.nursery.start_soon(background, self._resolve_children, d)
             assert d.children is not None
             return d.children
+
+    def _prelisted_for(self, d: Node, force: bool,
+                       ) -> tuple[tuple[list[ObjectInfo], list[str]] | None, float]:
+        """A first listing may come from a subtree LIST taken earlier (within --dir-ttl): its
+        files and prefixes, and when S3 answered (the listing is trusted from then, not
+        longer); else (None, now)."""
+        now = time.monotonic()
+        if d.children is None and not force:
+            pre = self._take_prelisted(self.layout.dir_prefix(d.parts))
+            if pre is not None and now - pre.at < self.cfg.dir_ttl:
+                return (pre.files, pre.sorted_prefixes()), pre.at
+        return None, now
 
     def _take_prelisted(self, prefix: str) -> DirListing | None:
         listing = self.prelisted.pop(prefix, None)
@@ -136,6 +143,20 @@ class Tree(PendingRows):
         return (node.content is not None or node.meta_dirty or node.row_id is not None
                 or node.local_only or node in self.running)
 
+    def _kernel_size_stale(self, node: Node, e: Entry) -> bool:
+        """Another writer replaced a clean file the kernel holds an inode for.  With the
+        writeback cache on, the kernel never takes a regular file's size or mtime from us
+        for an inode it already has (nor does `invalidate_inode` reset them): reads of the new
+        version would stop at the old size or be padded with NUL bytes.  So the new version
+        gets a new Node, hence a new inode number; the kernel drops its dentry at the next
+        lookup (a new node id) and builds a fresh inode from our attributes.  The old Node
+        stays in `inodes` until the kernel forgets it (`drop_forgotten` leaves the new one
+        in the listing).  A file open here keeps its node and version (`_merge`).
+        docs/SEMANTICS.md, "What a warm mount sees of another writer"."""
+        return (not node.is_dir and e.obj is not None and node.obj is not None
+                and node.obj.etag != e.obj.etag and node.lookups > 0
+                and forgettable(node, (self.queue, self.running, self.index_queue)))
+
     def _merge(self, d: Node, entries: list[Entry], asked_at: float = math.inf) -> None:
         """Fold a listing S3 answered for a request made at `asked_at` (monotonic) into `d`.
         What this mount changed since then is newer than the listing and is kept as it is: a
@@ -154,37 +175,50 @@ class Tree(PendingRows):
                 continue
             if node is not None and node.is_dir != (e.obj is None):
                 node = None if not self._busy(old[e.name]) else old[e.name]
+            if node is not None and self._kernel_size_stale(node, e):
+                node = None  # a new inode: the kernel keeps the old one's size (see above)
             if node is None:
                 node = self._make_node(d, e.name, e.attrs)
                 node.obj = e.obj
                 node.corrupt = e.corrupt
                 node.provisional = e.provisional
-            elif not self._busy(node):
-                if e.obj is not None and (node.obj is None or node.obj.etag != e.obj.etag):
-                    node.version += 1
-                    node.link_target = None
-                if not (node.is_dir and d.index_dirty):
-                    # d's index rewrite is pending (e.g. d was just moved by a directory
-                    # rename): S3 does not hold its subdirectories' attributes yet
-                    node.attrs = e.attrs
-                if e.provisional and node.obj is not None and e.obj is not None \
-                        and node.obj.etag == e.obj.etag and not node.provisional:
-                    new[e.name] = node  # already resolved this version: keep its attrs
-                    continue
-                node.obj = e.obj
-                node.corrupt = e.corrupt
-                node.provisional = e.provisional
+            elif not self._busy(node) and not node.open_count:
+                # a file open here keeps the version it was opened at until its last close
+                # (its kernel inode keeps that size); the next listing then gives a new inode
+                self._refresh(d, node, e)
             new[e.name] = node
-        for name, node in old.items():  # keep local state S3 does not show yet
-            if name not in new and (self._busy(node) or node.touched >= asked_at):
-                new[name] = node
-            elif name not in new:
-                if node.is_dir and node.children:
-                    if any(self._busy(c) for c in node.children.values()):
-                        new[name] = node
+        self._keep_unlisted(old, new, asked_at)
         d.children = new
         if d.gone:  # a listing asked for after a removal shows it: the tombstone is done
             d.gone = {n: t for n, t in d.gone.items() if t >= asked_at} or None
+
+    def _refresh(self, d: Node, node: Node, e: Entry) -> None:
+        """A clean node the listing shows again: take its (maybe new) object and attributes."""
+        if e.obj is not None and (node.obj is None or node.obj.etag != e.obj.etag):
+            node.version += 1
+            node.link_target = None
+        if not (node.is_dir and d.index_dirty):
+            # d's index rewrite is pending (e.g. d was just moved by a directory
+            # rename): S3 does not hold its subdirectories' attributes yet
+            node.attrs = e.attrs
+        if e.provisional and node.obj is not None and e.obj is not None \
+                and node.obj.etag == e.obj.etag and not node.provisional:
+            return  # already resolved this version: keep its object and metadata
+        node.obj = e.obj
+        node.corrupt = e.corrupt
+        node.provisional = e.provisional
+
+    def _keep_unlisted(self, old: dict[str, Node], new: dict[str, Node],
+                       asked_at: float) -> None:
+        """Names the listing lacks stay when they hold local state S3 does not show yet (or
+        changed here after S3 answered), and so does a directory with such a child."""
+        for name, node in old.items():
+            if name in new:
+                continue
+            busy_child = node.is_dir and node.children and \
+                any(self._busy(c) for c in node.children.values())
+            if self._busy(node) or node.touched >= asked_at or busy_child:
+                new[name] = node
 
     def forget(self, inode: int, n: int) -> None:
         node = self.inodes.get(inode)

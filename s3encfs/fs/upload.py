@@ -19,7 +19,7 @@ from s3encfs.fs.listing import (
     DirIndex,
     write_index,
 )
-from s3encfs.fs.nodes import Node, ObjectRef
+from s3encfs.fs.nodes import Content, Node, ObjectRef
 from s3encfs.fs.uploader import StreamedParts, UploadJob
 from s3encfs.store import errors as store_errors
 from s3encfs.store.layout import attrs_to_meta
@@ -66,58 +66,86 @@ class Upload(Conflicts):
             return
         await self._put_pending_markers(node.parent)
         if node.is_dir:
-            if node.marker_pending:
-                await self._put_marker(node)
-            if node.parent is not None:
-                self.schedule_index(node.parent)
-            else:
-                self.schedule_index(node)
+            await self._upload_dir(node)
             return
         c = node.content
         key = self.key_of(node)
         uploaded_staging: StagingFile | None = None  # set when the upload landed (see below)
         meta_copied = False  # a metadata-only copy: its row goes with the index write (below)
         if c is not None:
-            base_cipher = self.cipher_for(c.base) if c.base is not None else None
-            st = await self.streamer.settle(c)
-            if st is not None and (st.key != key or st.token != c.token):
-                await self.streamer.discard(c)  # renamed while streaming: start over
-                st = None
-            if c.gen != c.journal_gen or c.token_used or node.row_id is None:
-                self.persist(node)  # the row names the token (and data) this upload carries
-            token, tokens = c.token, tuple(node.tokens)
-            c.token_used = True
-            meta = self.object_meta(c.cipher_meta, node.attrs, key, token)
-            sent_attrs = attrs_to_meta(node.attrs)
-            job = UploadJob(key, node.attrs.size, c.dirty.copy(), c.staging, c.cipher, meta,
-                            c.base, base_cipher, c.base_segs)
-            if st is not None and st.upload_id is not None:
-                job.stream = StreamedParts(st.upload_id, st.per, dict(st.parts))
-            streamed = job.stream
-            self._set_precondition(job, node.obj, node.replaced_etag)
-            gen = c.gen
-            try:
-                obj = await self.run_upload(job, token, tokens)
-            finally:
-                if streamed is not None:  # completed, or aborted by the uploader
-                    self.journal.delete_kv(f"mpu:{streamed.upload_id}")
-                    c.stream = None
-            self.stats["uploads"] += 1
-            self._failures.pop(node, None)
-            self.stats["last_upload"] = time.time()
-            node.obj = obj
-            node.replaced_etag = None
-            self._ciphers[(obj.key, obj.etag)] = c.cipher
-            if c.gen == gen:
-                uploaded_staging = self._finish_content(node)
-                self.dirty.sync(c) if node.content is c else self.dirty.drop(c)
-                if node.content is None and attrs_to_meta(node.attrs) != sent_attrs:
-                    node.meta_dirty = True  # chmod/utime/chown while the upload ran
+            uploaded_staging = await self._upload_content(node, c, key)
         elif node.meta_dirty and node.obj is not None:
-            meta = self.object_meta(self._cipher_meta(node.obj.meta), node.attrs, key)
-            etag = await self.run(self.store.copy, node.obj.key, key, metadata=meta)
-            node.obj = ObjectRef(key, etag, node.obj.obj_size, node.obj.plain_size, meta)
-            node.meta_dirty, meta_copied = False, True
+            await self._copy_metadata(node, node.obj, key)
+            meta_copied = True
+        self._settle_row(node, uploaded_staging, meta_copied)
+        if node.parent is not None:
+            self.schedule_index(node.parent)
+        self._space.set()  # wakes every writer waiting for space; later ones wait on a new one
+        self._space = trio.Event()
+
+    async def _upload_dir(self, node: Node) -> None:
+        """A directory goes up as its marker (if still to be PUT) and its parent's index."""
+        if node.marker_pending:
+            await self._put_marker(node)
+        self.schedule_index(node.parent if node.parent is not None else node)
+
+    async def _upload_content(self, node: Node, c: Content, key: str) -> StagingFile | None:
+        """Upload this version of the file's bytes; the staging file to remove once its row is
+        gone (None while a newer version is still to go up, see `_settle_row`)."""
+        st = await self.streamer.settle(c)
+        if st is not None and (st.key != key or st.token != c.token):
+            await self.streamer.discard(c)  # renamed while streaming: start over
+            st = None
+        if c.gen != c.journal_gen or c.token_used or node.row_id is None:
+            self.persist(node)  # the row names the token (and data) this upload carries
+        token, tokens = c.token, tuple(node.tokens)
+        c.token_used = True
+        sent_attrs = attrs_to_meta(node.attrs)
+        job = self._content_job(node, c, key, token)
+        if st is not None and st.upload_id is not None:
+            job.stream = StreamedParts(st.upload_id, st.per, dict(st.parts))
+        streamed = job.stream
+        gen = c.gen
+        try:
+            obj = await self.run_upload(job, token, tokens)
+        finally:
+            if streamed is not None:  # completed, or aborted by the uploader
+                self.journal.delete_kv(f"mpu:{streamed.upload_id}")
+                c.stream = None
+        self.stats["uploads"] += 1
+        self._failures.pop(node, None)
+        self.stats["last_upload"] = time.time()
+        node.obj = obj
+        node.replaced_etag = None
+        self._ciphers[(obj.key, obj.etag)] = c.cipher
+        if c.gen != gen:
+            return None
+        uploaded_staging = self._finish_content(node)
+        self.dirty.sync(c) if node.content is c else self.dirty.drop(c)
+        if node.content is None and attrs_to_meta(node.attrs) != sent_attrs:
+            node.meta_dirty = True  # chmod/utime/chown while the upload ran
+        return uploaded_staging
+
+    def _content_job(self, node: Node, c: Content, key: str, token: str) -> UploadJob:
+        """What one upload of `c` sends, conditional on what S3 should hold at `key`."""
+        base_cipher = self.cipher_for(c.base) if c.base is not None else None
+        meta = self.object_meta(c.cipher_meta, node.attrs, key, token)
+        job = UploadJob(key, node.attrs.size, c.dirty.copy(), c.staging, c.cipher, meta,
+                        c.base, base_cipher, c.base_segs)
+        self._set_precondition(job, node.obj, node.replaced_etag)
+        return job
+
+    async def _copy_metadata(self, node: Node, obj: ObjectRef, key: str) -> None:
+        """A clean file's changed metadata: a copy of the object onto `key`."""
+        meta = self.object_meta(self._cipher_meta(obj.meta), node.attrs, key)
+        etag = await self.run(self.store.copy, obj.key, key, metadata=meta)
+        node.obj = ObjectRef(key, etag, obj.obj_size, obj.plain_size, meta)
+        node.meta_dirty = False
+
+    def _settle_row(self, node: Node, uploaded_staging: StagingFile | None,
+                    meta_copied: bool) -> None:
+        """After an upload: the journal row goes, then the staging file; metadata changed
+        meanwhile gets a "meta" row and is scheduled."""
         if (node.content is None and not meta_copied) or uploaded_staging is not None:
             self._drop_row(node)
         if uploaded_staging is not None and node.content is None:
@@ -130,10 +158,6 @@ class Upload(Conflicts):
         if node.meta_dirty and node.content is None:
             self.persist(node)  # a "meta" row until the metadata rewrite is in S3
             self.schedule(node, 0)
-        if node.parent is not None:
-            self.schedule_index(node.parent)
-        self._space.set()  # wakes every writer waiting for space; later ones wait on a new one
-        self._space = trio.Event()
 
     async def run_upload(self, job: UploadJob, token: str, tokens: tuple[str, ...]) -> ObjectRef:
         """Upload `job`; a failed precondition is settled by the object's identity (our own

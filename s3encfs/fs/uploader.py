@@ -213,16 +213,7 @@ class Uploader:
             body = b"".join(self._encoded(job, src, i, nseg) for i in range(nseg))
             etag = self.store.put(job.key, body, job.meta, **self._conditions(job))
             return ObjectRef(job.key, etag, len(body), job.size, dict(job.meta))
-        streamed: dict[int, str] = {}
-        if job.stream is not None and plan[0][1] - plan[0][0] == job.stream.per:
-            upload_id = job.stream.upload_id
-            streamed = {n: e for n, e in job.stream.parts.items()
-                        if n * job.stream.per < nseg}  # a part holding the last segment is resealed
-        else:
-            if job.stream is not None:
-                self._abort(job.key, job.stream.upload_id)
-            upload_id = self.store.create_multipart(job.key, job.meta)
-            self.track(job.key, upload_id)
+        upload_id, streamed = self._multipart_start(job, plan, nseg)
         futures: list[Future[str]] = []
         try:
             for number, (first, end) in enumerate(plan, start=1):
@@ -243,6 +234,21 @@ class Uploader:
             self._abort(job.key, upload_id)
             raise
         return ObjectRef(job.key, etag, obj_size, job.size, dict(job.meta))
+
+    def _multipart_start(self, job: UploadJob, plan: list[tuple[int, int]],
+                         nseg: int) -> tuple[str, dict[int, str]]:
+        """The multipart upload to finish: the one streamed while the file was written when
+        its part size still fits the plan (with its parts that stay valid), else a new one
+        (the streamed one is aborted)."""
+        if job.stream is not None and plan[0][1] - plan[0][0] == job.stream.per:
+            streamed = {n: e for n, e in job.stream.parts.items()
+                        if n * job.stream.per < nseg}  # a part holding the last segment is resealed
+            return job.stream.upload_id, streamed
+        if job.stream is not None:
+            self._abort(job.key, job.stream.upload_id)
+        upload_id = self.store.create_multipart(job.key, job.meta)
+        self.track(job.key, upload_id)
+        return upload_id, {}
 
     @staticmethod
     def _conditions(job: UploadJob) -> dict[str, Any]:

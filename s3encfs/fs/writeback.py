@@ -53,38 +53,8 @@ class Writeback(Upload):
         while True:
             self._kick = trio.Event()
             now = trio.current_time()
-            next_due = now + 3600
-            heap = self._heap
-            while heap and len(self.running) < self.cfg.upload_concurrency:
-                due, _seq, node = heap[0]
-                if node not in self.queue or node.upload_due != due:
-                    heapq.heappop(heap)  # stale entry: rescheduled or already done
-                    continue
-                if due > now:
-                    next_due = min(next_due, due)
-                    break
-                heapq.heappop(heap)
-                if node in self.running:  # e.g. its previous upload: look again shortly
-                    self._enqueue(node, now + 0.05)
-                    next_due = min(next_due, now + 0.05)
-                    continue
-                if node.content is not None and node.content.writers:
-                    continue  # release() queues it again
-                self.queue.discard(node)
-                self.running.add(node)
-                self.nursery.start_soon(self._upload_task, node)
-            for d in list(self.index_queue):
-                if len(self.running) >= self.cfg.upload_concurrency:
-                    break
-                if d in self.running:
-                    continue
-                if d.index_due <= now and not self._children_pending(d):
-                    d.index_due = 0  # the next change starts a fresh coalescing delay
-                    self.index_queue.discard(d)
-                    self.running.add(d)
-                    self.nursery.start_soon(self._index_task, d)
-                else:
-                    next_due = min(next_due, max(d.index_due, now + 0.2))
+            next_due = self._start_due_uploads(now, now + 3600)
+            next_due = self._start_due_indexes(now, next_due)
             if not self.queue and not self.index_queue and not self.running:
                 self._idle.set()  # wakes every flush_all waiting; later ones wait on a new one
                 self._idle = trio.Event()
@@ -92,6 +62,48 @@ class Writeback(Upload):
             with trio.move_on_at(next_due):
                 await self._kick.wait()
             self._wake_at = -math.inf  # running: every change is looked at
+
+    def _start_due_uploads(self, now: float, next_due: float) -> float:
+        """Start the due nodes of the heap (dropping stale entries) while slots are free; the
+        earliest time something else falls due."""
+        assert self.nursery is not None
+        heap = self._heap
+        while heap and len(self.running) < self.cfg.upload_concurrency:
+            due, _seq, node = heap[0]
+            if node not in self.queue or node.upload_due != due:
+                heapq.heappop(heap)  # stale entry: rescheduled or already done
+                continue
+            if due > now:
+                next_due = min(next_due, due)
+                break
+            heapq.heappop(heap)
+            if node in self.running:  # e.g. its previous upload: look again shortly
+                self._enqueue(node, now + 0.05)
+                next_due = min(next_due, now + 0.05)
+                continue
+            if node.content is not None and node.content.writers:
+                continue  # release() queues it again
+            self.queue.discard(node)
+            self.running.add(node)
+            self.nursery.start_soon(self._upload_task, node)
+        return next_due
+
+    def _start_due_indexes(self, now: float, next_due: float) -> float:
+        """Start the index writes that are due and whose children are all up."""
+        assert self.nursery is not None
+        for d in list(self.index_queue):
+            if len(self.running) >= self.cfg.upload_concurrency:
+                break
+            if d in self.running:
+                continue
+            if d.index_due <= now and not self._children_pending(d):
+                d.index_due = 0  # the next change starts a fresh coalescing delay
+                self.index_queue.discard(d)
+                self.running.add(d)
+                self.nursery.start_soon(self._index_task, d)
+            else:
+                next_due = min(next_due, max(d.index_due, now + 0.2))
+        return next_due
 
     def _children_pending(self, d: Node) -> bool:
         """A child's upload is queued or running: the directory's index waits for it."""
