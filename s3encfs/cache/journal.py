@@ -141,6 +141,7 @@ class Journal:
         self._unseal: Sealer = unseal or (lambda _p, b: b)
         self._legacy = False  # rows sealed under the unbound "journal" purpose accepted
         self._lock = threading.Lock()
+        self._next_id: int | None = None  # the next row id (ids only grow while open)
         # created 0600 before SQLite opens it: SQLite gives -wal/-shm the database's mode
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         _private(path)
@@ -171,12 +172,15 @@ class Journal:
     # TEXT, so paths are stored as their raw bytes (BLOB) and decoded back in `rows`.
     def add(self, kind: str, path: str, data: dict[str, Any]) -> int:
         with self._lock:  # the id is chosen first: it is part of what the row is sealed with
-            row_id = int(self._db.execute(
-                "SELECT COALESCE(MAX(id), 0) + 1 FROM pending").fetchone()[0])
+            if self._next_id is None:  # once per open; then counted here (one statement a row)
+                self._next_id = int(self._db.execute(
+                    "SELECT COALESCE(MAX(id), 0) + 1 FROM pending").fetchone()[0])
+            row_id = self._next_id
             self._db.execute(
                 "INSERT INTO pending (id, kind, path, data) VALUES (?, ?, ?, ?)",
                 (row_id, kind, self._pack_path(row_id, path), self._pack_data(row_id, data)),
             )
+            self._next_id = row_id + 1
             return row_id
 
     def update(self, row_id: int, path: str, data: dict[str, Any], kind: str) -> None:

@@ -85,4 +85,5 @@ async def resume_after_outage(core: FsState, every: float = 0.5) -> None:
         core._failures.clear()
         for d in core.index_queue:
             d.index_due = min(d.index_due, now)
+        core._index_next = min(core._index_next, now)
         core._kick.set()

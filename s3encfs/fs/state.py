@@ -118,6 +118,7 @@ class FsState:
         self._failures: dict[Node, int] = {}  # consecutive upload failures (retry backoff)
         self._seq = itertools.count()
         self.index_queue: set[Node] = set()
+        self._index_next = 0.0  # no index_due in index_queue is earlier (fs/writeback.py)
         self.running: set[Node] = set()
         self._kick = trio.Event()
         self._wake_at = -math.inf  # when the upload loop, waiting, wakes up next

@@ -190,6 +190,7 @@ class Upload(Conflicts):
             log.error("index of %r failed (will retry): %s", d.path or "/", exc)
             d.index_due = trio.current_time() + 5
             self.index_queue.add(d)
+            self._index_next = min(self._index_next, d.index_due)
         finally:
             self.running.discard(d)
             self._kick.set()

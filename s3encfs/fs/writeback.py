@@ -44,6 +44,7 @@ class Writeback(Upload):
         if d not in self.index_queue:
             self.index_queue.add(d)
             d.index_due = min(d.index_due or 1e18, trio.current_time() + self.cfg.upload_delay)
+        self._index_next = min(self._index_next, d.index_due)
         self._wake(d.index_due)
 
     async def upload_loop(self) -> None:
@@ -54,7 +55,8 @@ class Writeback(Upload):
             self._kick = trio.Event()
             now = trio.current_time()
             next_due = self._start_due_uploads(now, now + 3600)
-            next_due = self._start_due_indexes(now, next_due)
+            if self.index_queue and len(self.running) < self.cfg.upload_concurrency:
+                next_due = min(next_due, self._start_due_indexes(now))
             if not self.queue and not self.index_queue and not self.running:
                 self._idle.set()  # wakes every flush_all waiting; later ones wait on a new one
                 self._idle = trio.Event()
@@ -88,22 +90,35 @@ class Writeback(Upload):
             self.nursery.start_soon(self._upload_task, node)
         return next_due
 
-    def _start_due_indexes(self, now: float, next_due: float) -> float:
-        """Start the index writes that are due and whose children are all up."""
+    def _start_due_indexes(self, now: float) -> float:
+        """Start the index writes that are due and whose children are all in S3; the time to
+        look again. The queue is only walked when something in it is due (`_index_next`, the
+        earliest `index_due`): the loop runs a few times per file during an rsync, and walking
+        hundreds of queued directories each time (and every child of the due ones) was the
+        loop's main cost. A due directory whose children are still going up is looked at again
+        0.2 s later, not at every wake-up."""
+        if now < self._index_next:
+            return self._index_next
         assert self.nursery is not None
+        earliest = math.inf
         for d in list(self.index_queue):
             if len(self.running) >= self.cfg.upload_concurrency:
+                earliest = now  # more are due: the next upload to finish wakes the loop
                 break
             if d in self.running:
+                earliest = min(earliest, now + 0.2)
                 continue
             if d.index_due <= now and not self._children_pending(d):
                 d.index_due = 0  # the next change starts a fresh coalescing delay
                 self.index_queue.discard(d)
                 self.running.add(d)
                 self.nursery.start_soon(self._index_task, d)
-            else:
-                next_due = min(next_due, max(d.index_due, now + 0.2))
-        return next_due
+                continue
+            if d.index_due <= now:
+                d.index_due = now + 0.2  # children pending: look again shortly
+            earliest = min(earliest, d.index_due)
+        self._index_next = earliest
+        return max(earliest, now + 0.05) if earliest < math.inf else now + 3600
 
     def _children_pending(self, d: Node) -> bool:
         """A child's upload is queued or running: the directory's index waits for it."""
@@ -119,6 +134,7 @@ class Writeback(Upload):
                     self._enqueue(n, 0)
             for d in self.index_queue:
                 d.index_due = 0
+            self._index_next = 0
             if not self.queue and not self.index_queue and not self.running:
                 return
             self._kick.set()
