@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+from collections.abc import Callable
 from functools import partial
 
 import trio
@@ -17,6 +18,7 @@ from s3encfs.fs.dirprefetch import DirPrefetch
 from s3encfs.fs.nodes import Node, ObjectRef
 from s3encfs.fs.state import fuse_error
 from s3encfs.fs.tasks import background
+from s3encfs.fs.uploader import SegmentSource
 from s3encfs.store import errors as store_errors
 
 log = logging.getLogger("s3encfs.fs")
@@ -58,17 +60,13 @@ class Reader(DirPrefetch):
             data = b"".join(out)
             return data[off - first * S:end - first * S]
 
-        data = None
-        if clean:
-            # blocks in memory or in the local disk cache: serve on this thread (a worker-thread
-            # hop costs more than a local pread); only S3 fetches go to a worker
-            src.local_only = True
-            try:
-                data = work()
-            except (LookupError, OSError):
-                data = None
-            src.local_only = False
+        data = self._local_read(src, work) if clean else None
         try:
+            if data is None and clean and src.base is not None and self.store.awaitable_reads:
+                # the blocks this read needs, awaited on the CRT (no worker thread), then the
+                # read from memory as above; a block gone again meanwhile: the threaded path
+                await self._fetch_blocks(src.base, off, end, run)
+                data = self._local_read(src, work)
             if data is None:
                 data = await self.run(work)
         except (IntegrityError, store_errors.StoreError, OSError) as exc:
@@ -78,6 +76,30 @@ class Reader(DirPrefetch):
         if node.ra_window and src.base is not None:
             self._prefetch(src.base, (last + 1) // self.cfg.segs_per_block, node.ra_window)
         return data
+
+    @staticmethod
+    def _local_read(src: SegmentSource, work: Callable[[], bytes]) -> bytes | None:
+        """`work()` from blocks in memory or in the local disk cache, on this thread (a
+        worker-thread hop costs more than a local pread); None when a block is not local (or
+        a local one does not decrypt: the threaded path drops it and fetches it again)."""
+        src.local_only = True
+        try:
+            return work()
+        except (LookupError, OSError):
+            return None
+        finally:
+            src.local_only = False
+
+    async def _fetch_blocks(self, obj: ObjectRef, off: int, end: int, run: int) -> None:
+        """Bring the blocks holding plaintext [off, end) of a clean file into the block cache,
+        awaited on the CRT: one GET from the first missing block (with `run` - 1 more read
+        ahead), to the read's last block at least."""
+        per_block = self.seg.segment_size * self.cfg.segs_per_block
+        first, last = off // per_block, (end - 1) // per_block
+        for b in range(first, last + 1):
+            if not self.blocks.cached(obj.key, obj.etag, b):
+                await self.blocks.aget_block(obj.key, obj.etag, obj.obj_size, b,
+                                             run=max(run, last - b + 1))
 
     def _prefetch_whole(self, obj: ObjectRef) -> None:
         """A file read at random offsets: fetch all of it in parallel (what makes random reads
@@ -119,9 +141,14 @@ class Reader(DirPrefetch):
 
     async def _prefetch_one(self, obj: ObjectRef, block: int, run: int) -> None:
         try:
-            await trio.to_thread.run_sync(
-                partial(self.blocks.get_block, obj.key, obj.etag, obj.obj_size, block, run=run),
-                limiter=self.prefetch_limiter)
+            if self.store.awaitable_reads:  # on the CRT: no worker thread parked on the GET
+                async with self.prefetch_limiter:
+                    await self.blocks.aget_block(obj.key, obj.etag, obj.obj_size, block,
+                                                 run=run)
+            else:
+                await trio.to_thread.run_sync(
+                    partial(self.blocks.get_block, obj.key, obj.etag, obj.obj_size, block,
+                            run=run), limiter=self.prefetch_limiter)
         except Exception as exc:
             log.debug("prefetch of %s block %d failed: %s", obj.key, block, exc)
         finally:

@@ -8,14 +8,14 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from .areads import StoreAwaitedReads
 from .errors import NotFound, StoreError, map_error
 from .objinfo import _etag, _quoted
-from .reads import StoreReads
 
 log = logging.getLogger("s3encfs.store.s3")
 
 
-class StoreMultipart(StoreReads):
+class StoreMultipart(StoreAwaitedReads):
     def create_multipart(self, key: str, metadata: dict[str, str]) -> str:
         resp = self._call(
             "CreateMultipartUpload",

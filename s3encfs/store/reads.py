@@ -61,19 +61,11 @@ class StoreReads(StoreCore):
     def get_range(self, key: str, start: int, end: int, *, if_match: str | None = None) -> bytes:
         if end <= start:
             return b""
-        cond: dict[str, Any] = {"IfMatch": _quoted(if_match)} if if_match else {}
+        params = self._range_params(key, start, end, if_match)
 
         def attempt(args: dict[str, Any]) -> bytes:
             try:
-                resp = self._call(
-                    "GetObject",
-                    key,
-                    self.client.get_object,
-                    Key=key,
-                    Range=f"bytes={start}-{end - 1}",
-                    **cond,
-                    **args,
-                )
+                resp = self._call("GetObject", key, self.client.get_object, **params, **args)
             except StoreError as exc:
                 if exc.code == "InvalidRange":
                     return b""
@@ -81,6 +73,12 @@ class StoreReads(StoreCore):
             return self._read_body(key, resp)
 
         return self._with_read_key(key, attempt)
+
+    @staticmethod
+    def _range_params(key: str, start: int, end: int, if_match: str | None) -> dict[str, Any]:
+        """GetObject's parameters for bytes [start, end) (If-Match: the ETag we expect)."""
+        cond: dict[str, Any] = {"IfMatch": _quoted(if_match)} if if_match else {}
+        return {"Key": key, "Range": f"bytes={start}-{end - 1}", **cond}
 
     def _read_body(self, key: str, resp: dict[str, Any]) -> bytes:
         try:

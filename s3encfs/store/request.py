@@ -295,12 +295,21 @@ class StoreCore:
                     first = first or exc
                     continue
                 raise
-            if isinstance(self.sse, SseCPolicy) and (kid is None or self._keyids.get(key) != ""):
-                self._keyids.put(key, kid or "")  # ("" stays: _verify_read saw no SSE-C)
+            self._read_key_opened(key, kid)
             return result
+        raise self._no_read_key(first)
+
+    def _read_key_opened(self, key: str, kid: str | None) -> None:
+        """`kid` (None: no SSE-C key) opened `key`: try it first next time."""
+        if isinstance(self.sse, SseCPolicy) and (kid is None or self._keyids.get(key) != ""):
+            self._keyids.put(key, kid or "")  # ("" stays: _verify_read saw no SSE-C)
+
+    @staticmethod
+    def _no_read_key(first: StoreError | None) -> StoreError:
+        """The error of a read that no candidate SSE-C key opened (the first refusal)."""
         assert first is not None
         first.args = (f"{first} (no SSE-C key of the keyring opens this object)",)
-        raise first
+        return first
 
     def _remember(self, key: str, metadata: dict[str, str] | None) -> None:
         if isinstance(self.sse, SseCPolicy) and metadata is not None and SSEC_META in metadata:
