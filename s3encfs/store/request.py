@@ -174,8 +174,15 @@ class StoreCore:
         started = time.time()
         try:
             resp: dict[str, Any] = await fn(self.client, Bucket=self.bucket, **params)
-        except (ClientError, BotoCoreError) as exc:
+        except ClientError as exc:  # an answer: no probe, nothing blocks
             raise self._failed(op, key, exc, started, "") from exc
+        except BotoCoreError as exc:
+            # S3 did not answer: the breaker may ask S3 (a blocking HeadBucket) before it
+            # opens, which must not stall the trio thread that answers FUSE
+            import trio
+
+            raise await trio.to_thread.run_sync(self._failed, op, key, exc, started,
+                                                "") from exc
         return self._answered(op, key, resp, up, params)
 
     def _failed(self, op: str, key: str | None, exc: ClientError | BotoCoreError,
