@@ -189,7 +189,7 @@ def _core(bucket: str, s3server: Any, monkeypatch: pytest.MonkeyPatch, cache: An
         monkeypatch.setenv(k, v)
     store = ObjectStore(bucket, endpoint_url=s3server.endpoint, region=REGION, s3_client="crt")
     codec = IdentityCodec() if mode == "plain" else \
-        ClientCodec({"k1": bytes(range(32))}, "k1")  # type: ignore[arg-type]
+        ClientCodec({"k1": bytes(range(32))}, "k1")
     return FsCore(store, codec, "", FsConfig(cache_dir=str(cache), upload_delay=0))
 
 

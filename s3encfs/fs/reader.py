@@ -23,6 +23,15 @@ from s3encfs.store import errors as store_errors
 
 log = logging.getLogger("s3encfs.fs")
 
+# Sequential read-ahead (docs/SEMANTICS.md, "Reads"): blocks (1 MiB of object bytes by default)
+# kept in flight or cached ahead of a sequential reader, and blocks per read-ahead GET. Several
+# GETs in flight keep the link busy at WAN latency; each block is usable as soon as its GET
+# ends, so a GET is a few blocks, not the whole window. The window stays well under the 64 MiB
+# memory tier, which must still hold a block when the reader gets to it.
+RA_WINDOW = 32
+RA_GET = 4
+RA_MISS = 4  # blocks a sequential reader's miss fetches in one GET
+
 
 class Reader(DirPrefetch):
     async def read(self, node: Node, off: int, size: int) -> bytes:
@@ -38,19 +47,7 @@ class Reader(DirPrefetch):
         src = self._source(node)
         S = self.seg.segment_size
         first, last = off // S, (end - 1) // S
-        run = 1
-        if node.seq_next == off and off > 0:
-            # at most 32 MiB ahead: the 64 MiB memory tier must still hold it when read
-            node.ra_window = min(max(node.ra_window * 2, 4), 32)
-            run = 4
-        else:
-            node.ra_window = 0
-            if off > 0 and src.base is not None:
-                node.random_reads += 1
-                if node.random_reads == 3:
-                    self._prefetch_whole(src.base)
-        node.seq_next = end
-
+        run = self._read_pattern(node, src.base, off, end)
         clean = src.base is not None and node.content is None
 
         def work() -> bytes:
@@ -77,6 +74,23 @@ class Reader(DirPrefetch):
             self._prefetch(src.base, (last + 1) // self.cfg.segs_per_block, node.ra_window)
         return data
 
+    def _read_pattern(self, node: Node, base: ObjectRef | None, off: int, end: int) -> int:
+        """Follow the reader: a sequential one grows its read-ahead window (`ra_window`
+        blocks, up to `RA_WINDOW`); the third random read of a clean file prefetches all of it.
+        Returns the run of blocks a miss of this read fetches in one GET."""
+        run = 1
+        if node.seq_next == off and off > 0:
+            node.ra_window = min(max(node.ra_window * 2, RA_MISS), RA_WINDOW)
+            run = RA_MISS
+        else:
+            node.ra_window = 0
+            if off > 0 and base is not None:
+                node.random_reads += 1
+                if node.random_reads == 3:
+                    self._prefetch_whole(base)
+        node.seq_next = end
+        return run
+
     @staticmethod
     def _local_read(src: SegmentSource, work: Callable[[], bytes]) -> bytes | None:
         """`work()` from blocks in memory or in the local disk cache, on this thread (a
@@ -96,10 +110,9 @@ class Reader(DirPrefetch):
         ahead), to the read's last block at least."""
         per_block = self.seg.segment_size * self.cfg.segs_per_block
         first, last = off // per_block, (end - 1) // per_block
-        for b in range(first, last + 1):
-            if not self.blocks.cached(obj.key, obj.etag, b):
-                await self.blocks.aget_block(obj.key, obj.etag, obj.obj_size, b,
-                                             run=max(run, last - b + 1))
+        for b in range(first, last + 1):  # a block in flight is waited for, not fetched again
+            await self.blocks.aget_block(obj.key, obj.etag, obj.obj_size, b,
+                                         run=max(run, last - b + 1))
 
     def _prefetch_whole(self, obj: ObjectRef) -> None:
         """A file read at random offsets: fetch all of it in parallel (what makes random reads
@@ -126,10 +139,10 @@ class Reader(DirPrefetch):
                     advised = b  # on disk: let the kernel read it ahead of the reader
                 b += 1
                 continue
-            run = 1  # one GET for up to 16 consecutive missing blocks (at least 8 unless at EOF)
-            while run < 16 and b + run < end and wanted(b + run):
+            run = 1  # one GET for up to RA_GET consecutive missing blocks (half, unless at EOF)
+            while run < RA_GET and b + run < end and wanted(b + run):
                 run += 1
-            if run < 8 and b + run == end and end <= last_block:
+            if run < max(1, RA_GET // 2) and b + run == end and end <= last_block:
                 break  # a short run cut by the window's end: wait and fetch it in one bigger GET
             for i in range(b, b + run):
                 self._prefetching.add((obj.key, obj.etag, i))
