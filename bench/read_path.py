@@ -17,7 +17,10 @@ import cProfile
 import os
 import pstats
 import random
+import subprocess
+import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -158,6 +161,9 @@ def main() -> None:
     ap.add_argument("--verify", action="store_true")
     ap.add_argument("--profile", type=int, default=0, help="print the top N functions (seq)")
     ap.add_argument("--endpoint")
+    ap.add_argument("--rtt-ms", type=float, default=0.0,
+                    help="put bench/latency.py of --proxy-tree between us and the server")
+    ap.add_argument("--proxy-tree", default="/work/wt/i16-bench")
     ap.add_argument("--ra-window", type=int, help="fs.reader.RA_WINDOW (blocks)")
     ap.add_argument("--ra-get", type=int, help="fs.reader.RA_GET (blocks per read-ahead GET)")
     ap.add_argument("--dl", type=int, help="download_concurrency (read-ahead GETs in flight)")
@@ -183,6 +189,9 @@ def main() -> None:
             server.start()
             os.environ.update(server.env())
             endpoint = server.endpoint
+        proxy = _latency(endpoint, args) if args.rtt_ms else None
+        if proxy is not None:
+            endpoint = proxy[1]
         try:
             import boto3
 
@@ -204,8 +213,26 @@ def main() -> None:
             if prof:
                 pstats.Stats(prof).sort_stats("tottime").print_stats(args.profile)
         finally:
+            if proxy is not None:
+                proxy[0].terminate()
+                proxy[0].wait(10)
             if server is not None:
                 server.stop()
+
+
+def _latency(upstream: str, args: Any) -> tuple[subprocess.Popen[str], str]:
+    """bench/latency.py from another tree, as its own process (its CPU is not ours)."""
+    host = upstream.split("//", 1)[-1]
+    p = subprocess.Popen([sys.executable, "-m", "bench.latency", "--upstream", host,
+                          "--rtt-ms", str(args.rtt_ms)], cwd=args.proxy_tree,
+                         stdout=subprocess.PIPE, text=True)
+    assert p.stdout is not None
+    for line in p.stdout:
+        if line.startswith("endpoint "):
+            out = p.stdout
+            threading.Thread(target=lambda: [None for _ in out], daemon=True).start()
+            return p, line.split()[1]
+    raise SystemExit("latency proxy did not start")
 
 
 if __name__ == "__main__":
