@@ -229,8 +229,7 @@ def _latency(upstream: str, args: Any) -> tuple[subprocess.Popen[str], str]:
     assert p.stdout is not None
     for line in p.stdout:
         if line.startswith("endpoint "):
-            out = p.stdout
-            threading.Thread(target=lambda: [None for _ in out], daemon=True).start()
+            threading.Thread(target=p.stdout.read, daemon=True).start()  # keep it drained
             return p, line.split()[1]
     raise SystemExit("latency proxy did not start")
 
