@@ -167,8 +167,13 @@ def main() -> None:
     ap.add_argument("--ra-window", type=int, help="fs.reader.RA_WINDOW (blocks)")
     ap.add_argument("--ra-get", type=int, help="fs.reader.RA_GET (blocks per read-ahead GET)")
     ap.add_argument("--dl", type=int, help="download_concurrency (read-ahead GETs in flight)")
+    ap.add_argument("--split", type=_size, help="store.crt.SPLIT_GET (aws-c-s3 GET_OBJECT from)")
     args = ap.parse_args()
     from s3encfs.fs import reader
+    from s3encfs.store import crt
+
+    if args.split:
+        crt.SPLIT_GET = args.split
 
     if args.ra_window:
         reader.RA_WINDOW = args.ra_window
@@ -204,9 +209,11 @@ def main() -> None:
             write_file(bucket, endpoint, args.mode, data, tmp)
             prof = cProfile.Profile() if args.profile else None
             from s3encfs.fs import reader
+            from s3encfs.store import crt
 
             res = {"mode": args.mode, "threaded": args.threaded, "size_mib": args.size // MiB,
                    "ra": (reader.RA_WINDOW, reader.RA_GET, args.dl or 8),
+                   "split_mib": crt.SPLIT_GET / MiB,
                    **block_gets(bucket, endpoint, args.gets, args.threaded),
                    **reads(bucket, endpoint, args.mode, data, tmp, args, prof)}
             print(res)
