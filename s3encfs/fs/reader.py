@@ -24,12 +24,12 @@ from s3encfs.store import errors as store_errors
 log = logging.getLogger("s3encfs.fs")
 
 # Sequential read-ahead (docs/SEMANTICS.md, "Reads"): blocks (1 MiB of object bytes by default)
-# kept in flight or cached ahead of a sequential reader, and blocks per read-ahead GET. Several
-# GETs in flight keep the link busy at WAN latency; each block is usable as soon as its GET
-# ends, so a GET is a few blocks, not the whole window. The window stays well under the 64 MiB
-# memory tier, which must still hold a block when the reader gets to it.
+# kept in flight or cached ahead of a sequential reader, and blocks per read-ahead GET (at least
+# half of it unless at EOF). The window stays well under the 64 MiB memory tier, which must
+# still hold a block when the reader gets to it. 4-block GETs (more in flight, each block usable
+# sooner) measured no better in process and cost 3x the GETs (docs/BENCHMARKS.md): kept at 16.
 RA_WINDOW = 32
-RA_GET = 4
+RA_GET = 16
 RA_MISS = 4  # blocks a sequential reader's miss fetches in one GET
 
 
