@@ -15,6 +15,8 @@ import threading
 from collections import OrderedDict
 from concurrent.futures import Future
 
+import trio
+
 from s3encfs.store.s3 import ObjectStore
 
 log = logging.getLogger("s3encfs.cache")
@@ -205,73 +207,152 @@ class BlockCache:
                 return True
             return self._path(key, etag, block) in self._disk
 
+    def _local(self, ident: tuple[str, str, int], obj_size: int) -> bytes | None:
+        """A block from the memory tier, or from disk (then kept in memory); None if neither."""
+        data = self._mem_get(ident)
+        if data is None:
+            start, end = self.block_range(obj_size, ident[2])
+            data = self._disk_get(self._path(*ident), end - start)
+            if data is not None:
+                self._mem_put(ident, data)
+        if data is not None:
+            self.hits += 1
+        return data
+
+    def _claim(self, key: str, etag: str, obj_size: int, block: int,
+               run: int) -> tuple[Future[bytes], list[tuple[int, Future[bytes]]] | None]:
+        """Under the lock: the fetch of `block` in flight (extras None: wait for it), or a new
+        one that this caller owns, with the following blocks (up to `run`) it fetches too."""
+        ident = (key, etag, block)
+        with self._lock:
+            fut = self._inflight.get(ident)
+            if fut is not None:
+                return fut, None
+            fut = Future()
+            self._inflight[ident] = fut
+            extra: list[tuple[int, Future[bytes]]] = []
+            last_block = (obj_size - 1) // self.block_bytes if obj_size else 0
+            for b in range(block + 1, min(block + run, last_block + 1)):
+                other = (key, etag, b)
+                if other in self._inflight or other in self._mem:
+                    break
+                if self._path(key, etag, b) in self._disk:
+                    break
+                f2: Future[bytes] = Future()
+                self._inflight[other] = f2
+                extra.append((b, f2))
+        return fut, extra
+
+    def _publish(self, key: str, etag: str, obj_size: int, start: int, raw: bytes,
+                 blocks: list[tuple[int, Future[bytes]]], *, disk: bool = True
+                 ) -> list[tuple[int, bytes]]:
+        """Split a fetched run into its blocks: memory tier (and disk unless `disk` False:
+        the caller writes them, `write_disk`), then the waiters' results."""
+        fetch_end = self.block_range(obj_size, blocks[-1][0])[1]
+        if len(raw) != fetch_end - start:
+            raise OSError(f"short read of {key}: {len(raw)} of {fetch_end - start} bytes")
+        results = []
+        for b, f in blocks:
+            s, e = self.block_range(obj_size, b)
+            chunk = raw[s - start:e - start]
+            self._mem_put((key, etag, b), chunk)
+            if disk:
+                self._disk_put(self._path(key, etag, b), chunk)
+            results.append((b, f, chunk))
+        with self._lock:
+            for b, _f, _c in results:
+                self._inflight.pop((key, etag, b), None)
+        for _b, f, chunk in results:
+            f.set_result(chunk)
+        return [(b, chunk) for b, _f, chunk in results]
+
+    def write_disk(self, key: str, etag: str, chunks: list[tuple[int, bytes]]) -> None:
+        """Disk tier copies of blocks `_publish(disk=False)` kept in memory only."""
+        for b, chunk in chunks:
+            self._disk_put(self._path(key, etag, b), chunk)
+
+    def _fetch_failed(self, key: str, etag: str, blocks: list[tuple[int, Future[bytes]]],
+                      exc: BaseException) -> None:
+        with self._lock:
+            for b, _f in blocks:
+                self._inflight.pop((key, etag, b), None)
+        for _b, f in blocks:
+            if not f.done():
+                f.set_exception(exc)
+
     def get_block(self, key: str, etag: str, obj_size: int, block: int, *,
                   run: int = 1, local_only: bool = False) -> bytes:
         """Object bytes of one block (blocking).  On a miss, fetch `run` consecutive blocks in
         one GET so sequential readers pay one request per read-ahead window."""
         ident = (key, etag, block)
-        data = self._mem_get(ident)
+        data = self._local(ident, obj_size)
         if data is not None:
-            self.hits += 1
-            return data
-        start, end = self.block_range(obj_size, block)
-        path = self._path(key, etag, block)
-        data = self._disk_get(path, end - start)
-        if data is not None:
-            self.hits += 1
-            self._mem_put(ident, data)
             return data
         if local_only:
             raise LookupError(ident)
-        with self._lock:
-            fut = self._inflight.get(ident)
-            owner = fut is None
-            if owner:
-                fut = Future()
-                self._inflight[ident] = fut
-                extra: list[tuple[int, Future[bytes]]] = []
-                last_block = (obj_size - 1) // self.block_bytes if obj_size else 0
-                for b in range(block + 1, min(block + run, last_block + 1)):
-                    other = (key, etag, b)
-                    if other in self._inflight or other in self._mem:
-                        break
-                    if self._path(key, etag, b) in self._disk:
-                        break
-                    f2: Future[bytes] = Future()
-                    self._inflight[other] = f2
-                    extra.append((b, f2))
-        assert fut is not None
-        if not owner:
+        fut, extra = self._claim(key, etag, obj_size, block, run)
+        if extra is None:
             return fut.result()
         self.misses += 1
         blocks = [(block, fut), *extra]
+        start = self.block_range(obj_size, block)[0]
         try:
             fetch_end = self.block_range(obj_size, blocks[-1][0])[1]
             raw = self.store.get_range(key, start, fetch_end, if_match=etag)
-            if len(raw) != fetch_end - start:
-                raise OSError(f"short read of {key}: {len(raw)} of {fetch_end - start} bytes")
-            results = []
-            for b, f in blocks:
-                s, e = self.block_range(obj_size, b)
-                chunk = raw[s - start:e - start]
-                self._mem_put((key, etag, b), chunk)
-                self._disk_put(self._path(key, etag, b), chunk)
-                results.append((b, f, chunk))
-            with self._lock:
-                for b, _f, _c in results:
-                    self._inflight.pop((key, etag, b), None)
-            for _b, f, chunk in results:
-                f.set_result(chunk)
-            return results[0][2]
+            return self._publish(key, etag, obj_size, start, raw, blocks)[0][1]
         except BaseException as exc:
-            with self._lock:
-                for b, _f in blocks:
-                    self._inflight.pop((key, etag, b), None)
-            for _b, f in blocks:
-                if not f.done():
-                    f.set_exception(exc)
+            self._fetch_failed(key, etag, blocks, exc)
             raise
+
+    async def aget_block(self, key: str, etag: str, obj_size: int, block: int, *,
+                         run: int = 1) -> bytes:
+        """`get_block` awaited on the trio thread: the GET through `store.aget_range` (only
+        when `store.awaitable_reads`), no worker thread for the request; the disk tier is
+        written by one worker thread per run of several blocks (a 1-block run inline), after
+        the blocks are in memory and the waiters have them. A fetch of the same block by a
+        worker thread is waited for, not repeated."""
+        ident = (key, etag, block)
+        data = self._local(ident, obj_size)
+        if data is not None:
+            return data
+        fut, extra = self._claim(key, etag, obj_size, block, run)
+        if extra is None:
+            return await _wait(fut)
+        self.misses += 1
+        blocks = [(block, fut), *extra]
+        start = self.block_range(obj_size, block)[0]
+        try:
+            fetch_end = self.block_range(obj_size, blocks[-1][0])[1]
+            raw = await self.store.aget_range(key, start, fetch_end, if_match=etag)
+            chunks = self._publish(key, etag, obj_size, start, raw, blocks, disk=False)
+        except BaseException as exc:
+            self._fetch_failed(key, etag, blocks, exc)
+            raise
+        if len(chunks) == 1:
+            self.write_disk(key, etag, chunks)
+        else:
+            await trio.to_thread.run_sync(self.write_disk, key, etag, chunks)
+        return chunks[0][1]
 
     def usage(self) -> dict[str, int]:
         return {"cache_bytes": self._disk_total, "cache_limit": self.max_bytes,
                 "cache_hits": self.hits, "cache_misses": self.misses}
+
+
+async def _wait(fut: Future[bytes]) -> bytes:
+    """The result of a fetch another thread (or task) owns, awaited without a thread: its
+    done-callback wakes this task through the trio loop."""
+    if not fut.done():
+        token = trio.lowlevel.current_trio_token()
+        done = trio.Event()
+
+        def wake(_f: object) -> None:
+            try:
+                token.run_sync_soon(done.set)
+            except trio.RunFinishedError:
+                pass
+
+        fut.add_done_callback(wake)
+        with trio.CancelScope(shield=True):  # the owner sees its fetch through
+            await done.wait()
+    return fut.result()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+from collections.abc import Callable
 from functools import partial
 
 import trio
@@ -22,6 +23,15 @@ from s3encfs.store import errors as store_errors
 
 log = logging.getLogger("s3encfs.fs")
 
+# Sequential read-ahead (docs/SEMANTICS.md, "Reads"): blocks (1 MiB of object bytes by default)
+# kept in flight or cached ahead of a sequential reader, and blocks per read-ahead GET (at least
+# half of it unless at EOF). The window stays well under the 64 MiB memory tier, which must
+# still hold a block when the reader gets to it. 4-block GETs (more in flight, each block usable
+# sooner) measured no better in process and cost 3x the GETs (docs/BENCHMARKS.md): kept at 16.
+RA_WINDOW = 32
+RA_GET = 16
+RA_MISS = 4  # blocks a sequential reader's miss fetches in one GET
+
 
 class Reader(DirPrefetch):
     async def read(self, node: Node, off: int, size: int) -> bytes:
@@ -35,40 +45,74 @@ class Reader(DirPrefetch):
         self.stats["reads"] += 1
         self.stats["read_bytes"] += end - off
         src = self._source(node)
-        run = self._read_pattern(node, src, off, end)
+        S = self.seg.segment_size
+        first, last = off // S, (end - 1) // S
+        run = self._read_pattern(node, src.base, off, end)
         clean = src.base is not None and node.content is None
-        # blocks in memory or in the local disk cache: serve on this thread (a worker-thread
-        # hop costs more than a local pread); only S3 fetches go to a worker
-        data = _read_local(src, off, end, run) if clean else None
+
+        def work() -> bytes:
+            if clean:
+                return src.base_range(off, end, run=run)
+            out = [src.plain(i, run=run) for i in range(first, last + 1)]
+            data = b"".join(out)
+            return data[off - first * S:end - first * S]
+
+        data = self._local_read(src, work) if clean else None
         try:
+            if data is None and clean and src.base is not None and self.store.awaitable_reads:
+                # the blocks this read needs, awaited on the CRT (no worker thread), then the
+                # read from memory as above; a block gone again meanwhile: the threaded path
+                await self._fetch_blocks(src.base, off, end, run)
+                data = self._local_read(src, work)
             if data is None:
-                data = await self.run(_read_range, src, clean, off, end, run)
+                data = await self.run(work)
         except (IntegrityError, store_errors.StoreError, OSError) as exc:
             key = src.base.key if src.base else node.path
             log.error("read of %r (object %s) failed: %s", node.path, key, exc)
             raise fuse_error(errno.EIO) from None
         if node.ra_window and src.base is not None:
-            last = (end - 1) // self.seg.segment_size
             self._prefetch(src.base, (last + 1) // self.cfg.segs_per_block, node.ra_window)
         return data
 
-    def _read_pattern(self, node: Node, src: SegmentSource, off: int, end: int) -> int:
-        """Follow the file's access pattern: a sequential read widens the read-ahead window
-        (and GETs runs of 4 segments), the third random read of a clean file fetches it whole.
-        The segments per GET for this read."""
+    def _read_pattern(self, node: Node, base: ObjectRef | None, off: int, end: int) -> int:
+        """Follow the reader: a sequential one grows its read-ahead window (`ra_window`
+        blocks, up to `RA_WINDOW`); the third random read of a clean file prefetches all of it.
+        Returns the run of blocks a miss of this read fetches in one GET."""
         run = 1
         if node.seq_next == off and off > 0:
-            # at most 32 MiB ahead: the 64 MiB memory tier must still hold it when read
-            node.ra_window = min(max(node.ra_window * 2, 4), 32)
-            run = 4
+            node.ra_window = min(max(node.ra_window * 2, RA_MISS), RA_WINDOW)
+            run = RA_MISS
         else:
             node.ra_window = 0
-            if off > 0 and src.base is not None:
+            if off > 0 and base is not None:
                 node.random_reads += 1
                 if node.random_reads == 3:
-                    self._prefetch_whole(src.base)
+                    self._prefetch_whole(base)
         node.seq_next = end
         return run
+
+    @staticmethod
+    def _local_read(src: SegmentSource, work: Callable[[], bytes]) -> bytes | None:
+        """`work()` from blocks in memory or in the local disk cache, on this thread (a
+        worker-thread hop costs more than a local pread); None when a block is not local (or
+        a local one does not decrypt: the threaded path drops it and fetches it again)."""
+        src.local_only = True
+        try:
+            return work()
+        except (LookupError, OSError):
+            return None
+        finally:
+            src.local_only = False
+
+    async def _fetch_blocks(self, obj: ObjectRef, off: int, end: int, run: int) -> None:
+        """Bring the blocks holding plaintext [off, end) of a clean file into the block cache,
+        awaited on the CRT: one GET from the first missing block (with `run` - 1 more read
+        ahead), to the read's last block at least."""
+        per_block = self.seg.segment_size * self.cfg.segs_per_block
+        first, last = off // per_block, (end - 1) // per_block
+        for b in range(first, last + 1):  # a block in flight is waited for, not fetched again
+            await self.blocks.aget_block(obj.key, obj.etag, obj.obj_size, b,
+                                         run=max(run, last - b + 1))
 
     def _prefetch_whole(self, obj: ObjectRef) -> None:
         """A file read at random offsets: fetch all of it in parallel (what makes random reads
@@ -95,10 +139,10 @@ class Reader(DirPrefetch):
                     advised = b  # on disk: let the kernel read it ahead of the reader
                 b += 1
                 continue
-            run = 1  # one GET for up to 16 consecutive missing blocks (at least 8 unless at EOF)
-            while run < 16 and b + run < end and wanted(b + run):
+            run = 1  # one GET for up to RA_GET consecutive missing blocks (half, unless at EOF)
+            while run < RA_GET and b + run < end and wanted(b + run):
                 run += 1
-            if run < 8 and b + run == end and end <= last_block:
+            if run < max(1, RA_GET // 2) and b + run == end and end <= last_block:
                 break  # a short run cut by the window's end: wait and fetch it in one bigger GET
             for i in range(b, b + run):
                 self._prefetching.add((obj.key, obj.etag, i))
@@ -110,9 +154,14 @@ class Reader(DirPrefetch):
 
     async def _prefetch_one(self, obj: ObjectRef, block: int, run: int) -> None:
         try:
-            await trio.to_thread.run_sync(
-                partial(self.blocks.get_block, obj.key, obj.etag, obj.obj_size, block, run=run),
-                limiter=self.prefetch_limiter)
+            if self.store.awaitable_reads:  # on the CRT: no worker thread parked on the GET
+                async with self.prefetch_limiter:
+                    await self.blocks.aget_block(obj.key, obj.etag, obj.obj_size, block,
+                                                 run=run)
+            else:
+                await trio.to_thread.run_sync(
+                    partial(self.blocks.get_block, obj.key, obj.etag, obj.obj_size, block,
+                            run=run), limiter=self.prefetch_limiter)
         except Exception as exc:
             log.debug("prefetch of %s block %d failed: %s", obj.key, block, exc)
         finally:
@@ -126,26 +175,3 @@ class Reader(DirPrefetch):
             data = await self.read(node, 0, node.attrs.size)
             node.link_target = os.fsdecode(data)
         return node.link_target
-
-
-def _read_range(src: SegmentSource, clean: bool, off: int, end: int, run: int) -> bytes:
-    """Plaintext [off, end): from the object for a clean file, else segment by segment (staged
-    or base).  May block on S3."""
-    if clean:
-        return src.base_range(off, end, run=run)
-    S = src.layout.segment_size
-    first, last = off // S, (end - 1) // S
-    out = [src.plain(i, run=run) for i in range(first, last + 1)]
-    data = b"".join(out)
-    return data[off - first * S:end - first * S]
-
-
-def _read_local(src: SegmentSource, off: int, end: int, run: int) -> bytes | None:
-    """A clean file's range when every block is local (memory or disk cache), else None."""
-    src.local_only = True
-    try:
-        return _read_range(src, True, off, end, run)
-    except (LookupError, OSError):
-        return None
-    finally:
-        src.local_only = False

@@ -117,7 +117,11 @@ class Tree(PendingRows):
         if not node.provisional or node.obj is None:
             return
         try:
-            info = await self.run(self.store.head, node.obj.key)
+            key = node.obj.key
+            if self.store.awaitable_reads:  # on the CRT, awaited with no worker thread
+                info = await self.store.ahead(key)
+            else:
+                info = await self.run(self.store.head, key)
         except store_errors.StoreError as exc:
             log.warning("HEAD %s failed: %s", node.obj.key, exc)
             node.provisional = False

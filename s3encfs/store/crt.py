@@ -279,22 +279,33 @@ class CrtClient:
 
     # -- the data-plane calls (boto3 names and parameters) ---------------------------------------
 
-    def head_object(self, *, Bucket: str, Key: str, **params: Any) -> dict[str, Any]:
-        query = wire.version_query(params)
-        status, headers, _ = self._send("HeadObject", "HEAD", Bucket, Key, query=query,
-                                        headers=wire.request_headers(params))
-        return wire.response_fields(status, headers)
+    @staticmethod
+    def read_request(params: dict[str, Any], *, get: bool) -> dict[str, Any]:
+        """`_send`'s keyword arguments for a HEAD (`get` False) or GET with boto3's params
+        (shared with store/crt_async.py). A big range is fetched as parallel part GETs by
+        aws-c-s3 (fewer, larger body callbacks into Python too); small ones and whole objects
+        stay one request."""
+        args: dict[str, Any] = {"query": wire.version_query(params),
+                                "headers": wire.request_headers(params)}
+        if get:
+            args["split"] = wire.range_length(params) >= SPLIT_GET
+        return args
 
-    def get_object(self, *, Bucket: str, Key: str, **params: Any) -> dict[str, Any]:
-        # a big range is fetched as parallel part GETs by aws-c-s3 (fewer, larger body
-        # callbacks into Python too); small ones and whole objects stay one request
-        query = wire.version_query(params)
-        status, headers, data = self._send("GetObject", "GET", Bucket, Key, query=query,
-                                           headers=wire.request_headers(params),
-                                           split=wire.range_length(params) >= SPLIT_GET)
+    @staticmethod
+    def get_response(status: int, headers: list[tuple[str, str]], data: bytes) -> dict[str, Any]:
         resp = wire.response_fields(status, headers)
         resp["Body"] = Body(data)
         return resp
+
+    def head_object(self, *, Bucket: str, Key: str, **params: Any) -> dict[str, Any]:
+        status, headers, _ = self._send("HeadObject", "HEAD", Bucket, Key,
+                                        **self.read_request(params, get=False))
+        return wire.response_fields(status, headers)
+
+    def get_object(self, *, Bucket: str, Key: str, **params: Any) -> dict[str, Any]:
+        status, headers, data = self._send("GetObject", "GET", Bucket, Key,
+                                           **self.read_request(params, get=True))
+        return self.get_response(status, headers, data)
 
     def put_object(self, *, Bucket: str, Key: str, Body: bytes = b"",
                    **params: Any) -> dict[str, Any]:

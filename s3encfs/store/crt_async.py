@@ -131,3 +131,19 @@ async def put_object(client: CrtClient, *, Bucket: str, Key: str, Body: bytes = 
     status, headers, _ = await send(client, "PutObject", "PUT", Bucket, Key,
                                     headers=wire.request_headers(params) + checksum, body=body)
     return wire.response_fields(status, headers)
+
+
+async def head_object(client: CrtClient, *, Bucket: str, Key: str,
+                      **params: Any) -> dict[str, Any]:
+    """`CrtClient.head_object`, awaited."""
+    status, headers, _ = await send(client, "HeadObject", "HEAD", Bucket, Key,
+                                    **client.read_request(params, get=False))
+    return wire.response_fields(status, headers)
+
+
+async def get_object(client: CrtClient, *, Bucket: str, Key: str,
+                     **params: Any) -> dict[str, Any]:
+    """`CrtClient.get_object`, awaited (the body is read in full before it returns)."""
+    status, headers, data = await send(client, "GetObject", "GET", Bucket, Key,
+                                       **client.read_request(params, get=True))
+    return client.get_response(status, headers, data)

@@ -1,0 +1,245 @@
+"""The read path in process (no FUSE): CPU per block GET, per cold 4 KiB random read, and a cold
+sequential read through `FsCore.read`, with reads awaited on the CRT or on worker threads.
+
+    python -m bench.read_path [--size 256M] [--mode plain|client] [--threaded] [--profile N]
+
+Starts its own SeaweedFS on loopback (`s3encfs.server.SeaweedS3`). `--threaded` forces the
+worker-thread path (`awaitable_reads` False: what every read did before issue 16). CPU is the
+process's (all threads: trio, workers, the CRT's event loops) from `time.process_time`; the
+server runs in other processes and is not counted. `--endpoint URL` uses a running server
+instead (e.g. bench/latency.py's proxy for a 20 ms RTT; credentials from the environment).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import pstats
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+MiB = 1024 * 1024
+
+
+def _size(text: str) -> int:
+    units = {"K": 1024, "M": MiB, "G": 1024 * MiB}
+    return int(float(text[:-1]) * units[text[-1].upper()]) if text[-1].upper() in units \
+        else int(text)
+
+
+def _store(bucket: str, endpoint: str) -> Any:
+    from s3encfs.server import REGION
+    from s3encfs.store.s3 import ObjectStore
+
+    return ObjectStore(bucket, endpoint_url=endpoint, region=REGION, s3_client="crt")
+
+
+def _core(bucket: str, endpoint: str, cache: str, mode: str, **cfg: Any) -> Any:
+    from s3encfs.codec import IdentityCodec
+    from s3encfs.crypto.client_codec import ClientCodec
+    from s3encfs.fs.core import FsConfig, FsCore
+
+    codec: Any = IdentityCodec() if mode == "plain" else ClientCodec(
+        {"k1": bytes(range(32))}, "k1")
+    return FsCore(_store(bucket, endpoint), codec, "", FsConfig(cache_dir=cache, **cfg))
+
+
+def _cpu(fn: Callable[[], Any]) -> tuple[float, float, Any]:
+    w, c = time.perf_counter(), time.process_time()
+    out = fn()
+    return time.perf_counter() - w, time.process_time() - c, out
+
+
+def write_file(bucket: str, endpoint: str, mode: str, data: bytes, tmp: str) -> None:
+    core = _core(bucket, endpoint, os.path.join(tmp, "w"), mode, upload_delay=0)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            core.start(nursery)
+            node = await core.create_file(core.root, "big", 0o100644, 0, 0)
+            await core.open(node, True)
+            for off in range(0, len(data), MiB):
+                await core.write(node, off, data[off:off + MiB])
+            await core.release(node, True)
+            await core.flush_all()
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    core.close()
+
+
+def block_gets(bucket: str, endpoint: str, n: int, threaded: bool) -> dict[str, float]:
+    """n ranged GETs of 1 MiB, one at a time, awaited or through a worker thread."""
+    st = _store(bucket, endpoint)
+    body = os.urandom(16 * MiB)
+    st.put("blocks/x", body, {})
+
+    async def main() -> None:
+        for i in range(n):
+            a = (i % 16) * MiB
+            if threaded:
+                got = await trio.to_thread.run_sync(st.get_range, "blocks/x", a, a + MiB)
+            else:
+                got = await st.aget_range("blocks/x", a, a + MiB)
+            assert len(got) == MiB
+
+    wall, cpu, _ = _cpu(lambda: trio.run(main))
+    return {"block_get_ms": round(wall / n * 1000, 3), "block_get_cpu_ms": round(cpu / n * 1000, 3)}
+
+
+def reads(bucket: str, endpoint: str, mode: str, data: bytes, tmp: str, args: Any,
+          prof: cProfile.Profile | None) -> dict[str, float]:
+    out: dict[str, float] = {}
+    # cold sequential: a new cache, reads of args.read_size in order (the kernel's requests)
+    extra = {"download_concurrency": args.dl} if args.dl else {}
+    core = _core(bucket, endpoint, os.path.join(tmp, "seq"), mode, **extra)
+
+    async def seq() -> None:
+        async with trio.open_nursery() as nursery:
+            core.start(nursery)
+            node = await core.lookup(core.root, "big")
+            off = 0
+            while off < len(data):
+                got = await core.read(node, off, args.read_size)
+                if args.verify and got != data[off:off + args.read_size]:
+                    raise SystemExit(f"wrong bytes at {off}")
+                off += len(got)
+            nursery.cancel_scope.cancel()
+
+    if prof:
+        prof.enable()
+    wall, cpu, _ = _cpu(lambda: trio.run(seq))
+    if prof:
+        prof.disable()
+    core.close()
+    out.update(seq_mbps=round(len(data) / wall / 1e6), seq_cpu_s=round(cpu, 2),
+               seq_cpu_ms_per_mib=round(cpu / (len(data) / MiB) * 1000, 2),
+               seq_gets=core.store.stats.as_dict()["requests"].get("GetObject", 0))
+    # cold 4 KiB random reads, each in a block not read before (a cache too small for the
+    # whole-file prefetch, so every read is the miss path: one 1-block GET)
+    core = _core(bucket, endpoint, os.path.join(tmp, "rnd"), mode, cache_size=len(data))
+    pblock = core.cfg.segs_per_block * core.seg.segment_size  # plaintext bytes per block
+    nblocks = len(data) // pblock
+    picks = random.Random(1).sample(range(nblocks), min(args.random, nblocks))
+
+    async def rnd() -> None:
+        async with trio.open_nursery() as nursery:
+            core.start(nursery)
+            node = await core.lookup(core.root, "big")
+            for b in picks:
+                off = min(b * pblock + 12345, len(data) - 4096)
+                got = await core.read(node, off, 4096)
+                if got != data[off:off + 4096]:
+                    raise SystemExit(f"wrong bytes at {off}")
+            nursery.cancel_scope.cancel()
+
+    wall, cpu, _ = _cpu(lambda: trio.run(rnd))
+    core.close()
+    out.update(rand_read_ms=round(wall / len(picks) * 1000, 3),
+               rand_read_cpu_ms=round(cpu / len(picks) * 1000, 3))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", type=_size, default=256 * MiB)
+    ap.add_argument("--mode", choices=["plain", "client"], default="plain")
+    ap.add_argument("--threaded", action="store_true")
+    ap.add_argument("--read-size", type=_size, default=128 * 1024)
+    ap.add_argument("--random", type=int, default=200)
+    ap.add_argument("--gets", type=int, default=200)
+    ap.add_argument("--verify", action="store_true")
+    ap.add_argument("--profile", type=int, default=0, help="print the top N functions (seq)")
+    ap.add_argument("--endpoint")
+    ap.add_argument("--rtt-ms", type=float, default=0.0,
+                    help="put bench/latency.py of --proxy-tree between us and the server")
+    ap.add_argument("--proxy-tree", default="/work/wt/i16-bench")
+    ap.add_argument("--ra-window", type=int, help="fs.reader.RA_WINDOW (blocks)")
+    ap.add_argument("--ra-get", type=int, help="fs.reader.RA_GET (blocks per read-ahead GET)")
+    ap.add_argument("--dl", type=int, help="download_concurrency (read-ahead GETs in flight)")
+    ap.add_argument("--split", type=_size, help="store.crt.SPLIT_GET (aws-c-s3 GET_OBJECT from)")
+    args = ap.parse_args()
+    from s3encfs.fs import reader
+    from s3encfs.store import crt
+
+    if args.split:
+        crt.SPLIT_GET = args.split
+
+    if args.ra_window:
+        reader.RA_WINDOW = args.ra_window
+    if args.ra_get:
+        reader.RA_GET = args.ra_get
+    if args.threaded:
+        from s3encfs.store.areads import StoreAwaitedReads
+
+        StoreAwaitedReads.awaitable_reads = property(lambda self: False)  # type: ignore
+    from s3encfs.server import SeaweedS3
+
+    with tempfile.TemporaryDirectory(prefix="s3encfs-readpath-") as tmp:
+        server = None
+        if args.endpoint:
+            endpoint = args.endpoint
+        else:
+            server = SeaweedS3(Path(tmp) / "srv")
+            server.start()
+            os.environ.update(server.env())
+            endpoint = server.endpoint
+        proxy = _latency(endpoint, args) if args.rtt_ms else None
+        if proxy is not None:
+            endpoint = proxy[1]
+        try:
+            import boto3
+
+            from s3encfs.server import REGION
+
+            bucket = f"readpath-{os.getpid()}"
+            boto3.client("s3", endpoint_url=endpoint, region_name=REGION).create_bucket(
+                Bucket=bucket)
+            data = os.urandom(args.size)
+            write_file(bucket, endpoint, args.mode, data, tmp)
+            prof = cProfile.Profile() if args.profile else None
+            from s3encfs.fs import reader
+            from s3encfs.store import crt
+
+            res = {"mode": args.mode, "threaded": args.threaded, "size_mib": args.size // MiB,
+                   "ra": (reader.RA_WINDOW, reader.RA_GET, args.dl or 8),
+                   "split_mib": crt.SPLIT_GET / MiB,
+                   **block_gets(bucket, endpoint, args.gets, args.threaded),
+                   **reads(bucket, endpoint, args.mode, data, tmp, args, prof)}
+            print(res)
+            if prof:
+                pstats.Stats(prof).sort_stats("tottime").print_stats(args.profile)
+        finally:
+            if proxy is not None:
+                proxy[0].terminate()
+                proxy[0].wait(10)
+            if server is not None:
+                server.stop()
+
+
+def _latency(upstream: str, args: Any) -> tuple[subprocess.Popen[str], str]:
+    """bench/latency.py from another tree, as its own process (its CPU is not ours)."""
+    host = upstream.split("//", 1)[-1]
+    p = subprocess.Popen([sys.executable, "-m", "bench.latency", "--upstream", host,
+                          "--rtt-ms", str(args.rtt_ms)], cwd=args.proxy_tree,
+                         stdout=subprocess.PIPE, text=True)
+    assert p.stdout is not None
+    for line in p.stdout:
+        if line.startswith("endpoint "):
+            threading.Thread(target=p.stdout.read, daemon=True).start()  # keep it drained
+            return p, line.split()[1]
+    raise SystemExit("latency proxy did not start")
+
+
+if __name__ == "__main__":
+    main()

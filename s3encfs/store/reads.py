@@ -1,0 +1,138 @@
+"""Reads of `ObjectStore`: HeadBucket, HEAD, ranged and whole GETs, LIST pages."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .errors import AccessDenied, NotFound, StoreError, map_error
+from .objinfo import ListPage, ObjectInfo, _etag, _info, _quoted
+from .request import StoreCore
+from .sse import SseCPolicy
+
+
+class StoreReads(StoreCore):
+    """HEAD, GET and LIST, each under the SSE-C read-key candidates."""
+
+    def _key_id(self, key: str) -> str | None:
+        """SSE-C key id of `key` (HEADs it when unknown); None when not SSE-C."""
+        if not isinstance(self.sse, SseCPolicy):
+            return None
+        known = self._keyids.get(key)
+        if known is None:
+            self.head(key)
+            known = self._keyids.get(key)
+        return known or None
+
+    def check_bucket(self) -> None:
+        """HeadBucket, short retry budget. BucketMissing/AccessDenied/EndpointUnreachable."""
+        try:
+            self._call("HeadBucket", None, self._probe.head_bucket)
+        except NotFound as exc:
+            from .errors import BucketMissing
+
+            raise BucketMissing(
+                f"s3://{self.bucket}: bucket does not exist ({exc.code})",
+                code=exc.code,
+                status=exc.status,
+                bucket=self.bucket,
+            ) from exc
+        except AccessDenied as exc:
+            why = ("no AWS credentials found - set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                   "or a profile" if exc.code == "NoCredentials" else
+                   "access denied - check the credentials and the bucket policy")
+            raise AccessDenied(
+                f"s3://{self.bucket}: {why} ({exc.code})",
+                code=exc.code,
+                status=exc.status,
+                bucket=self.bucket,
+            ) from exc
+
+    def head(self, key: str) -> ObjectInfo:
+        resp = self._with_read_key(
+            key, lambda a: self._call("HeadObject", key, self.client.head_object, Key=key, **a)
+        )
+        info = _info(key, resp)
+        self._remember(key, info.metadata)
+        return info
+
+    def get_range(self, key: str, start: int, end: int, *, if_match: str | None = None) -> bytes:
+        if end <= start:
+            return b""
+        params = self._range_params(key, start, end, if_match)
+
+        def attempt(args: dict[str, Any]) -> bytes:
+            try:
+                resp = self._call("GetObject", key, self.client.get_object, **params, **args)
+            except StoreError as exc:
+                if exc.code == "InvalidRange":
+                    return b""
+                raise
+            return self._read_body(key, resp)
+
+        return self._with_read_key(key, attempt)
+
+    @staticmethod
+    def _range_params(key: str, start: int, end: int, if_match: str | None) -> dict[str, Any]:
+        """GetObject's parameters for bytes [start, end) (If-Match: the ETag we expect)."""
+        cond: dict[str, Any] = {"IfMatch": _quoted(if_match)} if if_match else {}
+        return {"Key": key, "Range": f"bytes={start}-{end - 1}", **cond}
+
+    def _read_body(self, key: str, resp: dict[str, Any]) -> bytes:
+        try:
+            data: bytes = resp["Body"].read()
+        except (BotoCoreError, OSError) as exc:
+            self.stats.record("GetObjectBody", error=True)
+            raise map_error(exc, bucket=self.bucket, key=key, op="GetObject(body)") from exc
+        self.stats.record("GetObjectBody", down=len(data))
+        return data
+
+    def get(self, key: str, *, if_match: str | None = None) -> tuple[bytes, ObjectInfo]:
+        cond: dict[str, Any] = {"IfMatch": _quoted(if_match)} if if_match else {}
+
+        def attempt(args: dict[str, Any]) -> tuple[bytes, ObjectInfo]:
+            resp = self._call("GetObject", key, self.client.get_object, Key=key, **cond, **args)
+            data = self._read_body(key, resp)
+            info = _info(key, resp)
+            info.size = len(data)
+            return data, info
+
+        data, info = self._with_read_key(key, attempt)
+        self._remember(key, info.metadata)
+        return data, info
+
+    def list_pages(self, prefix: str, delimiter: str | None = "/") -> Generator[ListPage]:
+        params: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+        if delimiter:
+            params["Delimiter"] = delimiter
+        pages = self.client.get_paginator("list_objects_v2").paginate(**params)
+        it = iter(pages)
+        while True:
+            self.breaker.admit("ListObjectsV2", self.bucket, prefix)
+            try:
+                page = next(it)
+            except StopIteration:
+                return
+            except (ClientError, BotoCoreError) as exc:
+                self.breaker.failed(exc)
+                self.stats.record("ListObjectsV2", error=True)
+                raise map_error(exc, bucket=self.bucket, key=prefix, op="ListObjectsV2") from exc
+            self.stats.record(
+                "ListObjectsV2",
+                retries=int(page.get("ResponseMetadata", {}).get("RetryAttempts", 0)),
+            )
+            self.breaker.answered()
+            objs = [
+                ObjectInfo(
+                    o["Key"],
+                    int(o.get("Size", 0)),
+                    _etag(o.get("ETag")),
+                    o["LastModified"].timestamp() if o.get("LastModified") else 0.0,
+                    None,
+                )
+                for o in page.get("Contents", []) or []
+            ]
+            prefixes = [p["Prefix"] for p in page.get("CommonPrefixes", []) or []]
+            yield ListPage(objs, prefixes)
