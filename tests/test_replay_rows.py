@@ -7,6 +7,10 @@ found, pinned down deterministically (no kernel mount: the interleaving must be 
 2. A metadata-only change whose self-copy landed, then a crash before the parent's index was
    written: the copy keeps the object's ETag (same body), so the old index entry and the
    attribute cache went on vouching for the old mode for ever.
+3. The same for a content upload whose body is that of the version before (plain mode: the same
+   MD5, so the same ETag) — a file fsync'd after a utime is re-uploaded unchanged: landed live,
+   or replayed after a crash, its new mode and mtime were hidden by the parent's old index
+   entry (issue 15; the model test's seed 1).
 """
 
 from __future__ import annotations
@@ -105,3 +109,29 @@ def test_rows_keep_nothing_after_a_clean_stop(store: ObjectStore, tmp_path: Path
 
     trio.run(main)
     assert os.path.exists(tmp_path / "c0" / "journal.sqlite")
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("landed", [True, False], ids=["landed", "replayed"])
+def test_attrs_of_an_unchanged_body_survive_a_crash_before_the_index(
+        mode: str, landed: bool, store: ObjectStore, tmp_path: Path) -> None:
+    codec = make_codec(mode)
+    body = b"the same bytes in every version"
+
+    async def main() -> None:
+        async with filesystem(store, codec, "", tmp_path / "c0", [False]) as fs:
+            await write_file(fs, "f", body, False)  # in S3, and in the root's index
+        async with filesystem(store, codec, "", tmp_path / "c1", [True], 3600) as fs:
+            await write_file(fs, "f", body, True)  # plain mode: the same ETag as before
+            await fs.setattr("f", mode=stat.S_IFREG | 0o600, mtime=1_000_000_000)
+            if landed:  # the upload lands; the root's index would be written an hour later
+                core = fs.ops.core
+                await core.fsync(core.inodes[await fs.ino("f")])
+        for cache in ("c1", "cold"):  # c1 replays what the crash left
+            async with filesystem(store, codec, "", tmp_path / cache, [False]) as fs:
+                e = await fs.ops.getattr(await fs.ino("f"), CTX)
+                assert (stat.S_IMODE(e.st_mode), e.st_mtime_ns) == (0o600, 1_000_000_000), \
+                    (cache, oct(e.st_mode), e.st_mtime_ns)
+                assert await fs.read_all("f", 100) == body
+
+    trio.run(main)

@@ -118,7 +118,10 @@ class Upload(Conflicts):
             etag = await self.run(self.store.copy, node.obj.key, key, metadata=meta)
             node.obj = ObjectRef(key, etag, node.obj.obj_size, node.obj.plain_size, meta)
             node.meta_dirty, meta_copied = False, True
-        if (node.content is None and not meta_copied) or uploaded_staging is not None:
+        if uploaded_staging is not None and node.content is None and node.row_id is not None \
+                and not self.codec.fresh_key_per_version:
+            self._row_until_index(node)  # the same body has the same ETag: fs/pending.py
+        elif (node.content is None and not meta_copied) or uploaded_staging is not None:
             self._drop_row(node)
         if uploaded_staging is not None and node.content is None:
             # only now, after the journal row: a crash in between leaves an orphan file (swept
