@@ -135,3 +135,33 @@ def test_attrs_of_an_unchanged_body_survive_a_crash_before_the_index(
                 assert await fs.read_all("f", 100) == body
 
     trio.run(main)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_rows_under_a_renamed_directory_follow_it(mode: str, store: ObjectStore, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows still waiting for an index write when their directory is renamed (a new
+    subdirectory's "dir" row, a chmod'ed file's "meta" row) must name the new path: replayed
+    at the old one, the dir row made the old directory again."""
+    codec = make_codec(mode)
+    monkeypatch.setattr(pyfuse3, "readdir_reply",  # the token is a list (test_model_inprocess)
+                        lambda token, name, attr, next_id: token.append(name) or True)
+
+    async def main() -> None:
+        async with filesystem(store, codec, "", tmp_path / "c0", [False]) as fs:
+            await fs.ops.mkdir(pyfuse3.ROOT_INODE, b"x", stat.S_IFDIR | 0o755, CTX)
+            await write_file(fs, "x/f", b"data", False)
+        async with filesystem(store, codec, "", tmp_path / "c1", [True], 3600) as fs:
+            x = await fs.ino("x")
+            await fs.ops.mkdir(x, b"y", stat.S_IFDIR | 0o700, CTX)
+            await fs.setattr("x/f", mode=stat.S_IFREG | 0o600)
+            await fs.ops.rename(pyfuse3.ROOT_INODE, b"x", pyfuse3.ROOT_INODE, b"z", 0, CTX)
+        for cache in ("c1", "cold"):
+            async with filesystem(store, codec, "", tmp_path / cache, [False]) as fs:
+                assert await fs.listdir("") == {"z"}, cache
+                assert await fs.listdir("z") == {"f", "y"}, cache
+                e = await fs.ops.getattr(await fs.ino("z/f"), CTX)
+                assert stat.S_IMODE(e.st_mode) == 0o600, (cache, oct(e.st_mode))
+                assert fs.ops.core.journal.count() == 0, cache  # no replay failed
+
+    trio.run(main)
