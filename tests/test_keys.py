@@ -442,3 +442,52 @@ def test_default_directory(tmp_path: Path) -> None:
     assert default_directory({"S3ENCFS_KEYRING_DIR": str(tmp_path)}) == tmp_path
     if os.geteuid() == 0:
         assert default_directory({"INVOCATION_ID": "x"}) == Path("/etc/s3encfs/keys")
+
+
+def test_memory_hard_kdf_runs_in_a_child_and_leaves_no_peak(tmp_path: Path) -> None:
+    """Issue 15 (memory): the 64 MiB of Argon2id at the default setting are allocated in a
+    short-lived child process, so the process that opens the key (the mount) keeps no peak RSS
+    from it; the key is the same as derived in process, and a wrong passphrase still fails."""
+    import subprocess
+
+    from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
+
+    from s3encfs.keys import kdfchild
+    from s3encfs.keys.filestore import DEFAULT_KDF
+
+    params = {k: DEFAULT_KDF[k] for k in ("t", "p", "m")}
+    salt, pw = os.urandom(16), b"correct horse"
+    assert kdfchild.memory_bytes("argon2id", params) >= kdfchild.CHILD_MIN_BYTES
+    here = Argon2id(salt=salt, length=32, iterations=params["t"], lanes=params["p"],
+                    memory_cost=params["m"]).derive(pw)
+
+    def never() -> bytes:
+        raise AssertionError("derived in process")
+
+    assert kdfchild.derive("argon2id", params, salt, pw, never) == here
+    scrypt = {"n": 2**15, "r": 8, "p": 1}
+    assert kdfchild.memory_bytes("scrypt", scrypt) >= kdfchild.CHILD_MIN_BYTES
+    # a fresh interpreter opens a key sealed with the default parameters: VmHWM barely moves
+    code = r"""
+import sys
+from pathlib import Path
+from s3encfs.keys import Keyring, PassphraseSource
+def hwm():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) // 1024
+before = hwm()
+assert len(Keyring(Path(sys.argv[1]), passphrase_source=PassphraseSource.fixed(b"pw"),
+                   environ={}).get("k").secret) == 32
+print(hwm() - before)
+"""
+    Keyring(tmp_path / "keys", passphrase_source=PassphraseSource.fixed(b"pw"),
+            environ={}).create("k")  # the default parameters
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "keys")], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert int(out.stdout) < 16, f"opening the key raised the peak RSS by {out.stdout} MiB"
+    with pytest.raises(WrongPassphrase):
+        Keyring(tmp_path / "keys", passphrase_source=PassphraseSource.fixed(b"bad"),
+                environ={}).get("k")

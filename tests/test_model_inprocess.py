@@ -354,10 +354,6 @@ def make_codec(mode: str) -> Codec:
 
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("mode", ["none", "client"])
-# KNOWN BUG (open in issue 11): seed 1 in plain mode finds a utime of a file replayed after one
-# crash lost after a second crash (mtime "now" instead of 1e9), depending on upload timing; it
-# reproduces on an idle machine on the branch that added this test.  Non-strict until fixed.
-@pytest.mark.xfail(strict=False, reason="utime lost across two crashes (issue 11, open)")
 def test_filesystem_layer_equals_a_dict_model(mode: str, s3server: Any, bucket: str,
                                               monkeypatch: pytest.MonkeyPatch,
                                               tmp_path: Path) -> None:

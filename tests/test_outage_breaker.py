@@ -49,6 +49,11 @@ def test_outage_fails_fast_then_everything_lands(mode, bucket, proxy, mount_fact
     m.umount()
     shutil.rmtree(m.cache_dir)  # nothing of cold is cached
     m.start()
+    # Held open until this test's own drop_caches(2): drop_caches is machine-wide, and another
+    # test worker's (test_faults_bounded, test_memory, the RSS bench, this file in another
+    # process) made the kernel FORGET warm/cold here; the root's listing was then incomplete,
+    # which is never the outage fallback, so the create below got EIO (1 run in 3 under load).
+    held = [open(root / "warm", "rb"), open(root / "cold", "rb")]  # noqa: SIM115
     assert sorted(os.listdir(root)) == ["cold", "warm"]
     assert os.path.getsize(root / "cold") == len(cold)
     assert (root / "warm").read_bytes() == warm  # now in the block cache
@@ -95,6 +100,8 @@ def test_outage_fails_fast_then_everything_lands(mode, bucket, proxy, mount_fact
 
     # a name the mount forgot (FORGET from the kernel) is not "absent" because S3 cannot be
     # asked: the listing it left is incomplete (it answered ENOENT for files S3 holds)
+    for f in held:
+        f.close()
     drop_caches(2)
     deadline = time.monotonic() + 20
     while True:

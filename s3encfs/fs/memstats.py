@@ -74,4 +74,12 @@ def report(core: Any, trimmer: Any = None) -> dict[str, Any]:
         d["top_sites"] = [f"{s.size // 1024} KiB {s.count} x "
                           f"{s.traceback[0].filename}:{s.traceback[0].lineno}"
                           for s in snap.statistics("lineno")[:TOP_SITES]]
+        if _last:  # what grew since the previous report: where a leak shows
+            d["top_growth"] = [f"{s.size_diff // 1024:+} KiB {s.count_diff:+} x "
+                               f"{s.traceback[0].filename}:{s.traceback[0].lineno}"
+                               for s in snap.compare_to(_last[0], "lineno")[:TOP_SITES]]
+        _last[:] = [snap]
     return d
+
+
+_last: list[tracemalloc.Snapshot] = []  # the previous report's snapshot (tracing only)

@@ -103,13 +103,32 @@ class NodeTrimmer:
         return len(stale)
 
     async def run(self) -> None:
+        rounds = 0
         while True:
             await trio.sleep(TRIM_EVERY)
             try:
                 self.expire_prelisted(time.monotonic())
                 self.trim(trio.current_time())
+                rounds += 1
+                if _malloc_trim is not None and rounds % MALLOC_TRIM_EVERY == 0:
+                    _malloc_trim(0)  # free heap pages inside glibc's arenas go back to the OS
             except Exception:  # never take the mount down for a memory optimisation
                 log.exception("node table trim failed")
+
+
+def _libc_malloc_trim() -> Any:
+    if os.environ.get("S3ENCFS_MALLOC_TRIM", "1") == "0":
+        return None
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+MALLOC_TRIM_EVERY = 10  # trimmer rounds (seconds) between malloc_trim calls
+_malloc_trim = _libc_malloc_trim()
 
 
 def _kernel_invalidate(parent_inode: int, name: bytes) -> None:

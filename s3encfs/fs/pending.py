@@ -28,6 +28,8 @@ class PendingRows(FsState):
                          "base_segs": c.base_segs, "cipher_meta": c.cipher_meta})
         elif node.obj is not None:
             data["obj"] = node.obj.to_json()
+            # nothing left to copy: S3 has these attrs; only the parent's index may lag
+            data["landed"] = not node.meta_dirty
         return data
 
     def persist(self, node: Node) -> None:
@@ -56,6 +58,21 @@ class PendingRows(FsState):
         if c.token not in node.tokens:
             node.tokens.append(c.token)
             del node.tokens[:-identity.MAX_TOKENS]
+
+    def _row_until_index(self, node: Node) -> None:
+        """The upload of `node` landed; keep its row, as a "meta" row marked `landed`, until
+        the parent's index carries the new (ETag, metadata) (`write_index` removes it).
+        Where ETags are MD5s of the body (plain and SSE modes), a version with the body of an
+        earlier one has the same ETag, so after a crash the parent's old index entry — and
+        the attribute cache — matched the new object and served the old mode and mtime for
+        ever: the utime of a file fsync'd (re-uploaded unchanged) was lost.  A replayed
+        `landed` row rewrites that entry and forgets the cached attrs (fs/recovery.py)."""
+        node.tokens.clear()
+        try:
+            self.persist(node)
+        except OSError as exc:  # a full cache disk takes deletes only: never fail the upload
+            log.warning("journal: %s; the row goes now", exc)
+            self._drop_row(node)
 
     def _drop_row(self, node: Node) -> None:
         """Forget the node's pending journal row (its work is done or no longer wanted).  A

@@ -147,7 +147,7 @@ async def _state_of(fs: Conflicts, base: ObjectRef) -> str:
 
 
 async def replay_upload(fs: Any, job: UploadJob, token: str, tokens: tuple[str, ...],
-                        path: str) -> None:
+                        path: str) -> ObjectRef:
     """Replay's upload of a journal row.  When it fails and the row's base object was deleted
     or replaced meanwhile (the GET/copy of its unchanged segments can never succeed again; the
     row stayed for ever and every flush said a row was left), the job is detached from the
@@ -157,8 +157,8 @@ async def replay_upload(fs: Any, job: UploadJob, token: str, tokens: tuple[str, 
     is made from complete bytes.  Base bytes not local: zeros there, an error naming the
     ranges, `rebase_incomplete`, and a conflict copy."""
     try:
-        await fs.run_upload(job, token, tokens)
-        return
+        obj: ObjectRef = await fs.run_upload(job, token, tokens)
+        return obj
     except Exception:
         base = job.base
         if base is None:
@@ -187,4 +187,5 @@ async def replay_upload(fs: Any, job: UploadJob, token: str, tokens: tuple[str, 
                 "whole", path, state)
     if state == "deleted" and base.key == job.key:
         job.expect_etag = None  # nothing is at the key now: If-None-Match
-    await fs.run_upload(job, token, tokens)  # replaced: 412 -> the caller's conflict copy
+    obj = await fs.run_upload(job, token, tokens)  # replaced: 412 -> the caller's conflict copy
+    return obj

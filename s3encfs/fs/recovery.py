@@ -105,7 +105,10 @@ class Recovery(Upload):
             # the crashed mount's upload of this very row may have landed (same token): that is
             # success, not a conflict; an earlier one of ours is overwritten (fs/identity.py);
             # a base deleted or replaced meanwhile is settled as for a live node (fs/rebase.py)
-            await rebase.replay_upload(self, job, token, tokens, "/".join(parts))
+            obj = await rebase.replay_upload(self, job, token, tokens, "/".join(parts))
+            if not self.codec.fresh_key_per_version:  # the same body: the same ETag
+                await self.run(metadata_rewritten, self.store, self.layout, self.journal, parts,
+                               obj.etag, obj.meta)
         except store_errors.PreconditionFailed:
             job.key = f"{key}.conflict-{os.uname().nodename}-{time.strftime('%Y%m%d-%H%M%S')}"
             if self.codec.encrypts_names:  # the conflict name must be encoded like any other
@@ -121,9 +124,16 @@ class Recovery(Upload):
     async def _replay_meta(self, parts: tuple[str, ...], data: dict[str, Any]) -> None:
         from s3encfs.store.layout import meta_to_attrs
         obj = ObjectRef.from_json(data["obj"])
+        key = self.layout.file_key(parts)
+        if data.get("landed") and obj.key == key:
+            # the object has these attrs already (an upload or self-copy that landed): only
+            # the parent's index entry and the attribute cache may still hold the old ones
+            # (fs/pending.py `_row_until_index`)
+            await self.run(metadata_rewritten, self.store, self.layout, self.journal, parts,
+                           obj.etag, obj.meta)
+            return
         attrs = meta_to_attrs(data["attrs"], default_mode=0o100644, size=obj.plain_size,
                               last_modified=time.time())
-        key = self.layout.file_key(parts)
         meta = self.object_meta(self._cipher_meta(obj.meta), attrs, key)
         etag = await self.run(self.store.copy, key, key, metadata=meta)
         await self.run(metadata_rewritten, self.store, self.layout, self.journal, parts, etag, meta)

@@ -271,3 +271,7 @@ class Renames(Namespace):
                                   n.obj.plain_size, (metas or {}).get(key, n.obj.meta))
                 if n.content is not None and n.content.base is not None:
                     n.content.base = n.obj
+            if n is not node:
+                # a row still waiting for an index write names the old path: replayed there,
+                # a directory's row made the old directory again, a file's failed for ever
+                self._save_path(n)

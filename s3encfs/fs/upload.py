@@ -146,7 +146,10 @@ class Upload(Conflicts):
                     meta_copied: bool) -> None:
         """After an upload: the journal row goes, then the staging file; metadata changed
         meanwhile gets a "meta" row and is scheduled."""
-        if (node.content is None and not meta_copied) or uploaded_staging is not None:
+        if uploaded_staging is not None and node.content is None and node.row_id is not None \
+                and not self.codec.fresh_key_per_version:
+            self._row_until_index(node)  # the same body has the same ETag: fs/pending.py
+        elif (node.content is None and not meta_copied) or uploaded_staging is not None:
             self._drop_row(node)
         if uploaded_staging is not None and node.content is None:
             # only now, after the journal row: a crash in between leaves an orphan file (swept

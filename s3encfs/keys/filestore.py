@@ -16,7 +16,7 @@ import logging
 import os
 import re
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+from . import kdfchild
 
 FORMAT = "s3encfs-key-v1"
 # s3ec-aes: an S3 Encryption Client AES/GCM key; s3ec-rsa(-pub): its RSA-OAEP keys (rsakeys.py)
@@ -120,16 +122,28 @@ def _kek(passphrase: bytes, salt: bytes, kdf: dict[str, Any], where: str) -> byt
             if not (2 <= n <= MAX_SCRYPT_N and n & (n - 1) == 0 and 1 <= r <= 32
                     and 1 <= p <= 16):
                 raise CorruptKeyFile(f"{where}: unreasonable scrypt parameters n={n} r={r} p={p}")
-            return Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(passphrase)
+            return _derive("scrypt", {"n": n, "r": r, "p": p}, salt, passphrase,
+                           lambda: Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(passphrase))
         if alg == "argon2id":
             t, p, m = int(kdf["t"]), int(kdf["p"]), int(kdf["m"])
             if not (1 <= t <= 64 and 1 <= p <= 64 and 8 * p <= m <= MAX_ARGON2_M):
                 raise CorruptKeyFile(f"{where}: unreasonable argon2id parameters t={t} p={p} m={m}")
-            return Argon2id(salt=salt, length=32, iterations=t, lanes=p,
-                            memory_cost=m).derive(passphrase)
+            return _derive("argon2id", {"t": t, "p": p, "m": m}, salt, passphrase,
+                           lambda: Argon2id(salt=salt, length=32, iterations=t, lanes=p,
+                                            memory_cost=m).derive(passphrase))
     except (KeyError, TypeError, ValueError) as e:
         raise CorruptKeyFile(f"{where}: malformed kdf parameters ({type(e).__name__})") from None
     raise CorruptKeyFile(f"{where}: unsupported kdf {alg!r}")
+
+
+def _derive(alg: str, params: dict[str, int], salt: bytes, passphrase: bytes,
+            in_process: Callable[[], bytes]) -> bytes:
+    """A memory-hard derivation runs in a child process, so the mount's peak RSS does not
+    carry it (keys/kdfchild.py)."""
+    try:
+        return kdfchild.derive(alg, params, salt, passphrase, in_process)
+    except kdfchild.KdfChildError as e:
+        raise KeyringError(str(e)) from None
 
 
 def kdf_weaker(have: Any, want: dict[str, Any]) -> bool:
