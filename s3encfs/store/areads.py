@@ -46,10 +46,8 @@ class StoreAwaitedReads(StoreReads):
             try:
                 result = await attempt(args)
             except StoreError as exc:
-                if len(cands) > 1 and exc.status in (400, 403):
-                    first = first or exc
-                    continue
-                raise
+                first = self._refused_read_key(cands, exc, first)
+                continue
             self._read_key_opened(key, kid)
             return result
         raise self._no_read_key(first)

@@ -298,13 +298,20 @@ class StoreCore:
             try:
                 result = attempt(args)
             except StoreError as exc:
-                if len(cands) > 1 and exc.status in (400, 403):
-                    first = first or exc
-                    continue
-                raise
+                first = self._refused_read_key(cands, exc, first)
+                continue
             self._read_key_opened(key, kid)
             return result
         raise self._no_read_key(first)
+
+    @staticmethod
+    def _refused_read_key(cands: list[str | None], exc: StoreError,
+                          first: StoreError | None) -> StoreError:
+        """One SSE-C candidate refused with 400/403 while others remain: the first such
+        refusal (what `_no_read_key` reports); any other error is raised as it is."""
+        if len(cands) > 1 and exc.status in (400, 403):
+            return first or exc
+        raise exc
 
     def _read_key_opened(self, key: str, kid: str | None) -> None:
         """`kid` (None: no SSE-C key) opened `key`: try it first next time."""
