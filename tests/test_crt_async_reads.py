@@ -24,18 +24,7 @@ def proxy(s3server: Any) -> Iterator[FaultProxy]:
         yield p
 
 
-def _store(s3server: Any, proxy: FaultProxy, bucket: str, monkeypatch: pytest.MonkeyPatch,
-           **kw: Any) -> ObjectStore:
-    for k, v in s3server.env().items():
-        monkeypatch.setenv(k, v)
-    return ObjectStore(bucket, endpoint_url=proxy.endpoint, region=REGION, s3_client="crt", **kw)
-
-
-def _no_threads(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(*a: Any, **k: Any) -> Any:
-        raise AssertionError("a worker thread was used")
-
-    monkeypatch.setattr(trio.to_thread, "run_sync", refuse)
+from test_crt_async import _no_threads, _store  # noqa: E402  (the same crt store and guard)
 
 
 def test_awaited_reads_match_the_blocking_ones_with_no_worker_thread(
