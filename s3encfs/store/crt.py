@@ -57,6 +57,12 @@ log = logging.getLogger(__name__)
 SPLIT_GET = 4 * 1024 * 1024  # ranges at least this long go through aws-c-s3's GET_OBJECT
 
 
+# A split GET is cut into parts of this size.  It must hold one whole read-ahead run
+# (fs/reader.py RA_GET blocks: 16 MiB of plaintext, plus the AEAD's per-segment overhead in
+# client mode): with the CRT's default of 8 MiB a plain run took 2 GETs and a client run 3-4,
+# so client mode made twice plain's GETs for the same read (tests/test_read_gets.py).
+GET_PART_BYTES = 32 * 1024 * 1024
+
 class CrtClient:
     """boto3-compatible data-plane calls on one `awscrt.s3.S3Client`, shared by all threads."""
 
@@ -108,6 +114,7 @@ class CrtClient:
             ),
             connect_timeout_ms=max(1, int(connect_timeout * 1000)),
             max_active_connections_override=max_connections,
+            part_size=GET_PART_BYTES,
         )
 
     def __getattr__(self, name: str) -> Any:
