@@ -167,10 +167,10 @@ def main() -> None:
     ap.add_argument("--ra-window", type=int, help="fs.reader.RA_WINDOW (blocks)")
     ap.add_argument("--ra-get", type=int, help="fs.reader.RA_GET (blocks per read-ahead GET)")
     ap.add_argument("--dl", type=int, help="download_concurrency (read-ahead GETs in flight)")
-    ap.add_argument("--split", type=_size, help="store.crt.SPLIT_GET (aws-c-s3 GET_OBJECT from)")
+    ap.add_argument("--split", type=_size, help="store.crt_calls.SPLIT_GET (GET_OBJECT from)")
     args = ap.parse_args()
     from s3encfs.fs import reader
-    from s3encfs.store import crt
+    from s3encfs.store import crt_calls as crt
 
     if args.split:
         crt.SPLIT_GET = args.split
@@ -209,7 +209,7 @@ def main() -> None:
             write_file(bucket, endpoint, args.mode, data, tmp)
             prof = cProfile.Profile() if args.profile else None
             from s3encfs.fs import reader
-            from s3encfs.store import crt
+            from s3encfs.store import crt_calls as crt
 
             res = {"mode": args.mode, "threaded": args.threaded, "size_mib": args.size // MiB,
                    "ra": (reader.RA_WINDOW, reader.RA_GET, args.dl or 8),
