@@ -44,7 +44,6 @@ from awscrt import s3 as crt_s3
 from awscrt.exceptions import AwsCrtError
 from botocore.credentials import RefreshableCredentials
 from botocore.exceptions import (
-    ClientError,
     NoCredentialsError,
     ReadTimeoutError,
     ResponseStreamingError,
@@ -249,8 +248,7 @@ class CrtClient(CrtCalls):
         try:
             request.finished_future.result(timeout=0)
         except crt_s3.S3ResponseError as exc:
-            raise self._client_error(op, exc.status_code, exc.headers or [],
-                                     exc.body) from None
+            raise client_error(op, exc.status_code, exc.headers or [], exc.body) from None
         except AwsCrtError as exc:
             answer = s3_answer_error(op, exc, ex)
             raise (answer or self._transport_error(exc)) from None
@@ -260,10 +258,6 @@ class CrtClient(CrtCalls):
             raise ResponseStreamingError(
                 error=f"{op}: body has {len(data)} of {expected} bytes")
         return ex.status, ex.headers, data
-
-    def _client_error(self, op: str, status: int | None, headers: list[tuple[str, str]],
-                      body: bytes | None) -> ClientError:
-        return client_error(op, status, headers, body)
 
     def _transport_error(self, exc: AwsCrtError) -> Exception:
         return transport_error(exc, self.endpoint_url)
