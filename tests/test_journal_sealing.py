@@ -38,8 +38,10 @@ def test_rows_round_trip_and_files_are_private(tmp_path: Path) -> None:
     b = j.add("dir", "other", {"mode": 0o700})
     rows = j.rows()
     assert [(r.row_id, r.path) for r in rows] == [(a, "secret/renamed.txt"), (b, "other")]
-    for name in ("journal.sqlite", "journal.sqlite-wal", "journal.sqlite-shm"):
+    for name in ("journal.sqlite", "journal.sqlite-wal"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
+    # exclusive locking: no shared-memory index beside the journal (cache/journal.py)
+    assert not (tmp_path / "journal.sqlite-shm").exists()
     j.close()
     assert b"secret" not in p.read_bytes()
 
@@ -50,6 +52,7 @@ def test_swapped_and_unsealed_rows_refused(tmp_path: Path, caplog) -> None:
     a = j.add("file", "a.txt", {"file_id": "fa"})
     b = j.add("file", "b.txt", {"file_id": "fb"})
     c = j.add("file", "c.txt", {"file_id": "fc"})
+    j.close()  # the open journal holds its file exclusively: tampered with at rest
     db = raw(p)
     pb, db_ = db.execute("SELECT path, data FROM pending WHERE id=?", (b,)).fetchone()
     db.execute("UPDATE pending SET path=?, data=? WHERE id=?", (pb, db_, a))  # b's row as a
@@ -57,6 +60,7 @@ def test_swapped_and_unsealed_rows_refused(tmp_path: Path, caplog) -> None:
     db.execute("INSERT INTO pending (id, kind, path, data) VALUES (99, 'file', ?, ?)",
                (b"planted", '{"file_id": "planted"}'))
     db.close()
+    j = sealed_journal(p)
     with caplog.at_level(logging.ERROR, logger="s3encfs.journal"):
         rows = j.rows()
     assert [r.row_id for r in rows] == [b]
