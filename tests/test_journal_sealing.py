@@ -95,3 +95,72 @@ def test_unsealed_journal_in_a_sealing_mount_refused(tmp_path: Path) -> None:
     j = sealed_journal(p)
     assert j.rows() == []
     assert j.count() == 1  # kept, not replayed
+
+
+def test_rows_sealed_under_one_journal_key(tmp_path: Path) -> None:
+    """Row writes derive no key each (issue 16): one sealed journal key per journal opened for
+    writing; a reopened journal reads the rows and seals new ones under a fresh key, so a
+    nonce counter never repeats under one key."""
+    p = tmp_path / "journal.sqlite"
+    c = codec()
+    blobs: list[str] = []
+
+    def seal(purpose: str, data: bytes) -> bytes:
+        blobs.append(purpose)
+        return c.seal_blob(purpose, data)
+
+    j = Journal(str(p), seal=seal, unseal=c.open_blob)
+    ids = [j.add("file", f"dir/f{i}", {"file_id": f"f{i}"}) for i in range(20)]
+    for i in ids:
+        j.update(i, f"dir/g{i}", {"file_id": "g"}, "file")
+    assert len(blobs) == 1 and blobs[0].startswith("journal-key:")  # 80 row parts, one blob
+    j.close()
+    j = Journal(str(p), seal=seal, unseal=c.open_blob)
+    assert [r.path for r in j.rows()] == [f"dir/g{i}" for i in ids]
+    j.add("file", "later", {})
+    j.close()
+    db = raw(p)
+    keys = db.execute("SELECT k FROM kv WHERE k LIKE 'jkey:%'").fetchall()
+    parts = [bytes(path) for (path, data) in db.execute("SELECT path, data FROM pending")]
+    parts += [base64.b64decode(data[7:]) for (data,) in db.execute("SELECT data FROM pending")]
+    db.close()
+    assert len(keys) == 2 and len(blobs) == 2  # the second journal sealed under its own key
+    kid_nonce = [part[2:22] for part in parts]  # "J1" | kid (8) | nonce (12) | ...
+    assert len(set(kid_nonce)) == len(parts) == 42  # no (key, nonce) pair used twice
+
+
+def test_row_whose_journal_key_is_gone_or_swapped_is_refused(tmp_path: Path, caplog) -> None:
+    p = tmp_path / "journal.sqlite"
+    j = sealed_journal(p)
+    a = j.add("file", "a", {"file_id": "a"})
+    j.close()
+    j2 = sealed_journal(p)
+    b = j2.add("file", "b", {"file_id": "b"})
+    j2.close()
+    db = raw(p)
+    (ka, va), (kb, vb) = db.execute("SELECT k, v FROM kv WHERE k LIKE 'jkey:%'").fetchall()
+    db.execute("UPDATE kv SET v=? WHERE k=?", (vb, ka))  # key blob moved to the other id
+    db.execute("UPDATE kv SET v=? WHERE k=?", (va, kb))
+    db.close()
+    with caplog.at_level(logging.ERROR, logger="s3encfs.journal"):
+        assert sealed_journal(p).rows() == []
+    refused = " ".join(r.getMessage() for r in caplog.records)
+    assert f"journal row {a} refused" in refused and f"journal row {b} refused" in refused
+
+
+def test_rows_sealed_as_blobs_by_the_previous_version_still_open(tmp_path: Path) -> None:
+    """A journal the previous version left (row-bound blobs, marker set), replayed after an
+    upgrade; its rows are rewritten under a journal key from then on."""
+    p = tmp_path / "journal.sqlite"
+    c = codec()
+    Journal(str(p), seal=c.seal_blob, unseal=c.open_blob).close()  # tables + marker
+    db = raw(p)
+    data = "sealed:" + base64.b64encode(c.seal_blob("journal:7:data", json.dumps(
+        {"file_id": "old"}).encode())).decode()
+    db.execute("INSERT INTO pending (id, kind, path, data) VALUES (7, 'file', ?, ?)",
+               (c.seal_blob("journal:7:path", b"old/file"), data))
+    db.close()
+    j = sealed_journal(p)
+    assert [(r.row_id, r.path, r.data) for r in j.rows()] == [(7, "old/file", {"file_id": "old"})]
+    j.update(7, "old/moved", {"file_id": "old"}, "file")
+    assert [r.path for r in j.rows()] == ["old/moved"]

@@ -11,7 +11,9 @@ When the codec seals (client mode), a pending row's path and data are sealed wit
 the associated data (purpose ``journal:<id>:path`` / ``journal:<id>:data``), so rows cannot be
 swapped, duplicated or renumbered, and a row that is not sealed is refused (logged, never
 replayed). Journals written before row binding (``kv`` has no ``journal-aad``) still open rows
-sealed under the plain ``journal`` purpose; new journals never accept those.
+sealed under the plain ``journal`` purpose; new journals never accept those. Rows are sealed
+under a per-journal key (cache/rowseal.py: one key derivation per mount, not one per row write);
+rows sealed as blobs by earlier versions still open.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from s3encfs.cache.rowseal import KEY_PREFIX, RowKeyError, RowSealer, is_row_sealed
 
 log = logging.getLogger("s3encfs.journal")
 ROW_AAD_KEY = "journal-aad"  # kv marker: every pending row is sealed bound to its row id
@@ -107,8 +111,8 @@ class _GuardedDb:
     def execute(self, sql: str, params: Any = (), *, release: bool = False) -> sqlite3.Cursor:
         return self._retry(lambda: self.conn.execute(sql, params), release)
 
-    def executemany(self, sql: str, params: Any) -> sqlite3.Cursor:
-        return self._retry(lambda: self.conn.executemany(sql, params), False)
+    def executemany(self, sql: str, params: Any, *, release: bool = False) -> sqlite3.Cursor:
+        return self._retry(lambda: self.conn.executemany(sql, params), release)
 
     def after_delete(self) -> None:
         if self.released:
@@ -164,10 +168,9 @@ class Journal:
             " meta TEXT NOT NULL)"
         )
         self._db.execute("CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v TEXT NOT NULL)")
-        if self._sealing and self.get_kv(ROW_AAD_KEY) != "1":
-            self._legacy = self.count() > 0  # an older version's rows: open them the old way
-            if not self._legacy:
-                self.set_kv(ROW_AAD_KEY, "1")
+        self._rows = RowSealer(self._seal, self._unseal, self._get_kv, self._set_kv)
+        if self._sealing:
+            self._open_sealing()
         for name in (path, path + "-wal", path + "-shm"):
             _private(name)
 
@@ -200,6 +203,25 @@ class Journal:
     def remove(self, row_id: int) -> None:
         with self._lock:
             self._db.execute("DELETE FROM pending WHERE id=?", (row_id,), release=True)
+            self._db.after_delete()
+
+    def remove_many(self, row_ids: list[int]) -> None:
+        """Delete several rows in one transaction (one commit, not one per row: a directory's
+        index write settles the rows of all its files at once)."""
+        if len(row_ids) < 2:
+            for row_id in row_ids:
+                self.remove(row_id)
+            return
+        with self._lock:
+            self._db.execute("BEGIN", release=True)
+            try:
+                self._db.executemany("DELETE FROM pending WHERE id=?",
+                                     [(r,) for r in row_ids], release=True)
+                self._db.execute("COMMIT", release=True)
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.conn.execute("ROLLBACK")
+                raise
             self._db.after_delete()
 
     def rows(self) -> list[PendingRow]:
@@ -266,12 +288,18 @@ class Journal:
 
     def get_kv(self, k: str) -> str | None:
         with self._lock:
-            row = self._db.execute("SELECT v FROM kv WHERE k=?", (k,)).fetchone()
-        return None if row is None else str(row[0])
+            return self._get_kv(k)
 
     def set_kv(self, k: str, v: str) -> None:
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO kv (k, v) VALUES (?, ?)", (k, v))
+            self._set_kv(k, v)
+
+    def _get_kv(self, k: str) -> str | None:
+        row = self._db.execute("SELECT v FROM kv WHERE k=?", (k,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def _set_kv(self, k: str, v: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO kv (k, v) VALUES (?, ?)", (k, v))
 
     def delete_kv(self, k: str) -> None:
         with self._lock:
@@ -288,12 +316,27 @@ class Journal:
         with self._lock:
             self._db.close()
 
+    def _open_sealing(self) -> None:
+        """Row binding marker; journal keys no row needs any more go (cache/rowseal.py)."""
+        if self.get_kv(ROW_AAD_KEY) != "1":
+            self._legacy = self.count() > 0  # an older version's rows: open them the old way
+            if not self._legacy:
+                self.set_kv(ROW_AAD_KEY, "1")
+        if self.count() == 0:
+            self._db.execute("DELETE FROM kv WHERE k >= ? AND k < ?",
+                             (KEY_PREFIX, KEY_PREFIX + "\uffff"), release=True)
+
     def _purpose(self, row_id: int, part: str) -> str:
         return f"journal:{row_id}:{part}"
 
     def _open(self, row_id: int, part: str, sealed: bytes) -> bytes:
         from s3encfs.codec import IntegrityError
 
+        if is_row_sealed(sealed):  # under a journal key (cache/rowseal.py)
+            try:
+                return self._rows.open(self._purpose(row_id, part), sealed)
+            except (RowKeyError, IntegrityError) as exc:
+                raise RefusedRow(f"{part} does not authenticate for this row: {exc}") from None
         try:
             return self._unseal(self._purpose(row_id, part), sealed)
         except IntegrityError as exc:
@@ -305,7 +348,8 @@ class Journal:
             raise RefusedRow(f"{part} does not authenticate: {exc}") from None
 
     def _pack_path(self, row_id: int, path: str) -> bytes:
-        return self._seal(self._purpose(row_id, "path"), path.encode("utf-8", "surrogateescape"))
+        raw = path.encode("utf-8", "surrogateescape")
+        return self._rows.seal(self._purpose(row_id, "path"), raw) if self._sealing else raw
 
     def _unpack_path(self, row_id: int, value: str | bytes) -> str:
         if not self._sealing:
@@ -319,7 +363,7 @@ class Journal:
         raw = json.dumps(data).encode()
         if not self._sealing:
             return raw.decode()
-        sealed = self._seal(self._purpose(row_id, "data"), raw)
+        sealed = self._rows.seal(self._purpose(row_id, "data"), raw)
         return "sealed:" + base64.b64encode(sealed).decode()
 
     def _unpack_data(self, row_id: int, text: str) -> dict[str, Any]:

@@ -225,13 +225,15 @@ class Upload(Conflicts):
         d.index_dirty = False
         await self.run(write_index, self.store, self.layout, d.parts,
                        DirIndex(files, dirs, self_meta))
-        for child, row, meta in done_rows:
-            if child.row_id == row and attrs_to_meta(child.attrs) == meta \
-                    and not child.marker_pending and child.content is None and not child.meta_dirty:
-                self.journal.remove(row)
-                child.row_id = None
-                child.local_only = False
-                child.changed_here()
+        settled = [(child, row) for child, row, meta in done_rows
+                   if child.row_id == row and attrs_to_meta(child.attrs) == meta
+                   and not child.marker_pending and child.content is None
+                   and not child.meta_dirty]
+        self.journal.remove_many([row for _child, row in settled])  # one commit for them all
+        for child, _row in settled:
+            child.row_id = None
+            child.local_only = False
+            child.changed_here()
 
     async def _put_pending_markers(self, d: Node | None) -> None:
         """PUT the pending `dir/` markers of `d` and its ancestors, top down, before any object
