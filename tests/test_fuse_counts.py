@@ -57,3 +57,24 @@ def test_negative_lookups_are_cached_as_long_as_entries(bucket, mount_factory):
     (m.mountpoint / "nothing-here").write_bytes(b"now")
     assert (m.mountpoint / "nothing-here").read_bytes() == b"now"
     m.umount()
+
+
+def test_journal_writes_per_small_file(bucket, mount_factory, tmp_path):
+    """What an rsync'd file costs the journal until it is in S3 (issue 16): its row at close,
+    the utimensat, chmod and rename of the closed file, the "landed" rewrite — and the rows'
+    removal, one statement for a whole directory's index write (was one per file)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(N):
+        (src / f"f{i:02d}.txt").write_bytes(b"y" * (200 + i))
+    m = mount_factory(bucket, "none")
+    sock = control_socket_path(str(m.mountpoint))
+    before = query(sock, "status")["journal_writes"]
+    subprocess.run(["rsync", "-a", f"{src}/", f"{m.mountpoint}/d/"], check=True, timeout=120)
+    m.flush()
+    st = query(sock, "status")
+    per_file = (st["journal_writes"] - before) / N
+    print(f"\njournal writes per rsync'd file until in S3: {per_file:.2f}")
+    assert st["journal_rows"] == 0
+    assert per_file <= 5.5, per_file  # 6 when every row was removed by its own statement
+    m.umount()

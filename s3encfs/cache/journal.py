@@ -91,6 +91,7 @@ class _GuardedDb:
         self.conn = conn
         self.reserve = reserve
         self.released = False
+        self.writes = 0  # write statements (a batch counts once): `status` → journal_writes
 
     def _retry(self, fn: Callable[[], Any], release: bool) -> Any:
         if self.released:
@@ -109,9 +110,12 @@ class _GuardedDb:
             raise OSError(errno.ENOSPC, f"cache disk full: journal write failed ({exc})") from None
 
     def execute(self, sql: str, params: Any = (), *, release: bool = False) -> sqlite3.Cursor:
+        if not sql.startswith(("SELECT", "BEGIN", "COMMIT", "PRAGMA", "CREATE")):
+            self.writes += 1
         return self._retry(lambda: self.conn.execute(sql, params), release)
 
     def executemany(self, sql: str, params: Any, *, release: bool = False) -> sqlite3.Cursor:
+        self.writes += 1
         return self._retry(lambda: self.conn.executemany(sql, params), release)
 
     def after_delete(self) -> None:
@@ -237,6 +241,11 @@ class Journal:
                 except RefusedRow as exc:
                     log.error("journal row %d refused (not replayed): %s", r[0], exc)
             return out
+
+    @property
+    def writes(self) -> int:
+        """Write statements so far (an executemany counts once): the per-file cost in status."""
+        return self._db.writes
 
     def short_of_space(self) -> bool:
         """The reserve is spent and cannot be refilled yet: the cache disk is full."""

@@ -47,7 +47,8 @@ class FsCore(Recovery, Renames, Attributes, OpenFiles):
         d: dict[str, Any] = {"pending_uploads": len(self.queue) + len(self.running),
              "pending_index_writes": len(self.index_queue),
              "dirty_bytes": self.dirty.total,
-             "journal_rows": self.journal.count(), "nodes": len(self.inodes)}
+             "journal_rows": self.journal.count(), "journal_writes": self.journal.writes,
+             "nodes": len(self.inodes)}
         d.update(self.blocks.usage())
         d.update(self.stats)
         d["s3"] = self.store.stats.as_dict()
