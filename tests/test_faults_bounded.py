@@ -224,3 +224,44 @@ def test_forgotten_nodes_leave_memory(mode, bucket, mount_factory):
     assert flush(m).returncode == 0
     assert (root / "d1" / "f7").read_bytes() == b"changed"
     assert status(m)["dirty_bytes"] == 0
+
+
+def test_lock_within_takes_a_free_lock_at_once_and_bounds_a_held_one():
+    """`lock_within` (every write request): a free lock is taken with no trip through trio's
+    scheduler (the task never yields), a held one gives EIO after its bound."""
+    import pyfuse3
+    import trio
+    import trio.testing
+
+    from s3encfs.fs.bounded import lock_within
+
+    yields: list[object] = []
+
+    class Steps(trio.abc.Instrument):
+        def after_task_step(self, task: object) -> None:
+            yields.append(task)
+
+    async def main() -> None:
+        me = trio.lowlevel.current_task()
+        lock = trio.Lock()
+        before = yields.count(me)
+        async with lock_within(lock, 5, "f"):
+            assert lock.locked()
+        assert yields.count(me) == before  # no yield to the scheduler on the way in or out
+        done = trio.Event()
+
+        async def upload() -> None:  # holds the file's lock, as a stalled upload does
+            async with lock:
+                await done.wait()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(upload)
+            await trio.testing.wait_all_tasks_blocked()
+            t0 = trio.current_time()
+            with pytest.raises(pyfuse3.FUSEError) as exc:
+                async with lock_within(lock, 0.2, "f"):
+                    pass
+            assert exc.value.errno == errno.EIO and 0.2 <= trio.current_time() - t0 < 5
+            done.set()
+
+    trio.run(main, instruments=[Steps()])
