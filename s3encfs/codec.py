@@ -82,8 +82,9 @@ class ObjectCipher(Protocol):
 
     def encrypt_segment(self, index: int, plaintext: bytes, last: bool) -> bytes: ...
 
-    def decrypt_segment(self, index: int, data: bytes, last: bool) -> bytes:
-        """Raises IntegrityError on any mismatch (wrong object, index, last flag, key, bit flip)."""
+    def decrypt_segment(self, index: int, data: bytes | memoryview, last: bool) -> bytes:
+        """Raises IntegrityError on any mismatch (wrong object, index, last flag, key, bit flip).
+        `data` may be a view into a cached block (client-mode reads do not copy it first)."""
         ...
 
 
@@ -160,8 +161,8 @@ class IdentityCipher:
     def encrypt_segment(self, index: int, plaintext: bytes, last: bool) -> bytes:
         return plaintext
 
-    def decrypt_segment(self, index: int, data: bytes, last: bool) -> bytes:
-        return data
+    def decrypt_segment(self, index: int, data: bytes | memoryview, last: bool) -> bytes:
+        return data if isinstance(data, bytes) else bytes(data)
 
 
 ATTR_PREFIX = ""  # identity codec stores POSIX attrs as plain x-amz-meta-mode|uid|gid|mtime...

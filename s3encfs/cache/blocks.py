@@ -37,6 +37,7 @@ class BlockCache:
         self._mem: OrderedDict[tuple[str, str, int], bytes] = OrderedDict()
         self._mem_total = 0
         self._inflight: dict[tuple[str, str, int], Future[bytes]] = {}
+        self._stems: dict[tuple[str, str], str] = {}
         self.hits = 0
         self.misses = 0
         self._scan()
@@ -59,8 +60,15 @@ class BlockCache:
             self._disk_total += size
 
     def _path(self, key: str, etag: str, block: int) -> str:
-        digest = hashlib.sha256(f"{key}\0{etag}".encode()).hexdigest()[:32]
-        return os.path.join(self.dir, digest[:2], f"{digest}.{block}")
+        # asked for every block of a read-ahead window on every read: the hash is memoized
+        stem = self._stems.get((key, etag))
+        if stem is None:
+            digest = hashlib.sha256(f"{key}\0{etag}".encode()).hexdigest()[:32]
+            stem = os.path.join(self.dir, digest[:2], digest)
+            if len(self._stems) >= 1024:
+                self._stems.clear()
+            self._stems[(key, etag)] = stem
+        return f"{stem}.{block}"
 
     def block_range(self, obj_size: int, block: int) -> tuple[int, int]:
         start = block * self.block_bytes
@@ -105,28 +113,42 @@ class BlockCache:
         random read (a 4 KiB read costs one small pread, not a 1 MiB file read); a sequential
         reader (`run` > 1) loads it whole into the memory tier for the reads that follow.
         `local_only`: never wait for S3 — raise LookupError on a miss."""
+        part = self.view_part(key, etag, obj_size, block, start, end, run=run,
+                              local_only=local_only)
+        return part if isinstance(part, bytes) else bytes(part)
+
+    def view_part(self, key: str, etag: str, obj_size: int, block: int, start: int, end: int,
+                  *, run: int = 1, local_only: bool = False) -> bytes | memoryview:
+        """`read_part`, but a block in memory is not copied: a memoryview of it (for a caller
+        that only decrypts from it, such as a client-mode read)."""
         ident = (key, etag, block)
         data = self._mem_get(ident)
         if data is not None:
             self.hits += 1
-            return data[start:end]
+            return memoryview(data)[start:end]
         if run == 1:
-            b0, b1 = self.block_range(obj_size, block)
-            try:
-                fd = os.open(self._path(key, etag, block), os.O_RDONLY)
-            except FileNotFoundError:
-                fd = -1
-            if fd >= 0:
-                try:
-                    if os.fstat(fd).st_size == b1 - b0:
-                        part = os.pread(fd, end - start, start)
-                        if len(part) == end - start:
-                            self.hits += 1
-                            return part
-                finally:
-                    os.close(fd)
-        return self.get_block(key, etag, obj_size, block, run=run,
-                              local_only=local_only)[start:end]
+            part = self._pread(self._path(key, etag, block), obj_size, block, start, end)
+            if part is not None:
+                self.hits += 1
+                return part
+        data = self.get_block(key, etag, obj_size, block, run=run, local_only=local_only)
+        return memoryview(data)[start:end]
+
+    def _pread(self, path: str, obj_size: int, block: int, start: int, end: int) -> bytes | None:
+        """Bytes [start, end) of a whole block file on disk, or None."""
+        b0, b1 = self.block_range(obj_size, block)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            if os.fstat(fd).st_size == b1 - b0:
+                part = os.pread(fd, end - start, start)
+                if len(part) == end - start:
+                    return part
+        finally:
+            os.close(fd)
+        return None
 
     def advise(self, key: str, etag: str, block: int) -> bool:
         """Ask the kernel to start reading a block that is on disk (sequential read-ahead over
@@ -201,11 +223,16 @@ class BlockCache:
 
     # -- public --------------------------------------------------------------------------------
     def cached(self, key: str, etag: str, block: int) -> bool:
+        return self.where(key, etag, block) is not None
+
+    def where(self, key: str, etag: str, block: int) -> str | None:
+        """"mem" (in memory or being fetched), "disk" (on disk only) or None."""
         ident = (key, etag, block)
+        path = self._path(key, etag, block)
         with self._lock:
             if ident in self._mem or ident in self._inflight:
-                return True
-            return self._path(key, etag, block) in self._disk
+                return "mem"
+            return "disk" if path in self._disk else None
 
     def _local(self, ident: tuple[str, str, int], obj_size: int) -> bytes | None:
         """A block from the memory tier, or from disk (then kept in memory); None if neither."""

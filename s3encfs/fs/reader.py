@@ -125,22 +125,20 @@ class Reader(DirPrefetch):
             return
         last_block = (obj.obj_size - 1) // self.block_bytes if obj.obj_size else -1
         end = min(first_block + window, last_block + 1)
-
-        def wanted(b: int) -> bool:
-            return (obj.key, obj.etag, b) not in self._prefetching and \
-                not self.blocks.cached(obj.key, obj.etag, b)
-
         ident = (obj.key, obj.etag)
+        if self._ra_scanned.get(ident) == (first_block, end):
+            return  # the same window as the last read's (reads smaller than a block)
         advised = self._advised.get(ident, -1)
         b = first_block
         while b < end:
-            if not wanted(b):
-                if b > advised and self.blocks.advise(obj.key, obj.etag, b):
-                    advised = b  # on disk: let the kernel read it ahead of the reader
+            tier = self._ra_tier(obj, b)
+            if tier is not None:
+                if tier == "disk" and b > advised and self.blocks.advise(obj.key, obj.etag, b):
+                    advised = b  # on disk only: let the kernel read it ahead of the reader
                 b += 1
                 continue
             run = 1  # one GET for up to RA_GET consecutive missing blocks (half, unless at EOF)
-            while run < RA_GET and b + run < end and wanted(b + run):
+            while run < RA_GET and b + run < end and self._ra_tier(obj, b + run) is None:
                 run += 1
             if run < max(1, RA_GET // 2) and b + run == end and end <= last_block:
                 break  # a short run cut by the window's end: wait and fetch it in one bigger GET
@@ -150,7 +148,15 @@ class Reader(DirPrefetch):
             b += run
         if len(self._advised) > 1000:
             self._advised.clear()
+            self._ra_scanned.clear()
         self._advised[ident] = advised
+        self._ra_scanned[ident] = (first_block, end)
+
+    def _ra_tier(self, obj: ObjectRef, b: int) -> str | None:
+        """Where block b is for read-ahead: "mem" (also: being prefetched), "disk" or None."""
+        if (obj.key, obj.etag, b) in self._prefetching:
+            return "mem"
+        return self.blocks.where(obj.key, obj.etag, b)
 
     async def _prefetch_one(self, obj: ObjectRef, block: int, run: int) -> None:
         try:

@@ -133,6 +133,7 @@ class FsState:
         self.prefetch_limiter = trio.CapacityLimiter(cfg.download_concurrency)
         self._prefetching: set[tuple[str, str, int]] = set()
         self._advised: dict[tuple[str, str], int] = {}  # last disk block read ahead, per object
+        self._ra_scanned: dict[tuple[str, str], tuple[int, int]] = {}  # last window looked at
         self.dir_prefetch_limiter = trio.CapacityLimiter(8)
         # cold tree walks: directory listings split out of one undelimited LIST of a subtree,
         # each used once for a directory's first listing (while younger than dir_ttl)

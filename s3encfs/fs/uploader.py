@@ -116,7 +116,7 @@ class SegmentSource:
                     lo - block * k * S, hi - block * k * S, run=run, local_only=self.local_only))
             else:
                 first_in = (i - block * k) * stride
-                raw = self.blocks.read_part(
+                raw = self.blocks.view_part(
                     self.base.key, self.base.etag, self.base.obj_size, block, first_in,
                     (j - block * k) * stride + lay.segment_plain_len(j, size) + lay.overhead,
                     run=run, local_only=self.local_only)

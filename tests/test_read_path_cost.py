@@ -1,0 +1,100 @@
+"""The trio thread's work per read stays small (issue 10: client mode ≥ 90% of plain on W2).
+
+A profile of a cold sequential read (bench/read_path.py) showed the read-ahead bookkeeping
+ahead of the decryption: every 128 KiB read looked at each block of its 32-block window again
+(a SHA-256 and a path join per block), and asked the kernel to read ahead (`advise`: open,
+fadvise, close) blocks that were only in memory. Now the window is looked at once per block the
+reader enters, and only blocks on disk only are advised — still done for a read from the disk
+tier. In process, against SeaweedFS, with the CRT client the mount uses.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from s3encfs.codec import IdentityCodec
+from s3encfs.crypto.client_codec import ClientCodec
+from s3encfs.fs.core import FsConfig, FsCore
+from s3encfs.store.s3 import ObjectStore
+
+MiB = 1024 * 1024
+READ = 128 * 1024  # the kernel's read size on a FUSE mount
+
+
+def _core(s3server: Any, bucket: str, mode: str, cache: Path) -> FsCore:
+    store = ObjectStore(bucket, endpoint_url=s3server.endpoint, s3_client="crt")
+    codec: Any = IdentityCodec() if mode == "none" else ClientCodec({"k1": bytes(range(32))}, "k1")
+    return FsCore(store, codec, "", FsConfig(cache_dir=str(cache), upload_delay=0))
+
+
+def _run(core: FsCore, job: Any) -> Any:
+    out: list[Any] = []
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            core.start(nursery)
+            out.append(await job(core))
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    core.close()
+    return out[0]
+
+
+async def _write(core: FsCore, data: bytes) -> None:
+    node = await core.create_file(core.root, "f", 0o100644, 0, 0)
+    await core.open(node, True)
+    for off in range(0, len(data), MiB):
+        await core.write(node, off, data[off:off + MiB])
+    await core.release(node, True)
+    await core.flush_all()
+
+
+def _counting(core: FsCore, calls: dict[str, int]) -> None:
+    for name in ("where", "cached", "advise"):  # a lookup is either of the first two
+        real = getattr(core.blocks, name, None)
+        if real is None:
+            continue
+
+        def wrapped(*a: Any, _real: Any = real, _name: str = name) -> Any:
+            calls["advise" if _name == "advise" else "where"] += 1
+            return _real(*a)
+
+        setattr(core.blocks, name, wrapped)
+
+
+async def _read_all(core: FsCore, size: int) -> bytes:
+    node = await core.lookup(core.root, "f")
+    return b"".join([await core.read(node, off, READ) for off in range(0, size, READ)])
+
+
+@pytest.mark.parametrize("mode", ["none", "client"])
+def test_read_ahead_bookkeeping_once_per_block(mode: str, s3server: Any, bucket: str,
+                                               monkeypatch: pytest.MonkeyPatch,
+                                               tmp_path: Path) -> None:
+    for k, v in s3server.env().items():
+        monkeypatch.setenv(k, v)
+    data = os.urandom(24 * MiB)
+    _run(_core(s3server, bucket, mode, tmp_path / "w"), lambda c: _write(c, data))
+    cold = _core(s3server, bucket, mode, tmp_path / "r")
+    calls = {"where": 0, "advise": 0}
+    _counting(cold, calls)
+    assert _run(cold, lambda c: _read_all(c, len(data))) == data
+    reads = len(data) // READ
+    # before: ~8 per read (the whole window at every read), and an advise for every block in
+    # flight or in memory; now at most the window once per block entered (≈ 1.5 per read here)
+    assert calls["where"] <= 3 * reads, calls
+    assert calls["advise"] == 0, calls  # every block was in memory when the reader got to it
+    # a fresh mount over the same cache: blocks on disk only are still advised to the kernel
+    warm = _core(s3server, bucket, mode, tmp_path / "r")
+    calls = {"where": 0, "advise": 0}
+    _counting(warm, calls)
+    assert _run(warm, lambda c: _read_all(c, len(data))) == data
+    assert calls["advise"] >= 8, calls
+    # served from the disk tier (a GET or two: the root listing's index, not the 24 blocks)
+    assert warm.store.stats.as_dict()["requests"].get("GetObject", 0) <= 2
