@@ -190,3 +190,39 @@ def test_trimmer_returns_free_heap_to_the_os(monkeypatch):
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
     assert calls == [0, 0]
+
+
+def test_prefetch_does_not_relist_a_directory_the_cap_trimmed():
+    """In process, exact: once the trimmer dropped a directory's never-looked-up entries (its
+    listing is then incomplete), a lookup in its parent must not prefetch it again: that
+    rebuilt ~1,000 unseen nodes, which the cap dropped again, over and over (client mode,
+    50,000 files: 389,276 nodes made and dropped, peak RSS 203 MiB).  A directory merely older
+    than dir_ttl is still prefetched, and so is one never listed."""
+    from types import SimpleNamespace
+
+    from s3encfs.fs.dirprefetch import DirPrefetch
+    from s3encfs.fs.nodecap import NodeTrimmer
+    from s3encfs.fs.nodes import Node
+    from s3encfs.store.layout import Attrs
+
+    root = Node(1, None, "", Attrs(0o040755))
+    trimmed, old, cold = (Node(i, root, n, Attrs(0o040755))
+                          for i, n in ((2, "trimmed"), (3, "old"), (4, "cold")))
+    root.children = {"trimmed": trimmed, "old": old, "cold": cold}
+    trimmed.children, old.children = {}, {}
+    trimmed.listed_at = old.listed_at = time.monotonic() - 60  # both older than dir_ttl
+    inodes = {1: root, 2: trimmed, 3: old, 4: cold}
+    for i in range(5, 305):  # a listing's entries the kernel never looked up
+        n = Node(i, trimmed, f"f{i}", Attrs(0o100644))
+        trimmed.children[n.name] = inodes[i] = n
+    core = SimpleNamespace(inodes=inodes, queue=set(), running=set(), index_queue=set())
+    t = NodeTrimmer(core, 100, invalidate=lambda p, n: None)
+    t.trim(0.0)
+    assert t.dropped > 0 and len(inodes) <= 100
+    started: list[Node] = []
+    fake = SimpleNamespace(
+        nursery=SimpleNamespace(start_soon=lambda fn, task, node: started.append(node)),
+        cfg=SimpleNamespace(dir_ttl=30.0, fast_list=False), _prefetch_dir=None)
+    DirPrefetch.prefetch_subdirs(fake, root)  # type: ignore[arg-type]
+    assert trimmed not in started  # was listed again: the churn
+    assert old in started and cold in started
