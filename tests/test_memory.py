@@ -226,3 +226,26 @@ def test_prefetch_does_not_relist_a_directory_the_cap_trimmed():
     DirPrefetch.prefetch_subdirs(fake, root)  # type: ignore[arg-type]
     assert trimmed not in started  # was listed again: the churn
     assert old in started and cold in started
+
+
+@pytest.mark.timeout(300)
+def test_writers_wait_when_too_many_files_are_pending(bucket, mount_factory, keyenv):
+    """A cap on the files not yet in S3, whatever their bytes (fs/dirty.py MAX_PENDING_FILES):
+    with a 30 s upload delay nothing goes up on its own, yet 300 small files never leave more
+    than the cap pending — writers wait and the waiting files go up at once.  Before, only
+    the 2 GiB dirty_limit held them back: all 300 waited (on a loaded machine an rsync of
+    50,000 files ran 15,000 ahead of its uploads, at 290 MiB RSS)."""
+    cap = 40
+    m = mount_factory(bucket, "client", env=dict(keyenv, S3ENCFS_MAX_PENDING_FILES=str(cap)),
+                      extra=["--upload-delay", "30"])
+    (m.mountpoint / "d").mkdir()
+    most = 0
+    for i in range(300):
+        (m.mountpoint / "d" / f"f{i}").write_bytes(b"x" * 100 + str(i).encode())
+        if i % 25 == 24:
+            most = max(most, status(m)["pending_uploads"])
+    assert most <= cap + 8, most  # the cap plus what was in flight (upload_concurrency)
+    flush(m)
+    assert status(m)["pending_uploads"] == 0
+    assert all((m.mountpoint / "d" / f"f{i}").read_bytes() == b"x" * 100 + str(i).encode()
+               for i in range(300))

@@ -88,7 +88,10 @@ class LocalContent(Reader):
         return len(data)
 
     async def _wait_for_space(self) -> None:
-        while self.dirty.total > self.cfg.dirty_limit:
+        """Writers wait while the bytes or the files not yet in S3 are over their limits
+        (`dirty_limit`, `pending_limit`); the waiting ones go up now, without their upload
+        delay.  The file count is not waited on while S3 is unreachable (local work goes on)."""
+        while self.dirty.total > self.cfg.dirty_limit or self._too_many_pending():
             drainable = [n for n in self.queue if n.content and n.content.writers == 0]
             if not drainable and not self.running:
                 return
@@ -97,6 +100,10 @@ class LocalContent(Reader):
             self._kick.set()
             with trio.move_on_after(1):
                 await self._space.wait()
+
+    def _too_many_pending(self) -> bool:
+        return len(self.queue) + len(self.running) > self.cfg.pending_limit and \
+            self.store.stats.unreachable_since is None
 
     async def truncate(self, node: Node, size: int) -> None:
         if self.cfg.read_only:
