@@ -133,6 +133,13 @@ def _fixed_mmap_threshold() -> None:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         libc.mallopt(-3, 32 * 1024 * 1024)  # M_MMAP_THRESHOLD
+        arenas = os.environ.get("S3ENCFS_MALLOC_ARENAS", "2")
+        if arenas.isdigit() and int(arenas) > 0 and "MALLOC_ARENA_MAX" not in os.environ:
+            # 2 malloc arenas, not 8 per core: S3 worker and CRT threads each took one, and
+            # what listings and uploads built in them left each arena's pages part-used
+            # (client, loaded machine, node table at its cap: 171 MiB RSS at 31,000 files,
+            # 219-221 MiB at 32,000-45,000 without; docs/INTERNALS.md "Memory")
+            libc.mallopt(-8, int(arenas))  # M_ARENA_MAX
     except (OSError, AttributeError):
         pass
 

@@ -69,7 +69,10 @@ def test_node_table_stays_near_its_cap_without_drop_caches(mode, bucket, mount_f
     mem = st["memory"]
     print(f"\n[{mode}] after batch 1: {first}\n[{mode}] after batch 2: {mem}")
     assert mem["nodes"] <= CAP + CAP // 2, mem  # was 2,000+: every file the kernel saw
-    assert mem["nodes_handed_back"] >= 2000 - CAP
+    # the trimmer asked the kernel to forget; how many varies with the machine (the kernel also
+    # forgets on its own, and a node it forgot while uploading leaves as "dropped unseen"): on a
+    # loaded machine 1,143-1,469 of 2,000 — main's code too — so the node count is the check
+    assert mem["nodes_handed_back"] > 0
     assert st["pending_uploads"] == 0 and st["journal_rows"] == 0
     assert mem["upload_queue"] == 0 and mem["heap"] == 0 and mem["failures"] == 0
     assert mem["index_queue"] == 0
@@ -190,3 +193,101 @@ def test_trimmer_returns_free_heap_to_the_os(monkeypatch):
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
     assert calls == [0, 0]
+
+
+def test_prefetch_does_not_relist_a_directory_the_cap_trimmed():
+    """In process, exact: once the trimmer dropped a directory's never-looked-up entries (its
+    listing is then incomplete), a lookup in its parent must not prefetch it again: that
+    rebuilt ~1,000 unseen nodes, which the cap dropped again, over and over (client mode,
+    50,000 files: 389,276 nodes made and dropped, peak RSS 203 MiB).  A directory merely older
+    than dir_ttl is still prefetched, and so is one never listed."""
+    from types import SimpleNamespace
+
+    from s3encfs.fs.dirprefetch import DirPrefetch
+    from s3encfs.fs.nodecap import NodeTrimmer
+    from s3encfs.fs.nodes import Node
+    from s3encfs.store.layout import Attrs
+
+    root = Node(1, None, "", Attrs(0o040755))
+    trimmed, old, cold = (Node(i, root, n, Attrs(0o040755))
+                          for i, n in ((2, "trimmed"), (3, "old"), (4, "cold")))
+    root.children = {"trimmed": trimmed, "old": old, "cold": cold}
+    trimmed.children, old.children = {}, {}
+    trimmed.listed_at = old.listed_at = time.monotonic() - 60  # both older than dir_ttl
+    inodes = {1: root, 2: trimmed, 3: old, 4: cold}
+    for i in range(5, 305):  # a listing's entries the kernel never looked up
+        n = Node(i, trimmed, f"f{i}", Attrs(0o100644))
+        trimmed.children[n.name] = inodes[i] = n
+    core = SimpleNamespace(inodes=inodes, queue=set(), running=set(), index_queue=set())
+    t = NodeTrimmer(core, 100, invalidate=lambda p, n: None)
+    t.trim(0.0)
+    assert t.dropped > 0 and len(inodes) <= 100
+    started: list[Node] = []
+    fake = SimpleNamespace(
+        nursery=SimpleNamespace(start_soon=lambda fn, task, node: started.append(node)),
+        cfg=SimpleNamespace(dir_ttl=30.0, fast_list=False), _prefetch_dir=None)
+    DirPrefetch.prefetch_subdirs(fake, root)  # type: ignore[arg-type]
+    assert trimmed not in started  # was listed again: the churn
+    assert old in started and cold in started
+
+
+@pytest.mark.timeout(300)
+def test_writers_wait_when_too_many_files_are_pending(bucket, mount_factory, keyenv):
+    """A cap on the files not yet in S3, whatever their bytes (fs/dirty.py MAX_PENDING_FILES):
+    with a 30 s upload delay nothing goes up on its own, yet 300 small files never leave more
+    than the cap pending — writers wait and the waiting files go up at once.  Before, only
+    the 2 GiB dirty_limit held them back: all 300 waited (on a loaded machine an rsync of
+    50,000 files ran 15,000 ahead of its uploads, at 290 MiB RSS)."""
+    cap = 40
+    m = mount_factory(bucket, "client", env=dict(keyenv, S3ENCFS_MAX_PENDING_FILES=str(cap)),
+                      extra=["--upload-delay", "30"])
+    (m.mountpoint / "d").mkdir()
+    most = 0
+    for i in range(300):
+        (m.mountpoint / "d" / f"f{i}").write_bytes(b"x" * 100 + str(i).encode())
+        if i % 25 == 24:
+            most = max(most, status(m)["pending_uploads"])
+    assert most <= cap + 8, most  # the cap plus what was in flight (upload_concurrency)
+    flush(m)
+    assert status(m)["pending_uploads"] == 0
+    assert all((m.mountpoint / "d" / f"f{i}").read_bytes() == b"x" * 100 + str(i).encode()
+               for i in range(300))
+
+
+ARENA_PROBE = r"""
+import ctypes, sys, threading
+from s3encfs.mount import _fixed_mmap_threshold
+if sys.argv[1] == "1":
+    _fixed_mmap_threshold()
+keep = []
+def work():
+    keep.append([bytearray(700) for _ in range(2000)])  # malloc'd in this thread's arena
+threads = [threading.Thread(target=work) for _ in range(16)]
+for t in threads: t.start()
+for t in threads: t.join()
+libc = ctypes.CDLL("libc.so.6")
+libc.fdopen.restype = ctypes.c_void_p
+f = libc.fdopen(1, b"w")
+libc.malloc_info(0, ctypes.c_void_p(f))
+libc.fflush(ctypes.c_void_p(f))
+"""
+
+
+def test_mount_keeps_at_most_two_malloc_arenas():
+    """glibc gives threads up to 8 arenas per core; the mount's S3 and CRT threads each took one
+    and left its pages part-used (mount._fixed_mmap_threshold sets M_ARENA_MAX 2; client mode
+    at the node cap, loaded machine: 171 MiB RSS at 31,000 files vs 219-221 MiB without).
+    malloc_info lists one <heap> per arena."""
+    import re
+
+    repo = Path(__file__).resolve().parent.parent
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    env["PYTHONPATH"] = str(repo)
+
+    def arenas(apply: str) -> int:
+        out = subprocess.run([sys.executable, "-c", ARENA_PROBE, apply], env=env, check=True,
+                             capture_output=True, text=True, timeout=60).stdout
+        return len(re.findall(r'<heap nr="\d+">', out))
+
+    assert arenas("0") > 2  # the probe does make arenas without the setting
+    assert arenas("1") <= 2

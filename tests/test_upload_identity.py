@@ -35,8 +35,18 @@ def proxy(s3server):
 def flush(m: Mount, timeout: float = 120) -> None:
     r = subprocess.run([*S3ENCFS, "flush", str(m.mountpoint)], env=m.env,
                        timeout=timeout, capture_output=True, text=True)
-    assert r.returncode == 0, f"flush failed: {r.stdout[-2000:]} {r.stderr[-2000:]}\n" \
-        f"{m.read_log()[-4000:]}"
+    assert r.returncode == 0, f"flush exited {r.returncode}: {r.stdout[-2000:]} " \
+        f"{r.stderr[-2000:]}\nstatus: {status_text(m)}\nmount log:\n{m.read_log()[-4000:]}"
+
+
+def status_text(m: Mount) -> str:
+    """`status --json` of the mount, for a failure message (what is pending, and why)."""
+    try:
+        r = subprocess.run([*S3ENCFS, "status", str(m.mountpoint), "--json"], env=m.env,
+                           timeout=30, capture_output=True, text=True)
+    except subprocess.TimeoutExpired:
+        return "(status timed out)"
+    return f"exit {r.returncode}: {r.stdout[-3000:]} {r.stderr[-1000:]}"
 
 
 def conflicts_in(root: Path) -> list[str]:

@@ -7,6 +7,7 @@ owns what" (content).
 from __future__ import annotations
 
 import errno
+import heapq
 import logging
 import os
 import secrets
@@ -88,15 +89,33 @@ class LocalContent(Reader):
         return len(data)
 
     async def _wait_for_space(self) -> None:
-        while self.dirty.total > self.cfg.dirty_limit:
+        """Writers wait while the bytes or the files not yet in S3 are over their limits
+        (`dirty_limit`: every waiting file goes up now; `pending_limit`: the oldest beyond it
+        go up now, the rest keep their upload delay, which lets rsync's rename of its temp file
+        come first).  The file count is not waited on while S3 is unreachable."""
+        while True:
+            over_bytes = self.dirty.total > self.cfg.dirty_limit
+            excess = self._pending_excess()
+            if not over_bytes and excess <= 0:
+                return
             drainable = [n for n in self.queue if n.content and n.content.writers == 0]
             if not drainable and not self.running:
                 return
+            if not over_bytes:  # enough to keep every upload slot busy
+                now, want = trio.current_time(), max(excess, self.cfg.upload_concurrency)
+                drainable = [n for n in heapq.nsmallest(want, drainable,
+                                                        key=lambda n: n.upload_due)
+                             if n.upload_due > now and n not in self._failures]
             for n in drainable:
                 self._enqueue(n, 0)
             self._kick.set()
             with trio.move_on_after(1):
                 await self._space.wait()
+
+    def _pending_excess(self) -> int:
+        if self.store.stats.unreachable_since is not None:
+            return 0
+        return len(self.queue) + len(self.running) - self.cfg.pending_limit
 
     async def truncate(self, node: Node, size: int) -> None:
         if self.cfg.read_only:

@@ -6,6 +6,7 @@ docs/INTERNALS.md, "Filesystem services: who owns what" (dirprefetch).
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 import pyfuse3
@@ -22,6 +23,15 @@ FAST_LIST_PAGES = 20  # a subtree listing stops after this many 1,000-key pages
 PRELISTED_MAX_KEYS = 200_000  # no new subtree listing while this many keys wait to be used
 
 
+def forgot_children(d: Node) -> bool:
+    """`d` dropped children the kernel had forgotten (or never looked up: the node cap,
+    fs/nodecap.py), so its listing is incomplete (`drop_forgotten`, listed_at = -inf).  A
+    prefetch does not list it again: that rebuilt ~1,000 nodes nobody asked for, which the cap
+    dropped again, round after round (an rsync of 50,000 files into a mount made and threw
+    away 389,276 such nodes).  A lookup in it lists it, in the foreground."""
+    return math.isinf(d.listed_at) and d.listed_at < 0
+
+
 class DirPrefetch(Tree):
     def prefetch_subdirs(self, d: Node) -> None:
         """A directory is being read (find, rsync, ls -R): list its subdirectories in the
@@ -30,8 +40,8 @@ class DirPrefetch(Tree):
         if self.nursery is None or d.children is None:
             return
         now = time.monotonic()
-        subdirs = [c for c in d.children.values()
-                   if c.is_dir and (c.children is None or now - c.listed_at >= self.cfg.dir_ttl)]
+        subdirs = [c for c in d.children.values() if c.is_dir and not forgot_children(c)
+                   and (c.children is None or now - c.listed_at >= self.cfg.dir_ttl)]
         if self.cfg.fast_list and self.cfg.dir_ttl > 0:
             # never-listed subdirectories: one LIST of the whole subtree (1 request per 1,000
             # keys) instead of one per directory; they are prefetched as it reaches them

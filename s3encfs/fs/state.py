@@ -17,7 +17,7 @@ import stat
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
@@ -30,7 +30,7 @@ from s3encfs.cache.journal import Journal
 from s3encfs.cache.staging import DirtySet
 from s3encfs.codec import Codec, NameTooLong, ObjectCipher
 from s3encfs.fs import identity
-from s3encfs.fs.dirty import DirtyAccount
+from s3encfs.fs.dirty import DirtyAccount, pending_files_limit
 from s3encfs.fs.lru import CIPHER_CACHE, LruDict
 from s3encfs.fs.nodes import Node, ObjectRef
 from s3encfs.fs.streaming import StreamDeps, Streamer
@@ -58,6 +58,7 @@ class FsConfig:
     download_concurrency: int = defaults.DOWNLOAD_CONCURRENCY
     s3_threads: int = 32
     dirty_limit: int = defaults.MAX_DIRTY
+    pending_limit: int = field(default_factory=pending_files_limit)  # files (fs/dirty.py)
     segs_per_block: int = 16
     part_segments: int = defaults.MULTIPART_SIZE // (64 * 1024)  # of 64 KiB segments
     read_only: bool = False
