@@ -321,13 +321,13 @@ def test_rsa_keys_in_the_keyring_public_only_writer(
 
 def test_rekey_will_not_convert_client_format_to_s3ec(bucket: str, s3: Any, mount_factory: Any,  # noqa: F811
                                                      aesenv: dict[str, str]) -> None:  # noqa: F811
-    """Conversion re-encrypts every body and renames every key (S3EC names are plain): rekey
-    refuses before writing anything and names the way that works (copy through two mounts)."""
+    """Conversion re-encrypts every body and renames every key (S3EC names are plain): without
+    --from, rekey refuses before writing anything and names the option that does it."""
     m = mount_factory(bucket, "client")
     (m.mountpoint / "f").write_bytes(b"client format")
     m.umount()
     before = {o["Key"]: o["ETag"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
     proc = run(aesenv, "rekey", f"s3://{bucket}", "--encryption", "s3ec", *AES)
     assert proc.returncode == 78, proc.stdout + proc.stderr
-    assert "client-encrypted" in proc.stderr and "s3ec-mode mount" in proc.stderr
+    assert "client-encrypted" in proc.stderr and "--from client" in proc.stderr
     assert {o["Key"]: o["ETag"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]} == before
