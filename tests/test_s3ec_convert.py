@@ -54,13 +54,18 @@ def itemize(src: Path, mnt: Path) -> str:
                           text=True).stdout.strip()
 
 
-def killed_midway(env: dict[str, str], cmd: list[str]) -> None:
-    """Run `cmd` and SIGKILL it once it has converted something (or give up waiting)."""
+def killed_midway(env: dict[str, str], cmd: list[str], s3: Any, bucket: str) -> None:
+    """Run `cmd` and SIGKILL it as soon as the bucket shows it converting (a key appeared or
+    went), so the kill lands in the middle of the run."""
+    before = set(data_keys(s3, bucket))
     p = subprocess.Popen([*S3ENCFS, *cmd], env=env, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE)
-    time.sleep(1.5)
+    deadline = time.monotonic() + 120
+    while set(data_keys(s3, bucket)) == before and time.monotonic() < deadline:
+        time.sleep(0.05)
     p.send_signal(signal.SIGKILL)
     p.communicate(timeout=60)
+    assert p.returncode == -signal.SIGKILL  # killed, not finished
 
 
 def test_client_to_s3ec_and_back_with_interruptions(bucket: str, s3: Any, mount_factory: Any,  # noqa: F811
@@ -85,7 +90,7 @@ def test_client_to_s3ec_and_back_with_interruptions(bucket: str, s3: Any, mount_
                  if (src / p.relative_to(m1.mountpoint)).is_file()]
     assert len(converted) == 5, converted  # 5 targets written; their sources are still there
     m1.umount()
-    killed_midway(aesenv, to_s3ec)  # and a real kill -9, wherever it lands
+    killed_midway(aesenv, to_s3ec, s3, bucket)  # and a real kill -9, wherever it lands
     proc = run(aesenv, *to_s3ec)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "resuming the conversion" in proc.stderr
@@ -116,7 +121,7 @@ def test_client_to_s3ec_and_back_with_interruptions(bucket: str, s3: Any, mount_
             "--encryption", "client", "--key", "default", *state]
     proc = run(aesenv, *back, "--stop-after", "7", "--jobs", "1")
     assert proc.returncode == 130, proc.stdout + proc.stderr
-    killed_midway(aesenv, back)
+    killed_midway(aesenv, back, s3, bucket)
     proc = run(aesenv, *back)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     keys = data_keys(s3, bucket)
