@@ -254,7 +254,7 @@ class S3ECStore(ObjectStore):
                     if nxt is not None:
                         window.append(pool.submit(super().get_range, key, nxt[0], nxt[1],
                                                   if_match=etag))
-                    spool.write(dec.update(chunk))
+                    spool.write(dec.update_view(chunk))  # copied before the next
             spool.write(dec.finish())
         except IntegrityError as exc:
             self.s3ec_stats["verify_failures"] += 1
