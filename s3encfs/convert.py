@@ -147,7 +147,11 @@ class Converter:
             return False
         index = self._read_index(parts)
         if parts and not self.dry_run:
-            self.dst.store.put(self.dst.layout.dir_prefix(parts), b"", {})
+            try:
+                self.dst.store.put(self.dst.layout.dir_prefix(parts), b"", {})
+            except Exception as exc:  # NameTooLong (the target's name), StoreError
+                self._failed(self.src.layout.dir_prefix(parts), exc)
+                return False
         files, dirs = self._children(parts)
         ok = all(list(self._pool.map(lambda f: self._file(parts, *f), files)))
         for name in dirs:
@@ -200,7 +204,7 @@ class Converter:
 
     # -- one file --------------------------------------------------------------------------
     def _file(self, parts: tuple[str, ...], name: str, key: str) -> bool:
-        from s3encfs.store.errors import NotFound, StoreError
+        from s3encfs.store.errors import NotFound
 
         if self.stopped():
             return False
@@ -211,10 +215,13 @@ class Converter:
             return True  # deleted meanwhile: nothing to convert
         except _Stop:
             return False
-        except (StoreError, IntegrityError, ValueError, OSError) as exc:
-            log.error("%s: %s", key, exc)
-            self.tally.add("failed", key, f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # IntegrityError, StoreError, NameTooLong, ...: left as is
+            self._failed(key, exc)
             return False
+
+    def _failed(self, key: str, exc: Exception) -> None:
+        log.error("%s: %s", key, exc)
+        self.tally.add("failed", key, f"{type(exc).__name__}: {exc}")
 
     def _convert(self, parts: tuple[str, ...], name: str, key: str) -> None:
         raw = self.src.raw.head(key)

@@ -25,6 +25,7 @@ from s3encfs.crypto import s3ec_format as fmt
 from .sealed_spool import PartSpool
 
 _PARALLEL = 4
+_RECENT = 4  # parts kept in memory until encrypted (in order, that is one or two)
 Send = Callable[[int, bytes], str]  # (S3 part number, ciphertext) -> etag
 
 
@@ -37,21 +38,27 @@ class S3ECUpload:
         self._next = 1  # the next part number to encrypt
         self._sent: dict[int, Future[str]] = {}
         self._tainted = False
+        self._recent: dict[int, bytes] = {}  # the last few parts' bodies: no spool read-back
         self._lock = threading.Lock()
 
     def add(self, number: int, body: bytes, send: Send) -> None:
         """Spool part `number`, then encrypt and send every part now known not to be last."""
-        self.spool.put(number, body)
+        self.spool.put(number, body)  # every part, for a fresh start after a taint
         todo: list[tuple[int, bytes, Future[str]]] = []
         with self._lock:
             if number < self._next:
                 self._tainted = True  # its old contents are encrypted and sent already
                 return
+            self._recent[number] = body
+            while len(self._recent) > _RECENT:
+                del self._recent[max(self._recent)]
             have = set(self.spool.numbers())
             while not self._tainted and self._next in have and self._next + 1 in have:
                 n, fut = self._next, Future[str]()
                 self._sent[n] = fut
-                todo.append((n, self._enc.update(self.spool.get(n)), fut))
+                plain = self._recent.pop(n, None)
+                todo.append((n, self._enc.update(plain if plain is not None
+                                                 else self.spool.get(n)), fut))
                 self._next += 1
         for n, ciphertext, fut in todo:
             try:
