@@ -32,6 +32,7 @@ Objects are converted whole, in memory (like `rekey --new-data-keys`), one PUT e
 from __future__ import annotations
 
 import logging
+import stat
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -250,7 +251,12 @@ class Converter:
         src = self.src
         if src.s3ec:
             body, info = src.store.get(key, if_match=etag)  # whole-object tag (and V3 commitment)
-            return src.codec.open_attrs(info.metadata or {}), body
+            attrs = src.codec.open_attrs(info.metadata or {})
+            if "mode" not in attrs:  # an SDK's object: what an s3ec mount shows for it
+                ns = int(info.last_modified * 1e9)
+                attrs = {"mode": str(stat.S_IFREG | 0o644),
+                         "mtime": f"{ns // 10**9}.{ns % 10**9:09d}", **attrs}
+            return attrs, body
         from s3encfs.crypto.envelope import decrypt_object
 
         body, info = src.store.get(key, if_match=etag)

@@ -162,6 +162,8 @@ def test_official_client_objects_to_client_format_and_back(
     m = mount_factory(bucket, "client", env=env)
     for key, data in plain.items():
         assert (m.mountpoint / key).read_bytes() == data, key
+        st = (m.mountpoint / key).stat()  # as an s3ec mount shows an SDK's object
+        assert st.st_mode & 0o777 == 0o644 and abs(st.st_mtime - time.time()) < 600, key
     m.umount()
 
     proc = run(env, "rekey", f"s3://{bucket}", "--from", "client", "--encryption", "s3ec",
@@ -174,3 +176,46 @@ def test_official_client_objects_to_client_format_and_back(
     assert idx and all(k.startswith(".s3encfs/idx/") for k in idx), idx
     assert json.loads(run(env, "info", f"s3://{bucket}", "--all-objects", "--json").stdout
                       )["formats"]["formats"].get("client-v2") is None
+
+
+def test_plain_names_client_prefix_is_converted_in_place(bucket: str, s3: Any,
+                                                         mount_factory: Any,  # noqa: F811
+                                                         aesenv: dict[str, str],  # noqa: F811
+                                                         tmp_path: Path) -> None:
+    """Client mode with --plain-names has the same keys as S3EC: every object is rewritten in
+    place (conditional on its ETag), and a re-run skips what is converted already."""
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "emptydir").mkdir()
+    for i in range(6):
+        (src / "d" / f"f{i}").write_bytes(os.urandom(1000 * i))
+    (src / "a.txt").write_text("plain names\n")
+    os.chmod(src / "d", 0o751)
+    for d in (src / "d", src / "emptydir", src):
+        os.utime(d, (1_500_000_000, 1_500_000_000))
+    m = mount_factory(bucket, "client", extra=["--plain-names"], env=aesenv)
+    rsync(src, m.mountpoint)
+    m.umount()
+    before = {k for k in data_keys(s3, bucket) if not k.startswith(".s3encfs/")}
+    assert "d/f3" in before
+    conf = tmp_path / "pn.toml"
+    state = ["--state-dir", str(tmp_path / "state")]
+    for target, key, frm, from_key in (("s3ec", "s3k{}", "client", "default"),
+                                       ("client", "default", "s3ec", "s3k{}")):
+        conf.write_text(f'source = "s3://{bucket}"\nencryption = "{target}"\nkey = "{key}"\n'
+                        "plain_names = true\n")
+        cmd = ["rekey", "--config", str(conf), "--from", frm, "--from-key", from_key, *state]
+        proc = run(aesenv, *cmd, "--stop-after", "3", "--jobs", "1")
+        assert proc.returncode == 130, proc.stdout + proc.stderr
+        proc = run(aesenv, *cmd)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "already converted 3" in proc.stdout, proc.stdout
+        assert {k for k in data_keys(s3, bucket) if not k.startswith(".s3encfs/")} == before
+        for k in before - {"d/", "emptydir/"}:
+            meta = s3.head_object(Bucket=bucket, Key=k)["Metadata"]
+            assert ("x-amz-c" in meta) == (target == "s3ec"), (k, meta)
+            assert ("s3encfs-kid" in meta) == (target == "client"), (k, meta)
+        extra = AES if target == "s3ec" else ["--plain-names"]
+        m2 = mount_factory(bucket, target, name=f"to-{target}", extra=extra, env=aesenv)
+        assert itemize(src, m2.mountpoint) == ""
+        m2.umount()
