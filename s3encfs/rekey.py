@@ -190,7 +190,6 @@ def rekey(source: str | None, config_name: str | None, jobs: int, dry_run: bool,
         raise SystemExit(1)
 
 
-
 def _convert(cfg: Any, bucket: str, prefix: str, from_mode: str, from_key: str | None,
              from_s3ec: dict[str, Any], *,
              jobs: int, dry_run: bool, state_dir: Path | None, restart: bool,
