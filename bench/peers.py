@@ -272,7 +272,11 @@ class Peer:
 
 
 class S3encfsPeer(Peer):
-    """s3encfs, `--encryption none` or `--encryption client` with a key from a temp keyring."""
+    """s3encfs, `--encryption none`, `client` or `s3ec` with a key from a temp keyring.
+
+    s3ec uses a raw AES-256 keyring key (kind s3ec-aes, wrap AES/GCM): it is local like the
+    client mode's master key, so the bench needs no KMS (moto) and measures the data path only —
+    a KMS keyring would add KMS round trips (data keys) that only measure the KMS."""
 
     def __init__(self, ctx: Ctx, encryption: str, s3_client: str | None = None):
         tail = f"-{s3_client}" if s3_client else ""  # s3encfs-plain-boto3: a fixed data plane
@@ -302,8 +306,9 @@ class S3encfsPeer(Peer):
         super().setup()
         if self.encrypts and not (self.base / "keyring").exists():
             (self.base / "keyring").mkdir(mode=0o700)
+            kind = ["--kind", "s3ec-aes"] if self.encryption == "s3ec" else []
             subprocess.run(
-                [self.exe, "key", "create", "bench"],
+                [self.exe, "key", "create", "bench", *kind],
                 env=self.proc_env(),
                 check=True,
                 capture_output=True,

@@ -23,7 +23,7 @@ CEILING = {"W1": "W7up", "W2": "W7down", "W2b": "W7down"}
 RAW_CLIENTS = ("boto3", "awscrt")  # W7 ceiling entries (through the set's network path)
 KIND_ABBR = {"GET": "G", "PUT": "P", "HEAD": "H", "LIST": "L", "MULTIPART": "M", "COPY": "C",
              "DELETE": "D", "OTHER": "O"}  # fmt: skip
-OURS = ("s3encfs-plain", "s3encfs-client")
+OURS = ("s3encfs-plain", "s3encfs-client", "s3encfs-s3ec")
 
 Results = dict[str, dict[str, dict[str, Any]]]  # workload -> peer -> Result.to_json()
 

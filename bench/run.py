@@ -33,7 +33,8 @@ from bench.peer_rclone import RclonePeer
 from bench.peers import VENV_BIN, Ctx, Peer, S3encfsPeer, S3fsPeer
 from bench.workloads import MEMORY, MIB, WORKLOADS, Plan, Result, Runner
 
-ALL_PEERS = ["s3encfs-plain", "s3encfs-client", "s3fs", "rclone", "rclone-tuned", "rclone-crypt"]
+ALL_PEERS = ["s3encfs-plain", "s3encfs-client", "s3encfs-s3ec",
+             "s3fs", "rclone", "rclone-tuned", "rclone-crypt"]
 # the workloads of a set with latency (the issue's 20 ms targets, and the W7 ceiling): W3's
 # psync random reads only measure one RTT per read for everyone, W6a is s3encfs-only
 WAN_WORKLOADS = ["W1", "W2", "W4", "W5", "W6", "W7"]
@@ -95,6 +96,8 @@ def make_peer(name: str, ctx: Ctx) -> Peer:
         return S3encfsPeer(ctx, "none")
     if name == "s3encfs-client":
         return S3encfsPeer(ctx, "client")
+    if name == "s3encfs-s3ec":  # S3 Encryption Client format, raw-AES keyring (see S3encfsPeer)
+        return S3encfsPeer(ctx, "s3ec")
     if name == "s3fs":
         return S3fsPeer(ctx)
     if name in ("rclone", "rclone-crypt", "rclone-tuned"):

@@ -49,7 +49,8 @@ def main() -> None:
 @click.option("--init", is_flag=True, default=None,
               help="Client mode: record this master key in a prefix that has objects but no "
               "keycheck (after checking that none of them disproves the key).")
-@click.option("--s3ec-kms-key", help="s3ec mode: KMS key id/ARN (kms+context wrapping).")
+@click.option("--s3ec-kms-key", help="s3ec mode: KMS key id/ARN (kms+context "
+              "wrapping); NEW,OLD,... also reads objects under the older KMS keys.")
 @click.option("--s3ec-kms-context", help="s3ec mode: KMS encryption context, k=v,k2=v2.")
 @click.option("--s3ec-rsa-key", help="s3ec mode: RSA PEM file(s); a public key only writes.")
 @click.option("--s3ec-version", type=click.Choice(["2", "3"]),

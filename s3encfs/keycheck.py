@@ -132,6 +132,12 @@ def _seal(codec: Codec, names: int = NEW_NAME_SCHEME) -> bytes:
     return codec.seal_blob("keycheck", json.dumps(_record(codec, names)).encode())
 
 
+def seal_new(codec: Codec) -> bytes:
+    """A keycheck for a prefix whose every name this codec is about to write (`rekey --from
+    s3ec` converting into the client format)."""
+    return _seal(codec, NEW_NAME_SCHEME)
+
+
 def rewrite(store: Any, codec: Codec, prefix: str, record: dict[str, Any]) -> None:
     """Replace the keycheck with `record` (name-scheme migration only: the record's naming key
     stays as the caller read it)."""

@@ -77,9 +77,19 @@ log = logging.getLogger("s3encfs.rekey")
               help="Client mode: re-encrypt every object under a fresh data key (downloads and "
                    "uploads every body). Without it, master-key rotation is a rewrap, which is "
                    "not a revocation.")
+@click.option("--from", "from_mode", metavar="client|s3ec",
+              help="Convert from this format to --encryption's: our client format to S3 "
+                   "Encryption Client objects (--from client --encryption s3ec) or back "
+                   "(--from s3ec --encryption client). Every body is re-encrypted and every "
+                   "name changes (resumable; docs/ENCRYPTION.md).")
+@click.option("--stop-after", type=int, default=None, hidden=True,
+              help="Tests: stop a conversion after N objects, as if killed right there.")
+@click.option("--from-key", help="With --from: the source's keys (client: master keys, default "
+              "the one the keycheck names; s3ec: raw AES key names, as --key for a mount).")
 def rekey(source: str | None, config_name: str | None, jobs: int, dry_run: bool,
           state_dir: Path | None, restart: bool, page_size: int, new_data_keys: bool,
-          s3ec_writer: str | None, names_scheme: str | None, **flags: Any) -> None:
+          s3ec_writer: str | None, names_scheme: str | None, from_mode: str | None,
+          from_key: str | None, stop_after: int | None, **flags: Any) -> None:
     """Re-encrypt every object under s3://BUCKET[/PREFIX] to the current settings, server-side.
 
     SSE-C key rotation: `--encryption sse-c:NEW,OLD` (newest first; the old keys open the
@@ -104,6 +114,9 @@ def rekey(source: str | None, config_name: str | None, jobs: int, dry_run: bool,
     try:
         cfg = load_config(config_name) if config_name else MountConfig()
         given = {k: v for k, v in flags.items() if v is not None}
+        # --from s3ec: the --s3ec-* options name the source's keys, not the target's
+        from_s3ec = {k: given.pop(k) for k in list(given) if k.startswith("s3ec_")} \
+            if from_mode and not from_mode.startswith("client") else {}
         cfg = merge(cfg, {"source": source, **given, "mountpoint": cfg.mountpoint or "/"})
         bucket, prefix = parse_source(cfg.source)
     except ConfigError as exc:
@@ -115,6 +128,10 @@ def rekey(source: str | None, config_name: str | None, jobs: int, dry_run: bool,
         raise click.ClickException(
             f"s3://{bucket}/{prefix} is mounted at {', '.join(busy)}; unmount it first "
             "(rekey changes ETags and metadata under a running mount)")
+    if from_mode:
+        raise SystemExit(_convert(cfg, bucket, prefix, from_mode, from_key, from_s3ec, jobs=jobs,
+                                  dry_run=dry_run, state_dir=state_dir, restart=restart,
+                                  limit=stop_after))
     try:
         cfg = use_recorded_key(cfg, bucket, prefix)
         codec, policy = build_codec_and_policy(cfg)
@@ -172,3 +189,27 @@ def rekey(source: str | None, config_name: str | None, jobs: int, dry_run: bool,
         click.echo("  rerun the same command to retry the failures", err=True)
         raise SystemExit(1)
 
+
+def _convert(cfg: Any, bucket: str, prefix: str, from_mode: str, from_key: str | None,
+             from_s3ec: dict[str, Any], *,
+             jobs: int, dry_run: bool, state_dir: Path | None, restart: bool,
+             limit: int | None) -> int:
+    """`--from`: between our client format and S3EC (convert_setup.py, convert.py)."""
+    from s3encfs import convert_setup
+    from s3encfs.mount import MountError
+    from s3encfs.store import errors as se
+
+    endpoint = (cfg.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3")
+                or os.environ.get("AWS_ENDPOINT_URL"))
+    sfile = state_path(state_dir or default_state_dir(), endpoint, bucket, prefix,
+                       f"convert:{from_mode}->{cfg.encryption}")
+    try:
+        return convert_setup.command(cfg, bucket, prefix, from_mode, from_key, from_s3ec, jobs=jobs,
+                                     dry_run=dry_run, state_file=sfile, restart=restart,
+                                     limit=limit)
+    except (MountError, se.StoreError) as exc:
+        raise exc from None  # one line + exit code: errors_cli
+    except KeyboardInterrupt:
+        click.echo(f"\nrekey s3://{bucket}/{prefix}: interrupted; run the same command again "
+                   "to finish the conversion (nothing converted so far is lost)", err=True)
+        raise SystemExit(130) from None

@@ -159,5 +159,5 @@ def refuse_client_switch(store: Any, prefix: str, client: bool) -> None:
         raise MountError(
             f"s3://{store.bucket}/{prefix} is client-encrypted; rekey cannot decrypt it: to "
             "change only the server-side mode use --encryption client+<sse mode>, to decrypt "
-            "(or convert to S3 Encryption Client objects) copy the files out through a "
-            "client-mode mount (into an s3ec-mode mount of another prefix)")
+            "copy the files out through a client-mode mount; to convert to S3 Encryption "
+            "Client objects use --from client --encryption s3ec")

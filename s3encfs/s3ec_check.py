@@ -99,7 +99,7 @@ class S3ECChecker:
             if len(chunk) != hi - lo:
                 raise IntegrityError(f"short read at {lo}: {len(chunk)} of {hi - lo} bytes")
             nread += len(chunk)
-            dec.update(chunk)  # unauthenticated plaintext: discarded
+            dec.update_view(chunk)  # unauthenticated plaintext: discarded
         dec.finish()  # IntegrityError on a bad tag or a truncated body
         return nread
 
@@ -122,7 +122,9 @@ def s3ec_options(f: Any) -> Any:
     import click
 
     for opt in reversed([
-        click.option("--s3ec-kms-key", help="s3ec mode: KMS key id/ARN (kms+context wrapping)."),
+        click.option("--s3ec-kms-key", help="s3ec mode: KMS key id/ARN (kms+context "
+                     "wrapping); NEW,OLD,... also reads objects under the older KMS keys "
+                     "(rekey: rewraps to NEW)."),
         click.option("--s3ec-kms-context", help="s3ec mode: KMS encryption context, k=v,k2=v2."),
         click.option("--s3ec-rsa-key", help="s3ec mode: RSA PEM file(s) (private, to read)."),
     ]):

@@ -58,8 +58,9 @@ def build_keys(cfg: MountConfig, load_secret: Any) -> S3ECKeys:
         import boto3
 
         session = boto3.session.Session(profile_name=cfg.profile, region_name=cfg.region)
-        rings.append(KmsKeyring(session.client("kms"), cfg.s3ec_kms_key,
-                                parse_context(cfg.s3ec_kms_context)))
+        ids = [k.strip() for k in cfg.s3ec_kms_key.split(",") if k.strip()]
+        rings.append(KmsKeyring(session.client("kms"), ids[0],  # NEW,OLD: rotation
+                                parse_context(cfg.s3ec_kms_context), older=ids[1:]))
     for path in [p for p in (cfg.s3ec_rsa_key or "").split(",") if p]:
         try:
             with open(path, "rb") as f:

@@ -167,6 +167,13 @@ def test_streaming_decrypt_in_odd_chunks_and_ctr_ranges() -> None:
     d = fmt.Decryptor(ck)
     out = b"".join(d.update(body[i:i + 7777]) for i in range(0, len(body), 7777)) + d.finish()
     assert out == data
+    for sizes in ([7777], [5, 3, 70_000, 1, 15, 16, 17, 100_000], [len(body)]):
+        d, got, i = fmt.Decryptor(ck), [], 0  # update_view: one reused buffer, same bytes
+        while i < len(body):
+            n = sizes[len(got) % len(sizes)]
+            got.append(bytes(d.update_view(body[i:i + n])))
+            i += n
+        assert b"".join(got) + d.finish() == data, sizes
     for start, end in [(0, 1), (5, 40), (16, 32), (12345, 99999), (200_000, 200_003)]:
         assert fmt.ctr_decrypt_range(ck, start, body[start:end]) == data[start:end]
 

@@ -321,13 +321,47 @@ def test_rsa_keys_in_the_keyring_public_only_writer(
 
 def test_rekey_will_not_convert_client_format_to_s3ec(bucket: str, s3: Any, mount_factory: Any,  # noqa: F811
                                                      aesenv: dict[str, str]) -> None:  # noqa: F811
-    """Conversion re-encrypts every body and renames every key (S3EC names are plain): rekey
-    refuses before writing anything and names the way that works (copy through two mounts)."""
+    """Conversion re-encrypts every body and renames every key (S3EC names are plain): without
+    --from, rekey refuses before writing anything and names the option that does it."""
     m = mount_factory(bucket, "client")
     (m.mountpoint / "f").write_bytes(b"client format")
     m.umount()
     before = {o["Key"]: o["ETag"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
     proc = run(aesenv, "rekey", f"s3://{bucket}", "--encryption", "s3ec", *AES)
     assert proc.returncode == 78, proc.stdout + proc.stderr
-    assert "client-encrypted" in proc.stderr and "s3ec-mode mount" in proc.stderr
+    assert "client-encrypted" in proc.stderr and "--from client" in proc.stderr
     assert {o["Key"]: o["ETag"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]} == before
+
+
+def test_rekey_s3ec_kms_to_another_kms_key(
+        s3server: Any, bucket: str, s3: Any, mount_factory: Any,  # noqa: F811
+        aesenv: dict[str, str], kms: tuple[str, str], tmp_path: Any) -> None:  # noqa: F811
+    """KMS -> KMS: `--s3ec-kms-key NEW,OLD`. The metadata of both looks the same (same
+    context), so the key KMS reports on Decrypt decides which objects still need a rewrap."""
+    from kms_moto import create_key
+    from test_s3ec_interop import official
+
+    endpoint, old = kms
+    new = create_key(endpoint)
+    env = dict(aesenv, AWS_ENDPOINT_URL_KMS=endpoint)
+    plain = {"v3": os.urandom(100_000), "v2": os.urandom(33), "empty": b""}
+    for key, data in plain.items():  # the official client, under the old key
+        official(s3server, kms, 2 if key == "v2" else 3).put_object(Bucket=bucket, Key=key,
+                                                                     Body=data)
+    both = ["--encryption", "s3ec", "--s3ec-kms-key", f"{new},{old}"]
+    m = mount_factory(bucket, "s3ec", extra=both[2:], env=env)  # reads old, writes new
+    assert (m.mountpoint / "v3").read_bytes() == plain["v3"]
+    (m.mountpoint / "mine").write_bytes(b"under the new key")
+    m.umount()
+    state = ["--state-dir", str(tmp_path / "state")]
+    proc = run(env, "rekey", f"s3://{bucket}", *both, *state)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "re-encrypted 3," in proc.stdout, proc.stdout  # "mine" (and the index) are current
+    proc = run(env, "rekey", f"s3://{bucket}", *both, *state)
+    assert "re-encrypted 0," in proc.stdout, proc.stdout  # done: nothing left under the old key
+    for key, data in {**plain, "mine": b"under the new key"}.items():
+        client = official(s3server, (endpoint, new), 2 if key == "v2" else 3)
+        assert client.get_object(Bucket=bucket, Key=key)["Body"].read() == data, key
+    proc = run(env, "check", f"s3://{bucket}", "--encryption", "s3ec", "--s3ec-kms-key", new,
+               "--data")
+    assert proc.returncode == 0, proc.stdout + proc.stderr  # the new key alone opens all

@@ -176,7 +176,7 @@ class KmsCounters:
 @dataclass
 class _Cache:
     size: int
-    items: OrderedDict[tuple[bytes, str], bytes] = field(default_factory=OrderedDict)
+    items: OrderedDict[tuple[bytes, str], Any] = field(default_factory=OrderedDict)
 
 
 class KmsKeyring:
@@ -190,8 +190,13 @@ class KmsKeyring:
     wrap_alg = fmt.WRAP_KMS
 
     def __init__(self, client: Any, key_id: str, context: Mapping[str, str] | None = None, *,
-                 cache_size: int = 1024, name: str | None = None):
+                 cache_size: int = 1024, name: str | None = None, older: Sequence[str] = ()):
+        """`older`: KMS keys this one replaces (``--s3ec-kms-key NEW,OLD``). The metadata cannot
+        tell them apart (same context), so with older keys a Decrypt names no KeyId: KMS finds
+        the key from the wrapped blob, and the key it reports must be one of these."""
         context = dict(context or {})
+        self.older = list(older)
+        self._arns: dict[str, str] = {}
         if set(context) & _KMS_RESERVED:
             raise ValueError(f"the encryption context may not set {sorted(_KMS_RESERVED)}")
         self.client = client
@@ -223,6 +228,24 @@ class KmsKeyring:
         return rest == self.context
 
     def unwrap(self, env: fmt.Envelope) -> bytes:
+        return self._unwrap(env)[0]
+
+    def is_current(self, env: fmt.Envelope) -> bool:
+        """Whether the object's data key is wrapped under the writing KMS key (not an older one):
+        with older keys, one Decrypt (cached) tells."""
+        return not self.older or self._unwrap(env)[1] == self._arn(self.key_id)
+
+    def _arn(self, key_id: str) -> str:
+        with self._lock:
+            if key_id in self._arns:
+                return self._arns[key_id]
+        arn = str(self.client.describe_key(KeyId=key_id)["KeyMetadata"]["Arn"])
+        with self._lock:
+            self._arns[key_id] = arn
+        return arn
+
+    def _unwrap(self, env: fmt.Envelope) -> tuple[bytes, str]:
+        """(data key, ARN of the KMS key that wrapped it)."""
         if env.description.get(CEK_CONTEXT_KEY) != fmt.cek_alg_tag(env.version):
             raise IntegrityError("KMS context names another content algorithm")
         ckey = (env.edk, fmt.compact_json(env.description))
@@ -233,22 +256,25 @@ class KmsKeyring:
                 self.counters.cache_hits += 1
                 return hit
             self.counters.decrypt += 1
+        which = {} if self.older else {"KeyId": self.key_id}
         try:
-            r = self.client.decrypt(KeyId=self.key_id, CiphertextBlob=env.edk,
-                                    EncryptionContext=env.description)
+            r = self.client.decrypt(CiphertextBlob=env.edk, EncryptionContext=env.description,
+                                    **which)
         except Exception as e:
             code = getattr(e, "response", {}).get("Error", {}).get("Code", "")
             if code in ("InvalidCiphertextException", "IncorrectKeyException"):
                 raise IntegrityError(f"KMS refused the wrapped key ({code})") from None
             raise
-        dk = bytes(r["Plaintext"])
+        dk, arn = bytes(r["Plaintext"]), str(r.get("KeyId") or self.key_id)
         if len(dk) != fmt.KEY_LEN:
             raise IntegrityError("KMS returned a data key that is not 256 bits")
+        if self.older and arn not in {self._arn(k) for k in [self.key_id, *self.older]}:
+            raise IntegrityError(f"wrapped under KMS key {arn}, not one of the configured keys")
         with self._lock:
-            self._cache.items[ckey] = dk
+            self._cache.items[ckey] = (dk, arn)
             while len(self._cache.items) > self._cache.size:
                 self._cache.items.popitem(last=False)
-        return dk
+        return dk, arn
 
 
 class S3ECKeys:

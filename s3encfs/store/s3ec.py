@@ -17,8 +17,9 @@ this class is the whole S3EC boundary:
 * Every PUT and every multipart upload gets a fresh data key and message id (V2: IV): the
   caller's cipher metadata is ignored, so a (key, nonce) pair can never be reused. A multipart
   upload is created for real at once (the journal knows its id), its parts are spooled locally
-  (sealed) and encrypted strictly in order at completion, the tag appended to the last part; an
-  upload encrypts at most once (a retried completion must start a new upload). UploadPartCopy
+  (sealed) and encrypted strictly in order, each as soon as it is known not to be the last
+  (s3ec_upload.py), the tag appended to the last part; an upload encrypts at most once (a
+  retried completion must start a new upload). UploadPartCopy
   becomes a verified read + spool.
 * Metadata-only copies (chmod, utime, xattrs) carry every S3EC key of the source unchanged and
   re-seal the POSIX attributes (`s3ec_attrs`); the copy is conditional on the ETag whose keys
@@ -28,9 +29,9 @@ this class is the whole S3EC boundary:
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 import threading
+import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Generator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -44,6 +45,7 @@ from s3encfs.crypto.s3ec_keyrings import S3ECKeys
 
 from .errors import NotFound
 from .s3 import ListPage, ObjectInfo, ObjectStore, StoreStats
+from .s3ec_upload import S3ECUpload
 from .sealed_spool import PartSpool, Spool, Views
 
 log = logging.getLogger("s3encfs.s3ec")
@@ -87,7 +89,7 @@ class S3ECStore(ObjectStore):
         self._instr: set[str] = set()
         self._ranged: OrderedDict[tuple[str, str | None], tuple[fmt.ContentKey, int, str]] = \
             OrderedDict()
-        self._uploads: dict[str, tuple[fmt.ContentKey, PartSpool]] = {}
+        self._uploads: dict[str, S3ECUpload] = {}
         self._warned: set[tuple[str, str]] = set()
         self.s3ec_stats = {"verified_objects": 0, "verify_failures": 0, "refused_objects": 0}
         self.stats = S3ECStats(lambda: {**self.s3ec_stats, **self.s3ec.kms_counters()})
@@ -252,7 +254,7 @@ class S3ECStore(ObjectStore):
                     if nxt is not None:
                         window.append(pool.submit(super().get_range, key, nxt[0], nxt[1],
                                                   if_match=etag))
-                    spool.write(dec.update(chunk))
+                    spool.write(dec.update_view(chunk))  # copied before the next
             spool.write(dec.finish())
         except IntegrityError as exc:
             self.s3ec_stats["verify_failures"] += 1
@@ -329,27 +331,30 @@ class S3ECStore(ObjectStore):
             self._instr.discard(k)
             self.views.drop_key(k)
 
-    # -- multipart: spooled locally, encrypted in order at completion ---------------------------
+    # -- multipart: parts encrypted in order as early as is safe (s3ec_upload.py) -------------
     def create_multipart(self, key: str, metadata: dict[str, str]) -> str:
         """A real upload (so the journal knows its id and a crash gets it aborted) whose fresh
-        data key and message id are fixed now; its parts wait, sealed, in a local spool."""
+        data key and message id are fixed now; its parts are spooled, sealed, and encrypted in
+        order as soon as each is known not to be the last."""
         ck, meta = self._fresh(metadata)
         upload_id = super().create_multipart(key, meta)
         with self._lock:
-            self._uploads[upload_id] = (ck, PartSpool(self._spool_dir))
+            self._uploads[upload_id] = S3ECUpload(ck, PartSpool(self._spool_dir), metadata)
         return upload_id
 
-    def _spooled(self, upload_id: str) -> tuple[fmt.ContentKey, PartSpool] | None:
+    def _spooled(self, key: str, upload_id: str, pop: bool = False) -> S3ECUpload:
         with self._lock:
-            return self._uploads.get(upload_id)
-
-    def upload_part(self, key: str, upload_id: str, part_number: int, body: bytes) -> str:
-        up = self._spooled(upload_id)
+            up = self._uploads.pop(upload_id, None) if pop else self._uploads.get(upload_id)
         if up is None:
             raise IntegrityError(f"{key}: S3EC multipart upload {upload_id[:12]}… was already "
                                  "encrypted or is unknown; it must start again")
-        up[1].put(part_number, body)
-        return hashlib.sha256(body).hexdigest()[:32]
+        return up
+
+    def upload_part(self, key: str, upload_id: str, part_number: int, body: bytes) -> str:
+        up = self._spooled(key, upload_id)
+        up.add(part_number, body, self._sender(key, upload_id))
+        # a token the caller hands back at completion (which ignores it): not a hash of 8 MiB
+        return f"s3ec-{part_number}-{len(body)}-{zlib.crc32(body):08x}"
 
     def upload_part_copy(self, key: str, upload_id: str, part_number: int, src: str,
                          start: int, end: int, *, src_etag: str | None = None) -> str:
@@ -360,30 +365,26 @@ class S3ECStore(ObjectStore):
                            if_match: str | None = None, if_none_match: bool = False) -> str:
         # taken out first: this upload's (data key, message id) encrypts exactly once, so a
         # retry can never encrypt different parts under the same nonce
-        with self._lock:
-            up = self._uploads.pop(upload_id, None)
-        if up is None:
-            raise IntegrityError(f"{key}: S3EC multipart upload {upload_id[:12]}… was already "
-                                 "encrypted or is unknown; it must start again")
-        ck, spool = up
+        up = self._spooled(key, upload_id, pop=True)
         numbers = [n for n, _e in sorted(parts)]
-        if set(numbers) - set(spool.numbers()):
+        if set(numbers) - set(up.spool.numbers()):
             raise IntegrityError(f"{key}: completing parts that were never uploaded")
-        if spool.size() > fmt.MAX_PLAINTEXT:
+        if up.spool.size() > fmt.MAX_PLAINTEXT:
             raise TooLarge(errno.EFBIG, "file larger than the S3EC (AES-GCM) limit")
-        enc = fmt.Encryptor(ck)
-        sent: list[tuple[int, Future[str]]] = []
-        with ThreadPoolExecutor(max_workers=_PARALLEL) as pool:
-            for i, n in enumerate(numbers, start=1):
-                body = enc.update(spool.get(n))
-                if i == len(numbers):
-                    body += enc.finish()  # the tag ends the last part
-                while sum(not f.done() for _n, f in sent) >= _PARALLEL:  # bounds memory
-                    next(f for _n, f in sent if not f.done()).result()
-                sent.append((i, pool.submit(super().upload_part, key, upload_id, i, body)))
-            done = [(i, f.result()) for i, f in sent]
+        done = up.finish(numbers, self._sender(key, upload_id))
+        if done is None:  # tainted: everything again under a fresh data key, in a new upload
+            log.info("s3ec: %s: multipart upload encrypted again under a fresh data key", key)
+            super().abort_multipart(key, upload_id)
+            ck, meta = self._fresh(up.metadata)
+            upload_id = super().create_multipart(key, meta)
+            done = S3ECUpload(ck, up.spool, up.metadata).finish(numbers,
+                                                                self._sender(key, upload_id))
+            assert done is not None  # a fresh upload has sent nothing, so it is never tainted
         return super().complete_multipart(key, upload_id, done, if_match=if_match,
                                           if_none_match=if_none_match)
+
+    def _sender(self, key: str, upload_id: str) -> Callable[[int, bytes], str]:
+        return lambda n, data: super(S3ECStore, self).upload_part(key, upload_id, n, data)
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
         with self._lock:

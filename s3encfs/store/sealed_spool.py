@@ -51,7 +51,7 @@ class Spool:
         self.size = 0
         weakref.finalize(self, os.close, fd)
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         self.size += len(data)
         view = memoryview(data)
         if self._buf:  # top up the partial chunk first
