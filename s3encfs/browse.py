@@ -84,13 +84,13 @@ class Source:
 
         # client format v2 binds sealed attrs to the object's key: open them at that key
         meta = self.codec.open_attrs(info.metadata or {}, self.layout.rel_key(info.key))
-        size = self.codec.layout.plain_size(info.size)
+        size = self.codec.geometry.plain_size(info.size)
         return meta_to_attrs(meta, default_mode=stat.S_IFREG | 0o644, size=size,
                              last_modified=info.last_modified)
 
     def read_into(self, info: Any, out: BinaryIO) -> int:
         """Decrypt and authenticate the whole object into `out`; plaintext bytes written."""
-        lay = self.codec.layout
+        lay = self.codec.geometry
         cipher = self.codec.open_object(info.metadata or {})
         plain = lay.plain_size(info.size)
         n = lay.segment_count(plain)

@@ -131,7 +131,7 @@ class Checker:
                 self.oids.setdefault(meta.get("s3encfs-oid", ""), []).append(key)
                 self.old_format += meta.get("s3encfs-v") == "1"
             self.codec.open_attrs(meta, rel)
-            plain = self.codec.layout.plain_size(info.size)
+            plain = self.codec.geometry.plain_size(info.size)
             if self.data:
                 nread = self._read_segments(key, info.etag, cipher, plain, info.size)
         elif self.data:
@@ -184,7 +184,7 @@ class Checker:
     def _read_segments(self, key: str, etag: str, cipher: Any, plain: int, size: int) -> int:
         from s3encfs.codec import IntegrityError
 
-        lay = self.codec.layout
+        lay = self.codec.geometry
         n = lay.segment_count(plain)
         nread = 0
         for first in range(0, n, CHUNK_SEGMENTS):

@@ -173,7 +173,7 @@ def run_mount(cfg: MountConfig, ready_fd: int | None = None,
         from s3encfs import lognames
 
         lognames.install_for_mount(prep.codec, prep.prefix)
-    fscfg = fs_config(cfg, prep.cache_dir, prep.codec.layout)
+    fscfg = fs_config(cfg, prep.cache_dir, prep.codec.geometry)
     opts = _fuse_mount_options(cfg, prep)
     log.debug("settings: cache %s (%d bytes), upload delay %.1fs, dir ttl %.1fs, FUSE -o %s",
               prep.cache_dir, cfg.cache_size, cfg.upload_delay, cfg.dir_ttl,

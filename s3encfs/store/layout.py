@@ -6,6 +6,9 @@ and rclone read; times are ``seconds.nanoseconds``), passed through the codec so
 codec can seal them.  Directory attributes also go into the parent directory's *index* object
 under ``prefix + .s3encfs/idx/`` because some servers (SeaweedFS) drop metadata on ``dir/``
 markers; the index doubles as a listing cache validated by ETag (see fs/listing.py).
+
+"Layout" here is the bucket's: which key and metadata each path has.  The arithmetic of segments
+inside one object body is `codec.SegmentGeometry` (a codec's ``geometry``).
 """
 
 from __future__ import annotations
