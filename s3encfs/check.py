@@ -310,7 +310,7 @@ def check(source: str | None, config_name: str | None, data: bool, abort_uploads
 
     logging.basicConfig(level=logging.WARNING, format="s3encfs check: %(message)s")
     cfg, bucket, prefix = _check_config(source, config_name, flags)
-    store, codec, policy = _open_checked(cfg, bucket, prefix)
+    cfg, store, codec, policy = _open_checked(cfg, bucket, prefix)
     t0 = time.monotonic()
     ck = Checker(store, codec, prefix, data=data)  # raw: side objects are checked too
     if getattr(codec, "name", "") == "s3ec":
@@ -345,9 +345,9 @@ def _check_config(source: str | None, config_name: str | None,
     return cfg, bucket, prefix
 
 
-def _open_checked(cfg: Any, bucket: str, prefix: str) -> tuple[Any, Any, Any]:
-    """The recorded key, the codec and policy, the bucket, the master key: (store, codec,
-    policy)."""
+def _open_checked(cfg: Any, bucket: str, prefix: str) -> tuple[Any, Any, Any, Any]:
+    """The recorded key, the codec and policy, the bucket, the master key: (cfg with the
+    recorded key, store, codec, policy)."""
     from s3encfs.keypick import use_recorded_key
     from s3encfs.mount import MountError, build_codec_and_policy, check_master_key
     from s3encfs.store import errors as se
@@ -363,7 +363,7 @@ def _open_checked(cfg: Any, bucket: str, prefix: str) -> tuple[Any, Any, Any]:
             codec = check_master_key(store, codec, prefix)
     except (MountError, se.StoreError) as exc:
         raise exc from None  # one line + exit code: errors_cli
-    return store, codec, policy
+    return cfg, store, codec, policy
 
 
 def _run_all(ck: Checker, cfg: Any, *, jobs: int, quiet: bool, abort: bool) -> Report:
