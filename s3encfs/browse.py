@@ -84,13 +84,13 @@ class Source:
 
         # client format v2 binds sealed attrs to the object's key: open them at that key
         meta = self.codec.open_attrs(info.metadata or {}, self.layout.rel_key(info.key))
-        size = self.codec.layout.plain_size(info.size)
+        size = self.codec.geometry.plain_size(info.size)
         return meta_to_attrs(meta, default_mode=stat.S_IFREG | 0o644, size=size,
                              last_modified=info.last_modified)
 
     def read_into(self, info: Any, out: BinaryIO) -> int:
         """Decrypt and authenticate the whole object into `out`; plaintext bytes written."""
-        lay = self.codec.layout
+        lay = self.codec.geometry
         cipher = self.codec.open_object(info.metadata or {})
         plain = lay.plain_size(info.size)
         n = lay.segment_count(plain)
@@ -218,47 +218,50 @@ def get_cmd(source: str | None, config_name: str | None, path: str, dest: str,
     _quiet()
     src = open_source(source, config_name, flags)
     parts = src.parts(path)
-    files = 0
-    total = 0
-
-    def one(fparts: tuple[str, ...], target: str) -> None:
-        nonlocal files, total
-        info = src.head(fparts)
-        if info is None:
-            return
-        a = src.attrs(info)
-        tmp = f"{target}.s3encfs-part"
-        try:
-            with open(tmp, "wb") as out:
-                total += src.read_into(info, out)
-        except BaseException:
-            os.unlink(tmp)  # never leave a partly restored (unauthenticated) file
-            raise
-        if stat.S_ISLNK(a.mode):
-            with open(tmp, "rb") as f:
-                link = os.fsdecode(f.read())
-            os.unlink(tmp)
-            if os.path.lexists(target):
-                os.unlink(target)
-            os.symlink(link, target)
-        else:
-            os.chmod(tmp, stat.S_IMODE(a.mode))
-            os.utime(tmp, ns=(a.atime_ns, a.mtime_ns))
-            os.replace(tmp, target)
-        files += 1
-
-    def tree(dparts: tuple[str, ...], target: str) -> None:
-        os.makedirs(target, exist_ok=True)
-        for e in src.listdir(dparts):
-            if e.is_dir:
-                tree((*dparts, e.name), os.path.join(target, e.name))
-            else:
-                one((*dparts, e.name), os.path.join(target, e.name))
-
     t0 = time.monotonic()
     if parts and src.head(parts) is not None:
         target = os.path.join(dest, parts[-1]) if os.path.isdir(dest) else dest
-        one(parts, target)
+        files, total = _get_file(src, parts, target)
     else:
-        tree(parts, dest)
+        files, total = _get_tree(src, parts, dest)
     click.echo(f"got {files} files, {total} bytes in {time.monotonic() - t0:.1f}s", err=True)
+
+
+def _get_tree(src: Any, dparts: tuple[str, ...], target: str) -> tuple[int, int]:
+    """Every file below `dparts` into `target`: (files, bytes)."""
+    files = total = 0
+    os.makedirs(target, exist_ok=True)
+    for e in src.listdir(dparts):
+        get = _get_tree if e.is_dir else _get_file
+        n, size = get(src, (*dparts, e.name), os.path.join(target, e.name))
+        files += n
+        total += size
+    return files, total
+
+
+def _get_file(src: Any, fparts: tuple[str, ...], target: str) -> tuple[int, int]:
+    """One file (or symlink) to `target`, written under a temporary name first: (files, bytes)
+    — (0, 0) when it is gone."""
+    info = src.head(fparts)
+    if info is None:
+        return 0, 0
+    a = src.attrs(info)
+    tmp = f"{target}.s3encfs-part"
+    try:
+        with open(tmp, "wb") as out:
+            total = src.read_into(info, out)
+    except BaseException:
+        os.unlink(tmp)  # never leave a partly restored (unauthenticated) file
+        raise
+    if stat.S_ISLNK(a.mode):
+        with open(tmp, "rb") as f:
+            link = os.fsdecode(f.read())
+        os.unlink(tmp)
+        if os.path.lexists(target):
+            os.unlink(target)
+        os.symlink(link, target)
+    else:
+        os.chmod(tmp, stat.S_IMODE(a.mode))
+        os.utime(tmp, ns=(a.atime_ns, a.mtime_ns))
+        os.replace(tmp, target)
+    return 1, total

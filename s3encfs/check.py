@@ -87,35 +87,8 @@ class Checker:
             return self.s3ec.one(key)
         try:
             if rel.startswith(CONTROL):
-                if self.client and rel.startswith(CONTROL + "idx/"):
-                    body, _info = self.store.get(key)
-                    json.loads(self.codec.open_blob("idx:" + key, body))
-                    return "index", None, len(body)
-                return "control", None, 0
-            if not self._names_decode(rel):
-                return "undecodable", "name does not decode under the naming key", 0
-            marker = key.endswith("/")
-            if marker and size == 0:
-                # ENCRYPTION.md: empty dir/ markers may carry no SSE (SeaweedFS keeps them as
-                # filer directories); they hold no data, so there is nothing to hold to SSE
-                return "marker", None, 0
-            info = self._head(key)
-            if marker:
-                return "marker", None, 0
-            nread = 0
-            if self.client:
-                meta = info.metadata or {}
-                cipher = self.codec.open_object(meta)
-                with self._lock:
-                    self.oids.setdefault(meta.get("s3encfs-oid", ""), []).append(key)
-                    self.old_format += meta.get("s3encfs-v") == "1"
-                self.codec.open_attrs(meta, rel)
-                plain = self.codec.layout.plain_size(info.size)
-                if self.data:
-                    nread = self._read_segments(key, info.etag, cipher, plain, info.size)
-            elif self.data:
-                nread = self._read_plain(key, info.etag, info.size)
-            return ("data" if self.data else "object"), None, nread
+                return self._control_one(key, rel)
+            return self._object_one(key, rel, size)
         except UndecodableName:
             return "undecodable", "name does not decode under the naming key", 0
         except NotFound:
@@ -128,6 +101,42 @@ class Checker:
             return "object", f"{type(exc).__name__}: {exc}", 0
         except Exception as exc:  # one bad object must not stop the walk
             return "object", f"{type(exc).__name__}: {exc}", 0
+
+    def _control_one(self, key: str, rel: str) -> tuple[str, str | None, int]:
+        """A `.s3encfs/` object: sealed indexes must open; the rest is skipped."""
+        if self.client and rel.startswith(CONTROL + "idx/"):
+            body, _info = self.store.get(key)
+            json.loads(self.codec.open_blob("idx:" + key, body))
+            return "index", None, len(body)
+        return "control", None, 0
+
+    def _object_one(self, key: str, rel: str, size: int) -> tuple[str, str | None, int]:
+        """A file or directory marker: its name, HEAD (SSE), client metadata and attributes,
+        and with --data its body."""
+        if not self._names_decode(rel):
+            return "undecodable", "name does not decode under the naming key", 0
+        marker = key.endswith("/")
+        if marker and size == 0:
+            # ENCRYPTION.md: empty dir/ markers may carry no SSE (SeaweedFS keeps them as
+            # filer directories); they hold no data, so there is nothing to hold to SSE
+            return "marker", None, 0
+        info = self._head(key)
+        if marker:
+            return "marker", None, 0
+        nread = 0
+        if self.client:
+            meta = info.metadata or {}
+            cipher = self.codec.open_object(meta)
+            with self._lock:
+                self.oids.setdefault(meta.get("s3encfs-oid", ""), []).append(key)
+                self.old_format += meta.get("s3encfs-v") == "1"
+            self.codec.open_attrs(meta, rel)
+            plain = self.codec.geometry.plain_size(info.size)
+            if self.data:
+                nread = self._read_segments(key, info.etag, cipher, plain, info.size)
+        elif self.data:
+            nread = self._read_plain(key, info.etag, info.size)
+        return ("data" if self.data else "object"), None, nread
 
     def _head(self, key: str) -> Any:
         """HEAD (trying the keyring's SSE-C keys like every read does), then hold the response's
@@ -175,7 +184,7 @@ class Checker:
     def _read_segments(self, key: str, etag: str, cipher: Any, plain: int, size: int) -> int:
         from s3encfs.codec import IntegrityError
 
-        lay = self.codec.layout
+        lay = self.codec.geometry
         n = lay.segment_count(plain)
         nread = 0
         for first in range(0, n, CHUNK_SEGMENTS):
@@ -297,15 +306,33 @@ def abort_all(store: Any, rep: Report) -> None:
 def check(source: str | None, config_name: str | None, data: bool, abort_uploads: bool,
           as_json: bool, jobs: int, **flags: Any) -> None:
     """Verify that every object under s3://BUCKET[/PREFIX] reads back (exit 1 if not)."""
-    from s3encfs.config import ConfigError, MountConfig, load_config, merge, parse_source
-    from s3encfs.keynames import annotate, known
-    from s3encfs.keypick import use_recorded_key
-    from s3encfs.mount import MountError, build_codec_and_policy, check_master_key
-    from s3encfs.store import errors as se
-    from s3encfs.store.s3 import ObjectStore
+    from s3encfs.check_report import print_json, print_text
 
-    abort = abort_uploads
     logging.basicConfig(level=logging.WARNING, format="s3encfs check: %(message)s")
+    cfg, bucket, prefix = _check_config(source, config_name, flags)
+    cfg, store, codec, policy = _open_checked(cfg, bucket, prefix)
+    t0 = time.monotonic()
+    ck = Checker(store, codec, prefix, data=data)  # raw: side objects are checked too
+    if getattr(codec, "name", "") == "s3ec":
+        from s3encfs.s3ec_check import build
+
+        ck.s3ec = build(cfg, store, data=data)  # S3 Encryption Client objects: s3ec_check.py
+    rep = _run_all(ck, cfg, jobs=jobs, quiet=as_json, abort=abort_uploads)
+    elapsed = time.monotonic() - t0
+    if as_json:
+        print_json(rep, ck, f"s3://{bucket}/{prefix}", elapsed)
+    else:
+        print_text(rep, ck, f"s3://{bucket}/{prefix}", elapsed, data=data, abort=abort_uploads,
+                   sse=policy.describe())
+    if not rep.ok:
+        raise SystemExit(1)
+
+
+def _check_config(source: str | None, config_name: str | None,
+                  flags: dict[str, Any]) -> tuple[Any, str, str]:
+    """The config (file, then the flags given): (cfg, bucket, prefix)."""
+    from s3encfs.config import ConfigError, MountConfig, load_config, merge, parse_source
+
     try:
         cfg = load_config(config_name) if config_name else MountConfig()
         given = {k: v for k, v in flags.items() if v is not None}
@@ -315,6 +342,17 @@ def check(source: str | None, config_name: str | None, data: bool, abort_uploads
         bucket, prefix = parse_source(cfg.source)
     except ConfigError as exc:
         raise exc from None  # one line + exit code: errors_cli
+    return cfg, bucket, prefix
+
+
+def _open_checked(cfg: Any, bucket: str, prefix: str) -> tuple[Any, Any, Any, Any]:
+    """The recorded key, the codec and policy, the bucket, the master key: (cfg with the
+    recorded key, store, codec, policy)."""
+    from s3encfs.keypick import use_recorded_key
+    from s3encfs.mount import MountError, build_codec_and_policy, check_master_key
+    from s3encfs.store import errors as se
+    from s3encfs.store.s3 import ObjectStore
+
     try:
         cfg = use_recorded_key(cfg, bucket, prefix)
         codec, policy = build_codec_and_policy(cfg)
@@ -325,14 +363,16 @@ def check(source: str | None, config_name: str | None, data: bool, abort_uploads
             codec = check_master_key(store, codec, prefix)
     except (MountError, se.StoreError) as exc:
         raise exc from None  # one line + exit code: errors_cli
-    t0 = time.monotonic()
-    ck = Checker(store, codec, prefix, data=data)  # raw: side objects are checked too
-    if getattr(codec, "name", "") == "s3ec":
-        from s3encfs.s3ec_check import build
+    return cfg, store, codec, policy
 
-        ck.s3ec = build(cfg, store, data=data)  # S3 Encryption Client objects: s3ec_check.py
+
+def _run_all(ck: Checker, cfg: Any, *, jobs: int, quiet: bool, abort: bool) -> Report:
+    """Every object, then retention (--object-lock), then aborting uploads (--abort-uploads)."""
+    from s3encfs.store import errors as se
+
+    store, prefix = ck.store, ck.prefix
     try:
-        rep = run(ck, jobs=jobs, stream=sys.stderr, quiet=as_json)
+        rep = run(ck, jobs=jobs, stream=sys.stderr, quiet=quiet)
         if cfg.object_lock:
             from s3encfs.objectlock import parse_object_lock, retention_problems
 
@@ -343,41 +383,4 @@ def check(source: str | None, config_name: str | None, data: bool, abort_uploads
             abort_all(store, rep)
     except se.StoreError as exc:
         raise exc from None  # one line + exit code: errors_cli
-    elapsed = time.monotonic() - t0
-    if as_json:
-        click.echo(json.dumps({
-            "source": f"s3://{bucket}/{prefix}", "ok": rep.ok, "objects": rep.objects,
-            "directories": rep.markers, "indexes": rep.indexes, "data_checked": rep.data_checked,
-            "bytes_read": rep.bytes_read, "skipped_names": rep.skipped_names,
-            "vanished": rep.vanished, "format_v1_objects": ck.old_format,
-            "problems": [{"key": k, "path": ck.plain_path(k), "error": e}
-                         for k, e in rep.problems],
-            "uploads": [{"key": k, "upload_id": u, "initiated": t} for k, u, t in rep.uploads],
-            "aborted": rep.aborted, "seconds": round(elapsed, 3),
-        }, indent=2))
-    else:
-        for key, upload_id, ini in rep.uploads:
-            state = "aborted" if abort else "incomplete"
-            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(ini)) if ini else "?"
-            click.echo(f"  {state} multipart upload: {key} (started {when}, id {upload_id})")
-        if rep.uploads and not abort:
-            click.echo("  rerun with --abort-uploads to abort them", err=True)
-        names = known()
-        for key, err in rep.problems:
-            err = annotate(err, names)  # key ids as `name (id …)` where the keyring has them
-            path = ck.plain_path(key)
-            click.echo(f"  BAD {path} ({key}): {err}" if path and path != key[len(prefix):]
-                       else f"  BAD {key}: {err}")
-        click.echo(
-            f"check s3://{bucket}/{prefix}: {rep.objects} objects "
-            f"({rep.markers} directories, {rep.indexes} indexes"
-            + (f", {rep.data_checked} bodies / {rep.bytes_read} bytes authenticated" if data
-               else "")
-            + f"), {len(rep.problems)} unreadable, {rep.skipped_names} undecodable names skipped, "
-            f"{len(rep.uploads)} incomplete uploads"
-            + (f" ({rep.aborted} aborted)" if abort else "")
-            + (f", {ck.old_format} objects in client format v1 (run rekey to migrate)"
-               if ck.old_format else "")
-            + f" ({elapsed:.1f}s; {annotate(policy.describe(), names)})")
-    if not rep.ok:
-        raise SystemExit(1)
+    return rep

@@ -136,13 +136,6 @@ def mount_cmd(source: str | None, mountpoint: str | None, config_name: str | Non
                    "mounted (0: wait).")
 def umount_cmd(mountpoint: str, timeout: float) -> None:
     """Upload everything pending, then unmount; returns when S3 has every byte."""
-    from s3encfs.control import (
-        ControlError,
-        FlushIncomplete,
-        control_socket_path,
-        flush_request,
-        query,
-    )
     from s3encfs.mountpoint import MountpointError, check_ours
 
     mountpoint = os.path.abspath(mountpoint)
@@ -150,12 +143,33 @@ def umount_cmd(mountpoint: str, timeout: float) -> None:
         check_ours(mountpoint)  # never unmount a filesystem that is not s3encfs
     except MountpointError as exc:
         raise click.ClickException(str(exc)) from None
-    sock = control_socket_path(mountpoint)
+    deadline = time.monotonic() + (timeout or 1e9)
+    pid, left = _flush_before_umount(mountpoint, timeout)
+    proc = subprocess.run(["fusermount3", "-u", mountpoint], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise click.ClickException(f"unmount failed: {proc.stderr.strip()}")
+    if pid:  # the mount process finishes any last uploads, then exits
+        _wait_mount_exit(int(pid), deadline)
+    if left is not None:
+        click.echo(f"s3encfs: unmounted, but {left}; the next mount replays them", err=True)
+        sys.exit(1)
+
+
+def _flush_before_umount(mountpoint: str, timeout: float) -> tuple[Any, Any]:
+    """Ask the mount to upload everything: (its pid or None, the FlushIncomplete of journal
+    rows S3 does not have, or None).  A timeout exits 1, still mounted."""
+    from s3encfs.control import (
+        ControlError,
+        FlushIncomplete,
+        control_socket_path,
+        flush_request,
+        query,
+    )
+
     pid = None
     left: FlushIncomplete | None = None
-    deadline = time.monotonic() + (timeout or 1e9)
     try:
-        st = query(sock, "status", timeout=10)
+        st = query(control_socket_path(mountpoint), "status", timeout=10)
         pid = st.get("pid")
         from s3encfs.waitprogress import watching
 
@@ -171,19 +185,16 @@ def umount_cmd(mountpoint: str, timeout: float) -> None:
         if not os.path.ismount(mountpoint):
             raise click.ClickException(f"{mountpoint} is not mounted") from None
         click.echo(f"s3encfs: control socket not answering ({exc}); unmounting anyway", err=True)
-    proc = subprocess.run(["fusermount3", "-u", mountpoint], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise click.ClickException(f"unmount failed: {proc.stderr.strip()}")
-    if pid:  # the mount process finishes any last uploads, then exits
-        while _process_alive(int(pid)):
-            if time.monotonic() >= deadline:
-                click.echo(f"s3encfs: unmounted, but the mount process {pid} is still "
-                           "uploading after the timeout", err=True)
-                sys.exit(1)
-            time.sleep(0.05)
-    if left is not None:
-        click.echo(f"s3encfs: unmounted, but {left}; the next mount replays them", err=True)
-        sys.exit(1)
+    return pid, left
+
+
+def _wait_mount_exit(pid: int, deadline: float) -> None:
+    while _process_alive(pid):
+        if time.monotonic() >= deadline:
+            click.echo(f"s3encfs: unmounted, but the mount process {pid} is still "
+                       "uploading after the timeout", err=True)
+            sys.exit(1)
+        time.sleep(0.05)
 
 
 def _process_alive(pid: int) -> bool:

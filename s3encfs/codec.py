@@ -38,7 +38,12 @@ class UndecodableName(Exception):
 
 
 @dataclass(frozen=True)
-class SegmentLayout:
+class SegmentGeometry:
+    """Segment arithmetic inside one object body: plaintext segments of `segment_size`, each
+    stored with `overhead` bytes (nonce + tag), so sizes and offsets map between plaintext and
+    object.  (Where objects live in the bucket — keys, metadata — is store/layout.py's
+    `Layout`.)"""
+
     segment_size: int
     overhead: int
     min_segments: int  # 1 for encrypting codecs (empty file = one empty segment), 0 for identity
@@ -100,7 +105,7 @@ class SlotCipher(Protocol):
 
 class Codec(Protocol):
     name: str
-    layout: SegmentLayout
+    geometry: SegmentGeometry
     encrypts_names: bool
     # sealed attributes are authenticated: missing or failing ones make an object unreadable,
     # and unauthenticated directory attributes fall back to 0700, never to a wider default
@@ -177,7 +182,7 @@ class IdentityCodec:
     fresh_key_per_version = False
 
     def __init__(self, segment_size: int = 64 * 1024):
-        self.layout = SegmentLayout(segment_size, 0, 0)
+        self.geometry = SegmentGeometry(segment_size, 0, 0)
 
     def new_object(self) -> tuple[ObjectCipher, dict[str, str]]:
         return IdentityCipher(), {}

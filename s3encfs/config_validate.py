@@ -18,6 +18,16 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 def validate(cfg: MountConfig, complete: bool = True) -> MountConfig:
     """Check values that depend on each other; ``complete`` requires source and mountpoint."""
     where = cfg.path or "configuration"
+    client, sse = _validate_basics(cfg, where, complete)
+    _validate_encryption(cfg, where, client, sse)
+    _validate_tuning(cfg, where)
+    _validate_operator(cfg, where)
+    _check_history_keys(cfg, where)
+    return cfg
+
+
+def _validate_basics(cfg: MountConfig, where: str, complete: bool) -> tuple[bool, str | None]:
+    """Source, mountpoint, encryption syntax, paths, log level: (client side, SSE mode)."""
     if complete and not cfg.source:
         raise ConfigError(f"{where}: no source (s3://BUCKET[/PREFIX]) given")
     if complete and not cfg.mountpoint:
@@ -34,6 +44,11 @@ def validate(cfg: MountConfig, complete: bool = True) -> MountConfig:
         raise ConfigError(f"{where}: cache_dir must be an absolute path: {cfg.cache_dir!r}")
     if cfg.log_level.lower() not in LOG_LEVELS:
         raise ConfigError(f"{where}: log_level must be one of {', '.join(LOG_LEVELS)}")
+    return client, sse
+
+
+def _validate_encryption(cfg: MountConfig, where: str, client: bool, sse: str | None) -> None:
+    """Settings that apply to some encryption modes only."""
     if cfg.bucket_key and sse not in ("sse-kms", "dsse-kms"):
         raise ConfigError(f"{where}: bucket_key only applies to sse-kms / dsse-kms encryption")
     if cfg.key and not client and not is_s3ec(cfg.encryption):
@@ -47,6 +62,10 @@ def validate(cfg: MountConfig, complete: bool = True) -> MountConfig:
         raise ConfigError(f"{where}: {', '.join(s3ec_set)} only apply to encryption = \"s3ec\"")
     if cfg.s3ec_version not in (2, 3):
         raise ConfigError(f"{where}: s3ec_version must be 2 or 3")
+
+
+def _validate_tuning(cfg: MountConfig, where: str) -> None:
+    """Concurrency, sizes, delays, the S3 client."""
     for name in ("upload_concurrency", "download_concurrency"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"{where}: {name} must be at least 1")
@@ -60,9 +79,6 @@ def validate(cfg: MountConfig, complete: bool = True) -> MountConfig:
         raise ConfigError(f"{where}: sync_timeout must be positive")
     if cfg.s3_client not in ("crt", "boto3"):
         raise ConfigError(f"{where}: s3_client must be crt or boto3, not {cfg.s3_client!r}")
-    _validate_operator(cfg, where)
-    _check_history_keys(cfg, where)
-    return cfg
 
 
 def _check_history_keys(cfg: MountConfig, where: str) -> None:

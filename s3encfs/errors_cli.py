@@ -23,8 +23,17 @@ PREFIX = "s3encfs: "
 
 def describe(exc: BaseException) -> tuple[str, int]:
     """(one-line message, exit code) for an exception raised by any command."""
-    from botocore import exceptions as be
+    found = _ours(exc) or _client_or_os(exc)
+    if found is not None:
+        return found
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted", ex.INTERRUPTED
+    return (f"internal error: {type(exc).__name__}: {exc} (S3ENCFS_TRACEBACK=1 shows where; "
+            "please report it)"), ex.SOFTWARE
 
+
+def _ours(exc: BaseException) -> tuple[str, int] | None:
+    """s3encfs's own errors: integrity, mount, config, keyring, store."""
     from s3encfs.codec import IntegrityError
     from s3encfs.config import ConfigError
     from s3encfs.keys.filestore import KeyringError, WrongPassphrase
@@ -44,6 +53,13 @@ def describe(exc: BaseException) -> tuple[str, int]:
         return str(exc), ex.CONFIG
     if isinstance(exc, StoreError):
         return str(exc), ex.for_store_error(exc)
+    return None
+
+
+def _client_or_os(exc: BaseException) -> tuple[str, int] | None:
+    """botocore's errors (profile, credentials, endpoint) and the OS's."""
+    from botocore import exceptions as be
+
     if isinstance(exc, be.ProfileNotFound):
         return (f"AWS profile {exc.kwargs.get('profile')!r} not found in ~/.aws/config or "
                 "~/.aws/credentials (check --profile / profile =)"), ex.CONFIG
@@ -62,10 +78,7 @@ def describe(exc: BaseException) -> tuple[str, int]:
                                               errno.ENOTDIR, errno.EEXIST, errno.EPERM) \
             else ex.FAILED
         return f"cannot use{where}: {reason}", code
-    if isinstance(exc, KeyboardInterrupt):
-        return "interrupted", ex.INTERRUPTED
-    return (f"internal error: {type(exc).__name__}: {exc} (S3ENCFS_TRACEBACK=1 shows where; "
-            "please report it)"), ex.SOFTWARE
+    return None
 
 
 def _mount_error_class() -> Any:

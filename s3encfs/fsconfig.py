@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import os
 
-from s3encfs.codec import SegmentLayout
+from s3encfs.codec import SegmentGeometry
 from s3encfs.config import MountConfig
 from s3encfs.fs.core import FsConfig
 
 MIN_UPLOAD_CONCURRENCY = 4  # streamed parts take half of the upload slots
 
 
-def part_segments(multipart_size: int, seg: SegmentLayout) -> int:
+def part_segments(multipart_size: int, seg: SegmentGeometry) -> int:
     """Segments per multipart part: `multipart_size` of plaintext (S3's 5 MiB minimum is
     checked by the config; the uploader rounds parts up to whole cache blocks)."""
     return max(1, multipart_size // seg.segment_size)
 
 
-def fs_config(cfg: MountConfig, cache_dir: str, seg: SegmentLayout) -> FsConfig:
+def fs_config(cfg: MountConfig, cache_dir: str, seg: SegmentGeometry) -> FsConfig:
     return FsConfig(cache_dir=cache_dir, cache_size=cfg.cache_size,
                     upload_delay=cfg.upload_delay, dirty_limit=cfg.max_dirty,
                     entry_ttl=cfg.attr_timeout, dir_ttl=cfg.dir_ttl, fast_list=cfg.fast_list,

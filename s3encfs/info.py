@@ -140,8 +140,6 @@ def build_report(client: Any, bucket: str, prefix: str, encryption: str, bucket_
     client_side, sse = object_mode(encryption)
     enc = bucket_encryption(client, bucket)
     repl = bucket_replication(client, bucket)
-    warnings: list[str] = []
-
     # what the objects of this mount end up with
     if sse != "none":
         effective = sse
@@ -149,35 +147,70 @@ def build_report(client: Any, bucket: str, prefix: str, encryption: str, bucket_
         effective = str(enc.get("mode"))
     else:
         effective = "none"
-    if enc.get("status") == "configured":
-        bmode, bkey = enc.get("mode"), enc.get("kms_key_id")
-        if sse == "none" and not client_side:
-            warnings.append(f"mount sends no SSE (--encryption {encryption}); the bucket default "
-                            f"{bmode} applies, and file contents are readable by anyone with "
-                            "read access to the bucket")
-        elif sse != "none" and sse != bmode:
-            warnings.append(f"mount writes {sse} but the bucket default is {bmode}: the mount's "
-                            "explicit headers win for its objects; objects written by other tools "
-                            f"get {bmode}")
-        elif sse in ("sse-kms", "dsse-kms") and kms_key and bkey and not (
-                bkey == kms_key or bkey.endswith("/" + kms_key) or bkey.endswith(":" + kms_key)):
-            warnings.append(f"mount uses KMS key {kms_key} but the bucket default key is {bkey}")
-        if sse in ("sse-kms", "dsse-kms") and bool(enc.get("bucket_key_enabled")) != bucket_key:
-            have = "on" if enc.get("bucket_key_enabled") else "off"
-            want = "on" if bucket_key else "off"
-            warnings.append(f"bucket default has Bucket Key {have} but the mount asks for it "
-                            f"{want} (--bucket-key)")
-        blocked = [t.upper() for t in enc.get("blocked_encryption_types", [])]
-        if sse == "sse-c" and "SSE-C" in blocked:
-            warnings.append("the bucket blocks SSE-C writes (BlockedEncryptionTypes): every "
-                            "upload of this mount will fail with 403 until the bucket owner "
-                            "removes SSE-C from the blocked types (PutBucketEncryption)")
-    elif enc.get("status") == "none" and sse == "none" and not client_side:
-        warnings.append("no bucket default encryption and no encryption by the mount: objects "
-                        "are stored unencrypted (AWS applies SSE-S3 to every new object anyway)")
-    elif enc.get("status") in ("unsupported", "error"):
-        warnings.append(f"could not read the bucket's default encryption ({enc.get('error')})")
+    warnings = _default_encryption_warnings(enc, encryption, sse, client_side, bucket_key,
+                                            kms_key)
+    replicas = _replicas(client, repl, prefix, effective, kms_key, client_side, warnings)
+    return {
+        "bucket": bucket,
+        "prefix": prefix,
+        "mount": {"encryption": encryption, "client_side": client_side, "sse": sse,
+                  "kms_key_id": kms_key, "bucket_key": bucket_key,
+                  "objects_stored_with": effective},
+        "default_encryption": enc,
+        "replication": repl,
+        "replicas": replicas,
+        "warnings": warnings,
+    }
 
+
+def _default_encryption_warnings(enc: dict[str, Any], encryption: str, sse: str,
+                                 client_side: bool, bucket_key: bool,
+                                 kms_key: str | None) -> list[str]:
+    """How the bucket's default encryption and the mount's settings disagree."""
+    if enc.get("status") == "configured":
+        return _configured_default_warnings(enc, encryption, sse, client_side, bucket_key,
+                                            kms_key)
+    if enc.get("status") == "none" and sse == "none" and not client_side:
+        return ["no bucket default encryption and no encryption by the mount: objects "
+                "are stored unencrypted (AWS applies SSE-S3 to every new object anyway)"]
+    if enc.get("status") in ("unsupported", "error"):
+        return [f"could not read the bucket's default encryption ({enc.get('error')})"]
+    return []
+
+
+def _configured_default_warnings(enc: dict[str, Any], encryption: str, sse: str,
+                                 client_side: bool, bucket_key: bool,
+                                 kms_key: str | None) -> list[str]:
+    warnings: list[str] = []
+    bmode, bkey = enc.get("mode"), enc.get("kms_key_id")
+    if sse == "none" and not client_side:
+        warnings.append(f"mount sends no SSE (--encryption {encryption}); the bucket default "
+                        f"{bmode} applies, and file contents are readable by anyone with "
+                        "read access to the bucket")
+    elif sse != "none" and sse != bmode:
+        warnings.append(f"mount writes {sse} but the bucket default is {bmode}: the mount's "
+                        "explicit headers win for its objects; objects written by other tools "
+                        f"get {bmode}")
+    elif sse in ("sse-kms", "dsse-kms") and kms_key and bkey and not (
+            bkey == kms_key or bkey.endswith("/" + kms_key) or bkey.endswith(":" + kms_key)):
+        warnings.append(f"mount uses KMS key {kms_key} but the bucket default key is {bkey}")
+    if sse in ("sse-kms", "dsse-kms") and bool(enc.get("bucket_key_enabled")) != bucket_key:
+        have = "on" if enc.get("bucket_key_enabled") else "off"
+        want = "on" if bucket_key else "off"
+        warnings.append(f"bucket default has Bucket Key {have} but the mount asks for it "
+                        f"{want} (--bucket-key)")
+    blocked = [t.upper() for t in enc.get("blocked_encryption_types", [])]
+    if sse == "sse-c" and "SSE-C" in blocked:
+        warnings.append("the bucket blocks SSE-C writes (BlockedEncryptionTypes): every "
+                        "upload of this mount will fail with 403 until the bucket owner "
+                        "removes SSE-C from the blocked types (PutBucketEncryption)")
+    return warnings
+
+
+def _replicas(client: Any, repl: dict[str, Any], prefix: str, effective: str,
+              kms_key: str | None, client_side: bool, warnings: list[str]) -> list[dict[str, Any]]:
+    """The enabled replication rules that cover this prefix, and how replicas are encrypted
+    (their warnings appended to `warnings`)."""
     replicas = []
     for rule in repl.get("rules", []):
         rp = rule.get("prefix", "")
@@ -193,17 +226,7 @@ def build_report(client: Any, bucket: str, prefix: str, encryption: str, bucket_
         replicas.append({"rule": rule.get("id"), "destination": rule.get("destination_bucket"),
                          "replica_encryption": how,
                          "client_side": client_side})
-    return {
-        "bucket": bucket,
-        "prefix": prefix,
-        "mount": {"encryption": encryption, "client_side": client_side, "sse": sse,
-                  "kms_key_id": kms_key, "bucket_key": bucket_key,
-                  "objects_stored_with": effective},
-        "default_encryption": enc,
-        "replication": repl,
-        "replicas": replicas,
-        "warnings": warnings,
-    }
+    return replicas
 
 
 def render(rep: dict[str, Any]) -> str:

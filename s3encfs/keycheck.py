@@ -152,21 +152,25 @@ def verify(store: Any, codec: Codec, prefix: str, *, may_write: bool = False,
     from s3encfs.store.errors import NotFound
 
     where = f"s3://{store.bucket}/{prefix}"
-    key = prefix + KEYCHECK
     try:
-        body, _info = store.get(key)
+        body, _info = store.get(prefix + KEYCHECK)
     except NotFound:
-        body = None
-    if body is not None:
-        try:
-            info = json.loads(codec.open_blob("keycheck", body))
-        except IntegrityError as exc:
-            raise KeyCheckError(
-                f"wrong master key for {where}: {exc} — this bucket was encrypted with another "
-                "key (see `s3encfs key list`)") from None
-        if not isinstance(info, dict):
-            raise KeyCheckError(f"{where}: the keycheck does not hold a record")
-        return info
+        return _verify_without_keycheck(store, codec, prefix, may_write=may_write, init=init)
+    try:
+        info = json.loads(codec.open_blob("keycheck", body))
+    except IntegrityError as exc:
+        raise KeyCheckError(
+            f"wrong master key for {where}: {exc} — this bucket was encrypted with another "
+            "key (see `s3encfs key list`)") from None
+    if not isinstance(info, dict):
+        raise KeyCheckError(f"{where}: the keycheck does not hold a record")
+    return info
+
+
+def _verify_without_keycheck(store: Any, codec: Codec, prefix: str, *, may_write: bool,
+                             init: bool) -> dict[str, Any] | None:
+    """No keycheck: prove the key against the objects present, then write one if allowed."""
+    where = f"s3://{store.bucket}/{prefix}"
     present, proven, failures = _prove(store, codec, prefix)
     if failures:
         raise KeyCheckError(
@@ -188,7 +192,7 @@ def verify(store: Any, codec: Codec, prefix: str, *, may_write: bool = False,
 
         names = _detect_scheme(store, codec, prefix) if present else NEW_NAME_SCHEME
         try:
-            store.put(key, _seal(codec, names), {}, if_none_match=True)
+            store.put(prefix + KEYCHECK, _seal(codec, names), {}, if_none_match=True)
         except PreconditionFailed:  # another mount created it meanwhile: check against that
             return verify(store, codec, prefix)
         return _record(codec, names)

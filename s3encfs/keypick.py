@@ -20,27 +20,9 @@ def recorded_master_key(cfg: Any, bucket: str, prefix: str) -> tuple[str, str] |
     config names no key in a client mode; None when there is nothing to choose (a key is given,
     not a client mode, no keycheck: the caller keeps its default). MountError when the bucket
     records a key the keyring does not hold."""
-    from s3encfs.config import parse_encryption
-    from s3encfs.keycheck import KEYCHECK
-    from s3encfs.mount import MountError, build_codec_and_policy
-    from s3encfs.store.errors import NotFound
-    from s3encfs.store.s3 import ObjectStore
+    from s3encfs.mount import MountError
 
-    client, sse, sse_key = parse_encryption(cfg.encryption)
-    if cfg.key or not client:
-        return None
-    plain = dataclasses.replace(  # the SSE part alone: the keycheck may be stored under SSE-C
-        cfg, encryption=(f"{sse}:{sse_key}" if sse_key else sse) if sse else "none")
-    _codec, policy = build_codec_and_policy(plain)
-    store = ObjectStore(bucket, endpoint_url=cfg.endpoint_url, region=cfg.region,
-                        profile=cfg.profile, sse=policy)
-    try:
-        body, _info = store.get(prefix + KEYCHECK)
-    except NotFound:
-        return None
-    from s3encfs.crypto.envelope import blob_key_id
-
-    kid = blob_key_id(body)
+    kid = _keycheck_key_id(cfg, bucket, prefix)
     if kid is None:
         return None
     from s3encfs.keys.keyring import Keyring
@@ -58,6 +40,32 @@ def recorded_master_key(cfg: Any, bucket: str, prefix: str) -> tuple[str, str] |
         f"wrong master key for s3://{bucket}/{prefix}: it is encrypted with master key id "
         f"{kid}, which is not in the keyring {ring.directory} (import it with `s3encfs key "
         "import`, or name the key with --key NAME)", 78)
+
+
+def _keycheck_key_id(cfg: Any, bucket: str, prefix: str) -> str | None:
+    """The master key id in the keycheck's clear header; None when no key is to be chosen
+    (a key given, not a client mode, no keycheck, no id)."""
+    from s3encfs.config import parse_encryption
+    from s3encfs.keycheck import KEYCHECK
+    from s3encfs.mount import build_codec_and_policy
+    from s3encfs.store.errors import NotFound
+    from s3encfs.store.s3 import ObjectStore
+
+    client, sse, sse_key = parse_encryption(cfg.encryption)
+    if cfg.key or not client:
+        return None
+    plain = dataclasses.replace(  # the SSE part alone: the keycheck may be stored under SSE-C
+        cfg, encryption=(f"{sse}:{sse_key}" if sse_key else sse) if sse else "none")
+    _codec, policy = build_codec_and_policy(plain)
+    store = ObjectStore(bucket, endpoint_url=cfg.endpoint_url, region=cfg.region,
+                        profile=cfg.profile, sse=policy)
+    try:
+        body, _info = store.get(prefix + KEYCHECK)
+    except NotFound:
+        return None
+    from s3encfs.crypto.envelope import blob_key_id
+
+    return blob_key_id(body)
 
 
 def use_recorded_key(cfg: Any, bucket: str, prefix: str) -> Any:

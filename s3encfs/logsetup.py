@@ -101,6 +101,16 @@ def setup_logging(
         if getattr(old, "_s3encfs", False):
             root.removeHandler(old)
             old.close()
+    root.addHandler(_handler(log_file))
+    root.propagate = False
+    root.setLevel(level if isinstance(level, int) else logging.getLevelName(level.upper()))
+    _debug_subsystems(root, debug)
+    return root
+
+
+def _handler(log_file: str | None) -> logging.Handler:
+    """A rotating file (timestamped), or stderr: journald's format under systemd, else
+    timestamped (a terminal, or a file stderr was redirected to: both need the time)."""
     handler: logging.Handler
     if log_file:
         from logging.handlers import RotatingFileHandler
@@ -109,18 +119,14 @@ def setup_logging(
         handler.setFormatter(logging.Formatter(TIMESTAMPED))
     else:
         handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JournalFormatter() if under_journal()
+                             else logging.Formatter(TIMESTAMPED))
     handler._s3encfs = True  # type: ignore[union-attr]
-    if log_file:
-        pass
-    elif under_journal():
-        handler.setFormatter(JournalFormatter())
-    else:  # a terminal, or a file stderr was redirected to: both need the time
-        handler.setFormatter(logging.Formatter(TIMESTAMPED))
     handler.addFilter(RedactingFilter())
-    root.addHandler(handler)
-    root.propagate = False
-    root.setLevel(level if isinstance(level, int) else logging.getLevelName(level.upper()))
+    return handler
 
+
+def _debug_subsystems(root: logging.Logger, debug: list[str] | None) -> None:
     names: list[str] = []
     for item in debug or []:
         names.extend(n.strip() for n in item.split(",") if n.strip())
@@ -133,4 +139,3 @@ def setup_logging(
     for name in names:
         if name != "all":
             logging.getLogger(f"{ROOT}.{name}").setLevel(logging.DEBUG)
-    return root

@@ -12,12 +12,10 @@ import errno
 import fcntl
 import logging
 import os
-import signal
 import sys
-import time
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, NoReturn
 
 import trio
 
@@ -50,24 +48,39 @@ class Prepared:
 def prepare(cfg: MountConfig, built: tuple[Codec, Any] | None = None) -> Prepared:
     """`built`: the (codec, SSE policy) pair already made before daemonizing (keys unsealed
     while the terminal could still answer a passphrase prompt)."""
+    bucket, prefix, as_of = _check_local(cfg)
+    codec, policy = built or build_codec_and_policy(cfg)
+    store = _make_store(cfg, codec, policy, bucket, as_of)
+    codec = _check_remote(cfg, store, codec, policy, prefix)
+    cache_dir, lock_fd = _lock_cache_dir(cfg.effective_cache_dir)
+    from s3encfs.store.longnames import with_long_names
+
+    return Prepared(with_long_names(store, codec, prefix), codec, prefix, cache_dir, lock_fd)
+
+
+def _check_local(cfg: MountConfig) -> tuple[str, str, Any]:
+    """The source, a past view's setup, the FUSE options and the mountpoint: (bucket, prefix,
+    as_of)."""
     from s3encfs import pitr
-    from s3encfs.store import errors as se
-    from s3encfs.store.probe import canary
+    from s3encfs.fuse_options import FuseOptionError, fuse_options
+    from s3encfs.mountpoint import MountpointError, prepare_mountpoint
 
     try:
         bucket, prefix = parse_source(cfg.source)
     except ValueError as exc:
         raise MountError(str(exc)) from None
-    from s3encfs.fuse_options import FuseOptionError, fuse_options
-    from s3encfs.mountpoint import MountpointError, prepare_mountpoint
-
     try:
         as_of = pitr.setup(cfg)  # (adds "ro" to the options of a past view)
         fuse_options(cfg.options)
         prepare_mountpoint(cfg.mountpoint, nonempty="nonempty" in cfg.options)
     except (MountpointError, FuseOptionError, pitr.HistoryError) as exc:
         raise MountError(str(exc)) from None
-    codec, policy = built or build_codec_and_policy(cfg)
+    return bucket, prefix, as_of
+
+
+def _make_store(cfg: MountConfig, codec: Codec, policy: Any, bucket: str, as_of: Any) -> Any:
+    from s3encfs import pitr
+
     store_args: dict[str, Any] = dict(
         endpoint_url=cfg.endpoint_url, region=cfg.region, profile=cfg.profile, sse=policy,
         max_pool=max(64, cfg.upload_concurrency * 4), connect_timeout=cfg.connect_timeout,
@@ -85,6 +98,17 @@ def prepare(cfg: MountConfig, built: tuple[Codec, Any] | None = None) -> Prepare
         from s3encfs.bwlimit import BandwidthLimit
 
         store.bwlimit = BandwidthLimit(cfg.bwlimit)
+    return store
+
+
+def _check_remote(cfg: MountConfig, store: Any, codec: Codec, policy: Any,
+                  prefix: str) -> Codec:
+    """Bucket, point-in-time view, KMS alias, SSE enforcement canary and master key, before
+    anything is mounted; returns the codec the recorded key check settled on."""
+    from s3encfs import pitr
+    from s3encfs.store import errors as se
+    from s3encfs.store.probe import canary
+
     try:
         store.check_bucket()
         pitr.check_bucket(store, cfg)
@@ -97,15 +121,18 @@ def prepare(cfg: MountConfig, built: tuple[Codec, Any] | None = None) -> Prepare
                 log.info("read-only mount: SSE enforcement canary skipped")
             else:
                 canary(store, prefix)
-        codec = check_master_key(store, codec, prefix, may_write="ro" not in cfg.options,
-                                 init=cfg.init)
+        return check_master_key(store, codec, prefix, may_write="ro" not in cfg.options,
+                                init=cfg.init)
     except se.StoreError as exc:
         from s3encfs.exitcodes import for_store_error
 
         raise MountError(str(exc), for_store_error(exc)) from None
     except pitr.HistoryError as exc:
         raise MountError(str(exc)) from None
-    cache_dir = cfg.effective_cache_dir
+
+
+def _lock_cache_dir(cache_dir: str) -> tuple[str, int]:
+    """Make the private cache directory and hold its lock (one mount per cache directory)."""
     try:
         hardening.private_cache_dir(cache_dir)
     except OSError as exc:  # cannot be made: EX_CANTCREAT; not ours (no errno): EX_CONFIG
@@ -120,9 +147,7 @@ def prepare(cfg: MountConfig, built: tuple[Codec, Any] | None = None) -> Prepare
         if exc.errno in (errno.EAGAIN, errno.EACCES):
             raise MountError(f"cache directory {cache_dir} is in use by another mount") from None
         raise
-    from s3encfs.store.longnames import with_long_names
-
-    return Prepared(with_long_names(store, codec, prefix), codec, prefix, cache_dir, lock_fd)
+    return cache_dir, lock_fd
 
 
 def _fixed_mmap_threshold() -> None:
@@ -147,10 +172,6 @@ def _fixed_mmap_threshold() -> None:
 def run_mount(cfg: MountConfig, ready_fd: int | None = None,
               built: tuple[Codec, Any] | None = None) -> int:
     """Mount and serve until unmounted or signalled; returns the exit code."""
-    import pyfuse3
-
-    from s3encfs.fs.core import FsCore
-    from s3encfs.fs.operations import Operations
     from s3encfs.fsconfig import fs_config
 
     hardening.protect_process()
@@ -159,7 +180,27 @@ def run_mount(cfg: MountConfig, ready_fd: int | None = None,
         from s3encfs import lognames
 
         lognames.install_for_mount(prep.codec, prep.prefix)
-    fscfg = fs_config(cfg, prep.cache_dir, prep.codec.layout)
+    fscfg = fs_config(cfg, prep.cache_dir, prep.codec.geometry)
+    opts = _fuse_mount_options(cfg, prep)
+    log.debug("settings: cache %s (%d bytes), upload delay %.1fs, dir ttl %.1fs, FUSE -o %s",
+              prep.cache_dir, cfg.cache_size, cfg.upload_delay, cfg.dir_ttl,
+              ",".join(sorted(opts)))
+    # The FUSE thread answers a chain of small requests (rsync: lookup, create, write, release,
+    # utimens, rename per file) while S3 worker threads run botocore; with the default 5 ms GIL
+    # switch interval each hand-back to the FUSE thread can wait that long.
+    sys.setswitchinterval(float(os.environ.get("S3ENCFS_SWITCH_INTERVAL", "0.0005")))
+    _fixed_mmap_threshold()
+    main = partial(_replay_mount_serve, prep, fscfg, cfg, opts, ready_fd)
+    try:
+        return run_profiled(partial(trio.run, main))  # S3ENCFS_PROFILE: cProfile it
+    finally:
+        os.close(prep.lock_fd)
+
+
+def _fuse_mount_options(cfg: MountConfig, prep: Prepared) -> set[str]:
+    """The user's -o options (less the unsafe ones a client mount forces off) plus ours."""
+    import pyfuse3
+
     from s3encfs.fuse_options import fuse_options
 
     forced = hardening.forced_mount_options(prep.codec.name == "client", cfg.options)
@@ -169,146 +210,26 @@ def run_mount(cfg: MountConfig, ready_fd: int | None = None,
     opts |= forced
     opts.add(f"fsname={cfg.source}")
     opts.add("subtype=s3encfs")
-    log.debug("settings: cache %s (%d bytes), upload delay %.1fs, dir ttl %.1fs, FUSE -o %s",
-              prep.cache_dir, cfg.cache_size, cfg.upload_delay, cfg.dir_ttl,
-              ",".join(sorted(opts)))
-
-    async def main() -> int:
-        core = FsCore(prep.store, prep.codec, prep.prefix, fscfg)
-        replayed = await core.replay()
-        if replayed:
-            log.info("finished %d uploads journaled by an earlier mount", replayed)
-        await core.load_root()
-        ops = Operations(core)
-        pyfuse3.init(ops, cfg.mountpoint, opts)
-        return await serve(core, cfg, ready_fd)
-
-    # The FUSE thread answers a chain of small requests (rsync: lookup, create, write, release,
-    # utimens, rename per file) while S3 worker threads run botocore; with the default 5 ms GIL
-    # switch interval each hand-back to the FUSE thread can wait that long.
-    sys.setswitchinterval(float(os.environ.get("S3ENCFS_SWITCH_INTERVAL", "0.0005")))
-    _fixed_mmap_threshold()
-    try:
-        return run_profiled(partial(trio.run, main))  # S3ENCFS_PROFILE: cProfile it
-    finally:
-        os.close(prep.lock_fd)
+    return opts
 
 
-async def serve(core: Any, cfg: MountConfig, ready_fd: int | None) -> int:
+async def _replay_mount_serve(prep: Prepared, fscfg: Any, cfg: MountConfig, opts: set[str],
+                              ready_fd: int | None) -> int:
+    """Inside trio: replay the journal, load the root, mount FUSE, serve."""
     import pyfuse3
 
-    from s3encfs import sdnotify
-    from s3encfs.control import ControlServer, control_socket_path
+    from s3encfs.fs.core import FsCore
+    from s3encfs.fs.operations import Operations
+    from s3encfs.mount_serve import serve
 
-    exit_code = 0
-    unmounted = False
-    async with trio.open_nursery() as nursery:
-        core.start(nursery)
-        from s3encfs.fs import memstats
-        from s3encfs.fs.nodecap import NodeTrimmer, node_cap
-        from s3encfs.statusinfo import enrich
-
-        memstats.start_tracing()
-        trimmer = NodeTrimmer(core, node_cap())  # fs/nodecap.py: memory bounded by a cap
-        nursery.start_soon(trimmer.run)
-
-        started = time.time()
-        ctl = ControlServer(control_socket_path(cfg.mountpoint),
-                            lambda: enrich({**core.status(), "pid": os.getpid(),
-                                            "memory": memstats.report(core, trimmer),
-                                            "mountpoint": cfg.mountpoint, "source": cfg.source,
-                                            "settings": mount_settings(cfg)},
-                                           encryption=cfg.encryption, started=started),
-                            core.flush_all, core.unflushed)
-        await nursery.start(ctl.serve)
-        fuse_done = trio.Event()
-
-        async def fuse_main() -> None:
-            try:
-                await pyfuse3.main(min_tasks=4, max_tasks=64)
-            finally:
-                fuse_done.set()
-
-        nursery.start_soon(fuse_main)
-
-        async def announce() -> None:
-            st_dev = (await trio.to_thread.run_sync(os.stat, cfg.mountpoint)).st_dev
-            tune_readahead(st_dev)
-            from s3encfs import __version__
-
-            log.info("s3encfs %s: mounted %s at %s (%s)", __version__, cfg.source,
-                     cfg.mountpoint, cfg.encryption)
-            sdnotify.notify(READY=1, STATUS="mounted")
-            if ready_fd is not None:
-                os.write(ready_fd, b"ok\n")
-                os.close(ready_fd)
-            while True:
-                await trio.sleep(5)
-                st = core.status()
-                sdnotify.notify(STATUS=f"pending uploads {st['pending_uploads']}, "
-                                       f"dirty {st['dirty_bytes'] // 1048576} MiB")
-
-        nursery.start_soon(announce)
-        if sdnotify.watchdog_interval():
-            nursery.start_soon(sdnotify.watchdog_loop, lambda: not fuse_done.is_set())
-
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
-            async def on_signals() -> None:
-                nonlocal exit_code, unmounted
-                count = 0
-                async for sig in sigs:
-                    count += 1
-                    if count == 1:
-                        log.info("signal %d: uploading pending data, then unmounting", sig)
-                        sdnotify.notify(STOPPING=1, STATUS="flushing uploads")
-                        nursery.start_soon(graceful)
-                    else:
-                        log.warning("second signal: exiting now; the journal replays on the "
-                                    "next mount")
-                        exit_code = 1
-                        os._exit(1)
-
-            async def graceful() -> None:
-                await core.flush_all()
-                await unmount(cfg.mountpoint)
-
-            nursery.start_soon(on_signals)
-            await fuse_done.wait()
-            sdnotify.notify(STOPPING=1, STATUS="unmounted; finishing uploads")
-            await core.flush_all()
-            await core.abort_leftover_uploads()
-            nursery.cancel_scope.cancel()
-    try:
-        pyfuse3.close(unmount=False)
-    except Exception:
-        pass
-    core.close()
-    return exit_code
-
-
-def mount_settings(cfg: MountConfig) -> dict[str, Any]:
-    """What `versions`/`restore` need to open this mount's bucket given a path in it (no
-    secrets: key *names* only)."""
-    return {k: getattr(cfg, k) for k in ("encryption", "key", "keyring", "plain_names",
-                                         "endpoint_url", "region", "profile", "as_of")}
-
-
-def tune_readahead(st_dev: int, kib: int = 4096) -> None:
-    """Let the kernel send big read-ahead requests (FUSE defaults to 128 KiB): fewer, larger
-    reads are what a Python filesystem needs for sequential throughput.  Root only."""
-    path = f"/sys/class/bdi/{os.major(st_dev)}:{os.minor(st_dev)}/read_ahead_kb"
-    try:
-        with open(path, "w") as f:
-            f.write(str(kib))
-    except OSError as exc:
-        log.debug("could not raise read-ahead (%s): %s", path, exc)
-
-
-async def unmount(mountpoint: str) -> None:
-    proc = await trio.run_process(["fusermount3", "-u", mountpoint], check=False,
-                                  capture_stderr=True)
-    if proc.returncode != 0:
-        await trio.run_process(["fusermount3", "-uz", mountpoint], check=False)
+    core = FsCore(prep.store, prep.codec, prep.prefix, fscfg)
+    replayed = await core.replay()
+    if replayed:
+        log.info("finished %d uploads journaled by an earlier mount", replayed)
+    await core.load_root()
+    ops = Operations(core)
+    pyfuse3.init(ops, cfg.mountpoint, opts)
+    return await serve(core, cfg, ready_fd)
 
 
 def daemonize_and_mount(cfg: MountConfig) -> int:
@@ -316,34 +237,51 @@ def daemonize_and_mount(cfg: MountConfig) -> int:
 
     Keys are unsealed first, in the parent: after the fork stdin is /dev/null, so a passphrase
     prompt on the user's terminal is only possible before it."""
-    from s3encfs.logsetup import setup_logging
-
     built = build_codec_and_policy(cfg)
-    log_path = cfg.log_file or os.path.join(cfg.effective_cache_dir, "mount.log")
-    try:  # before the fork, so a log that cannot be written is reported on the terminal
-        os.makedirs(os.path.dirname(log_path), mode=0o700, exist_ok=True)
-        logfd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    except OSError as exc:
-        raise MountError(f"cannot open the log file {log_path}: {exc.strerror}", 73) from None
+    log_path, logfd = _open_log(cfg)
     r, w = os.pipe()
     pid = os.fork()
     if pid:
         os.close(logfd)
         os.close(w)
-        data = b""
-        while True:
-            chunk = os.read(r, 4096)
-            if not chunk:
-                break
-            data += chunk
-        os.close(r)
-        if data.startswith(b"ok"):
-            return 0
-        msg = data.decode(errors="replace").strip() or "mount process exited"
-        print(f"s3encfs: {msg}", file=sys.stderr)
-        _pid, status = os.waitpid(pid, 0)  # the child exits after a failure: pass its code on
-        return os.waitstatus_to_exitcode(status) or 1
+        return _wait_for_child(pid, r)
     os.close(r)
+    _child_mount(cfg, built, log_path, logfd, w)
+
+
+def _open_log(cfg: MountConfig) -> tuple[str, int]:
+    """Before the fork, so a log that cannot be written is reported on the terminal."""
+    log_path = cfg.log_file or os.path.join(cfg.effective_cache_dir, "mount.log")
+    try:
+        os.makedirs(os.path.dirname(log_path), mode=0o700, exist_ok=True)
+        logfd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    except OSError as exc:
+        raise MountError(f"cannot open the log file {log_path}: {exc.strerror}", 73) from None
+    return log_path, logfd
+
+
+def _wait_for_child(pid: int, r: int) -> int:
+    """The parent: 0 once the child writes "ok"; else its message and its exit code."""
+    data = b""
+    while True:
+        chunk = os.read(r, 4096)
+        if not chunk:
+            break
+        data += chunk
+    os.close(r)
+    if data.startswith(b"ok"):
+        return 0
+    msg = data.decode(errors="replace").strip() or "mount process exited"
+    print(f"s3encfs: {msg}", file=sys.stderr)
+    _pid, status = os.waitpid(pid, 0)  # the child exits after a failure: pass its code on
+    return os.waitstatus_to_exitcode(status) or 1
+
+
+def _child_mount(cfg: MountConfig, built: tuple[Codec, Any], log_path: str, logfd: int,
+                 w: int) -> NoReturn:
+    """The child: detach, log to the file, mount; a failure is written to the parent's pipe."""
+    from s3encfs.logsetup import setup_logging
+
     os.setsid()
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)

@@ -75,37 +75,7 @@ def build_mount_argv(source: str, mountpoint: str, options: list[str]) -> list[s
     ``options`` are ``-o`` values (comma lists allowed).  A SOURCE that is not ``s3://…`` names
     a config (``config=NAME`` in the options does the same); its source then comes from the file.
     """
-    flags: list[str] = []
-    fuse_opts: list[str] = []
-    config_name: str | None = None
-    for opt in split_options(options):
-        if is_fstab_only(opt):
-            continue
-        name, eq, value = opt.partition("=")
-        key = name.replace("-", "_")
-        if key in VALUE_FLAGS:
-            if not eq or not value:
-                raise UsageError(f"option {name} needs a value: {name}=…")
-            if key == "config":
-                config_name = value
-                continue
-            if key == "debug":
-                value = value.replace(":", ",").replace("+", ",")
-            flags += [VALUE_FLAGS[key], value]
-        elif key in BOOL_FLAGS and not eq:
-            flags.append(BOOL_FLAGS[key])
-        elif key in BOOL_FLAGS:
-            if value.lower() not in ("1", "yes", "true", "0", "no", "false"):
-                raise UsageError(f"option {name} takes yes or no, got {value!r}")
-            on = value.lower() in ("1", "yes", "true")
-            if key == "bucket_key":
-                flags.append("--bucket-key" if on else "--no-bucket-key")
-            elif on:
-                flags.append(BOOL_FLAGS[key])
-        else:
-            if opt not in fuse_opts:
-                fuse_opts.append(opt)
-
+    flags, fuse_opts, config_name = _parse_options(options)
     if not source.startswith("s3://"):
         if config_name and source not in ("", "none", "s3encfs", config_name):
             raise UsageError(f"source {source!r} is neither s3://… nor config {config_name!r}")
@@ -124,6 +94,44 @@ def build_mount_argv(source: str, mountpoint: str, options: list[str]) -> list[s
     if fuse_opts:
         argv += ["-o", ",".join(fuse_opts)]
     return argv
+
+
+def _parse_options(options: list[str]) -> tuple[list[str], list[str], str | None]:
+    """-o values → (CLI flags, FUSE options, config name); fstab-only options dropped."""
+    flags: list[str] = []
+    fuse_opts: list[str] = []
+    config_name: str | None = None
+    for opt in split_options(options):
+        if is_fstab_only(opt):
+            continue
+        name, eq, value = opt.partition("=")
+        key = name.replace("-", "_")
+        if key in VALUE_FLAGS:
+            if not eq or not value:
+                raise UsageError(f"option {name} needs a value: {name}=…")
+            if key == "config":
+                config_name = value
+                continue
+            if key == "debug":
+                value = value.replace(":", ",").replace("+", ",")
+            flags += [VALUE_FLAGS[key], value]
+        elif key in BOOL_FLAGS:
+            flags += _bool_flag(name, key, value if eq else None)
+        elif opt not in fuse_opts:
+            fuse_opts.append(opt)
+    return flags, fuse_opts, config_name
+
+
+def _bool_flag(name: str, key: str, value: str | None) -> list[str]:
+    """A yes/no option: bare = on; `=yes`/`=no` (bucket_key has an explicit off flag)."""
+    if value is None:
+        return [BOOL_FLAGS[key]]
+    if value.lower() not in ("1", "yes", "true", "0", "no", "false"):
+        raise UsageError(f"option {name} takes yes or no, got {value!r}")
+    on = value.lower() in ("1", "yes", "true")
+    if key == "bucket_key":
+        return ["--bucket-key" if on else "--no-bucket-key"]
+    return [BOOL_FLAGS[key]] if on else []
 
 
 def _source_from_config(name: str) -> str:

@@ -53,27 +53,7 @@ def resolve(path: str, sub: str | None, config_name: str | None, flags: dict[str
     from s3encfs.store.layout import Layout
     from s3encfs.store.s3 import ObjectStore
 
-    given = {k: v for k, v in flags.items() if v is not None}
-    mountpoint = None
-    try:
-        if path.startswith("s3://"):
-            cfg = load_config(config_name) if config_name else MountConfig()
-            cfg = merge(cfg, {"source": path, **given, "mountpoint": cfg.mountpoint or "/"})
-            rel = (sub or "").strip("/")
-        else:
-            found = _find_mount(path)
-            if found is None:
-                raise click.ClickException(f"{path} is not inside a running s3encfs mount "
-                                           "(give s3://BUCKET[/PREFIX] and --path instead)")
-            mountpoint, st = found
-            settings = {k: v for k, v in (st.get("settings") or {}).items()
-                        if v is not None and k != "as_of"}
-            cfg = merge(MountConfig(), {"source": st["source"], **settings, **given,
-                                        "mountpoint": mountpoint})
-            rel = os.path.relpath(os.path.abspath(path), mountpoint)
-            rel = "" if rel == "." else rel
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+    cfg, rel, mountpoint = _config_for(path, sub, config_name, flags)
     parts = tuple(p for p in rel.split("/") if p)
     try:
         codec, policy = build_codec_and_policy(cfg)
@@ -88,6 +68,31 @@ def resolve(path: str, sub: str | None, config_name: str | None, flags: dict[str
 
     return Target(cfg, with_long_names(store, codec, cfg.prefix), codec, Layout(cfg.prefix, codec),
                   parts, mountpoint)
+
+
+def _config_for(path: str, sub: str | None, config_name: str | None,
+                flags: dict[str, Any]) -> tuple[MountConfig, str, str | None]:
+    """(config, path relative to the source, mountpoint or None): from s3://… and the config
+    file, or from the running mount that `path` is in (its settings, as status reports them)."""
+    given = {k: v for k, v in flags.items() if v is not None}
+    try:
+        if path.startswith("s3://"):
+            cfg = load_config(config_name) if config_name else MountConfig()
+            cfg = merge(cfg, {"source": path, **given, "mountpoint": cfg.mountpoint or "/"})
+            return cfg, (sub or "").strip("/"), None
+        found = _find_mount(path)
+        if found is None:
+            raise click.ClickException(f"{path} is not inside a running s3encfs mount "
+                                       "(give s3://BUCKET[/PREFIX] and --path instead)")
+        mountpoint, st = found
+        settings = {k: v for k, v in (st.get("settings") or {}).items()
+                    if v is not None and k != "as_of"}
+        cfg = merge(MountConfig(), {"source": st["source"], **settings, **given,
+                                    "mountpoint": mountpoint})
+        rel = os.path.relpath(os.path.abspath(path), mountpoint)
+        return cfg, "" if rel == "." else rel, mountpoint
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def path_options(f: Any) -> Any:

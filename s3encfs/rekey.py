@@ -50,6 +50,100 @@ from s3encfs.s3ec_check import s3ec_options
 log = logging.getLogger("s3encfs.rekey")
 
 
+def _rekey_config(source: str | None, config_name: str | None, flags: dict[str, Any],
+                  from_mode: str | None) -> tuple[Any, str, str, dict[str, Any]]:
+    """The config (file, then the flags given): (cfg, bucket, prefix, the source's S3EC keys).
+
+    With `--from s3ec` the `--s3ec-*` options name the source's keys, not the target's: they
+    are taken out of the target config and handed back apart."""
+    from s3encfs.config import ConfigError, MountConfig, load_config, merge, parse_source
+
+    logging.basicConfig(level=logging.WARNING, format="s3encfs rekey: %(message)s")
+    try:
+        cfg = load_config(config_name) if config_name else MountConfig()
+        given = {k: v for k, v in flags.items() if v is not None}
+        from_s3ec = {k: given.pop(k) for k in list(given) if k.startswith("s3ec_")} \
+            if from_mode and not from_mode.startswith("client") else {}
+        cfg = merge(cfg, {"source": source, **given, "mountpoint": cfg.mountpoint or "/"})
+        bucket, prefix = parse_source(cfg.source)
+    except ConfigError as exc:
+        raise exc from None  # one line + exit code: errors_cli
+    if not cfg.source:
+        raise click.UsageError("need s3://BUCKET[/PREFIX] (or --config NAME)")
+    return cfg, bucket, prefix, from_s3ec
+
+
+def _open_checked(cfg: Any, codec: Any, policy: Any, bucket: str, prefix: str, *, jobs: int,
+                  dry_run: bool, names_scheme: str | None) -> tuple[Any, Any]:
+    """The bucket, the refusals, the SSE canary, then (client mode) the master key: (store,
+    codec).  `--names` is a command of its own (rekey_names.py): it exits here."""
+    from s3encfs.mount import check_master_key
+    from s3encfs.store.probe import canary
+    from s3encfs.store.s3 import ObjectStore
+
+    store = ObjectStore(bucket, endpoint_url=cfg.endpoint_url, region=cfg.region,
+                        profile=cfg.profile, sse=policy)
+    store.check_bucket()
+    refuse_client_switch(store, prefix, getattr(codec, "name", "") == "client")
+    if policy.mode != "none" and not cfg.allow_unverified_sse and not dry_run:
+        canary(store, prefix)
+    if names_scheme:
+        raise SystemExit(rekey_names.command(store, codec, prefix, jobs=jobs,
+                                             dry_run=dry_run, stream=sys.stderr))
+    if getattr(codec, "name", "") == "client":
+        codec = check_master_key(store, codec, prefix)
+    return store, codec
+
+
+def _rekeyer(cfg: Any, store: Any, codec: Any, policy: Any, bucket: str, prefix: str, *,
+             dry_run: bool, new_data_keys: bool, s3ec_writer: str | None,
+             state_dir: Path | None, restart: bool) -> tuple[Any, Path]:
+    """The per-object worker (s3ec: a rewrap, s3ec_rekey.py) and its state file, named by the
+    target settings (`restart`: removed first)."""
+    rk: Any = Rekeyer(store, codec, prefix, dry_run=dry_run, new_data_keys=new_data_keys)
+    if getattr(codec, "name", "") == "s3ec":
+        from s3encfs import s3ec_rekey
+
+        rk = s3ec_rekey.build(cfg, store, prefix, dry_run=dry_run,  # rewrap: s3ec_rekey.py
+                              writer=s3ec_writer)
+    target = f"{cfg.encryption}|{policy.describe()}|{getattr(codec, 'current', '')}" + \
+        ("|new-data-keys" if new_data_keys else "") + getattr(rk, "target", "")
+    endpoint = (cfg.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3")
+                or os.environ.get("AWS_ENDPOINT_URL"))  # what boto3 talks to, as the mount
+    sfile = state_path(state_dir or default_state_dir(), endpoint, bucket, prefix,
+                       target)
+    if restart:
+        sfile.unlink(missing_ok=True)
+    return rk, sfile
+
+
+def _run_or_resume_hint(rk: Any, sfile: Path, where: str, jobs: int, page_size: int) -> Any:
+    try:
+        return run(rk, sfile, jobs=jobs, stream=sys.stderr, page_size=page_size)
+    except KeyboardInterrupt:
+        click.echo(f"\nrekey {where}: interrupted; run the same command again to "
+                   "resume from the last finished page (every object done so far stays done)",
+                   err=True)
+        raise SystemExit(130) from None
+
+
+def _report(out: Any, rk: Any, codec: Any, policy: Any, where: str, dry_run: bool,
+            seconds: float) -> None:
+    from s3encfs.keynames import annotate, known, label
+
+    verb = "would change" if dry_run else "re-encrypted"
+    names = known()
+    click.echo(f"rekey {where}: {verb} {out.changed}, already current "
+               f"{out.skipped}, failed {len(out.failed)} "
+               f"({seconds:.1f}s; target {annotate(policy.describe(), names)}"
+               + (f", master key {label(getattr(codec, 'current', ''), names)}"
+                  if getattr(codec, "name", "") == "client" else "")
+               + (f", S3EC wrapping key {rk.keys.writer.name}; a rewrap is not a revocation"
+                  if getattr(codec, "name", "") == "s3ec" else "") + ")")
+    for key, err in out.failed[:10]:
+        click.echo(f"  failed: {key}: {annotate(err, names)}", err=True)
+
+
 # -- command ------------------------------------------------------------------------------------
 
 
@@ -102,27 +196,11 @@ def rekey(source: str | None, config_name: str | None, jobs: int, dry_run: bool,
     Stop every mount of this bucket first (on all machines); a running local mount is
     detected and refused. Interrupted runs resume where they stopped.
     """
-    from s3encfs.config import ConfigError, MountConfig, load_config, merge, parse_source
-    from s3encfs.keynames import annotate, known, label
     from s3encfs.keypick import use_recorded_key
-    from s3encfs.mount import MountError, build_codec_and_policy, check_master_key
+    from s3encfs.mount import MountError, build_codec_and_policy
     from s3encfs.store import errors as se
-    from s3encfs.store.probe import canary
-    from s3encfs.store.s3 import ObjectStore
 
-    logging.basicConfig(level=logging.WARNING, format="s3encfs rekey: %(message)s")
-    try:
-        cfg = load_config(config_name) if config_name else MountConfig()
-        given = {k: v for k, v in flags.items() if v is not None}
-        # --from s3ec: the --s3ec-* options name the source's keys, not the target's
-        from_s3ec = {k: given.pop(k) for k in list(given) if k.startswith("s3ec_")} \
-            if from_mode and not from_mode.startswith("client") else {}
-        cfg = merge(cfg, {"source": source, **given, "mountpoint": cfg.mountpoint or "/"})
-        bucket, prefix = parse_source(cfg.source)
-    except ConfigError as exc:
-        raise exc from None  # one line + exit code: errors_cli
-    if not cfg.source:
-        raise click.UsageError("need s3://BUCKET[/PREFIX] (or --config NAME)")
+    cfg, bucket, prefix, from_s3ec = _rekey_config(source, config_name, flags, from_mode)
     busy = active_mounts(bucket, prefix)
     if busy:
         raise click.ClickException(
@@ -135,56 +213,20 @@ def rekey(source: str | None, config_name: str | None, jobs: int, dry_run: bool,
     try:
         cfg = use_recorded_key(cfg, bucket, prefix)
         codec, policy = build_codec_and_policy(cfg)
-        store = ObjectStore(bucket, endpoint_url=cfg.endpoint_url, region=cfg.region,
-                            profile=cfg.profile, sse=policy)
-        store.check_bucket()
-        refuse_client_switch(store, prefix, getattr(codec, "name", "") == "client")
-        if policy.mode != "none" and not cfg.allow_unverified_sse and not dry_run:
-            canary(store, prefix)
-        if names_scheme:
-            raise SystemExit(rekey_names.command(store, codec, prefix, jobs=jobs,
-                                                 dry_run=dry_run, stream=sys.stderr))
-        if getattr(codec, "name", "") == "client":
-            codec = check_master_key(store, codec, prefix)
+        store, codec = _open_checked(cfg, codec, policy, bucket, prefix, jobs=jobs,
+                                     dry_run=dry_run, names_scheme=names_scheme)
     except rekey_names.NamesRefused as exc:
         raise MountError(str(exc)) from None  # one line + exit code: errors_cli
     except MountError as exc:
         raise exc from None  # one line + exit code: errors_cli
     except se.StoreError as exc:
         raise exc from None  # one line + exit code: errors_cli
-    rk: Any = Rekeyer(store, codec, prefix, dry_run=dry_run, new_data_keys=new_data_keys)
-    if getattr(codec, "name", "") == "s3ec":
-        from s3encfs import s3ec_rekey
-
-        rk = s3ec_rekey.build(cfg, store, prefix, dry_run=dry_run,  # rewrap: s3ec_rekey.py
-                              writer=s3ec_writer)
-    target = f"{cfg.encryption}|{policy.describe()}|{getattr(codec, 'current', '')}" + \
-        ("|new-data-keys" if new_data_keys else "") + getattr(rk, "target", "")
-    endpoint = (cfg.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3")
-                or os.environ.get("AWS_ENDPOINT_URL"))  # what boto3 talks to, as the mount
-    sfile = state_path(state_dir or default_state_dir(), endpoint, bucket, prefix,
-                       target)
-    if restart:
-        sfile.unlink(missing_ok=True)
+    rk, sfile = _rekeyer(cfg, store, codec, policy, bucket, prefix, dry_run=dry_run,
+                         new_data_keys=new_data_keys, s3ec_writer=s3ec_writer,
+                         state_dir=state_dir, restart=restart)
     t0 = time.monotonic()
-    try:
-        out = run(rk, sfile, jobs=jobs, stream=sys.stderr, page_size=page_size)
-    except KeyboardInterrupt:
-        click.echo(f"\nrekey s3://{bucket}/{prefix}: interrupted; run the same command again to "
-                   "resume from the last finished page (every object done so far stays done)",
-                   err=True)
-        raise SystemExit(130) from None
-    verb = "would change" if dry_run else "re-encrypted"
-    names = known()
-    click.echo(f"rekey s3://{bucket}/{prefix}: {verb} {out.changed}, already current "
-               f"{out.skipped}, failed {len(out.failed)} "
-               f"({time.monotonic() - t0:.1f}s; target {annotate(policy.describe(), names)}"
-               + (f", master key {label(getattr(codec, 'current', ''), names)}"
-                  if getattr(codec, "name", "") == "client" else "")
-               + (f", S3EC wrapping key {rk.keys.writer.name}; a rewrap is not a revocation"
-                  if getattr(codec, "name", "") == "s3ec" else "") + ")")
-    for key, err in out.failed[:10]:
-        click.echo(f"  failed: {key}: {annotate(err, names)}", err=True)
+    out = _run_or_resume_hint(rk, sfile, f"s3://{bucket}/{prefix}", jobs, page_size)
+    _report(out, rk, codec, policy, f"s3://{bucket}/{prefix}", dry_run, time.monotonic() - t0)
     if out.failed:
         click.echo("  rerun the same command to retry the failures", err=True)
         raise SystemExit(1)

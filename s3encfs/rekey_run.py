@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -83,37 +84,54 @@ def list_pages(store: Any, prefix: str, start_after: str | None,
         yield [(o["Key"], int(o.get("Size", 0))) for o in page.get("Contents", []) or []]
 
 
+def _load_state(state_file: Path | None) -> dict[str, Any]:
+    if state_file is not None and state_file.exists():
+        try:
+            state: dict[str, Any] = json.loads(state_file.read_text())
+            return state
+        except (OSError, ValueError):
+            pass
+    return {}
+
+
+def _save_state(state_file: Path, state: dict[str, Any], last_key: str) -> None:
+    """The last key of a finished page, written atomically (temporary file, rename)."""
+    state.update(last_key=last_key, updated=time.time())
+    state_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = state_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state))
+    os.replace(tmp, state_file)
+
+
+def _work(rk: Any, item: tuple[str, int]) -> tuple[str, bool | None, str]:
+    """One object: (key, changed — None when it failed, the error)."""
+    from s3encfs.store.errors import StoreError
+
+    try:
+        return item[0], rk.one(*item), ""
+    except (StoreError, ValueError) as exc:
+        return item[0], None, str(exc)
+    except Exception as exc:  # IntegrityError, MissingMasterKey, ...
+        return item[0], None, f"{type(exc).__name__}: {exc}"
+
+
 def run(rk: Any, state_file: Path | None, *, jobs: int = 8, stream: Any = None,
         limit: int | None = None, page_size: int = 1000) -> Outcome:
     """Process everything after the saved position; `limit` stops after that many objects
     (tests use it to simulate an interruption)."""
     from s3encfs.progress import progress
-    from s3encfs.store.errors import StoreError
 
-    state: dict[str, Any] = {}
-    if state_file is not None and state_file.exists():
-        try:
-            state = json.loads(state_file.read_text())
-        except (OSError, ValueError):
-            state = {}
+    state = _load_state(state_file)
     start_after = state.get("last_key")
     total = sum(len(p) for p in list_pages(rk.store, rk.prefix, start_after))
     out = Outcome()
     done = 0
 
-    def work(item: tuple[str, int]) -> tuple[str, bool | None, str]:
-        try:
-            return item[0], rk.one(*item), ""
-        except (StoreError, ValueError) as exc:
-            return item[0], None, str(exc)
-        except Exception as exc:  # IntegrityError, MissingMasterKey, ...
-            return item[0], None, f"{type(exc).__name__}: {exc}"
-
     with progress(total, "rekey", stream=stream) as bar, ThreadPoolExecutor(jobs) as pool:
         for page in list_pages(rk.store, rk.prefix, start_after, page_size):
             if limit is not None:
                 page = page[: max(0, limit - done)]
-            for key, changed, err in pool.map(work, page):
+            for key, changed, err in pool.map(partial(_work, rk), page):
                 if changed is None:
                     out.failed.append((key, err))
                     log.error("%s: %s", key, err)
@@ -124,11 +142,7 @@ def run(rk: Any, state_file: Path | None, *, jobs: int = 8, stream: Any = None,
                 bar.advance()
             done += len(page)
             if page and not out.failed and state_file is not None and not rk.dry_run:
-                state.update(last_key=page[-1][0], updated=time.time())
-                state_file.parent.mkdir(parents=True, exist_ok=True)
-                tmp = state_file.with_suffix(".tmp")
-                tmp.write_text(json.dumps(state))
-                os.replace(tmp, state_file)
+                _save_state(state_file, state, page[-1][0])
             if limit is not None and done >= limit:
                 return out
     if state_file is not None and not out.failed and not rk.dry_run:

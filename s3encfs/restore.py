@@ -285,32 +285,47 @@ def restore(source: str | None, sub: str | None, config_name: str | None, as_of_
     actions, unchanged = plan(t, as_of)
     summary = Summary(unchanged=unchanged)
     if dry_run:
-        for a in actions[:50]:
-            verb = {"copy": "restore", "marker": "re-create", "delete": "delete"}[a.kind]
-            click.echo(f"  would {verb} {describe(t, a)}")
-        if len(actions) > 50:
-            click.echo(f"  … and {len(actions) - 50} more")
+        _show_plan(t, actions)
     else:
         with progress(len(actions), f"restoring {t.display}", stream=sys.stderr) as bar:
             execute(t.store, actions, summary, jobs, bar.advance)
-    copies = sum(a.kind != "delete" for a in actions)
-    deletes = len(actions) - copies
-    result = {"path": t.display, "as_of": when, "dry_run": dry_run,
-              "restored": copies if dry_run else summary.restored,
-              "deleted": deletes if dry_run else summary.deleted,
-              "unchanged": summary.unchanged, "bytes": summary.bytes,
-              "failed": [{"key": k, "error": e} for k, e in summary.failed],
-              "seconds": round(time.monotonic() - t0, 3)}
+    result = _result(t.display, when, dry_run, actions, summary, time.monotonic() - t0)
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:
-        verb = "would restore" if dry_run else "restored"
-        click.echo(f"restore {t.display} as of {when}: {verb} {result['restored']}, "
-                   f"{'would delete' if dry_run else 'deleted'} {result['deleted']}, "
-                   f"unchanged {result['unchanged']}, failed {len(summary.failed)} "
-                   f"({result['seconds']:.1f}s)")
-        for k, e in summary.failed[:10]:
-            click.echo(f"  failed: {k}: {e}", err=True)
+        _print_result(result, summary)
     if summary.failed:
         click.echo("  run the same command again to retry the failures", err=True)
         raise SystemExit(1)
+
+
+def _show_plan(t: Any, actions: list[Any]) -> None:
+    """--dry-run: the first 50 actions."""
+    for a in actions[:50]:
+        verb = {"copy": "restore", "marker": "re-create", "delete": "delete"}[a.kind]
+        click.echo(f"  would {verb} {describe(t, a)}")
+    if len(actions) > 50:
+        click.echo(f"  … and {len(actions) - 50} more")
+
+
+def _result(display: str, when: str, dry_run: bool, actions: list[Any], summary: Any,
+            seconds: float) -> dict[str, Any]:
+    copies = sum(a.kind != "delete" for a in actions)
+    deletes = len(actions) - copies
+    return {"path": display, "as_of": when, "dry_run": dry_run,
+            "restored": copies if dry_run else summary.restored,
+            "deleted": deletes if dry_run else summary.deleted,
+            "unchanged": summary.unchanged, "bytes": summary.bytes,
+            "failed": [{"key": k, "error": e} for k, e in summary.failed],
+            "seconds": round(seconds, 3)}
+
+
+def _print_result(result: dict[str, Any], summary: Any) -> None:
+    dry_run = result["dry_run"]
+    verb = "would restore" if dry_run else "restored"
+    click.echo(f"restore {result['path']} as of {result['as_of']}: {verb} {result['restored']}, "
+               f"{'would delete' if dry_run else 'deleted'} {result['deleted']}, "
+               f"unchanged {result['unchanged']}, failed {len(summary.failed)} "
+               f"({result['seconds']:.1f}s)")
+    for k, e in summary.failed[:10]:
+        click.echo(f"  failed: {k}: {e}", err=True)

@@ -18,7 +18,7 @@ def _row(t: Target, name: str, v: Any, kind: str) -> dict[str, Any]:
     size: int | None = None
     if not v.deleted and kind == "file":
         try:
-            size = t.codec.layout.plain_size(v.size)
+            size = t.codec.geometry.plain_size(v.size)
         except IntegrityError:
             size = v.size
     state = "deleted" if v.deleted else ("current" if v.is_latest else "noncurrent")

@@ -36,47 +36,58 @@ def describe(label: str, st: dict[str, Any], rate: float | None, idle: float) ->
     return text
 
 
+class _Rate:
+    """Upload rate (smoothed) and when S3 last made progress, from successive status answers."""
+
+    def __init__(self) -> None:
+        self.last_up: float | None = None
+        self.last_t = time.monotonic()
+        self.progress_t = self.last_t
+        self.rate: float | None = None
+
+    def line(self, label: str, st: dict[str, Any]) -> str:
+        now = time.monotonic()
+        up = float((st.get("s3") or {}).get("bytes_up") or 0)
+        if self.last_up is not None and now > self.last_t:
+            step = (up - self.last_up) / (now - self.last_t)
+            self.rate = step if self.rate is None else 0.5 * self.rate + 0.5 * step
+            if up > self.last_up:
+                self.progress_t = now
+        self.last_up, self.last_t = up, now
+        return describe(label, st, self.rate, now - self.progress_t)
+
+
+def _show(mountpoint: str, label: str, out: TextIO, interval: float,
+          stop: threading.Event) -> None:
+    """The progress thread: one status query per interval, one line (rewritten on a tty)."""
+    from s3encfs.control import ControlError, control_socket_path, query
+
+    sock = control_socket_path(mountpoint)
+    tty = out.isatty()
+    rate = _Rate()
+    shown = False
+    while not stop.wait(interval):
+        try:
+            st = query(sock, "status", timeout=5)
+        except (ControlError, OSError):
+            continue
+        line = rate.line(label, st)
+        out.write("\r\033[K" + line if tty else line + "\n")
+        out.flush()
+        shown = True
+    if shown and tty:
+        out.write("\r\033[K")
+        out.flush()
+
+
 @contextlib.contextmanager
 def watching(mountpoint: str, label: str, stream: TextIO | None = None) -> Iterator[None]:
     out = stream or sys.stderr
-    tty = out.isatty()
-    interval = float(os.environ.get("S3ENCFS_PROGRESS_INTERVAL") or (1.0 if tty else 30.0))
+    interval = float(os.environ.get("S3ENCFS_PROGRESS_INTERVAL")
+                     or (1.0 if out.isatty() else 30.0))
     stop = threading.Event()
-
-    def loop() -> None:
-        from s3encfs.control import ControlError, control_socket_path, query
-
-        sock = control_socket_path(mountpoint)
-        last_up: float | None = None
-        last_t = time.monotonic()
-        progress_t = last_t
-        rate: float | None = None
-        shown = False
-        while not stop.wait(interval):
-            try:
-                st = query(sock, "status", timeout=5)
-            except (ControlError, OSError):
-                continue
-            now = time.monotonic()
-            up = float((st.get("s3") or {}).get("bytes_up") or 0)
-            if last_up is not None and now > last_t:
-                step = (up - last_up) / (now - last_t)
-                rate = step if rate is None else 0.5 * rate + 0.5 * step
-                if up > last_up:
-                    progress_t = now
-            last_up, last_t = up, now
-            line = describe(label, st, rate, now - progress_t)
-            if tty:
-                out.write("\r\033[K" + line)
-            else:
-                out.write(line + "\n")
-            out.flush()
-            shown = True
-        if shown and tty:
-            out.write("\r\033[K")
-            out.flush()
-
-    thread = threading.Thread(target=loop, name="s3encfs-progress", daemon=True)
+    thread = threading.Thread(target=_show, args=(mountpoint, label, out, interval, stop),
+                              name="s3encfs-progress", daemon=True)
     thread.start()
     try:
         yield

@@ -132,3 +132,22 @@ def test_expired_credentials_are_refreshed_on_the_crt_path(
     assert len(calls) > before
     secret["value"] = s3server.secret_key
     assert st.head("r1").size == len(b"after refresh")
+
+
+def test_control_plane_calls_fall_through_to_boto3(s3server: SeaweedS3, bucket: str,
+                                                   tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/INTERNALS.md, "The CRT data plane": only the data-plane calls are CrtClient's; any
+    other attribute (paginators, bucket calls, `meta`) is the boto3 client's."""
+    _no_ambient_credentials(monkeypatch, tmp_path)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3server.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3server.secret_key)
+    st = _crt_store(s3server, bucket)
+    crt, boto = st.client, st.client._fallback
+    assert crt.put_object.__self__ is crt and crt.get_object.__self__ is crt  # data plane: CRT
+    assert crt.get_paginator.__self__ is boto and crt.head_bucket.__self__ is boto
+    assert crt.meta is boto.meta
+    st.put("listed", b"x", {})  # through the CRT, listed through boto3's paginator
+    keys = [o["Key"] for page in crt.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+            for o in page.get("Contents", [])]
+    assert "listed" in keys

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from s3encfs.codec import IntegrityError, SegmentLayout
+from s3encfs.codec import IntegrityError, SegmentGeometry
 from s3encfs.crypto import ClientCodec, MissingMasterKey, loaded_key_id
 from s3encfs.crypto.envelope import (
     META_ATTRS,
@@ -32,7 +32,7 @@ def codec(seg: int = SEG, **kw: object) -> ClientCodec:
 
 
 def segments(c: ClientCodec, body: bytes, plain_size: int) -> list[bytes]:
-    lay = c.layout
+    lay = c.geometry
     return [
         body[slice(*lay.segment_object_range(i, plain_size))]
         for i in range(lay.segment_count(plain_size))
@@ -56,7 +56,7 @@ def test_partial_rewrites_reencrypt_only_touched_segments(
     initial: bytes, edits: list[tuple[str, int, bytes]]
 ) -> None:
     c = codec()
-    lay = c.layout
+    lay = c.geometry
     cipher, meta = c.new_object()
     plain = bytearray(initial)
     segs = segments(c, encrypt_object(cipher, initial), len(initial))
@@ -106,7 +106,7 @@ def test_whole_object_round_trip(data: bytes, seg: int) -> None:
     c = codec(seg)
     cipher, meta = c.new_object()
     body = encrypt_object(cipher, data)
-    assert len(body) == c.layout.object_size(len(data))
+    assert len(body) == c.geometry.object_size(len(data))
     assert decrypt_object(c.open_object(meta), body) == data
 
 
@@ -114,8 +114,8 @@ def test_empty_file_is_one_sealed_segment() -> None:
     c = codec()
     cipher, meta = c.new_object()
     body = encrypt_object(cipher, b"")
-    assert len(body) == 28 == c.layout.object_size(0)
-    assert c.layout.plain_size(28) == 0
+    assert len(body) == 28 == c.geometry.object_size(0)
+    assert c.geometry.plain_size(28) == 0
     assert decrypt_object(c.open_object(meta), body) == b""
     with pytest.raises(IntegrityError):
         decrypt_object(c.open_object(meta), b"")
@@ -142,8 +142,8 @@ def test_encrypt_rejects_malformed_segments() -> None:
 
 @settings(max_examples=300)
 @given(size=st.integers(0, 10**12), seg=st.sampled_from([1, 7, 4096, 65536, 1 << 20]))
-def test_layout_object_size_inverse(size: int, seg: int) -> None:
-    lay = ClientCodec({"k1": K1}, "k1", segment_size=seg).layout
+def test_geometry_object_size_inverse(size: int, seg: int) -> None:
+    lay = ClientCodec({"k1": K1}, "k1", segment_size=seg).geometry
     assert lay.overhead == 28 and lay.min_segments == 1
     obj = lay.object_size(size)
     assert lay.plain_size(obj) == size
@@ -157,8 +157,8 @@ def test_layout_object_size_inverse(size: int, seg: int) -> None:
 
 @settings(max_examples=300)
 @given(obj=st.integers(0, 10**9), seg=st.sampled_from([1, 7, 4096, 65536]))
-def test_layout_rejects_impossible_sizes(obj: int, seg: int) -> None:
-    lay = SegmentLayout(seg, 28, 1)
+def test_geometry_rejects_impossible_sizes(obj: int, seg: int) -> None:
+    lay = SegmentGeometry(seg, 28, 1)
     k0 = obj // lay.stride
     valid = [
         p
@@ -196,7 +196,7 @@ def test_bit_flip_anywhere_detected() -> None:
 def test_truncation_at_segment_boundary_detected() -> None:
     c = codec()
     meta, body = make(c, os.urandom(SEG * 3))  # 3 full segments
-    stride = c.layout.stride
+    stride = c.geometry.stride
     for keep in (1, 2):
         with pytest.raises(IntegrityError, match="segment"):
             decrypt_object(c.open_object(meta), body[: keep * stride])
@@ -205,7 +205,7 @@ def test_truncation_at_segment_boundary_detected() -> None:
 def test_truncation_inside_segment_detected() -> None:
     c = codec()
     meta, body = make(c, DATA)
-    for cut in (1, 27, 28, 29, c.layout.stride + 5, len(body) - 1):
+    for cut in (1, 27, 28, 29, c.geometry.stride + 5, len(body) - 1):
         with pytest.raises(IntegrityError):
             decrypt_object(c.open_object(meta), body[: len(body) - cut])
 

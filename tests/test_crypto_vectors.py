@@ -50,7 +50,7 @@ def test_object_vectors_decrypt(version: int, obj: dict[str, Any]) -> None:
     body = bytes.fromhex(obj["body_hex"])
     plain = bytes.fromhex(obj["plaintext_hex"])
     assert obj["metadata"]["s3encfs-v"] == str(version)
-    assert c.layout.plain_size(len(body)) == len(plain)
+    assert c.geometry.plain_size(len(body)) == len(plain)
     assert decrypt_object(c.open_object(obj["metadata"]), body) == plain
     assert c.open_attrs(obj["metadata"], obj.get("path", "")) == obj["attrs"]
     if version >= 2:  # bound to its path

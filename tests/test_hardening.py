@@ -156,3 +156,18 @@ def test_passphrase_fd_closed_and_gone_in_running_mount(bucket, mount_factory, s
     fds = Path(f"/proc/{m.proc.pid}/fd")
     assert pipe not in {os.readlink(fd) for fd in fds.iterdir()}  # the fd was closed
     m.umount()
+
+
+
+def test_protect_process_no_core_not_dumpable_private_umask() -> None:
+    """docs/INTERNALS.md, "Keys, keycheck…": `protect_process` (the first thing `run_mount`
+    does) leaves no core dump, no ptrace or /proc access for other users, private files."""
+    import sys
+
+    code = ("import ctypes, os, resource; from s3encfs import hardening; "
+            "hardening.protect_process(); "
+            "print(oct(os.umask(0)), resource.getrlimit(resource.RLIMIT_CORE)[1], "
+            "ctypes.CDLL(None).prctl(3, 0, 0, 0, 0))")  # 3: PR_GET_DUMPABLE
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["0o77", "0", "0"], out

@@ -153,7 +153,7 @@ class Driver:
 @asynccontextmanager
 async def filesystem(store: ObjectStore, codec: Codec, prefix: str, cache_dir: Path,
                      crash: list[bool], upload_delay: float = 0.05) -> AsyncIterator[Driver]:
-    """One filesystem instance, started as `mount.serve` starts it.  On exit: a clean stop
+    """One filesystem instance, started as `mount_serve.serve` starts it.  On exit: a clean stop
     (flush everything, like umount) or, if `crash[0]` is set then, a crash: the upload loop
     is cancelled and the instance dropped with whatever is still only in the journal."""
     cfg = FsConfig(cache_dir=str(cache_dir), upload_delay=upload_delay, uid=CTX.uid, gid=CTX.gid)

@@ -176,3 +176,17 @@ def test_generator_reproduces_checked_in_names() -> None:
     gen = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gen)
     assert gen.render_names2() == (Path(__file__).parent / "vectors" / "names_v2.json").read_text()
+
+
+def test_encoded_name_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/INTERNALS.md, "Memory": the memo of encrypted names holds at most NAME_CACHE
+    entries (then starts over), and a name encoded again after that is the same name."""
+    from s3encfs.crypto import names
+
+    monkeypatch.setattr(names, "NAME_CACHE", 50)
+    nc = names.NameCipher(K1, scheme=2)
+    first = nc.encode_name("", "f0")
+    for i in range(200):
+        nc.encode_name("", f"f{i}")
+        assert len(nc._encoded) <= 50
+    assert nc.encode_name("", "f0") == first

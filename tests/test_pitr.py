@@ -346,3 +346,20 @@ def test_as_of_listing_equals_a_live_listing(s3: S3Client, bucket: str, s3server
         view.head("a0")
     with pytest.raises(NotFound):
         AsOfStore(bucket, as_of=when, **kw).head("a/later")  # a fresh view: not via a listing
+
+
+def test_as_of_mount_gets_its_own_cache_dir_and_is_read_only(tmp_path: Path) -> None:
+    """docs/INTERNALS.md, "Point-in-time views": an --as-of mount never shares the live
+    mount's cache directory (its journal must never replay into a read-only view; the lock
+    must not collide), and it is mounted `ro`."""
+    from s3encfs import pitr
+    from s3encfs.config import MountConfig
+
+    live = MountConfig(source="s3://b/p", mountpoint="/mnt/x", cache_dir=str(tmp_path / "c"))
+    past = MountConfig(source="s3://b/p", mountpoint="/mnt/y", cache_dir=str(tmp_path / "c"),
+                       as_of="2026-01-02T03:04:05Z")
+    assert pitr.setup(live) is None and live.effective_cache_dir == str(tmp_path / "c")
+    assert pitr.setup(past) is not None
+    assert past.effective_cache_dir != live.effective_cache_dir
+    assert past.effective_cache_dir.startswith(str(tmp_path / "c") + ".as-of-")
+    assert "ro" in past.options

@@ -44,7 +44,7 @@ def make_codec(kind: str) -> IdentityCodec | ClientCodec:
 
 def build(kind: str, plain: bytes, cache_dir: Path) -> tuple[SegmentSource, BytesStore, BlockCache]:
     codec = make_codec(kind)
-    lay = codec.layout
+    lay = codec.geometry
     cipher, meta = codec.new_object()
     n = lay.segment_count(len(plain))
     body = b"".join(

@@ -47,7 +47,7 @@ def test_fs_config_carries_every_setting() -> None:
                              attr_timeout=1.5, dir_ttl=7.0, fast_list=False, upload_delay=0.25,
                              upload_concurrency=12, download_concurrency=3,
                              multipart_size=5 * MiB, sync_timeout=9.0, options=["ro"])
-    fs = fs_config(mc, "cache", IdentityCodec().layout)
+    fs = fs_config(mc, "cache", IdentityCodec().geometry)
     assert (fs.cache_size, fs.dirty_limit, fs.entry_ttl, fs.dir_ttl, fs.fast_list,
             fs.upload_delay, fs.upload_concurrency, fs.download_concurrency,
             fs.part_segments * 64 * 1024, fs.sync_timeout, fs.read_only) == (

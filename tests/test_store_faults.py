@@ -78,3 +78,20 @@ def test_held_requests_time_out_and_are_retried(s3server, proxy, bucket, s3_clie
     st.put("t/x", body, {})
     assert st.get("t/x")[0] == body
     assert proxy.stats()["faults"].get("timeout") == 2
+
+
+@pytest.mark.parametrize("ranged", [False, True])
+def test_a_cut_body_is_an_error_never_a_short_result(s3server, proxy, bucket, s3_client,
+                                                     monkeypatch, ranged):
+    """docs/INTERNALS.md, "The CRT data plane": a body shorter than its Content-Length is an
+    error, never a short result (every GET cut in half, retries and all)."""
+    st = _store(s3server, proxy, bucket, s3_client, monkeypatch, max_attempts=1)
+    body = secrets.token_bytes(300_000)
+    etag = st.put("c/x", body, {})
+    proxy.add_fault(Fault(kind="truncate", op="GetObject"))
+    with pytest.raises(StoreError):
+        if ranged:
+            st.get_range("c/x", 1000, 250_000, if_match=etag)
+        else:
+            st.get("c/x", if_match=etag)
+    assert proxy.stats()["faults"].get("truncate", 0) >= 1

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from s3encfs.codec import Codec, IntegrityError, SegmentLayout, SlotCipher
+from s3encfs.codec import Codec, IntegrityError, SegmentGeometry, SlotCipher
 
 from . import envelope as env
 from .names import NameCipher, PlainNames
@@ -52,7 +52,7 @@ class ClientCodec:
             raise ValueError("segment_size must be positive")
         self.keys = env.MasterKeys(master_keys, current)
         self.current = current
-        self.layout = SegmentLayout(segment_size, env.SEGMENT_OVERHEAD, 1)
+        self.geometry = SegmentGeometry(segment_size, env.SEGMENT_OVERHEAD, 1)
         self.name_key_id = name_key_id or current
         self.encrypts_names = encrypt_names
         self._names: NameCipher | PlainNames = (
@@ -69,11 +69,11 @@ class ClientCodec:
         data_key = env.random_bytes(env.KEY_LEN)
         v = self.format_version
         meta = env.wrap_data_key(self.keys, self.current, oid, data_key, v)
-        return env.SegmentCipher(oid, data_key, self.layout.segment_size, v), meta
+        return env.SegmentCipher(oid, data_key, self.geometry.segment_size, v), meta
 
     def open_object(self, metadata: dict[str, str]) -> env.SegmentCipher:
         oid, data_key = env.unwrap_data_key(self.keys, metadata)
-        return env.SegmentCipher(oid, data_key, self.layout.segment_size,
+        return env.SegmentCipher(oid, data_key, self.geometry.segment_size,
                                  env.version_of(metadata))
 
     def rewrap(self, metadata: dict[str, str], key_id: str | None = None) -> dict[str, str]:

@@ -100,7 +100,7 @@ def upload_owned(uploader: Uploader, store: ObjectStore, codec: Codec, job: Uplo
     """`uploader.upload(job)`, resolving a failed precondition by the object's identity: our own
     landed upload is success, our own leftovers are overwritten, and only another writer's
     change raises PreconditionFailed (the caller then makes a conflict copy).  Blocking."""
-    obj_size = uploader.layout.object_size(job.size)
+    obj_size = uploader.geometry.object_size(job.size)
     for _ in range(MAX_ROUNDS):
         try:
             return uploader.upload(job)

@@ -116,7 +116,7 @@ def attrs_from_object(layout: Layout, info: ObjectInfo, meta: dict[str, str],
     """Attributes of a file object; a reason string when it cannot be read back."""
     corrupt = None
     try:
-        plain = layout.codec.layout.plain_size(info.size)
+        plain = layout.codec.geometry.plain_size(info.size)
     except IntegrityError as exc:
         plain, corrupt = info.size, LogSafe(exc)
     try:

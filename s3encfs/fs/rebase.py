@@ -166,8 +166,20 @@ async def replay_upload(fs: Any, job: UploadJob, token: str, tokens: tuple[str, 
         state = await _state_of(fs, base)
         if state == "ok":
             raise
+    await _detach_from_base(fs, job, path, state)
+    log.warning("replay: %r: its base object was %s; every byte was local, the file goes up "
+                "whole", path, state)
+    if state == "deleted" and base.key == job.key:
+        job.expect_etag = None  # nothing is at the key now: If-None-Match
+    obj = await fs.run_upload(job, token, tokens)  # replaced: 412 -> the caller's conflict copy
+    return obj
+
+
+async def _detach_from_base(fs: Any, job: UploadJob, path: str, state: str) -> None:
+    """Base segments rebuilt from local bytes only, the job no longer over a base; bytes not
+    local: zeros there, `rebase_incomplete`, and PreconditionFailed (a conflict copy)."""
     assert job.staging is not None
-    src = SegmentSource(fs.seg, fs.blocks, fs.cfg.segs_per_block, base, job.base_cipher,
+    src = SegmentSource(fs.seg, fs.blocks, fs.cfg.segs_per_block, job.base, job.base_cipher,
                         job.base_segs, job.dirty, job.staging)
     src.local_only = True  # never again from S3: the object is gone or another one
     seg = fs.seg
@@ -183,9 +195,3 @@ async def replay_upload(fs: Any, job: UploadJob, token: str, tokens: tuple[str, 
                   "local: %s; our data is kept as a conflict copy with zeros there", path,
                   state, len(ranges), ", ".join(f"{a}-{b}" for a, b in ranges))
         raise store_errors.PreconditionFailed(f"{path}: base {state}, bytes missing")
-    log.warning("replay: %r: its base object was %s; every byte was local, the file goes up "
-                "whole", path, state)
-    if state == "deleted" and base.key == job.key:
-        job.expect_etag = None  # nothing is at the key now: If-None-Match
-    obj = await fs.run_upload(job, token, tokens)  # replaced: 412 -> the caller's conflict copy
-    return obj

@@ -84,19 +84,9 @@ class Recovery(Upload):
         base_cipher = cipher if base is not None else None
         attrs = meta_to_attrs(data["attrs"], default_mode=0o100644, size=data["size"],
                               last_modified=time.time())
-        token, tokens = data.get("token"), tuple(data.get("tokens") or ())
-        if not token:  # a row from before upload tokens: name one before anything is sent
-            token = identity.new_token()
-            tokens = (*tokens, token)
-            self.journal.update(row_id, "/".join(parts),
-                                {**data, "token": token, "tokens": list(tokens)}, "file")
+        token, tokens = self._row_token(row_id, parts, data)
         key = self.layout.file_key(parts)
-        if base is not None and self.codec.fresh_key_per_version:  # a new version: own key
-            if data["cipher_meta"].get("s3encfs-oid") == base.meta.get("s3encfs-oid"):
-                cipher, fresh = self.codec.new_object()  # a row written before v2
-                data = dict(data, cipher_meta=self._cipher_meta(fresh))
-            else:
-                cipher = self.codec.open_object(data["cipher_meta"])
+        cipher, data = self._version_cipher(cipher, base, data)
         meta = self.object_meta(data["cipher_meta"], attrs, key, token)
         job = UploadJob(key, data["size"], DirtySet.from_hex(data["dirty"]), staging, cipher,
                         meta, base, base_cipher, data["base_segs"])
@@ -110,16 +100,44 @@ class Recovery(Upload):
                 await self.run(metadata_rewritten, self.store, self.layout, self.journal, parts,
                                obj.etag, obj.meta)
         except store_errors.PreconditionFailed:
-            job.key = f"{key}.conflict-{os.uname().nodename}-{time.strftime('%Y%m%d-%H%M%S')}"
-            if self.codec.encrypts_names:  # the conflict name must be encoded like any other
-                job.key = self.layout.file_key((*parts[:-1], parts[-1] + job.key[len(key):]))
-            job.expect_any = True
-            job.meta = self.object_meta(data["cipher_meta"], attrs, job.key)  # bound to its key
-            log.warning("replay: %r changed in S3 meanwhile; our version goes to %s",
-                        "/".join(parts), job.key)
-            await self.run(self.uploader.upload, job)
+            await self._replay_conflict(job, key, parts, data["cipher_meta"], attrs)
         staging.remove()
         log.info("replayed pending upload of %r", "/".join(parts))
+
+    def _row_token(self, row_id: int, parts: tuple[str, ...],
+                   data: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
+        """The row's upload token; a row from before upload tokens gets one (journaled) before
+        anything is sent."""
+        token, tokens = data.get("token"), tuple(data.get("tokens") or ())
+        if not token:
+            token = identity.new_token()
+            tokens = (*tokens, token)
+            self.journal.update(row_id, "/".join(parts),
+                                {**data, "token": token, "tokens": list(tokens)}, "file")
+        return token, tokens
+
+    def _version_cipher(self, cipher: Any, base: ObjectRef | None,
+                        data: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        """Over a base, a codec with a key per version uploads under the row's own key (a row
+        written before v2 shares the base's object id: a fresh key then)."""
+        if base is not None and self.codec.fresh_key_per_version:
+            if data["cipher_meta"].get("s3encfs-oid") == base.meta.get("s3encfs-oid"):
+                cipher, fresh = self.codec.new_object()  # a row written before v2
+                return cipher, dict(data, cipher_meta=self._cipher_meta(fresh))
+            return self.codec.open_object(data["cipher_meta"]), data
+        return cipher, data
+
+    async def _replay_conflict(self, job: UploadJob, key: str, parts: tuple[str, ...],
+                               cipher_meta: dict[str, str], attrs: Any) -> None:
+        """S3's object changed meanwhile: our version goes up as a conflict copy."""
+        job.key = f"{key}.conflict-{os.uname().nodename}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if self.codec.encrypts_names:  # the conflict name must be encoded like any other
+            job.key = self.layout.file_key((*parts[:-1], parts[-1] + job.key[len(key):]))
+        job.expect_any = True
+        job.meta = self.object_meta(cipher_meta, attrs, job.key)  # bound to its key
+        log.warning("replay: %r changed in S3 meanwhile; our version goes to %s",
+                    "/".join(parts), job.key)
+        await self.run(self.uploader.upload, job)
 
     async def _replay_meta(self, parts: tuple[str, ...], data: dict[str, Any]) -> None:
         from s3encfs.store.layout import meta_to_attrs

@@ -74,7 +74,7 @@ class FsState:
         self.codec = codec
         self.cfg = cfg
         self.layout = Layout(prefix, codec)
-        self.seg = codec.layout
+        self.seg = codec.geometry
         os.makedirs(cfg.cache_dir, mode=0o700, exist_ok=True)
         self.staging_dir = os.path.join(cfg.cache_dir, "staging")
         os.makedirs(self.staging_dir, mode=0o700, exist_ok=True)

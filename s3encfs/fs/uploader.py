@@ -18,7 +18,7 @@ from typing import Any
 
 from s3encfs.cache.blocks import BlockCache
 from s3encfs.cache.staging import DirtySet, StagingFile
-from s3encfs.codec import ObjectCipher, SegmentLayout
+from s3encfs.codec import ObjectCipher, SegmentGeometry
 from s3encfs.fs.nodes import ObjectRef
 from s3encfs.store.s3 import ObjectStore
 
@@ -57,16 +57,16 @@ class StreamedParts:
 class SegmentSource:
     """Plaintext and object bytes of a file's segments, from staging or the base object."""
 
-    def __init__(self, layout: SegmentLayout, blocks: BlockCache, segs_per_block: int,
+    def __init__(self, geometry: SegmentGeometry, blocks: BlockCache, segs_per_block: int,
                  base: ObjectRef | None, base_cipher: ObjectCipher | None, base_segs: int,
                  dirty: DirtySet, staging: StagingFile | None):
-        self.layout = layout
+        self.geometry = geometry
         self.blocks = blocks
         self.k = segs_per_block
         self.base = base
         self.base_cipher = base_cipher
         self.base_segs = base_segs
-        self.base_nseg = layout.segment_count(base.plain_size) if base else 0
+        self.base_nseg = geometry.segment_count(base.plain_size) if base else 0
         self.dirty = dirty
         self.staging = staging
         # set by callers on the event-loop thread: serve from memory or the local disk cache,
@@ -79,8 +79,9 @@ class SegmentSource:
     def base_raw(self, i: int, *, run: int = 1) -> bytes:
         assert self.base is not None
         block, within = divmod(i, self.k)
-        start = within * self.layout.stride
-        end = start + self.layout.segment_plain_len(i, self.base.plain_size) + self.layout.overhead
+        start = within * self.geometry.stride
+        end = start + self.geometry.segment_plain_len(i, self.base.plain_size) + \
+            self.geometry.overhead
         return self.blocks.read_part(self.base.key, self.base.etag, self.base.obj_size, block,
                                      start, end, run=run, local_only=self.local_only)
 
@@ -101,7 +102,7 @@ class SegmentSource:
         """Plaintext [off, end) of a clean file (every segment base-backed): one cache read per
         block touched, not one per segment; the identity codec slices without copying twice."""
         assert self.base is not None and self.base_cipher is not None
-        lay, k = self.layout, self.k
+        lay, k = self.geometry, self.k
         S, stride, size = lay.segment_size, lay.stride, self.base.plain_size
         identity = lay.overhead == 0
         out: list[bytes] = []
@@ -137,14 +138,14 @@ class SegmentSource:
             return self.staging.read_segment(i)
         if self.base_backed(i):
             data = self.base_plain(i, run=run)
-            if len(data) < self.layout.segment_size:
-                data += bytes(self.layout.segment_size - len(data))
+            if len(data) < self.geometry.segment_size:
+                data += bytes(self.geometry.segment_size - len(data))
             return data
-        return bytes(self.layout.segment_size)
+        return bytes(self.geometry.segment_size)
 
 
 class Uploader:
-    def __init__(self, store: ObjectStore, blocks: BlockCache, layout: SegmentLayout,
+    def __init__(self, store: ObjectStore, blocks: BlockCache, geometry: SegmentGeometry,
                  segs_per_block: int, part_segments: int, pool: ThreadPoolExecutor,
                  parts_in_flight: int = 8,
                  track: Callable[[str, str], None] | None = None,
@@ -155,7 +156,7 @@ class Uploader:
         # the base object's bytes are then read and re-sealed, never copied
         self.reuse_base = reuse_base
         self.blocks = blocks
-        self.layout = layout
+        self.geometry = geometry
         self.k = segs_per_block
         self.part_segments = part_segments
         self.pool = pool
@@ -171,13 +172,13 @@ class Uploader:
             return False
         base_last = i == src.base_nseg - 1
         return (base_last == (i == nseg - 1)
-                and self.layout.segment_plain_len(i, src.base.plain_size)
-                == self.layout.segment_plain_len(i, size))
+                and self.geometry.segment_plain_len(i, src.base.plain_size)
+                == self.geometry.segment_plain_len(i, size))
 
     def _encoded(self, job: UploadJob, src: SegmentSource, i: int, nseg: int) -> bytes:
         if self._reusable(src, i, job.size, nseg):
             return src.base_raw(i, run=4)
-        plen = self.layout.segment_plain_len(i, job.size)
+        plen = self.geometry.segment_plain_len(i, job.size)
         pt = src.plain(i, run=4)[:plen]
         return job.cipher.encrypt_segment(i, pt, i == nseg - 1)
 
@@ -190,24 +191,24 @@ class Uploader:
         """The body of a new file's single PUT when it is at most `limit` bytes, else None.
         Reads only the staging file (no base object, so no S3 read): cheap enough for the trio
         thread, which then awaits the PUT with no worker thread (fs/small_upload.py)."""
-        layout = self.layout
+        geometry = self.geometry
         if job.base is not None or job.stream is not None or \
-                layout.object_size(job.size) > limit:
+                geometry.object_size(job.size) > limit:
             return None
-        nseg = layout.segment_count(job.size)
+        nseg = geometry.segment_count(job.size)
         if len(self.part_plan(nseg)) > 1:
             return None
-        src = SegmentSource(layout, self.blocks, self.k, None, None, 0, job.dirty, job.staging)
+        src = SegmentSource(geometry, self.blocks, self.k, None, None, 0, job.dirty, job.staging)
         return b"".join(self._encoded(job, src, i, nseg) for i in range(nseg))
 
     def upload(self, job: UploadJob) -> ObjectRef:
-        layout = self.layout
-        nseg = layout.segment_count(job.size)
-        obj_size = layout.object_size(job.size)
-        src = SegmentSource(layout, self.blocks, self.k, job.base, job.base_cipher,
+        geometry = self.geometry
+        nseg = geometry.segment_count(job.size)
+        obj_size = geometry.object_size(job.size)
+        src = SegmentSource(geometry, self.blocks, self.k, job.base, job.base_cipher,
                             job.base_segs, job.dirty, job.staging)
         plan = self.part_plan(nseg)
-        if len(plan) <= 1 or obj_size < 2 * self.part_segments * layout.stride:
+        if len(plan) <= 1 or obj_size < 2 * self.part_segments * geometry.stride:
             if job.stream is not None:
                 self._abort(job.key, job.stream.upload_id)
             body = b"".join(self._encoded(job, src, i, nseg) for i in range(nseg))
@@ -275,9 +276,9 @@ class Uploader:
                    first: int, end: int, nseg: int) -> str:
         if src.base is not None and all(self._reusable(src, i, job.size, nseg)
                                         for i in range(first, end)):
-            start = first * self.layout.stride
-            stop = (end - 1) * self.layout.stride + self.layout.overhead + \
-                self.layout.segment_plain_len(end - 1, job.size)
+            start = first * self.geometry.stride
+            stop = (end - 1) * self.geometry.stride + self.geometry.overhead + \
+                self.geometry.segment_plain_len(end - 1, job.size)
             return self.store.upload_part_copy(job.key, upload_id, number, src.base.key,
                                                start, stop, src_etag=src.base.etag)
         body = b"".join(self._encoded(job, src, i, nseg) for i in range(first, end))

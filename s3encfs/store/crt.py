@@ -86,17 +86,22 @@ class CrtClient(CrtCalls):
         addressing = (getattr(fallback.meta.config, "s3", None) or {}).get("addressing_style")
         self._virtual = addressing != "path" and self._host.endswith("amazonaws.com")
         region = fallback.meta.region_name or "us-east-1"
+        signing = crt_s3.create_default_s3_signing_config(
+            region=region, credential_provider=self._credentials_provider())
+        self._client = self._s3_client(region, signing, connect_timeout, max_connections)
+
+    def _credentials_provider(self) -> Any:
         creds = self._botocore_credentials()  # eagerly: a mount needs them at once anyway
         if creds is not None and not isinstance(creds, RefreshableCredentials):
             # env or a profile file: fixed for the process, so no Python call per signing
             f = creds.get_frozen_credentials()
-            provider = auth.AwsCredentialsProvider.new_static(f.access_key, f.secret_key,
-                                                               f.token)
-        else:  # refreshable (SSO, roles, credential_process, IMDS): botocore refreshes them
-            provider = auth.AwsCredentialsProvider.new_delegate(self._frozen)
-        signing = crt_s3.create_default_s3_signing_config(region=region,
-                                                          credential_provider=provider)
-        self._client = crt_s3.S3Client(
+            return auth.AwsCredentialsProvider.new_static(f.access_key, f.secret_key, f.token)
+        # refreshable (SSO, roles, credential_process, IMDS): botocore refreshes them
+        return auth.AwsCredentialsProvider.new_delegate(self._frozen)
+
+    def _s3_client(self, region: str, signing: Any, connect_timeout: float,
+                   max_connections: int | None) -> Any:
+        return crt_s3.S3Client(
             region=region,
             tls_mode=(crt_s3.S3RequestTlsMode.ENABLED if self._tls
                       else crt_s3.S3RequestTlsMode.DISABLED),

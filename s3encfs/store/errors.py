@@ -100,6 +100,23 @@ _DENIED_CODES = {
 }
 
 
+def _from_client_error(exc: ClientError, loc: str, op: str, tail: str, *, bucket: str,
+                       key: str | None) -> StoreError:
+    """An S3 error response: the class by code, else by HTTP status."""
+    code, status, msg = client_error_info(exc)
+    text = f"{loc}: {op} failed: {status} {code}" + (f" - {msg}" if msg else "") + tail
+    cls: type[StoreError] = StoreError
+    if code == "NoSuchBucket":
+        cls = BucketMissing
+    elif code in _NOT_FOUND_CODES or status == 404:
+        cls = NotFound
+    elif code in _DENIED_CODES or status == 403:
+        cls = AccessDenied
+    elif code in {"PreconditionFailed", "412"} or status == 412:
+        cls = PreconditionFailed
+    return cls(text, code=code, status=status, key=key, bucket=bucket)
+
+
 def map_error(
     exc: Exception, *, bucket: str, key: str | None, op: str, hint: str = ""
 ) -> StoreError:
@@ -109,18 +126,7 @@ def map_error(
     if isinstance(exc, StoreError):
         return exc
     if isinstance(exc, ClientError):
-        code, status, msg = client_error_info(exc)
-        text = f"{loc}: {op} failed: {status} {code}" + (f" - {msg}" if msg else "") + tail
-        cls: type[StoreError] = StoreError
-        if code == "NoSuchBucket":
-            cls = BucketMissing
-        elif code in _NOT_FOUND_CODES or status == 404:
-            cls = NotFound
-        elif code in _DENIED_CODES or status == 403:
-            cls = AccessDenied
-        elif code in {"PreconditionFailed", "412"} or status == 412:
-            cls = PreconditionFailed
-        return cls(text, code=code, status=status, key=key, bucket=bucket)
+        return _from_client_error(exc, loc, op, tail, bucket=bucket, key=key)
     if isinstance(exc, (BotoConnectionError, ConnectionClosedError, ReadTimeoutError)):
         return EndpointUnreachable(
             f"{loc}: {op} failed: endpoint unreachable: {exc}{tail}",

@@ -6,6 +6,9 @@ and rclone read; times are ``seconds.nanoseconds``), passed through the codec so
 codec can seal them.  Directory attributes also go into the parent directory's *index* object
 under ``prefix + .s3encfs/idx/`` because some servers (SeaweedFS) drop metadata on ``dir/``
 markers; the index doubles as a listing cache validated by ETag (see fs/listing.py).
+
+"Layout" here is the bucket's: which key and metadata each path has.  The arithmetic of segments
+inside one object body is `codec.SegmentGeometry` (a codec's ``geometry``).
 """
 
 from __future__ import annotations
@@ -106,44 +109,55 @@ def meta_to_attrs(meta: dict[str, str], *, default_mode: int, size: int, last_mo
                   uid: int = 0, gid: int = 0) -> Attrs:
     """Attributes from (unsealed) metadata; objects written by other tools get sane defaults."""
     lm = int(last_modified * 1_000_000_000)
+    mtime = _meta_ns(meta, "mtime", lm)
+    return Attrs(mode=_meta_mode(meta, default_mode), uid=_meta_int(meta, "uid", uid),
+                 gid=_meta_int(meta, "gid", gid), size=size, mtime_ns=mtime,
+                 atime_ns=_meta_ns(meta, "atime", mtime), ctime_ns=_meta_ns(meta, "ctime", mtime),
+                 rdev=_meta_int(meta, "rdev", 0), xattrs=_meta_xattrs(meta))
 
-    def num(name: str, default: int, limit: int = _ID_LIMIT) -> int:
-        try:
-            value = int(meta[name])
-        except (KeyError, ValueError):
-            return default
-        if 0 <= value < limit:
-            return value
-        _foreign(name, meta[name])
+
+def _meta_int(meta: dict[str, str], name: str, default: int, limit: int = _ID_LIMIT) -> int:
+    try:
+        value = int(meta[name])
+    except (KeyError, ValueError):
         return default
+    if 0 <= value < limit:
+        return value
+    _foreign(name, meta[name])
+    return default
 
-    def ts(name: str, default: int) -> int:
-        try:
-            value = _parse_ns(meta[name])
-        except (KeyError, ValueError):
-            return default
-        if -_NS_LIMIT < value < _NS_LIMIT:
-            return value
-        _foreign(name, meta[name])
+
+def _meta_ns(meta: dict[str, str], name: str, default: int) -> int:
+    try:
+        value = _parse_ns(meta[name])
+    except (KeyError, ValueError):
         return default
+    if -_NS_LIMIT < value < _NS_LIMIT:
+        return value
+    _foreign(name, meta[name])
+    return default
 
-    mode = num("mode", default_mode, limit=1 << 32)
+
+def _meta_mode(meta: dict[str, str], default_mode: int) -> int:
+    """The mode; a bare permission set takes the default's file type; a type we do not serve
+    (or bits above 16) means the default."""
+    mode = _meta_int(meta, "mode", default_mode, limit=1 << 32)
     if stat.S_IFMT(mode) == 0:
         mode |= stat.S_IFMT(default_mode)
     if stat.S_IFMT(mode) not in _FILE_TYPES or mode >> 16:
         _foreign("mode", meta.get("mode", ""))
         mode = default_mode
-    mtime = ts("mtime", lm)
-    xattrs: dict[bytes, bytes] = {}
-    if "xattr" in meta:
-        try:
-            raw = json.loads(meta["xattr"])
-            xattrs = {base64.b64decode(k): base64.b64decode(v) for k, v in raw.items()}
-        except (ValueError, TypeError):
-            xattrs = {}
-    return Attrs(mode=mode, uid=num("uid", uid), gid=num("gid", gid), size=size, mtime_ns=mtime,
-                 atime_ns=ts("atime", mtime), ctime_ns=ts("ctime", mtime), rdev=num("rdev", 0),
-                 xattrs=xattrs)
+    return mode
+
+
+def _meta_xattrs(meta: dict[str, str]) -> dict[bytes, bytes]:
+    if "xattr" not in meta:
+        return {}
+    try:
+        raw = json.loads(meta["xattr"])
+        return {base64.b64decode(k): base64.b64decode(v) for k, v in raw.items()}
+    except (ValueError, TypeError):
+        return {}
 
 
 class Layout:

@@ -76,6 +76,38 @@ def _status(exc: ClientError) -> int | None:
     return client_error_info(exc)[1]
 
 
+def _session(profile: str | None, region: str | None) -> Any:
+    """A boto3 session whose timestamps parse the fast way (parse_timestamp)."""
+    core = botocore.session.get_session()
+    core.get_component("response_parser_factory").set_parser_defaults(
+        timestamp_parser=parse_timestamp)
+    return boto3.session.Session(botocore_session=core, profile_name=profile,
+                                 region_name=region)
+
+
+def _boto_config(max_pool: int, ctimeout: float, read_timeout: float, attempts: int,
+                 s3cfg: Any) -> Config:
+    return Config(
+        max_pool_connections=max_pool,
+        connect_timeout=ctimeout,
+        read_timeout=read_timeout,
+        retries={"mode": "standard", "max_attempts": attempts},
+        s3=s3cfg,
+        # CRC trailers cost CPU and trip some S3-compatible servers; send when required.
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+
+
+def _crt_client(fallback: Any, session: Any, max_attempts: int, connect_timeout: float,
+                read_timeout: float, max_pool: int) -> Any:
+    from .crt import CrtClient
+
+    return CrtClient(fallback, session.get_credentials, max_attempts=max_attempts,
+                     connect_timeout=connect_timeout, read_timeout=read_timeout,
+                     max_connections=max_pool)
+
+
 class StoreCore:
     """The client, the policy, one request with everything around it (see module doc)."""
 
@@ -103,45 +135,20 @@ class StoreCore:
         # --object-lock: ObjectLockMode/RetainUntilDate for each new object (objectlock.py)
         self.object_lock: Callable[[], dict[str, Any]] | None = None
         self.bwlimit: Any = None  # a bwlimit.BandwidthLimit for uploads (--bwlimit)
-        core = botocore.session.get_session()
-        core.get_component("response_parser_factory").set_parser_defaults(
-            timestamp_parser=parse_timestamp)
-        session = boto3.session.Session(botocore_session=core, profile_name=profile,
-                                        region_name=region)
+        session = _session(profile, region)
         s3cfg: Any = {"addressing_style": "path"} if endpoint_url else {}
-
-        def config(attempts: int, ctimeout: float) -> Config:
-            return Config(
-                max_pool_connections=max_pool,
-                connect_timeout=ctimeout,
-                read_timeout=read_timeout,
-                retries={"mode": "standard", "max_attempts": attempts},
-                s3=s3cfg,
-                # CRC trailers cost CPU and trip some S3-compatible servers; send when required.
-                request_checksum_calculation="when_required",
-                response_checksum_validation="when_required",
-            )
-
-        self.client = session.client(
-            "s3", endpoint_url=endpoint_url, config=config(max_attempts, connect_timeout)
-        )
+        self.client = session.client("s3", endpoint_url=endpoint_url, config=_boto_config(
+            max_pool, connect_timeout, read_timeout, max_attempts, s3cfg))
         without_retry_quota(self.client)  # an outage must not leave requests unretried
         # fail fast during outages; the probe bypasses _call: StoreStats count real requests
         self.breaker = Breaker(probe=lambda: self._probe.head_bucket(Bucket=self.bucket))
         self.client.meta.events.register("needs-retry.s3", self.breaker.on_attempt)
         # Mount-time probe: fail fast instead of sitting through a full retry schedule.
-        self._probe = session.client(
-            "s3",
-            endpoint_url=endpoint_url,
-            config=config(min(2, max_attempts), min(connect_timeout, 5)),
-        )
+        self._probe = session.client("s3", endpoint_url=endpoint_url, config=_boto_config(
+            max_pool, min(connect_timeout, 5), read_timeout, min(2, max_attempts), s3cfg))
         if s3_client == "crt":  # data plane on awscrt; LIST and bucket calls stay on boto3
-            from .crt import CrtClient
-
-            crt: Any = CrtClient(self.client, session.get_credentials,
-                                 max_attempts=max_attempts, connect_timeout=connect_timeout,
-                                 read_timeout=read_timeout, max_connections=max_pool)
-            self.client = crt
+            self.client = _crt_client(self.client, session, max_attempts, connect_timeout,
+                                      read_timeout, max_pool)
         elif s3_client != "boto3":
             raise ValueError(f"unknown s3_client {s3_client!r} (crt or boto3)")
 

@@ -95,20 +95,10 @@ class StoreWrites(StoreMultipart):
         same key, the source metadata is re-sent with REPLACE so the key-id tag stays right."""
         src_kid = self._key_id(src)
         src_info: ObjectInfo | None = None
-        write_meta = self.sse.write_metadata()
-        if metadata is None and (write_meta or src == dst):
+        if metadata is None and (self.sse.write_metadata() or src == dst):
             src_info = self.head(src)
             metadata = {k: v for k, v in (src_info.metadata or {}).items()}
-        params: dict[str, Any] = {"Key": dst, "CopySource": {"Bucket": self.bucket, "Key": src}}
-        if metadata is None:
-            params["MetadataDirective"] = "COPY"
-        else:
-            params["MetadataDirective"] = "REPLACE"
-            params["Metadata"] = {**metadata, **write_meta}
-        if if_match:
-            params["CopySourceIfMatch"] = _quoted(if_match)
-        params.update(self._write_args())
-        params.update(self.sse.copy_source_args(src_kid) if src_kid else {})
+        params = self._copy_params(src, dst, src_kid, metadata, if_match)
         try:
             resp = self._call("CopyObject", dst, self.client.copy_object, **params)
         except StoreError as exc:
@@ -122,6 +112,21 @@ class StoreWrites(StoreMultipart):
         self._after_write(dst)
         self._verify_written(resp, "copy", dst)
         return _etag(resp.get("CopyObjectResult", {}).get("ETag"))
+
+    def _copy_params(self, src: str, dst: str, src_kid: str | None,
+                     metadata: dict[str, str] | None, if_match: str | None) -> dict[str, Any]:
+        """CopyObject's arguments: metadata directive, source condition, SSE both sides."""
+        params: dict[str, Any] = {"Key": dst, "CopySource": {"Bucket": self.bucket, "Key": src}}
+        if metadata is None:
+            params["MetadataDirective"] = "COPY"
+        else:
+            params["MetadataDirective"] = "REPLACE"
+            params["Metadata"] = {**metadata, **self.sse.write_metadata()}
+        if if_match:
+            params["CopySourceIfMatch"] = _quoted(if_match)
+        params.update(self._write_args())
+        params.update(self.sse.copy_source_args(src_kid) if src_kid else {})
+        return params
 
     def _multipart_copy(
         self,
