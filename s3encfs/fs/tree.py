@@ -85,6 +85,18 @@ class Tree(PendingRows):
                 return (pre.files, pre.sorted_prefixes()), pre.at
         return None, now
 
+    def _void_prelisted(self, d: Node) -> None:
+        """`d` leaves memory (the kernel forgot it): made again, it takes its first listing
+        from `prelisted`, and one of a subtree LIST taken before this mount's newest names
+        under it landed lacks them (issue 15: rsync's mkstemp got ENOENT in a directory it had
+        just made).  Such listings of `d` and below go, and a subtree LIST still running over
+        `d` stops (`_tree_gen`); later listings are taken after everything `d` held landed."""
+        prefix = self.layout.dir_prefix(d.parts)
+        for p in [p for p in self.prelisted if p.startswith(prefix)]:
+            self._take_prelisted(p)
+        if any(prefix.startswith(p) for p in self._fast_lists):
+            self._tree_gen += 1
+
     def _take_prelisted(self, prefix: str) -> DirListing | None:
         listing = self.prelisted.pop(prefix, None)
         if listing is not None:
@@ -235,5 +247,7 @@ class Tree(PendingRows):
             pending = (self.queue, self.running, self.index_queue)
             while node is not None and node is not self.root and node.lookups == 0 and \
                     not node.unlinked and forgettable(node, pending):
+                if node.is_dir:
+                    self._void_prelisted(node)
                 drop_forgotten(self.inodes, node)
                 node = node.parent

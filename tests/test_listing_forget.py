@@ -1,0 +1,91 @@
+"""Issue 15 (rsync's mkstemp failed with ENOENT under load): a directory the kernel forgot is
+made again from a listing, and its first listing may come from a subtree LIST (fast list)
+taken earlier.  One taken before this mount's newest names under it landed lacked them: rsync's
+`mkstemp "d/e/k/.f.XXXXXX"` then got ENOENT for a directory it had just made.
+
+Driven in-process (tests/test_model_inprocess.py): the kernel's FORGETs are sent by hand,
+after everything went up, exactly as `drop_caches` sends them.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from test_model_inprocess import CTX, Driver, filesystem, make_codec
+
+from s3encfs.fs.nodes import Node
+from s3encfs.store.s3 import ObjectStore
+
+
+async def _mkdir(fs: Driver, path: str) -> int:
+    parent, name = await fs.split(path)
+    return int((await fs.ops.mkdir(parent, name, stat.S_IFDIR | 0o755, CTX)).st_ino)
+
+
+async def _write(fs: Driver, path: str, data: bytes) -> int:
+    parent, name = await fs.split(path)
+    fi, e = await fs.ops.create(parent, name, stat.S_IFREG | 0o644, os.O_RDWR, CTX)
+    await fs.ops.write(fi.fh, 0, data)
+    await fs.ops.release(fi.fh)
+    return int(e.st_ino)
+
+
+async def _forget_all(fs: Driver, top: Node) -> None:
+    """The kernel drops every dentry under `top` (leaves first) and forgets their inodes."""
+    order: list[Node] = []
+    stack = [top]
+    while stack:
+        n = stack.pop()
+        order.append(n)
+        stack.extend((n.children or {}).values())
+    await fs.ops.forget([(n.inode, n.lookups) for n in reversed(order) if n.lookups])
+
+
+async def _scenario(fs: Driver) -> None:
+    core = fs.ops.core
+    await _mkdir(fs, "P")
+    for d in ("P/d", "P/d/e", "P/h"):
+        await _mkdir(fs, d)
+    await _write(fs, "P/d/e/f1", b"one")
+    await core.flush_all()
+    # h is forgotten and made again from P's listing: a cold directory, so the next walk of P
+    # lists P's whole subtree in one LIST (dirprefetch.py), which also holds P/d/ and P/d/e/
+    p = core.root.children["P"]
+    await _forget_all(fs, p.children["h"])
+    fh = await fs.ops.opendir(await fs.ino("P"), CTX)
+    await fs.ops.releasedir(fh)
+    with trio.fail_after(30):
+        while core._fast_lists or core._after_fast_list:
+            await trio.sleep(0.01)
+    # newer than that subtree listing: a file and a directory rsync makes next
+    await _write(fs, "P/d/e/f2", b"two")
+    await _mkdir(fs, "P/d/e/k")
+    await core.flush_all()
+    await _forget_all(fs, p.children["d"])  # drop_caches, with everything in S3
+    assert "d" not in p.children
+    # rsync's receiver goes on: every name this mount made is there
+    assert (await fs.ops.getattr(await fs.ino("P/d/e/f2"), CTX)).st_size == 3
+    kino = await fs.ino("P/d/e/k")
+    fi, _e = await fs.ops.create(kino, b".f.XXXXXX", stat.S_IFREG | 0o600, os.O_RDWR, CTX)
+    await fs.ops.release(fi.fh)
+    await core.flush_all()
+
+
+async def _run(store: ObjectStore, mode: str, cache: Path) -> None:
+    async with filesystem(store, make_codec(mode), "", cache, [False]) as fs:
+        await _scenario(fs)
+
+
+@pytest.mark.parametrize("mode", ["none", "client"])
+def test_a_directory_made_again_never_takes_a_subtree_listing_older_than_its_names(
+        mode: str, s3server: Any, bucket: str, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    for k, v in s3server.env().items():
+        monkeypatch.setenv(k, v)
+    store = ObjectStore(bucket, endpoint_url=s3server.endpoint)
+    trio.run(_run, store, mode, tmp_path / "cache")  # ENOENT (in an ExceptionGroup) before
