@@ -1,7 +1,9 @@
 """Issue 15 (rsync's mkstemp failed with ENOENT under load): a directory the kernel forgot is
 made again from a listing, and its first listing may come from a subtree LIST (fast list)
 taken earlier.  One taken before this mount's newest names under it landed lacked them: rsync's
-`mkstemp "d/e/k/.f.XXXXXX"` then got ENOENT for a directory it had just made.
+`mkstemp "d/e/k/.f.XXXXXX"` then got ENOENT for a directory it had just made.  And a name
+forgotten while its directory's LIST ran, having landed after the LIST was asked, was neither
+in the listing nor a node to keep: ENOENT for --dir-ttl.
 
 Driven in-process (tests/test_model_inprocess.py): the kernel's FORGETs are sent by hand,
 after everything went up, exactly as `drop_caches` sends them.
@@ -9,8 +11,10 @@ after everything went up, exactly as `drop_caches` sends them.
 
 from __future__ import annotations
 
+import math
 import os
 import stat
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -89,3 +93,48 @@ def test_a_directory_made_again_never_takes_a_subtree_listing_older_than_its_nam
         monkeypatch.setenv(k, v)
     store = ObjectStore(bucket, endpoint_url=s3server.endpoint)
     trio.run(_run, store, mode, tmp_path / "cache")  # ENOENT (in an ExceptionGroup) before
+
+
+async def _forgotten_during_a_list(fs: Driver, monkeypatch: pytest.MonkeyPatch) -> None:
+    """P's LIST is asked before f lands; f lands, the kernel forgets it, then S3 answers."""
+    from s3encfs.fs import tree
+
+    core = fs.ops.core
+    await _mkdir(fs, "P")
+    await core.flush_all()
+    p = core.root.children["P"]
+    await _write(fs, "P/f", b"data")  # its upload waits for the flush below
+    answered, go_on = trio.Event(), threading.Event()
+    real = tree.load_directory
+
+    def held(*args: Any) -> Any:
+        out = real(*args)
+        trio.from_thread.run_sync(answered.set)
+        go_on.wait(30)
+        return out
+
+    monkeypatch.setattr(tree, "load_directory", held)
+    p.listed_at = -math.inf  # P's listing has expired
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(core.ensure_listed, p)
+        await answered.wait()  # S3 answered without f
+        await core.flush_all()  # f lands and is clean
+        await _forget_all(fs, p.children["f"])
+        go_on.set()
+    monkeypatch.setattr(tree, "load_directory", real)
+    assert (await fs.ops.getattr(await fs.ino("P/f"), CTX)).st_size == 4
+
+
+@pytest.mark.parametrize("mode", ["none", "client"])
+def test_a_name_forgotten_while_its_directory_is_listed_stays_visible(
+        mode: str, s3server: Any, bucket: str, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    for k, v in s3server.env().items():
+        monkeypatch.setenv(k, v)
+    store = ObjectStore(bucket, endpoint_url=s3server.endpoint)
+
+    async def run() -> None:
+        async with filesystem(store, make_codec(mode), "", tmp_path / "cache", [False]) as fs:
+            await _forgotten_during_a_list(fs, monkeypatch)
+
+    trio.run(run)

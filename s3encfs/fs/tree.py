@@ -31,6 +31,11 @@ from s3encfs.store import errors as store_errors
 from s3encfs.store.s3 import ObjectInfo
 
 log = logging.getLogger("s3encfs.fs")
+# `listed_at` while a LIST of the directory runs: stale, like -inf, but told apart from the
+# -inf a child forgotten meanwhile leaves (`drop_forgotten`).  That child may have landed after
+# the LIST was asked: the listing lacks it, and it is no longer a node `_merge` could keep, so
+# the directory is listed again at its next use instead of answering ENOENT for --dir-ttl.
+LISTING = -1e300
 
 
 class Tree(PendingRows):
@@ -52,26 +57,32 @@ class Tree(PendingRows):
                      if c.obj is not None and not c.provisional}
             listed, listed_at = self._prelisted_for(d, force)
             asked_at = listed_at
+            before, d.listed_at = d.listed_at, LISTING  # see LISTING
             try:
                 entries, index = await self.run(
                     load_directory, self.store, self.layout, self.journal, self.pool,
                     d.parts, self.cfg.uid, self.cfg.gid, self.mount_time, known, listed)
             except store_errors.StoreError as exc:
-                if d.children is not None and health.stale_listing_usable(d, exc):
-                    log.warning("listing %r failed (%s); using what this mount knew",
-                                d.path or "/", exc)
-                    d.listed_at = time.monotonic() - self.cfg.dir_ttl + STALE_RETRY
-                    return d.children
-                log.error("listing %r failed: %s", d.path or "/", exc)
-                raise fuse_error(errno.EIO) from None
+                d.listed_at = before if d.listed_at == LISTING else d.listed_at
+                return self._listing_failed(d, exc)
             if d is self.root and index is not None and index.self_attrs and d.row_id is None:
                 self._apply_self_attrs(d, index.self_attrs)
             self._merge(d, entries, asked_at)
-            d.listed_at = listed_at
+            d.listed_at = listed_at if d.listed_at == LISTING else -math.inf
             if self.nursery is not None and any(e.provisional for e in entries):
                 self.nursery.start_soon(background, self._resolve_children, d)
             assert d.children is not None
             return d.children
+
+    def _listing_failed(self, d: Node, exc: store_errors.StoreError) -> dict[str, Node]:
+        """What this mount knew of `d`, when a refresh LIST failed in an outage; else EIO."""
+        if d.children is not None and health.stale_listing_usable(d, exc):
+            log.warning("listing %r failed (%s); using what this mount knew",
+                        d.path or "/", exc)
+            d.listed_at = time.monotonic() - self.cfg.dir_ttl + STALE_RETRY
+            return d.children
+        log.error("listing %r failed: %s", d.path or "/", exc)
+        raise fuse_error(errno.EIO) from None
 
     def _prelisted_for(self, d: Node, force: bool,
                        ) -> tuple[tuple[list[ObjectInfo], list[str]] | None, float]:
