@@ -5,21 +5,26 @@ taken earlier.  One taken before this mount's newest names under it landed lacke
 forgotten while its directory's LIST ran, having landed after the LIST was asked, was neither
 in the listing nor a node to keep: ENOENT for --dir-ttl.
 
-Driven in-process (tests/test_model_inprocess.py): the kernel's FORGETs are sent by hand,
+The first is reproduced on a real mount too (the kernel's own FORGETs, after `drop_caches`);
+both are driven in-process (tests/test_model_inprocess.py): the kernel's FORGETs are sent by hand,
 after everything went up, exactly as `drop_caches` sends them.
 """
 
+# ruff: noqa: F811  (pytest fixtures imported from mounting are parameters here)
 from __future__ import annotations
 
 import math
 import os
 import stat
+import subprocess
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+from mounting import keyenv, mount_factory  # noqa: F401
 from test_model_inprocess import CTX, Driver, filesystem, make_codec
 
 from s3encfs.fs.nodes import Node
@@ -138,3 +143,35 @@ def test_a_name_forgotten_while_its_directory_is_listed_stays_visible(
             await _forgotten_during_a_list(fs, monkeypatch)
 
     trio.run(run)
+
+
+DROP_CACHES = Path("/proc/sys/vm/drop_caches")
+
+
+def _drop_caches() -> None:
+    for _ in range(4):  # a directory's dentry goes once its children's have gone
+        DROP_CACHES.write_text("2")
+        time.sleep(0.3)
+
+
+@pytest.mark.skipif(not os.access(DROP_CACHES, os.W_OK), reason="needs root (drop_caches)")
+def test_names_made_here_survive_drop_caches_after_a_subtree_listing(bucket, mount_factory):
+    m = mount_factory(bucket, "none", extra=["--dir-ttl", "20", "--attr-timeout", "0.1",
+                                             "--upload-delay", "0"])
+    top = m.mountpoint
+    (top / "P/d/e").mkdir(parents=True)
+    (top / "P/h").mkdir()
+    m.flush()
+    pin = subprocess.Popen(["sleep", "60"], cwd=top / "P/d/e")  # P, d, e stay in the dcache
+    try:
+        _drop_caches()  # h is forgotten: P's next read lists P's subtree (P/d/, P/d/e/ too)
+        os.listdir(top / "P")
+        time.sleep(1.5)
+        (top / "P/d/e/f2").write_text("2")
+        (top / "P/d/e/k").mkdir()
+        m.flush()
+    finally:
+        pin.kill()
+        pin.wait()
+    _drop_caches()  # everything is in S3: P, d, e are forgotten and made again
+    assert [(top / "P/d/e/f2").exists(), (top / "P/d/e/k").exists()] == [True, True]
