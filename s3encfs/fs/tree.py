@@ -31,6 +31,11 @@ from s3encfs.store import errors as store_errors
 from s3encfs.store.s3 import ObjectInfo
 
 log = logging.getLogger("s3encfs.fs")
+# `listed_at` while a LIST of the directory runs: stale, like -inf, but told apart from the
+# -inf a child forgotten meanwhile leaves (`drop_forgotten`).  That child may have landed after
+# the LIST was asked: the listing lacks it, and it is no longer a node `_merge` could keep, so
+# the directory is listed again at its next use instead of answering ENOENT for --dir-ttl.
+LISTING = -1e300
 
 
 class Tree(PendingRows):
@@ -52,26 +57,32 @@ class Tree(PendingRows):
                      if c.obj is not None and not c.provisional}
             listed, listed_at = self._prelisted_for(d, force)
             asked_at = listed_at
+            before, d.listed_at = d.listed_at, LISTING  # see LISTING
             try:
                 entries, index = await self.run(
                     load_directory, self.store, self.layout, self.journal, self.pool,
                     d.parts, self.cfg.uid, self.cfg.gid, self.mount_time, known, listed)
             except store_errors.StoreError as exc:
-                if d.children is not None and health.stale_listing_usable(d, exc):
-                    log.warning("listing %r failed (%s); using what this mount knew",
-                                d.path or "/", exc)
-                    d.listed_at = time.monotonic() - self.cfg.dir_ttl + STALE_RETRY
-                    return d.children
-                log.error("listing %r failed: %s", d.path or "/", exc)
-                raise fuse_error(errno.EIO) from None
+                d.listed_at = before if d.listed_at == LISTING else d.listed_at
+                return self._listing_failed(d, exc)
             if d is self.root and index is not None and index.self_attrs and d.row_id is None:
                 self._apply_self_attrs(d, index.self_attrs)
             self._merge(d, entries, asked_at)
-            d.listed_at = listed_at
+            d.listed_at = listed_at if d.listed_at == LISTING else -math.inf
             if self.nursery is not None and any(e.provisional for e in entries):
                 self.nursery.start_soon(background, self._resolve_children, d)
             assert d.children is not None
             return d.children
+
+    def _listing_failed(self, d: Node, exc: store_errors.StoreError) -> dict[str, Node]:
+        """What this mount knew of `d`, when a refresh LIST failed in an outage; else EIO."""
+        if d.children is not None and health.stale_listing_usable(d, exc):
+            log.warning("listing %r failed (%s); using what this mount knew",
+                        d.path or "/", exc)
+            d.listed_at = time.monotonic() - self.cfg.dir_ttl + STALE_RETRY
+            return d.children
+        log.error("listing %r failed: %s", d.path or "/", exc)
+        raise fuse_error(errno.EIO) from None
 
     def _prelisted_for(self, d: Node, force: bool,
                        ) -> tuple[tuple[list[ObjectInfo], list[str]] | None, float]:
@@ -84,6 +95,18 @@ class Tree(PendingRows):
             if pre is not None and now - pre.at < self.cfg.dir_ttl:
                 return (pre.files, pre.sorted_prefixes()), pre.at
         return None, now
+
+    def _void_prelisted(self, d: Node) -> None:
+        """`d` leaves memory (the kernel forgot it): made again, it takes its first listing
+        from `prelisted`, and one of a subtree LIST taken before this mount's newest names
+        under it landed lacks them (issue 15: rsync's mkstemp got ENOENT in a directory it had
+        just made).  Such listings of `d` and below go, and a subtree LIST still running over
+        `d` stops (`_tree_gen`); later listings are taken after everything `d` held landed."""
+        prefix = self.layout.dir_prefix(d.parts)
+        for p in [p for p in self.prelisted if p.startswith(prefix)]:
+            self._take_prelisted(p)
+        if any(prefix.startswith(p) for p in self._fast_lists):
+            self._tree_gen += 1
 
     def _take_prelisted(self, prefix: str) -> DirListing | None:
         listing = self.prelisted.pop(prefix, None)
@@ -235,5 +258,7 @@ class Tree(PendingRows):
             pending = (self.queue, self.running, self.index_queue)
             while node is not None and node is not self.root and node.lookups == 0 and \
                     not node.unlinked and forgettable(node, pending):
+                if node.is_dir:
+                    self._void_prelisted(node)
                 drop_forgotten(self.inodes, node)
                 node = node.parent
