@@ -49,8 +49,11 @@ def test_cache_dir_tightened_and_journal_files_private(bucket, mount_factory, tm
     (m.mountpoint / "f").write_text("x")
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in cache.iterdir()}
     assert stat.S_IMODE(cache.stat().st_mode) == 0o700
-    for name in ("journal.sqlite", "journal.sqlite-wal", "journal.sqlite-shm"):
+    for name in ("journal.sqlite", "journal.sqlite-wal"):
         assert modes.get(name) == 0o600, modes
+    # the journal is opened in exclusive locking mode: no shared-memory index (-shm) is made;
+    # were one made, it must be private too
+    assert modes.get("journal.sqlite-shm", 0o600) == 0o600, modes
     assert all(mode & 0o077 == 0 for mode in modes.values()), modes
     m.umount()
 

@@ -260,8 +260,13 @@ from s3encfs.mount import _fixed_mmap_threshold
 if sys.argv[1] == "1":
     _fixed_mmap_threshold()
 keep = []
+# every thread stays alive until all have allocated: a thread that exits hands its arena to the
+# next one started (glibc's free list), and on an idle machine the GIL can run 16 short threads
+# one after another in a single arena, so the probe would show nothing
+allocated = threading.Barrier(16)
 def work():
     keep.append([bytearray(700) for _ in range(2000)])  # malloc'd in this thread's arena
+    allocated.wait()
 threads = [threading.Thread(target=work) for _ in range(16)]
 for t in threads: t.start()
 for t in threads: t.join()
