@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 from s3encfs.codec import IntegrityError
-from s3encfs.crypto import s3ec_attrs
+from s3encfs.crypto import s3ec_attrs, s3ec_stream
 from s3encfs.crypto import s3ec_format as fmt
 from s3encfs.crypto.s3ec_keyrings import MissingS3ECKey, S3ECKeys
 
@@ -91,7 +91,7 @@ class S3ECChecker:
         return "data", None, self._stream(key, info.etag, info.size, ck)
 
     def _stream(self, key: str, etag: str, size: int, ck: fmt.ContentKey) -> int:
-        dec = fmt.Decryptor(ck)
+        dec = s3ec_stream.Decryptor(ck)
         nread = 0
         for lo in range(0, size, _FETCH):
             hi = min(size, lo + _FETCH)

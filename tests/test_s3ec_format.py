@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from s3encfs.codec import IntegrityError
 from s3encfs.crypto import s3ec_format as fmt
+from s3encfs.crypto import s3ec_stream
 from s3encfs.crypto.s3ec_keyrings import AesKeyring, MissingS3ECKey, RsaKeyring, S3ECKeys
 
 KEK = bytes(range(200, 232))
@@ -102,12 +103,12 @@ def keys(version: int = 3, kind: str = "aes", **kw: object) -> S3ECKeys:
 
 def write(k: S3ECKeys, plaintext: bytes) -> tuple[dict[str, str], bytes]:
     ck, meta, _ = k.new_object()
-    return meta, fmt.encrypt_body(ck, plaintext)
+    return meta, s3ec_stream.encrypt_body(ck, plaintext)
 
 
 def read(k: S3ECKeys, meta: dict[str, str], body: bytes) -> bytes:
     ck, _ = k.open_object(meta)
-    return fmt.decrypt_body(ck, body)
+    return s3ec_stream.decrypt_body(ck, body)
 
 
 SIZES = [0, 1, 15, 16, 17, 65_536 + 3, 1024 * 1024 + 1]
@@ -119,8 +120,8 @@ def test_v3_key_derivation_vector() -> None:
     assert dek.hex() == VEC_DEK and ck.hex() == VEC_CK
     meta = fmt.build_metadata(3, fmt.WRAP_AES, b"x" * 60, {}, message_id=VEC_MID, commitment=ck)
     key = fmt.content_key(fmt.parse_envelope(meta), VEC_DK)
-    assert fmt.encrypt_body(key, b"hello s3ec").hex() == VEC_BODY
-    assert fmt.decrypt_body(key, bytes.fromhex(VEC_BODY)) == b"hello s3ec"
+    assert s3ec_stream.encrypt_body(key, b"hello s3ec").hex() == VEC_BODY
+    assert s3ec_stream.decrypt_body(key, bytes.fromhex(VEC_BODY)) == b"hello s3ec"
 
 
 def test_v3_metadata_shape() -> None:
@@ -164,18 +165,18 @@ def test_streaming_decrypt_in_odd_chunks_and_ctr_ranges() -> None:
     data = os.urandom(200_003)
     meta, body = ref_encrypt(3, "AES/GCM", data)
     ck, _ = keys().open_object(meta)
-    d = fmt.Decryptor(ck)
+    d = s3ec_stream.Decryptor(ck)
     out = b"".join(d.update(body[i:i + 7777]) for i in range(0, len(body), 7777)) + d.finish()
     assert out == data
     for sizes in ([7777], [5, 3, 70_000, 1, 15, 16, 17, 100_000], [len(body)]):
-        d, got, i = fmt.Decryptor(ck), [], 0  # update_view: one reused buffer, same bytes
+        d, got, i = s3ec_stream.Decryptor(ck), [], 0  # update_view: one reused buffer, same bytes
         while i < len(body):
             n = sizes[len(got) % len(sizes)]
             got.append(bytes(d.update_view(body[i:i + n])))
             i += n
         assert b"".join(got) + d.finish() == data, sizes
     for start, end in [(0, 1), (5, 40), (16, 32), (12345, 99999), (200_000, 200_003)]:
-        assert fmt.ctr_decrypt_range(ck, start, body[start:end]) == data[start:end]
+        assert s3ec_stream.ctr_decrypt_range(ck, start, body[start:end]) == data[start:end]
 
 
 def test_fresh_key_and_message_id_per_object() -> None:
@@ -324,7 +325,7 @@ def test_instruction_file_merge() -> None:
 
 
 def test_gcm_limit() -> None:
-    enc = fmt.Encryptor(fmt.ContentKey(os.urandom(32), os.urandom(12), b""))
+    enc = s3ec_stream.Encryptor(fmt.ContentKey(os.urandom(32), os.urandom(12), b""))
     enc.plain_bytes = fmt.MAX_PLAINTEXT - 1
     enc.update(b"x")
     with pytest.raises(OverflowError):

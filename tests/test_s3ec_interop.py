@@ -18,6 +18,7 @@ from kms_moto import create_key, kms_client, moto_kms
 
 from s3encfs.codec import IntegrityError
 from s3encfs.crypto import s3ec_format as fmt
+from s3encfs.crypto import s3ec_stream
 from s3encfs.crypto.s3ec_keyrings import KmsKeyring, S3ECKeys
 
 s3ec = pytest.importorskip("s3_encryption")
@@ -61,7 +62,7 @@ def read_ours(s3: Any, bucket: str, key: str, keys: S3ECKeys) -> bytes:
     body = obj["Body"].read()
     assert fmt.plain_size(len(body)) == len(body) - 16
     ck, _ = keys.open_object(obj["Metadata"])
-    d = fmt.Decryptor(ck)
+    d = s3ec_stream.Decryptor(ck)
     out = b"".join(d.update(body[i:i + MiB]) for i in range(0, len(body), MiB))
     return out + d.finish()
 
@@ -69,7 +70,7 @@ def read_ours(s3: Any, bucket: str, key: str, keys: S3ECKeys) -> bytes:
 def write_ours(s3: Any, bucket: str, key: str, keys: S3ECKeys, data: bytes,
                part: int = 8 * MiB) -> dict[str, str]:
     ck, meta, _ = keys.new_object()
-    enc = fmt.Encryptor(ck)
+    enc = s3ec_stream.Encryptor(ck)
     if len(data) <= part:
         s3.put_object(Bucket=bucket, Key=key, Body=enc.update(data) + enc.finish(), Metadata=meta)
         return meta

@@ -38,7 +38,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from s3encfs.codec import IntegrityError
-from s3encfs.crypto import s3ec_attrs
+from s3encfs.crypto import s3ec_attrs, s3ec_stream
 from s3encfs.crypto import s3ec_format as fmt
 from s3encfs.crypto.s3ec_codec import ERROR_KEY  # presented instead of refused metadata
 from s3encfs.crypto.s3ec_keyrings import S3ECKeys
@@ -172,7 +172,7 @@ class S3ECStore(ObjectStore):
         if _plain_key(key):
             return body, info
         _env, ck, _dk = self._open(key, info.metadata)
-        plain = fmt.decrypt_body(ck, body)
+        plain = s3ec_stream.decrypt_body(ck, body)
         shown = self._present(info)
         shown.size = len(plain)
         return plain, shown
@@ -201,7 +201,7 @@ class S3ECStore(ObjectStore):
         if end >= plain:  # the end is read: the whole tag is checked before anything returns
             return self._view(key, real).read(start, end)
         data = super().get_range(key, start, end, if_match=real)
-        return fmt.ctr_decrypt_range(ck, start, data)
+        return s3ec_stream.ctr_decrypt_range(ck, start, data)
 
     def _view(self, key: str, etag: str | None) -> Spool:
         if etag is None:
@@ -236,7 +236,7 @@ class S3ECStore(ObjectStore):
         _env, ck, _dk = self._open(key, info.metadata)
         if info.size < fmt.TAG_LEN:
             raise IntegrityError(f"{key}: S3EC object shorter than its tag")
-        dec = fmt.Decryptor(ck)
+        dec = s3ec_stream.Decryptor(ck)
         spool = self.views.new()
         ranges = [(o, min(o + _FETCH, info.size)) for o in range(0, info.size, _FETCH)]
         try:
@@ -290,7 +290,7 @@ class S3ECStore(ObjectStore):
         ck, meta = self._fresh(metadata)
         spool = self.views.new()
         spool.write(body)
-        etag = super().put(key, fmt.encrypt_body(ck, body), meta, if_match=if_match,
+        etag = super().put(key, s3ec_stream.encrypt_body(ck, body), meta, if_match=if_match,
                            if_none_match=if_none_match, content_type=content_type)
         self.views.publish(key, etag, spool)  # we just wrote it: verified by construction
         return etag

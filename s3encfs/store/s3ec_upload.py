@@ -21,6 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from s3encfs.crypto import s3ec_format as fmt
+from s3encfs.crypto import s3ec_stream
 
 from .sealed_spool import PartSpool
 
@@ -34,7 +35,7 @@ class S3ECUpload:
         self.ck = ck
         self.spool = spool
         self.metadata = metadata  # as given to create_multipart (attributes for a fresh start)
-        self._enc = fmt.Encryptor(ck)
+        self._enc = s3ec_stream.Encryptor(ck)
         self._next = 1  # the next part number to encrypt
         self._sent: dict[int, Future[str]] = {}
         self._tainted = False
