@@ -85,6 +85,13 @@ async def _scenario(fs: Driver) -> None:
     await core.flush_all()
 
 
+def _store(s3server: Any, bucket: str, monkeypatch: pytest.MonkeyPatch) -> ObjectStore:
+    """The bucket's store, credentials from the test server's environment."""
+    for k, v in s3server.env().items():
+        monkeypatch.setenv(k, v)
+    return ObjectStore(bucket, endpoint_url=s3server.endpoint)
+
+
 async def _run(store: ObjectStore, mode: str, cache: Path) -> None:
     async with filesystem(store, make_codec(mode), "", cache, [False]) as fs:
         await _scenario(fs)
@@ -94,9 +101,7 @@ async def _run(store: ObjectStore, mode: str, cache: Path) -> None:
 def test_a_directory_made_again_never_takes_a_subtree_listing_older_than_its_names(
         mode: str, s3server: Any, bucket: str, monkeypatch: pytest.MonkeyPatch,
         tmp_path: Path) -> None:
-    for k, v in s3server.env().items():
-        monkeypatch.setenv(k, v)
-    store = ObjectStore(bucket, endpoint_url=s3server.endpoint)
+    store = _store(s3server, bucket, monkeypatch)
     trio.run(_run, store, mode, tmp_path / "cache")  # ENOENT (in an ExceptionGroup) before
 
 
@@ -134,9 +139,7 @@ async def _forgotten_during_a_list(fs: Driver, monkeypatch: pytest.MonkeyPatch) 
 def test_a_name_forgotten_while_its_directory_is_listed_stays_visible(
         mode: str, s3server: Any, bucket: str, monkeypatch: pytest.MonkeyPatch,
         tmp_path: Path) -> None:
-    for k, v in s3server.env().items():
-        monkeypatch.setenv(k, v)
-    store = ObjectStore(bucket, endpoint_url=s3server.endpoint)
+    store = _store(s3server, bucket, monkeypatch)
 
     async def run() -> None:
         async with filesystem(store, make_codec(mode), "", tmp_path / "cache", [False]) as fs:
