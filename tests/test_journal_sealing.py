@@ -30,6 +30,17 @@ def raw(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(str(path), isolation_level=None)
 
 
+def _plant_old_row(p: Path, c: ClientCodec, row_id: int, path_purpose: str,
+                   data_purpose: str) -> None:
+    """A row for `old/file` sealed as a blob per part, as versions before the journal key did."""
+    db = raw(p)
+    data = "sealed:" + base64.b64encode(c.seal_blob(data_purpose, json.dumps(
+        {"file_id": "old"}).encode())).decode()
+    db.execute("INSERT INTO pending (id, kind, path, data) VALUES (?, 'file', ?, ?)",
+               (row_id, c.seal_blob(path_purpose, b"old/file"), data))
+    db.close()
+
+
 def test_rows_round_trip_and_files_are_private(tmp_path: Path) -> None:
     p = tmp_path / "journal.sqlite"
     j = sealed_journal(p)
@@ -75,12 +86,7 @@ def test_journal_from_before_row_binding_still_opens(tmp_path: Path) -> None:
     p = tmp_path / "journal.sqlite"
     c = codec()
     Journal(str(p)).close()  # creates the tables (unsealed mode writes no marker)
-    db = raw(p)
-    data = "sealed:" + base64.b64encode(c.seal_blob("journal", json.dumps(
-        {"file_id": "old"}).encode())).decode()
-    db.execute("INSERT INTO pending (id, kind, path, data) VALUES (1, 'file', ?, ?)",
-               (c.seal_blob("journal", b"old/file"), data))
-    db.close()
+    _plant_old_row(p, c, 1, "journal", "journal")
     j = sealed_journal(p)
     assert [(r.path, r.data) for r in j.rows()] == [("old/file", {"file_id": "old"})]
 
@@ -154,12 +160,7 @@ def test_rows_sealed_as_blobs_by_the_previous_version_still_open(tmp_path: Path)
     p = tmp_path / "journal.sqlite"
     c = codec()
     Journal(str(p), seal=c.seal_blob, unseal=c.open_blob).close()  # tables + marker
-    db = raw(p)
-    data = "sealed:" + base64.b64encode(c.seal_blob("journal:7:data", json.dumps(
-        {"file_id": "old"}).encode())).decode()
-    db.execute("INSERT INTO pending (id, kind, path, data) VALUES (7, 'file', ?, ?)",
-               (c.seal_blob("journal:7:path", b"old/file"), data))
-    db.close()
+    _plant_old_row(p, c, 7, "journal:7:path", "journal:7:data")
     j = sealed_journal(p)
     assert [(r.row_id, r.path, r.data) for r in j.rows()] == [(7, "old/file", {"file_id": "old"})]
     j.update(7, "old/moved", {"file_id": "old"}, "file")
