@@ -196,20 +196,41 @@ def rekey(source: str | None, config_name: str | None, jobs: int, dry_run: bool,
     Stop every mount of this bucket first (on all machines); a running local mount is
     detected and refused. Interrupted runs resume where they stopped.
     """
-    from s3encfs.keypick import use_recorded_key
-    from s3encfs.mount import MountError, build_codec_and_policy
-    from s3encfs.store import errors as se
-
     cfg, bucket, prefix, from_s3ec = _rekey_config(source, config_name, flags, from_mode)
+    _refuse_if_mounted(bucket, prefix)
+    if from_mode:
+        raise SystemExit(_convert(cfg, bucket, prefix, from_mode, from_key, from_s3ec, jobs=jobs,
+                                  dry_run=dry_run, state_dir=state_dir, restart=restart,
+                                  limit=stop_after))
+    cfg, store, codec, policy = _open_for_rekey(cfg, bucket, prefix, jobs=jobs, dry_run=dry_run,
+                                                names_scheme=names_scheme)
+    rk, sfile = _rekeyer(cfg, store, codec, policy, bucket, prefix, dry_run=dry_run,
+                         new_data_keys=new_data_keys, s3ec_writer=s3ec_writer,
+                         state_dir=state_dir, restart=restart)
+    t0 = time.monotonic()
+    out = _run_or_resume_hint(rk, sfile, f"s3://{bucket}/{prefix}", jobs, page_size)
+    _report(out, rk, codec, policy, f"s3://{bucket}/{prefix}", dry_run, time.monotonic() - t0)
+    if out.failed:
+        click.echo("  rerun the same command to retry the failures", err=True)
+        raise SystemExit(1)
+
+
+def _refuse_if_mounted(bucket: str, prefix: str) -> None:
     busy = active_mounts(bucket, prefix)
     if busy:
         raise click.ClickException(
             f"s3://{bucket}/{prefix} is mounted at {', '.join(busy)}; unmount it first "
             "(rekey changes ETags and metadata under a running mount)")
-    if from_mode:
-        raise SystemExit(_convert(cfg, bucket, prefix, from_mode, from_key, from_s3ec, jobs=jobs,
-                                  dry_run=dry_run, state_dir=state_dir, restart=restart,
-                                  limit=stop_after))
+
+
+def _open_for_rekey(cfg: Any, bucket: str, prefix: str, *, jobs: int, dry_run: bool,
+                    names_scheme: str | None) -> tuple[Any, Any, Any, Any]:
+    """The config with the bucket's recorded key, and the store, codec and SSE policy a rekey
+    runs with (the keycheck and the names-scheme change already verified)."""
+    from s3encfs.keypick import use_recorded_key
+    from s3encfs.mount import MountError, build_codec_and_policy
+    from s3encfs.store import errors as se
+
     try:
         cfg = use_recorded_key(cfg, bucket, prefix)
         codec, policy = build_codec_and_policy(cfg)
@@ -221,15 +242,7 @@ def rekey(source: str | None, config_name: str | None, jobs: int, dry_run: bool,
         raise exc from None  # one line + exit code: errors_cli
     except se.StoreError as exc:
         raise exc from None  # one line + exit code: errors_cli
-    rk, sfile = _rekeyer(cfg, store, codec, policy, bucket, prefix, dry_run=dry_run,
-                         new_data_keys=new_data_keys, s3ec_writer=s3ec_writer,
-                         state_dir=state_dir, restart=restart)
-    t0 = time.monotonic()
-    out = _run_or_resume_hint(rk, sfile, f"s3://{bucket}/{prefix}", jobs, page_size)
-    _report(out, rk, codec, policy, f"s3://{bucket}/{prefix}", dry_run, time.monotonic() - t0)
-    if out.failed:
-        click.echo("  rerun the same command to retry the failures", err=True)
-        raise SystemExit(1)
+    return cfg, store, codec, policy
 
 
 def _convert(cfg: Any, bucket: str, prefix: str, from_mode: str, from_key: str | None,

@@ -71,19 +71,20 @@ class S3ECRekeyer:
         _ck, dk = self.keys.open_object(s3)  # unwrap with the old key, V3 commitment checked
         part = self._key_part(env, dk)
         self._verify(s3, part, dk)
-        if self.dry_run:
-            return True
-        if instruction is not None:
-            new_inst = {**{k: v for k, v in instruction.items()
-                           if k not in _V2_KEY_PART + _V3_KEY_PART}, **part}
-            self.store.put(key + fmt.INSTRUCTION_SUFFIX, json.dumps(new_inst).encode(),
-                           {"x-amz-crypto-instr-file": ""},
-                           if_match=inst_etag or None)
-        else:
-            new = {**{k: v for k, v in meta.items() if k not in _V2_KEY_PART + _V3_KEY_PART},
-                   **part}
-            self.store.copy(key, key, metadata=new, if_match=info.etag or None)
+        if not self.dry_run:
+            if instruction is not None:
+                self._rewrite_instruction(key, instruction, part, inst_etag)
+            else:
+                new = {**_without_key_part(meta), **part}
+                self.store.copy(key, key, metadata=new, if_match=info.etag or None)
         return True
+
+    def _rewrite_instruction(self, key: str, instruction: dict[str, str],
+                             part: dict[str, str], etag: str) -> None:
+        """The wrapped key lives in `KEY.instruction`: rewrite that file (If-Match its ETag)."""
+        body = json.dumps({**_without_key_part(instruction), **part}).encode()
+        self.store.put(key + fmt.INSTRUCTION_SUFFIX, body, {"x-amz-crypto-instr-file": ""},
+                       if_match=etag or None)
 
     def _key_part(self, env: fmt.Envelope, dk: bytes) -> dict[str, str]:
         """The metadata names that hold the wrapped key, rewrapped under the writing key."""
@@ -107,6 +108,11 @@ class S3ECRekeyer:
         if getattr(self.keys.writer, "can_read", True):
             if self.keys.open_object(new)[1] != dk:
                 raise ValueError("rewrapped key does not open to the same data key")
+
+
+def _without_key_part(meta: dict[str, str]) -> dict[str, str]:
+    """Metadata (or instruction-file fields) less the names that hold the wrapped key."""
+    return {k: v for k, v in meta.items() if k not in _V2_KEY_PART + _V3_KEY_PART}
 
 
 def build(cfg: Any, store: Any, prefix: str, *, dry_run: bool,

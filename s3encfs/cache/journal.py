@@ -134,6 +134,22 @@ def _private(path: str) -> None:
             os.chmod(path, 0o600)
 
 
+# The connection's settings, then the tables (IF NOT EXISTS: an existing journal opens as is).
+# Only this mount opens its journal (the cache dir is locked): an exclusive lock held for the
+# connection's life, set before WAL mode is entered, spares every statement its lock calls and
+# the shared-memory index (-shm): half the CPU per statement.
+_SCHEMA = (
+    "PRAGMA locking_mode=EXCLUSIVE",
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
+    "CREATE TABLE IF NOT EXISTS pending (id INTEGER PRIMARY KEY, kind TEXT NOT NULL,"
+    " path TEXT NOT NULL, data TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS attrcache (key TEXT PRIMARY KEY, etag TEXT NOT NULL,"
+    " meta TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v TEXT NOT NULL)",
+)
+
+
 class Journal:
     def __init__(
         self,
@@ -157,21 +173,8 @@ class Journal:
             sqlite3.connect(path, check_same_thread=False, isolation_level=None),
             _Reserve(path + ".reserve"),
         )
-        # only this mount opens its journal (the cache dir is locked): an exclusive lock held
-        # for the connection's life, set before WAL mode is entered, spares every statement
-        # its lock calls and the shared-memory index (-shm): half the CPU per statement
-        self._db.execute("PRAGMA locking_mode=EXCLUSIVE")
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS pending (id INTEGER PRIMARY KEY, kind TEXT NOT NULL,"
-            " path TEXT NOT NULL, data TEXT NOT NULL)"
-        )
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS attrcache (key TEXT PRIMARY KEY, etag TEXT NOT NULL,"
-            " meta TEXT NOT NULL)"
-        )
-        self._db.execute("CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v TEXT NOT NULL)")
+        for statement in _SCHEMA:
+            self._db.execute(statement)
         self._rows = RowSealer(self._seal, self._unseal, self._get_kv, self._set_kv)
         if self._sealing:
             self._open_sealing()
