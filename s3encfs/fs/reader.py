@@ -24,12 +24,15 @@ from s3encfs.store import errors as store_errors
 log = logging.getLogger("s3encfs.fs")
 
 # Sequential read-ahead (docs/SEMANTICS.md, "Reads"): blocks (1 MiB of object bytes by default)
-# kept in flight or cached ahead of a sequential reader, and blocks per read-ahead GET (at least
-# half of it unless at EOF). The window stays well under the 64 MiB memory tier, which must
-# still hold a block when the reader gets to it. 4-block GETs (more in flight, each block usable
-# sooner) measured no better in process and cost 3x the GETs (docs/BENCHMARKS.md): kept at 16.
-RA_WINDOW = 32
-RA_GET = 16
+# kept in flight or cached ahead of a sequential reader, and blocks per read-ahead GET (exactly
+# that many unless at EOF). What bounds a cold sequential read is GETs in flight times each
+# GET's own rate (one SeaweedFS GET streams at a fraction of what parallel GETs reach): the
+# window holds RA_WINDOW / RA_GET = 6 GETs in flight (bench/read_path.py --timeline; with 32
+# and the half-size rule it held ~2 and reads stalled 95% of the time, docs/BENCHMARKS.md).
+# The window stays under the 64 MiB memory tier, which must still hold a block when the
+# reader gets to it (its LRU keeps the unread blocks ahead while they are < 64).
+RA_WINDOW = 48
+RA_GET = 8
 RA_MISS = 4  # blocks a sequential reader's miss fetches in one GET
 
 
@@ -137,11 +140,11 @@ class Reader(DirPrefetch):
                     advised = b  # on disk only: let the kernel read it ahead of the reader
                 b += 1
                 continue
-            run = 1  # one GET for up to RA_GET consecutive missing blocks (half, unless at EOF)
+            run = 1  # one GET for RA_GET consecutive missing blocks (fewer only at EOF)
             while run < RA_GET and b + run < end and self._ra_tier(obj, b + run) is None:
                 run += 1
-            if run < max(1, RA_GET // 2) and b + run == end and end <= last_block:
-                break  # a short run cut by the window's end: wait and fetch it in one bigger GET
+            if run < RA_GET and b + run == end and end <= last_block:
+                break  # a short run cut by the window's end: wait and fetch it in one full GET
             for i in range(b, b + run):
                 self._prefetching.add((obj.key, obj.etag, i))
             self.nursery.start_soon(background, self._prefetch_one, obj, b, run)
