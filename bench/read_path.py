@@ -157,7 +157,23 @@ def reads(bucket: str, endpoint: str, mode: str, data: bytes, tmp: str, args: An
                 if args.verify and got != data[off:off + args.read_size]:
                     raise SystemExit(f"wrong bytes at {off}")
                 off += len(got)
+            if args.warm:
+                await warm(node)
             nursery.cancel_scope.cancel()
+
+    async def warm(node: Any) -> None:
+        """4 KiB reads at random offsets once every block is local (W3 after its prefetch):
+        the read path's own CPU per read, FUSE excluded."""
+        rng = random.Random(2)
+        offs = [rng.randrange(0, len(data) - 4096) & ~4095 for _ in range(args.warm)]
+        await core.read(node, offs[0], 4096)
+        w, c = time.perf_counter(), time.process_time()
+        for off in offs:
+            got = await core.read(node, off, 4096)
+            if args.verify and got != data[off:off + 4096]:
+                raise SystemExit(f"wrong bytes at {off}")
+        out.update(warm_read_us=round((time.perf_counter() - w) / len(offs) * 1e6, 1),
+                   warm_read_cpu_us=round((time.process_time() - c) / len(offs) * 1e6, 1))
 
     if prof:
         prof.enable()
@@ -207,6 +223,8 @@ def main() -> None:
     ap.add_argument("--random", type=int, default=200)
     ap.add_argument("--gets", type=int, default=200)
     ap.add_argument("--verify", action="store_true")
+    ap.add_argument("--warm", type=int, default=0,
+                    help="then N 4 KiB random reads with every block local (µs per read)")
     ap.add_argument("--ceiling", action="store_true",
                     help="also GET the whole object at once (aws-c-s3's parallel parts)")
     ap.add_argument("--timeline", action="store_true",

@@ -90,7 +90,7 @@ class Reader(DirPrefetch):
             if off > 0 and base is not None:
                 node.random_reads += 1
                 if node.random_reads == 3:
-                    self._prefetch_whole(base)
+                    self._prefetch_whole(node, base)
         node.seq_next = end
         return run
 
@@ -117,11 +117,48 @@ class Reader(DirPrefetch):
             await self.blocks.aget_block(obj.key, obj.etag, obj.obj_size, b,
                                          run=max(run, last - b + 1))
 
-    def _prefetch_whole(self, obj: ObjectRef) -> None:
+    def _prefetch_whole(self, node: Node, obj: ObjectRef) -> None:
         """A file read at random offsets: fetch all of it in parallel (what makes random reads
-        local-disk fast), if it fits comfortably in the cache."""
-        if obj.obj_size <= min(self.cfg.cache_size // 2, 4 * 1024**3):
-            self._prefetch(obj, 0, -(-obj.obj_size // self.block_bytes))
+        local-disk fast), if it fits comfortably in the cache; on a FUSE mount its pages also
+        go into the kernel's page cache as they land (fs/pagepush.py)."""
+        if obj.obj_size > min(self.cfg.cache_size // 2, 4 * 1024**3):
+            return
+        nblocks = -(-obj.obj_size // self.block_bytes)
+        pushing = self.pages.start(node, obj)
+        self._prefetch(obj, 0, nblocks)
+        if pushing and self.nursery is not None:  # the blocks already local: push them now
+            local = [b for b in range(nblocks) if (obj.key, obj.etag, b) not in self._prefetching]
+            self.nursery.start_soon(background, self._push_blocks, obj, local)
+
+    def _plain_ranges(self, obj: ObjectRef, blocks: list[int]) -> list[tuple[int, int]]:
+        per = self.cfg.segs_per_block * self.seg.segment_size  # plaintext bytes per block
+        return [(b * per, min(obj.plain_size, (b + 1) * per)) for b in blocks]
+
+    async def _push_blocks(self, obj: ObjectRef, blocks: list[int]) -> None:
+        """Plaintext of these blocks (local ones only) into the kernel's page cache."""
+        st = self.pages.get(obj)
+        if st is None:
+            return
+        node = st.node
+
+        def read_local(lo: int, hi: int) -> bytes | None:
+            src = self._source(node)
+            if src.base is None or node.content is not None:
+                return None
+            return self._local_read(src, partial(src.base_range, lo, hi))
+
+        async def ensure(lo: int, hi: int) -> None:
+            if self.store.awaitable_reads:
+                await self._fetch_blocks(obj, lo, hi, 1)
+            else:
+                await self.run(partial(self._local_or_fetched, node, lo, hi))
+
+        await self.pages.push(st, self._plain_ranges(obj, blocks), ensure, read_local)
+
+    def _local_or_fetched(self, node: Node, lo: int, hi: int) -> None:
+        src = self._source(node)
+        if src.base is not None:
+            src.base_range(lo, hi)
 
     def _prefetch(self, obj: ObjectRef, first_block: int, window: int) -> None:
         if self.nursery is None:
@@ -173,9 +210,11 @@ class Reader(DirPrefetch):
                             run=run), limiter=self.prefetch_limiter)
         except Exception as exc:
             log.debug("prefetch of %s block %d failed: %s", obj.key, block, exc)
+            return
         finally:
             for i in range(block, block + run):
                 self._prefetching.discard((obj.key, obj.etag, i))
+        await self._push_blocks(obj, list(range(block, block + run)))
 
     async def readlink(self, node: Node) -> str:
         if node.link_target is None:
