@@ -48,11 +48,18 @@ class PagePusher:
 
     def start(self, node: Node, obj: ObjectRef) -> bool:
         """Push `node`'s blocks from now on (the caller fetches them); False if not wanted."""
-        if self.store_fn is None or node.content is not None or obj.plain_size > MAX_PUSH:
+        ident = (obj.key, obj.etag)
+        if self.store_fn is None or node.content is not None or obj.plain_size > MAX_PUSH \
+                or ident in self._pushes:
             return False
         if len(self._pushes) >= MAX_FILES:
-            self._pushes.pop(next(iter(self._pushes)))
-        self._pushes[(obj.key, obj.etag)] = _Push(node, obj)
+            # forget the oldest push with no store in flight (`stop` could not wait for one
+            # it no longer finds); it stores nothing more
+            old = next((k for k, st in self._pushes.items() if st.busy == 0), None)
+            if old is None:
+                return False
+            self._pushes.pop(old).stop = True
+        self._pushes[ident] = _Push(node, obj)
         return True
 
     def get(self, obj: ObjectRef) -> _Push | None:
