@@ -2,6 +2,7 @@
 sequential read through `FsCore.read`, with reads awaited on the CRT or on worker threads.
 
     python -m bench.read_path [--size 256M] [--mode plain|client] [--threaded] [--profile N]
+                              [--timeline]
 
 Starts its own SeaweedFS on loopback (`s3encfs.server.SeaweedS3`). `--threaded` forces the
 worker-thread path (`awaitable_reads` False: what every read did before issue 16). CPU is the
@@ -97,24 +98,82 @@ def block_gets(bucket: str, endpoint: str, n: int, threaded: bool) -> dict[str, 
     return {"block_get_ms": round(wall / n * 1000, 3), "block_get_cpu_ms": round(cpu / n * 1000, 3)}
 
 
+class Timeline:
+    """Time-line of a cold sequential read: each GET (start, end, bytes) and each read's wait.
+    Shows what bounds it: GETs in flight x each GET's own rate, and how long reads stall."""
+
+    def __init__(self, core: Any) -> None:
+        self.gets: list[tuple[float, float, int]] = []
+        self.reads: list[float] = []
+        real_get, real_read = core.store.aget_range, core.read
+
+        async def aget_range(key: str, start: int, end: int, **kw: Any) -> bytes:
+            t = time.perf_counter()
+            got = await real_get(key, start, end, **kw)
+            self.gets.append((t, time.perf_counter(), end - start))
+            return got
+
+        async def read(node: Any, off: int, size: int) -> bytes:
+            t = time.perf_counter()
+            got = await real_read(node, off, size)
+            self.reads.append(time.perf_counter() - t)
+            return got
+
+        core.store.aget_range, core.read = aget_range, read
+
+    def summary(self) -> dict[str, float]:
+        if not self.gets:
+            return {}
+        span = max(e for _s, e, _n in self.gets) - min(s for s, _e, _n in self.gets)
+        busy = sum(e - s for s, e, _n in self.gets)
+        size = sum(n for _s, _e, n in self.gets)
+        stalls = [w for w in self.reads if w > 0.002]
+        return {"tl_gets_in_flight": round(busy / max(span, 1e-9), 2),
+                "tl_get_mib": round(size / len(self.gets) / MiB, 1),
+                "tl_get_ms": round(busy / len(self.gets) * 1000, 1),
+                "tl_mbps_per_get": round(size / busy / 1e6),
+                "tl_read_stalls": len(stalls), "tl_stall_s": round(sum(stalls), 2),
+                "tl_read_s": round(sum(self.reads), 2)}
+
+
 def reads(bucket: str, endpoint: str, mode: str, data: bytes, tmp: str, args: Any,
           prof: cProfile.Profile | None) -> dict[str, float]:
     out: dict[str, float] = {}
     # cold sequential: a new cache, reads of args.read_size in order (the kernel's requests)
     extra = {"download_concurrency": args.dl} if args.dl else {}
     core = _core(bucket, endpoint, os.path.join(tmp, "seq"), mode, **extra)
+    timeline = Timeline(core) if args.timeline else None
+
+    nodes: list[Any] = []
 
     async def seq() -> None:
         async with trio.open_nursery() as nursery:
             core.start(nursery)
             node = await core.lookup(core.root, "big")
+            nodes.append(node)
             off = 0
             while off < len(data):
                 got = await core.read(node, off, args.read_size)
                 if args.verify and got != data[off:off + args.read_size]:
                     raise SystemExit(f"wrong bytes at {off}")
                 off += len(got)
+            if args.warm:
+                await warm(node)
             nursery.cancel_scope.cancel()
+
+    async def warm(node: Any) -> None:
+        """4 KiB reads at random offsets once every block is local (W3 after its prefetch):
+        the read path's own CPU per read, FUSE excluded."""
+        rng = random.Random(2)
+        offs = [rng.randrange(0, len(data) - 4096) & ~4095 for _ in range(args.warm)]
+        await core.read(node, offs[0], 4096)
+        w, c = time.perf_counter(), time.process_time()
+        for off in offs:
+            got = await core.read(node, off, 4096)
+            if args.verify and got != data[off:off + 4096]:
+                raise SystemExit(f"wrong bytes at {off}")
+        out.update(warm_read_us=round((time.perf_counter() - w) / len(offs) * 1e6, 1),
+                   warm_read_cpu_us=round((time.process_time() - c) / len(offs) * 1e6, 1))
 
     if prof:
         prof.enable()
@@ -122,9 +181,14 @@ def reads(bucket: str, endpoint: str, mode: str, data: bytes, tmp: str, args: An
     if prof:
         prof.disable()
     core.close()
+    if args.ceiling:  # the same object in one GET split by aws-c-s3 (parallel 32 MiB parts)
+        obj = nodes[0].obj
+        w, c, _ = _cpu(lambda: core.store.get_range(obj.key, 0, obj.obj_size))
+        out.update(raw_get_mbps=round(len(data) / w / 1e6), raw_get_cpu_s=round(c, 2))
     out.update(seq_mbps=round(len(data) / wall / 1e6), seq_cpu_s=round(cpu, 2),
                seq_cpu_ms_per_mib=round(cpu / (len(data) / MiB) * 1000, 2),
-               seq_gets=core.store.stats.as_dict()["requests"].get("GetObject", 0))
+               seq_gets=core.store.stats.as_dict()["requests"].get("GetObject", 0),
+               **(timeline.summary() if timeline else {}))
     # cold 4 KiB random reads, each in a block not read before (a cache too small for the
     # whole-file prefetch, so every read is the miss path: one 1-block GET)
     core = _core(bucket, endpoint, os.path.join(tmp, "rnd"), mode, cache_size=len(data))
@@ -159,6 +223,12 @@ def main() -> None:
     ap.add_argument("--random", type=int, default=200)
     ap.add_argument("--gets", type=int, default=200)
     ap.add_argument("--verify", action="store_true")
+    ap.add_argument("--warm", type=int, default=0,
+                    help="then N 4 KiB random reads with every block local (µs per read)")
+    ap.add_argument("--ceiling", action="store_true",
+                    help="also GET the whole object at once (aws-c-s3's parallel parts)")
+    ap.add_argument("--timeline", action="store_true",
+                    help="time-line the sequential read: GETs in flight, their rate, read stalls")
     ap.add_argument("--profile", type=int, default=0, help="print the top N functions (seq)")
     ap.add_argument("--endpoint")
     ap.add_argument("--rtt-ms", type=float, default=0.0,

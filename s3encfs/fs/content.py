@@ -120,6 +120,7 @@ class LocalContent(Reader):
     async def truncate(self, node: Node, size: int) -> None:
         if self.cfg.read_only:
             raise fuse_error(errno.EROFS)
+        await self.pages.stop(node)  # fs/pagepush.py: none in flight past the new size
         async with lock_within(node.lock, self.cfg.sync_timeout, node.path):
             c = self._ensure_content(node)
             src = self._source(node)

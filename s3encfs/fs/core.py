@@ -48,7 +48,7 @@ class FsCore(Recovery, Renames, Attributes, OpenFiles):
              "pending_index_writes": len(self.index_queue),
              "dirty_bytes": self.dirty.total,
              "journal_rows": self.journal.count(), "journal_writes": self.journal.writes,
-             "nodes": len(self.inodes)}
+             "nodes": len(self.inodes), "pages_pushed_bytes": self.pages.pushed}
         d.update(self.blocks.usage())
         d.update(self.stats)
         d["s3"] = self.store.stats.as_dict()

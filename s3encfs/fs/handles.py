@@ -28,6 +28,7 @@ class OpenFiles(Writeback):
         node.open_count += 1
         if write:
             self._ensure_content(node).writers += 1
+            await self.pages.stop(node)  # no page of the object stored over the writer's
 
     async def release(self, node: Node, write: bool) -> None:
         node.open_count -= 1

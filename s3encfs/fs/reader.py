@@ -24,12 +24,15 @@ from s3encfs.store import errors as store_errors
 log = logging.getLogger("s3encfs.fs")
 
 # Sequential read-ahead (docs/SEMANTICS.md, "Reads"): blocks (1 MiB of object bytes by default)
-# kept in flight or cached ahead of a sequential reader, and blocks per read-ahead GET (at least
-# half of it unless at EOF). The window stays well under the 64 MiB memory tier, which must
-# still hold a block when the reader gets to it. 4-block GETs (more in flight, each block usable
-# sooner) measured no better in process and cost 3x the GETs (docs/BENCHMARKS.md): kept at 16.
-RA_WINDOW = 32
-RA_GET = 16
+# kept in flight or cached ahead of a sequential reader, and blocks per read-ahead GET (exactly
+# that many unless at EOF). What bounds a cold sequential read is GETs in flight times each
+# GET's own rate (one SeaweedFS GET streams at a fraction of what parallel GETs reach): the
+# window holds RA_WINDOW / RA_GET = 6 GETs in flight (bench/read_path.py --timeline; with 32
+# and the half-size rule it held ~2 and reads stalled 95% of the time, docs/BENCHMARKS.md).
+# The window stays under the 64 MiB memory tier, which must still hold a block when the
+# reader gets to it (its LRU keeps the unread blocks ahead while they are < 64).
+RA_WINDOW = 48
+RA_GET = 8
 RA_MISS = 4  # blocks a sequential reader's miss fetches in one GET
 
 
@@ -87,7 +90,7 @@ class Reader(DirPrefetch):
             if off > 0 and base is not None:
                 node.random_reads += 1
                 if node.random_reads == 3:
-                    self._prefetch_whole(base)
+                    self._prefetch_whole(node, base)
         node.seq_next = end
         return run
 
@@ -114,11 +117,48 @@ class Reader(DirPrefetch):
             await self.blocks.aget_block(obj.key, obj.etag, obj.obj_size, b,
                                          run=max(run, last - b + 1))
 
-    def _prefetch_whole(self, obj: ObjectRef) -> None:
+    def _prefetch_whole(self, node: Node, obj: ObjectRef) -> None:
         """A file read at random offsets: fetch all of it in parallel (what makes random reads
-        local-disk fast), if it fits comfortably in the cache."""
-        if obj.obj_size <= min(self.cfg.cache_size // 2, 4 * 1024**3):
-            self._prefetch(obj, 0, -(-obj.obj_size // self.block_bytes))
+        local-disk fast), if it fits comfortably in the cache; on a FUSE mount its pages also
+        go into the kernel's page cache as they land (fs/pagepush.py)."""
+        if obj.obj_size > min(self.cfg.cache_size // 2, 4 * 1024**3):
+            return
+        nblocks = -(-obj.obj_size // self.block_bytes)
+        pushing = self.pages.start(node, obj)
+        self._prefetch(obj, 0, nblocks)
+        if pushing and self.nursery is not None:  # the blocks already local: push them now
+            local = [b for b in range(nblocks) if (obj.key, obj.etag, b) not in self._prefetching]
+            self.nursery.start_soon(background, self._push_blocks, obj, local)
+
+    def _plain_ranges(self, obj: ObjectRef, blocks: list[int]) -> list[tuple[int, int]]:
+        per = self.cfg.segs_per_block * self.seg.segment_size  # plaintext bytes per block
+        return [(b * per, min(obj.plain_size, (b + 1) * per)) for b in blocks]
+
+    async def _push_blocks(self, obj: ObjectRef, blocks: list[int]) -> None:
+        """Plaintext of these blocks (local ones only) into the kernel's page cache."""
+        st = self.pages.get(obj)
+        if st is None:
+            return
+        node = st.node
+
+        def read_local(lo: int, hi: int) -> bytes | None:
+            src = self._source(node)
+            if src.base is None or node.content is not None:
+                return None
+            return self._local_read(src, partial(src.base_range, lo, hi))
+
+        async def ensure(lo: int, hi: int) -> None:
+            if self.store.awaitable_reads:
+                await self._fetch_blocks(obj, lo, hi, 1)
+            else:
+                await self.run(partial(self._local_or_fetched, node, lo, hi))
+
+        await self.pages.push(st, self._plain_ranges(obj, blocks), ensure, read_local)
+
+    def _local_or_fetched(self, node: Node, lo: int, hi: int) -> None:
+        src = self._source(node)
+        if src.base is not None:
+            src.base_range(lo, hi)
 
     def _prefetch(self, obj: ObjectRef, first_block: int, window: int) -> None:
         if self.nursery is None:
@@ -137,11 +177,11 @@ class Reader(DirPrefetch):
                     advised = b  # on disk only: let the kernel read it ahead of the reader
                 b += 1
                 continue
-            run = 1  # one GET for up to RA_GET consecutive missing blocks (half, unless at EOF)
+            run = 1  # one GET for RA_GET consecutive missing blocks (fewer only at EOF)
             while run < RA_GET and b + run < end and self._ra_tier(obj, b + run) is None:
                 run += 1
-            if run < max(1, RA_GET // 2) and b + run == end and end <= last_block:
-                break  # a short run cut by the window's end: wait and fetch it in one bigger GET
+            if run < RA_GET and b + run == end and end <= last_block:
+                break  # a short run cut by the window's end: wait and fetch it in one full GET
             for i in range(b, b + run):
                 self._prefetching.add((obj.key, obj.etag, i))
             self.nursery.start_soon(background, self._prefetch_one, obj, b, run)
@@ -170,9 +210,11 @@ class Reader(DirPrefetch):
                             run=run), limiter=self.prefetch_limiter)
         except Exception as exc:
             log.debug("prefetch of %s block %d failed: %s", obj.key, block, exc)
+            return
         finally:
             for i in range(block, block + run):
                 self._prefetching.discard((obj.key, obj.etag, i))
+        await self._push_blocks(obj, list(range(block, block + run)))
 
     async def readlink(self, node: Node) -> str:
         if node.link_target is None:

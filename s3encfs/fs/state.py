@@ -33,6 +33,7 @@ from s3encfs.fs import identity
 from s3encfs.fs.dirty import DirtyAccount, pending_files_limit
 from s3encfs.fs.lru import CIPHER_CACHE, LruDict
 from s3encfs.fs.nodes import Node, ObjectRef
+from s3encfs.fs.pagepush import PagePusher
 from s3encfs.fs.streaming import StreamDeps, Streamer
 from s3encfs.fs.treelist import DirListing
 from s3encfs.fs.uploader import SegmentSource, Uploader
@@ -132,6 +133,7 @@ class FsState:
     def _init_prefetch(self, cfg: FsConfig) -> None:
         """Read-ahead and directory prefetch state (fs/reader.py, fs/dirprefetch.py)."""
         self.prefetch_limiter = trio.CapacityLimiter(cfg.download_concurrency)
+        self.pages = PagePusher()  # a randomly read file's pages stored into the kernel
         self._prefetching: set[tuple[str, str, int]] = set()
         self._advised: dict[tuple[str, str], int] = {}  # last disk block read ahead, per object
         self._ra_scanned: dict[tuple[str, str], tuple[int, int]] = {}  # last window looked at

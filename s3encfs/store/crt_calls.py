@@ -19,9 +19,9 @@ from .crt_exchange import Body, client_error
 SPLIT_GET = 4 * 1024 * 1024  # ranges at least this long go through aws-c-s3's GET_OBJECT
 
 # A split GET is cut into parts of this size.  It must hold one whole read-ahead run
-# (fs/reader.py RA_GET blocks: 16 MiB of plaintext, plus the AEAD's per-segment overhead in
-# client mode): with the CRT's default of 8 MiB a plain run took 2 GETs and a client run 3-4,
-# so client mode made twice plain's GETs for the same read (tests/test_read_gets.py).
+# (fs/reader.py RA_GET blocks: 8 MiB of plaintext, plus the AEAD's per-segment overhead in
+# client mode): with the CRT's default of 8 MiB parts and 16-block runs a plain run took 2 GETs
+# and a client run 3-4, so client mode made twice plain's GETs (tests/test_read_gets.py).
 GET_PART_BYTES = 32 * 1024 * 1024
 
 
