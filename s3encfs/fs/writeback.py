@@ -54,9 +54,14 @@ class Writeback(Upload):
         while True:
             self._kick = trio.Event()
             now = trio.current_time()
-            next_due = self._start_due_uploads(now, now + 3600)
+            next_due = now + 3600
+            # index writes first: uploads refill every free slot while files are queued, so
+            # behind them a due index waited for the whole queue to drain — and with it the
+            # journal rows it settles, which keep their nodes (plain mode: an rsync of 50,000
+            # files held ~20,000 nodes by their rows at 21,000 files, and 241.8 MiB)
             if self.index_queue and len(self.running) < self.cfg.upload_concurrency:
-                next_due = min(next_due, self._start_due_indexes(now))
+                next_due = self._start_due_indexes(now)
+            next_due = self._start_due_uploads(now, next_due)
             if not self.queue and not self.index_queue and not self.running:
                 self._idle.set()  # wakes every flush_all waiting; later ones wait on a new one
                 self._idle = trio.Event()
