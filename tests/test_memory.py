@@ -134,6 +134,43 @@ def test_index_writes_are_not_starved_by_queued_uploads(bucket, s3server, mount_
         assert status(m)["journal_rows"] == 0
 
 
+@pytest.mark.timeout(300)
+def test_one_big_directory_does_not_keep_every_landed_row(bucket, s3server, mount_factory,
+                                                          keyenv):
+    """An index waits for its directory's queued uploads (one write for a burst), and in plain
+    mode every landed file keeps its row, and its node, until that index: a writer that stays
+    ahead of its uploads in one directory kept them all until it paused.  Now the index goes
+    up early once max(cap / 10, files / 8) landed files wait on it: with a cap of 300 and 800
+    files, at most ~100 (+ what landed during one index write) are held by rows at any time."""
+    from faultproxy import Fault, FaultProxy
+
+    with FaultProxy(s3server.endpoint, seed=6) as proxy:
+        m = mount_factory(bucket, "none", env=dict(keyenv, S3ENCFS_NODE_CAP=str(CAP)),
+                          extra=["--endpoint-url", proxy.endpoint, "--upload-delay", "0.1"])
+        proxy.add_fault(Fault(kind="hold", op="PutObject", key_contains="flat/", delay=0.15))
+        d = m.mountpoint / "flat"
+        d.mkdir()
+        for i in range(800):
+            (d / f"f{i}").write_bytes(f"flat/{i}".encode() * 10)
+        samples = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            st = status(m)
+            kept = st["memory"]["kept"]
+            samples.append((st["pending_uploads"], kept.get("row", 0), st["memory"]["nodes"]))
+            if st["pending_uploads"] == 0:
+                break
+            time.sleep(0.3)
+        flush(m)
+        proxy.clear_faults()
+        print(f"\n(pending uploads, nodes held by landed rows, nodes): {samples}")
+        assert any(p >= 100 for p, _r, _n in samples), samples  # the writer ran ahead
+        assert max(r for _p, r, _n in samples) <= 250, samples  # was up to every landed file
+        assert sorted(os.listdir(d)) == sorted(f"f{i}" for i in range(800))
+        assert (d / "f799").read_bytes() == b"flat/799" * 10
+        assert status(m)["journal_rows"] == 0
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(7200)
 @pytest.mark.parametrize("mode", ["none", "client"])
