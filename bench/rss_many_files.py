@@ -73,6 +73,31 @@ def drop_kernel_caches() -> None:
         log(f"drop_caches not possible ({exc}); measuring without it")
 
 
+def rsync_watched(m: Mount, pid: int, src: Path, dst: Path,
+                  every: float) -> subprocess.CompletedProcess:
+    """rsync `src` into `dst`; every `every` seconds (0: never) log the mount's RSS, node count
+    and why its nodes are kept (`memory.kept`), to see when the table stops following the cap."""
+    with tempfile.TemporaryFile("w+") as err:
+        p = subprocess.Popen(["rsync", "-a", "--exclude=.complete", f"{src}/", str(dst)],
+                             stdout=subprocess.DEVNULL, stderr=err, text=True)
+        deadline = time.monotonic() + 3600
+        while True:
+            try:
+                rc = p.wait(timeout=every or None)
+                break
+            except subprocess.TimeoutExpired:
+                if time.monotonic() > deadline:
+                    p.kill()
+                    rc = p.wait()
+                    break
+                mem = status(m).get("memory") or {}
+                log(f"{proc_mem(pid)} nodes {mem.get('nodes')} kept {mem.get('kept')} "
+                    f"handed back {mem.get('nodes_handed_back')} "
+                    f"dropped {mem.get('nodes_dropped_unseen')}")
+        err.seek(0)
+        return subprocess.CompletedProcess(p.args, rc, "", err.read())
+
+
 def run(args: argparse.Namespace, work: Path, trees: list[Path]) -> dict:
     server = SeaweedS3(work / "seaweed")
     server.start()
@@ -94,9 +119,7 @@ def run(args: argparse.Namespace, work: Path, trees: list[Path]) -> dict:
             log(f"mounted ({args.mode}, {args.s3_client}): {base}")
             for n, tree in enumerate(trees):
                 t0 = time.monotonic()
-                rs = subprocess.run(["rsync", "-a", "--exclude=.complete", f"{tree}/",
-                                     str(m.mountpoint / f"r{n}")],
-                                    timeout=3600, capture_output=True, text=True)
+                rs = rsync_watched(m, pid, tree, m.mountpoint / f"r{n}", args.sample_every)
                 if rs.returncode:  # recorded, not fatal: the memory is still worth knowing
                     log(f"rsync exited {rs.returncode}: {rs.stderr[-2000:]}")
                 t_rsync = time.monotonic() - t0
@@ -131,6 +154,8 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--mode", default="none", choices=["none", "client"])
     p.add_argument("--s3-client", default="crt", choices=["crt", "boto3"])
+    p.add_argument("--sample-every", type=float, default=30.0,
+                   help="seconds between status samples during each rsync (0: none)")
     p.add_argument("--trees", type=Path, help="reuse generated trees here (made if missing)")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="s3encfs-rss-") as tmp:

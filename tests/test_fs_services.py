@@ -245,3 +245,64 @@ def test_directory_index_waits_for_its_children_and_names_their_final_etags(
     assert 1 <= index_writes[0] <= 6, f"{index_writes[0]} index writes for one burst"
     for name, (etag, _meta) in index.files.items():
         assert listed[f"d/{name}"] == etag.strip('"'), name
+
+
+def test_a_due_index_goes_up_while_uploads_are_queued(bucket, s3server, monkeypatch, tmp_path):
+    """A due index write takes the next free upload slot even while files are queued.  Uploads
+    used to refill every slot first, so the index (and, in plain mode, the journal rows it
+    settles, which keep their nodes in memory: fs/pending.py `_row_until_index`) waited until
+    the queue drained: `a`'s index went up with 0 uploads left queued, its 20 rows kept till
+    then.  Now it goes up while most of `slow`'s 60 uploads (0.2 s each) are still queued."""
+    core = _core(bucket, s3server, monkeypatch, tmp_path, upload_delay=0.05,
+                 upload_concurrency=4)
+    real = core.uploader.upload
+
+    def slow(job):  # type: ignore[no-untyped-def]
+        if "slow/" in job.key:
+            time.sleep(0.2)
+        return real(job)
+
+    core.uploader.upload = slow  # type: ignore[method-assign]
+    real_aput = core.store.aput
+
+    async def slow_aput(key, *args, **kw):  # type: ignore[no-untyped-def]
+        if "slow/" in key:  # a small new file's PUT is awaited on the loop (fs/small_upload.py)
+            await trio.sleep(0.2)
+        return await real_aput(key, *args, **kw)
+
+    monkeypatch.setattr(core.store, "aput", slow_aput)
+    seen: list[tuple[int, int]] = []  # per index write of `a`: (uploads queued, rows left)
+    real_index = core.write_index
+
+    async def counted(d):  # type: ignore[no-untyped-def]
+        queued = len(core.queue)
+        await real_index(d)
+        if d.name == "a":
+            seen.append((queued, sum(c.row_id is not None for c in d.children.values())))
+
+    core.write_index = counted  # type: ignore[method-assign]
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            core.start(nursery)
+            for name, n in (("a", 20), ("slow", 60)):
+                d = await core.mkdir(core.root, name, 0o40755, 0, 0)
+                for i in range(n):
+                    node = await core.create_file(d, f"f{i}", 0o100644, 0, 0)
+                    await core.open(node, True)
+                    await core.write(node, 0, b"z" * (50 + i))
+                    await core.release(node, True)
+            with trio.fail_after(120):
+                while core.queue or core.running:  # not flush_all: it reorders the queue
+                    await trio.sleep(0.05)
+                await core.flush_all()
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    rows = core.journal.count()
+    core.close()
+    assert seen, "a's index was never written"
+    queued, rows_left = seen[0]
+    assert rows_left == 0, seen  # plain mode: the index settled every landed child's row
+    assert queued >= 20, seen  # was 0: the index waited for the queue to drain
+    assert rows == 0

@@ -92,6 +92,85 @@ def test_node_table_stays_near_its_cap_without_drop_caches(mode, bucket, mount_f
     assert (root / "b0" / "d0" / "f1").read_bytes() == b"changed after being forgotten"
 
 
+@pytest.mark.timeout(300)
+def test_index_writes_are_not_starved_by_queued_uploads(bucket, s3server, mount_factory, keyenv):
+    """Plain mode keeps a file's journal row after its upload until the parent's index carries
+    the new entry (fs/pending.py `_row_until_index`), and a node with a row stays in memory.
+    Index writes were started only into slots the uploads left free — none while files were
+    queued — so rows, and their nodes, piled up for as long as the writer ran ahead: an rsync
+    of 50,000 files held ~25,000 nodes by their rows at 25,000 files, cap 10,000, 241.8 MiB.
+    Here `a`'s 400 files land fast, then `slow`'s 200 uploads (each PUT held 0.3 s by the
+    proxy) keep every slot busy: `a`'s index must go up meanwhile, its rows go, and its nodes
+    leave the table while `slow` is still uploading (on main: 600 rows to the end)."""
+    from faultproxy import Fault, FaultProxy
+
+    with FaultProxy(s3server.endpoint, seed=5) as proxy:
+        m = mount_factory(bucket, "none", env=dict(keyenv, S3ENCFS_NODE_CAP="100"),
+                          extra=["--endpoint-url", proxy.endpoint, "--upload-delay", "0.1"])
+        proxy.add_fault(Fault(kind="hold", op="PutObject", key_contains="slow/", delay=0.3))
+        root = m.mountpoint
+        for d, n in (("a", 400), ("slow", 200)):
+            (root / d).mkdir()
+            for i in range(n):
+                (root / d / f"f{i}").write_bytes(f"{d}/{i}".encode() * 10)
+        samples = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            st = status(m)
+            samples.append((st["pending_uploads"], st["journal_rows"], st["memory"]["nodes"]))
+            if st["pending_uploads"] == 0:
+                break
+            time.sleep(0.3)
+        flush(m)
+        proxy.clear_faults()
+        print(f"\n(pending uploads, journal rows, nodes): {samples}")
+        # `slow`'s 200 files have rows (pending or landed, its index waits for them all):
+        # fewer than 200 + 40 rows while 40 or more are still to go = `a`'s rows settled
+        assert any(p >= 40 and rows <= 240 for p, rows, _n in samples), samples
+        assert any(p >= 20 and n <= 400 for p, _r, n in samples), samples  # `a`'s nodes left
+        assert sorted(os.listdir(root / "a")) == sorted(f"f{i}" for i in range(400))
+        assert (root / "a" / "f123").read_bytes() == b"a/123" * 10
+        assert (root / "slow" / "f199").read_bytes() == b"slow/199" * 10
+        assert status(m)["journal_rows"] == 0
+
+
+@pytest.mark.timeout(300)
+def test_one_big_directory_does_not_keep_every_landed_row(bucket, s3server, mount_factory,
+                                                          keyenv):
+    """An index waits for its directory's queued uploads (one write for a burst), and in plain
+    mode every landed file keeps its row, and its node, until that index: a writer that stays
+    ahead of its uploads in one directory kept them all until it paused.  Now the index goes
+    up early once max(cap / 10, files / 8) landed files wait on it: with a cap of 300 and 800
+    files, at most ~100 (+ what landed during one index write) are held by rows at any time."""
+    from faultproxy import Fault, FaultProxy
+
+    with FaultProxy(s3server.endpoint, seed=6) as proxy:
+        m = mount_factory(bucket, "none", env=dict(keyenv, S3ENCFS_NODE_CAP=str(CAP)),
+                          extra=["--endpoint-url", proxy.endpoint, "--upload-delay", "0.1"])
+        proxy.add_fault(Fault(kind="hold", op="PutObject", key_contains="flat/", delay=0.15))
+        d = m.mountpoint / "flat"
+        d.mkdir()
+        for i in range(800):
+            (d / f"f{i}").write_bytes(f"flat/{i}".encode() * 10)
+        samples = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            st = status(m)
+            kept = st["memory"]["kept"]
+            samples.append((st["pending_uploads"], kept.get("row", 0), st["memory"]["nodes"]))
+            if st["pending_uploads"] == 0:
+                break
+            time.sleep(0.3)
+        flush(m)
+        proxy.clear_faults()
+        print(f"\n(pending uploads, nodes held by landed rows, nodes): {samples}")
+        assert any(p >= 100 for p, _r, _n in samples), samples  # the writer ran ahead
+        assert max(r for _p, r, _n in samples) <= 250, samples  # was up to every landed file
+        assert sorted(os.listdir(d)) == sorted(f"f{i}" for i in range(800))
+        assert (d / "f799").read_bytes() == b"flat/799" * 10
+        assert status(m)["journal_rows"] == 0
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(7200)
 @pytest.mark.parametrize("mode", ["none", "client"])

@@ -64,6 +64,7 @@ def report(core: Any, trimmer: Any = None) -> dict[str, Any]:
         "mem_block_bytes": getattr(core.blocks, "_mem_total", 0),
         "disk_blocks_indexed": _len(core, "blocks", "_disk"),
     })
+    d["kept"] = kept(core)
     if trimmer is not None:
         d["node_cap"] = trimmer.cap
         d["nodes_handed_back"] = trimmer.invalidated
@@ -80,6 +81,33 @@ def report(core: Any, trimmer: Any = None) -> dict[str, Any]:
                                for s in snap.compare_to(_last[0], "lineno")[:TOP_SITES]]
         _last[:] = [snap]
     return d
+
+
+def kept(core: Any) -> dict[str, int]:
+    """Why the nodes in the table are there: per reason, how many (a node counts under its
+    first reason, in the order of `nodes.forgettable`'s checks); "known" is a clean node the
+    kernel still looks up, "unseen" a clean one it never did (both the trimmer's to hand back)."""
+    inodes = getattr(core, "inodes", None) or {}
+    pending = tuple(getattr(core, n, ()) for n in ("queue", "running", "index_queue"))
+    out: dict[str, int] = {}
+    for node in list(inodes.values()):
+        why = _why_kept(node, pending)
+        out[why] = out.get(why, 0) + 1
+    return out
+
+
+def _why_kept(node: Any, pending: tuple[Any, ...]) -> str:
+    checks = (("content", node.content is not None), ("row", node.row_id is not None),
+              ("meta_dirty", node.meta_dirty), ("marker_pending", node.marker_pending),
+              ("local_only", node.local_only), ("rename_over", node.replaced_etag is not None),
+              ("locked", node.locked), ("open", node.open_count > 0),
+              ("parent_local_only", node.parent is not None and node.parent.local_only),
+              ("queued", any(node in p for p in pending)), ("unlinked", node.unlinked),
+              ("dir_with_children", bool(node.children)), ("dir", node.is_dir))
+    for why, hit in checks:
+        if hit:
+            return why
+    return "known" if node.lookups > 0 else "unseen"
 
 
 _last: list[tracemalloc.Snapshot] = []  # the previous report's snapshot (tracing only)
