@@ -53,6 +53,7 @@ class Writeback(Upload):
         health.start_upload_loop(self)  # background work: S3's breaker never refuses it
         while True:
             self._kick = trio.Event()
+            self.stats["upload_loop_passes"] = self.stats.get("upload_loop_passes", 0) + 1  # status
             now = trio.current_time()
             next_due = self._start_due_uploads(now, now + 3600)
             if self.index_queue and len(self.running) < self.cfg.upload_concurrency:
