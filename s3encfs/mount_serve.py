@@ -11,7 +11,7 @@ from typing import Any
 
 import trio
 
-from s3encfs import sdnotify
+from s3encfs import fuse_loop, sdnotify
 from s3encfs.config import MountConfig
 from s3encfs.control import ControlServer, control_socket_path
 from s3encfs.fs import memstats
@@ -62,6 +62,7 @@ def _control_server(core: Any, cfg: MountConfig, trimmer: NodeTrimmer) -> Contro
     return ControlServer(control_socket_path(cfg.mountpoint),
                          lambda: enrich({**core.status(), "pid": os.getpid(),
                                          "memory": memstats.report(core, trimmer),
+                                         "fuse_loop": fuse_loop.stats(),
                                          "mountpoint": cfg.mountpoint, "source": cfg.source,
                                          "settings": mount_settings(cfg)},
                                         encryption=cfg.encryption, started=started),
@@ -71,6 +72,7 @@ def _control_server(core: Any, cfg: MountConfig, trimmer: NodeTrimmer) -> Contro
 async def _fuse_main(fuse_done: trio.Event) -> None:
     import pyfuse3
 
+    fuse_loop.install()  # fewer scheduler passes per request (s3encfs/fuse_loop.py)
     try:
         await pyfuse3.main(min_tasks=4, max_tasks=64)
     finally:

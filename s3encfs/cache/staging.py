@@ -8,6 +8,7 @@ from the base object (or are zeros).  The dirty set is persisted in the journal 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 
@@ -75,16 +76,66 @@ def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
         offset += n
 
 
+class StagingPool:
+    """Emptied staging files, kept open for the next new file instead of unlinked (issue 16).
+
+    Creating a file in the staging directory costs the trio thread 60–120 µs of kernel CPU (an
+    rsync of small files makes one per file); renaming an emptied one to the new file's name and
+    truncating it cost ~12. The rename gives every version a fresh name, so its `file_id` (and
+    the client mode's per-file slot key, HKDF(cache key, file_id)) is never reused. A file is
+    given back only where it would have been unlinked (after its journal row is gone), emptied
+    first: a crash leaves at most `limit` empty files that no row names, which the next mount's
+    orphan sweep removes; `clear()` (unmount) unlinks them. Used on the trio thread only."""
+
+    def __init__(self, limit: int = 64):
+        self.limit = limit
+        self._free: list[tuple[str, int]] = []  # (path, open fd) of emptied files
+
+    def give(self, path: str, fd: int) -> bool:
+        """Keep the file at `path` (open as `fd`) for `take`; False: the caller unlinks it."""
+        if len(self._free) >= self.limit:
+            return False
+        try:
+            os.ftruncate(fd, 0)
+        except OSError:
+            return False
+        self._free.append((path, fd))
+        return True
+
+    def take(self, path: str) -> int | None:
+        """An empty file renamed to `path`, open for reading and writing; None: none kept."""
+        while self._free:
+            old, fd = self._free.pop()
+            try:
+                os.rename(old, path)
+            except OSError:
+                os.close(fd)
+                with contextlib.suppress(OSError):
+                    os.unlink(old)
+                continue
+            return fd
+        return None
+
+    def clear(self) -> None:
+        while self._free:
+            path, fd = self._free.pop()
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+
 class StagingFile:
     def __init__(self, path: str, file_id: str, segment_size: int, cipher: SlotCipher,
-                 *, create: bool = True):
+                 *, create: bool = True, pool: StagingPool | None = None):
         self.path = path
         self.file_id = file_id
         self.segment_size = segment_size
         self.cipher = cipher
         self.slot = segment_size + cipher.overhead
+        self._pool = pool  # a new file comes from it, and goes back to it at `remove`
+        fd = pool.take(path) if pool is not None and create else None
         flags = os.O_RDWR | (os.O_CREAT if create else 0)
-        self.fd = os.open(path, flags, 0o600)
+        self.fd = fd if fd is not None else os.open(path, flags, 0o600)
         self._lock = threading.Lock()
 
     def write_segment(self, index: int, plaintext: bytes) -> None:
@@ -113,12 +164,19 @@ class StagingFile:
         os.ftruncate(self.fd, count * self.slot)
 
     def close(self) -> None:
+        if self.fd < 0:
+            return
         try:
             os.close(self.fd)
         except OSError:
             pass
+        self.fd = -1
 
     def remove(self) -> None:
+        """Unlink the file (or give it, emptied, back to its pool); the object is done with."""
+        if self._pool is not None and self.fd >= 0 and self._pool.give(self.path, self.fd):
+            self.fd = -1
+            return
         self.close()
         try:
             os.unlink(self.path)

@@ -36,7 +36,7 @@ class LocalContent(Reader):
             return node.content
         file_id = secrets.token_hex(12)
         staging = StagingFile(os.path.join(self.staging_dir, file_id), file_id,
-                              self.seg.segment_size, self.slots)
+                              self.seg.segment_size, self.slots, pool=self.staging_pool)
         if node.obj is not None and node.corrupt is None:
             cipher = self.cipher_for(node.obj)
             meta = dict(node.obj.meta)

@@ -36,6 +36,7 @@ class FsCore(Recovery, Renames, Attributes, OpenFiles):
     def close(self) -> None:
         """After the last upload: close the journal, let the S3 worker threads go."""
         self.journal.close()
+        self.staging_pool.clear()
         self.pool.shutdown(wait=False)
 
     def created(self, node: Node) -> None:

@@ -27,7 +27,7 @@ import trio
 from s3encfs import defaults
 from s3encfs.cache.blocks import BlockCache
 from s3encfs.cache.journal import Journal
-from s3encfs.cache.staging import DirtySet
+from s3encfs.cache.staging import DirtySet, StagingPool
 from s3encfs.codec import Codec, NameTooLong, ObjectCipher
 from s3encfs.fs import identity
 from s3encfs.fs.dirty import DirtyAccount, pending_files_limit
@@ -79,6 +79,7 @@ class FsState:
         os.makedirs(cfg.cache_dir, mode=0o700, exist_ok=True)
         self.staging_dir = os.path.join(cfg.cache_dir, "staging")
         os.makedirs(self.staging_dir, mode=0o700, exist_ok=True)
+        self.staging_pool = StagingPool()  # emptied staging files for new ones (cache/staging.py)
         sealed = codec.name == "client"
         self.journal = Journal(os.path.join(cfg.cache_dir, "journal.sqlite"),
                                seal=codec.seal_blob if sealed else None,

@@ -54,6 +54,7 @@ class Writeback(Upload):
         health.start_upload_loop(self)  # background work: S3's breaker never refuses it
         while True:
             self._kick = trio.Event()
+            self.stats["upload_loop_passes"] = self.stats.get("upload_loop_passes", 0) + 1  # status
             now = trio.current_time()
             next_due = now + 3600
             # index writes first: uploads refill every free slot while files are queued, so
