@@ -62,6 +62,10 @@ class ClientCodec:
         # the bucket's name scheme (crypto/names.py), from its keycheck (mount.check_master_key)
         self.name_scheme = name_scheme if encrypt_names else 1
         self.name_max = self._names.name_max
+        self._ciphers = CipherMemo()
+
+    def _key_entries(self, metadata: Mapping[str, str]) -> tuple[str | None, ...]:
+        return tuple(metadata.get(k) for k in env.KEY_META)
 
     # -- objects
     def new_object(self) -> tuple[env.SegmentCipher, dict[str, str]]:
@@ -69,12 +73,23 @@ class ClientCodec:
         data_key = env.random_bytes(env.KEY_LEN)
         v = self.format_version
         meta = env.wrap_data_key(self.keys, self.current, oid, data_key, v)
-        return env.SegmentCipher(oid, data_key, self.geometry.segment_size, v), meta
+        cipher = env.SegmentCipher(oid, data_key, self.geometry.segment_size, v)
+        self._ciphers.put(self._key_entries(meta), cipher)  # its attrs are sealed next
+        return cipher, meta
 
     def open_object(self, metadata: dict[str, str]) -> env.SegmentCipher:
-        oid, data_key = env.unwrap_data_key(self.keys, metadata)
-        return env.SegmentCipher(oid, data_key, self.geometry.segment_size,
-                                 env.version_of(metadata))
+        """The object's cipher. Memoized by its key entries (CipherMemo): the same entries
+        always unwrap to the same cipher, so only entries never seen are unwrapped (and their
+        key commitment checked) — each object's attrs are sealed and opened without a second
+        unwrap and four key derivations."""
+        entries = self._key_entries(metadata)
+        cipher = self._ciphers.get(entries)
+        if cipher is None:
+            oid, data_key = env.unwrap_data_key(self.keys, metadata)
+            cipher = env.SegmentCipher(oid, data_key, self.geometry.segment_size,
+                                       env.version_of(metadata))
+            self._ciphers.put(entries, cipher)
+        return cipher
 
     def rewrap(self, metadata: dict[str, str], key_id: str | None = None) -> dict[str, str]:
         """Key metadata re-wrapped under `key_id` (default: current) — rotation is metadata-only.
@@ -172,6 +187,33 @@ def load_or_create_slot_key(codec: ClientCodec, cache_dir: str) -> bytes:
             os.unlink(tmp)
         return key
     raise IntegrityError(f"{path}: could not create or read the cache key")
+
+
+class CipherMemo:
+    """Bounded map: an object's key entries (version, key id, object id, wrapped data key,
+    commitment: all of them, exactly as stored) -> its SegmentCipher.
+
+    Sound because the cipher is a function of those entries and the loaded master keys alone:
+    entries that differ in any byte (tampered, rewrapped, another object) miss and are
+    unwrapped and checked afresh. Oldest first out; a lock, as seals run in worker threads."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self._map: OrderedDict[tuple[str | None, ...], env.SegmentCipher] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, entries: tuple[str | None, ...]) -> env.SegmentCipher | None:
+        with self._lock:
+            return self._map.get(entries)
+
+    def put(self, entries: tuple[str | None, ...], cipher: env.SegmentCipher) -> None:
+        with self._lock:
+            self._map[entries] = cipher
+            if len(self._map) > self._size:
+                self._map.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._map)
 
 
 class StagingSlots:
