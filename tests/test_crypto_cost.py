@@ -117,3 +117,65 @@ def test_names_this_codec_encoded_decode_without_aes_siv(scheme: int) -> None:
         codec.decode_name("inc/other", encoded[0])
     fresh = ClientCodec({"k1": K1}, "k1", name_scheme=scheme)
     assert fresh.decode_name("inc/linux", encoded[1]) == "file1.h"
+
+
+# ------------------------------------------------------------------ staging slots
+
+SEG = 64 * 1024
+
+
+def _staging(tmp_path, slots) -> Any:
+    from s3encfs.cache.staging import StagingFile
+
+    return StagingFile(str(tmp_path / "st"), "f1", SEG, slots)
+
+
+def test_a_small_files_slot_holds_its_bytes_not_a_whole_segment(tmp_path) -> None:
+    from s3encfs.crypto.client_codec import StagingSlots
+
+    st = _staging(tmp_path, StagingSlots(K1))
+    body = bytes(range(256)) * 4 + b"\x00\x07"  # 1,026 bytes, a zero inside
+    st.write_segment(0, body)  # padded to 64 KiB by the staging file, as _write_segments does
+    assert (tmp_path / "st").stat().st_size == len(body) + 32  # was 64 KiB + 28
+    assert st.read_segment(0) == body + bytes(SEG - len(body))
+    st.write_segment(1, b"z" * SEG)  # a whole segment: a whole slot
+    st.write_segment(0, b"q" * SEG)  # the short slot grows to a whole one...
+    assert st.read_segment(0) == b"q" * SEG and st.read_segment(1) == b"z" * SEG
+    st.write_segment(0, b"s" * 10)  # ...and back: stale bytes behind a short slot are ignored
+    assert st.read_segment(0) == b"s" * 10 + bytes(SEG - 10)
+    st.write_segment(2, bytes(SEG))  # all zeros: 32 bytes
+    assert st.read_segment(2) == bytes(SEG)
+    st.remove()
+
+
+def test_short_slots_are_bound_to_index_length_and_file(tmp_path) -> None:
+    import struct
+
+    from s3encfs.crypto.client_codec import StagingSlots
+
+    slots = StagingSlots(K1)
+    sealed = slots.seal("f1", 3, b"secret" + bytes(SEG - 6))
+    assert len(sealed) == 6 + 32 and b"secret" not in sealed
+    assert slots.open("f1", 3, sealed) == b"secret"
+    for fid, idx, data in [("f1", 4, sealed), ("f2", 3, sealed),
+                           ("f1", 3, struct.pack(">I", 5) + sealed[4:]),  # shorter length
+                           ("f1", 3, sealed[:-1]), ("f1", 3, sealed[:20])]:
+        with pytest.raises(IntegrityError):
+            slots.open(fid, idx, data)
+
+
+def test_whole_slots_sealed_the_earlier_way_still_open(tmp_path) -> None:
+    import os
+    import struct
+
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from s3encfs.crypto.client_codec import StagingSlots
+
+    slots = StagingSlots(K1)
+    plain = b"old" + bytes(SEG - 3)
+    for i in range(50):  # nonces that read as a length that fits: tried short, then whole
+        nonce = struct.pack(">I", i * 1300) + os.urandom(8)
+        key = env.hkdf(K1, b"s3encfs/v1/slot\x00f1")  # docs/FORMAT.md, "Local staging slots"
+        old = nonce + AESGCM(key).encrypt(nonce, plain, struct.pack(">Q", i))
+        assert slots.open("f1", i, old) == plain
