@@ -94,7 +94,7 @@ class ObjectCipher(Protocol):
 
 
 class SlotCipher(Protocol):
-    """Seals fixed-size slots of a local staging file; `overhead` bytes per slot."""
+    """Seals the slots of a local staging file: at most `overhead` bytes more than a segment."""
 
     overhead: int
 

@@ -2,8 +2,11 @@
 
 A staging file is an array of fixed *slots*, one per plaintext segment, each sealed by the codec's
 `SlotCipher` (identity in plain mode, AEAD under a wrapped cache key in client mode — so no
-plaintext is at rest).  Only segments marked dirty hold meaningful data; all other segments come
-from the base object (or are zeros).  The dirty set is persisted in the journal at close/fsync.
+plaintext is at rest). A sealed slot may fill only part of its place (client mode seals a
+segment's meaningful bytes, not its trailing zeros): `read_segment` hands the cipher what is
+there and gets the whole segment back.  Only segments marked dirty hold meaningful data; all
+other segments come from the base object (or are zeros).  The dirty set is persisted in the
+journal at close/fsync.
 """
 
 from __future__ import annotations
@@ -156,9 +159,12 @@ class StagingFile:
             if len(data) < self.segment_size:
                 data += bytes(self.segment_size - len(data))
             return data
-        if len(data) < self.slot:
+        if len(data) < self.cipher.overhead:  # a short sealed slot: the cipher knows its length
             raise OSError(f"staging file {self.path} is short at segment {index}")
-        return self.cipher.open(self.file_id, index, data)
+        plain = self.cipher.open(self.file_id, index, data)
+        if len(plain) < self.segment_size:  # sealed without its trailing zeros
+            plain += bytes(self.segment_size - len(plain))
+        return plain
 
     def truncate_segments(self, count: int) -> None:
         os.ftruncate(self.fd, count * self.slot)

@@ -100,8 +100,11 @@ def check_key_id(key_id: str) -> str:
     return key_id
 
 
+_SHA256 = hashes.SHA256()  # stateless: one instance for every derivation
+
+
 def hkdf(master: bytes, info: bytes, salt: bytes | None = None, length: int = KEY_LEN) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info).derive(master)
+    return HKDF(algorithm=_SHA256, length=length, salt=salt, info=info).derive(master)
 
 
 class MasterKeys:

@@ -120,16 +120,33 @@ class NameCipher:
         # deterministic, so memoizable: every S3 key is built from all its path components,
         # and an rsync asks for the same ones thousands of times (encode is ~50 µs of AES-SIV)
         self._encoded: dict[tuple[str, str], str] = {}
+        # and the other way: a listing of names this mount encoded (or decoded before) needs
+        # no AES-SIV decryption. Sound: the encoding is deterministic and canonical, so
+        # decode(parent, encode(parent, name)) is always `name`
+        self._decoded: dict[tuple[str, str], str] = {}
 
     def encode_name(self, parent: str, name: str) -> str:
         hit = self._encoded.get((parent, name))
         if hit is not None:
             return hit
         encoded = self._encode(parent, name)
-        if len(self._encoded) >= NAME_CACHE:
-            self._encoded.clear()
-        self._encoded[(parent, name)] = encoded
+        self._memo(parent, name, encoded)
         return encoded
+
+    def _memo(self, parent: str, name: str, encoded: str) -> None:
+        if len(self._encoded) >= NAME_CACHE or len(self._decoded) >= NAME_CACHE:
+            self._encoded.clear()
+            self._decoded.clear()
+        self._encoded[(parent, name)] = encoded
+        self._decoded[(parent, encoded)] = name
+
+    def decode_name(self, parent: str, encoded: str) -> str:
+        hit = self._decoded.get((parent, encoded))
+        if hit is not None:
+            return hit
+        # the canonical check in _decode (encode_name of the result) memoizes both ways
+        return self._decode2(parent, encoded) if self.scheme == 2 else self._decode1(parent,
+                                                                                     encoded)
 
     def _encode(self, parent: str, name: str) -> str:
         raw = name_bytes(name)
@@ -207,9 +224,7 @@ class NameCipher:
             raise UndecodableName(encoded[:60])
         return name
 
-    def decode_name(self, parent: str, encoded: str) -> str:
-        if self.scheme == 2:
-            return self._decode2(parent, encoded)
+    def _decode1(self, parent: str, encoded: str) -> str:
         if not encoded or len(encoded) > MAX_ENCODED or not _ALPHABET.issuperset(encoded):
             raise UndecodableName(encoded[:60])
         text = encoded.upper().encode("ascii")
