@@ -109,7 +109,7 @@ class PartSpool:
         self._lock = threading.Lock()
         weakref.finalize(self, os.close, fd)
 
-    def put(self, number: int, data: bytes) -> None:
+    def put(self, number: int, data: bytes | bytearray) -> None:
         slots = max(1, -(-len(data) // CHUNK))
         with self._lock:
             first = self._next
