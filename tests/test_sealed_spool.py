@@ -1,4 +1,4 @@
-"""store/sealed_spool.py: S3EC local spools (verified views of ciphertext, sealed early parts)."""
+"""store/sealed_spool.py: sealed local spools (S3EC verified views and multipart parts)."""
 
 from __future__ import annotations
 
@@ -9,22 +9,18 @@ from pathlib import Path
 import pytest
 
 from s3encfs.codec import IntegrityError
-from s3encfs.crypto.s3ec_format import ContentKey
-from s3encfs.crypto.s3ec_stream import encrypt_body
-from s3encfs.store.sealed_spool import CHUNK, CipherView, PartSpool, Views
+from s3encfs.store.sealed_spool import CHUNK, PartSpool, Spool, Views
 
 
-def test_view_random_writes_and_reads_and_nothing_readable_on_disk(tmp_path: Path) -> None:
+def test_spool_random_writes_and_reads_and_nothing_readable_on_disk(tmp_path: Path) -> None:
     r = random.Random(7)
     marker = b"SPOOL-PLAINTEXT-MARKER"
     data = (marker * (3 * CHUNK // len(marker) + 1000))[: 3 * CHUNK + 12345]
-    ck = _ck()
-    body = encrypt_body(ck, data)  # the object as S3 stores it
-    s = CipherView(str(tmp_path), ck)
+    s = Spool(str(tmp_path))
     off = 0
-    while off < len(body):
+    while off < len(data):
         n = r.choice([0, 1, 17, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK + 5])
-        s.write(body[off:off + n])
+        s.write(data[off:off + n])
         off += n
     s.finish()
     assert s.size == len(data) and s.read(0, len(data)) == data
@@ -33,26 +29,16 @@ def test_view_random_writes_and_reads_and_nothing_readable_on_disk(tmp_path: Pat
         b = r.randint(a, len(data) + 10)
         assert s.read(a, b) == data[a:b]
     raw = os.pread(s.fd, 10 * CHUNK, 0)
-    assert raw == body and marker not in raw and os.listdir(tmp_path) == []  # unlinked
+    assert marker not in raw and os.listdir(tmp_path) == []  # unlinked, sealed
 
 
 def test_damaged_spool_is_an_error(tmp_path: Path) -> None:
-    p = PartSpool(str(tmp_path))
-    p.put(1, b"x" * 100)
-    os.pwrite(p.fd, b"\xff", 5)
+    s = Spool(str(tmp_path))
+    s.write(b"x" * 100)
+    s.finish()
+    os.pwrite(s.fd, b"\xff", 5)
     with pytest.raises(IntegrityError):
-        p.get(1)
-
-
-def _ck() -> ContentKey:
-    return ContentKey(os.urandom(32), os.urandom(12), b"")
-
-
-def _view(directory: Path, plain: bytes) -> CipherView:
-    ck = _ck()
-    v = CipherView(str(directory), ck)
-    v.write(encrypt_body(ck, plain))
-    return v
+        s.read(0, 10)
 
 
 def test_parts_replace_and_views_evict(tmp_path: Path) -> None:
@@ -72,11 +58,15 @@ def test_parts_replace_and_views_evict(tmp_path: Path) -> None:
     assert len(os.listdir("/proc/self/fd")) <= fds + 1  # one descriptor for all parts
     v = Views(str(tmp_path), max_bytes=2 * CHUNK)
     for i in range(3):
-        v.publish(f"k{i}", "e", _view(tmp_path, bytes([i]) * CHUNK))
+        sp = v.new()
+        sp.write(bytes([i]) * CHUNK)
+        v.publish(f"k{i}", "e", sp)
     assert v.get("k0", "e") is None and v.get("k2", "e") is not None
     few = Views(str(tmp_path), max_bytes=1 << 40, max_count=3)
     for i in range(10):
-        few.publish(f"k{i}", "e", _view(tmp_path, b"x"))
+        sp = few.new()
+        sp.write(b"x")
+        few.publish(f"k{i}", "e", sp)
     assert [few.get(f"k{i}", "e") is not None for i in range(10)].count(True) == 3
     held = v.get("k1", "e")
     assert held is not None

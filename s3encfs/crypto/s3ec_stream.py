@@ -115,8 +115,4 @@ def ctr_decrypt_range(ck: ContentKey, offset: int, data: bytes) -> bytes:
     block, skip = divmod(offset, 16)
     counter = ck.iv + (2 + block).to_bytes(4, "big")
     dec = Cipher(algorithms.AES(ck.key), modes.CTR(counter)).decryptor()
-    if skip:
-        dec.update(bytes(skip))  # the keystream up to `offset` (no copy of `data` with it)
-    out = dec.update(data)
-    dec.finalize()
-    return out
+    return (dec.update(b"\0" * skip + data) + dec.finalize())[skip:]

@@ -8,9 +8,8 @@ this class is the whole S3EC boundary:
 * LIST sizes are ``size - 16`` (one GCM tag per object), no HEAD; ``X.instruction`` companions
   are hidden and remembered, so deletes and renames carry them along.
 * A read serves only bytes of a whole object whose tag has been verified: the first read of an
-  (key, ETag) streams the object through the GCM decryptor, its ciphertext into a local view,
-  and publishes the view only after the tag checks (`Views`; ranges are then AES-CTR of
-  verified ciphertext). With ``unauthenticated_ranges`` a range is
+  (key, ETag) streams the object through the GCM decryptor into a sealed local spool and
+  publishes it only after the tag checks (`Views`). With ``unauthenticated_ranges`` a range is
   decrypted as AES-CTR (V3 after the commitment check), and a read that reaches the end of the
   object still verifies the whole tag first.
 * HEAD results are checked: an object that is not S3EC, is legacy CBC, or has no matching key
@@ -47,7 +46,7 @@ from s3encfs.crypto.s3ec_keyrings import S3ECKeys
 from .errors import NotFound, UploadRestart
 from .s3 import ListPage, ObjectInfo, ObjectStore, StoreStats
 from .s3ec_upload import S3ECUpload
-from .sealed_spool import CipherView, Views
+from .sealed_spool import Spool, Views
 
 log = logging.getLogger("s3encfs.s3ec")
 
@@ -85,7 +84,7 @@ class S3ECStore(ObjectStore):
         self.views = Views(spool_dir, view_bytes)
         self._spool_dir = spool_dir
         self._lock = threading.Lock()
-        self._inflight: dict[tuple[str, str], Future[CipherView]] = {}
+        self._inflight: dict[tuple[str, str], Future[Spool]] = {}
         self._opened: OrderedDict[str, tuple[fmt.Envelope, fmt.ContentKey, bytes]] = OrderedDict()
         self._instr: set[str] = set()
         self._ranged: OrderedDict[tuple[str, str | None], tuple[fmt.ContentKey, int, str]] = \
@@ -204,7 +203,7 @@ class S3ECStore(ObjectStore):
         data = super().get_range(key, start, end, if_match=real)
         return s3ec_stream.ctr_decrypt_range(ck, start, data)
 
-    def _view(self, key: str, etag: str | None) -> CipherView:
+    def _view(self, key: str, etag: str | None) -> Spool:
         if etag is None:
             etag = super().head(key).etag
         got = self.views.get(key, etag)
@@ -228,9 +227,8 @@ class S3ECStore(ObjectStore):
         fut.set_result(spool)
         return spool
 
-    def _verify_object(self, key: str, etag: str) -> CipherView:
-        """Stream the whole object through GCM, its ciphertext into a local view; publish the
-        view only if the tag checks (reads then decrypt ranges of verified ciphertext)."""
+    def _verify_object(self, key: str, etag: str) -> Spool:
+        """Stream the whole object through GCM into a sealed spool; publish only if it checks."""
         info = super().head(key)
         if info.etag != etag:
             # the conditional GET below fails the way the caller expects (412)
@@ -239,7 +237,7 @@ class S3ECStore(ObjectStore):
         if info.size < fmt.TAG_LEN:
             raise IntegrityError(f"{key}: S3EC object shorter than its tag")
         dec = s3ec_stream.Decryptor(ck)
-        spool = self.views.new(ck)
+        spool = self.views.new()
         ranges = [(o, min(o + _FETCH, info.size)) for o in range(0, info.size, _FETCH)]
         try:
             # ranged GETs in parallel (a window of _PARALLEL), decrypted strictly in order
@@ -256,9 +254,8 @@ class S3ECStore(ObjectStore):
                     if nxt is not None:
                         window.append(pool.submit(super().get_range, key, nxt[0], nxt[1],
                                                   if_match=etag))
-                    dec.update_view(chunk)  # the tag's check; plaintext comes later, by range
-                    spool.write(chunk)
-            dec.finish()
+                    spool.write(dec.update_view(chunk))  # copied before the next
+            spool.write(dec.finish())
         except IntegrityError as exc:
             self.s3ec_stats["verify_failures"] += 1
             log.error("s3ec: %s (ETag %s) failed verification: %s", key, etag, exc)
@@ -291,10 +288,9 @@ class S3ECStore(ObjectStore):
         if len(body) > fmt.MAX_PLAINTEXT:
             raise TooLarge(errno.EFBIG, "file larger than the S3EC (AES-GCM) limit")
         ck, meta = self._fresh(metadata)
-        spool = self.views.new(ck)
-        ciphertext = s3ec_stream.encrypt_body(ck, body)
-        spool.write(ciphertext)
-        etag = super().put(key, ciphertext, meta, if_match=if_match,
+        spool = self.views.new()
+        spool.write(body)
+        etag = super().put(key, s3ec_stream.encrypt_body(ck, body), meta, if_match=if_match,
                            if_none_match=if_none_match, content_type=content_type)
         self.views.publish(key, etag, spool)  # we just wrote it: verified by construction
         return etag

@@ -1,12 +1,13 @@
-"""Local spool files of S3EC mode; unlinked at once, so nothing survives a crash, and an
-unlinked file stays readable through its descriptor until the last reference goes (eviction
-never breaks a read in flight).
+"""Local spool files sealed under a per-process random key (never written anywhere).
 
-(a) Views (`CipherView`): the ciphertext of whole objects as S3 stores it, published only once
-the object's GCM tag has verified (a reader is only ever served bytes of a verified view).
-(b) `PartSpool`: multipart parts that arrived before their turn (store/s3ec_upload.py), a file
-of fixed 1 MiB chunks, each AES-256-GCM sealed under a random per-spool key that never leaves
-memory, nonce = chunk index (the key is fresh per spool, so nonces never repeat under one key).
+Used by S3EC mode for (a) the plaintext of whole objects whose GCM tag has been verified
+("views": a reader is only ever served bytes from a view that is complete) and (b) the parts of
+a multipart upload, which S3EC must encrypt strictly in order once the last one is known.
+
+A spool is a file of fixed 1 MiB chunks, each AES-256-GCM sealed with nonce = chunk index (the
+key is fresh per spool, so nonces never repeat under one key). An unlinked spool stays readable
+through its open descriptor until the last reference goes, so eviction never breaks a read in
+flight.
 """
 
 from __future__ import annotations
@@ -21,14 +22,12 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from s3encfs.codec import IntegrityError
-from s3encfs.crypto import s3ec_stream
-from s3encfs.crypto.s3ec_format import TAG_LEN, ContentKey
 
 CHUNK = 1024 * 1024
 _SLOT = CHUNK + 16
 
 
-def _pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
     """A disk filling midway gives a short count, not an error: loop, so it raises ENOSPC
     (a torn slot would only show later, as "local spool damaged")."""
     view = memoryview(data)
@@ -38,40 +37,60 @@ def _pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> N
         offset += n
 
 
-class CipherView:
-    """One whole S3EC object's ciphertext, byte for byte as S3 stores it, in an unlinked file.
+class Spool:
+    """Append-only sealed plaintext; `read(start, end)` any range once written."""
 
-    Written in order while the object's GCM tag is checked; `Views` publishes it only once the
-    tag verified, and `read` then serves plaintext ranges by AES-CTR (the GCM keystream) from
-    the verified ciphertext. Nothing in the file is readable without the object's data key, and
-    no second cipher pass (a seal per chunk) is spent on bytes that are ciphertext already."""
-
-    def __init__(self, directory: str, ck: ContentKey) -> None:
+    def __init__(self, directory: str) -> None:
         os.makedirs(directory, mode=0o700, exist_ok=True)
-        fd, path = tempfile.mkstemp(prefix="view-", dir=directory)
+        fd, path = tempfile.mkstemp(prefix="spool-", dir=directory)
         os.unlink(path)  # nothing to clean up after a crash; readable through fd only
         self.fd = fd
-        self._ck = ck
-        self._written = 0
-        self.size = 0  # plaintext bytes, set by finish
+        self._aead = AESGCM(AESGCM.generate_key(256))
+        self._buf = bytearray()
+        self._chunks = 0
+        self.size = 0
         weakref.finalize(self, os.close, fd)
 
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Append object bytes (ciphertext; the tag may come along, it is never served)."""
-        _pwrite_all(self.fd, data, self._written)
-        self._written += len(data)
+    def write(self, data: bytes | memoryview) -> None:
+        self.size += len(data)
+        view = memoryview(data)
+        if self._buf:  # top up the partial chunk first
+            take = CHUNK - len(self._buf)
+            self._buf += view[:take]
+            view = view[take:]
+            if len(self._buf) < CHUNK:
+                return
+            self._flush(bytes(self._buf))
+            self._buf.clear()
+        while len(view) >= CHUNK:  # whole chunks straight from the caller's buffer
+            self._flush(view[:CHUNK])
+            view = view[CHUNK:]
+        self._buf += view
 
     def finish(self) -> None:
-        self.size = max(0, self._written - TAG_LEN)
+        if self._buf:
+            self._flush(bytes(self._buf))
+            self._buf.clear()
+
+    def _flush(self, chunk: bytes | memoryview) -> None:
+        i = self._chunks
+        _pwrite_all(self.fd, self._aead.encrypt(i.to_bytes(12, "big"), chunk, None), i * _SLOT)
+        self._chunks += 1
 
     def read(self, start: int, end: int) -> bytes:
         end = min(end, self.size)
-        if start >= end:
-            return b""
-        data = os.pread(self.fd, end - start, start)
-        if len(data) != end - start:
-            raise IntegrityError("local view damaged (short)")
-        return s3ec_stream.ctr_decrypt_range(self._ck, start, data)
+        out = []
+        i = start // CHUNK
+        while i * CHUNK < end:
+            raw = os.pread(self.fd, _SLOT, i * _SLOT)
+            try:
+                chunk = self._aead.decrypt(i.to_bytes(12, "big"), raw, None)
+            except InvalidTag:
+                raise IntegrityError("local spool damaged") from None
+            lo = max(start - i * CHUNK, 0)
+            out.append(chunk[lo:end - i * CHUNK])
+            i += 1
+        return b"".join(out)
 
 
 class PartSpool:
@@ -131,20 +150,20 @@ class Views:
         self.max_bytes = max_bytes
         self.max_count = max_count  # each view holds a descriptor
         self._lock = threading.Lock()
-        self._views: OrderedDict[tuple[str, str], CipherView] = OrderedDict()
+        self._views: OrderedDict[tuple[str, str], Spool] = OrderedDict()
         self._total = 0
 
-    def get(self, key: str, etag: str) -> CipherView | None:
+    def get(self, key: str, etag: str) -> Spool | None:
         with self._lock:
             v = self._views.get((key, etag))
             if v is not None:
                 self._views.move_to_end((key, etag))
             return v
 
-    def new(self, ck: ContentKey) -> CipherView:
-        return CipherView(self.dir, ck)
+    def new(self) -> Spool:
+        return Spool(self.dir)
 
-    def publish(self, key: str, etag: str, spool: CipherView) -> None:
+    def publish(self, key: str, etag: str, spool: Spool) -> None:
         spool.finish()
         with self._lock:
             old = self._views.pop((key, etag), None)
