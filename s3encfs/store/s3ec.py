@@ -8,7 +8,7 @@ this class is the whole S3EC boundary:
 * LIST sizes are ``size - 16`` (one GCM tag per object), no HEAD; ``X.instruction`` companions
   are hidden and remembered, so deletes and renames carry them along.
 * A read serves only bytes of a whole object whose tag has been verified: the first read of an
-  (key, ETag) streams the object through the GCM decryptor into a sealed local spool and
+  (key, ETag) streams the object through the GCM decryptor into an unlinked local spool and
   publishes it only after the tag checks (`Views`). With ``unauthenticated_ranges`` a range is
   decrypted as AES-CTR (V3 after the commitment check), and a read that reaches the end of the
   object still verifies the whole tag first.
