@@ -1,6 +1,6 @@
 """S3EC multipart uploads against SeaweedFS (store/s3ec_upload.py): parts are encrypted and sent
 in order while later ones still arrive, and whatever happens the object is one valid GCM stream
-that the tests' independent decoder reads byte-exact."""
+that the tests' independent decoder reads byte-exact (or the upload starts again)."""
 
 from __future__ import annotations
 
@@ -9,22 +9,30 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 from test_s3ec_format import KEK, ref_decrypt
 
+from s3encfs.crypto.s3ec_codec import S3ECCodec
 from s3encfs.crypto.s3ec_keyrings import AesKeyring, S3ECKeys
+from s3encfs.fs.core import FsConfig, FsCore
+from s3encfs.store import s3ec_upload
+from s3encfs.store.errors import UploadRestart
 from s3encfs.store.s3ec import S3ECStore
+from s3encfs.store.sealed_spool import PartSpool
 
 MiB = 1024 * 1024
 PART = 5 * MiB  # S3's smallest non-final part
 
 
 @pytest.fixture
-def st(s3server: Any, bucket: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> S3ECStore:
+def st(s3server: Any, bucket: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+       request: pytest.FixtureRequest) -> S3ECStore:
     for k, v in s3server.env().items():
         monkeypatch.setenv(k, v)
     keys = S3ECKeys([AesKeyring("k", KEK, {})])
     return S3ECStore(bucket, s3ec=keys, spool_dir=str(tmp_path / "spool"),
-                     endpoint_url=s3server.endpoint, region="us-east-1")
+                     endpoint_url=s3server.endpoint, region="us-east-1",
+                     s3_client=getattr(request, "param", "crt"))
 
 
 def _read(s3: Any, bucket: str, key: str) -> tuple[dict[str, str], bytes]:
@@ -37,11 +45,14 @@ def _sent(s3: Any, bucket: str, key: str, upload_id: str) -> list[int]:
     return sorted(p["PartNumber"] for p in parts)
 
 
+@pytest.mark.parametrize("st", ["crt", "boto3"], indirect=True)  # ciphertext in a bytearray
 def test_parts_go_to_s3_before_completion(st: S3ECStore, s3: Any, bucket: str) -> None:
     data = [os.urandom(PART) for _ in range(3)] + [os.urandom(1000)]
     uid = st.create_multipart("f", {"mode": "33188"})
-    tags = [st.upload_part("f", uid, n, d) for n, d in enumerate(data, start=1)]
-    assert _sent(s3, bucket, "f", uid) == [1, 2, 3]  # each once the next one arrived
+    tags = [st.upload_part("f", uid, 1, data[0])]
+    assert _sent(s3, bucket, "f", uid) == [1]  # its turn, and big enough to be non-final
+    tags += [st.upload_part("f", uid, n, d) for n, d in enumerate(data[1:], start=2)]
+    assert _sent(s3, bucket, "f", uid) == [1, 2, 3]  # the small part 4 waits: it may be last
     st.complete_multipart("f", uid, list(enumerate(tags, start=1)))
     meta, body = _read(s3, bucket, "f")
     assert ref_decrypt(meta, body) == b"".join(data)
@@ -49,7 +60,7 @@ def test_parts_go_to_s3_before_completion(st: S3ECStore, s3: Any, bucket: str) -
 
 
 def test_out_of_order_parts_wait_for_their_turn(st: S3ECStore, s3: Any, bucket: str) -> None:
-    data = [os.urandom(PART) for _ in range(3)]
+    data = [os.urandom(PART), os.urandom(PART), os.urandom(1000)]
     uid = st.create_multipart("f", {})
     st.upload_part("f", uid, 3, data[2])
     st.upload_part("f", uid, 2, data[1])
@@ -60,29 +71,103 @@ def test_out_of_order_parts_wait_for_their_turn(st: S3ECStore, s3: Any, bucket: 
     assert ref_decrypt(*_read(s3, bucket, "f")) == b"".join(data)
 
 
-def test_a_part_sent_again_restarts_under_a_fresh_data_key(st: S3ECStore, s3: Any,
-                                                           bucket: str) -> None:
+def test_early_parts_past_the_memory_bound_go_to_the_spool(
+        st: S3ECStore, s3: Any, bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parts that arrive before their turn are kept (in memory up to _HOLD, then sealed on
+    disk); parts that are their turn never touch the disk."""
+    spooled: list[int] = []
+    real_put = PartSpool.put
+    monkeypatch.setattr(PartSpool, "put", lambda self, n, d: (spooled.append(n),
+                                                                real_put(self, n, d))[-1])
+    data = [os.urandom(PART) for _ in range(6)]
+    uid = st.create_multipart("f", {})
+    st.upload_part("f", uid, 1, data[0])
+    monkeypatch.setattr(s3ec_upload, "_HOLD", 2 * PART)
+    for n in (6, 5, 4, 3):
+        st.upload_part("f", uid, n, data[n - 1])
+    assert spooled == [4, 3] and _sent(s3, bucket, "f", uid) == [1]
+    st.upload_part("f", uid, 2, data[1])
+    assert _sent(s3, bucket, "f", uid) == [1, 2, 3, 4, 5, 6]
+    st.complete_multipart("f", uid, [(n, "") for n in range(1, 7)])
+    assert ref_decrypt(*_read(s3, bucket, "f")) == b"".join(data)
+    assert spooled == [4, 3]
+
+
+def test_a_part_sent_again_restarts_the_upload(st: S3ECStore, s3: Any, bucket: str) -> None:
     """A write into a part that was encrypted already: never two plaintexts under one
-    (data key, message id); the upload starts again under a fresh one."""
+    (data key, message id). The store refuses it and the completion (UploadRestart): the
+    caller aborts and sends the object again in a new upload, under a fresh data key."""
     data = [os.urandom(PART) for _ in range(3)]
     uid = st.create_multipart("f", {})
-    first = s3.list_multipart_uploads(Bucket=bucket)["Uploads"]
     for n, d in enumerate(data, start=1):
         st.upload_part("f", uid, n, d)
-    data[0] = os.urandom(PART)
-    st.upload_part("f", uid, 1, data[0])  # part 1 went to S3 with its old contents
-    st.complete_multipart("f", uid, [(1, ""), (2, ""), (3, "")])
-    meta, body = _read(s3, bucket, "f")
-    assert ref_decrypt(meta, body) == b"".join(data)
-    assert len(first) == 1 and not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+    with pytest.raises(UploadRestart):
+        st.upload_part("f", uid, 1, os.urandom(PART))  # part 1 went to S3 with its old bytes
+    with pytest.raises(UploadRestart):
+        st.complete_multipart("f", uid, [(1, ""), (2, ""), (3, "")])
+    st.abort_multipart("f", uid)
+    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+    with pytest.raises(UploadRestart):  # encrypted at most once: a retry must start anew
+        st.complete_multipart("f", uid, [(1, ""), (2, ""), (3, "")])
 
 
 def test_every_part_sent_early_then_the_tag_alone(st: S3ECStore, s3: Any, bucket: str) -> None:
-    """Part 3 was sent, then the file shrank to 2 parts: part 2 went as a non-final part, so
-    the tag is the last part on its own."""
     data = [os.urandom(PART) for _ in range(3)]
     uid = st.create_multipart("f", {})
     for n, d in enumerate(data, start=1):
         st.upload_part("f", uid, n, d)
-    st.complete_multipart("f", uid, [(1, ""), (2, "")])
-    assert ref_decrypt(*_read(s3, bucket, "f")) == b"".join(data[:2])
+    st.complete_multipart("f", uid, [(1, ""), (2, ""), (3, "")])
+    sizes = [len(_read(s3, bucket, "f")[1])]
+    assert ref_decrypt(*_read(s3, bucket, "f")) == b"".join(data)
+    assert sizes == [3 * PART + 16]
+    # the file shrank to 2 parts after part 3 was sent: part 2 went as a non-final part
+    uid = st.create_multipart("g", {})
+    for n, d in enumerate(data, start=1):
+        st.upload_part("g", uid, n, d)
+    with pytest.raises(UploadRestart):
+        st.complete_multipart("g", uid, [(1, ""), (2, "")])
+
+
+def test_fs_rewrite_of_a_streamed_part_starts_a_new_upload(
+        s3server: Any, bucket: str, s3: Any, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    """Through the filesystem: parts stream to S3 while the file is written; a write into one
+    that went already makes the completion restart, at once, from the staging file."""
+    for k, v in s3server.env().items():
+        monkeypatch.setenv(k, v)
+    keys = S3ECKeys([AesKeyring("k", KEK, {})])
+    store = S3ECStore(bucket, s3ec=keys, spool_dir=str(tmp_path / "spool"),
+                      endpoint_url=s3server.endpoint, region="us-east-1")
+    core = FsCore(store, S3ECCodec(), "", FsConfig(cache_dir=str(tmp_path / "c"),
+                                                   upload_delay=0, part_segments=PART // 65536))
+    data = bytearray(os.urandom(4 * PART + 1234))
+    creates = []
+    real_create = S3ECStore.create_multipart
+    monkeypatch.setattr(S3ECStore, "create_multipart",
+                        lambda self, k, m: (creates.append(k), real_create(self, k, m))[-1])
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            core.start(nursery)
+            node = await core.create_file(core.root, "big", 0o100644, 0, 0)
+            await core.open(node, True)
+            for off in range(0, len(data), MiB):
+                await core.write(node, off, bytes(data[off:off + MiB]))
+            while not _uploads(s3, bucket) or not _sent(s3, bucket, "big", _uploads(s3, bucket)[0]):
+                await trio.sleep(0.05)  # part 1 streamed
+            data[10:20] = b"x" * 10
+            await core.write(node, 10, b"x" * 10)
+            await core.release(node, True)
+            await core.flush_all()
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    errors = core.stats["upload_errors"]
+    core.close()
+    assert ref_decrypt(*_read(s3, bucket, "big")) == bytes(data)
+    assert len(creates) == 2 and not _uploads(s3, bucket)
+    assert errors == 0  # restarted inside the same upload, not failed and retried later
+
+
+def _uploads(s3: Any, bucket: str) -> list[str]:
+    return [u["UploadId"] for u in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]

@@ -1,4 +1,4 @@
-"""store/sealed_spool.py: sealed local spools (S3EC verified views and multipart parts)."""
+"""store/sealed_spool.py: S3EC local spools (verified views; early multipart parts, sealed)."""
 
 from __future__ import annotations
 
@@ -12,14 +12,13 @@ from s3encfs.codec import IntegrityError
 from s3encfs.store.sealed_spool import CHUNK, PartSpool, Spool, Views
 
 
-def test_spool_random_writes_and_reads_and_nothing_readable_on_disk(tmp_path: Path) -> None:
+def test_spool_random_writes_and_reads_and_nothing_left_on_disk(tmp_path: Path) -> None:
     r = random.Random(7)
-    marker = b"SPOOL-PLAINTEXT-MARKER"
-    data = (marker * (3 * CHUNK // len(marker) + 1000))[: 3 * CHUNK + 12345]
+    data = os.urandom(3 * CHUNK + 12345)
     s = Spool(str(tmp_path))
     off = 0
     while off < len(data):
-        n = r.choice([0, 1, 17, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK + 5])
+        n = r.choice([0, 1, 17, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK + 5, 8 * CHUNK])
         s.write(data[off:off + n])
         off += n
     s.finish()
@@ -28,17 +27,17 @@ def test_spool_random_writes_and_reads_and_nothing_readable_on_disk(tmp_path: Pa
         a = r.randint(0, len(data))
         b = r.randint(a, len(data) + 10)
         assert s.read(a, b) == data[a:b]
-    raw = os.pread(s.fd, 10 * CHUNK, 0)
-    assert marker not in raw and os.listdir(tmp_path) == []  # unlinked, sealed
+    assert os.listdir(tmp_path) == []  # unlinked at once: a crash leaves nothing behind
 
 
-def test_damaged_spool_is_an_error(tmp_path: Path) -> None:
-    s = Spool(str(tmp_path))
-    s.write(b"x" * 100)
-    s.finish()
-    os.pwrite(s.fd, b"\xff", 5)
+def test_part_spool_sealed_and_damage_is_an_error(tmp_path: Path) -> None:
+    marker = b"PART-PLAINTEXT-MARKER"
+    p = PartSpool(str(tmp_path))
+    p.put(1, marker * 1000)
+    assert marker not in os.pread(p.fd, 2 * CHUNK, 0) and os.listdir(tmp_path) == []
+    os.pwrite(p.fd, b"\xff", 5)
     with pytest.raises(IntegrityError):
-        s.read(0, 10)
+        p.get(1)
 
 
 def test_parts_replace_and_views_evict(tmp_path: Path) -> None:

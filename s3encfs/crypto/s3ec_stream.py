@@ -22,10 +22,19 @@ class Encryptor:
         self.plain_bytes = 0
 
     def update(self, plaintext: bytes) -> bytes:
-        self.plain_bytes += len(plaintext)
+        self._count(len(plaintext))
+        return self._enc.update(plaintext)
+
+    def update_into(self, plaintext: bytes | bytearray, out: bytearray | memoryview) -> int:
+        """As `update`, into the caller's buffer (at least len(plaintext) bytes): a reused
+        buffer costs no fresh pages (a new 8 MiB `bytes` per part cost 8x the AES itself)."""
+        self._count(len(plaintext))
+        return int(self._enc.update_into(plaintext, out))
+
+    def _count(self, n: int) -> None:
+        self.plain_bytes += n
         if self.plain_bytes > MAX_PLAINTEXT:
             raise OverflowError("S3EC object larger than the GCM limit")
-        return self._enc.update(plaintext)
 
     def finish(self) -> bytes:
         self._enc.finalize()

@@ -13,13 +13,14 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from s3encfs.cache.blocks import BlockCache
 from s3encfs.cache.staging import DirtySet, StagingFile
 from s3encfs.codec import ObjectCipher, SegmentGeometry
 from s3encfs.fs.nodes import ObjectRef
+from s3encfs.store.errors import UploadRestart
 from s3encfs.store.s3 import ObjectStore
 
 log = logging.getLogger("s3encfs.upload")
@@ -202,6 +203,13 @@ class Uploader:
         return b"".join(self._encoded(job, src, i, nseg) for i in range(nseg))
 
     def upload(self, job: UploadJob) -> ObjectRef:
+        try:
+            return self._upload(job)
+        except UploadRestart as exc:  # S3EC: parts sent cannot be completed (s3ec_upload.py)
+            log.info("%s; sending it again in a new upload", exc)
+            return self._upload(replace(job, stream=None))
+
+    def _upload(self, job: UploadJob) -> ObjectRef:
         geometry = self.geometry
         nseg = geometry.segment_count(job.size)
         obj_size = geometry.object_size(job.size)

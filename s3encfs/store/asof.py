@@ -263,7 +263,8 @@ class AsOfStore(ObjectStore):
     def create_multipart(self, key: str, metadata: dict[str, str]) -> str:
         raise self._refuse(key)
 
-    def upload_part(self, key: str, upload_id: str, part_number: int, body: bytes) -> str:
+    def upload_part(self, key: str, upload_id: str, part_number: int,
+                    body: bytes | bytearray) -> str:
         raise self._refuse(key)
 
     def upload_part_copy(self, key: str, upload_id: str, part_number: int, src: str,

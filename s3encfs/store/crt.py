@@ -51,7 +51,7 @@ from botocore.exceptions import (
 
 from . import crt_wire as wire
 from .crt_calls import GET_PART_BYTES, CrtCalls
-from .crt_exchange import Exchange, client_error, s3_answer_error, transport_error
+from .crt_exchange import BufferStream, Exchange, client_error, s3_answer_error, transport_error
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ class CrtClient(CrtCalls):
         *,
         query: str = "",
         headers: list[tuple[str, str]] | None = None,
-        body: bytes | None = None,
+        body: bytes | bytearray | None = None,
         split: bool = False,
     ) -> tuple[int, list[tuple[str, str]], bytes]:
         host, path = self._address(bucket, key, query)
@@ -187,7 +187,7 @@ class CrtClient(CrtCalls):
         host: str,
         path: str,
         headers: list[tuple[str, str]],
-        body: bytes | None,
+        body: bytes | bytearray | None,
         split: bool = False,
     ) -> tuple[Any, Exchange, float]:
         """Start one request: (the CRT request, its exchange, its idle limit in seconds)."""
@@ -195,7 +195,7 @@ class CrtClient(CrtCalls):
         stream = None
         if body is not None:
             h.add("Content-Length", str(len(body)))
-            stream = io.BytesIO(body)
+            stream = io.BytesIO(body) if isinstance(body, bytes) else BufferStream(body)
         elif method in ("PUT", "POST"):
             h.add("Content-Length", "0")
         ex = Exchange()
@@ -220,7 +220,7 @@ class CrtClient(CrtCalls):
         host: str,
         path: str,
         headers: list[tuple[str, str]],
-        body: bytes | None,
+        body: bytes | bytearray | None,
         split: bool = False,
     ) -> tuple[int, list[tuple[str, str]], bytes]:
         request, ex, idle_limit = self._start(op, method, host, path, headers, body, split)

@@ -59,6 +59,15 @@ class PreconditionFailed(StoreError):
     """412: If-Match / If-None-Match did not hold (someone else changed the object)."""
 
 
+class UploadRestart(StoreError):
+    """This multipart upload cannot be completed as sent; send the whole object again, in a new
+    upload, from its source (S3EC: a part re-sent after the single GCM stream encrypted it, a
+    failed part send, or a part list that does not continue the parts encrypted so far)."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message, code="UploadRestart", key=key)
+
+
 class BucketMissing(StoreError):
     """The bucket does not exist."""
 

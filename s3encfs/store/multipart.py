@@ -28,7 +28,8 @@ class StoreMultipart(StoreAwaitedReads):
         self._verify(resp, "create_multipart", key)
         return str(resp["UploadId"])
 
-    def upload_part(self, key: str, upload_id: str, part_number: int, body: bytes) -> str:
+    def upload_part(self, key: str, upload_id: str, part_number: int,
+                    body: bytes | bytearray) -> str:
         resp = self._call(
             "UploadPart",
             key,

@@ -8,7 +8,7 @@ this class is the whole S3EC boundary:
 * LIST sizes are ``size - 16`` (one GCM tag per object), no HEAD; ``X.instruction`` companions
   are hidden and remembered, so deletes and renames carry them along.
 * A read serves only bytes of a whole object whose tag has been verified: the first read of an
-  (key, ETag) streams the object through the GCM decryptor into a sealed local spool and
+  (key, ETag) streams the object through the GCM decryptor into an unlinked local spool and
   publishes it only after the tag checks (`Views`). With ``unauthenticated_ranges`` a range is
   decrypted as AES-CTR (V3 after the commitment check), and a read that reaches the end of the
   object still verifies the whole tag first.
@@ -16,11 +16,11 @@ this class is the whole S3EC boundary:
   is presented with an error marker the codec turns into EIO (logged here once per ETag).
 * Every PUT and every multipart upload gets a fresh data key and message id (V2: IV): the
   caller's cipher metadata is ignored, so a (key, nonce) pair can never be reused. A multipart
-  upload is created for real at once (the journal knows its id), its parts are spooled locally
-  (sealed) and encrypted strictly in order, each as soon as it is known not to be the last
-  (s3ec_upload.py), the tag appended to the last part; an upload encrypts at most once (a
-  retried completion must start a new upload). UploadPartCopy
-  becomes a verified read + spool.
+  upload is created for real at once (the journal knows its id), its parts are encrypted
+  strictly in order, each the moment its turn comes (s3ec_upload.py), the tag appended to the
+  last part; an upload encrypts at most once, and one whose parts can no longer be completed
+  raises UploadRestart (the caller sends the object again). UploadPartCopy becomes a verified
+  read.
 * Metadata-only copies (chmod, utime, xattrs) carry every S3EC key of the source unchanged and
   re-seal the POSIX attributes (`s3ec_attrs`); the copy is conditional on the ETag whose keys
   were read.
@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import errno
 import logging
+import secrets
 import threading
-import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Generator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -43,10 +43,10 @@ from s3encfs.crypto import s3ec_format as fmt
 from s3encfs.crypto.s3ec_codec import ERROR_KEY  # presented instead of refused metadata
 from s3encfs.crypto.s3ec_keyrings import S3ECKeys
 
-from .errors import NotFound
+from .errors import NotFound, UploadRestart
 from .s3 import ListPage, ObjectInfo, ObjectStore, StoreStats
 from .s3ec_upload import S3ECUpload
-from .sealed_spool import PartSpool, Spool, Views
+from .sealed_spool import Spool, Views
 
 log = logging.getLogger("s3encfs.s3ec")
 
@@ -334,27 +334,27 @@ class S3ECStore(ObjectStore):
     # -- multipart: parts encrypted in order as early as is safe (s3ec_upload.py) -------------
     def create_multipart(self, key: str, metadata: dict[str, str]) -> str:
         """A real upload (so the journal knows its id and a crash gets it aborted) whose fresh
-        data key and message id are fixed now; its parts are spooled, sealed, and encrypted in
-        order as soon as each is known not to be the last."""
+        data key and message id are fixed now; its parts are encrypted in order as soon as
+        each one's turn comes (s3ec_upload.py)."""
         ck, meta = self._fresh(metadata)
         upload_id = super().create_multipart(key, meta)
         with self._lock:
-            self._uploads[upload_id] = S3ECUpload(ck, PartSpool(self._spool_dir), metadata)
+            self._uploads[upload_id] = S3ECUpload(ck, self._spool_dir, key)
         return upload_id
 
-    def _spooled(self, key: str, upload_id: str, pop: bool = False) -> S3ECUpload:
+    def _upload(self, key: str, upload_id: str, pop: bool = False) -> S3ECUpload:
         with self._lock:
             up = self._uploads.pop(upload_id, None) if pop else self._uploads.get(upload_id)
         if up is None:
-            raise IntegrityError(f"{key}: S3EC multipart upload {upload_id[:12]}… was already "
-                                 "encrypted or is unknown; it must start again")
+            raise UploadRestart(f"{key}: S3EC multipart upload {upload_id[:12]}… was already "
+                                "encrypted or is unknown; it must start again", key=key)
         return up
 
-    def upload_part(self, key: str, upload_id: str, part_number: int, body: bytes) -> str:
-        up = self._spooled(key, upload_id)
-        up.add(part_number, body, self._sender(key, upload_id))
-        # a token the caller hands back at completion (which ignores it): not a hash of 8 MiB
-        return f"s3ec-{part_number}-{len(body)}-{zlib.crc32(body):08x}"
+    def upload_part(self, key: str, upload_id: str, part_number: int,
+                    body: bytes | bytearray) -> str:
+        self._upload(key, upload_id).add(part_number, body, self._sender(key, upload_id))
+        # a token the caller hands back at completion (which ignores it): no hash of 8 MiB
+        return f"s3ec-{part_number}-{len(body)}-{secrets.token_hex(4)}"
 
     def upload_part_copy(self, key: str, upload_id: str, part_number: int, src: str,
                          start: int, end: int, *, src_etag: str | None = None) -> str:
@@ -364,26 +364,16 @@ class S3ECStore(ObjectStore):
     def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]], *,
                            if_match: str | None = None, if_none_match: bool = False) -> str:
         # taken out first: this upload's (data key, message id) encrypts exactly once, so a
-        # retry can never encrypt different parts under the same nonce
-        up = self._spooled(key, upload_id, pop=True)
-        numbers = [n for n, _e in sorted(parts)]
-        if set(numbers) - set(up.spool.numbers()):
-            raise IntegrityError(f"{key}: completing parts that were never uploaded")
-        if up.spool.size() > fmt.MAX_PLAINTEXT:
+        # retry can never encrypt different parts under the same nonce. UploadRestart (parts
+        # sent that this list does not continue): the caller aborts and starts again
+        up = self._upload(key, upload_id, pop=True)
+        if up.size() > fmt.MAX_PLAINTEXT:
             raise TooLarge(errno.EFBIG, "file larger than the S3EC (AES-GCM) limit")
-        done = up.finish(numbers, self._sender(key, upload_id))
-        if done is None:  # tainted: everything again under a fresh data key, in a new upload
-            log.info("s3ec: %s: multipart upload encrypted again under a fresh data key", key)
-            super().abort_multipart(key, upload_id)
-            ck, meta = self._fresh(up.metadata)
-            upload_id = super().create_multipart(key, meta)
-            done = S3ECUpload(ck, up.spool, up.metadata).finish(numbers,
-                                                                self._sender(key, upload_id))
-            assert done is not None  # a fresh upload has sent nothing, so it is never tainted
+        done = up.finish([n for n, _e in sorted(parts)], self._sender(key, upload_id))
         return super().complete_multipart(key, upload_id, done, if_match=if_match,
                                           if_none_match=if_none_match)
 
-    def _sender(self, key: str, upload_id: str) -> Callable[[int, bytes], str]:
+    def _sender(self, key: str, upload_id: str) -> Callable[[int, bytearray], str]:
         return lambda n, data: super(S3ECStore, self).upload_part(key, upload_id, n, data)
 
     def abort_multipart(self, key: str, upload_id: str) -> None:

@@ -1,17 +1,24 @@
 """One S3EC multipart upload: parts encrypted strictly in order, as early as it is safe.
 
-An S3EC object is one AES-GCM stream, so part ``n`` can be encrypted only after parts ``1..n-1``
-and only once it is known not to be the last one (the tag follows the last part). Every part the
-filesystem sends is spooled (sealed, `PartSpool`); part ``n`` is encrypted and sent to S3 as soon
-as parts ``1..n`` and ``n+1`` are all there — while the file is still being written, as plain
-mode's streamed parts are — and completion encrypts what is left, the tag appended to the last
-part (or sent alone as one more part when every part went already).
+An S3EC object is one AES-GCM stream, so part ``n`` can be encrypted only after parts
+``1..n-1``. It is encrypted and sent the moment it is its turn and either it is at least S3's
+smallest non-final part (5 MiB: should it turn out to be the last, the tag goes alone as one
+more part) or part ``n+1`` has arrived (so it is not the last). The streaming uploader's parts
+therefore go to S3 while the file is still written, each from the thread that brought it, so
+the sends run in parallel while the encryption stays in order. Completion encrypts what is left,
+the tag appended to the last part (or sent alone when every part went already).
+
+Nothing is copied to local disk on the way: a part that is its turn is encrypted straight from
+the caller's buffer into a reused ciphertext buffer (no fresh multi-MiB allocation per part).
+Only parts that arrive before their turn are kept: in memory up to `_HOLD` bytes, beyond that in
+a sealed spool (`PartSpool`; a ranged copy of a big object sends 512 MiB parts four at a time).
 
 The stream's (data key, message id) pair must never encrypt two different plaintexts at one
-offset. So a part re-sent after it was encrypted (a write into a streamed part), an eager send
-that failed, or a completion whose part list does not start with the parts encrypted so far
-makes the upload *tainted*: completion then aborts it and encrypts every part again under a
-fresh data key and message id, in a new upload (`S3ECStore.complete_multipart`).
+offset. So a part re-sent after it was encrypted (a write into a streamed part), an early send
+that failed, or a completion whose part list is not the parts sent so far followed by the rest
+raises `UploadRestart`: the caller aborts this upload and sends the object again from its source
+(fs/uploader.py does, at once, from the staging file) in a new upload, which `create_multipart`
+gives a fresh data key and message id.
 """
 
 from __future__ import annotations
@@ -23,78 +30,143 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from s3encfs.crypto import s3ec_format as fmt
 from s3encfs.crypto import s3ec_stream
 
+from .errors import UploadRestart
 from .sealed_spool import PartSpool
 
-_PARALLEL = 4
-_RECENT = 4  # parts kept in memory until encrypted (in order, that is one or two)
-Send = Callable[[int, bytes], str]  # (S3 part number, ciphertext) -> etag
+MIN_PART = 5 * 1024 * 1024  # S3's smallest non-final part
+_PARALLEL = 4  # sends of one batch at a time (a batch: parts that waited for an earlier one)
+_HOLD = 32 * 1024 * 1024  # bytes of early parts kept in memory before they go to the spool
+_SPARE = 4  # ciphertext buffers kept for reuse
+Send = Callable[[int, bytearray], str]  # (S3 part number, ciphertext) -> etag
 
 
 class S3ECUpload:
-    def __init__(self, ck: fmt.ContentKey, spool: PartSpool, metadata: dict[str, str]) -> None:
-        self.ck = ck
-        self.spool = spool
-        self.metadata = metadata  # as given to create_multipart (attributes for a fresh start)
+    def __init__(self, ck: fmt.ContentKey, spool_dir: str, key: str = "") -> None:
+        self.key = key
         self._enc = s3ec_stream.Encryptor(ck)
+        self._spool_dir = spool_dir
         self._next = 1  # the next part number to encrypt
+        self._sizes: dict[int, int] = {}  # every part that arrived, encrypted or not
         self._sent: dict[int, Future[str]] = {}
-        self._tainted = False
-        self._recent: dict[int, bytes] = {}  # the last few parts' bodies: no spool read-back
+        self._held: dict[int, bytes | bytearray] = {}  # early parts in memory
+        self._held_bytes = 0
+        self._spool: PartSpool | None = None  # early parts beyond _HOLD
+        self._broken = ""
+        self._free: list[bytearray] = []
         self._lock = threading.Lock()
 
-    def add(self, number: int, body: bytes, send: Send) -> None:
-        """Spool part `number`, then encrypt and send every part now known not to be last."""
-        self.spool.put(number, body)  # every part, for a fresh start after a taint
-        todo: list[tuple[int, bytes, Future[str]]] = []
-        with self._lock:
-            if number < self._next:
-                self._tainted = True  # its old contents are encrypted and sent already
-                return
-            self._recent[number] = body
-            while len(self._recent) > _RECENT:
-                del self._recent[max(self._recent)]
-            have = set(self.spool.numbers())
-            while not self._tainted and self._next in have and self._next + 1 in have:
-                n, fut = self._next, Future[str]()
-                self._sent[n] = fut
-                plain = self._recent.pop(n, None)
-                todo.append((n, self._enc.update(plain if plain is not None
-                                                 else self.spool.get(n)), fut))
-                self._next += 1
-        for n, ciphertext, fut in todo:
-            try:
-                fut.set_result(send(n, ciphertext))
-            except BaseException as exc:
-                fut.set_exception(exc)
-                with self._lock:
-                    self._tainted = True
-                raise
+    def size(self) -> int:
+        return sum(self._sizes.values())
 
-    def finish(self, numbers: list[int], send: Send) -> list[tuple[int, str]] | None:
-        """Encrypt and send the rest (the tag ends the last part); every (S3 part number,
-        etag) in order, or None when the upload is tainted and must start again."""
+    def numbers(self) -> list[int]:
+        return sorted(self._sizes)
+
+    def _restart(self, why: str) -> UploadRestart:
+        self._broken = self._broken or why
+        return UploadRestart(f"{self.key}: S3EC multipart upload must start again: "
+                             f"{self._broken}", key=self.key)
+
+    def add(self, number: int, body: bytes | bytearray, send: Send) -> None:
+        """Take part `number`; encrypt and send every part whose turn it now is."""
+        with self._lock:
+            if self._broken or number < self._next:
+                raise self._restart(f"part {number} sent again after it was encrypted")
+            self._drop(number)
+            self._sizes[number] = len(body)
+            batch = self._ready(number, body)
+            if number not in self._sent:  # not its turn yet: keep it
+                if self._held_bytes + len(body) <= _HOLD:
+                    self._held[number] = body
+                    self._held_bytes += len(body)
+                else:
+                    if self._spool is None:
+                        self._spool = PartSpool(self._spool_dir)
+                    self._spool.put(number, body)
+        self._send(batch, send)
+
+    def _drop(self, number: int) -> None:
+        old = self._held.pop(number, None)
+        if old is not None:
+            self._held_bytes -= len(old)
+
+    def _body(self, number: int) -> bytes | bytearray:
+        """An early part's plaintext, taken out of memory or read back from the spool."""
+        body = self._held.pop(number, None)
+        if body is not None:
+            self._held_bytes -= len(body)
+            return body
+        assert self._spool is not None
+        return self._spool.get(number)
+
+    def _ready(self, number: int, body: bytes | bytearray) -> list[tuple[int, bytearray]]:
+        """Under the lock: encrypt, in order, every part that may be encrypted now."""
+        out: list[tuple[int, bytearray]] = []
+        while self._next in self._sizes and (self._sizes[self._next] >= MIN_PART
+                                             or self._next + 1 in self._sizes):
+            n = self._next
+            out.append((n, self._encrypt(body if n == number else self._body(n))))
+            self._sent[n] = Future()
+            self._next += 1
+        return out
+
+    def _encrypt(self, plain: bytes | bytearray, tag: bool = False) -> bytearray:
+        n = len(plain)
+        buf = next((b for b in self._free if len(b) == n + 16 * tag), None)
+        if buf is None:
+            buf = bytearray(n + 16 * tag)
+        else:
+            self._free.remove(buf)
+        self._enc.update_into(plain, buf)
+        if tag:
+            buf[n:] = self._enc.finish()
+        return buf
+
+    def _send(self, batch: list[tuple[int, bytearray]], send: Send) -> None:
+        """Send a batch (the first part in this thread, the others beside it)."""
+        if not batch:
+            return
+        if len(batch) == 1:
+            self._send_one(*batch[0], send)
+            return
+        with ThreadPoolExecutor(max_workers=min(_PARALLEL, len(batch))) as pool:
+            futs = [pool.submit(self._send_one, n, buf, send) for n, buf in batch]
+        for f in futs:
+            f.result()
+
+    def _send_one(self, n: int, buf: bytearray, send: Send) -> None:
+        fut = self._sent[n]
+        try:
+            fut.set_result(send(n, buf))
+        except BaseException as exc:
+            fut.set_exception(exc)
+            with self._lock:
+                self._broken = self._broken or f"part {n} failed to send: {exc}"
+            raise
+        finally:
+            with self._lock:
+                if len(self._free) < _SPARE:
+                    self._free.append(buf)
+
+    def finish(self, numbers: list[int], send: Send) -> list[tuple[int, str]]:
+        """Encrypt and send the rest (the tag ends the last part): every (S3 part number,
+        etag) in order. UploadRestart when the parts sent cannot be completed as `numbers`."""
         with self._lock:
             k = self._next - 1
-            if self._tainted or numbers[:k] != list(range(1, k + 1)):
-                return None
-            sent = dict(self._sent)
-        done: list[tuple[int, str]] = []
-        for n in range(1, k + 1):
-            try:
-                done.append((n, sent[n].result()))
-            except Exception:
-                return None
-        rest = numbers[k:]
-        with ThreadPoolExecutor(max_workers=_PARALLEL) as pool:
-            futs: list[tuple[int, Future[str]]] = []
-            for i, n in enumerate(rest, start=k + 1):
-                body = self._enc.update(self.spool.get(n))
-                if i == len(numbers):
-                    body += self._enc.finish()
-                while sum(not f.done() for _n, f in futs) >= _PARALLEL:  # bounds memory
-                    next(f for _n, f in futs if not f.done()).result()
-                futs.append((i, pool.submit(send, i, body)))
-            if not rest:  # every part went early: the tag alone is the last part
-                futs.append((k + 1, pool.submit(send, k + 1, self._enc.finish())))
-            done += [(i, f.result()) for i, f in futs]
-        return done
+            if self._broken or numbers != list(range(1, len(numbers) + 1)) \
+                    or len(numbers) < k or set(numbers) - set(self._sizes):
+                raise self._restart(self._broken or f"completing parts {numbers[:3]}… of "
+                                    f"{k} encrypted and {sorted(self._sizes)[:3]}… sent")
+            self._broken = "completed already"  # encrypts at most once, whatever follows
+            batch = []
+            for n in numbers[k:]:
+                batch.append((n, self._encrypt(self._body(n), tag=n == len(numbers))))
+                self._sent[n] = Future()
+            if k == len(numbers):  # every part went early: the tag alone is the last part
+                batch.append((k + 1, bytearray(self._enc.finish())))
+                self._sent[k + 1] = Future()
+        self._send(batch, send)
+        try:
+            return [(n, self._sent[n].result()) for n in sorted(self._sent)]
+        except Exception as exc:
+            raise UploadRestart(f"{self.key}: S3EC multipart upload must start again: a part "
+                                f"failed to send: {exc}", key=self.key) from exc

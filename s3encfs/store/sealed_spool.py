@@ -1,13 +1,12 @@
-"""Local spool files sealed under a per-process random key (never written anywhere).
+"""Local spool files of S3EC mode, unlinked right after creation (nothing survives a crash; an
+unlinked file stays readable through its descriptor until the last reference goes, so eviction
+never breaks a read in flight).
 
-Used by S3EC mode for (a) the plaintext of whole objects whose GCM tag has been verified
-("views": a reader is only ever served bytes from a view that is complete) and (b) the parts of
-a multipart upload, which S3EC must encrypt strictly in order once the last one is known.
-
-A spool is a file of fixed 1 MiB chunks, each AES-256-GCM sealed with nonce = chunk index (the
-key is fresh per spool, so nonces never repeat under one key). An unlinked spool stays readable
-through its open descriptor until the last reference goes, so eviction never breaks a read in
-flight.
+(a) Views (`Spool`): the plaintext of whole objects whose GCM tag has been verified (a reader
+is only ever served bytes from a view that is complete), unsealed like the block cache.
+(b) `PartSpool`: multipart parts that arrived before their turn (store/s3ec_upload.py), in
+fixed 1 MiB chunks, each AES-256-GCM sealed under a random per-spool key that never leaves
+memory, nonce = chunk index (the key is fresh per spool, so nonces never repeat under one key).
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ CHUNK = 1024 * 1024
 _SLOT = CHUNK + 16
 
 
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
     """A disk filling midway gives a short count, not an error: loop, so it raises ENOSPC
     (a torn slot would only show later, as "local spool damaged")."""
     view = memoryview(data)
@@ -38,59 +37,38 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
 
 
 class Spool:
-    """Append-only sealed plaintext; `read(start, end)` any range once written."""
+    """Append-only verified plaintext of one whole object in an unlinked file; `read(start,
+    end)` any range once written. Not sealed: it holds what the block cache beside it holds
+    too (plaintext, in this mode, docs/ENCRYPTION.md), and a seal cost two more AES-GCM passes
+    per byte of a cold read (seal, then open on every read: ~1 s CPU per GiB)."""
 
     def __init__(self, directory: str) -> None:
         os.makedirs(directory, mode=0o700, exist_ok=True)
         fd, path = tempfile.mkstemp(prefix="spool-", dir=directory)
         os.unlink(path)  # nothing to clean up after a crash; readable through fd only
         self.fd = fd
-        self._aead = AESGCM(AESGCM.generate_key(256))
-        self._buf = bytearray()
-        self._chunks = 0
         self.size = 0
         weakref.finalize(self, os.close, fd)
 
     def write(self, data: bytes | memoryview) -> None:
-        self.size += len(data)
+        # 1 MiB per pwrite: one 8 MiB pwrite cost 10x the CPU here (the kernel's page-cache
+        # allocation for big writes: 0.5 s per 256 MiB, 1 MiB writes 0.05 s)
         view = memoryview(data)
-        if self._buf:  # top up the partial chunk first
-            take = CHUNK - len(self._buf)
-            self._buf += view[:take]
-            view = view[take:]
-            if len(self._buf) < CHUNK:
-                return
-            self._flush(bytes(self._buf))
-            self._buf.clear()
-        while len(view) >= CHUNK:  # whole chunks straight from the caller's buffer
-            self._flush(view[:CHUNK])
-            view = view[CHUNK:]
-        self._buf += view
+        for i in range(0, len(view), CHUNK):
+            _pwrite_all(self.fd, view[i:i + CHUNK], self.size + i)
+        self.size += len(view)
 
     def finish(self) -> None:
-        if self._buf:
-            self._flush(bytes(self._buf))
-            self._buf.clear()
-
-    def _flush(self, chunk: bytes | memoryview) -> None:
-        i = self._chunks
-        _pwrite_all(self.fd, self._aead.encrypt(i.to_bytes(12, "big"), chunk, None), i * _SLOT)
-        self._chunks += 1
+        pass
 
     def read(self, start: int, end: int) -> bytes:
         end = min(end, self.size)
-        out = []
-        i = start // CHUNK
-        while i * CHUNK < end:
-            raw = os.pread(self.fd, _SLOT, i * _SLOT)
-            try:
-                chunk = self._aead.decrypt(i.to_bytes(12, "big"), raw, None)
-            except InvalidTag:
-                raise IntegrityError("local spool damaged") from None
-            lo = max(start - i * CHUNK, 0)
-            out.append(chunk[lo:end - i * CHUNK])
-            i += 1
-        return b"".join(out)
+        if start >= end:
+            return b""
+        data = os.pread(self.fd, end - start, start)
+        if len(data) != end - start:
+            raise IntegrityError("local spool damaged (short)")
+        return data
 
 
 class PartSpool:
@@ -109,7 +87,7 @@ class PartSpool:
         self._lock = threading.Lock()
         weakref.finalize(self, os.close, fd)
 
-    def put(self, number: int, data: bytes) -> None:
+    def put(self, number: int, data: bytes | bytearray) -> None:
         slots = max(1, -(-len(data) // CHUNK))
         with self._lock:
             first = self._next

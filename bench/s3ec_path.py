@@ -1,0 +1,131 @@
+"""S3EC against plain in process (no FUSE): CPU and wall of a sequential write until durable
+(W1's path: `FsCore.write` in 1 MiB calls, release, `flush_all`) and of a cold sequential read
+(W2's: `FsCore.read` in 128 KiB calls on a fresh cache), the modes alternating round by round.
+
+    python -m bench.s3ec_path [--size 256M] [--rounds 3] [--modes plain,s3ec]
+
+Starts its own SeaweedFS on loopback. CPU is this process's (trio, worker threads, the CRT's
+event loops; `time.process_time`), the server's is not counted. The mount's malloc settings
+(`mount._fixed_mmap_threshold`) are applied first, as buffer costs depend on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+
+MiB = 1024 * 1024
+KEK = bytes(range(32))
+
+
+def _core(bucket: str, endpoint: str, cache: str, mode: str) -> Any:
+    from s3encfs.codec import IdentityCodec
+    from s3encfs.fs.core import FsConfig, FsCore
+    from s3encfs.server import REGION
+    from s3encfs.store.s3 import ObjectStore
+
+    cfg = FsConfig(cache_dir=cache, upload_delay=0)
+    args: dict[str, Any] = {"endpoint_url": endpoint, "region": REGION, "s3_client": "crt"}
+    if mode == "plain":
+        return FsCore(ObjectStore(bucket, **args), IdentityCodec(), "", cfg)
+    from s3encfs.crypto.s3ec_codec import S3ECCodec
+    from s3encfs.crypto.s3ec_keyrings import AesKeyring, S3ECKeys
+    from s3encfs.store.s3ec import S3ECStore
+
+    store = S3ECStore(bucket, s3ec=S3ECKeys([AesKeyring("bench", KEK, {})]),
+                      spool_dir=os.path.join(cache, "s3ec"), **args)
+    return FsCore(store, S3ECCodec(), "", cfg)
+
+
+def write(bucket: str, endpoint: str, mode: str, data: bytes, cache: str) -> dict[str, float]:
+    core = _core(bucket, endpoint, cache, mode)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            core.start(nursery)
+            node = await core.create_file(core.root, "big", 0o100644, 0, 0)
+            await core.open(node, True)
+            for off in range(0, len(data), MiB):
+                await core.write(node, off, data[off:off + MiB])
+            await core.release(node, True)
+            await core.flush_all()
+            nursery.cancel_scope.cancel()
+
+    w, c = time.perf_counter(), time.process_time()
+    trio.run(main)
+    w, c = time.perf_counter() - w, time.process_time() - c
+    reqs = core.store.stats.as_dict()["requests"]
+    core.close()
+    return {"w_s": round(w, 2), "w_cpu": round(c, 2), "w_reqs": sum(reqs.values())}
+
+
+def read(bucket: str, endpoint: str, mode: str, data: bytes, cache: str) -> dict[str, float]:
+    core = _core(bucket, endpoint, cache, mode)
+    first: list[float] = []
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            core.start(nursery)
+            node = await core.lookup(core.root, "big")
+            off, t0 = 0, time.perf_counter()
+            while off < len(data):
+                got = await core.read(node, off, 128 * 1024)
+                if not first:
+                    first.append(time.perf_counter() - t0)
+                if got != data[off:off + len(got)]:
+                    raise SystemExit(f"{mode}: wrong bytes at {off}")
+                off += len(got)
+            nursery.cancel_scope.cancel()
+
+    w, c = time.perf_counter(), time.process_time()
+    trio.run(main)
+    w, c = time.perf_counter() - w, time.process_time() - c
+    reqs = core.store.stats.as_dict()["requests"]
+    core.close()
+    return {"r_s": round(w, 2), "r_cpu": round(c, 2), "r_first_s": round(first[0], 2),
+            "r_reqs": sum(reqs.values())}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", default="256M")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--modes", default="plain,s3ec")
+    args = ap.parse_args()
+    size = int(float(args.size[:-1]) * MiB) if args.size[-1] in "Mm" else int(args.size)
+    from s3encfs.mount import _fixed_mmap_threshold
+    from s3encfs.server import REGION, SeaweedS3
+
+    _fixed_mmap_threshold()
+    import boto3
+
+    with tempfile.TemporaryDirectory(prefix="s3encfs-s3ecpath-", dir="/var/tmp") as tmp:
+        server = SeaweedS3(Path(tmp) / "srv")
+        server.start()
+        os.environ.update(server.env())
+        try:
+            s3 = boto3.client("s3", endpoint_url=server.endpoint, region_name=REGION)
+            data = os.urandom(size)
+            for r in range(args.rounds):
+                for mode in args.modes.split(","):
+                    bucket = f"s3ecpath-{mode}-{r}"
+                    s3.create_bucket(Bucket=bucket)
+                    res = {"round": r, "mode": mode, "mib": size // MiB,
+                           "load": round(os.getloadavg()[0], 1),
+                           **write(bucket, server.endpoint, mode, data,
+                                   os.path.join(tmp, f"w-{bucket}")),
+                           **read(bucket, server.endpoint, mode, data,
+                                  os.path.join(tmp, f"r-{bucket}"))}
+                    print(res, flush=True)
+        finally:
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()
