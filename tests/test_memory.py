@@ -76,7 +76,7 @@ def test_node_table_stays_near_its_cap_without_drop_caches(mode, bucket, mount_f
     assert st["pending_uploads"] == 0 and st["journal_rows"] == 0
     assert mem["upload_queue"] == 0 and mem["heap"] == 0 and mem["failures"] == 0
     assert mem["index_queue"] == 0
-    assert mem["ciphers"] <= 1024  # fs/lru.py CIPHER_CACHE (every upload used to add one)
+    assert mem["ciphers"] <= 1024  # s3encfs/lru.py CIPHER_CACHE (every upload used to add one)
     # coarse (RSS moves 4-10 MiB here on a loaded machine with the table flat): the old
     # growth was ~20 KB a file in client mode; the node count above is the sharp check
     growth = mem["rss_bytes"] - first["rss_bytes"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import struct
 import threading
-from collections import OrderedDict
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -13,6 +12,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from s3encfs.codec import Codec, IntegrityError, SegmentGeometry, SlotCipher
+from s3encfs.lru import CIPHER_CACHE, LruDict
 
 from . import envelope as env
 from .names import NameCipher, PlainNames
@@ -62,7 +62,12 @@ class ClientCodec:
         # the bucket's name scheme (crypto/names.py), from its keycheck (mount.check_master_key)
         self.name_scheme = name_scheme if encrypt_names else 1
         self.name_max = self._names.name_max
-        self._ciphers = CipherMemo()
+        # an object's exact key entries (version, key id, object id, wrapped data key,
+        # commitment) -> its cipher: a function of those entries and the loaded master keys
+        # alone, so entries that differ in any byte miss and are unwrapped and checked afresh.
+        # A lock: attrs are sealed in worker threads.
+        self._ciphers: LruDict[tuple[str | None, ...], env.SegmentCipher] = LruDict(CIPHER_CACHE)
+        self._ciphers_lock = threading.Lock()
 
     def _key_entries(self, metadata: Mapping[str, str]) -> tuple[str | None, ...]:
         return tuple(metadata.get(k) for k in env.KEY_META)
@@ -74,21 +79,24 @@ class ClientCodec:
         v = self.format_version
         meta = env.wrap_data_key(self.keys, self.current, oid, data_key, v)
         cipher = env.SegmentCipher(oid, data_key, self.geometry.segment_size, v)
-        self._ciphers.put(self._key_entries(meta), cipher)  # its attrs are sealed next
+        with self._ciphers_lock:
+            self._ciphers[self._key_entries(meta)] = cipher  # its attrs are sealed next
         return cipher, meta
 
     def open_object(self, metadata: dict[str, str]) -> env.SegmentCipher:
-        """The object's cipher. Memoized by its key entries (CipherMemo): the same entries
+        """The object's cipher. Memoized by its key entries (`_ciphers`): the same entries
         always unwrap to the same cipher, so only entries never seen are unwrapped (and their
         key commitment checked) — each object's attrs are sealed and opened without a second
         unwrap and four key derivations."""
         entries = self._key_entries(metadata)
-        cipher = self._ciphers.get(entries)
+        with self._ciphers_lock:
+            cipher = self._ciphers.get(entries)
         if cipher is None:
             oid, data_key = env.unwrap_data_key(self.keys, metadata)
             cipher = env.SegmentCipher(oid, data_key, self.geometry.segment_size,
                                        env.version_of(metadata))
-            self._ciphers.put(entries, cipher)
+            with self._ciphers_lock:
+                self._ciphers[entries] = cipher
         return cipher
 
     def rewrap(self, metadata: dict[str, str], key_id: str | None = None) -> dict[str, str]:
@@ -189,33 +197,6 @@ def load_or_create_slot_key(codec: ClientCodec, cache_dir: str) -> bytes:
     raise IntegrityError(f"{path}: could not create or read the cache key")
 
 
-class CipherMemo:
-    """Bounded map: an object's key entries (version, key id, object id, wrapped data key,
-    commitment: all of them, exactly as stored) -> its SegmentCipher.
-
-    Sound because the cipher is a function of those entries and the loaded master keys alone:
-    entries that differ in any byte (tampered, rewrapped, another object) miss and are
-    unwrapped and checked afresh. Oldest first out; a lock, as seals run in worker threads."""
-
-    def __init__(self, size: int = 1024) -> None:
-        self._map: OrderedDict[tuple[str | None, ...], env.SegmentCipher] = OrderedDict()
-        self._size = size
-        self._lock = threading.Lock()
-
-    def get(self, entries: tuple[str | None, ...]) -> env.SegmentCipher | None:
-        with self._lock:
-            return self._map.get(entries)
-
-    def put(self, entries: tuple[str | None, ...], cipher: env.SegmentCipher) -> None:
-        with self._lock:
-            self._map[entries] = cipher
-            if len(self._map) > self._size:
-                self._map.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._map)
-
-
 _SHORT_AAD = b"s3encfs/v2/slot-short\x00"
 _SLOT_LEN = struct.Struct(">I")
 SHORT_OVERHEAD = _SLOT_LEN.size + env.SEGMENT_OVERHEAD  # 32
@@ -250,22 +231,18 @@ class StagingSlots:
 
     def __init__(self, cache_key: bytes, max_cached: int = 256) -> None:
         self._key = cache_key
-        self._aeads: OrderedDict[str, AESGCM] = OrderedDict()
-        self._max = max_cached
+        self._aeads: LruDict[str, AESGCM] = LruDict(max_cached)
         self._lock = threading.Lock()  # seal/open run in worker threads
 
     def _aead(self, file_id: str) -> AESGCM:
         with self._lock:
             aead = self._aeads.get(file_id)
             if aead is not None:
-                self._aeads.move_to_end(file_id)
                 return aead
         info = _SLOT_INFO + b"\x00" + file_id.encode("utf-8", "surrogateescape")
         aead = AESGCM(env.hkdf(self._key, info))
         with self._lock:
             self._aeads[file_id] = aead
-            if len(self._aeads) > self._max:
-                self._aeads.popitem(last=False)
         return aead
 
     def seal(self, file_id: str, index: int, plaintext: bytes) -> bytes:

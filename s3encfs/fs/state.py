@@ -31,12 +31,12 @@ from s3encfs.cache.staging import DirtySet, StagingPool
 from s3encfs.codec import Codec, NameTooLong, ObjectCipher
 from s3encfs.fs import identity
 from s3encfs.fs.dirty import DirtyAccount, pending_files_limit
-from s3encfs.fs.lru import CIPHER_CACHE, LruDict
 from s3encfs.fs.nodes import Node, ObjectRef
 from s3encfs.fs.pagepush import PagePusher
 from s3encfs.fs.streaming import StreamDeps, Streamer
 from s3encfs.fs.treelist import DirListing
 from s3encfs.fs.uploader import SegmentSource, Uploader
+from s3encfs.lru import CIPHER_CACHE, LruDict
 from s3encfs.store.layout import CONTROL_DIR, Attrs, Layout, attrs_to_meta, now_ns
 from s3encfs.store.s3 import ObjectStore
 
@@ -97,7 +97,7 @@ class FsState:
             store, self.journal, self.run, self.key_of, self.object_meta, lambda: self.nursery,
             self.seg.segment_size, cfg.part_segments), cfg.upload_concurrency)
         self.limiter = trio.CapacityLimiter(cfg.s3_threads)
-        self._ciphers: dict[tuple[str, str], ObjectCipher] = LruDict(CIPHER_CACHE)  # fs/lru.py
+        self._ciphers: dict[tuple[str, str], ObjectCipher] = LruDict(CIPHER_CACHE)  # s3encfs/lru.py
         self._init_node_table(cfg)
         self._init_scheduler()
         self._init_prefetch(cfg)

@@ -9,7 +9,8 @@ from typing import TypeVar
 K = TypeVar("K")
 V = TypeVar("V")
 
-CIPHER_CACHE = 1024  # opened object ciphers kept (FsCore._ciphers); client mode ~8 KB each
+CIPHER_CACHE = 1024  # opened object ciphers kept (FsCore._ciphers, ClientCodec._ciphers); client
+# mode ~8 KB each
 
 
 class LruDict(OrderedDict[K, V]):
