@@ -12,6 +12,8 @@ import os
 import tracemalloc
 from typing import Any
 
+from s3encfs.fs.nodes import kept_reason
+
 TOP_SITES = 15
 
 
@@ -85,29 +87,18 @@ def report(core: Any, trimmer: Any = None) -> dict[str, Any]:
 
 def kept(core: Any) -> dict[str, int]:
     """Why the nodes in the table are there: per reason, how many (a node counts under its
-    first reason, in the order of `nodes.forgettable`'s checks); "known" is a clean node the
-    kernel still looks up, "unseen" a clean one it never did (both the trimmer's to hand back)."""
+    first reason, `nodes.kept_reason`); then "unlinked" and "dir" for nodes the trimmer skips,
+    "known" for a clean node the kernel still looks up, "unseen" for one it never did (both the
+    trimmer's to hand back)."""
     inodes = getattr(core, "inodes", None) or {}
     pending = tuple(getattr(core, n, ()) for n in ("queue", "running", "index_queue"))
     out: dict[str, int] = {}
     for node in list(inodes.values()):
-        why = _why_kept(node, pending)
+        why = (kept_reason(node, pending) or ("unlinked" if node.unlinked else None)
+               or ("dir" if node.is_dir else None)
+               or ("known" if node.lookups > 0 else "unseen"))
         out[why] = out.get(why, 0) + 1
     return out
-
-
-def _why_kept(node: Any, pending: tuple[Any, ...]) -> str:
-    checks = (("content", node.content is not None), ("row", node.row_id is not None),
-              ("meta_dirty", node.meta_dirty), ("marker_pending", node.marker_pending),
-              ("local_only", node.local_only), ("rename_over", node.replaced_etag is not None),
-              ("locked", node.locked), ("open", node.open_count > 0),
-              ("parent_local_only", node.parent is not None and node.parent.local_only),
-              ("queued", any(node in p for p in pending)), ("unlinked", node.unlinked),
-              ("dir_with_children", bool(node.children)), ("dir", node.is_dir))
-    for why, hit in checks:
-        if hit:
-            return why
-    return "known" if node.lookups > 0 else "unseen"
 
 
 _last: list[tracemalloc.Snapshot] = []  # the previous report's snapshot (tracing only)

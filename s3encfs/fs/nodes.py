@@ -196,11 +196,35 @@ def forgettable(node: Node, pending: tuple[Container[Node], ...]) -> bool:
     whose children are loaded (they point at it), and a child of a directory made here whose
     marker is unconfirmed (`local_only`: its listing is never fetched again, so a name dropped
     from it would be gone)."""
-    return (node.content is None and node.row_id is None and not node.meta_dirty
-            and not node.marker_pending and not node.local_only and node.replaced_etag is None
-            and not node.locked and not node.children and node.open_count == 0
-            and not (node.parent is not None and node.parent.local_only)
-            and not any(node in p for p in pending))
+    return kept_reason(node, pending) is None
+
+
+def kept_reason(node: Node, pending: tuple[Container[Node], ...]) -> str | None:
+    """Why `node` must stay in memory (the first reason found), or None: `forgettable`'s checks,
+    named for `status` (fs/memstats.py)."""
+    if node.content is not None:
+        return "content"
+    if node.row_id is not None:
+        return "row"
+    if node.meta_dirty:
+        return "meta_dirty"
+    if node.marker_pending:
+        return "marker_pending"
+    if node.local_only:
+        return "local_only"
+    if node.replaced_etag is not None:
+        return "rename_over"
+    if node.locked:
+        return "locked"
+    if node.children:
+        return "dir_with_children"
+    if node.open_count != 0:
+        return "open"
+    if node.parent is not None and node.parent.local_only:
+        return "parent_local_only"
+    if any(node in p for p in pending):
+        return "queued"
+    return None
 
 
 def drop_forgotten(inodes: dict[int, Node], node: Node) -> None:
