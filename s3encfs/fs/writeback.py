@@ -135,14 +135,17 @@ class Writeback(Upload):
         goes up early once a tenth of the node cap, or an eighth of the directory (a rewrite
         costs the whole index: geometric, not one per file), waits on it."""
         queue, running = self.queue, self.running
-        pending = waiting = 0
         children = d.children or {}
+        enough = max(node_cap() // 10, len(children) // 8)
+        pending = waiting = 0
         for c in children.values():
             if c in queue or c in running:
                 pending += 1
             elif c.row_id is not None and c.content is None and not c.meta_dirty:
                 waiting += 1
-        return pending > 0 and waiting < max(node_cap() // 10, len(children) // 8)
+            if pending and waiting >= enough:
+                return False  # both only grow: the rest of the listing cannot change the answer
+        return pending > 0
 
     async def flush_all(self) -> None:
         """Upload everything now and wait until S3 has it (fsync of the whole mount, unmount)."""
