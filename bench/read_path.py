@@ -29,6 +29,10 @@ from typing import Any
 
 import trio
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+import inprocess
+
 MiB = 1024 * 1024
 
 
@@ -63,20 +67,7 @@ def _cpu(fn: Callable[[], Any]) -> tuple[float, float, Any]:
 
 def write_file(bucket: str, endpoint: str, mode: str, data: bytes, tmp: str) -> None:
     core = _core(bucket, endpoint, os.path.join(tmp, "w"), mode, upload_delay=0)
-
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            core.start(nursery)
-            node = await core.create_file(core.root, "big", 0o100644, 0, 0)
-            await core.open(node, True)
-            for off in range(0, len(data), MiB):
-                await core.write(node, off, data[off:off + MiB])
-            await core.release(node, True)
-            await core.flush_all()
-            nursery.cancel_scope.cancel()
-
-    trio.run(main)
-    core.close()
+    inprocess.run_core(core, lambda c: inprocess.write_file(c, "big", data))
 
 
 def block_gets(bucket: str, endpoint: str, n: int, threaded: bool) -> dict[str, float]:

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import trio
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+import inprocess
 
 MiB = 1024 * 1024
 KEK = bytes(range(32))
@@ -43,53 +46,40 @@ def _core(bucket: str, endpoint: str, cache: str, mode: str) -> Any:
     return FsCore(store, S3ECCodec(), "", cfg)
 
 
+def _timed(core: Any, job: Any) -> tuple[float, float, int]:
+    """Wall and process CPU seconds of `job` run on `core`, and the S3 requests it made."""
+    w, c = time.perf_counter(), time.process_time()
+    inprocess.run_core(core, job, close=False)
+    w, c = time.perf_counter() - w, time.process_time() - c
+    reqs = sum(core.store.stats.as_dict()["requests"].values())
+    core.close()
+    return w, c, reqs
+
+
 def write(bucket: str, endpoint: str, mode: str, data: bytes, cache: str) -> dict[str, float]:
     core = _core(bucket, endpoint, cache, mode)
-
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            core.start(nursery)
-            node = await core.create_file(core.root, "big", 0o100644, 0, 0)
-            await core.open(node, True)
-            for off in range(0, len(data), MiB):
-                await core.write(node, off, data[off:off + MiB])
-            await core.release(node, True)
-            await core.flush_all()
-            nursery.cancel_scope.cancel()
-
-    w, c = time.perf_counter(), time.process_time()
-    trio.run(main)
-    w, c = time.perf_counter() - w, time.process_time() - c
-    reqs = core.store.stats.as_dict()["requests"]
-    core.close()
-    return {"w_s": round(w, 2), "w_cpu": round(c, 2), "w_reqs": sum(reqs.values())}
+    w, c, reqs = _timed(core, lambda c: inprocess.write_file(c, "big", data))
+    return {"w_s": round(w, 2), "w_cpu": round(c, 2), "w_reqs": reqs}
 
 
 def read(bucket: str, endpoint: str, mode: str, data: bytes, cache: str) -> dict[str, float]:
     core = _core(bucket, endpoint, cache, mode)
     first: list[float] = []
 
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            core.start(nursery)
-            node = await core.lookup(core.root, "big")
-            off, t0 = 0, time.perf_counter()
-            while off < len(data):
-                got = await core.read(node, off, 128 * 1024)
-                if not first:
-                    first.append(time.perf_counter() - t0)
-                if got != data[off:off + len(got)]:
-                    raise SystemExit(f"{mode}: wrong bytes at {off}")
-                off += len(got)
-            nursery.cancel_scope.cancel()
+    async def job(core: Any) -> None:
+        node = await core.lookup(core.root, "big")
+        off, t0 = 0, time.perf_counter()
+        while off < len(data):
+            got = await core.read(node, off, 128 * 1024)
+            if not first:
+                first.append(time.perf_counter() - t0)
+            if got != data[off:off + len(got)]:
+                raise SystemExit(f"{mode}: wrong bytes at {off}")
+            off += len(got)
 
-    w, c = time.perf_counter(), time.process_time()
-    trio.run(main)
-    w, c = time.perf_counter() - w, time.process_time() - c
-    reqs = core.store.stats.as_dict()["requests"]
-    core.close()
+    w, c, reqs = _timed(core, job)
     return {"r_s": round(w, 2), "r_cpu": round(c, 2), "r_first_s": round(first[0], 2),
-            "r_reqs": sum(reqs.values())}
+            "r_reqs": reqs}
 
 
 def main() -> None:

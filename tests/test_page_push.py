@@ -17,45 +17,14 @@ from typing import Any
 
 import pytest
 import trio
+from inprocess import plain_or_client_core, run_core, write_file
 from mounting import S3ENCFS, keyenv, mount_factory  # noqa: F401
 
-from s3encfs.codec import IdentityCodec
 from s3encfs.control import control_socket_path, query
-from s3encfs.crypto.client_codec import ClientCodec
-from s3encfs.fs.core import FsConfig, FsCore
-from s3encfs.store.s3 import ObjectStore
+from s3encfs.fs.core import FsCore
 
 MiB = 1024 * 1024
 SIZE = 16 * MiB
-
-
-def _core(s3server: Any, bucket: str, mode: str, cache: Path) -> FsCore:
-    store = ObjectStore(bucket, endpoint_url=s3server.endpoint, s3_client="crt")
-    codec: Any = IdentityCodec() if mode == "none" else ClientCodec({"k1": bytes(range(32))}, "k1")
-    return FsCore(store, codec, "", FsConfig(cache_dir=str(cache), upload_delay=0))
-
-
-def _run(core: FsCore, job: Any) -> Any:
-    out: list[Any] = []
-
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            core.start(nursery)
-            out.append(await job(core))
-            nursery.cancel_scope.cancel()
-
-    trio.run(main)
-    core.close()
-    return out[0]
-
-
-async def _write(core: FsCore, data: bytes) -> None:
-    node = await core.create_file(core.root, "f", 0o100644, 0, 0)
-    await core.open(node, True)
-    for off in range(0, len(data), MiB):
-        await core.write(node, off, data[off:off + MiB])
-    await core.release(node, True)
-    await core.flush_all()
 
 
 @pytest.mark.parametrize("mode", ["none", "client"])
@@ -65,8 +34,9 @@ def test_a_randomly_read_file_is_stored_whole_into_the_kernel_until_a_writer_ope
     for k, v in s3server.env().items():
         monkeypatch.setenv(k, v)
     data = os.urandom(SIZE)
-    _run(_core(s3server, bucket, mode, tmp_path / "w"), lambda c: _write(c, data))
-    core = _core(s3server, bucket, mode, tmp_path / "r")
+    writer = plain_or_client_core(s3server.endpoint, bucket, mode, tmp_path / "w")
+    run_core(writer, lambda c: write_file(c, "f", data))
+    core = plain_or_client_core(s3server.endpoint, bucket, mode, tmp_path / "r")
     stored: dict[int, bytes] = {}
     core.pages.store_fn = lambda inode, off, buf: stored.__setitem__(off, bytes(buf))
 
@@ -89,7 +59,7 @@ def test_a_randomly_read_file_is_stored_whole_into_the_kernel_until_a_writer_ope
         await c.release(node, False)
         return whole, len(stored)
 
-    whole, after = _run(core, job)
+    whole, after = run_core(core, job)
     # every byte of the object's plaintext, each range where it belongs, exactly once
     assert b"".join(stored[o] for o in sorted(stored)) == data
     assert whole == after  # nothing stored once a writer had the file open

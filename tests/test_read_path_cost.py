@@ -15,44 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import trio
+from inprocess import plain_or_client_core, run_core, write_file
 
-from s3encfs.codec import IdentityCodec
-from s3encfs.crypto.client_codec import ClientCodec
-from s3encfs.fs.core import FsConfig, FsCore
-from s3encfs.store.s3 import ObjectStore
+from s3encfs.fs.core import FsCore
 
 MiB = 1024 * 1024
 READ = 128 * 1024  # the kernel's read size on a FUSE mount
-
-
-def _core(s3server: Any, bucket: str, mode: str, cache: Path) -> FsCore:
-    store = ObjectStore(bucket, endpoint_url=s3server.endpoint, s3_client="crt")
-    codec: Any = IdentityCodec() if mode == "none" else ClientCodec({"k1": bytes(range(32))}, "k1")
-    return FsCore(store, codec, "", FsConfig(cache_dir=str(cache), upload_delay=0))
-
-
-def _run(core: FsCore, job: Any) -> Any:
-    out: list[Any] = []
-
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            core.start(nursery)
-            out.append(await job(core))
-            nursery.cancel_scope.cancel()
-
-    trio.run(main)
-    core.close()
-    return out[0]
-
-
-async def _write(core: FsCore, data: bytes) -> None:
-    node = await core.create_file(core.root, "f", 0o100644, 0, 0)
-    await core.open(node, True)
-    for off in range(0, len(data), MiB):
-        await core.write(node, off, data[off:off + MiB])
-    await core.release(node, True)
-    await core.flush_all()
 
 
 def _counting(core: FsCore, calls: dict[str, int]) -> None:
@@ -80,21 +48,22 @@ def test_read_ahead_bookkeeping_once_per_block(mode: str, s3server: Any, bucket:
     for k, v in s3server.env().items():
         monkeypatch.setenv(k, v)
     data = os.urandom(24 * MiB)
-    _run(_core(s3server, bucket, mode, tmp_path / "w"), lambda c: _write(c, data))
-    cold = _core(s3server, bucket, mode, tmp_path / "r")
+    writer = plain_or_client_core(s3server.endpoint, bucket, mode, tmp_path / "w")
+    run_core(writer, lambda c: write_file(c, "f", data))
+    cold = plain_or_client_core(s3server.endpoint, bucket, mode, tmp_path / "r")
     calls = {"where": 0, "advise": 0}
     _counting(cold, calls)
-    assert _run(cold, lambda c: _read_all(c, len(data))) == data
+    assert run_core(cold, lambda c: _read_all(c, len(data))) == data
     reads = len(data) // READ
     # before: ~8 per read (the whole window at every read), and an advise for every block in
     # flight or in memory; now at most the window once per block entered (≈ 1.5 per read here)
     assert calls["where"] <= 3 * reads, calls
     assert calls["advise"] == 0, calls  # every block was in memory when the reader got to it
     # a fresh mount over the same cache: blocks on disk only are still advised to the kernel
-    warm = _core(s3server, bucket, mode, tmp_path / "r")
+    warm = plain_or_client_core(s3server.endpoint, bucket, mode, tmp_path / "r")
     calls = {"where": 0, "advise": 0}
     _counting(warm, calls)
-    assert _run(warm, lambda c: _read_all(c, len(data))) == data
+    assert run_core(warm, lambda c: _read_all(c, len(data))) == data
     assert calls["advise"] >= 8, calls
     # served from the disk tier (a GET or two: the root listing's index, not the 24 blocks)
     assert warm.store.stats.as_dict()["requests"].get("GetObject", 0) <= 2
