@@ -92,6 +92,19 @@ def test_node_table_stays_near_its_cap_without_drop_caches(mode, bucket, mount_f
     assert (root / "b0" / "d0" / "f1").read_bytes() == b"changed after being forgotten"
 
 
+def _sample_until_uploaded(m, pick, timeout: float = 120) -> list:
+    """`pick(status)` every 0.3 s until no upload is pending (or `timeout`): the samples."""
+    samples = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = status(m)
+        samples.append(pick(st))
+        if st["pending_uploads"] == 0:
+            break
+        time.sleep(0.3)
+    return samples
+
+
 @pytest.mark.timeout(300)
 def test_index_writes_are_not_starved_by_queued_uploads(bucket, s3server, mount_factory, keyenv):
     """Plain mode keeps a file's journal row after its upload until the parent's index carries
@@ -113,14 +126,8 @@ def test_index_writes_are_not_starved_by_queued_uploads(bucket, s3server, mount_
             (root / d).mkdir()
             for i in range(n):
                 (root / d / f"f{i}").write_bytes(f"{d}/{i}".encode() * 10)
-        samples = []
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            st = status(m)
-            samples.append((st["pending_uploads"], st["journal_rows"], st["memory"]["nodes"]))
-            if st["pending_uploads"] == 0:
-                break
-            time.sleep(0.3)
+        samples = _sample_until_uploaded(
+            m, lambda st: (st["pending_uploads"], st["journal_rows"], st["memory"]["nodes"]))
         flush(m)
         proxy.clear_faults()
         print(f"\n(pending uploads, journal rows, nodes): {samples}")
@@ -152,15 +159,9 @@ def test_one_big_directory_does_not_keep_every_landed_row(bucket, s3server, moun
         d.mkdir()
         for i in range(800):
             (d / f"f{i}").write_bytes(f"flat/{i}".encode() * 10)
-        samples = []
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            st = status(m)
-            kept = st["memory"]["kept"]
-            samples.append((st["pending_uploads"], kept.get("row", 0), st["memory"]["nodes"]))
-            if st["pending_uploads"] == 0:
-                break
-            time.sleep(0.3)
+        samples = _sample_until_uploaded(
+            m, lambda st: (st["pending_uploads"], st["memory"]["kept"].get("row", 0),
+                           st["memory"]["nodes"]))
         flush(m)
         proxy.clear_faults()
         print(f"\n(pending uploads, nodes held by landed rows, nodes): {samples}")
