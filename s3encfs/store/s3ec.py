@@ -228,7 +228,23 @@ class S3ECStore(ObjectStore):
         return spool
 
     def _verify_object(self, key: str, etag: str) -> Spool:
-        """Stream the whole object through GCM into a sealed spool; publish only if it checks."""
+        """The whole object's verified plaintext as a view (published only if the tag checks)."""
+        spool = self.views.new()
+        self.read_verified(key, etag, spool.write)
+        self.views.publish(key, etag, spool)
+        return spool
+
+    @property
+    def verifies_whole_objects(self) -> bool:
+        """The block cache fills a missing object's blocks through `read_verified` (all at
+        once, published after the tag checked) instead of ranges of a view."""
+        return not self.unauthenticated_ranges
+
+    def read_verified(self, key: str, etag: str, write: Callable[[memoryview], None]) -> int:
+        """Stream the whole object (ETag `etag`) through GCM: its plaintext, in order, into
+        `write` (a view valid only during the call); returns the plaintext length once the tag
+        checked, IntegrityError if it does not. NOTHING written is authenticated before this
+        returns: the caller must not let a reader see any of it earlier."""
         info = super().head(key)
         if info.etag != etag:
             # the conditional GET below fails the way the caller expects (412)
@@ -237,32 +253,42 @@ class S3ECStore(ObjectStore):
         if info.size < fmt.TAG_LEN:
             raise IntegrityError(f"{key}: S3EC object shorter than its tag")
         dec = s3ec_stream.Decryptor(ck)
-        spool = self.views.new()
-        ranges = [(o, min(o + _FETCH, info.size)) for o in range(0, info.size, _FETCH)]
+        total = 0
         try:
-            # ranged GETs in parallel (a window of _PARALLEL), decrypted strictly in order
-            with ThreadPoolExecutor(max_workers=_PARALLEL) as pool:
-                window: list[Future[bytes]] = []
-                todo = iter(ranges)
+            for chunk in self._chunks(key, etag, info.size):
+                out = dec.update_view(chunk)
+                total += len(out)
+                write(out)  # the decryptor's buffer: copied (written) before the next chunk
+            tail = dec.finish()
+        except IntegrityError as exc:
+            self.s3ec_stats["verify_failures"] += 1
+            log.error("s3ec: %s (ETag %s) failed verification: %s", key, etag, exc)
+            raise
+        write(memoryview(tail))
+        self.s3ec_stats["verified_objects"] += 1
+        return total + len(tail)
+
+    def _chunks(self, key: str, etag: str, size: int) -> Generator[bytes]:
+        """The object body in order, from ranged GETs in parallel (a window of _PARALLEL)."""
+        ranges = [(o, min(o + _FETCH, size)) for o in range(0, size, _FETCH)]
+        get = super().get_range
+        with ThreadPoolExecutor(max_workers=_PARALLEL) as pool:
+            window: list[Future[bytes]] = []
+            todo = iter(ranges)
+            try:
                 for lo, hi in todo:
-                    window.append(pool.submit(super().get_range, key, lo, hi, if_match=etag))
+                    window.append(pool.submit(get, key, lo, hi, if_match=etag))
                     if len(window) >= _PARALLEL:
                         break
                 while window:
                     chunk = window.pop(0).result()
                     nxt = next(todo, None)
                     if nxt is not None:
-                        window.append(pool.submit(super().get_range, key, nxt[0], nxt[1],
-                                                  if_match=etag))
-                    spool.write(dec.update_view(chunk))  # copied before the next
-            spool.write(dec.finish())
-        except IntegrityError as exc:
-            self.s3ec_stats["verify_failures"] += 1
-            log.error("s3ec: %s (ETag %s) failed verification: %s", key, etag, exc)
-            raise
-        self.views.publish(key, etag, spool)
-        self.s3ec_stats["verified_objects"] += 1
-        return spool
+                        window.append(pool.submit(get, key, nxt[0], nxt[1], if_match=etag))
+                    yield chunk
+            finally:
+                for f in window:
+                    f.cancel()
 
     def list_pages(self, prefix: str, delimiter: str | None = "/") -> Generator[ListPage]:
         seen: set[str] = set()
