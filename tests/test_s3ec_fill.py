@@ -69,7 +69,7 @@ def test_a_cold_read_fills_every_block_once_verified(st: S3ECStore, s3: Any, buc
                     blocks.get_block(key, tag, SIZE, b, local_only=True)
         return real(key, tag, write_and_look)
 
-    st.read_verified = watched  # type: ignore[method-assign]
+    st.read_verified = watched  # type: ignore[method-assign,assignment]
     got = blocks.read_part("big", etag, SIZE, 3, 0, 4096, run=4)
     assert got == plain[3 * MiB:3 * MiB + 4096]
     assert sum(streamed) == SIZE
@@ -97,7 +97,7 @@ def test_a_tampered_object_fills_nothing_and_fails_every_reader(
         started.set()
         return real(key, tag, write)
 
-    st.read_verified = slow  # type: ignore[method-assign]
+    st.read_verified = slow  # type: ignore[method-assign,assignment]
     errors: dict[int, BaseException] = {}
 
     def read(b: int) -> None:

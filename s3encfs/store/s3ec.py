@@ -34,7 +34,7 @@ import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Generator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any
 
 from s3encfs.codec import IntegrityError
@@ -43,7 +43,7 @@ from s3encfs.crypto import s3ec_format as fmt
 from s3encfs.crypto.s3ec_codec import ERROR_KEY  # presented instead of refused metadata
 from s3encfs.crypto.s3ec_keyrings import S3ECKeys
 
-from .errors import NotFound, UploadRestart
+from .errors import NotFound, StoreError, UploadRestart
 from .s3 import ListPage, ObjectInfo, ObjectStore, StoreStats
 from .s3ec_upload import S3ECUpload
 from .sealed_spool import Spool, Views
@@ -255,7 +255,7 @@ class S3ECStore(ObjectStore):
         dec = s3ec_stream.Decryptor(ck)
         total = 0
         try:
-            for chunk in self._chunks(key, etag, info.size):
+            for chunk in self.raw_ranges(key, etag, info.size, _FETCH, _PARALLEL):
                 out = dec.update_view(chunk)
                 total += len(out)
                 write(out)  # the decryptor's buffer: copied (written) before the next chunk
@@ -267,28 +267,6 @@ class S3ECStore(ObjectStore):
         write(memoryview(tail))
         self.s3ec_stats["verified_objects"] += 1
         return total + len(tail)
-
-    def _chunks(self, key: str, etag: str, size: int) -> Generator[bytes]:
-        """The object body in order, from ranged GETs in parallel (a window of _PARALLEL)."""
-        ranges = [(o, min(o + _FETCH, size)) for o in range(0, size, _FETCH)]
-        get = super().get_range
-        with ThreadPoolExecutor(max_workers=_PARALLEL) as pool:
-            window: list[Future[bytes]] = []
-            todo = iter(ranges)
-            try:
-                for lo, hi in todo:
-                    window.append(pool.submit(get, key, lo, hi, if_match=etag))
-                    if len(window) >= _PARALLEL:
-                        break
-                while window:
-                    chunk = window.pop(0).result()
-                    nxt = next(todo, None)
-                    if nxt is not None:
-                        window.append(pool.submit(get, key, nxt[0], nxt[1], if_match=etag))
-                    yield chunk
-            finally:
-                for f in window:
-                    f.cancel()
 
     def list_pages(self, prefix: str, delimiter: str | None = "/") -> Generator[ListPage]:
         seen: set[str] = set()
@@ -384,8 +362,17 @@ class S3ECStore(ObjectStore):
 
     def upload_part_copy(self, key: str, upload_id: str, part_number: int, src: str,
                          start: int, end: int, *, src_etag: str | None = None) -> str:
-        return self.upload_part(key, upload_id, part_number,
-                                self.get_range(src, start, end, if_match=src_etag))
+        """The verified plaintext of the range, as a part. A part that fails to send breaks
+        the upload (its GCM stream may not encrypt it twice): UploadRestart, so the caller
+        (StoreWrites._multipart_copy, fs/uploader.py) starts over in a new upload."""
+        data = self.get_range(src, start, end, if_match=src_etag)
+        try:
+            return self.upload_part(key, upload_id, part_number, data)
+        except UploadRestart:
+            raise
+        except StoreError as exc:
+            raise UploadRestart(f"{key}: part {part_number} failed to send: {exc}",
+                                key=key) from exc
 
     def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]], *,
                            if_match: str | None = None, if_none_match: bool = False) -> str:
