@@ -121,3 +121,14 @@ def test_a_tampered_object_fills_nothing_and_fails_every_reader(
     assert st.s3ec_stats["verify_failures"] >= 1 and st.s3ec_stats["verified_objects"] == 0
     with pytest.raises(IntegrityError):  # tried again, refused again
         blocks.get_block("bad", etag, SIZE, 5, run=4)
+
+
+def test_a_file_this_mount_wrote_fills_from_its_verified_copy(st: S3ECStore, tmp_path: Path
+                                                             ) -> None:
+    plain = os.urandom(3 * MiB + 5)
+    etag = st.put("mine", plain, {"mode": "33188"})  # verified by construction: a view
+    blocks = VerifiedBlockCache(str(tmp_path / "c"), st, MiB, 1 << 30)
+    gets = _gets(st)
+    assert blocks.get_block("mine", etag, len(plain), 2, run=4) == plain[2 * MiB:3 * MiB]
+    assert blocks.get_block("mine", etag, len(plain), 0, local_only=True) == plain[:MiB]
+    assert _gets(st) == gets  # no download
