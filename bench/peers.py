@@ -23,6 +23,9 @@ from typing import Any
 # the repository's .venv, else (a git worktree without one) the venv running the bench
 _REPO_VENV_BIN = Path(__file__).resolve().parent.parent / ".venv" / "bin"
 VENV_BIN = _REPO_VENV_BIN if _REPO_VENV_BIN.is_dir() else Path(sys.executable).parent
+# the checkout this bench runs from: its s3encfs is the one measured, whatever the venv's
+# editable install points at (a shared venv may have been installed from another worktree)
+REPO = Path(__file__).resolve().parent.parent
 
 
 class BenchError(Exception):
@@ -297,6 +300,8 @@ class S3encfsPeer(Peer):
     def proc_env(self) -> dict[str, str]:
         return {
             **super().proc_env(),
+            "PYTHONPATH": os.pathsep.join(
+                [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]),
             "S3ENCFS_KEYRING_DIR": str(self.base / "keyring"),
             "S3ENCFS_PASSPHRASE": "",
             "S3ENCFS_ALLOW_EMPTY_PASSPHRASE": "1",

@@ -318,8 +318,8 @@ class BlockCache:
         if local_only:
             raise LookupError(ident)
         fut, extra = self._claim(key, etag, obj_size, block, run)
-        if extra is None:
-            return fut.result()
+        if extra is None:  # b"": a whole-object fill put it on disk (cache/verified.py)
+            return fut.result() or self.get_block(key, etag, obj_size, block, run=run)
         self.misses += 1
         blocks = [(block, fut), *extra]
         start = self.block_range(obj_size, block)[0]
@@ -344,7 +344,7 @@ class BlockCache:
             return data
         fut, extra = self._claim(key, etag, obj_size, block, run)
         if extra is None:
-            return await _wait(fut)
+            return await _wait(fut) or await self.aget_block(key, etag, obj_size, block, run=run)
         self.misses += 1
         blocks = [(block, fut), *extra]
         start = self.block_range(obj_size, block)[0]

@@ -28,6 +28,7 @@ from s3encfs import defaults
 from s3encfs.cache.blocks import BlockCache
 from s3encfs.cache.journal import Journal
 from s3encfs.cache.staging import DirtySet, StagingPool
+from s3encfs.cache.verified import VerifiedBlockCache
 from s3encfs.codec import Codec, NameTooLong, ObjectCipher
 from s3encfs.fs import identity
 from s3encfs.fs.dirty import DirtyAccount, pending_files_limit
@@ -86,7 +87,8 @@ class FsState:
                                unseal=codec.open_blob if sealed else None)
         self.pool = ThreadPoolExecutor(max_workers=cfg.s3_threads, thread_name_prefix="s3")
         self.block_bytes = cfg.segs_per_block * self.seg.stride
-        self.blocks = BlockCache(cfg.cache_dir, store, self.block_bytes, cfg.cache_size)
+        cache = VerifiedBlockCache if store.verifies_whole_objects else BlockCache
+        self.blocks = cache(cfg.cache_dir, store, self.block_bytes, cfg.cache_size)
         self.uploader = Uploader(
             store, self.blocks, self.seg, cfg.segs_per_block, cfg.part_segments, self.pool,
             track=lambda key, upload_id: self.journal.set_kv(f"mpu:{upload_id}", key),

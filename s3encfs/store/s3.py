@@ -14,6 +14,8 @@ types they return. `from s3encfs.store.s3 import ObjectStore` stays the public n
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from .objinfo import (
     ListPage,
     ObjectInfo,
@@ -37,3 +39,15 @@ __all__ = [
 
 class ObjectStore(StoreWrites):
     """All S3 calls of one mount: a bucket, an SSE policy and one pooled boto3 client."""
+
+    @property
+    def verifies_whole_objects(self) -> bool:
+        """True for a store whose objects authenticate only as a whole (S3EC: one GCM tag per
+        object): it has `read_verified`, and the block cache fills all of a missing object's
+        blocks from one verified pass, published once the tag checked (cache/verified.py)."""
+        return False
+
+    def read_verified(self, key: str, etag: str, write: Callable[[memoryview], None]) -> int:
+        """The whole object's plaintext in order into `write`; its length once authenticated
+        (only when `verifies_whole_objects`)."""
+        raise NotImplementedError

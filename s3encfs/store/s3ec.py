@@ -34,7 +34,7 @@ import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Generator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any
 
 from s3encfs.codec import IntegrityError
@@ -43,7 +43,7 @@ from s3encfs.crypto import s3ec_format as fmt
 from s3encfs.crypto.s3ec_codec import ERROR_KEY  # presented instead of refused metadata
 from s3encfs.crypto.s3ec_keyrings import S3ECKeys
 
-from .errors import NotFound, UploadRestart
+from .errors import NotFound, StoreError, UploadRestart
 from .s3 import ListPage, ObjectInfo, ObjectStore, StoreStats
 from .s3ec_upload import S3ECUpload
 from .sealed_spool import Spool, Views
@@ -228,7 +228,26 @@ class S3ECStore(ObjectStore):
         return spool
 
     def _verify_object(self, key: str, etag: str) -> Spool:
-        """Stream the whole object through GCM into a sealed spool; publish only if it checks."""
+        """The whole object's verified plaintext as a view (published only if the tag checks)."""
+        spool = self.views.new()
+        self.read_verified(key, etag, spool.write)
+        self.views.publish(key, etag, spool)
+        return spool
+
+    @property
+    def verifies_whole_objects(self) -> bool:
+        """The block cache fills a missing object's blocks through `read_verified` (all at
+        once, published after the tag checked) instead of ranges of a view."""
+        return not self.unauthenticated_ranges
+
+    def read_verified(self, key: str, etag: str, write: Callable[[memoryview], None]) -> int:
+        """Stream the whole object (ETag `etag`) through GCM: its plaintext, in order, into
+        `write` (a view valid only during the call); returns the plaintext length once the tag
+        checked, IntegrityError if it does not. NOTHING written is authenticated before this
+        returns: the caller must not let a reader see any of it earlier."""
+        view = self.views.get(key, etag)
+        if view is not None:  # verified already (this mount wrote it): no download
+            return view.stream(write)
         info = super().head(key)
         if info.etag != etag:
             # the conditional GET below fails the way the caller expects (412)
@@ -237,32 +256,20 @@ class S3ECStore(ObjectStore):
         if info.size < fmt.TAG_LEN:
             raise IntegrityError(f"{key}: S3EC object shorter than its tag")
         dec = s3ec_stream.Decryptor(ck)
-        spool = self.views.new()
-        ranges = [(o, min(o + _FETCH, info.size)) for o in range(0, info.size, _FETCH)]
+        total = 0
         try:
-            # ranged GETs in parallel (a window of _PARALLEL), decrypted strictly in order
-            with ThreadPoolExecutor(max_workers=_PARALLEL) as pool:
-                window: list[Future[bytes]] = []
-                todo = iter(ranges)
-                for lo, hi in todo:
-                    window.append(pool.submit(super().get_range, key, lo, hi, if_match=etag))
-                    if len(window) >= _PARALLEL:
-                        break
-                while window:
-                    chunk = window.pop(0).result()
-                    nxt = next(todo, None)
-                    if nxt is not None:
-                        window.append(pool.submit(super().get_range, key, nxt[0], nxt[1],
-                                                  if_match=etag))
-                    spool.write(dec.update_view(chunk))  # copied before the next
-            spool.write(dec.finish())
+            for chunk in self.raw_ranges(key, etag, info.size, _FETCH, _PARALLEL):
+                out = dec.update_view(chunk)
+                total += len(out)
+                write(out)  # the decryptor's buffer: copied (written) before the next chunk
+            tail = dec.finish()
         except IntegrityError as exc:
             self.s3ec_stats["verify_failures"] += 1
             log.error("s3ec: %s (ETag %s) failed verification: %s", key, etag, exc)
             raise
-        self.views.publish(key, etag, spool)
+        write(memoryview(tail))
         self.s3ec_stats["verified_objects"] += 1
-        return spool
+        return total + len(tail)
 
     def list_pages(self, prefix: str, delimiter: str | None = "/") -> Generator[ListPage]:
         seen: set[str] = set()
@@ -358,8 +365,17 @@ class S3ECStore(ObjectStore):
 
     def upload_part_copy(self, key: str, upload_id: str, part_number: int, src: str,
                          start: int, end: int, *, src_etag: str | None = None) -> str:
-        return self.upload_part(key, upload_id, part_number,
-                                self.get_range(src, start, end, if_match=src_etag))
+        """The verified plaintext of the range, as a part. A part that fails to send breaks
+        the upload (its GCM stream may not encrypt it twice): UploadRestart, so the caller
+        (StoreWrites._multipart_copy, fs/uploader.py) starts over in a new upload."""
+        data = self.get_range(src, start, end, if_match=src_etag)
+        try:
+            return self.upload_part(key, upload_id, part_number, data)
+        except UploadRestart:
+            raise
+        except StoreError as exc:
+            raise UploadRestart(f"{key}: part {part_number} failed to send: {exc}",
+                                key=key) from exc
 
     def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]], *,
                            if_match: str | None = None, if_none_match: bool = False) -> str:

@@ -16,6 +16,7 @@ import tempfile
 import threading
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -60,6 +61,12 @@ class Spool:
 
     def finish(self) -> None:
         pass
+
+    def stream(self, write: Callable[[memoryview], None]) -> int:
+        """All of it, in order, into `write`, 1 MiB per call; its size."""
+        for off in range(0, self.size, CHUNK):
+            write(memoryview(self.read(off, off + CHUNK)))
+        return self.size
 
     def read(self, start: int, end: int) -> bytes:
         end = min(end, self.size)

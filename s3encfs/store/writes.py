@@ -7,7 +7,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from .errors import NotFound, StoreError
+from .errors import NotFound, StoreError, UploadRestart
 from .multipart import StoreMultipart
 from .objinfo import ObjectInfo, _etag, _quoted
 
@@ -19,6 +19,9 @@ log = logging.getLogger("s3encfs.store.s3")
 
 
 class StoreWrites(StoreMultipart):
+    max_copy = MAX_COPY  # a bigger source is copied part by part (tests lower both)
+    copy_part = COPY_PART
+
     def put(
         self,
         key: str,
@@ -106,7 +109,7 @@ class StoreWrites(StoreMultipart):
                 raise
             if src_info is None:
                 src_info = self.head(src)
-            if src_info.size <= MAX_COPY:
+            if src_info.size <= self.max_copy:
                 raise
             return self._multipart_copy(src, dst, src_info, params.get("Metadata"), if_match)
         self._after_write(dst)
@@ -137,11 +140,22 @@ class StoreWrites(StoreMultipart):
         if_match: str | None,
     ) -> str:
         meta = metadata if metadata is not None else dict(info.metadata or {})
+        try:
+            return self._copy_parts(src, dst, info, meta, if_match)
+        except UploadRestart as exc:
+            # S3EC: a part failed to send after the upload's one GCM stream encrypted it, and
+            # that key may not encrypt it again; a new upload (a fresh data key) may, once
+            log.warning("%s; copying %s again in a new upload", exc, src)
+            return self._copy_parts(src, dst, info, meta, if_match)
+
+    def _copy_parts(self, src: str, dst: str, info: ObjectInfo, meta: dict[str, str],
+                    if_match: str | None) -> str:
+        """One multipart upload of `dst` from ranges of `src`; aborted if anything fails."""
         upload_id = self.create_multipart(dst, meta)
         try:
             ranges = [
-                (n + 1, s, min(s + COPY_PART, info.size))
-                for n, s in enumerate(range(0, info.size, COPY_PART))
+                (n + 1, s, min(s + self.copy_part, info.size))
+                for n, s in enumerate(range(0, info.size, self.copy_part))
             ]
             with ThreadPoolExecutor(max_workers=4) as pool:
                 etags = list(
@@ -156,7 +170,11 @@ class StoreWrites(StoreMultipart):
                 dst, upload_id, [(r[0], e) for r, e in zip(ranges, etags, strict=False)]
             )
         except BaseException:
-            self.abort_multipart(dst, upload_id)
+            try:
+                self.abort_multipart(dst, upload_id)
+            except StoreError as exc:  # the first error is the one to report
+                log.error("%s: abort of multipart upload %s failed (check --abort-uploads "
+                          "removes it): %s", dst, upload_id[:12], exc)
             raise
 
     def delete(self, key: str) -> None:
