@@ -88,6 +88,21 @@ def test_the_cipher_memo_is_bounded() -> None:
     for _ in range(1100):
         codec.new_object()
     assert len(codec._ciphers) <= 1024
+    assert len(codec._live) <= 1024  # only those the memo holds: nothing else keeps them
+
+
+def test_a_new_object_seals_without_unwrapping_after_many_others(counts) -> None:
+    """A first backup makes more new objects than the memo holds before the first upload
+    seals its attrs: the cipher its content still holds is used, not a second unwrap."""
+    codec = _codec()
+    held = [codec.new_object() for _ in range(FILES)]
+    for _ in range(1100):
+        codec.new_object()
+    for i, (cipher, meta) in enumerate(held):
+        sealed = {**meta, **codec.seal_attrs(meta, ATTRS, f"f{i}")}
+        assert env.open_attrs(cipher, sealed[env.META_ATTRS], f"f{i}") == ATTRS
+    assert counts["unwrap_data_key"] == 0  # was one per held file
+    assert len(codec._live) <= FILES + 1024
 
 
 class _CountingSiv:
@@ -179,3 +194,40 @@ def test_whole_slots_sealed_the_earlier_way_still_open(tmp_path) -> None:
         key = env.hkdf(K1, b"s3encfs/v1/slot\x00f1")  # docs/FORMAT.md, "Local staging slots"
         old = nonce + AESGCM(key).encrypt(nonce, plain, struct.pack(">Q", i))
         assert slots.open("f1", i, old) == plain
+
+
+class _CountingNames:
+    """A codec wrapper that counts `encode_name` calls (Layout's memo is in front of it)."""
+
+    def __init__(self, codec: ClientCodec) -> None:
+        self.codec, self.encodes = codec, 0
+
+    def encode_name(self, parent: str, name: str) -> str:
+        self.encodes += 1
+        return self.codec.encode_name(parent, name)
+
+
+def test_a_paths_key_is_encoded_once_and_long_names_every_time() -> None:
+    from s3encfs.codec import NameTooLong
+    from s3encfs.store.layout import Layout
+
+    names = _CountingNames(_codec())
+    layout = Layout("pfx", names)  # type: ignore[arg-type]
+    parts = ("inc", "linux", "f.h")
+    key = layout.file_key(parts)
+    assert names.encodes == 3
+    for _ in range(5):  # create, rename, upload, index: one encoding of each component
+        assert layout.file_key(parts) == key
+        assert layout.encode_rel(parts[:2]) + "/" == layout.dir_prefix(parts[:2])[4:]
+    assert names.encodes == 5  # ("inc", "linux") once more, nothing for the file
+    assert key == "pfx/" + "/".join(_codec().encode_name("/".join(parts[:i]), n)
+                                    for i, n in enumerate(parts))
+    long = ("inc", "x" * 200)  # a hashed component: its side object's body must stay known
+    layout.encode_rel(long)
+    before = names.encodes
+    layout.encode_rel(long)
+    assert names.encodes == before + 2
+    with pytest.raises(NameTooLong):  # never memoized, refused every time
+        layout.encode_rel(("inc", "y" * 300))
+    with pytest.raises(NameTooLong):
+        layout.encode_rel(("inc", "y" * 300))
