@@ -231,3 +231,38 @@ def test_a_paths_key_is_encoded_once_and_long_names_every_time() -> None:
         layout.encode_rel(("inc", "y" * 300))
     with pytest.raises(NameTooLong):
         layout.encode_rel(("inc", "y" * 300))
+
+
+def test_attrs_this_codec_sealed_or_opened_open_again_without_aes(monkeypatch) -> None:
+    """A directory listed again (after --dir-ttl, or after the kernel forgot one of its files)
+    shows the objects this mount wrote: their attrs open from the memo, not by AES-GCM again.
+    Any other bytes — another path, a flipped bit, other key entries — are still checked."""
+    writer, reader = _codec(), _codec()
+    opens = collections.Counter()
+    real = env.open_attrs
+
+    def counted(*a: Any, **kw: Any) -> Any:
+        opens["n"] += 1
+        return real(*a, **kw)
+
+    monkeypatch.setattr(env, "open_attrs", counted)
+    metas = []
+    for i in range(FILES):
+        _c, meta = writer.new_object()
+        metas.append({**meta, **writer.seal_attrs(meta, ATTRS, f"d/f{i}")})
+    for _ in range(3):
+        assert [writer.open_attrs(m, f"d/f{i}") for i, m in enumerate(metas)] == [ATTRS] * FILES
+        assert [reader.open_attrs(m, f"d/f{i}") for i, m in enumerate(metas)] == [ATTRS] * FILES
+    assert opens["n"] == FILES  # the reader's first listing; nothing after that, nor the writer
+    got = writer.open_attrs(metas[0], "d/f0")
+    got["mode"] = "0"  # a caller changing its copy does not change the memo
+    assert writer.open_attrs(metas[0], "d/f0") == ATTRS
+    for codec in (writer, reader):
+        with pytest.raises(IntegrityError):
+            codec.open_attrs(metas[0], "d/f1")  # moved to another name
+        raw = bytearray(env.b64d(metas[0][env.META_ATTRS], env.META_ATTRS))
+        raw[-1] ^= 1
+        with pytest.raises(IntegrityError):
+            codec.open_attrs({**metas[0], env.META_ATTRS: env.b64e(bytes(raw))}, "d/f0")
+        with pytest.raises(IntegrityError):  # the attrs under another object's key entries
+            codec.open_attrs({**metas[1], env.META_ATTRS: metas[0][env.META_ATTRS]}, "d/f0")

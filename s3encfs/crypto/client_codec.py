@@ -19,6 +19,7 @@ from . import envelope as env
 from .names import NameCipher, PlainNames
 
 SLOT_KEY_FILE = "slot.key"
+ATTRS_CACHE = 2048  # opened attrs kept (~1 KB each): more than the largest directory of W4
 _SLOT_PURPOSE = "cache-slot-key"
 _SLOT_INFO = b"s3encfs/v1/slot"
 _SLOT_AAD = struct.Struct(">Q")
@@ -74,6 +75,11 @@ class ClientCodec:
         # unwrap (1.4 per file in process, 2.1 in a real W4). Costs no memory of its own.
         self._live: weakref.WeakValueDictionary[tuple[str | None, ...], env.SegmentCipher] = \
             weakref.WeakValueDictionary()
+        # opened attrs by (key entries, sealed value, path): a listing shows again the objects
+        # this mount sealed or opened (a directory listed again after --dir-ttl, or after the
+        # kernel forgot one of its files), each an AES-GCM open and a JSON parse. Sound: the
+        # exact bytes authenticated once (or were sealed here) always open to the same attrs.
+        self._opened: LruDict[tuple[str | None, ...], dict[str, str]] = LruDict(ATTRS_CACHE)
         self._ciphers_lock = threading.Lock()
 
     def _key_entries(self, metadata: Mapping[str, str]) -> tuple[str | None, ...]:
@@ -128,7 +134,10 @@ class ClientCodec:
                    path: str = "") -> dict[str, str]:
         """`path`: the object's key relative to the mount prefix (bound in v2)."""
         cipher = self.open_object(metadata)
-        return {env.META_ATTRS: env.seal_attrs(cipher, attrs, path)}
+        value = env.seal_attrs(cipher, attrs, path)
+        with self._ciphers_lock:
+            self._opened[(*self._key_entries(metadata), value, path)] = dict(sorted(attrs.items()))
+        return {env.META_ATTRS: value}
 
     def open_attrs(self, metadata: dict[str, str], path: str = "") -> dict[str, str]:
         """IntegrityError when the attrs are missing (stripped), tampered, from another object or
@@ -138,7 +147,15 @@ class ClientCodec:
             env.version_of(metadata)  # not ours at all: say so
             raise IntegrityError("object has no sealed attributes (stripped or not written by "
                                  "s3encfs)")
-        return env.open_attrs(self.open_object(metadata), value, path)
+        memo = (*self._key_entries(metadata), value, path)
+        with self._ciphers_lock:
+            hit = self._opened.get(memo)
+        if hit is not None:
+            return dict(hit)
+        attrs = env.open_attrs(self.open_object(metadata), value, path)
+        with self._ciphers_lock:
+            self._opened[memo] = dict(attrs)
+        return attrs
 
     # -- blobs
     def seal_blob(self, purpose: str, data: bytes) -> bytes:
