@@ -107,9 +107,10 @@ def test_a_new_object_seals_without_unwrapping_after_many_others(counts) -> None
 
 class _CountingSiv:
     def __init__(self, siv: Any) -> None:
-        self.siv, self.decrypts = siv, 0
+        self.siv, self.decrypts, self.encrypts = siv, 0, 0
 
     def encrypt(self, *a: Any) -> bytes:
+        self.encrypts += 1
         return self.siv.encrypt(*a)
 
     def decrypt(self, *a: Any) -> bytes:
@@ -266,3 +267,53 @@ def test_attrs_this_codec_sealed_or_opened_open_again_without_aes(monkeypatch) -
             codec.open_attrs({**metas[0], env.META_ATTRS: env.b64e(bytes(raw))}, "d/f0")
         with pytest.raises(IntegrityError):  # the attrs under another object's key entries
             codec.open_attrs({**metas[1], env.META_ATTRS: metas[0][env.META_ATTRS]}, "d/f0")
+
+
+@pytest.mark.parametrize("scheme", [1, 2])
+def test_a_new_names_limits_are_checked_without_encrypting_it(scheme: int) -> None:
+    """`Layout.check_rel` (what create and rename check) refuses exactly what `encode_rel`
+    refuses — a component too long, a key over S3's 1,024 bytes — and encrypts no new name."""
+    from s3encfs.codec import NameTooLong
+    from s3encfs.store.layout import Layout
+
+    codec = ClientCodec({"k1": K1}, "k1", name_scheme=scheme)
+    siv = _CountingSiv(codec._names._siv)  # type: ignore[union-attr]
+    codec._names._siv = siv  # type: ignore[union-attr]
+    for n in [*range(1, 300), 400]:
+        for name in ("a" * n, "é" * (n // 2 + 1)):
+            try:
+                want = len(codec.encode_name("p", name))
+            except NameTooLong:
+                want = -1
+            try:
+                got = codec.encoded_len(name)
+            except NameTooLong:
+                got = -1
+            assert got == want, (scheme, len(name.encode()))
+    deep = tuple(f"dir{i:02d}" + "x" * 60 for i in range(12))
+    siv.encrypts = 0
+    checker = Layout("pfx", codec)
+    encoder = Layout("pfx", ClientCodec({"k1": K1}, "k1", name_scheme=scheme))
+    checked = 0
+    for depth in range(1, 13):
+        try:
+            encoder.encode_rel(deep[:depth - 1])
+        except NameTooLong:
+            break  # no deeper directory can exist
+        for n in (1, 20, 31, 32, 60, 95, 96, 120, 143, 144, 200, 255, 256):
+            parts = (*deep[:depth - 1], "f" * n + str(depth))
+            try:
+                encoder.encode_rel(parts)
+                refused = False
+            except NameTooLong:
+                refused = True
+            encrypts = siv.encrypts
+            if refused:
+                with pytest.raises(NameTooLong):
+                    checker.check_rel(parts)
+            else:
+                checker.check_rel(parts)
+                checked += 1
+            assert siv.encrypts - encrypts <= 1  # at most the new parent's own name, once
+    assert checked > 50 and depth > 6
+    assert siv.encrypts <= depth  # the parents (each once), never a name checked

@@ -171,6 +171,11 @@ class ClientCodec:
     def decode_name(self, parent: str, encoded: str) -> str:
         return self._names.decode_name(parent, encoded)
 
+    def encoded_len(self, name: str) -> int | None:
+        if isinstance(self._names, NameCipher):
+            return self._names.encoded_len(name)
+        return None  # plain names: `encode_name` is cheap, and checks UTF-8 as well
+
     def long_body(self, hashed: str) -> bytes | None:
         return self._names.long_body(hashed)
 

@@ -187,6 +187,20 @@ class Layout:
             self._rel[parts] = rel
         return rel
 
+    def check_rel(self, parts: tuple[str, ...]) -> None:
+        """Raise what `encode_rel(parts)` would (NameTooLong, ValueError), without encrypting
+        the last component when the codec can tell its encoded length: a name checked at
+        create is often a temporary one renamed before its upload (rsync's ``.name.XXXXXX``),
+        whose key is never needed (one AES-SIV and base32 per file, ~16 us)."""
+        n = self.codec.encoded_len(parts[-1]) if parts and parts not in self._rel and \
+            len(parts[-1].encode("utf-8", "surrogateescape")) <= MAX_NAME_BYTES else None
+        if n is None:
+            self.encode_rel(parts)
+            return
+        head = self.encode_rel(parts[:-1]) + "/" if len(parts) > 1 else ""
+        if len((self.prefix + head).encode()) + n + 1 > MAX_KEY_BYTES:
+            raise NameTooLong("/".join(parts)[:60])
+
     def _encode_rel(self, parts: tuple[str, ...]) -> str:
         out = []
         for i, name in enumerate(parts):
