@@ -83,7 +83,7 @@ class ClientCodec:
         self._ciphers_lock = threading.Lock()
 
     def _key_entries(self, metadata: Mapping[str, str]) -> tuple[str | None, ...]:
-        return tuple(metadata.get(k) for k in env.KEY_META)
+        return tuple(map(metadata.get, env.KEY_META))
 
     # -- objects
     def new_object(self) -> tuple[env.SegmentCipher, dict[str, str]]:
