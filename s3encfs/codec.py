@@ -149,6 +149,11 @@ class Codec(Protocol):
         """Raises UndecodableName for names this codec did not write."""
         ...
 
+    def encoded_len(self, name: str) -> int | None:
+        """``len(encode_name(parent, name))`` when the codec can tell it without encoding (it
+        then raises what `encode_name` would); None: call `encode_name`."""
+        ...
+
     def slot_cipher(self, cache_dir: str) -> SlotCipher: ...
 
 
@@ -210,6 +215,9 @@ class IdentityCodec:
 
     def decode_name(self, parent: str, encoded: str) -> str:
         return encoded
+
+    def encoded_len(self, name: str) -> int | None:
+        return None  # encode_name is the length check
 
     def slot_cipher(self, cache_dir: str) -> SlotCipher:
         return IdentitySlots()

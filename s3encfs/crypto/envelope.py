@@ -227,7 +227,7 @@ class SegmentCipher:
     v1 seals segments and attrs with the data key itself; v2 with a content key and an attrs key
     derived from it (HKDF, constant salt, info = purpose || oid)."""
 
-    __slots__ = ("_aead", "_attrs_aead", "oid", "segment_size", "version")
+    __slots__ = ("__weakref__", "_aead", "_attrs_aead", "oid", "segment_size", "version")
 
     def __init__(self, oid: bytes, data_key: bytes, segment_size: int,
                  version: int = FORMAT_VERSION) -> None:

@@ -80,6 +80,11 @@ def _b32(data: bytes) -> str:
     return base64.b32encode(data).rstrip(b"=").decode("ascii").lower()
 
 
+def _b32_len(n: int) -> int:
+    """Characters of `_b32` of n bytes."""
+    return (n * 8 + 4) // 5
+
+
 def _unb32(encoded: str) -> bytes | None:
     text = encoded.upper().encode("ascii")
     try:
@@ -132,6 +137,24 @@ class NameCipher:
         encoded = self._encode(parent, name)
         self._memo(parent, name, encoded)
         return encoded
+
+    def encoded_len(self, name: str) -> int:
+        """``len(encode_name(parent, name))`` for any parent, without AES-SIV; raises what
+        `encode_name` raises. Checking a new name's limits needs no encryption: a name made is
+        often a temporary one that never reaches S3 (rsync's ``.name.XXXXXX``)."""
+        raw = name_bytes(name)
+        if self.scheme == 2:
+            if len(raw) > NAME_MAX:
+                raise NameTooLong(f"name of {len(raw)} bytes exceeds {NAME_MAX} bytes")
+            padded = len(raw) + PAD_BLOCK - len(raw) % PAD_BLOCK
+            if padded > INLINE_PADDED:
+                return len(LONG_PREFIX) + HASH_CHARS
+            return _b32_len(padded + SIV_TAG)
+        if len(raw) > MAX_PLAIN:
+            raise NameTooLong(
+                f"name of {len(raw)} bytes exceeds {MAX_PLAIN} bytes when names are encrypted"
+            )
+        return _b32_len(len(raw) + SIV_TAG)
 
     def _memo(self, parent: str, name: str, encoded: str) -> None:
         if len(self._encoded) >= NAME_CACHE or len(self._decoded) >= NAME_CACHE:

@@ -187,7 +187,7 @@ class FsState:
         if parent is self.root and name == CONTROL_DIR and not self.codec.encrypts_names:
             raise fuse_error(errno.EPERM)
         try:
-            self.layout.encode_rel(self.child_parts(parent, name))
+            self.layout.check_rel(self.child_parts(parent, name))
         except NameTooLong:
             raise fuse_error(errno.ENAMETOOLONG) from None
         except ValueError:
