@@ -12,15 +12,17 @@ import time
 import pyfuse3
 import trio
 
+from s3encfs.fs.listing import read_index_at
 from s3encfs.fs.nodes import Node
 from s3encfs.fs.tasks import background
 from s3encfs.fs.tree import Tree
-from s3encfs.fs.treelist import SubtreeSplitter
+from s3encfs.fs.treelist import DirListing, SubtreeSplitter
 from s3encfs.store import errors as store_errors
 
 log = logging.getLogger("s3encfs.fs")
 FAST_LIST_PAGES = 20  # a subtree listing stops after this many 1,000-key pages
 PRELISTED_MAX_KEYS = 200_000  # no new subtree listing while this many keys wait to be used
+INDEX_AHEAD = 16  # directory index GETs in flight ahead of a cold walk (_read_index_ahead)
 
 
 def forgot_children(d: Node) -> bool:
@@ -79,6 +81,7 @@ class DirPrefetch(Tree):
                         self._take_prelisted(p)
                         self.prelisted[p] = listing
                         self._prelisted_keys += len(listing.files) + len(listing.prefixes)
+                        self._read_index_ahead(p, listing)
                     self._prefetch_waiting(p)
                 if page is None:
                     break
@@ -91,6 +94,40 @@ class DirPrefetch(Tree):
             for p in [p for p in self._after_fast_list if p.startswith(prefix)]:
                 if not any(p.startswith(q) for q in self._fast_lists):
                     self._prefetch_waiting(p)
+
+    def _read_index_ahead(self, prefix: str, listing: DirListing) -> None:
+        """Queue a GET of the index of a directory the subtree LIST completed: its first
+        listing then needs no request at all.  A cold walk otherwise waited for one index GET
+        per directory, at most 8 at once and only for the subdirectories of directories
+        already entered (a round trip per level and per 8 directories, 825 directories in
+        /usr/include).  `INDEX_AHEAD` workers take the queue in key order (a walk's order)."""
+        self._index_ahead.append((prefix, listing))
+        if self._index_ahead_workers < INDEX_AHEAD and self.nursery is not None:
+            self._index_ahead_workers += 1
+            self.nursery.start_soon(background, self._index_ahead_worker)
+
+    async def _index_ahead_worker(self) -> None:
+        try:
+            while self._index_ahead:
+                prefix, listing = self._index_ahead.popleft()
+                if self.prelisted.get(prefix) is listing:  # not used (nor voided) yet
+                    await self._index_ahead_one(prefix, listing)
+        finally:
+            self._index_ahead_workers -= 1
+
+    async def _index_ahead_one(self, prefix: str, listing: DirListing) -> None:
+        """The GET itself; a first listing that takes `listing` meanwhile waits for it
+        (`Tree._prelisted_for`) instead of sending a second one.  A failure leaves the
+        index unread: that listing reads it itself, as without the read-ahead."""
+        reading = listing.index_reading = trio.Event()
+        try:
+            key = self.layout.index_key_at(prefix)
+            listing.index = (await self.run(read_index_at, self.store, self.layout, key),)
+            self.stats["index_read_ahead"] = self.stats.get("index_read_ahead", 0) + 1
+        except store_errors.StoreError as exc:
+            log.debug("index read-ahead of %r failed: %s", prefix, exc)
+        finally:
+            reading.set()
 
     def _prefetch_waiting(self, prefix: str) -> None:
         node = self._after_fast_list.pop(prefix, None)

@@ -1,0 +1,141 @@
+"""Requests in flight at WAN latency (issue 16, 20 ms RTT): what a cold walk and a first backup
+send at once, and the caps on it.  In process (FsCore, no kernel) against the real SeaweedFS."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from inprocess import plain_or_client_core, run_core
+
+from s3encfs.fs.core import FsCore
+from s3encfs.fs.nodes import Node
+
+DIRS = ("a", "a/b", "a/b/c", "a/d", "e", "e/f", "g")
+
+
+@pytest.fixture(autouse=True)
+def _s3_credentials(s3server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    for k, v in s3server.env().items():
+        monkeypatch.setenv(k, v)
+
+
+async def _make_tree(core: FsCore) -> None:
+    """DIRS (a/b is 0750: only its parent's index says so) with two files in each."""
+    made: dict[str, Node] = {"": core.root}
+    for path in DIRS:
+        parent, _, name = path.rpartition("/")
+        mode = 0o750 if path == "a/b" else 0o755
+        made[path] = d = await core.mkdir(made[parent], name, mode, 0, 0)
+        for i in range(2):
+            node = await core.create_file(d, f"x{i}", 0o100644, 0, 0)
+            await core.open(node, True)
+            await core.write(node, 0, f"{path}/{i}".encode())
+            await core.release(node, True)
+    await core.flush_all()
+
+
+def _count_index_gets(core: FsCore) -> list[str]:
+    """Record every GET of a directory index from now on (worker threads and trio alike)."""
+    seen: list[str] = []
+    real = core.store.get
+    control = core.layout.control_prefix() + "idx/"
+
+    def get(key: str, *a: Any, **kw: Any) -> Any:
+        if key.startswith(control):
+            seen.append(key)
+        return real(key, *a, **kw)
+
+    core.store.get = get  # type: ignore[method-assign]
+    return seen
+
+
+async def _settled(core: FsCore) -> None:
+    """Until the subtree LIST and the index read-ahead behind it are done."""
+    with trio.fail_after(30):
+        while core._fast_lists or core._index_ahead_workers:
+            await trio.sleep(0.01)
+
+
+async def _walk(core: FsCore, d: Node, out: dict[str, int]) -> None:
+    """What `find` does: list a directory (opendir: its listing, then the prefetch of its
+    subdirectories), then go down in name order."""
+    children = await core.ensure_listed(d)
+    core.prefetch_subdirs(d)
+    for _name, c in sorted(children.items()):
+        out[c.path] = stat.S_IMODE(c.attrs.mode)
+        if c.is_dir:
+            await _walk(core, c, out)
+
+
+@pytest.mark.parametrize("mode", ["none", "client"])
+def test_cold_walk_reads_every_directory_index_ahead_once(mode: str, s3server: Any,
+                                                          bucket: str, tmp_path: Path) -> None:
+    """A cold walk's subtree LIST queues the GETs of every directory's index as the LIST
+    completes each directory; the walk then lists every directory without a request of its
+    own (before: one index GET per directory as the walk reached it, 8 at once at most, a
+    round trip per level at 20 ms RTT) and no index is read twice."""
+    writer = plain_or_client_core(s3server.endpoint, bucket, mode, tmp_path / "w")
+    run_core(writer, _make_tree)
+    core = plain_or_client_core(s3server.endpoint, bucket, mode, tmp_path / "r")
+
+    async def job(core: FsCore) -> tuple[list[str], list[str], dict[str, int]]:
+        await core.load_root()
+        gets = _count_index_gets(core)
+        core.prefetch_subdirs(core.root)  # the walk's first readdir
+        core._after_fast_list.clear()  # no background listing: the walk lists each one
+        await _settled(core)
+        ahead = list(gets)
+        gets.clear()
+        out: dict[str, int] = {}
+        await _walk(core, core.root, out)
+        return ahead, gets, out
+
+    ahead, during, seen = run_core(core, job)
+    assert during == []  # every listing of the walk took its index from the read-ahead
+    assert len(ahead) == len(set(ahead)) == len(DIRS)
+    assert seen["a/b"] == 0o750 and seen["a"] == 0o755  # the attributes the indexes hold
+    assert sorted(p for p in seen if not p.rsplit("/", 1)[-1].startswith("x")) == sorted(DIRS)
+    assert core.stats["index_read_ahead"] == len(DIRS)
+
+
+def test_a_first_listing_waits_for_the_index_get_in_flight(s3server: Any, bucket: str,
+                                                           tmp_path: Path) -> None:
+    """A directory listed while its index read-ahead is in flight waits for that GET rather
+    than sending a second one."""
+    writer = plain_or_client_core(s3server.endpoint, bucket, "none", tmp_path / "w")
+    run_core(writer, _make_tree)
+    core = plain_or_client_core(s3server.endpoint, bucket, "none", tmp_path / "r")
+
+    async def job(core: FsCore) -> tuple[list[str], dict[str, Node]]:
+        await core.load_root()
+        gets = _count_index_gets(core)
+        real, gate = core.store.get, trio.Event()
+        token = trio.lowlevel.current_trio_token()
+
+        def held_get(key: str, *a: Any, **kw: Any) -> Any:
+            trio.from_thread.run(gate.wait, trio_token=token)
+            return real(key, *a, **kw)
+
+        core.store.get = held_get  # type: ignore[method-assign]
+        core.prefetch_subdirs(core.root)
+        core._after_fast_list.clear()  # only this test's listing of a takes "a/"
+        with trio.fail_after(30):
+            while "a/" not in core.prelisted or core.prelisted["a/"].index_reading is None:
+                await trio.sleep(0.01)
+        a = core.root.children["a"]  # type: ignore[index]
+        async with trio.open_nursery() as n:
+            n.start_soon(core.ensure_listed, a)
+            await trio.sleep(0.2)
+            gate.set()
+        children = await core.ensure_listed(a)
+        await _settled(core)
+        return gets, children
+
+    gets, children = run_core(core, job)
+    assert sorted(children) == ["b", "d", "x0", "x1"]
+    assert stat.S_IMODE(children["b"].attrs.mode) == 0o750
+    assert gets.count(core.layout.index_key(("a",))) == 1
