@@ -47,19 +47,50 @@ class DirPrefetch(Tree):
         if self.cfg.fast_list and self.cfg.dir_ttl > 0:
             # never-listed subdirectories: one LIST of the whole subtree (1 request per 1,000
             # keys) instead of one per directory; they are prefetched as it reaches them
-            cold = {p: c for c in subdirs if c.children is None and not c.local_only
-                    and (p := self.layout.dir_prefix(c.parts)) not in self.prelisted}
+            cold = self._cold_subdirs(subdirs)
             if cold:
                 prefix = self.layout.dir_prefix(d.parts)
                 self._after_fast_list.update(cold)
-                if not any(prefix.startswith(p) for p in self._fast_lists) and \
-                        self._prelisted_keys < PRELISTED_MAX_KEYS:
+                covered = any(prefix.startswith(p) for p in self._fast_lists)
+                if not covered and self._prelisted_keys < PRELISTED_MAX_KEYS:
                     self._fast_lists.add(prefix)
                     self.nursery.start_soon(background, self._fast_list, prefix)
+                    covered = True
+                if covered:  # that LIST reads their indexes ahead (`_under_cold_root`)
+                    self._cold_roots.update(cold)
                 taken = set(cold.values())
                 subdirs = [c for c in subdirs if c not in taken]
         for c in subdirs[:256]:
             self.nursery.start_soon(background, self._prefetch_dir, c)
+
+    def _cold_subdirs(self, subdirs: list[Node]) -> dict[str, Node]:
+        """The never-listed subdirectories no subtree LIST has reached yet, by prefix: with
+        all below them (no node there can have children) they become roots of the index
+        read-ahead (`_cold_roots`) of the LIST that covers them.  One already listed ahead
+        gets its index read ahead now."""
+        cold: dict[str, Node] = {}
+        for c in subdirs:
+            if c.children is None and not c.local_only:
+                p = self.layout.dir_prefix(c.parts)
+                pre = self.prelisted.get(p)
+                if pre is None:
+                    cold[p] = c
+                else:
+                    self._read_index_ahead(p, pre)
+        return cold
+
+    def _under_cold_root(self, prefix: str) -> bool:
+        """`prefix` is a never-listed directory or under one (see `_cold_subdirs`).  A
+        subtree LIST also passes directories this mount holds with their children, whose
+        listings are only used if the kernel forgets them: their indexes are not read ahead
+        (an rsync into a fresh mount read ~800 such indexes for nothing)."""
+        roots = self._cold_roots
+        i = prefix.find("/")
+        while i >= 0:
+            if prefix[:i + 1] in roots:
+                return True
+            i = prefix.find("/", i + 1)
+        return prefix in roots
 
     async def _fast_list(self, prefix: str) -> None:
         """List the subtree under `prefix` (up to FAST_LIST_PAGES pages) into `prelisted`."""
@@ -81,7 +112,8 @@ class DirPrefetch(Tree):
                         self._take_prelisted(p)
                         self.prelisted[p] = listing
                         self._prelisted_keys += len(listing.files) + len(listing.prefixes)
-                        self._read_index_ahead(p, listing)
+                        if self._under_cold_root(p):
+                            self._read_index_ahead(p, listing)
                     self._prefetch_waiting(p)
                 if page is None:
                     break
@@ -91,6 +123,8 @@ class DirPrefetch(Tree):
         finally:
             pages.close()
             self._fast_lists.discard(prefix)
+            self._cold_roots = {r for r in self._cold_roots
+                                if any(r.startswith(q) for q in self._fast_lists)}
             for p in [p for p in self._after_fast_list if p.startswith(prefix)]:
                 if not any(p.startswith(q) for q in self._fast_lists):
                     self._prefetch_waiting(p)
@@ -101,6 +135,9 @@ class DirPrefetch(Tree):
         per directory, at most 8 at once and only for the subdirectories of directories
         already entered (a round trip per level and per 8 directories, 825 directories in
         /usr/include).  `INDEX_AHEAD` workers take the queue in key order (a walk's order)."""
+        if listing.index_queued:
+            return
+        listing.index_queued = True
         self._index_ahead.append((prefix, listing))
         if self._index_ahead_workers < INDEX_AHEAD and self.nursery is not None:
             self._index_ahead_workers += 1

@@ -149,6 +149,7 @@ class FsState:
         # directory index GETs queued ahead of a cold walk, and the workers taking them
         self._index_ahead: collections.deque[tuple[str, DirListing]] = collections.deque()
         self._index_ahead_workers = 0
+        self._cold_roots: set[str] = set()  # never-listed directories' prefixes (dirprefetch)
         self._tree_gen = 0  # bumped by directory renames: listings taken before are void
 
     async def run(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:

@@ -31,6 +31,7 @@ class DirListing:
     # `index_reading` is set while that GET is in flight and once it ended
     index: tuple[DirIndex | None] | None = None
     index_reading: trio.Event | None = None
+    index_queued: bool = False
 
     def sorted_prefixes(self) -> list[str]:
         return sorted(self.prefixes)
