@@ -3,16 +3,22 @@ send at once, and the caps on it.  In process (FsCore, no kernel) against the re
 
 from __future__ import annotations
 
+import os
 import stat
+import threading
+import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
-from inprocess import plain_or_client_core, run_core
+from inprocess import MiB, plain_or_client_core, run_core
 
+from s3encfs import defaults
 from s3encfs.fs.core import FsCore
 from s3encfs.fs.nodes import Node
+from s3encfs.fs.streaming import STREAM_PARTS
 
 DIRS = ("a", "a/b", "a/b/c", "a/d", "e", "e/f", "g")
 
@@ -139,3 +145,125 @@ def test_a_first_listing_waits_for_the_index_get_in_flight(s3server: Any, bucket
     assert sorted(children) == ["b", "d", "x0", "x1"]
     assert stat.S_IMODE(children["b"].attrs.mode) == 0o750
     assert gets.count(core.layout.index_key(("a",))) == 1
+
+
+class _InFlight:
+    """Counts calls in flight (now, most) around a store method, each held `hold` seconds
+    first: the round trip of a WAN link, long enough for everything started to overlap."""
+
+    def __init__(self, hold: float):
+        self.hold, self.now, self.most, self.lock = hold, 0, 0, threading.Lock()
+
+    def _enter(self) -> None:
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+
+    def _leave(self) -> None:
+        with self.lock:
+            self.now -= 1
+
+    def awaited(self, real: Any) -> Any:
+        async def call(*a: Any, **kw: Any) -> Any:
+            self._enter()
+            try:
+                await trio.sleep(self.hold)
+                return await real(*a, **kw)
+            finally:
+                self._leave()
+        return call
+
+    def threaded(self, real: Any) -> Any:
+        def call(*a: Any, **kw: Any) -> Any:
+            self._enter()
+            try:
+                time.sleep(self.hold)
+                return real(*a, **kw)
+            finally:
+                self._leave()
+        return call
+
+
+async def _small_files(core: FsCore, n: int, tag: str = "s") -> None:
+    for i in range(n):
+        node = await core.create_file(core.root, f"{tag}{i}", 0o100644, 0, 0)
+        await core.open(node, True)
+        await core.write(node, 0, b"x" * 2000 + str(i).encode())
+        await core.release(node, True)
+    with trio.fail_after(120):
+        await core.flush_all()
+
+
+def test_small_uploads_fill_upload_concurrency_and_never_pass_it(s3server: Any, bucket: str,
+                                                                 tmp_path: Path) -> None:
+    """At 20 ms RTT an rsync of 8,000 files waits 8,000 x 20 ms / (PUTs in flight): the default
+    keeps `UPLOAD_CONCURRENCY` (32; it was 8: W4 61.9 s at 20 ms, 42.3 s with 32) small
+    PUTs in flight, and a configured cap is never passed."""
+    for cfg, cap in (({}, defaults.UPLOAD_CONCURRENCY), ({"upload_concurrency": 12}, 12)):
+        core = plain_or_client_core(s3server.endpoint, bucket, "none", tmp_path / f"c{cap}",
+                                    **cfg)
+        puts = _InFlight(0.3)
+        core.store.aput = puts.awaited(core.store.aput)  # type: ignore[method-assign]
+        run_core(core, partial(_small_files, n=2 * cap, tag=f"c{cap}-"))
+        assert puts.most == cap, (cfg, puts.most)
+    assert defaults.UPLOAD_CONCURRENCY >= 32
+
+
+def test_streamed_parts_stay_few_whatever_upload_concurrency(s3server: Any, bucket: str,
+                                                             tmp_path: Path) -> None:
+    """Parts sent while a big file is written hold their body in memory: at most
+    `STREAM_PARTS` (4) in flight even with 32 upload slots (half of them, 16 x 8 MiB, before)."""
+    core = plain_or_client_core(s3server.endpoint, bucket, "none", tmp_path / "c",
+                                upload_concurrency=32, part_segments=80)  # 5 MiB parts
+    parts = _InFlight(0.3)
+    core.store.upload_part = parts.threaded(core.store.upload_part)  # type: ignore[method-assign]
+    data = os.urandom(14 * 5 * MiB)
+
+    async def job(core: FsCore) -> int:
+        node = await core.create_file(core.root, "big", 0o100644, 0, 0)
+        await core.open(node, True)
+        for off in range(0, len(data), MiB):
+            await core.write(node, off, data[off:off + MiB])
+            await trio.sleep(0.01)  # let the parts started go out
+        most = parts.most  # while written: streamed parts only (at close the pool sends the rest)
+        await core.release(node, True)
+        await core.flush_all()
+        return most
+
+    most = run_core(core, job)
+    assert 2 <= most <= STREAM_PARTS, most
+    body, _ = core.store.get("big")
+    assert body == data
+
+
+def test_no_index_read_ahead_for_directories_already_listed(s3server: Any, bucket: str,
+                                                            tmp_path: Path) -> None:
+    """A subtree LIST also passes directories this mount holds with their children (their
+    listings are kept for a directory the kernel forgets): only never-listed directories get
+    their index read ahead.  Before, an rsync into a fresh mount read ~800 indexes of
+    directories it had made itself, for nothing."""
+    writer = plain_or_client_core(s3server.endpoint, bucket, "none", tmp_path / "w")
+    run_core(writer, _make_tree)
+    core = plain_or_client_core(s3server.endpoint, bucket, "none", tmp_path / "r")
+
+    async def add_h(c: FsCore) -> None:
+        await c.load_root()
+        await c.mkdir(c.root, "h", 0o755, 0, 0)
+        await c.flush_all()
+
+    async def job(core: FsCore) -> list[str]:
+        await core.load_root()
+        await _walk(core, core.root, {})  # everything listed: nodes with children
+        await _settled(core)
+        run_other = trio.to_thread.run_sync
+        await run_other(run_core, plain_or_client_core(
+            s3server.endpoint, bucket, "none", tmp_path / "w2"), add_h)
+        gets = _count_index_gets(core)
+        await core.ensure_listed(core.root, force=True)  # h: new, never listed
+        gets.clear()
+        core.prefetch_subdirs(core.root)  # a subtree LIST of the whole tree, for h
+        await _settled(core)
+        return gets
+
+    gets = run_core(core, job)
+    assert gets == [core.layout.index_key(("h",))]
