@@ -17,8 +17,10 @@ from inprocess import MiB, plain_or_client_core, run_core
 
 from s3encfs import defaults
 from s3encfs.fs.core import FsCore
+from s3encfs.fs.dirprefetch import FAST_LIST_WAYS
 from s3encfs.fs.nodes import Node
 from s3encfs.fs.streaming import STREAM_PARTS
+from s3encfs.store.objinfo import ListPage
 
 DIRS = ("a", "a/b", "a/b/c", "a/d", "e", "e/f", "g")
 
@@ -29,10 +31,10 @@ def _s3_credentials(s3server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(k, v)
 
 
-async def _make_tree(core: FsCore) -> None:
-    """DIRS (a/b is 0750: only its parent's index says so) with two files in each."""
+async def _make_tree(core: FsCore, dirs: tuple[str, ...] = DIRS) -> None:
+    """`dirs` (a/b is 0750: only its parent's index says so) with two files in each."""
     made: dict[str, Node] = {"": core.root}
-    for path in DIRS:
+    for path in dirs:
         parent, _, name = path.rpartition("/")
         mode = 0o750 if path == "a/b" else 0o755
         made[path] = d = await core.mkdir(made[parent], name, mode, 0, 0)
@@ -267,3 +269,52 @@ def test_no_index_read_ahead_for_directories_already_listed(s3server: Any, bucke
 
     gets = run_core(core, job)
     assert gets == [core.layout.index_key(("h",))]
+
+
+WIDE = ("top", *(f"top/s{i}" for i in range(6)), "top/s0/deep", "top/s5/deep")
+
+
+def test_a_subtree_listing_lists_subdirectories_at_once(s3server: Any, bucket: str,
+                                                        tmp_path: Path) -> None:
+    """A big subtree (its first LIST page does not end it) is listed with one undelimited
+    LIST per subdirectory the first page did not reach, several at once; a single
+    subdirectory (a backup's top level, `top`) is split one level down.  Before: one LIST of
+    the whole subtree, page after page (at 20 ms RTT the walk waited for every page before
+    the directories it wanted).  Afterwards the walk makes no request, and sees every
+    directory."""
+    writer = plain_or_client_core(s3server.endpoint, bucket, "none", tmp_path / "w")
+    run_core(writer, partial(_make_tree, dirs=WIDE))
+    core = plain_or_client_core(s3server.endpoint, bucket, "none", tmp_path / "r")
+    lists = _InFlight(0.2)
+    real_pages = core.store.list_pages
+
+    def list_pages(prefix: str, delimiter: str | None = "/") -> Any:
+        """Pages of 4 keys (S3's are 1,000: a big tree in a test's time), each held 0.2 s."""
+        objects = [o for page in real_pages(prefix, delimiter) for o in page.objects]
+        prefixes = [p for page in real_pages(prefix, delimiter) for p in page.prefixes]
+        chunks = [ListPage(objects[i:i + 4], prefixes if i == 0 else [])
+                  for i in range(0, max(1, len(objects)), 4)]
+        it = iter(chunks)
+        while True:
+            page = lists.threaded(next)(it, None)
+            if page is None:
+                return
+            yield page
+
+    async def job(core: FsCore) -> tuple[int, dict[str, int], int]:
+        await core.load_root()
+        core.store.list_pages = list_pages  # type: ignore[method-assign]
+        core.prefetch_subdirs(core.root)
+        core._after_fast_list.clear()
+        await _settled(core)
+        before = core.store.stats.as_dict()["requests"].get("ListObjectsV2", 0)
+        gets = _count_index_gets(core)
+        out: dict[str, int] = {}
+        await _walk(core, core.root, out)
+        after = core.store.stats.as_dict()["requests"].get("ListObjectsV2", 0)
+        return after - before + len(gets), out, lists.most
+
+    during, seen, most = run_core(core, job)
+    assert 2 <= most <= FAST_LIST_WAYS, most
+    assert during == 0
+    assert sorted(p for p in seen if not p.rsplit("/", 1)[-1].startswith("x")) == sorted(WIDE)
