@@ -25,7 +25,7 @@ FAST_LIST_PAGES = 20  # a subtree listing stops after this many 1,000-key pages
 PRELISTED_MAX_KEYS = 200_000  # no new subtree listing while this many keys wait to be used
 INDEX_AHEAD = 16  # directory index GETs in flight ahead of a cold walk (_read_index_ahead)
 FAST_LIST_WAYS = 8  # LISTs of one big subtree's subdirectories at once (_list_subtree)
-FAST_LIST_SPLIT_MAX = 128  # subdirectories given LISTs of their own, at most
+FAST_LIST_SPLIT_MAX = 128  # more subdirectories than this: one LIST, not split
 
 
 def forgot_children(d: Node) -> bool:
@@ -116,8 +116,8 @@ class DirPrefetch(Tree):
                     return
                 root, subs = subs[0], level.sorted_prefixes()
             async with trio.open_nursery() as nursery:
-                await self._list_subtree(root, gen, budget, nursery=nursery,
-                                         split_at=subs[:FAST_LIST_SPLIT_MAX])
+                await self._list_subtree(root, gen, budget, nursery=nursery, split_at=(
+                    subs if len(subs) <= FAST_LIST_SPLIT_MAX else []))
         finally:
             self._fast_lists.discard(prefix)
             self._cold_roots = {r for r in self._cold_roots
