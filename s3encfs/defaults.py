@@ -10,7 +10,7 @@ from __future__ import annotations
 
 CACHE_SIZE = 10 * 1024**3  # local disk cache, bytes
 MAX_DIRTY = 2 * 1024**3  # bytes not yet in S3 before writers wait for uploads
-UPLOAD_CONCURRENCY = 8  # uploads in flight (files and streamed parts)
+UPLOAD_CONCURRENCY = 32  # uploads in flight (small files, markers, indexes; parts: 4)
 DOWNLOAD_CONCURRENCY = 8  # read-ahead / prefetch GETs in flight
 UPLOAD_DELAY = 2.0  # seconds a closed file waits before its upload (coalescing)
 MULTIPART_SIZE = 8 * 1024**2  # part size of a multipart upload (an object of 2 parts or more)

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from mounting import S3ENCFS, keyenv, mount_factory  # noqa: F401
 
+from s3encfs import defaults
+
 CAP = 300
 
 
@@ -327,7 +329,7 @@ def test_writers_wait_when_too_many_files_are_pending(bucket, mount_factory, key
         (m.mountpoint / "d" / f"f{i}").write_bytes(b"x" * 100 + str(i).encode())
         if i % 25 == 24:
             most = max(most, status(m)["pending_uploads"])
-    assert most <= cap + 8, most  # the cap plus what was in flight (upload_concurrency)
+    assert most <= cap + defaults.UPLOAD_CONCURRENCY, most  # the cap plus what was in flight
     flush(m)
     assert status(m)["pending_uploads"] == 0
     assert all((m.mountpoint / "d" / f"f{i}").read_bytes() == b"x" * 100 + str(i).encode()

@@ -74,7 +74,11 @@ def unverified_dir_attrs(uid: int, gid: int, when: float) -> Attrs:
 
 
 def read_index(store: ObjectStore, layout: Layout, parts: tuple[str, ...]) -> DirIndex | None:
-    key = layout.index_key(parts)
+    return read_index_at(store, layout, layout.index_key(parts))
+
+
+def read_index_at(store: ObjectStore, layout: Layout, key: str) -> DirIndex | None:
+    """The directory index at `key`; None when there is none or it does not open."""
     try:
         body, _info = store.get(key)
     except NotFound:
@@ -136,17 +140,21 @@ def load_directory(store: ObjectStore, layout: Layout, journal: Journal, pool: T
                    parts: tuple[str, ...], uid: int, gid: int, default_time: float,
                    known_objects: dict[str, tuple[str, dict[str, str]]] | None = None,
                    listed: tuple[list[ObjectInfo], list[str]] | None = None,
+                   index_ahead: tuple[DirIndex | None] | None = None,
                    ) -> tuple[list[Entry], DirIndex | None]:
     """One LIST (+ the directory's index object) → entries.  Metadata comes, without a HEAD,
     from the index, `known_objects` (key → (ETag, metadata) the mount already holds, e.g. what
-    it uploaded itself) or the persistent attribute cache, each only while the ETag matches."""
+    it uploaded itself) or the persistent attribute cache, each only while the ETag matches.
+    `listed` and `index_ahead` (a 1-tuple: None = no index) were read ahead of this call by a
+    cold tree walk (fs/dirprefetch.py); then this makes no request for them."""
     prefix = layout.dir_prefix(parts)
-    index_future = pool.submit(read_index, store, layout, parts)
+    index_future = None if index_ahead else pool.submit(read_index, store, layout, parts)
     if listed is not None:  # split out of a subtree LIST (treelist.py)
         files, prefixes = listed
     else:
         files, prefixes = _list_one_level(store, prefix)
-    index = index_future.result()
+    index = index_future.result() if index_future is not None else \
+        index_ahead[0] if index_ahead else None
     parent = "/".join(parts)
     entries = _dir_entries(layout, prefix, parent, prefixes, index, uid, gid, default_time)
     known, need_head = _sort_files(layout, journal, prefix, parent, files, index,

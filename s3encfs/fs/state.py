@@ -9,6 +9,7 @@ and which thread may touch what: docs/INTERNALS.md, "Filesystem services: who ow
 
 from __future__ import annotations
 
+import collections
 import errno
 import itertools
 import math
@@ -147,6 +148,10 @@ class FsState:
         self._prelisted_keys = 0
         self._fast_lists: set[str] = set()  # subtree prefixes being listed
         self._after_fast_list: dict[str, Node] = {}  # prefetches waiting for a running one
+        # directory index GETs queued ahead of a cold walk, and the workers taking them
+        self._index_ahead: collections.deque[tuple[str, DirListing]] = collections.deque()
+        self._index_ahead_workers = 0
+        self._cold_roots: set[str] = set()  # never-listed directories' prefixes (dirprefetch)
         self._tree_gen = 0  # bumped by directory renames: listings taken before are void
 
     async def run(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:

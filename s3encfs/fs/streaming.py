@@ -58,10 +58,16 @@ class StreamDeps:
     part_segments: int
 
 
+# streamed parts in flight, whatever `upload_concurrency` (which small files need high at WAN
+# latency): each holds a part's body in memory, and 4 of 8 MiB already keep the server busy
+# (the link's bandwidth-delay product at 20 ms RTT is ~3 MB)
+STREAM_PARTS = 4
+
+
 class Streamer:
     def __init__(self, deps: StreamDeps, upload_concurrency: int):
         self.deps = deps
-        self.limiter = trio.CapacityLimiter(max(2, upload_concurrency // 2))
+        self.limiter = trio.CapacityLimiter(max(2, min(STREAM_PARTS, upload_concurrency // 2)))
 
     def on_write(self, node: Node, c: Content, off: int, end: int) -> None:
         deps = self.deps

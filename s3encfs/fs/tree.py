@@ -17,6 +17,7 @@ import pyfuse3
 from s3encfs.fs import health
 from s3encfs.fs.health import STALE_RETRY
 from s3encfs.fs.listing import (
+    DirIndex,
     Entry,
     attrs_from_object,
     head_many,
@@ -55,13 +56,14 @@ class Tree(PendingRows):
                 return d.children
             known = {c.obj.key: (c.obj.etag, c.obj.meta) for c in (d.children or {}).values()
                      if c.obj is not None and not c.provisional}
-            listed, listed_at = self._prelisted_for(d, force)
+            listed, listed_at, ahead = await self._prelisted_for(d, force)
             asked_at = listed_at
             before, d.listed_at = d.listed_at, LISTING  # see LISTING
             try:
                 entries, index = await self.run(
                     load_directory, self.store, self.layout, self.journal, self.pool,
-                    d.parts, self.cfg.uid, self.cfg.gid, self.mount_time, known, listed)
+                    d.parts, self.cfg.uid, self.cfg.gid, self.mount_time, known, listed,
+                    ahead)
             except store_errors.StoreError as exc:
                 d.listed_at = before if d.listed_at == LISTING else d.listed_at
                 return self._listing_failed(d, exc)
@@ -84,17 +86,24 @@ class Tree(PendingRows):
         log.error("listing %r failed: %s", d.path or "/", exc)
         raise fuse_error(errno.EIO) from None
 
-    def _prelisted_for(self, d: Node, force: bool,
-                       ) -> tuple[tuple[list[ObjectInfo], list[str]] | None, float]:
+    async def _prelisted_for(self, d: Node, force: bool,
+                             ) -> tuple[tuple[list[ObjectInfo], list[str]] | None, float,
+                                        tuple[DirIndex | None] | None]:
         """A first listing may come from a subtree LIST taken earlier (within --dir-ttl): its
-        files and prefixes, and when S3 answered (the listing is trusted from then, not
-        longer); else (None, now)."""
+        files and prefixes, when S3 answered (the listing is trusted from then, not longer)
+        and the directory's index if it was read ahead (fs/dirprefetch.py; a GET of it in
+        flight is waited for); else (None, now, None).  The index read ahead is as good as
+        one read now: it only serves a directory with no children in memory (a first
+        listing), so nothing this mount changed since is in it — the listing voided by a
+        FORGET or a directory rename (`_void_prelisted`, `_tree_gen`) takes it along."""
         now = time.monotonic()
         if d.children is None and not force:
             pre = self._take_prelisted(self.layout.dir_prefix(d.parts))
             if pre is not None and now - pre.at < self.cfg.dir_ttl:
-                return (pre.files, pre.sorted_prefixes()), pre.at
-        return None, now
+                if pre.index is None and pre.index_reading is not None:
+                    await pre.index_reading.wait()
+                return (pre.files, pre.sorted_prefixes()), pre.at, pre.index
+        return None, now, None
 
     def _void_prelisted(self, d: Node) -> None:
         """`d` leaves memory (the kernel forgot it): made again, it takes its first listing

@@ -10,8 +10,14 @@ and its listing can be served while the rest of the subtree is still being liste
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import trio
 
 from s3encfs.store.s3 import ObjectInfo
+
+if TYPE_CHECKING:
+    from s3encfs.fs.listing import DirIndex
 
 
 @dataclass(slots=True)
@@ -21,6 +27,11 @@ class DirListing:
     files: list[ObjectInfo] = field(default_factory=list)
     prefixes: set[str] = field(default_factory=set)
     at: float = 0.0  # time.monotonic() of the page that completed it
+    # the directory's index object, read ahead (fs/dirprefetch.py): (None,) = there is none;
+    # `index_reading` is set while that GET is in flight and once it ended
+    index: tuple[DirIndex | None] | None = None
+    index_reading: trio.Event | None = None
+    index_queued: bool = False
 
     def sorted_prefixes(self) -> list[str]:
         return sorted(self.prefixes)

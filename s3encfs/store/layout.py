@@ -228,7 +228,16 @@ class Layout:
         return self.prefix + self.encode_rel(parts) + "/"
 
     def index_key(self, parts: tuple[str, ...]) -> str:
-        rel = self.encode_rel(parts) if parts else ""
+        return self._index_key_of_rel(self.encode_rel(parts) if parts else "")
+
+    def index_key_at(self, dir_prefix: str) -> str:
+        """`index_key` of the directory whose `dir_prefix` this is (a listing's prefix, with
+        no plaintext names at hand: the index read-ahead of fs/dirprefetch.py)."""
+        if not dir_prefix.startswith(self.prefix):
+            raise ValueError(f"prefix {dir_prefix[:60]!r} is not under the mount's prefix")
+        return self._index_key_of_rel(dir_prefix[len(self.prefix):].removesuffix("/"))
+
+    def _index_key_of_rel(self, rel: str) -> str:
         digest = hashlib.sha256(rel.encode()).hexdigest()[:40]
         return f"{self.prefix}{CONTROL_DIR}/idx/{digest}"
 
