@@ -17,6 +17,7 @@ from concurrent.futures import Future
 
 import trio
 
+from s3encfs.cache.direct import DirectWriter
 from s3encfs.store.s3 import ObjectStore
 
 log = logging.getLogger("s3encfs.cache")
@@ -40,6 +41,7 @@ class BlockCache:
         self._stems: dict[tuple[str, str], str] = {}
         self.hits = 0
         self.misses = 0
+        self._writer = DirectWriter()  # block files bypass the page cache (cache/direct.py)
         self._scan()
 
     def _scan(self) -> None:
@@ -173,8 +175,7 @@ class BlockCache:
         tmp = f"{path}.{threading.get_ident()}.tmp"
         try:
             os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-            with open(tmp, "wb") as f:
-                f.write(data)
+            self._writer.write(tmp, data)
             os.replace(tmp, path)
         except OSError as exc:  # a full cache disk must not fail reads
             log.warning("block cache write failed (%s); serving without caching", exc)
