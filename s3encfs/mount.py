@@ -229,7 +229,7 @@ async def _replay_mount_serve(prep: Prepared, fscfg: Any, cfg: MountConfig, opts
     await core.load_root()
     ops = Operations(core)
     pyfuse3.init(ops, cfg.mountpoint, opts)
-    core.pages.store_fn = pyfuse3.notify_store  # random reads into the page cache (fs/pagepush)
+    core.pages.store_fn = pyfuse3.notify_store  # type: ignore[assignment]  # any buffer (fs/pagepush)
     return await serve(core, cfg, ready_fd)
 
 

@@ -67,3 +67,31 @@ def test_read_ahead_bookkeeping_once_per_block(mode: str, s3server: Any, bucket:
     assert calls["advise"] >= 8, calls
     # served from the disk tier (a GET or two: the root listing's index, not the 24 blocks)
     assert warm.store.stats.as_dict()["requests"].get("GetObject", 0) <= 2
+
+
+def test_a_plain_read_within_a_block_is_a_view_of_the_cached_block_not_a_copy(
+        s3server: Any, bucket: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Each cold byte used to be copied three times in Python before the FUSE reply: the run
+    split into blocks, the block sliced into the read, the read joined. Now a plain read within
+    one block is a read-only view of the cached block (pyfuse3 replies from any buffer), and a
+    run's blocks are views of the run's one buffer (cache/memtier.py)."""
+    for k, v in s3server.env().items():
+        monkeypatch.setenv(k, v)
+    data = os.urandom(20 * MiB + 5)
+    writer = plain_or_client_core(s3server.endpoint, bucket, "none", tmp_path / "w")
+    run_core(writer, lambda c: write_file(c, "f", data))
+    cold = plain_or_client_core(s3server.endpoint, bucket, "none", tmp_path / "r")
+
+    async def job(c: FsCore) -> list[Any]:
+        node = await c.lookup(c.root, "f")
+        got = [await c.read(node, off, MiB) for off in range(0, len(data), MiB)]
+        got.append(await c.read(node, 3 * MiB - 10, 20))  # across two blocks: joined bytes
+        return got
+
+    got = run_core(cold, job)
+    assert b"".join(got[:-1]) == data and got[-1] == data[3 * MiB - 10:3 * MiB + 10]
+    views = [g for g in got[:-1] if isinstance(g, memoryview)]
+    assert len(views) == len(got) - 1 and all(v.readonly for v in views)
+    # blocks of one run share its buffer: 21 reads, a handful of GETs' buffers behind them
+    assert len({id(v.obj) for v in views}) <= cold.store.stats.as_dict()["requests"].get(
+        "GetObject", 0)

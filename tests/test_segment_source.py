@@ -97,7 +97,6 @@ def test_damaged_cached_block_is_refetched_in_client_mode(tmp_path: Path) -> Non
     src, store, blocks = build("client", plain, tmp_path)
     assert src.base_range(0, len(plain)) == plain
     blocks._mem.clear()  # force disk reads
-    blocks._mem_total = 0
     path = blocks._path("k", "etag1", 1)
     with open(path, "r+b") as f:
         f.seek(10)

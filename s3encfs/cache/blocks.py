@@ -17,6 +17,8 @@ from concurrent.futures import Future
 
 import trio
 
+from s3encfs.cache.direct import DirectWriter
+from s3encfs.cache.memtier import Block, MemTier
 from s3encfs.store.s3 import ObjectStore
 
 log = logging.getLogger("s3encfs.cache")
@@ -34,12 +36,12 @@ class BlockCache:
         self._lock = threading.Lock()
         self._disk: OrderedDict[str, int] = OrderedDict()
         self._disk_total = 0
-        self._mem: OrderedDict[tuple[str, str, int], bytes] = OrderedDict()
-        self._mem_total = 0
-        self._inflight: dict[tuple[str, str, int], Future[bytes]] = {}
+        self._mem = MemTier(mem_bytes)
+        self._inflight: dict[tuple[str, str, int], Future[Block]] = {}
         self._stems: dict[tuple[str, str], str] = {}
         self.hits = 0
         self.misses = 0
+        self._writer = DirectWriter()  # block files bypass the page cache (cache/direct.py)
         self._scan()
 
     def _scan(self) -> None:
@@ -75,22 +77,13 @@ class BlockCache:
         return start, min(obj_size, start + self.block_bytes)
 
     # -- memory tier ---------------------------------------------------------------------------
-    def _mem_get(self, ident: tuple[str, str, int]) -> bytes | None:
+    def _mem_get(self, ident: tuple[str, str, int]) -> Block | None:
         with self._lock:
-            data = self._mem.get(ident)
-            if data is not None:
-                self._mem.move_to_end(ident)
-            return data
+            return self._mem.get(ident)
 
-    def _mem_put(self, ident: tuple[str, str, int], data: bytes) -> None:
+    def _mem_put(self, ident: tuple[str, str, int], data: Block) -> None:
         with self._lock:
-            if ident in self._mem:
-                return
-            self._mem[ident] = data
-            self._mem_total += len(data)
-            while self._mem_total > self.mem_bytes and self._mem:
-                _k, old = self._mem.popitem(last=False)
-                self._mem_total -= len(old)
+            self._mem.put(ident, data)
 
     # -- disk tier -----------------------------------------------------------------------------
     def _disk_get(self, path: str, expected: int) -> bytes | None:
@@ -167,14 +160,13 @@ class BlockCache:
             os.close(fd)
         return True
 
-    def _disk_put(self, path: str, data: bytes) -> None:
+    def _disk_put(self, path: str, data: Block) -> None:
         if self.max_bytes <= 0:
             return
         tmp = f"{path}.{threading.get_ident()}.tmp"
         try:
             os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-            with open(tmp, "wb") as f:
-                f.write(data)
+            self._writer.write(tmp, data)
             os.replace(tmp, path)
         except OSError as exc:  # a full cache disk must not fail reads
             log.warning("block cache write failed (%s); serving without caching", exc)
@@ -216,9 +208,7 @@ class BlockCache:
     def invalidate(self, key: str, etag: str, block: int) -> None:
         ident = (key, etag, block)
         with self._lock:
-            data = self._mem.pop(ident, None)
-            if data is not None:
-                self._mem_total -= len(data)
+            self._mem.pop(ident)
         self._drop(self._path(key, etag, block))
 
     # -- public --------------------------------------------------------------------------------
@@ -234,12 +224,17 @@ class BlockCache:
                 return "mem"
             return "disk" if path in self._disk else None
 
-    def _local(self, ident: tuple[str, str, int], obj_size: int) -> bytes | None:
-        """A block from the memory tier, or from disk (then kept in memory); None if neither."""
+    def _local(self, ident: tuple[str, str, int], obj_size: int) -> Block | None:
+        """A block from the memory tier, or from disk (then kept in memory); None if neither.
+        The disk index says whether a file is there (a cold miss opens no file)."""
         data = self._mem_get(ident)
         if data is None:
+            path = self._path(*ident)
+            with self._lock:
+                if path not in self._disk:
+                    return None
             start, end = self.block_range(obj_size, ident[2])
-            data = self._disk_get(self._path(*ident), end - start)
+            data = self._disk_get(path, end - start)
             if data is not None:
                 self._mem_put(ident, data)
         if data is not None:
@@ -247,7 +242,7 @@ class BlockCache:
         return data
 
     def _claim(self, key: str, etag: str, obj_size: int, block: int,
-               run: int) -> tuple[Future[bytes], list[tuple[int, Future[bytes]]] | None]:
+               run: int) -> tuple[Future[Block], list[tuple[int, Future[Block]]] | None]:
         """Under the lock: the fetch of `block` in flight (extras None: wait for it), or a new
         one that this caller owns, with the following blocks (up to `run`) it fetches too."""
         ident = (key, etag, block)
@@ -257,7 +252,7 @@ class BlockCache:
                 return fut, None
             fut = Future()
             self._inflight[ident] = fut
-            extra: list[tuple[int, Future[bytes]]] = []
+            extra: list[tuple[int, Future[Block]]] = []
             last_block = (obj_size - 1) // self.block_bytes if obj_size else 0
             for b in range(block + 1, min(block + run, last_block + 1)):
                 other = (key, etag, b)
@@ -265,23 +260,24 @@ class BlockCache:
                     break
                 if self._path(key, etag, b) in self._disk:
                     break
-                f2: Future[bytes] = Future()
+                f2: Future[Block] = Future()
                 self._inflight[other] = f2
                 extra.append((b, f2))
         return fut, extra
 
     def _publish(self, key: str, etag: str, obj_size: int, start: int, raw: bytes,
-                 blocks: list[tuple[int, Future[bytes]]], *, disk: bool = True
-                 ) -> list[tuple[int, bytes]]:
+                 blocks: list[tuple[int, Future[Block]]], *, disk: bool = True
+                 ) -> list[tuple[int, Block]]:
         """Split a fetched run into its blocks: memory tier (and disk unless `disk` False:
         the caller writes them, `write_disk`), then the waiters' results."""
         fetch_end = self.block_range(obj_size, blocks[-1][0])[1]
         if len(raw) != fetch_end - start:
             raise OSError(f"short read of {key}: {len(raw)} of {fetch_end - start} bytes")
         results = []
+        view = memoryview(raw).toreadonly()  # each block a slice of the run: no copy
         for b, f in blocks:
             s, e = self.block_range(obj_size, b)
-            chunk = raw[s - start:e - start]
+            chunk = view[s - start:e - start]
             self._mem_put((key, etag, b), chunk)
             if disk:
                 self._disk_put(self._path(key, etag, b), chunk)
@@ -293,12 +289,12 @@ class BlockCache:
             f.set_result(chunk)
         return [(b, chunk) for b, _f, chunk in results]
 
-    def write_disk(self, key: str, etag: str, chunks: list[tuple[int, bytes]]) -> None:
+    def write_disk(self, key: str, etag: str, chunks: list[tuple[int, Block]]) -> None:
         """Disk tier copies of blocks `_publish(disk=False)` kept in memory only."""
         for b, chunk in chunks:
             self._disk_put(self._path(key, etag, b), chunk)
 
-    def _fetch_failed(self, key: str, etag: str, blocks: list[tuple[int, Future[bytes]]],
+    def _fetch_failed(self, key: str, etag: str, blocks: list[tuple[int, Future[Block]]],
                       exc: BaseException) -> None:
         with self._lock:
             for b, _f in blocks:
@@ -308,7 +304,7 @@ class BlockCache:
                 f.set_exception(exc)
 
     def get_block(self, key: str, etag: str, obj_size: int, block: int, *,
-                  run: int = 1, local_only: bool = False) -> bytes:
+                  run: int = 1, local_only: bool = False) -> Block:
         """Object bytes of one block (blocking).  On a miss, fetch `run` consecutive blocks in
         one GET so sequential readers pay one request per read-ahead window."""
         ident = (key, etag, block)
@@ -332,7 +328,7 @@ class BlockCache:
             raise
 
     async def aget_block(self, key: str, etag: str, obj_size: int, block: int, *,
-                         run: int = 1) -> bytes:
+                         run: int = 1) -> Block:
         """`get_block` awaited on the trio thread: the GET through `store.aget_range` (only
         when `store.awaitable_reads`), no worker thread for the request; the disk tier is
         written by one worker thread per run of several blocks (a 1-block run inline), after
@@ -366,7 +362,7 @@ class BlockCache:
                 "cache_hits": self.hits, "cache_misses": self.misses}
 
 
-async def _wait(fut: Future[bytes]) -> bytes:
+async def _wait(fut: Future[Block]) -> Block:
     """The result of a fetch another thread (or task) owns, awaited without a thread: its
     done-callback wakes this task through the trio loop."""
     if not fut.done():

@@ -63,7 +63,7 @@ def report(core: Any, trimmer: Any = None) -> dict[str, Any]:
         "heap": _len(core, "_heap"),
         "index_queue": _len(core, "index_queue"),
         "mem_blocks": _len(core, "blocks", "_mem"),
-        "mem_block_bytes": getattr(core.blocks, "_mem_total", 0),
+        "mem_block_bytes": getattr(getattr(core.blocks, "_mem", None), "total", 0),
         "disk_blocks_indexed": _len(core, "blocks", "_disk"),
     })
     d["kept"] = kept(core)

@@ -317,7 +317,8 @@ class Operations(pyfuse3.Operations):
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
         node, _w = self._handle(fh)
-        return await self.core.read(node, off, size)
+        # a read-only view of a cached block, not a copy: pyfuse3 replies from any buffer
+        return await self.core.read(node, off, size)  # type: ignore[return-value]
 
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         node, _w = self._handle(fh)

@@ -42,7 +42,7 @@ class PagePusher:
     (called by open for write and truncate) waits for a store in flight before they go on."""
 
     def __init__(self) -> None:
-        self.store_fn: Callable[[int, int, bytes], None] | None = None  # set by a FUSE mount
+        self.store_fn: Callable[[int, int, bytes | memoryview], None] | None = None  # FUSE mount
         self._pushes: dict[tuple[str, str], _Push] = {}
         self.pushed = 0  # bytes stored into the kernel
 
@@ -72,7 +72,7 @@ class PagePusher:
 
     async def push(self, st: _Push, ranges: Iterable[tuple[int, int]],
                    ensure: Callable[[int, int], Awaitable[None]],
-                   read_local: Callable[[int, int], bytes | None]) -> None:
+                   read_local: Callable[[int, int], bytes | memoryview | None]) -> None:
         """Store plaintext [lo, hi) of each range into the kernel. `ensure` brings its blocks
         into the block cache (waits for a fetch in flight), `read_local` reads it from local
         blocks only (authenticated in client mode) or returns None: that range is left to FUSE
@@ -91,7 +91,7 @@ class PagePusher:
                 continue
             await self._store(st, lo, data)
 
-    async def _store(self, st: _Push, off: int, data: bytes) -> None:
+    async def _store(self, st: _Push, off: int, data: bytes | memoryview) -> None:
         fn = self.store_fn
         assert fn is not None
         if st.busy == 0:

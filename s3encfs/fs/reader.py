@@ -37,7 +37,9 @@ RA_MISS = 4  # blocks a sequential reader's miss fetches in one GET
 
 
 class Reader(DirPrefetch):
-    async def read(self, node: Node, off: int, size: int) -> bytes:
+    async def read(self, node: Node, off: int, size: int) -> bytes | memoryview:
+        """Plaintext [off, off + size) (a read-only view of a cached block when the read is
+        within one block of a clean plain file: no copy before the FUSE reply)."""
         if node.corrupt:
             log.error("read of %r (%s) refused: %s", node.path,
                       node.obj.key if node.obj else "?", node.corrupt)
@@ -53,7 +55,7 @@ class Reader(DirPrefetch):
         run = self._read_pattern(node, src.base, off, end)
         clean = src.base is not None and node.content is None
 
-        def work() -> bytes:
+        def work() -> bytes | memoryview:
             if clean:
                 return src.base_range(off, end, run=run)
             out = [src.plain(i, run=run) for i in range(first, last + 1)]
@@ -95,7 +97,8 @@ class Reader(DirPrefetch):
         return run
 
     @staticmethod
-    def _local_read(src: SegmentSource, work: Callable[[], bytes]) -> bytes | None:
+    def _local_read(src: SegmentSource,
+                    work: Callable[[], bytes | memoryview]) -> bytes | memoryview | None:
         """`work()` from blocks in memory or in the local disk cache, on this thread (a
         worker-thread hop costs more than a local pread); None when a block is not local (or
         a local one does not decrypt: the threaded path drops it and fetches it again)."""
@@ -141,7 +144,7 @@ class Reader(DirPrefetch):
             return
         node = st.node
 
-        def read_local(lo: int, hi: int) -> bytes | None:
+        def read_local(lo: int, hi: int) -> bytes | memoryview | None:
             src = self._source(node)
             if src.base is None or node.content is not None:
                 return None
@@ -221,5 +224,5 @@ class Reader(DirPrefetch):
             if node.obj is None:
                 raise fuse_error(errno.EIO)
             data = await self.read(node, 0, node.attrs.size)
-            node.link_target = os.fsdecode(data)
+            node.link_target = os.fsdecode(bytes(data))
         return node.link_target

@@ -99,21 +99,22 @@ class SegmentSource:
             raw = self.base_raw(i)
             return self.base_cipher.decrypt_segment(i, raw, i == self.base_nseg - 1)
 
-    def base_range(self, off: int, end: int, *, run: int = 1) -> bytes:
+    def base_range(self, off: int, end: int, *, run: int = 1) -> bytes | memoryview:
         """Plaintext [off, end) of a clean file (every segment base-backed): one cache read per
-        block touched, not one per segment; the identity codec slices without copying twice."""
+        block touched, not one per segment. The identity codec copies nothing for a range
+        within one block: a read-only view of the cached block (FUSE replies from any buffer)."""
         assert self.base is not None and self.base_cipher is not None
         lay, k = self.geometry, self.k
         S, stride, size = lay.segment_size, lay.stride, self.base.plain_size
         identity = lay.overhead == 0
-        out: list[bytes] = []
+        out: list[bytes | memoryview] = []
         i, last = off // S, (end - 1) // S
         while i <= last:
             block = i // k
             j = min(last, block * k + k - 1)
             if identity:
                 lo, hi = max(off, i * S), min(end, j * S + S)
-                out.append(self.blocks.read_part(
+                out.append(self.blocks.view_part(
                     self.base.key, self.base.etag, self.base.obj_size, block,
                     lo - block * k * S, hi - block * k * S, run=run, local_only=self.local_only))
             else:
@@ -131,7 +132,7 @@ class SegmentSource:
                     lo, hi = max(off, s * S) - s * S, min(end, s * S + S) - s * S
                     out.append(plain[lo:hi])
             i = j + 1
-        return b"".join(out)
+        return out[0] if len(out) == 1 else b"".join(out)
 
     def plain(self, i: int, *, run: int = 1) -> bytes:
         """Full-length (segment_size, zero padded) plaintext of segment i."""
