@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import Future
 
-from .blocks import BlockCache
+from .blocks import Block, BlockCache
 
 _WAKE = b""  # a waiter's result after a fill: its block is on disk now, look again
 
@@ -31,7 +31,7 @@ class VerifiedBlockCache(BlockCache):
         return 0 < obj_size <= self.max_bytes // 2
 
     def get_block(self, key: str, etag: str, obj_size: int, block: int, *,
-                  run: int = 1, local_only: bool = False) -> bytes:
+                  run: int = 1, local_only: bool = False) -> Block:
         if not self._fills(obj_size):
             return super().get_block(key, etag, obj_size, block, run=run, local_only=local_only)
         ident = (key, etag, block)
@@ -50,7 +50,7 @@ class VerifiedBlockCache(BlockCache):
             # published on disk meanwhile (or evicted again at once): look again
 
     def _claim_all(self, key: str, etag: str, obj_size: int, block: int
-                   ) -> tuple[Future[bytes] | None, dict[int, Future[bytes]] | None]:
+                   ) -> tuple[Future[Block] | None, dict[int, Future[Block]] | None]:
         """Under the lock: the fetch of `block` in flight (wait for it), nothing (it is local
         now), or the claims of every block of the object that is not local or in flight."""
         nblocks = -(-obj_size // self.block_bytes)
@@ -60,7 +60,7 @@ class VerifiedBlockCache(BlockCache):
                 return self._inflight[ident], None
             if ident in self._mem or self._path(key, etag, block) in self._disk:
                 return None, None
-            claimed: dict[int, Future[bytes]] = {}
+            claimed: dict[int, Future[Block]] = {}
             for b in range(nblocks):
                 other = (key, etag, b)
                 if other in self._inflight or other in self._mem or \
@@ -70,7 +70,7 @@ class VerifiedBlockCache(BlockCache):
         return None, claimed
 
     def _fill(self, key: str, etag: str, obj_size: int, block: int,
-              claimed: dict[int, Future[bytes]]) -> bytes:
+              claimed: dict[int, Future[Block]]) -> Block:
         self.evict(obj_size)  # room first: the object's blocks all arrive at once
         files = _FillFiles(self, key, etag, claimed)
         try:
@@ -85,7 +85,7 @@ class VerifiedBlockCache(BlockCache):
             raise
 
     def _publish_fill(self, key: str, etag: str, obj_size: int, block: int,
-                      claimed: dict[int, Future[bytes]], tmps: dict[int, str]) -> bytes:
+                      claimed: dict[int, Future[Block]], tmps: dict[int, str]) -> Block:
         """The verified blocks into the disk tier, the caller's into memory too, then the
         waiters woken (they look again and find theirs)."""
         for b, tmp in tmps.items():
@@ -116,7 +116,7 @@ class _FillFiles:
     """A fill's plaintext, as it streams, into the temporary files of the blocks it claimed."""
 
     def __init__(self, cache: BlockCache, key: str, etag: str,
-                 claimed: dict[int, Future[bytes]]) -> None:
+                 claimed: dict[int, Future[Block]]) -> None:
         self._cache = cache
         self._key, self._etag = key, etag
         self._claimed = claimed
