@@ -86,9 +86,7 @@ def _make_store(cfg: MountConfig, codec: Codec, policy: Any, bucket: str, as_of:
         max_pool=max(64, cfg.upload_concurrency * 4), connect_timeout=cfg.connect_timeout,
         read_timeout=cfg.read_timeout, s3_client=cfg.s3_client)
     if codec.name == "s3ec":
-        if as_of is not None:
-            raise MountError("--as-of does not support --encryption s3ec yet")
-        store = s3ec_store(cfg, bucket, store_args)
+        store = s3ec_store(cfg, bucket, store_args, as_of)
     else:
         store = pitr.store_class(as_of)(bucket, **store_args)
     # every key is loaded now (s3ec's keyring keys above too): no passphrase in environ or children

@@ -93,18 +93,24 @@ def _check_disjoint(masters: list[tuple[str, str, bytes]], ssec: list[tuple[str,
         raise MountError(str(exc)) from None
 
 
-def s3ec_store(cfg: MountConfig, bucket: str, store_args: dict[str, Any]) -> Any:
-    """``--encryption s3ec``: the store that reads and writes S3 Encryption Client objects."""
+def s3ec_store(cfg: MountConfig, bucket: str, store_args: dict[str, Any],
+               as_of: float | None = None) -> Any:
+    """``--encryption s3ec``: the store that reads and writes S3 Encryption Client objects
+    (with `as_of`, a read-only view of them as of that time)."""
     from s3encfs.s3ec_setup import S3ECSetupError, build_keys
     from s3encfs.store.s3ec import S3ECStore
+    from s3encfs.store.s3ec_asof import S3ECAsOfStore
 
+    if as_of is not None:
+        store_args = {**store_args, "as_of": as_of}
     try:
         keys = build_keys(cfg, lambda name: load_keys(cfg, [name], role="s3ec")[0][2])
     except S3ECSetupError as exc:
         raise MountError(str(exc)) from None
-    return S3ECStore(bucket, s3ec=keys, spool_dir=os.path.join(cfg.effective_cache_dir, "s3ec"),
-                     unauthenticated_ranges=cfg.s3ec_unauthenticated_ranges,
-                     view_bytes=cfg.cache_size, **store_args)
+    cls = S3ECStore if as_of is None else S3ECAsOfStore
+    return cls(bucket, s3ec=keys, spool_dir=os.path.join(cfg.effective_cache_dir, "s3ec"),
+               unauthenticated_ranges=cfg.s3ec_unauthenticated_ranges,
+               view_bytes=cfg.cache_size, **store_args)
 
 
 def check_master_key(store: Any, codec: Codec, prefix: str, *, may_write: bool = False,

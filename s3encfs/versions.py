@@ -18,7 +18,12 @@ def _row(t: Target, name: str, v: Any, kind: str) -> dict[str, Any]:
     size: int | None = None
     if not v.deleted and kind == "file":
         try:
-            size = t.codec.geometry.plain_size(v.size)
+            stored = v.size
+            if getattr(t.codec, "name", "") == "s3ec":  # versions are listed as stored
+                from s3encfs.crypto.s3ec_format import plain_size
+
+                stored = plain_size(stored)  # (the GCM tag off, as the mount's LIST does)
+            size = t.codec.geometry.plain_size(stored)
         except IntegrityError:
             size = v.size
     state = "deleted" if v.deleted else ("current" if v.is_latest else "noncurrent")

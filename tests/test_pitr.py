@@ -96,15 +96,22 @@ def create_sse_key(env: dict[str, str]) -> str:
     return "sse-c:ck"
 
 
-@pytest.mark.parametrize("mode", ["none", "client", "sse-c"])
+def create_s3ec_key(env: dict[str, str]) -> list[str]:
+    subprocess.run([*S3ENCFS, "key", "create", "s3k", "--kind", "s3ec-aes"], env=env,
+                   check=True, capture_output=True)
+    return ["--key", "s3k"]
+
+
+@pytest.mark.parametrize("mode", ["none", "client", "sse-c", "s3ec"])
 def test_as_of_each_night_shows_that_nights_tree(mode: str, s3: S3Client, bucket: str,
                                                  mount_factory, keyenv: dict[str, str],  # noqa: F811
                                                  tmp_path: Path) -> None:
     versioned(s3, bucket)
     enc = create_sse_key(keyenv) if mode == "sse-c" else mode
+    key = create_s3ec_key(keyenv) if mode == "s3ec" else []  # S3EC objects as of each night
     src = tmp_path / "src"
     src.mkdir()
-    live = mount_factory(bucket, enc, name="live")
+    live = mount_factory(bucket, enc, name="live", extra=key)
     nights: list[tuple[float, dict[str, tuple[object, ...]], Path]] = []
     for n, change in enumerate((night1, night2, night3)):
         change(src)
@@ -116,7 +123,7 @@ def test_as_of_each_night_shows_that_nights_tree(mode: str, s3: S3Client, bucket
         time.sleep(1.2)  # S3's LastModified has whole seconds: the next night is a later one
     assert snapshot(live.mountpoint) == nights[-1][1]
     for i, (when, expected, kept) in enumerate(nights):
-        past = mount_factory(bucket, enc, name=f"night{i}", extra=["--as-of", f"@{when}"])
+        past = mount_factory(bucket, enc, name=f"night{i}", extra=[*key, "--as-of", f"@{when}"])
         got = snapshot(past.mountpoint)
         assert sorted(got) == sorted(expected), f"night {i + 1}: names differ"
         assert got == expected, f"night {i + 1}: contents differ"
@@ -158,16 +165,17 @@ def restore_cmd(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[
                           timeout=300)
 
 
-@pytest.mark.parametrize("enc", ["none", "client", "sse-c"])
+@pytest.mark.parametrize("enc", ["none", "client", "sse-c", "s3ec"])
 def test_restore_after_a_ransomware_night(enc: str, s3: S3Client, bucket: str,
                                           mount_factory, keyenv: dict[str, str],  # noqa: F811
                                           tmp_path: Path) -> None:
     versioned(s3, bucket)
     mode = create_sse_key(keyenv) if enc == "sse-c" else enc
+    key = create_s3ec_key(keyenv) if enc == "s3ec" else []
     src = tmp_path / "src"
     src.mkdir()
     night1(src)
-    live = mount_factory(bucket, mode, name="live")
+    live = mount_factory(bucket, mode, name="live", extra=key)
     rsync(src, live.mountpoint)
     flush(live.mountpoint, keyenv)
     good = snapshot(live.mountpoint)
@@ -180,7 +188,7 @@ def test_restore_after_a_ransomware_night(enc: str, s3: S3Client, bucket: str,
     live.umount()
 
     source = f"s3://{bucket}"
-    opts = ["--encryption", mode]
+    opts = ["--encryption", mode, *key]
     dry = restore_cmd(keyenv, source, "--path", "docs", "--as-of", f"@{when}", *opts,
                       "--dry-run")
     assert dry.returncode == 0, dry.stderr
@@ -194,7 +202,7 @@ def test_restore_after_a_ransomware_night(enc: str, s3: S3Client, bucket: str,
     out2 = json.loads(again.stdout)
     assert (out2["restored"], out2["deleted"], out2["failed"]) == (0, 0, []), out2
 
-    live2 = mount_factory(bucket, mode, name="after")
+    live2 = mount_factory(bucket, mode, name="after", extra=key)
     assert snapshot(live2.mountpoint) == good
     # history is kept: the ransomware version is still there, one version older
     v = subprocess.run([*S3ENCFS, "versions", str(live2.mountpoint / "photos" / "p0.jpg"),

@@ -130,7 +130,7 @@ class AsOfStore(ObjectStore):
     def __init__(self, bucket: str, *, as_of: float, **kwargs: Any) -> None:
         super().__init__(bucket, **kwargs)
         self.as_of = as_of
-        self._lock = threading.Lock()
+        self._history_lock = threading.Lock()
         self._visible: dict[str, Version] = {}
         self._keys: list[str] = []  # sorted keys of _visible
         self._covered: list[str] = []  # prefixes whose every visible key is in _visible
@@ -142,11 +142,11 @@ class AsOfStore(ObjectStore):
         return any(key.startswith(p) for p in self._covered)
 
     def _cover(self, prefix: str) -> None:
-        with self._lock:
+        with self._history_lock:
             if self._is_covered(prefix):
                 return
         found = resolve(iter_versions(self, prefix), self.as_of)
-        with self._lock:
+        with self._history_lock:
             if self._is_covered(prefix):
                 return
             self._visible.update(found)
@@ -155,7 +155,7 @@ class AsOfStore(ObjectStore):
 
     def version_of(self, key: str) -> Version:
         """The version of `key` current at `as_of`; NotFound if it did not exist then."""
-        with self._lock:
+        with self._history_lock:
             known = self._is_covered(key) or key in self._single
             v = self._visible.get(key) if self._is_covered(key) else self._single.get(key)
         if not known:
@@ -165,7 +165,7 @@ class AsOfStore(ObjectStore):
                     break  # keys that have `key` as a prefix come after it
                 group.append(e)
             v = visible_at(group, self.as_of)
-            with self._lock:
+            with self._history_lock:
                 self._single[key] = v
         if v is None:
             raise NotFound(f"s3://{self.bucket}/{key}: did not exist at the as-of time",
@@ -176,7 +176,7 @@ class AsOfStore(ObjectStore):
 
     def list_pages(self, prefix: str, delimiter: str | None = "/") -> Generator[ListPage]:
         self._cover(prefix)
-        with self._lock:
+        with self._history_lock:
             keys, visible = self._keys, self._visible
         i = bisect.bisect_left(keys, prefix)
         objects: list[ObjectInfo] = []
@@ -222,6 +222,10 @@ class AsOfStore(ObjectStore):
             return self._read_body(key, resp)
 
         return self._with_read_key(key, attempt)
+
+    def raw_get_range(self, key: str, start: int, end: int, *,
+                      if_match: str | None = None) -> bytes:
+        return AsOfStore.get_range(self, key, start, end, if_match=if_match)
 
     def get(self, key: str, *, if_match: str | None = None) -> tuple[bytes, ObjectInfo]:
         vid = self.version_of(key).version_id
