@@ -87,6 +87,11 @@ class ObjectCipher(Protocol):
 
     def encrypt_segment(self, index: int, plaintext: bytes, last: bool) -> bytes: ...
 
+    def encrypt_segment_into(self, index: int, plaintext: bytes | memoryview, last: bool,
+                             out: memoryview) -> int:
+        """`encrypt_segment`'s bytes written at the start of `out`; how many."""
+        ...
+
     def decrypt_segment(self, index: int, data: bytes | memoryview, last: bool) -> bytes:
         """Raises IntegrityError on any mismatch (wrong object, index, last flag, key, bit flip).
         `data` may be a view into a cached block (client-mode reads do not copy it first)."""
@@ -100,7 +105,17 @@ class SlotCipher(Protocol):
 
     def seal(self, file_id: str, index: int, plaintext: bytes) -> bytes: ...
 
+    def seal_into(self, file_id: str, index: int, plaintext: bytes | memoryview,
+                  out: bytearray) -> int:
+        """`seal`'s bytes written at the start of `out`; how many."""
+        ...
+
     def open(self, file_id: str, index: int, data: bytes) -> bytes: ...
+
+    def open_into(self, file_id: str, index: int, data: bytes | memoryview,
+                  out: bytearray | memoryview) -> int:
+        """`open`'s plaintext written at the start of `out`; how many bytes."""
+        ...
 
 
 class Codec(Protocol):
@@ -163,13 +178,31 @@ class IdentitySlots:
     def seal(self, file_id: str, index: int, plaintext: bytes) -> bytes:
         return plaintext
 
+    def seal_into(self, file_id: str, index: int, plaintext: bytes | memoryview,
+                  out: bytearray) -> int:
+        n = len(plaintext)
+        out[:n] = plaintext
+        return n
+
     def open(self, file_id: str, index: int, data: bytes) -> bytes:
         return data
+
+    def open_into(self, file_id: str, index: int, data: bytes | memoryview,
+                  out: bytearray | memoryview) -> int:
+        n = len(data)
+        memoryview(out)[:n] = data
+        return n
 
 
 class IdentityCipher:
     def encrypt_segment(self, index: int, plaintext: bytes, last: bool) -> bytes:
         return plaintext
+
+    def encrypt_segment_into(self, index: int, plaintext: bytes | memoryview, last: bool,
+                             out: memoryview) -> int:
+        n = len(plaintext)
+        out[:n] = plaintext
+        return n
 
     def decrypt_segment(self, index: int, data: bytes | memoryview, last: bool) -> bytes:
         return data if isinstance(data, bytes) else bytes(data)

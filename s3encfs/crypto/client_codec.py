@@ -235,7 +235,7 @@ SHORT_OVERHEAD = _SLOT_LEN.size + env.SEGMENT_OVERHEAD  # 32
 _ZEROS = {n: bytes(n) for n in (4096, 256)}
 
 
-def meaningful_len(data: bytes) -> int:
+def meaningful_len(data: bytes | memoryview) -> int:
     """len(data.rstrip(b"\0")) without scanning zeros byte by byte (5 us, not 77, for 63 KiB
     of them): whole zero blocks compared from the end, then one short rstrip."""
     end = len(data)
@@ -243,7 +243,7 @@ def meaningful_len(data: bytes) -> int:
         while end >= n and data[end - n:end] == zeros:
             end -= n
     lo = max(0, end - 256)
-    return lo + len(data[lo:end].rstrip(b"\0"))
+    return lo + len(bytes(data[lo:end]).rstrip(b"\0"))
 
 
 class StagingSlots:
@@ -278,17 +278,41 @@ class StagingSlots:
         return aead
 
     def seal(self, file_id: str, index: int, plaintext: bytes) -> bytes:
+        out = bytearray(len(plaintext) + self.overhead)
+        return bytes(memoryview(out)[:self.seal_into(file_id, index, plaintext, out)])
+
+    def seal_into(self, file_id: str, index: int, plaintext: bytes | memoryview,
+                  out: bytearray) -> int:
+        """`seal` into `out` (at least len(plaintext) + overhead bytes); the sealed length. No
+        new buffer per slot: a 64 KiB seal's fresh ciphertext and its nonce prefix were two
+        allocations and a copy on top of the AES-GCM pass (W1 seals 16,384 of them per GiB)."""
         nonce = env.random_bytes(env.NONCE)
         aead = self._aead(file_id)
         n = meaningful_len(plaintext)
+        view = memoryview(out)
         if n + SHORT_OVERHEAD <= len(plaintext) + self.overhead:
             head = _SLOT_LEN.pack(n)
-            return head + nonce + aead.encrypt(nonce, plaintext[:n],
-                                               _SHORT_AAD + _SLOT_AAD.pack(index) + head)
-        return nonce + aead.encrypt(nonce, plaintext, _SLOT_AAD.pack(index))
+            view[:4], view[4:SHORT_OVERHEAD - env.TAG] = head, nonce
+            aead.encrypt_into(nonce, memoryview(plaintext)[:n],
+                              _SHORT_AAD + _SLOT_AAD.pack(index) + head,
+                              view[SHORT_OVERHEAD - env.TAG:SHORT_OVERHEAD + n])
+            return SHORT_OVERHEAD + n
+        end = len(plaintext) + self.overhead
+        view[:env.NONCE] = nonce
+        aead.encrypt_into(nonce, plaintext, _SLOT_AAD.pack(index), view[env.NONCE:end])
+        return end
 
     def open(self, file_id: str, index: int, data: bytes | memoryview) -> bytes:
         view = memoryview(data)
+        out = bytearray(max(0, len(view) - self.overhead))
+        return bytes(memoryview(out)[:self.open_into(file_id, index, view, out)])
+
+    def open_into(self, file_id: str, index: int, data: bytes | memoryview,
+                  out: bytearray | memoryview) -> int:
+        """`open` into `out` (at least len(data) - overhead bytes); the plaintext's length
+        (without the trailing zeros of a short slot: StagingFile adds them). On IntegrityError
+        `out` holds nothing to use."""
+        view, dst = memoryview(data), memoryview(out)
         aead = self._aead(file_id)
         if len(view) >= SHORT_OVERHEAD:
             n = _SLOT_LEN.unpack_from(view)[0]
@@ -296,20 +320,23 @@ class StagingSlots:
             if end <= len(view):
                 head = bytes(view[:_SLOT_LEN.size])
                 try:
-                    plain = aead.decrypt(view[4:4 + env.NONCE], view[4 + env.NONCE:end],
-                                         _SHORT_AAD + _SLOT_AAD.pack(index) + head)
+                    aead.decrypt_into(view[4:4 + env.NONCE], view[4 + env.NONCE:end],
+                                      _SHORT_AAD + _SLOT_AAD.pack(index) + head, dst[:n])
                 except InvalidTag:
                     pass  # a whole slot whose nonce happens to read as a length
                 else:
-                    return plain  # without its trailing zeros (StagingFile adds them)
+                    return n
         if len(view) < self.overhead:
             raise IntegrityError(f"staging slot {index} of {file_id} truncated")
+        n = len(view) - self.overhead
         try:
-            return aead.decrypt(view[: env.NONCE], view[env.NONCE :], _SLOT_AAD.pack(index))
+            aead.decrypt_into(view[: env.NONCE], view[env.NONCE :], _SLOT_AAD.pack(index),
+                              dst[:n])
         except InvalidTag:
             raise IntegrityError(
                 f"staging slot {index} of {file_id} failed authentication"
             ) from None
+        return n
 
 
 if TYPE_CHECKING:  # mypy proves ClientCodec satisfies the Codec protocol

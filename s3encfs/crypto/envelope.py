@@ -243,16 +243,30 @@ class SegmentCipher:
     def _aad(self, index: int, last: bool) -> bytes:
         return _SEG_AAD.pack(self.version, self.oid, index, last)
 
-    def encrypt_segment(self, index: int, plaintext: bytes, last: bool) -> bytes:
-        n = len(plaintext)
+    def _check(self, index: int, n: int, last: bool) -> None:
         if n > self.segment_size or (not last and n != self.segment_size):
             raise ValueError(
                 f"segment {index}: {n} bytes (segment size {self.segment_size}, last={last})"
             )
         if n == 0 and index:
             raise ValueError("only segment 0 may be empty")
+
+    def encrypt_segment(self, index: int, plaintext: bytes, last: bool) -> bytes:
+        self._check(index, len(plaintext), last)
         nonce = random_bytes(NONCE)
         return nonce + self._aead.encrypt(nonce, plaintext, self._aad(index, last))
+
+    def encrypt_segment_into(self, index: int, plaintext: bytes | memoryview, last: bool,
+                             out: memoryview) -> int:
+        """`encrypt_segment` written at the start of `out`; its length (len + 28). An upload
+        part is sealed into one buffer this way, not as a new bytes per segment joined."""
+        n = len(plaintext)
+        self._check(index, n, last)
+        nonce = random_bytes(NONCE)
+        out[:NONCE] = nonce
+        self._aead.encrypt_into(nonce, plaintext, self._aad(index, last),
+                                out[NONCE:NONCE + n + TAG])
+        return n + SEGMENT_OVERHEAD
 
     def decrypt_segment(self, index: int, data: bytes | memoryview, last: bool) -> bytes:
         n = len(data)

@@ -233,10 +233,12 @@ def _write_segments(c: Content, src: SegmentSource, S: int, off: int, data: byte
         was_dirty = i in c.dirty
         if fast and (full or was_dirty or not src.base_backed(i)):
             c.staging.write_plain_span(a, chunk)
+        elif full:  # sealed straight from the caller's buffer
+            c.staging.write_segment(i, chunk)
         else:
-            cur = bytearray(src.plain(i)) if not full else bytearray(S)
+            cur = bytearray(src.plain(i))
             cur[a - s0:b - s0] = chunk
-            c.staging.write_segment(i, bytes(cur))
+            c.staging.write_segment(i, memoryview(cur))
         if not was_dirty:
             c.dirty.add(i)
 

@@ -1,0 +1,127 @@
+"""Client mode seals into buffers it reuses, not a new bytes per segment (issue 10/16: W1).
+
+A staged 64 KiB segment was sealed into a fresh ciphertext, prefixed with its nonce (a second
+buffer and a copy), and an upload read each slot back into a new buffer, opened it into
+another, sealed that into a fourth and a fifth and joined 128 of them into a part. The same
+bytes now come from one part buffer and per-thread scratch buffers: what is checked here is
+that the bytes (the formats, docs/FORMAT.md) are unchanged and that the buffers are gone.
+"""
+
+from __future__ import annotations
+
+import struct
+import tracemalloc
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from s3encfs.cache.staging import DirtySet, StagingFile
+from s3encfs.codec import IdentityCodec, IntegrityError
+from s3encfs.crypto import envelope as env
+from s3encfs.crypto.client_codec import ClientCodec, StagingSlots
+from s3encfs.fs.uploader import Uploader, UploadJob
+
+K1 = bytes(range(32))
+SEG = 64 * 1024
+NONCE = bytes(range(100, 112))
+
+
+@pytest.fixture
+def fixed_nonce(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(env, "random_bytes",
+                        lambda n: NONCE if n == env.NONCE else bytes(range(n)))
+
+
+def _slot_key(file_id: str) -> bytes:
+    return env.hkdf(K1, b"s3encfs/v1/slot\x00" + file_id.encode())  # FORMAT.md, staging slots
+
+
+def test_slots_sealed_into_a_buffer_are_the_documented_forms(fixed_nonce: None) -> None:
+    slots = StagingSlots(K1)
+    aead = AESGCM(_slot_key("f1"))
+    whole = bytes(range(256)) * (SEG // 256)
+    out = bytearray(SEG + 100)
+    n = slots.seal_into("f1", 7, memoryview(whole), out)
+    assert bytes(out[:n]) == NONCE + aead.encrypt(NONCE, whole, struct.pack(">Q", 7))
+    assert slots.seal("f1", 7, whole) == bytes(out[:n])
+    short = b"abc" + bytes(SEG - 3)
+    n = slots.seal_into("f1", 7, short, out)
+    head = struct.pack(">I", 3)
+    assert bytes(out[:n]) == head + NONCE + aead.encrypt(
+        NONCE, b"abc", b"s3encfs/v2/slot-short\x00" + struct.pack(">Q", 7) + head)
+    plain = bytearray(SEG)
+    assert slots.open_into("f1", 7, bytes(out[:n]), plain) == 3 and plain[:3] == b"abc"
+    sealed = slots.seal("f1", 7, whole)
+    assert slots.open_into("f1", 7, sealed, plain) == SEG and plain == whole
+    for fid, idx, data in [("f2", 7, sealed), ("f1", 8, sealed), ("f1", 7, sealed[:-1])]:
+        with pytest.raises(IntegrityError):
+            slots.open_into(fid, idx, data, plain)
+
+
+def test_a_segment_encrypted_into_a_buffer_is_encrypt_segment(fixed_nonce: None) -> None:
+    cipher, _meta = ClientCodec({"k1": K1}, "k1").new_object()
+    data = bytes(range(256)) * (SEG // 256)
+    out = memoryview(bytearray(2 * SEG))
+    for i, pt, last in [(0, data, False), (3, data[:100], True), (0, b"", True)]:
+        n = cipher.encrypt_segment_into(i, memoryview(pt), last, out)
+        assert bytes(out[:n]) == cipher.encrypt_segment(i, pt, last)
+        assert cipher.decrypt_segment(i, out[:n], last) == pt
+    with pytest.raises(ValueError):  # a short segment that is not the last
+        cipher.encrypt_segment_into(1, data[:100], False, out)
+
+
+def _job(codec: Any, staging: StagingFile, size: int) -> UploadJob:
+    cipher, meta = codec.new_object()
+    dirty = DirtySet()
+    for i in range(codec.geometry.segment_count(size)):
+        dirty.add(i)
+    return UploadJob("k", size, dirty, staging, cipher, meta, None, None, 0)
+
+
+@pytest.mark.parametrize("mode", ["plain", "client"])
+def test_an_upload_body_is_built_in_one_buffer(tmp_path: Path, mode: str) -> None:
+    codec: Any = IdentityCodec() if mode == "plain" else ClientCodec({"k1": K1}, "k1")
+    staging = StagingFile(str(tmp_path / "st"), "f1", SEG, codec.slot_cipher(str(tmp_path)))
+    data = (bytes(range(256)) * 4 * 1024 * 9)[:128 * SEG - 1000]  # 128 segments, a short last
+    for i in range(0, len(data), SEG):
+        staging.write_segment(i // SEG, data[i:i + SEG])
+    job = _job(codec, staging, len(data))
+    pool = ThreadPoolExecutor(1)
+    uploader = Uploader(None, None, codec.geometry, 16, 128, pool)  # type: ignore[arg-type]
+    uploader.small_body(job, 16 << 20)  # this thread's scratch buffers exist from here on
+    tracemalloc.start()
+    try:
+        body = uploader.small_body(job, 16 << 20)
+        _now, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        pool.shutdown()
+    assert body is not None and len(body) == codec.geometry.object_size(len(data))
+    # one body's worth and little more: a bytes per segment joined (or a sealed copy of each)
+    # peaked at twice the body
+    assert peak < len(body) + 4 * SEG, (peak, len(body))
+    opened = env.decrypt_object(job.cipher, bytes(body)) if mode == "client" else bytes(body)  # type: ignore[arg-type]
+    assert opened == data
+
+
+def test_a_staged_write_allocates_no_buffer_per_slot(tmp_path: Path) -> None:
+    staging = StagingFile(str(tmp_path / "st"), "f1", SEG, StagingSlots(K1))
+    data = bytes(range(256)) * (SEG // 256)
+    staging.write_segment(0, data)  # the scratch buffer
+    tracemalloc.start()
+    try:
+        for i in range(1, 17):
+            staging.write_segment(i, data)
+        _now, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < SEG // 2, peak  # was a 64 KiB ciphertext and its 64 KiB nonce-prefixed copy
+    plain = bytearray(SEG)
+    staging.write_segment(17, memoryview(data))  # a FUSE write's buffer, sealed as it is
+    for i in range(18):
+        assert staging.read_segment(i) == data
+        assert staging.read_segment_into(i, plain) == data
+    staging.remove()
