@@ -16,7 +16,7 @@ sealed by a `SlotCipher`; a codec that must not leave plaintext at rest returns 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class IntegrityError(Exception):
@@ -117,6 +117,20 @@ class SlotCipher(Protocol):
         """`open`'s plaintext written at the start of `out`; how many bytes."""
         ...
 
+    # a whole slot holds the bytes the object's cipher seals for that segment (the journal
+    # row of such a staging file says so: replay must open it with the row's data key)
+    whole_slots_are_segments: bool
+
+    def for_content(self, cipher: Any, previous: Any = None) -> SlotCipher:
+        """The slot cipher for a file version whose object `cipher` seals (`previous`: the
+        slot cipher its staging file had before)."""
+        ...
+
+    def copies_as(self, cipher: Any, data: memoryview) -> bool:
+        """Whether the slot bytes `data` go into the object as they are (a segment that is not
+        the last, sealed by `cipher`)."""
+        ...
+
 
 class Codec(Protocol):
     name: str
@@ -192,6 +206,14 @@ class IdentitySlots:
         n = len(data)
         memoryview(out)[:n] = data
         return n
+
+    whole_slots_are_segments = False
+
+    def for_content(self, cipher: Any, previous: Any = None) -> SlotCipher:
+        return self
+
+    def copies_as(self, cipher: Any, data: memoryview) -> bool:
+        return False
 
 
 class IdentityCipher:

@@ -125,3 +125,60 @@ def test_a_staged_write_allocates_no_buffer_per_slot(tmp_path: Path) -> None:
         assert staging.read_segment(i) == data
         assert staging.read_segment_into(i, plain) == data
     staging.remove()
+
+
+def test_a_big_files_whole_slots_go_up_as_they_are_staged(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """ObjectSlots: a whole slot is the object's own segment, so the upload copies it instead of
+    opening it and sealing the segment again (two of the three AES-GCM passes of a big write)."""
+    codec = ClientCodec({"k1": K1}, "k1")
+    cipher, _meta = codec.new_object()
+    slots = codec.slot_cipher(str(tmp_path)).for_content(cipher)
+    assert slots.whole_slots_are_segments
+    staging = StagingFile(str(tmp_path / "st"), "f1", SEG, slots)
+    data = (bytes(range(256)) * 4 * 1024 * 9)[:40 * SEG - 1000]  # 40 segments, a short last
+    for i in range(0, len(data), SEG):
+        staging.write_segment(i // SEG, data[i:i + SEG])
+    job = _job(codec, staging, len(data))
+    job.cipher = cipher
+    sealed: list[int] = []
+    real = env.SegmentCipher.encrypt_segment_into
+    monkeypatch.setattr(env.SegmentCipher, "encrypt_segment_into",
+                        lambda self, i, *a: sealed.append(i) or real(self, i, *a))
+    body = Uploader(None, None, codec.geometry, 16, 128, None).small_body(  # type: ignore[arg-type]
+        job, 16 << 20)
+    assert body is not None and sealed == [39]  # only the last segment is sealed again
+    stride = SEG + env.SEGMENT_OVERHEAD
+    with open(tmp_path / "st", "rb") as f:
+        assert bytes(body[:39 * stride]) == f.read(39 * stride)  # the staged bytes as they are
+    assert env.decrypt_object(cipher, bytes(body)) == data
+    other, _meta = codec.new_object()  # another version's cipher copies nothing
+    job.cipher, sealed[:] = other, []
+    assert env.decrypt_object(other, bytes(Uploader(  # type: ignore[arg-type]
+        None, None, codec.geometry, 16, 128, None).small_body(job, 16 << 20) or b"")) == data
+    assert sealed == list(range(40))
+
+
+def test_object_slots_open_across_versions_and_forms(tmp_path: Path) -> None:
+    codec = ClientCodec({"k1": K1}, "k1")
+    base = StagingSlots(K1)
+    v1, _m1 = codec.new_object()
+    v2, _m2 = codec.new_object()
+    v3, _m3 = codec.new_object()
+    one = base.for_content(v1)
+    whole = bytes(range(256)) * (SEG // 256)
+    sealed = one.seal("f1", 5, whole)
+    assert len(sealed) == SEG + 28 and v1.decrypt_segment(5, sealed, False) == whole
+    assert one.copies_as(v1, memoryview(sealed)) and not one.copies_as(v2, memoryview(sealed))
+    short = one.seal("f1", 5, b"tiny" + bytes(SEG - 4))
+    assert len(short) == 4 + 32 and one.open("f1", 5, short) == b"tiny"
+    padded = short + sealed[len(short):]  # a short slot before stale bytes: never copied
+    assert not one.copies_as(v1, memoryview(padded)) and one.open("f1", 5, padded) == b"tiny"
+    old_form = base.seal("f1", 5, whole)  # a whole slot under the slot key (before this)
+    assert one.open("f1", 5, old_form) == whole  # (never copied: such a file has no marker)
+    two = one.for_content(v2, one)  # an open file's next version; a read in flight of v1's
+    assert two.open("f1", 5, sealed) == whole and two.seal("f1", 5, whole) != sealed
+    three = two.for_content(v3, two)
+    for slots, fid, idx in [(three, "f1", 5), (one, "f1", 6), (one, "f2", 5)]:
+        with pytest.raises(IntegrityError):  # two versions back, another index, another file
+            slots.open(fid, idx, sealed if fid == "f1" else short)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from typing import Any
 
 from s3encfs.codec import SlotCipher
 
@@ -185,6 +186,15 @@ class StagingFile:
         if n < self.segment_size:  # a short read (past the end) or a short sealed slot
             dst[n:] = bytes(self.segment_size - n)
         return dst
+
+    def read_sealed_into(self, index: int, out: memoryview, cipher: Any) -> bool:
+        """Read slot `index` into `out` (one slot long) when its bytes are, as they are, the
+        object bytes `cipher` seals for that segment (not the last; client mode's ObjectSlots):
+        True. False: `out` holds nothing to use (open the slot and seal the segment instead)."""
+        if not self.cipher.whole_slots_are_segments:
+            return False
+        return os.preadv(self.fd, [out], index * self.slot) == self.slot == len(out) and \
+            self.cipher.copies_as(cipher, out)
 
     def read_segment(self, index: int) -> bytes:
         data = os.pread(self.fd, self.slot, index * self.slot)

@@ -269,22 +269,34 @@ class SegmentCipher:
         return n + SEGMENT_OVERHEAD
 
     def decrypt_segment(self, index: int, data: bytes | memoryview, last: bool) -> bytes:
-        n = len(data)
-        full = n == self.segment_size + SEGMENT_OVERHEAD
-        if (
-            n < SEGMENT_OVERHEAD
-            or n > self.segment_size + SEGMENT_OVERHEAD
-            or (not last and not full)
-        ):
-            raise IntegrityError(f"segment {index} has invalid length {n} (truncated?)")
-        view = memoryview(data)
+        view = self._sealed(index, data, last)
         try:
             return self._aead.decrypt(view[:NONCE], view[NONCE:], self._aad(index, last))
         except InvalidTag:
-            raise IntegrityError(
-                f"segment {index} (last={last}) failed authentication: tampered, truncated, "
-                "reordered or from another object"
-            ) from None
+            raise self._failed(index, last) from None
+
+    def decrypt_segment_into(self, index: int, data: bytes | memoryview, last: bool,
+                             out: memoryview) -> int:
+        """`decrypt_segment`'s plaintext at the start of `out`; its length (on IntegrityError
+        `out` holds nothing to use)."""
+        view = self._sealed(index, data, last)
+        n = len(view) - SEGMENT_OVERHEAD
+        try:
+            self._aead.decrypt_into(view[:NONCE], view[NONCE:], self._aad(index, last), out[:n])
+        except InvalidTag:
+            raise self._failed(index, last) from None
+        return n
+
+    def _sealed(self, index: int, data: bytes | memoryview, last: bool) -> memoryview:
+        n, full = len(data), self.segment_size + SEGMENT_OVERHEAD
+        if n < SEGMENT_OVERHEAD or n > full or (not last and n != full):
+            raise IntegrityError(f"segment {index} has invalid length {n} (truncated?)")
+        return memoryview(data)
+
+    @staticmethod
+    def _failed(index: int, last: bool) -> IntegrityError:
+        return IntegrityError(f"segment {index} (last={last}) failed authentication: tampered, "
+                              "truncated, reordered or from another object")
 
 
 def encrypt_object(cipher: SegmentCipher, plaintext: bytes) -> bytes:

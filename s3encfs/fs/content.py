@@ -35,8 +35,6 @@ class LocalContent(Reader):
         if node.content is not None:
             return node.content
         file_id = secrets.token_hex(12)
-        staging = StagingFile(os.path.join(self.staging_dir, file_id), file_id,
-                              self.seg.segment_size, self.slots, pool=self.staging_pool)
         if node.obj is not None and node.corrupt is None:
             cipher = self.cipher_for(node.obj)
             meta = dict(node.obj.meta)
@@ -48,6 +46,10 @@ class LocalContent(Reader):
             cipher, meta = self.codec.new_object()
             base, base_segs = None, 0
         cipher_meta = self._cipher_meta(meta)
+        # client mode: whole slots are sealed as this version's own segments (ObjectSlots)
+        staging = StagingFile(os.path.join(self.staging_dir, file_id), file_id,
+                              self.seg.segment_size, self.slots.for_content(cipher),
+                              pool=self.staging_pool)
         node.content = Content(staging, cipher, cipher_meta, base, base_segs,
                                token=identity.new_token())
         return node.content
@@ -192,6 +194,9 @@ class LocalContent(Reader):
             if self.codec.fresh_key_per_version:  # the next upload is a new version
                 c.cipher, fresh = self.codec.new_object()
                 c.cipher_meta = self._cipher_meta(fresh)
+            # the next version's slots are sealed with its own key (reads in flight of the
+            # landed version's slots still open them: the previous key is kept)
+            c.staging.cipher = self.slots.for_content(c.cipher, c.staging.cipher)
             node.content = c
             node.content = None if not c.writers and not node.open_count else c
         else:

@@ -154,6 +154,9 @@ def seal_staged(cipher: ObjectCipher, staging: StagingFile, first: int, stop: in
     out = bytearray((stop - first) * stride)
     view, plain, pos = memoryview(out), scratch("plain", staging.segment_size), 0
     for i in range(first, stop):
+        if staging.read_sealed_into(i, view[pos:pos + stride], cipher):  # as it is staged
+            pos += stride
+            continue
         pos += cipher.encrypt_segment_into(i, staging.read_segment_into(i, plain), False,
                                            view[pos:])
     if pos != len(out):
@@ -209,6 +212,10 @@ class Uploader:
                 continue
             plen = g.segment_plain_len(i, job.size)
             if src.staging is not None and i in src.dirty:
+                if plen == g.segment_size and i < nseg - 1 and src.staging.read_sealed_into(
+                        i, view[pos:pos + g.stride], job.cipher):  # sent as it is staged
+                    pos += g.stride
+                    continue
                 pt: bytes | memoryview = src.staging.read_segment_into(i, plain)[:plen]
             else:
                 pt = src.plain(i, run=4)[:plen]
