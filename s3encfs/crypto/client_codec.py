@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from s3encfs.codec import Codec, IntegrityError, SegmentGeometry, SlotCipher
 from s3encfs.lru import CIPHER_CACHE, LruDict
 
+from . import blobs
 from . import envelope as env
 from .names import NameCipher, PlainNames
 from .slots import SHORT_OVERHEAD, StagingSlots, meaningful_len
@@ -156,10 +157,10 @@ class ClientCodec:
 
     # -- blobs
     def seal_blob(self, purpose: str, data: bytes) -> bytes:
-        return env.seal_blob(self.keys, purpose, data)
+        return blobs.seal_blob(self.keys, purpose, data)
 
     def open_blob(self, purpose: str, data: bytes) -> bytes:
-        return env.open_blob(self.keys, purpose, data)
+        return blobs.open_blob(self.keys, purpose, data)
 
     # -- names
     def encode_name(self, parent: str, name: str) -> str:
