@@ -182,3 +182,22 @@ def test_object_slots_open_across_versions_and_forms(tmp_path: Path) -> None:
     for slots, fid, idx in [(three, "f1", 5), (one, "f1", 6), (one, "f2", 5)]:
         with pytest.raises(IntegrityError):  # two versions back, another index, another file
             slots.open(fid, idx, sealed if fid == "f1" else short)
+
+
+def test_a_zero_padded_segment_in_a_view_is_measured_as_fast_as_bytes() -> None:
+    """A partial write's segment reaches the slot cipher as a memoryview; comparing a view with
+    bytes goes item by item (15x slower than bytes for a 1 KB file's 63 KiB of zeros)."""
+    import time
+
+    from s3encfs.crypto.slots import meaningful_len
+
+    seg = bytearray(SEG)
+    seg[:1000] = b"x" * 1000
+    timings = []
+    for data in (bytes(seg), memoryview(seg)):
+        assert meaningful_len(data) == 1000
+        t = time.process_time()
+        for _ in range(300):
+            meaningful_len(data)
+        timings.append(time.process_time() - t)
+    assert timings[1] < 4 * timings[0] + 0.01, timings

@@ -31,8 +31,9 @@ def meaningful_len(data: bytes | memoryview) -> int:
     """len(data.rstrip(b"\0")) without scanning zeros byte by byte (5 us, not 77, for 63 KiB
     of them): whole zero blocks compared from the end, then one short rstrip."""
     end = len(data)
+    copy = isinstance(data, memoryview)  # compared with bytes item by item: 133 us, not 9
     for n, zeros in _ZEROS.items():
-        while end >= n and data[end - n:end] == zeros:
+        while end >= n and (bytes(data[end - n:end]) if copy else data[end - n:end]) == zeros:
             end -= n
     lo = max(0, end - 256)
     return lo + len(bytes(data[lo:end]).rstrip(b"\0"))
