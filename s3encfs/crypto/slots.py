@@ -27,11 +27,14 @@ SHORT_OVERHEAD = _SLOT_LEN.size + env.SEGMENT_OVERHEAD  # 32
 _ZEROS = {n: bytes(n) for n in (4096, 256)}
 
 
-def meaningful_len(data: bytes | memoryview) -> int:
+def meaningful_len(data: bytes | bytearray | memoryview) -> int:
     """len(data.rstrip(b"\0")) without scanning zeros byte by byte (5 us, not 77, for 63 KiB
     of them): whole zero blocks compared from the end, then one short rstrip."""
     end = len(data)
     copy = isinstance(data, memoryview)  # compared with bytes item by item: 133 us, not 9
+    if copy and isinstance(data, memoryview) and isinstance(data.obj, bytes | bytearray) \
+            and data.nbytes == len(data.obj):
+        data, copy = data.obj, False  # a view of a whole buffer: that buffer
     for n, zeros in _ZEROS.items():
         while end >= n and (bytes(data[end - n:end]) if copy else data[end - n:end]) == zeros:
             end -= n
@@ -75,13 +78,14 @@ class StagingSlots:
         return bytes(memoryview(out)[:self.seal_into(file_id, index, plaintext, out)])
 
     def seal_into(self, file_id: str, index: int, plaintext: bytes | memoryview,
-                  out: bytearray) -> int:
+                  out: bytearray, meaningful: int | None = None) -> int:
         """`seal` into `out` (at least len(plaintext) + overhead bytes); the sealed length. No
         new buffer per slot: a 64 KiB seal's fresh ciphertext and its nonce prefix were two
-        allocations and a copy on top of the AES-GCM pass (W1 seals 16,384 of them per GiB)."""
+        allocations and a copy on top of the AES-GCM pass (W1 seals 16,384 of them per GiB).
+        `meaningful`: `meaningful_len(plaintext)` when the caller has it."""
         nonce = env.random_bytes(env.NONCE)
         aead = self._aead(file_id)
-        n = meaningful_len(plaintext)
+        n = meaningful_len(plaintext) if meaningful is None else meaningful
         view = memoryview(out)
         if n + SHORT_OVERHEAD <= len(plaintext) + self.overhead:
             head = _SLOT_LEN.pack(n)
@@ -186,9 +190,10 @@ class ObjectSlots:
 
     def seal_into(self, file_id: str, index: int, plaintext: bytes | memoryview,
                   out: bytearray) -> int:
+        n = meaningful_len(plaintext)
         if len(plaintext) != self.cipher.segment_size or \
-                meaningful_len(plaintext) + SHORT_OVERHEAD <= len(plaintext) + self.overhead:
-            return self.slots.seal_into(file_id, index, plaintext, out)
+                n + SHORT_OVERHEAD <= len(plaintext) + self.overhead:
+            return self.slots.seal_into(file_id, index, plaintext, out, n)
         return self.cipher.encrypt_segment_into(index, plaintext, False, memoryview(out))
 
     def open(self, file_id: str, index: int, data: bytes | memoryview) -> bytes:
