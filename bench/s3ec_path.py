@@ -1,8 +1,11 @@
-"""S3EC against plain in process (no FUSE): CPU and wall of a sequential write until durable
-(W1's path: `FsCore.write` in 1 MiB calls, release, `flush_all`) and of a cold sequential read
+"""S3EC (or client mode) against plain in process (no FUSE): CPU and wall of a sequential write
+until durable (W1's path: `FsCore.write` in 1 MiB calls as the kernel sends them to a mount,
+`--chunk` to change it; release, `flush_all`) and of a cold sequential read
 (W2's: `FsCore.read` in 128 KiB calls on a fresh cache), the modes alternating round by round.
 
-    python -m bench.s3ec_path [--size 256M] [--rounds 3] [--modes plain,s3ec]
+    python -m bench.s3ec_path [--size 256M] [--rounds 3] [--modes plain,s3ec,client]
+    S3ENCFS_PROFILE=w.prof S3ENCFS_PROFILE_CLOCK=cpu S3ENCFS_PROFILE_THREADS=1 \
+        python -m bench.s3ec_path --modes client --rounds 1 --no-read   # cProfile of the write
 
 Starts its own SeaweedFS on loopback. CPU is this process's (trio, worker threads, the CRT's
 event loops; `time.process_time`), the server's is not counted. The mount's malloc settings
@@ -37,6 +40,8 @@ def _core(bucket: str, endpoint: str, cache: str, mode: str) -> Any:
     args: dict[str, Any] = {"endpoint_url": endpoint, "region": REGION, "s3_client": "crt"}
     if mode == "plain":
         return FsCore(ObjectStore(bucket, **args), IdentityCodec(), "", cfg)
+    if mode == "client":
+        return inprocess.plain_or_client_core(endpoint, bucket, "client", cache)
     from s3encfs.crypto.s3ec_codec import S3ECCodec
     from s3encfs.crypto.s3ec_keyrings import AesKeyring, S3ECKeys
     from s3encfs.store.s3ec import S3ECStore
@@ -48,17 +53,20 @@ def _core(bucket: str, endpoint: str, cache: str, mode: str) -> Any:
 
 def _timed(core: Any, job: Any) -> tuple[float, float, int]:
     """Wall and process CPU seconds of `job` run on `core`, and the S3 requests it made."""
+    from s3encfs.profiling import run_profiled  # S3ENCFS_PROFILE=FILE: cProfile of the job
+
     w, c = time.perf_counter(), time.process_time()
-    inprocess.run_core(core, job, close=False)
+    run_profiled(lambda: inprocess.run_core(core, job, close=False))
     w, c = time.perf_counter() - w, time.process_time() - c
     reqs = sum(core.store.stats.as_dict()["requests"].values())
     core.close()
     return w, c, reqs
 
 
-def write(bucket: str, endpoint: str, mode: str, data: bytes, cache: str) -> dict[str, float]:
+def write(bucket: str, endpoint: str, mode: str, data: bytes, cache: str,
+          chunk: int = MiB) -> dict[str, float]:
     core = _core(bucket, endpoint, cache, mode)
-    w, c, reqs = _timed(core, lambda c: inprocess.write_file(c, "big", data))
+    w, c, reqs = _timed(core, lambda c: inprocess.write_file(c, "big", data, chunk=chunk))
     return {"w_s": round(w, 2), "w_cpu": round(c, 2), "w_reqs": reqs}
 
 
@@ -82,13 +90,22 @@ def read(bucket: str, endpoint: str, mode: str, data: bytes, cache: str) -> dict
             "r_reqs": reqs}
 
 
+def _size(text: str) -> int:
+    unit = {"k": 1024, "m": MiB}.get(text[-1].lower())
+    return int(float(text[:-1]) * unit) if unit else int(text)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", default="256M")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--modes", default="plain,s3ec")
+    ap.add_argument("--no-read", action="store_true", help="the write only")
+    ap.add_argument("--chunk", default="1M",
+                    help="write call size (writes of 256K or less are made on the trio thread)")
     args = ap.parse_args()
-    size = int(float(args.size[:-1]) * MiB) if args.size[-1] in "Mm" else int(args.size)
+    size = _size(args.size)
+    chunk = _size(args.chunk)
     from s3encfs.mount import _fixed_mmap_threshold
     from s3encfs.server import REGION, SeaweedS3
 
@@ -109,9 +126,10 @@ def main() -> None:
                     res = {"round": r, "mode": mode, "mib": size // MiB,
                            "load": round(os.getloadavg()[0], 1),
                            **write(bucket, server.endpoint, mode, data,
-                                   os.path.join(tmp, f"w-{bucket}")),
-                           **read(bucket, server.endpoint, mode, data,
-                                  os.path.join(tmp, f"r-{bucket}"))}
+                                   os.path.join(tmp, f"w-{bucket}"), chunk),
+                           **({} if args.no_read else
+                              read(bucket, server.endpoint, mode, data,
+                                   os.path.join(tmp, f"r-{bucket}")))}
                     print(res, flush=True)
         finally:
             server.stop()

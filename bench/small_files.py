@@ -190,8 +190,8 @@ COUNTED = {  # (module path, attribute): what a client-mode file costs in crypto
     "wrap": ("s3encfs.crypto.envelope", "wrap_data_key"),
     "seal_attrs": ("s3encfs.crypto.envelope", "seal_attrs"),
     "open_attrs": ("s3encfs.crypto.envelope", "open_attrs"),
-    "seal_blob": ("s3encfs.crypto.envelope", "seal_blob"),
-    "open_blob": ("s3encfs.crypto.envelope", "open_blob"),
+    "seal_blob": ("s3encfs.crypto.blobs", "seal_blob"),
+    "open_blob": ("s3encfs.crypto.blobs", "open_blob"),
 }
 
 

@@ -16,7 +16,7 @@ sealed by a `SlotCipher`; a codec that must not leave plaintext at rest returns 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class IntegrityError(Exception):
@@ -87,6 +87,11 @@ class ObjectCipher(Protocol):
 
     def encrypt_segment(self, index: int, plaintext: bytes, last: bool) -> bytes: ...
 
+    def encrypt_segment_into(self, index: int, plaintext: bytes | memoryview, last: bool,
+                             out: memoryview) -> int:
+        """`encrypt_segment`'s bytes written at the start of `out`; how many."""
+        ...
+
     def decrypt_segment(self, index: int, data: bytes | memoryview, last: bool) -> bytes:
         """Raises IntegrityError on any mismatch (wrong object, index, last flag, key, bit flip).
         `data` may be a view into a cached block (client-mode reads do not copy it first)."""
@@ -100,7 +105,31 @@ class SlotCipher(Protocol):
 
     def seal(self, file_id: str, index: int, plaintext: bytes) -> bytes: ...
 
+    def seal_into(self, file_id: str, index: int, plaintext: bytes | memoryview,
+                  out: bytearray) -> int:
+        """`seal`'s bytes written at the start of `out`; how many."""
+        ...
+
     def open(self, file_id: str, index: int, data: bytes) -> bytes: ...
+
+    def open_into(self, file_id: str, index: int, data: bytes | memoryview,
+                  out: bytearray | memoryview) -> int:
+        """`open`'s plaintext written at the start of `out`; how many bytes."""
+        ...
+
+    # a whole slot holds the bytes the object's cipher seals for that segment (the journal
+    # row of such a staging file says so: replay must open it with the row's data key)
+    whole_slots_are_segments: bool
+
+    def for_content(self, cipher: Any, previous: Any = None) -> SlotCipher:
+        """The slot cipher for a file version whose object `cipher` seals (`previous`: the
+        slot cipher its staging file had before)."""
+        ...
+
+    def copies_as(self, cipher: Any, data: memoryview) -> bool:
+        """Whether the slot bytes `data` go into the object as they are (a segment that is not
+        the last, sealed by `cipher`)."""
+        ...
 
 
 class Codec(Protocol):
@@ -163,13 +192,39 @@ class IdentitySlots:
     def seal(self, file_id: str, index: int, plaintext: bytes) -> bytes:
         return plaintext
 
+    def seal_into(self, file_id: str, index: int, plaintext: bytes | memoryview,
+                  out: bytearray) -> int:
+        n = len(plaintext)
+        out[:n] = plaintext
+        return n
+
     def open(self, file_id: str, index: int, data: bytes) -> bytes:
         return data
+
+    def open_into(self, file_id: str, index: int, data: bytes | memoryview,
+                  out: bytearray | memoryview) -> int:
+        n = len(data)
+        memoryview(out)[:n] = data
+        return n
+
+    whole_slots_are_segments = False
+
+    def for_content(self, cipher: Any, previous: Any = None) -> SlotCipher:
+        return self
+
+    def copies_as(self, cipher: Any, data: memoryview) -> bool:
+        return False
 
 
 class IdentityCipher:
     def encrypt_segment(self, index: int, plaintext: bytes, last: bool) -> bytes:
         return plaintext
+
+    def encrypt_segment_into(self, index: int, plaintext: bytes | memoryview, last: bool,
+                             out: memoryview) -> int:
+        n = len(plaintext)
+        out[:n] = plaintext
+        return n
 
     def decrypt_segment(self, index: int, data: bytes | memoryview, last: bool) -> bytes:
         return data if isinstance(data, bytes) else bytes(data)

@@ -1,7 +1,7 @@
 """`check` and `rekey` without ``--key``: use the keyring's master key the bucket records.
 
 The keycheck blob's header names, in clear, the id of the master key that sealed it (see
-`crypto/envelope.seal_blob`; `rekey` re-seals it with the current key). That id is only a hint:
+`crypto/blobs.seal_blob`; `rekey` re-seals it with the current key). That id is only a hint:
 the key is still proven by opening the keycheck (`mount.check_master_key`), so a tampered header
 can at worst pick a key that is then refused. No keycheck, or a key given: nothing is chosen
 and the command keeps its default (``default``).
@@ -63,7 +63,7 @@ def _keycheck_key_id(cfg: Any, bucket: str, prefix: str) -> str | None:
         body, _info = store.get(prefix + KEYCHECK)
     except NotFound:
         return None
-    from s3encfs.crypto.envelope import blob_key_id
+    from s3encfs.crypto.blobs import blob_key_id
 
     return blob_key_id(body)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from typing import Any
 
 from s3encfs.codec import SlotCipher
 
@@ -79,6 +80,19 @@ def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
         offset += n
 
 
+_scratch = threading.local()
+
+
+def scratch(name: str, size: int) -> bytearray:
+    """This thread's reusable buffer `name` of at least `size` bytes (its contents are
+    whatever the thread last left there)."""
+    buf: bytearray | None = getattr(_scratch, name, None)
+    if buf is None or len(buf) < size:
+        buf = bytearray(size)
+        setattr(_scratch, name, buf)
+    return buf
+
+
 class StagingPool:
     """Emptied staging files, kept open for the next new file instead of unlinked (issue 16).
 
@@ -141,17 +155,46 @@ class StagingFile:
         self.fd = fd if fd is not None else os.open(path, flags, 0o600)
         self._lock = threading.Lock()
 
-    def write_segment(self, index: int, plaintext: bytes) -> None:
+    def write_segment(self, index: int, plaintext: bytes | memoryview) -> None:
         """Store a whole segment (padded to segment_size with zeros)."""
         if len(plaintext) < self.segment_size:
             plaintext = bytes(plaintext) + bytes(self.segment_size - len(plaintext))
-        sealed = self.cipher.seal(self.file_id, index, plaintext)
-        pwrite_all(self.fd, sealed, index * self.slot)
+        if self.cipher.overhead == 0:
+            pwrite_all(self.fd, plaintext, index * self.slot)
+            return
+        buf = scratch("seal", self.slot)  # sealed into this thread's buffer, then written
+        n = self.cipher.seal_into(self.file_id, index, plaintext, buf)
+        pwrite_all(self.fd, memoryview(buf)[:n], index * self.slot)
 
     def write_plain_span(self, offset: int, data: bytes | memoryview) -> None:
         """Fast path for identity slots: the staging file is the plaintext itself."""
         assert self.cipher.overhead == 0
         pwrite_all(self.fd, data, offset)
+
+    def read_segment_into(self, index: int, out: bytearray) -> memoryview:
+        """`read_segment` into `out` (at least segment_size bytes): a view of its first
+        segment_size bytes. For uploads: no new buffer per segment read and opened."""
+        dst = memoryview(out)[:self.segment_size]
+        if self.cipher.overhead == 0:
+            n = os.preadv(self.fd, [dst], index * self.slot)
+        else:
+            raw = memoryview(scratch("open", self.slot))[:self.slot]
+            got = os.preadv(self.fd, [raw], index * self.slot)
+            if got < self.cipher.overhead:
+                raise OSError(f"staging file {self.path} is short at segment {index}")
+            n = self.cipher.open_into(self.file_id, index, raw[:got], dst)
+        if n < self.segment_size:  # a short read (past the end) or a short sealed slot
+            dst[n:] = bytes(self.segment_size - n)
+        return dst
+
+    def read_sealed_into(self, index: int, out: memoryview, cipher: Any) -> bool:
+        """Read slot `index` into `out` (one slot long) when its bytes are, as they are, the
+        object bytes `cipher` seals for that segment (not the last; client mode's ObjectSlots):
+        True. False: `out` holds nothing to use (open the slot and seal the segment instead)."""
+        if not self.cipher.whole_slots_are_segments:
+            return False
+        return os.preadv(self.fd, [out], index * self.slot) == self.slot == len(out) and \
+            self.cipher.copies_as(cipher, out)
 
     def read_segment(self, index: int) -> bytes:
         data = os.pread(self.fd, self.slot, index * self.slot)

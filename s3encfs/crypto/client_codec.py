@@ -3,26 +3,24 @@
 from __future__ import annotations
 
 import os
-import struct
 import threading
 import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from s3encfs.codec import Codec, IntegrityError, SegmentGeometry, SlotCipher
 from s3encfs.lru import CIPHER_CACHE, LruDict
 
+from . import blobs
 from . import envelope as env
 from .names import NameCipher, PlainNames
+from .slots import SHORT_OVERHEAD, StagingSlots, meaningful_len
+
+__all__ = ["SHORT_OVERHEAD", "ClientCodec", "StagingSlots", "meaningful_len"]
 
 SLOT_KEY_FILE = "slot.key"
 ATTRS_CACHE = 2048  # opened attrs kept (~1 KB each): more than the largest directory of W4
 _SLOT_PURPOSE = "cache-slot-key"
-_SLOT_INFO = b"s3encfs/v1/slot"
-_SLOT_AAD = struct.Struct(">Q")
 
 
 class ClientCodec:
@@ -159,10 +157,10 @@ class ClientCodec:
 
     # -- blobs
     def seal_blob(self, purpose: str, data: bytes) -> bytes:
-        return env.seal_blob(self.keys, purpose, data)
+        return blobs.seal_blob(self.keys, purpose, data)
 
     def open_blob(self, purpose: str, data: bytes) -> bytes:
-        return env.open_blob(self.keys, purpose, data)
+        return blobs.open_blob(self.keys, purpose, data)
 
     # -- names
     def encode_name(self, parent: str, name: str) -> str:
@@ -227,89 +225,6 @@ def load_or_create_slot_key(codec: ClientCodec, cache_dir: str) -> bytes:
             os.unlink(tmp)
         return key
     raise IntegrityError(f"{path}: could not create or read the cache key")
-
-
-_SHORT_AAD = b"s3encfs/v2/slot-short\x00"
-_SLOT_LEN = struct.Struct(">I")
-SHORT_OVERHEAD = _SLOT_LEN.size + env.SEGMENT_OVERHEAD  # 32
-_ZEROS = {n: bytes(n) for n in (4096, 256)}
-
-
-def meaningful_len(data: bytes) -> int:
-    """len(data.rstrip(b"\0")) without scanning zeros byte by byte (5 us, not 77, for 63 KiB
-    of them): whole zero blocks compared from the end, then one short rstrip."""
-    end = len(data)
-    for n, zeros in _ZEROS.items():
-        while end >= n and data[end - n:end] == zeros:
-            end -= n
-    lo = max(0, end - 256)
-    return lo + len(data[lo:end].rstrip(b"\0"))
-
-
-class StagingSlots:
-    """SlotCipher: AES-256-GCM under a per-file subkey, one random nonce per seal.
-
-    A slot holds one segment, as `nonce || AES-GCM(plain, aad=be64(index))` (S + 28 bytes), or,
-    when the segment ends in zeros (a small file's only segment), just its meaningful bytes:
-    `be32(n) || nonce || AES-GCM(plain[:n], aad=label || be64(index) || be32(n))` (n + 32
-    bytes; `open` returns the n bytes, `StagingFile` pads them). A 1 KB file then seals, writes
-    and reads 1 KB of staging, not 64 KiB. Slots of either form open; both bind index and length
-    (slots written before this form are whole slots).
-
-    The per-file subkey (HKDF(cache key, file_id)) bounds how many random nonces one key sees
-    to the writes of one staging file, however long the cache key lives."""
-
-    overhead = env.SEGMENT_OVERHEAD
-
-    def __init__(self, cache_key: bytes, max_cached: int = 256) -> None:
-        self._key = cache_key
-        self._aeads: LruDict[str, AESGCM] = LruDict(max_cached)
-        self._lock = threading.Lock()  # seal/open run in worker threads
-
-    def _aead(self, file_id: str) -> AESGCM:
-        with self._lock:
-            aead = self._aeads.get(file_id)
-            if aead is not None:
-                return aead
-        info = _SLOT_INFO + b"\x00" + file_id.encode("utf-8", "surrogateescape")
-        aead = AESGCM(env.hkdf(self._key, info))
-        with self._lock:
-            self._aeads[file_id] = aead
-        return aead
-
-    def seal(self, file_id: str, index: int, plaintext: bytes) -> bytes:
-        nonce = env.random_bytes(env.NONCE)
-        aead = self._aead(file_id)
-        n = meaningful_len(plaintext)
-        if n + SHORT_OVERHEAD <= len(plaintext) + self.overhead:
-            head = _SLOT_LEN.pack(n)
-            return head + nonce + aead.encrypt(nonce, plaintext[:n],
-                                               _SHORT_AAD + _SLOT_AAD.pack(index) + head)
-        return nonce + aead.encrypt(nonce, plaintext, _SLOT_AAD.pack(index))
-
-    def open(self, file_id: str, index: int, data: bytes | memoryview) -> bytes:
-        view = memoryview(data)
-        aead = self._aead(file_id)
-        if len(view) >= SHORT_OVERHEAD:
-            n = _SLOT_LEN.unpack_from(view)[0]
-            end = SHORT_OVERHEAD + n
-            if end <= len(view):
-                head = bytes(view[:_SLOT_LEN.size])
-                try:
-                    plain = aead.decrypt(view[4:4 + env.NONCE], view[4 + env.NONCE:end],
-                                         _SHORT_AAD + _SLOT_AAD.pack(index) + head)
-                except InvalidTag:
-                    pass  # a whole slot whose nonce happens to read as a length
-                else:
-                    return plain  # without its trailing zeros (StagingFile adds them)
-        if len(view) < self.overhead:
-            raise IntegrityError(f"staging slot {index} of {file_id} truncated")
-        try:
-            return aead.decrypt(view[: env.NONCE], view[env.NONCE :], _SLOT_AAD.pack(index))
-        except InvalidTag:
-            raise IntegrityError(
-                f"staging slot {index} of {file_id} failed authentication"
-            ) from None
 
 
 if TYPE_CHECKING:  # mypy proves ClientCodec satisfies the Codec protocol

@@ -49,11 +49,7 @@ MAX_ATTRS_VALUE = 1800
 KEY_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 
 _WRAP_INFO = b"s3encfs/v1/wrap"
-_BLOB_INFO = b"s3encfs/v1/blob"
 _ATTRS_AAD = b"s3encfs/v1/attrs\x00"
-_BLOB_MAGIC = b"S3EB"
-_BLOB_ZERO_NONCE = bytes(NONCE)
-_BLOB_SALT = 16
 _SEG_AAD = struct.Struct(">B16sQ?")  # version, object id, segment index, last flag
 # v2 key schedule: a constant salt, the diversifier (purpose + object id) in `info`
 V2_SALT = hashlib.sha256(b"s3encfs/v2/salt").digest()
@@ -243,34 +239,60 @@ class SegmentCipher:
     def _aad(self, index: int, last: bool) -> bytes:
         return _SEG_AAD.pack(self.version, self.oid, index, last)
 
-    def encrypt_segment(self, index: int, plaintext: bytes, last: bool) -> bytes:
-        n = len(plaintext)
+    def _check(self, index: int, n: int, last: bool) -> None:
         if n > self.segment_size or (not last and n != self.segment_size):
             raise ValueError(
                 f"segment {index}: {n} bytes (segment size {self.segment_size}, last={last})"
             )
         if n == 0 and index:
             raise ValueError("only segment 0 may be empty")
+
+    def encrypt_segment(self, index: int, plaintext: bytes, last: bool) -> bytes:
+        self._check(index, len(plaintext), last)
         nonce = random_bytes(NONCE)
         return nonce + self._aead.encrypt(nonce, plaintext, self._aad(index, last))
 
+    def encrypt_segment_into(self, index: int, plaintext: bytes | memoryview, last: bool,
+                             out: memoryview) -> int:
+        """`encrypt_segment` written at the start of `out`; its length (len + 28). An upload
+        part is sealed into one buffer this way, not as a new bytes per segment joined."""
+        n = len(plaintext)
+        self._check(index, n, last)
+        nonce = random_bytes(NONCE)
+        out[:NONCE] = nonce
+        self._aead.encrypt_into(nonce, plaintext, self._aad(index, last),
+                                out[NONCE:NONCE + n + TAG])
+        return n + SEGMENT_OVERHEAD
+
     def decrypt_segment(self, index: int, data: bytes | memoryview, last: bool) -> bytes:
-        n = len(data)
-        full = n == self.segment_size + SEGMENT_OVERHEAD
-        if (
-            n < SEGMENT_OVERHEAD
-            or n > self.segment_size + SEGMENT_OVERHEAD
-            or (not last and not full)
-        ):
-            raise IntegrityError(f"segment {index} has invalid length {n} (truncated?)")
-        view = memoryview(data)
+        view = self._sealed(index, data, last)
         try:
             return self._aead.decrypt(view[:NONCE], view[NONCE:], self._aad(index, last))
         except InvalidTag:
-            raise IntegrityError(
-                f"segment {index} (last={last}) failed authentication: tampered, truncated, "
-                "reordered or from another object"
-            ) from None
+            raise self._failed(index, last) from None
+
+    def decrypt_segment_into(self, index: int, data: bytes | memoryview, last: bool,
+                             out: memoryview) -> int:
+        """`decrypt_segment`'s plaintext at the start of `out`; its length (on IntegrityError
+        `out` holds nothing to use)."""
+        view = self._sealed(index, data, last)
+        n = len(view) - SEGMENT_OVERHEAD
+        try:
+            self._aead.decrypt_into(view[:NONCE], view[NONCE:], self._aad(index, last), out[:n])
+        except InvalidTag:
+            raise self._failed(index, last) from None
+        return n
+
+    def _sealed(self, index: int, data: bytes | memoryview, last: bool) -> memoryview:
+        n, full = len(data), self.segment_size + SEGMENT_OVERHEAD
+        if n < SEGMENT_OVERHEAD or n > full or (not last and n != full):
+            raise IntegrityError(f"segment {index} has invalid length {n} (truncated?)")
+        return memoryview(data)
+
+    @staticmethod
+    def _failed(index: int, last: bool) -> IntegrityError:
+        return IntegrityError(f"segment {index} (last={last}) failed authentication: tampered, "
+                              "truncated, reordered or from another object")
 
 
 def encrypt_object(cipher: SegmentCipher, plaintext: bytes) -> bytes:
@@ -342,58 +364,4 @@ def open_attrs(cipher: SegmentCipher, value: str, path: str = "") -> dict[str, s
     return {str(k): str(v) for k, v in attrs.items()}
 
 
-# ---------------------------------------------------------------- blobs
-
-
-def _blob_header(key_id: str) -> bytes:
-    kid = key_id.encode("ascii")
-    return _BLOB_MAGIC + bytes([BLOB_VERSION, len(kid)]) + kid
-
-
-def _blob_aad(header: bytes, purpose: str) -> bytes:
-    return header + b"\x00" + purpose.encode("utf-8")
-
-
-def seal_blob(keys: MasterKeys, purpose: str, data: bytes) -> bytes:
-    """magic | version | len(kid) | kid | salt(16) | AESGCM(HKDF(master, salt), nonce 0)(data).
-
-    The key is fresh per blob (random salt), so the fixed zero nonce is used exactly once."""
-    header = _blob_header(keys.current)
-    salt = random_bytes(_BLOB_SALT)
-    key = hkdf(keys.get(keys.current), _BLOB_INFO, salt=salt)
-    return header + salt + AESGCM(key).encrypt(_BLOB_ZERO_NONCE, data, _blob_aad(header, purpose))
-
-
-def blob_key_id(data: bytes) -> str | None:
-    """The master key id a blob's header names, unauthenticated (a hint for choosing a key;
-    `open_blob` proves it), or None when `data` is not a blob."""
-    if len(data) < 6 or data[:4] != _BLOB_MAGIC or data[4] != BLOB_VERSION:
-        return None
-    try:
-        return data[6:6 + data[5]].decode("ascii") or None
-    except UnicodeDecodeError:
-        return None
-
-
-def open_blob(keys: MasterKeys, purpose: str, data: bytes) -> bytes:
-    if len(data) < 6 or data[:4] != _BLOB_MAGIC:
-        raise IntegrityError(f"not an s3encfs blob ({purpose})")
-    if data[4] != BLOB_VERSION:
-        raise IntegrityError(f"unsupported blob version {data[4]}")
-    end = 6 + data[5]
-    body_start = end + _BLOB_SALT
-    if len(data) < body_start + TAG:
-        raise IntegrityError(f"blob ({purpose}) truncated")
-    try:
-        key_id = data[6:end].decode("ascii")
-    except UnicodeDecodeError:
-        raise IntegrityError("blob header has an invalid key id") from None
-    header = data[:end]
-    key = hkdf(keys.get(key_id), _BLOB_INFO, salt=data[end:body_start])
-    try:
-        return AESGCM(key).decrypt(_BLOB_ZERO_NONCE, data[body_start:], _blob_aad(header, purpose))
-    except InvalidTag:
-        raise IntegrityError(
-            f"blob ({purpose}) failed authentication with master key {key_id!r}: "
-            "wrong key, wrong purpose or tampered"
-        ) from None
+# blobs (`seal_blob`, `open_blob`, `blob_key_id`): crypto/blobs.py

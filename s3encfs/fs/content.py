@@ -35,8 +35,6 @@ class LocalContent(Reader):
         if node.content is not None:
             return node.content
         file_id = secrets.token_hex(12)
-        staging = StagingFile(os.path.join(self.staging_dir, file_id), file_id,
-                              self.seg.segment_size, self.slots, pool=self.staging_pool)
         if node.obj is not None and node.corrupt is None:
             cipher = self.cipher_for(node.obj)
             meta = dict(node.obj.meta)
@@ -48,6 +46,10 @@ class LocalContent(Reader):
             cipher, meta = self.codec.new_object()
             base, base_segs = None, 0
         cipher_meta = self._cipher_meta(meta)
+        # client mode: whole slots are sealed as this version's own segments (ObjectSlots)
+        staging = StagingFile(os.path.join(self.staging_dir, file_id), file_id,
+                              self.seg.segment_size, self.slots.for_content(cipher),
+                              pool=self.staging_pool)
         node.content = Content(staging, cipher, cipher_meta, base, base_segs,
                                token=identity.new_token())
         return node.content
@@ -192,6 +194,9 @@ class LocalContent(Reader):
             if self.codec.fresh_key_per_version:  # the next upload is a new version
                 c.cipher, fresh = self.codec.new_object()
                 c.cipher_meta = self._cipher_meta(fresh)
+            # the next version's slots are sealed with its own key (reads in flight of the
+            # landed version's slots still open them: the previous key is kept)
+            c.staging.cipher = self.slots.for_content(c.cipher, c.staging.cipher)
             node.content = c
             node.content = None if not c.writers and not node.open_count else c
         else:
@@ -233,10 +238,12 @@ def _write_segments(c: Content, src: SegmentSource, S: int, off: int, data: byte
         was_dirty = i in c.dirty
         if fast and (full or was_dirty or not src.base_backed(i)):
             c.staging.write_plain_span(a, chunk)
+        elif full:  # sealed straight from the caller's buffer
+            c.staging.write_segment(i, chunk)
         else:
-            cur = bytearray(src.plain(i)) if not full else bytearray(S)
+            cur = bytearray(src.plain(i))
             cur[a - s0:b - s0] = chunk
-            c.staging.write_segment(i, bytes(cur))
+            c.staging.write_segment(i, memoryview(cur))
         if not was_dirty:
             c.dirty.add(i)
 

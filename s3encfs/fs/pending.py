@@ -26,6 +26,8 @@ class PendingRows(FsState):
             data.update({"token": c.token, "file_id": c.staging.file_id, "dirty": c.dirty.to_hex(),
                          "base": c.base.to_json() if c.base else None,
                          "base_segs": c.base_segs, "cipher_meta": c.cipher_meta})
+            if c.staging.cipher.whole_slots_are_segments:  # sealed under cipher_meta's key
+                data["object_slots"] = True
         elif node.obj is not None:
             data["obj"] = node.obj.to_json()
             # nothing left to copy: S3 has these attrs; only the parent's index may lag

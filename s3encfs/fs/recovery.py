@@ -76,8 +76,9 @@ class Recovery(Upload):
             log.error("replay: the pending data of %r is gone from the cache; nothing is "
                       "uploaded for it", "/".join(parts))
             return
-        staging = StagingFile(path, data["file_id"], self.seg.segment_size, self.slots,
-                              create=True)
+        slots = self.slots.for_content(self.codec.open_object(data["cipher_meta"])) \
+            if data.get("object_slots") else self.slots  # whole slots under the row's key
+        staging = StagingFile(path, data["file_id"], self.seg.segment_size, slots, create=True)
         base = ObjectRef.from_json(data["base"]) if data.get("base") else None
         cipher = self.cipher_for(base) if base is not None else \
             self.codec.open_object(data["cipher_meta"])

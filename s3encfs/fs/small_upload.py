@@ -43,7 +43,7 @@ async def upload_owned(uploader: Uploader, store: ObjectStore, codec: Codec, job
     if body is None:
         return await run(threaded)
     try:
-        etag = await store.aput(job.key, body, job.meta, **Uploader._conditions(job))
+        etag = await store.aput(job.key, bytes(body), job.meta, **Uploader._conditions(job))
     except (store_errors.PreconditionFailed, store_errors.NotFound):
         if job.expect_any:
             raise

@@ -98,7 +98,7 @@ class FsState:
         self.slots = codec.slot_cipher(cfg.cache_dir)
         self.streamer = Streamer(StreamDeps(
             store, self.journal, self.run, self.key_of, self.object_meta, lambda: self.nursery,
-            self.seg.segment_size, cfg.part_segments), cfg.upload_concurrency)
+            self.seg.segment_size, cfg.part_segments, self.seg.overhead), cfg.upload_concurrency)
         self.limiter = trio.CapacityLimiter(cfg.s3_threads)
         self._ciphers: dict[tuple[str, str], ObjectCipher] = LruDict(CIPHER_CACHE)  # s3encfs/lru.py
         self._init_node_table(cfg)

@@ -18,6 +18,7 @@ import trio
 
 from s3encfs.fs.identity import new_token
 from s3encfs.fs.nodes import Content
+from s3encfs.fs.uploader import seal_staged
 from s3encfs.store.errors import NotFound
 
 if TYPE_CHECKING:
@@ -56,6 +57,7 @@ class StreamDeps:
     nursery: Callable[[], trio.Nursery | None]  # None before the mount starts
     segment_size: int
     part_segments: int
+    overhead: int = 0  # the object format's bytes per segment beyond its plaintext
 
 
 # streamed parts in flight, whatever `upload_concurrency` (which small files need high at WAN
@@ -118,15 +120,12 @@ class Streamer:
                         deps.journal.set_kv(f"mpu:{st.upload_id}", st.key)
                 first, stop = k * st.per, (k + 1) * st.per
                 cipher, staging = c.cipher, c.staging
-
-                def body() -> bytes:
-                    return b"".join(cipher.encrypt_segment(i, staging.read_segment(i), False)
-                                    for i in range(first, stop))
-
                 upload_id = st.upload_id
 
                 def send() -> str:
-                    return deps.store.upload_part(st.key, upload_id, number, body())
+                    body = seal_staged(cipher, staging, first, stop, deps.segment_size +
+                                       deps.overhead)
+                    return deps.store.upload_part(st.key, upload_id, number, body)
 
                 etag = await deps.run(send)
                 if number not in st.invalid:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from s3encfs.cache.blocks import BlockCache
-from s3encfs.cache.staging import DirtySet, StagingFile
+from s3encfs.cache.staging import DirtySet, StagingFile, scratch
 from s3encfs.codec import ObjectCipher, SegmentGeometry
 from s3encfs.fs.nodes import ObjectRef
 from s3encfs.store.errors import UploadRestart
@@ -146,6 +146,24 @@ class SegmentSource:
         return bytes(self.geometry.segment_size)
 
 
+def seal_staged(cipher: ObjectCipher, staging: StagingFile, first: int, stop: int,
+                stride: int) -> bytearray:
+    """The object bytes of full, non-last segments [first, stop), all dirty in `staging`,
+    sealed into one buffer: each read into and opened in this thread's scratch buffer and
+    encrypted in place in the part (a streamed part is 128 of them)."""
+    out = bytearray((stop - first) * stride)
+    view, plain, pos = memoryview(out), scratch("plain", staging.segment_size), 0
+    for i in range(first, stop):
+        if staging.read_sealed_into(i, view[pos:pos + stride], cipher):  # as it is staged
+            pos += stride
+            continue
+        pos += cipher.encrypt_segment_into(i, staging.read_segment_into(i, plain), False,
+                                           view[pos:])
+    if pos != len(out):
+        raise ValueError(f"sealed part: {pos} bytes, {len(out)} expected")
+    return out
+
+
 class Uploader:
     def __init__(self, store: ObjectStore, blocks: BlockCache, geometry: SegmentGeometry,
                  segs_per_block: int, part_segments: int, pool: ThreadPoolExecutor,
@@ -177,19 +195,42 @@ class Uploader:
                 and self.geometry.segment_plain_len(i, src.base.plain_size)
                 == self.geometry.segment_plain_len(i, size))
 
-    def _encoded(self, job: UploadJob, src: SegmentSource, i: int, nseg: int) -> bytes:
-        if self._reusable(src, i, job.size, nseg):
-            return src.base_raw(i, run=4)
-        plen = self.geometry.segment_plain_len(i, job.size)
-        pt = src.plain(i, run=4)[:plen]
-        return job.cipher.encrypt_segment(i, pt, i == nseg - 1)
+    def _body(self, job: UploadJob, src: SegmentSource, first: int, end: int,
+              nseg: int) -> bytearray:
+        """The object bytes of segments [first, end) in one buffer: base bytes reused as they
+        are, every other segment sealed in place (staged ones read and opened in this thread's
+        scratch buffer), not a new bytes per segment joined."""
+        g = self.geometry
+        out = bytearray(sum(g.segment_plain_len(i, job.size) for i in range(first, end))
+                        + (end - first) * g.overhead)
+        view, plain, pos = memoryview(out), scratch("plain", g.segment_size), 0
+        for i in range(first, end):
+            if self._reusable(src, i, job.size, nseg):
+                raw = src.base_raw(i, run=4)
+                view[pos:pos + len(raw)] = raw
+                pos += len(raw)
+                continue
+            plen = g.segment_plain_len(i, job.size)
+            if src.staging is not None and i in src.dirty:
+                if plen == g.segment_size and i < nseg - 1 and src.staging.read_sealed_into(
+                        i, view[pos:pos + g.stride], job.cipher):  # sent as it is staged
+                    pos += g.stride
+                    continue
+                pt: bytes | memoryview = src.staging.read_segment_into(i, plain)[:plen]
+            else:
+                pt = src.plain(i, run=4)[:plen]
+            pos += job.cipher.encrypt_segment_into(i, pt, i == nseg - 1, view[pos:])
+        if pos != len(out):
+            raise ValueError(f"{job.key}: sealed {pos} bytes of {len(out)} for segments "
+                             f"{first}-{end}")
+        return out
 
     def part_plan(self, nseg: int) -> list[tuple[int, int]]:
         per = max(self.part_segments, -(-nseg // MAX_PARTS))
         per = -(-per // self.k) * self.k  # parts hold whole cache blocks
         return [(s, min(s + per, nseg)) for s in range(0, nseg, per)]
 
-    def small_body(self, job: UploadJob, limit: int) -> bytes | None:
+    def small_body(self, job: UploadJob, limit: int) -> bytearray | None:
         """The body of a new file's single PUT when it is at most `limit` bytes, else None.
         Reads only the staging file (no base object, so no S3 read): cheap enough for the trio
         thread, which then awaits the PUT with no worker thread (fs/small_upload.py)."""
@@ -201,7 +242,7 @@ class Uploader:
         if len(self.part_plan(nseg)) > 1:
             return None
         src = SegmentSource(geometry, self.blocks, self.k, None, None, 0, job.dirty, job.staging)
-        return b"".join(self._encoded(job, src, i, nseg) for i in range(nseg))
+        return self._body(job, src, 0, nseg, nseg)
 
     def upload(self, job: UploadJob) -> ObjectRef:
         try:
@@ -220,7 +261,7 @@ class Uploader:
         if len(plan) <= 1 or obj_size < 2 * self.part_segments * geometry.stride:
             if job.stream is not None:
                 self._abort(job.key, job.stream.upload_id)
-            body = b"".join(self._encoded(job, src, i, nseg) for i in range(nseg))
+            body = bytes(self._body(job, src, 0, nseg, nseg))  # (the CRT's PUT takes bytes)
             etag = self.store.put(job.key, body, job.meta, **self._conditions(job))
             return ObjectRef(job.key, etag, len(body), job.size, dict(job.meta))
         upload_id, streamed = self._multipart_start(job, plan, nseg)
@@ -290,5 +331,5 @@ class Uploader:
                 self.geometry.segment_plain_len(end - 1, job.size)
             return self.store.upload_part_copy(job.key, upload_id, number, src.base.key,
                                                start, stop, src_etag=src.base.etag)
-        body = b"".join(self._encoded(job, src, i, nseg) for i in range(first, end))
-        return self.store.upload_part(job.key, upload_id, number, body)
+        return self.store.upload_part(job.key, upload_id, number,
+                                      self._body(job, src, first, end, nseg))

@@ -1,0 +1,203 @@
+"""Client mode seals into buffers it reuses, not a new bytes per segment (issue 10/16: W1).
+
+A staged 64 KiB segment was sealed into a fresh ciphertext, prefixed with its nonce (a second
+buffer and a copy), and an upload read each slot back into a new buffer, opened it into
+another, sealed that into a fourth and a fifth and joined 128 of them into a part. The same
+bytes now come from one part buffer and per-thread scratch buffers: what is checked here is
+that the bytes (the formats, docs/FORMAT.md) are unchanged and that the buffers are gone.
+"""
+
+from __future__ import annotations
+
+import struct
+import tracemalloc
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from s3encfs.cache.staging import DirtySet, StagingFile
+from s3encfs.codec import IdentityCodec, IntegrityError
+from s3encfs.crypto import envelope as env
+from s3encfs.crypto.client_codec import ClientCodec, StagingSlots
+from s3encfs.fs.uploader import Uploader, UploadJob
+
+K1 = bytes(range(32))
+SEG = 64 * 1024
+NONCE = bytes(range(100, 112))
+
+
+@pytest.fixture
+def fixed_nonce(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(env, "random_bytes",
+                        lambda n: NONCE if n == env.NONCE else bytes(range(n)))
+
+
+def _slot_key(file_id: str) -> bytes:
+    return env.hkdf(K1, b"s3encfs/v1/slot\x00" + file_id.encode())  # FORMAT.md, staging slots
+
+
+def test_slots_sealed_into_a_buffer_are_the_documented_forms(fixed_nonce: None) -> None:
+    slots = StagingSlots(K1)
+    aead = AESGCM(_slot_key("f1"))
+    whole = bytes(range(256)) * (SEG // 256)
+    out = bytearray(SEG + 100)
+    n = slots.seal_into("f1", 7, memoryview(whole), out)
+    assert bytes(out[:n]) == NONCE + aead.encrypt(NONCE, whole, struct.pack(">Q", 7))
+    assert slots.seal("f1", 7, whole) == bytes(out[:n])
+    short = b"abc" + bytes(SEG - 3)
+    n = slots.seal_into("f1", 7, short, out)
+    head = struct.pack(">I", 3)
+    assert bytes(out[:n]) == head + NONCE + aead.encrypt(
+        NONCE, b"abc", b"s3encfs/v2/slot-short\x00" + struct.pack(">Q", 7) + head)
+    plain = bytearray(SEG)
+    assert slots.open_into("f1", 7, bytes(out[:n]), plain) == 3 and plain[:3] == b"abc"
+    sealed = slots.seal("f1", 7, whole)
+    assert slots.open_into("f1", 7, sealed, plain) == SEG and plain == whole
+    for fid, idx, data in [("f2", 7, sealed), ("f1", 8, sealed), ("f1", 7, sealed[:-1])]:
+        with pytest.raises(IntegrityError):
+            slots.open_into(fid, idx, data, plain)
+
+
+def test_a_segment_encrypted_into_a_buffer_is_encrypt_segment(fixed_nonce: None) -> None:
+    cipher, _meta = ClientCodec({"k1": K1}, "k1").new_object()
+    data = bytes(range(256)) * (SEG // 256)
+    out = memoryview(bytearray(2 * SEG))
+    for i, pt, last in [(0, data, False), (3, data[:100], True), (0, b"", True)]:
+        n = cipher.encrypt_segment_into(i, memoryview(pt), last, out)
+        assert bytes(out[:n]) == cipher.encrypt_segment(i, pt, last)
+        assert cipher.decrypt_segment(i, out[:n], last) == pt
+    with pytest.raises(ValueError):  # a short segment that is not the last
+        cipher.encrypt_segment_into(1, data[:100], False, out)
+
+
+def _job(codec: Any, staging: StagingFile, size: int) -> UploadJob:
+    cipher, meta = codec.new_object()
+    dirty = DirtySet()
+    for i in range(codec.geometry.segment_count(size)):
+        dirty.add(i)
+    return UploadJob("k", size, dirty, staging, cipher, meta, None, None, 0)
+
+
+@pytest.mark.parametrize("mode", ["plain", "client"])
+def test_an_upload_body_is_built_in_one_buffer(tmp_path: Path, mode: str) -> None:
+    codec: Any = IdentityCodec() if mode == "plain" else ClientCodec({"k1": K1}, "k1")
+    staging = StagingFile(str(tmp_path / "st"), "f1", SEG, codec.slot_cipher(str(tmp_path)))
+    data = (bytes(range(256)) * 4 * 1024 * 9)[:128 * SEG - 1000]  # 128 segments, a short last
+    for i in range(0, len(data), SEG):
+        staging.write_segment(i // SEG, data[i:i + SEG])
+    job = _job(codec, staging, len(data))
+    pool = ThreadPoolExecutor(1)
+    uploader = Uploader(None, None, codec.geometry, 16, 128, pool)  # type: ignore[arg-type]
+    uploader.small_body(job, 16 << 20)  # this thread's scratch buffers exist from here on
+    tracemalloc.start()
+    try:
+        body = uploader.small_body(job, 16 << 20)
+        _now, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        pool.shutdown()
+    assert body is not None and len(body) == codec.geometry.object_size(len(data))
+    # one body's worth and little more: a bytes per segment joined (or a sealed copy of each)
+    # peaked at twice the body
+    assert peak < len(body) + 4 * SEG, (peak, len(body))
+    opened = env.decrypt_object(job.cipher, bytes(body)) if mode == "client" else bytes(body)  # type: ignore[arg-type]
+    assert opened == data
+
+
+def test_a_staged_write_allocates_no_buffer_per_slot(tmp_path: Path) -> None:
+    staging = StagingFile(str(tmp_path / "st"), "f1", SEG, StagingSlots(K1))
+    data = bytes(range(256)) * (SEG // 256)
+    staging.write_segment(0, data)  # the scratch buffer
+    tracemalloc.start()
+    try:
+        for i in range(1, 17):
+            staging.write_segment(i, data)
+        _now, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < SEG // 2, peak  # was a 64 KiB ciphertext and its 64 KiB nonce-prefixed copy
+    plain = bytearray(SEG)
+    staging.write_segment(17, memoryview(data))  # a FUSE write's buffer, sealed as it is
+    for i in range(18):
+        assert staging.read_segment(i) == data
+        assert staging.read_segment_into(i, plain) == data
+    staging.remove()
+
+
+def test_a_big_files_whole_slots_go_up_as_they_are_staged(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """ObjectSlots: a whole slot is the object's own segment, so the upload copies it instead of
+    opening it and sealing the segment again (two of the three AES-GCM passes of a big write)."""
+    codec = ClientCodec({"k1": K1}, "k1")
+    cipher, _meta = codec.new_object()
+    slots = codec.slot_cipher(str(tmp_path)).for_content(cipher)
+    assert slots.whole_slots_are_segments
+    staging = StagingFile(str(tmp_path / "st"), "f1", SEG, slots)
+    data = (bytes(range(256)) * 4 * 1024 * 9)[:40 * SEG - 1000]  # 40 segments, a short last
+    for i in range(0, len(data), SEG):
+        staging.write_segment(i // SEG, data[i:i + SEG])
+    job = _job(codec, staging, len(data))
+    job.cipher = cipher
+    sealed: list[int] = []
+    real = env.SegmentCipher.encrypt_segment_into
+    monkeypatch.setattr(env.SegmentCipher, "encrypt_segment_into",
+                        lambda self, i, *a: sealed.append(i) or real(self, i, *a))
+    body = Uploader(None, None, codec.geometry, 16, 128, None).small_body(  # type: ignore[arg-type]
+        job, 16 << 20)
+    assert body is not None and sealed == [39]  # only the last segment is sealed again
+    stride = SEG + env.SEGMENT_OVERHEAD
+    with open(tmp_path / "st", "rb") as f:
+        assert bytes(body[:39 * stride]) == f.read(39 * stride)  # the staged bytes as they are
+    assert env.decrypt_object(cipher, bytes(body)) == data
+    other, _meta = codec.new_object()  # another version's cipher copies nothing
+    job.cipher, sealed[:] = other, []
+    assert env.decrypt_object(other, bytes(Uploader(  # type: ignore[arg-type]
+        None, None, codec.geometry, 16, 128, None).small_body(job, 16 << 20) or b"")) == data
+    assert sealed == list(range(40))
+
+
+def test_object_slots_open_across_versions_and_forms(tmp_path: Path) -> None:
+    codec = ClientCodec({"k1": K1}, "k1")
+    base = StagingSlots(K1)
+    v1, _m1 = codec.new_object()
+    v2, _m2 = codec.new_object()
+    v3, _m3 = codec.new_object()
+    one = base.for_content(v1)
+    whole = bytes(range(256)) * (SEG // 256)
+    sealed = one.seal("f1", 5, whole)
+    assert len(sealed) == SEG + 28 and v1.decrypt_segment(5, sealed, False) == whole
+    assert one.copies_as(v1, memoryview(sealed)) and not one.copies_as(v2, memoryview(sealed))
+    short = one.seal("f1", 5, b"tiny" + bytes(SEG - 4))
+    assert len(short) == 4 + 32 and one.open("f1", 5, short) == b"tiny"
+    padded = short + sealed[len(short):]  # a short slot before stale bytes: never copied
+    assert not one.copies_as(v1, memoryview(padded)) and one.open("f1", 5, padded) == b"tiny"
+    old_form = base.seal("f1", 5, whole)  # a whole slot under the slot key (before this)
+    assert one.open("f1", 5, old_form) == whole  # (never copied: such a file has no marker)
+    two = one.for_content(v2, one)  # an open file's next version; a read in flight of v1's
+    assert two.open("f1", 5, sealed) == whole and two.seal("f1", 5, whole) != sealed
+    three = two.for_content(v3, two)
+    for slots, fid, idx in [(three, "f1", 5), (one, "f1", 6), (one, "f2", 5)]:
+        with pytest.raises(IntegrityError):  # two versions back, another index, another file
+            slots.open(fid, idx, sealed if fid == "f1" else short)
+
+
+def test_a_zero_padded_segment_in_a_view_is_measured_as_fast_as_bytes() -> None:
+    """A partial write's segment reaches the slot cipher as a memoryview; comparing a view with
+    bytes goes item by item (15x slower than bytes for a 1 KB file's 63 KiB of zeros)."""
+    import time
+
+    from s3encfs.crypto.slots import meaningful_len
+
+    seg = bytearray(SEG)
+    seg[:1000] = b"x" * 1000
+    timings = []
+    for data in (bytes(seg), memoryview(seg)):
+        assert meaningful_len(data) == 1000
+        t = time.process_time()
+        for _ in range(300):
+            meaningful_len(data)
+        timings.append(time.process_time() - t)
+    assert timings[1] < 4 * timings[0] + 0.01, timings
