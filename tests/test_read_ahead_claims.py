@@ -116,3 +116,34 @@ def test_an_awaiting_caller_still_gets_its_blocks_on_disk_first(tmp_path: Path) 
     assert blocks.where("k", "e", 1) == "mem"
     blocks._mem.clear()
     assert blocks.where("k", "e", 0) == blocks.where("k", "e", 1) == "disk"
+
+
+def test_claims_of_read_ahead_stopped_before_its_gets_are_failed_not_left_pending(
+        s3server: Any, bucket: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A reader waiting on a claimed run must not hang when the run's task never sends its GET
+    (cancelled while waiting for a download slot, e.g. at unmount): its waiters get an error."""
+    for k, v in s3server.env().items():
+        monkeypatch.setenv(k, v)
+    data = os.urandom(20 * MiB)
+    run_core(plain_or_client_core(s3server.endpoint, bucket, "none", tmp_path / "w"),
+             lambda c: write_file(c, "f", data))
+    core = plain_or_client_core(s3server.endpoint, bucket, "none", tmp_path / "r")
+    claimed: list[Any] = []
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            core.start(nursery)
+            node = await core.lookup(core.root, "f")
+            for _ in range(int(core.prefetch_limiter.total_tokens)):  # every slot busy
+                await core.prefetch_limiter.acquire_on_behalf_of(object())
+            core._prefetch(node.obj, 0, 16)
+            claimed.extend(core.blocks._inflight.values())
+            await trio.sleep(0.05)
+            assert claimed and not any(f.done() for f in claimed)  # waiting for a slot
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    core.close()
+    assert len(claimed) == 16
+    assert all(f.done() and isinstance(f.exception(), OSError) for f in claimed)
+    assert not core.blocks._inflight

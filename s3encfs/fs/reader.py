@@ -258,10 +258,11 @@ class Reader(DirPrefetch):
                 if fetched:  # in the slot: it bounds the runs held in memory (RSS)
                     await self.blocks.write_behind(key, etag, fetched)
         except BaseException as exc:  # cancelled before its GET: its waiters must not hang
-            if claimed:
-                self.blocks.fail_claim(key, etag, claimed, exc)
-            if pending:
-                self.blocks.fail_claim(key, etag, pending, exc)
+            why = exc if isinstance(exc, Exception) else \
+                OSError(errno.ECANCELED, "read-ahead stopped before its GET")
+            for owned in (claimed, pending):
+                if owned:
+                    self.blocks.fail_claim(key, etag, owned, why)
             raise
 
     async def readlink(self, node: Node) -> str:
