@@ -156,6 +156,9 @@ def test_no_plaintext_in_cache_dir(bucket: str, s3: Any, mount_factory: Any) -> 
     for name, data in files.items():
         assert (m.mountpoint / name).read_bytes() == data
     blocks = m.cache_dir / "blocks"
+    deadline = time.monotonic() + 30  # a reader does not wait for the disk-tier copy
+    while dir_bytes(blocks) < len(files["big.bin"]) and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert dir_bytes(blocks) >= len(files["big.bin"]), "block cache not used?"
     assert grep_dir(m.cache_dir, MARK) == [], "plaintext in the cache dir (block cache)"
     m.umount()

@@ -13,6 +13,8 @@ from functools import partial
 
 import trio
 
+from s3encfs.cache.blocks import Claim
+from s3encfs.cache.memtier import Block
 from s3encfs.codec import IntegrityError
 from s3encfs.fs.dirprefetch import DirPrefetch
 from s3encfs.fs.nodes import Node, ObjectRef
@@ -117,8 +119,9 @@ class Reader(DirPrefetch):
         per_block = self.seg.segment_size * self.cfg.segs_per_block
         first, last = off // per_block, (end - 1) // per_block
         for b in range(first, last + 1):  # a block in flight is waited for, not fetched again
+            # the reader waits for its bytes, not for their disk-tier copy
             await self.blocks.aget_block(obj.key, obj.etag, obj.obj_size, b,
-                                         run=max(run, last - b + 1))
+                                         run=max(run, last - b + 1), wait_disk=False)
 
     def _prefetch_whole(self, node: Node, obj: ObjectRef) -> None:
         """A file read at random offsets: fetch all of it in parallel (what makes random reads
@@ -128,7 +131,7 @@ class Reader(DirPrefetch):
             return
         nblocks = -(-obj.obj_size // self.block_bytes)
         pushing = self.pages.start(node, obj)
-        self._prefetch(obj, 0, nblocks)
+        self._prefetch(obj, 0, nblocks, claim=False)
         if pushing and self.nursery is not None:  # the blocks already local: push them now
             local = [b for b in range(nblocks) if (obj.key, obj.etag, b) not in self._prefetching]
             self.nursery.start_soon(background, self._push_blocks, obj, local)
@@ -163,9 +166,17 @@ class Reader(DirPrefetch):
         if src.base is not None:
             src.base_range(lo, hi)
 
-    def _prefetch(self, obj: ObjectRef, first_block: int, window: int) -> None:
+    def _prefetch(self, obj: ObjectRef, first_block: int, window: int, *,
+                  claim: bool = True) -> None:
+        """Fetch the missing blocks of [first_block, first_block + window) in runs of RA_GET.
+        `claim` (a sequential reader's window, on the CRT): each run is claimed in the block
+        cache here, so the reader that gets to one of its blocks first waits for that GET
+        instead of sending one of its own. Unclaimed (the whole-file fetch: a random reader
+        must not wait behind a whole file's queue of GETs), a run is claimed only when its
+        GET can start, and then only its blocks that are still missing."""
         if self.nursery is None:
             return
+        claim = claim and self.store.awaitable_reads
         last_block = (obj.obj_size - 1) // self.block_bytes if obj.obj_size else -1
         end = min(first_block + window, last_block + 1)
         ident = (obj.key, obj.etag)
@@ -185,9 +196,11 @@ class Reader(DirPrefetch):
                 run += 1
             if run < RA_GET and b + run == end and end <= last_block:
                 break  # a short run cut by the window's end: wait and fetch it in one full GET
+            claimed = self.blocks.claim_run(obj.key, obj.etag, obj.obj_size, b, run) \
+                if claim else None
             for i in range(b, b + run):
                 self._prefetching.add((obj.key, obj.etag, i))
-            self.nursery.start_soon(background, self._prefetch_one, obj, b, run)
+            self.nursery.start_soon(background, self._prefetch_one, obj, b, run, claimed)
             b += run
         if len(self._advised) > 1000:
             self._advised.clear()
@@ -201,12 +214,11 @@ class Reader(DirPrefetch):
             return "mem"
         return self.blocks.where(obj.key, obj.etag, b)
 
-    async def _prefetch_one(self, obj: ObjectRef, block: int, run: int) -> None:
+    async def _prefetch_one(self, obj: ObjectRef, block: int, run: int,
+                            claimed: Claim | None = None) -> None:
         try:
             if self.store.awaitable_reads:  # on the CRT: no worker thread parked on the GET
-                async with self.prefetch_limiter:
-                    await self.blocks.aget_block(obj.key, obj.etag, obj.obj_size, block,
-                                                 run=run)
+                await self._fetch_run(obj, block, run, claimed)
             else:
                 await trio.to_thread.run_sync(
                     partial(self.blocks.get_block, obj.key, obj.etag, obj.obj_size, block,
@@ -218,6 +230,40 @@ class Reader(DirPrefetch):
             for i in range(block, block + run):
                 self._prefetching.discard((obj.key, obj.etag, i))
         await self._push_blocks(obj, list(range(block, block + run)))
+
+    async def _fetch_run(self, obj: ObjectRef, block: int, run: int,
+                         claimed: Claim | None) -> None:
+        """GETs of the blocks of [block, block + run) not yet local: those `claimed` already,
+        else those still missing once a `prefetch_limiter` slot is free (a block a reader
+        fetched meanwhile is skipped, not the rest of the run with it). The slot is held until
+        the disk-tier write of what it fetched is done: it bounds the fetched runs held in
+        memory (with it released first, a slow disk let them pile up: W2 peak RSS 352 MiB)."""
+        key, etag, size = obj.key, obj.etag, obj.obj_size
+        pending: Claim = []
+        fetched: list[tuple[int, Block]] = []
+        try:
+            async with self.prefetch_limiter:
+                if claimed is not None:
+                    pending = claimed
+                    if claimed:
+                        fetched = await self.blocks.afetch_claimed(key, etag, size, claimed)
+                else:
+                    b = block
+                    while b < block + run:
+                        pending = self.blocks.claim_run(key, etag, size, b, block + run - b)
+                        if pending:
+                            fetched += await self.blocks.afetch_claimed(key, etag, size, pending)
+                            b = pending[-1][0]
+                        b += 1
+                if fetched:  # in the slot: it bounds the runs held in memory (RSS)
+                    await self.blocks.write_behind(key, etag, fetched)
+        except BaseException as exc:  # cancelled before its GET: its waiters must not hang
+            why = exc if isinstance(exc, Exception) else \
+                OSError(errno.ECANCELED, "read-ahead stopped before its GET")
+            for owned in (claimed, pending):
+                if owned:
+                    self.blocks.fail_claim(key, etag, owned, why)
+            raise
 
     async def readlink(self, node: Node) -> str:
         if node.link_target is None:
