@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+from pathlib import Path
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -224,7 +225,8 @@ def main() -> None:
     ap.add_argument("--endpoint")
     ap.add_argument("--rtt-ms", type=float, default=0.0,
                     help="put bench/latency.py of --proxy-tree between us and the server")
-    ap.add_argument("--proxy-tree", default="/work/wt/i16-bench")
+    ap.add_argument("--proxy-tree", default=str(Path(__file__).resolve().parent.parent),
+                    help="the checkout whose bench/latency.py runs (default: this one)")
     ap.add_argument("--ra-window", type=int, help="fs.reader.RA_WINDOW (blocks)")
     ap.add_argument("--ra-get", type=int, help="fs.reader.RA_GET (blocks per read-ahead GET)")
     ap.add_argument("--dl", type=int, help="download_concurrency (read-ahead GETs in flight)")
