@@ -23,7 +23,6 @@ import sys
 import tempfile
 import threading
 import time
-from pathlib import Path
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
