@@ -15,6 +15,7 @@ METRIC: dict[str, tuple[str, bool, str]] = {
     "W4": ("seconds", False, "rsync tree until durable"),
     "W5": ("seconds", False, "rsync again, fresh mount"),
     "W6": ("seconds", False, "stat tree, fresh mount"),
+    "W4v": ("seconds", False, "W4 into a versioned bucket"),
     "W6a": ("seconds", False, "stat tree, --as-of mount"),
     "M1": ("mbps", True, "mem: big write until durable"),
     "M2": ("seconds", False, "mem: ls -f of a big dir"),

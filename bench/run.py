@@ -36,7 +36,7 @@ from bench.workloads import MEMORY, MIB, WORKLOADS, Plan, Result, Runner
 ALL_PEERS = ["s3encfs-plain", "s3encfs-client", "s3encfs-s3ec",
              "s3fs", "rclone", "rclone-tuned", "rclone-crypt"]
 # the workloads of a set with latency (the issue's 20 ms targets, and the W7 ceiling): W3's
-# psync random reads only measure one RTT per read for everyone, W6a is s3encfs-only
+# psync random reads only measure one RTT per read for everyone, W4v and W6a are s3encfs-only
 WAN_WORKLOADS = ["W1", "W2", "W4", "W5", "W6", "W7"]
 SRC_CACHE = Path("/var/tmp/s3encfs-bench-src")  # random source files, generated once
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
@@ -243,7 +243,7 @@ def run_ceiling(bs: BenchSet, plan: Plan, workdir: Path) -> None:
                 log(f"  {w}: {r.to_json()}")
 
 
-TREE = ("W4", "W5", "W6", "W6a")
+TREE = ("W4", "W5", "W6", "W4v", "W6a")
 
 
 def run_peer(bs: BenchSet, name: str, plan: Plan, work: list[str], extra: dict[str, Any]) -> None:

@@ -11,6 +11,9 @@ write, the mtime setattr, flush, release, chmod, rename onto the name, lookup â€
 CPU is the process's (`time.process_time`: trio, S3 workers, the CRT's threads); SeaweedFS runs
 in other processes and is not counted. `--count` counts the client codec's crypto calls per
 file (key derivations, AES contexts, name encryptions/decryptions, attribute seals/opens).
+`--versioned both` runs each mode on an unversioned, then a versioned bucket; each line has the
+server's CPU over the run (`server_cpu_s`); env `BENCH_UNCONDITIONAL=1` mounts with conditional
+writes off (to tell what `If-None-Match` costs the server).
 """
 
 from __future__ import annotations
@@ -113,8 +116,9 @@ def one_run(endpoint: str, bucket: str, cache: str, mode: str,
     from s3encfs.store.s3 import ObjectStore
 
     store = ObjectStore(bucket, endpoint_url=endpoint, region=REGION, s3_client="crt")
-    core = FsCore(store, codec_for(mode), "", FsConfig(cache_dir=cache, uid=CTX.uid,
-                                                       gid=CTX.gid))
+    core = FsCore(store, codec_for(mode), "", FsConfig(
+        cache_dir=cache, uid=CTX.uid, gid=CTX.gid,
+        conditional_writes=os.environ.get("BENCH_UNCONDITIONAL") != "1"))
 
     async def main() -> None:
         await core.replay()
@@ -129,7 +133,7 @@ def one_run(endpoint: str, bucket: str, cache: str, mode: str,
             await core.flush_all()
             nursery.cancel_scope.cancel()
 
-    c = time.process_time()
+    c, w, srv = time.process_time(), time.monotonic(), server_cpu()
     ru = resource.getrusage(resource.RUSAGE_SELF)
     if prof is not None:
         others = profile_threads()
@@ -138,6 +142,12 @@ def one_run(endpoint: str, bucket: str, cache: str, mode: str,
     else:
         trio.run(main)
     cpu = time.process_time() - c
+    COUNTS.clear()
+    COUNTS.update({"wall_s": round(time.monotonic() - w, 2),
+                   "server_cpu_s": round(server_cpu() - srv, 2),
+                   "journal_writes": core.journal.writes,
+                   "loop_passes": core.stats.get("upload_loop_passes", 0),
+                   "uploads": core.stats.get("uploads", 0)})
     THREADS.clear()
     THREADS.update(thread_cpu())
     ru2 = resource.getrusage(resource.RUSAGE_SELF)
@@ -150,8 +160,23 @@ def one_run(endpoint: str, bucket: str, cache: str, mode: str,
 
 
 PROFILES: list[cProfile.Profile] = []
+COUNTS: dict[str, float] = {}  # wall seconds and the core's counters of the last run
 SWITCHES = [0, 0]  # voluntary, involuntary context switches of the last run
 THREADS: dict[str, float] = {}  # CPU seconds by thread name (digits dropped) of the last run
+
+
+def server_cpu() -> float:
+    """CPU seconds of this process's child processes so far (the SeaweedFS server), Linux."""
+    tick, me, total = os.sysconf("SC_CLK_TCK"), str(os.getpid()), 0.0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            text = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        rest = text[text.rindex(")") + 2:].split()
+        if rest[1] == me:
+            total += (int(rest[11]) + int(rest[12])) / tick
+    return total
 
 
 def thread_cpu() -> dict[str, float]:
@@ -239,6 +264,9 @@ def main() -> None:
     ap.add_argument("--profile", type=int, default=0, help="print the top N functions")
     ap.add_argument("--count", action="store_true")
     ap.add_argument("--dump", help="with --profile: also write pstats to DUMP.<mode>.<round>")
+    ap.add_argument("--versioned", default="no", choices=("no", "yes", "both"),
+                    help="bucket versioning; both: each mode on an unversioned, then a "
+                         "versioned bucket, alternating")
     args = ap.parse_args()
     files = tree_files(Path(args.tree), args.files)
     counts = count_calls() if args.count else None
@@ -252,16 +280,22 @@ def main() -> None:
         s3 = boto3.client("s3", endpoint_url=endpoint, region_name=REGION)
         try:
             for r in range(args.rounds):
-                for mode in args.modes.split(","):
-                    bucket = f"small-{mode}-{r}-{os.getpid()}"
+                for mode, vers in [(m, v) for m in args.modes.split(",") for v in
+                                   {"no": [False], "yes": [True], "both": [False, True]}[
+                                       args.versioned]]:
+                    bucket = f"small-{mode}-{'v' if vers else 'u'}{r}-{os.getpid()}"
                     s3.create_bucket(Bucket=bucket)
+                    if vers:
+                        s3.put_bucket_versioning(
+                            Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
                     prof = cProfile.Profile(time.thread_time) if args.profile else None
                     if counts is not None:
                         counts.clear()
                     cpu = one_run(endpoint, bucket, os.path.join(tmp, bucket), mode, files, prof)
-                    line = {"round": r, "mode": mode, "files": len(files),
+                    line = {"round": r, "mode": mode, "versioned": vers, "files": len(files),
                             "cpu_ms_per_file": round(cpu / len(files) * 1000, 3),
                             "load": os.getloadavg()[0]}
+                    line.update(COUNTS)
                     line["csw_per_file"] = [round(x / len(files), 1) for x in SWITCHES]
                     line["threads_cpu_s"] = {k: round(v, 2) for k, v in THREADS.items()}
                     if counts:
@@ -275,7 +309,7 @@ def main() -> None:
                         PROFILES.clear()
                         st.sort_stats("tottime").print_stats(args.profile)
                         if args.dump:
-                            st.dump_stats(f"{args.dump}.{mode}.{r}")
+                            st.dump_stats(f"{args.dump}.{mode}{'.v' if vers else ''}.{r}")
         finally:
             gen.close()
 

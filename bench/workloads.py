@@ -22,7 +22,7 @@ from bench.netpath import Meter
 from bench.peers import BenchError, Peer
 
 MIB = 1024 * 1024
-WORKLOADS = ["W1", "W2", "W2b", "W3", "W4", "W5", "W6", "W6a", "W7"]
+WORKLOADS = ["W1", "W2", "W2b", "W3", "W4", "W5", "W6", "W4v", "W6a", "W7"]
 MEMORY = ["M1", "M2"]
 
 
@@ -156,6 +156,7 @@ class Runner:
         self.have_big = False
         self.have_rand = False
         self.have_tree = False
+        self.versioned_done_at = 0.0  # W4v's end: the time W6a's --as-of view shows
 
     def guarded(self, name: str, fn: Callable[[], Result]) -> Result:
         self.log(f"  {self.peer.name} {name} …")
@@ -193,20 +194,30 @@ class Runner:
                     out.pop(k, None)
         if "W3" in selected:
             out["W3"] = self.guarded("W3", self.w3)
-        if {"W4", "W5", "W6", "W6a"} & set(selected):
-            if "W6a" in selected and self.peer.name.startswith("s3encfs"):
-                self.peer.ctx.s3.put_bucket_versioning(  # W6a needs the tree's history
-                    Bucket=self.peer.bucket, VersioningConfiguration={"Status": "Enabled"})
+        if {"W4", "W5", "W6"} & set(selected):
             res = self.guarded("W4", self.w4)
             if "W4" in selected:
                 out["W4"] = res
-            for k, fn in (("W5", self.w5), ("W6", self.w6), ("W6a", self.w6a)):
+            for k, fn in (("W5", self.w5), ("W6", self.w6)):
                 if k in selected:
                     out[k] = (
                         self.guarded(k, fn)
                         if self.have_tree
                         else Result(status="skipped", note="W4 failed")
                     )
+        versioned = [k for k in ("W4v", "W6a") if k in selected]
+        if versioned and not self.peer.name.startswith("s3encfs"):
+            out.update({k: Result(status="skipped", note="s3encfs only") for k in versioned})
+        elif versioned:
+            # W4 into a versioned bucket of its own: the peers' W4 buckets are not versioned,
+            # so neither is ours (a versioned bucket's cost is this figure); W6a reads its
+            # history
+            res = self.guarded("W4v", self.w4v)
+            if "W4v" in selected:
+                out["W4v"] = res
+            if "W6a" in selected:
+                out["W6a"] = (self.guarded("W6a", self.w6a) if self.versioned_done_at
+                              else Result(status="skipped", note="W4v failed"))
         return out
 
     def run_memory(self, many_bucket: str | None) -> dict[str, Result]:
@@ -320,8 +331,28 @@ class Runner:
 
     def w4(self) -> Result:
         """`rsync -a TREE/ MNT/inc/` until durable."""
+        res = self._rsync_tree(self.peer.bucket)
+        self.have_tree = True
+        return res
+
+    @property
+    def versioned_bucket(self) -> str:
+        return self.peer.bucket + "-ver"
+
+    def w4v(self) -> Result:
+        """W4 into a fresh bucket with versioning enabled (s3encfs only): the history W6a
+        reads, and what backing up into a versioned bucket costs."""
+        s3, bucket = self.peer.ctx.s3, self.versioned_bucket
+        with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+            s3.create_bucket(Bucket=bucket)
+        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+        res = self._rsync_tree(bucket)
+        self.versioned_done_at = time.time()
+        return res
+
+    def _rsync_tree(self, bucket: str) -> Result:
         dl = self.deadline()
-        mnt = self.cold_mount()
+        mnt = self.cold_mount(bucket)
         t0 = time.monotonic()
         run(
             ["rsync", "-a", f"{self.plan.tree}/", f"{mnt}/inc/"],
@@ -332,10 +363,8 @@ class Runner:
         warn = rsync_warning()
         rss = self.durable_unmount(dl)
         secs = time.monotonic() - t0
-        self.tree_done_at = time.time()
         n = self.tree_count()
-        objects = len(list_sizes(self.peer))
-        self.have_tree = True
+        objects = len(list_sizes(self.peer, bucket))
         return Result(
             seconds=secs,
             items=n,
@@ -379,21 +408,23 @@ class Runner:
         return Result(seconds=secs, items=int(out.strip() or 0), peak_rss_mib=rss)
 
     def w6a(self) -> Result:
-        """W6 through a read-only `--as-of` mount of the time W4 finished (s3encfs only).
-        The view lists every version of the tree while the mount starts, so both it and a
-        normal cold mount are timed from the mount command to the end of the walk."""
-        if not self.peer.name.startswith("s3encfs") or not getattr(self, "tree_done_at", 0):
-            return Result(status="skipped", note="s3encfs only, after W4")
+        """W6 through a read-only `--as-of` mount of the time W4v finished (s3encfs only), in
+        W4v's versioned bucket. The view lists every version of the tree while the mount
+        starts, so both it and a normal cold mount are timed from the mount command to the
+        end of the walk."""
+        if not self.peer.name.startswith("s3encfs") or not self.versioned_done_at:
+            return Result(status="skipped", note="s3encfs only, after W4v")
         dl = self.deadline()
         times: dict[str, tuple[float, float]] = {}
         out = ""
         rss = 0.0
-        for kind, extra in (("normal", []), ("as-of", ["--as-of", f"@{self.tree_done_at}"])):
+        for kind, extra in (("normal", []),
+                            ("as-of", ["--as-of", f"@{self.versioned_done_at}"])):
             self.peer.extra_args = extra
             try:
                 drop_caches()
                 t0 = time.monotonic()
-                mnt = self.peer.mount()
+                mnt = self.peer.mount(self.versioned_bucket)
                 up = time.monotonic() - t0
                 secs, out = run(f"find '{mnt}/inc' -print0 | xargs -0 stat --format=%s | wc -l",
                                 self.peer, self.left(dl))

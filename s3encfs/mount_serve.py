@@ -3,6 +3,7 @@ and the clean stop (flush everything, then unmount)."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -19,6 +20,9 @@ from s3encfs.fs.nodecap import NodeTrimmer, node_cap
 from s3encfs.statusinfo import enrich
 
 log = logging.getLogger("s3encfs.mount")
+# the cyclic collector's thresholds while serving: a young collection every 10,000 container
+# allocations instead of 700, older ones 20x rarer each (docs/INTERNALS.md, "Garbage collection")
+GC_THRESHOLDS = (10_000, 20, 20)
 
 
 async def serve(core: Any, cfg: MountConfig, ready_fd: int | None) -> int:
@@ -44,6 +48,7 @@ async def serve(core: Any, cfg: MountConfig, ready_fd: int | None) -> int:
 async def _start_services(nursery: trio.Nursery, core: Any, cfg: MountConfig,
                           ready_fd: int | None) -> trio.Event:
     """Everything a mount runs beside the FUSE loop; returns the event set when the loop ends."""
+    tune_gc()
     core.start(nursery)
     memstats.start_tracing()
     trimmer = NodeTrimmer(core, node_cap())  # fs/nodecap.py: memory bounded by a cap
@@ -55,6 +60,17 @@ async def _start_services(nursery: trio.Nursery, core: Any, cfg: MountConfig,
     if sdnotify.watchdog_interval():
         nursery.start_soon(sdnotify.watchdog_loop, lambda: not fuse_done.is_set())
     return fuse_done
+
+
+def tune_gc() -> None:
+    """What the mount holds once it is up (botocore's models, the CRT, modules: ~80,000
+    objects) goes out of the collector's reach (`gc.freeze`), and collections get rarer: an
+    rsync of 8,000 small files ran ~740 young and 6 full collections, 1.1 s of CPU (~5 % of
+    the process), 0.09 s after.  Cycles are still collected; young garbage is mostly freed by
+    reference counts before any collection sees it."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def _control_server(core: Any, cfg: MountConfig, trimmer: NodeTrimmer) -> ControlServer:

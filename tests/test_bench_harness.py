@@ -112,3 +112,63 @@ def test_meter_counts_one_workload_through_the_proxy_process(tmp_path: Path) -> 
     assert got["s3_requests"] == 5 and got["s3_connections"] == 2
     assert got["cpu_s"] == 0.5 and got["cpu_ms_per_req"] == 100.0
     assert "fuse_requests" not in got and got["proxy_cpu_s"] >= 0
+
+
+def test_w4_runs_on_an_unversioned_bucket_and_w4v_on_its_own_versioned_one() -> None:
+    """W4 is compared with peers whose buckets are not versioned, so ours is not either: W4v
+    rsyncs into a versioned bucket of its own (the figure that keeps that cost visible) and
+    W6a's --as-of view reads that bucket's history."""
+    from bench.workloads import Result, Runner
+
+    class S3:
+        class exceptions:
+            BucketAlreadyOwnedByYou = KeyError
+
+        def __init__(self) -> None:
+            self.versioned: list[str] = []
+            self.created: list[str] = []
+
+        def create_bucket(self, Bucket: str) -> None:
+            self.created.append(Bucket)
+
+        def put_bucket_versioning(self, Bucket: str, VersioningConfiguration: dict) -> None:
+            assert VersioningConfiguration == {"Status": "Enabled"}
+            self.versioned.append(Bucket)
+
+    def runner(name: str) -> tuple[Runner, S3, list[tuple[str, str]]]:
+        s3, calls = S3(), []
+        peer = SimpleNamespace(name=name, bucket=f"bench-{name}", ctx=SimpleNamespace(s3=s3),
+                               proc=None)
+        r = Runner(peer, plan=None, log=lambda _m: None)  # type: ignore[arg-type]
+
+        def rsync(bucket: str) -> Result:
+            calls.append(("rsync", bucket))
+            return Result(seconds=1.0)
+
+        def walk(kind: str) -> Result:
+            calls.append((kind, r.versioned_bucket if kind == "W6a" else peer.bucket))
+            return Result(seconds=1.0)
+
+        r._rsync_tree = rsync  # type: ignore[method-assign]
+        r.w5 = lambda: walk("W5")  # type: ignore[method-assign]
+        r.w6 = lambda: walk("W6")  # type: ignore[method-assign]
+        r.w6a = lambda: walk("W6a")  # type: ignore[method-assign]
+        return r, s3, calls
+
+    r, s3, calls = runner("s3encfs-plain")
+    out = r.run_all(["W4", "W5", "W6", "W4v", "W6a"])
+    assert calls == [("rsync", "bench-s3encfs-plain"), ("W5", "bench-s3encfs-plain"),
+                     ("W6", "bench-s3encfs-plain"), ("rsync", "bench-s3encfs-plain-ver"),
+                     ("W6a", "bench-s3encfs-plain-ver")]
+    assert s3.versioned == ["bench-s3encfs-plain-ver"]  # never W4's bucket
+    assert {k: v.status for k, v in out.items()} == dict.fromkeys(
+        ("W4", "W5", "W6", "W4v", "W6a"), "ok")
+
+    r, s3, calls = runner("s3encfs-client")
+    assert set(r.run_all(["W6a"])) == {"W6a"}  # W6a alone still builds its history first
+    assert calls == [("rsync", "bench-s3encfs-client-ver"), ("W6a", "bench-s3encfs-client-ver")]
+
+    r, s3, calls = runner("rclone")
+    out = r.run_all(["W4", "W4v", "W6a"])
+    assert calls == [("rsync", "bench-rclone")] and s3.versioned == []
+    assert out["W4v"].status == out["W6a"].status == "skipped"

@@ -96,3 +96,24 @@ def test_aput_held_request_times_out_and_is_retried(s3server, proxy, bucket, mon
     assert st.get("t/x")[0] == body
     assert proxy.stats()["faults"].get("timeout") == 1
     assert took < 15  # the held request was given up after ~1 s idle, not after 20 s
+
+
+def test_aput_sees_a_sent_request_through_when_its_caller_is_cancelled(s3server, proxy, bucket,
+                                                                       monkeypatch):
+    """Like a ``to_thread`` call, a PUT that was sent is waited for even when the caller's
+    scope is cancelled meanwhile: nothing lands in S3 after its caller gave up on it."""
+    st = _store(s3server, proxy, bucket, monkeypatch)
+    body = secrets.token_bytes(5_000)
+    proxy.add_fault(Fault(kind="hold", op="PutObject", count=1, delay=1.5))
+
+    async def main() -> tuple[list[str], float]:
+        got: list[str] = []
+        start = trio.current_time()
+        with trio.move_on_after(0.2):
+            got.append(await st.aput("s/x", body, {}))
+        return got, trio.current_time() - start
+
+    got, took = trio.run(main)
+    assert got and took >= 1.4  # the cancel at 0.2 s waited for S3's answer (held 1.5 s)
+    assert st.get("s/x")[0] == body
+    assert proxy.count("PutObject") == 1
