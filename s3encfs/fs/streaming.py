@@ -18,6 +18,8 @@ import trio
 
 from s3encfs.fs.identity import new_token
 from s3encfs.fs.nodes import Content
+from s3encfs.fs.uploader import staged_range
+from s3encfs.store.bodies import FileRange
 from s3encfs.store.errors import NotFound
 
 if TYPE_CHECKING:
@@ -118,8 +120,13 @@ class Streamer:
                         deps.journal.set_kv(f"mpu:{st.upload_id}", st.key)
                 first, stop = k * st.per, (k + 1) * st.per
                 cipher, staging = c.cipher, c.staging
+                S = deps.segment_size
+                rng = staged_range(deps.store, cipher, staging, c.dirty, S, first, stop,
+                                   stop * S)  # plain mode: the CRT reads the staging file
 
-                def body() -> bytes:
+                def body() -> bytes | FileRange:
+                    if rng is not None:
+                        return rng
                     return b"".join(cipher.encrypt_segment(i, staging.read_segment(i), False)
                                     for i in range(first, stop))
 
