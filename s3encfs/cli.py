@@ -2,19 +2,66 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
 from s3encfs import __version__
 from s3encfs.errors_cli import OneLineGroup
 
+# The subcommands kept in their own modules, imported only when one of them runs (or `--help`
+# and the man page list them): importing them all made `s3encfs umount`, which every durable
+# unmount waits for, cost 0.7 s of CPU (boto3, the keyring, trio) before it did anything.
+# A module that cannot be imported (an optional dependency missing) leaves its command out.
+LAZY_COMMANDS = {
+    "key": ("s3encfs.keys.cli", "key"), "config": ("s3encfs.config_check", "config"),
+    "status": ("s3encfs.control_cli", "status"), "flush": ("s3encfs.control_cli", "flush"),
+    "backup": ("s3encfs.backup", "backup"), "rekey": ("s3encfs.rekey", "rekey"),
+    "info": ("s3encfs.info", "info"), "check": ("s3encfs.check", "check"),
+    "versions": ("s3encfs.versions", "versions"), "restore": ("s3encfs.restore", "restore"),
+    "mounts": ("s3encfs.mounts", "mounts_cmd"), "ls": ("s3encfs.browse", "ls_cmd"),
+    "cat": ("s3encfs.browse", "cat_cmd"), "get": ("s3encfs.browse", "get_cmd"),
+}
 
-@click.group(cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(OneLineGroup):
+    """`OneLineGroup` whose `LAZY_COMMANDS` are imported when asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        lazy = [n for n in LAZY_COMMANDS if self.get_command(ctx, n) is not None]
+        return sorted({*super().list_commands(ctx), *lazy})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        cmd = super().get_command(ctx, name)
+        if cmd is not None or name not in LAZY_COMMANDS:
+            return cmd
+        import importlib
+
+        module, attr = LAZY_COMMANDS[name]
+        try:
+            cmd = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError):
+            return None
+        if name == "key":
+            _add_key_commands(cmd)
+        self.add_command(cmd, name)
+        return cmd
+
+
+def _add_key_commands(key: click.Group) -> None:
+    try:
+        from s3encfs.keys.passchange import change_passphrase_cmd
+    except ImportError:
+        return
+    key.add_command(change_passphrase_cmd)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="s3encfs")
 def main() -> None:
     """Mount an S3 bucket as an encrypted directory."""
@@ -117,7 +164,7 @@ def mount_cmd(source: str | None, mountpoint: str | None, config_name: str | Non
                   cfg.log_file if cfg.foreground else None)
     try:
         if cfg.foreground:
-            code = run_mount(cfg)
+            exit_at_once(run_mount(cfg))
         else:
             code = daemonize_and_mount(cfg)
     except MountError as exc:
@@ -127,6 +174,21 @@ def mount_cmd(source: str | None, mountpoint: str | None, config_name: str | Non
         echo_error(str(exc))
         sys.exit(exc.code)
     sys.exit(code)
+
+
+def exit_at_once(code: int) -> NoReturn:
+    """End a foreground mount that has stopped: S3 has everything, the journal and cache are
+    closed.  `os._exit` skips the interpreter's teardown, which freed the mount's heap object by
+    object (0.3-0.5 s of CPU after a 1 GiB write, up to 1.4 s of wall under load) while
+    `s3encfs umount` and systemd wait for the process to end.  Logs and stdio are flushed first;
+    nothing else in a mount runs at exit (no atexit handler)."""
+    import logging
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 @main.command("umount")
@@ -205,37 +267,6 @@ def _process_alive(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
 
-
-def _add_optional_commands() -> None:
-    import importlib
-
-    for module, attr in (("s3encfs.keys.cli", "key"), ("s3encfs.config_check", "config"),
-                         ("s3encfs.control_cli", "status"), ("s3encfs.control_cli", "flush"),
-                         ("s3encfs.backup", "backup"), ("s3encfs.rekey", "rekey"),
-                         ("s3encfs.info", "info"), ("s3encfs.check", "check"),
-                         ("s3encfs.versions", "versions"), ("s3encfs.restore", "restore"),
-                         ("s3encfs.mounts", "mounts_cmd"), ("s3encfs.browse", "ls_cmd"),
-                         ("s3encfs.browse", "cat_cmd"), ("s3encfs.browse", "get_cmd")):
-        try:
-            cmd = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError):
-            continue
-        main.add_command(cmd)
-
-
-_add_optional_commands()
-
-
-def _add_key_commands() -> None:
-    try:
-        from s3encfs.keys.cli import key
-        from s3encfs.keys.passchange import change_passphrase_cmd
-    except ImportError:
-        return
-    key.add_command(change_passphrase_cmd)
-
-
-_add_key_commands()
 
 if __name__ == "__main__":
     main()

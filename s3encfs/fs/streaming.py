@@ -18,7 +18,8 @@ import trio
 
 from s3encfs.fs.identity import new_token
 from s3encfs.fs.nodes import Content
-from s3encfs.fs.uploader import seal_staged
+from s3encfs.fs.uploader import seal_staged, staged_range
+from s3encfs.store.bodies import FileRange
 from s3encfs.store.errors import NotFound
 
 if TYPE_CHECKING:
@@ -120,11 +121,14 @@ class Streamer:
                         deps.journal.set_kv(f"mpu:{st.upload_id}", st.key)
                 first, stop = k * st.per, (k + 1) * st.per
                 cipher, staging = c.cipher, c.staging
+                S = deps.segment_size
+                rng = staged_range(deps.store, cipher, staging, c.dirty, S, first, stop,
+                                   stop * S)  # plain mode: the CRT reads the staging file
                 upload_id = st.upload_id
 
                 def send() -> str:
-                    body = seal_staged(cipher, staging, first, stop, deps.segment_size +
-                                       deps.overhead)
+                    body: bytearray | FileRange = rng if rng is not None else \
+                        seal_staged(cipher, staging, first, stop, S + deps.overhead)
                     return deps.store.upload_part(st.key, upload_id, number, body)
 
                 etag = await deps.run(send)

@@ -18,8 +18,9 @@ from typing import Any
 
 from s3encfs.cache.blocks import BlockCache
 from s3encfs.cache.staging import DirtySet, StagingFile, scratch
-from s3encfs.codec import ObjectCipher, SegmentGeometry
+from s3encfs.codec import IdentityCipher, ObjectCipher, SegmentGeometry
 from s3encfs.fs.nodes import ObjectRef
+from s3encfs.store.bodies import FileRange
 from s3encfs.store.errors import UploadRestart
 from s3encfs.store.s3 import ObjectStore
 
@@ -44,6 +45,22 @@ class UploadJob:
     # an ETag (If-Match), or nothing at all (If-None-Match: *); `expect_any` skips the check.
     expect_etag: str | None = None
     expect_any: bool = True
+
+
+def staged_range(store: ObjectStore, cipher: ObjectCipher, staging: StagingFile | None,
+                 dirty: DirtySet, segment_size: int, first: int, end: int,
+                 size: int) -> FileRange | None:
+    """Segments [first, end) of a file of `size` bytes as a range of its staging file, when
+    those bytes go to S3 as they are: plain mode (no object cipher, no staging seal), every
+    segment written here, and a store that sends file ranges (store/bodies.py).  None: build
+    the part's bytes."""
+    if staging is None or not isinstance(cipher, IdentityCipher) or \
+            staging.cipher.overhead or not store.file_parts:
+        return None
+    if not all(i in dirty for i in range(first, end)):
+        return None
+    start = first * segment_size
+    return FileRange(staging.fd, start, max(0, min(end * segment_size, size) - start))
 
 
 @dataclass
@@ -331,5 +348,7 @@ class Uploader:
                 self.geometry.segment_plain_len(end - 1, job.size)
             return self.store.upload_part_copy(job.key, upload_id, number, src.base.key,
                                                start, stop, src_etag=src.base.etag)
-        return self.store.upload_part(job.key, upload_id, number,
-                                      self._body(job, src, first, end, nseg))
+        rng = staged_range(self.store, job.cipher, job.staging, job.dirty,
+                           self.geometry.segment_size, first, end, job.size)
+        body = rng if rng is not None else self._body(job, src, first, end, nseg)
+        return self.store.upload_part(job.key, upload_id, number, body)

@@ -32,6 +32,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from .bodies import FileRange
 from .errors import NotFound, StoreError, map_error
 from .s3 import ListPage, ObjectInfo, ObjectStore, _info, _quoted
 
@@ -268,7 +269,7 @@ class AsOfStore(ObjectStore):
         raise self._refuse(key)
 
     def upload_part(self, key: str, upload_id: str, part_number: int,
-                    body: bytes | bytearray) -> str:
+                    body: bytes | bytearray | FileRange) -> str:
         raise self._refuse(key)
 
     def upload_part_copy(self, key: str, upload_id: str, part_number: int, src: str,

@@ -50,6 +50,7 @@ from botocore.exceptions import (
 )
 
 from . import crt_wire as wire
+from .bodies import FileRange
 from .crt_calls import GET_PART_BYTES, CrtCalls
 from .crt_exchange import BufferStream, Exchange, client_error, s3_answer_error, transport_error
 
@@ -155,7 +156,7 @@ class CrtClient(CrtCalls):
         *,
         query: str = "",
         headers: list[tuple[str, str]] | None = None,
-        body: bytes | bytearray | None = None,
+        body: bytes | bytearray | FileRange | None = None,
         split: bool = False,
     ) -> tuple[int, list[tuple[str, str]], bytes]:
         host, path = self._address(bucket, key, query)
@@ -187,7 +188,7 @@ class CrtClient(CrtCalls):
         host: str,
         path: str,
         headers: list[tuple[str, str]],
-        body: bytes | bytearray | None,
+        body: bytes | bytearray | FileRange | None,
         split: bool = False,
     ) -> tuple[Any, Exchange, float]:
         """Start one request: (the CRT request, its exchange, its idle limit in seconds)."""
@@ -195,7 +196,8 @@ class CrtClient(CrtCalls):
         stream = None
         if body is not None:
             h.add("Content-Length", str(len(body)))
-            stream = io.BytesIO(body) if isinstance(body, bytes) else BufferStream(body)
+            stream = (io.BytesIO(body) if isinstance(body, bytes) else
+                      body.stream() if isinstance(body, FileRange) else BufferStream(body))
         elif method in ("PUT", "POST"):
             h.add("Content-Length", "0")
         ex = Exchange()
@@ -220,7 +222,7 @@ class CrtClient(CrtCalls):
         host: str,
         path: str,
         headers: list[tuple[str, str]],
-        body: bytes | bytearray | None,
+        body: bytes | bytearray | FileRange | None,
         split: bool = False,
     ) -> tuple[int, list[tuple[str, str]], bytes]:
         request, ex, idle_limit = self._start(op, method, host, path, headers, body, split)

@@ -14,6 +14,7 @@ from urllib.parse import quote
 from botocore.exceptions import ResponseStreamingError
 
 from . import crt_wire as wire
+from .bodies import FileRange
 from .crt_exchange import Body, client_error
 
 SPLIT_GET = 4 * 1024 * 1024  # ranges at least this long go through aws-c-s3's GET_OBJECT
@@ -29,7 +30,8 @@ class CrtCalls:
     """HEAD/GET/PUT, copies, deletes and multipart as boto3 names them, over `_send`."""
 
     def _send(self, op: str, method: str, bucket: str, key: str | None, *, query: str = "",
-              headers: list[tuple[str, str]] | None = None, body: bytes | bytearray | None = None,
+              headers: list[tuple[str, str]] | None = None,
+              body: bytes | bytearray | FileRange | None = None,
               split: bool = False) -> tuple[int, list[tuple[str, str]], bytes]:
         raise NotImplementedError  # CrtClient._send
 
@@ -130,12 +132,12 @@ class CrtCalls:
         return resp
 
     def upload_part(self, *, Bucket: str, Key: str, UploadId: str, PartNumber: int,
-                    Body: bytes | bytearray = b"", **params: Any) -> dict[str, Any]:
+                    Body: bytes | bytearray | FileRange = b"", **params: Any) -> dict[str, Any]:
         status, headers, _ = self._send(
             "UploadPart", "PUT", Bucket, Key,
             query=f"partNumber={int(PartNumber)}&uploadId={quote(UploadId, safe='')}",
             headers=wire.request_headers(params),
-            body=Body if isinstance(Body, (bytes, bytearray)) else bytes(Body))
+            body=Body if isinstance(Body, (bytes, bytearray, FileRange)) else bytes(Body))
         return wire.response_fields(status, headers)
 
     def upload_part_copy(self, *, Bucket: str, Key: str, UploadId: str, PartNumber: int,

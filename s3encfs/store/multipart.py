@@ -9,6 +9,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .areads import StoreAwaitedReads
+from .bodies import FileRange
 from .errors import NotFound, StoreError, map_error
 from .objinfo import _etag, _quoted
 
@@ -16,6 +17,17 @@ log = logging.getLogger("s3encfs.store.s3")
 
 
 class StoreMultipart(StoreAwaitedReads):
+    @property
+    def file_parts(self) -> bool:
+        """`upload_part` sends a `FileRange` body from the file as it goes (the CRT reads it
+        into its own buffer): no bytes of the part are built in Python.  False where the part
+        is transformed (S3EC encrypts it) or the client takes only bytes."""
+        if type(self).upload_part is not StoreMultipart.upload_part:
+            return False
+        from .crt import CrtClient
+
+        return isinstance(self.client, CrtClient)  # not wrapped (tests record requests)
+
     def create_multipart(self, key: str, metadata: dict[str, str]) -> str:
         resp = self._call(
             "CreateMultipartUpload",
@@ -29,7 +41,9 @@ class StoreMultipart(StoreAwaitedReads):
         return str(resp["UploadId"])
 
     def upload_part(self, key: str, upload_id: str, part_number: int,
-                    body: bytes | bytearray) -> str:
+                    body: bytes | bytearray | FileRange) -> str:
+        if isinstance(body, FileRange) and not self.file_parts:
+            body = body.read()
         resp = self._call(
             "UploadPart",
             key,

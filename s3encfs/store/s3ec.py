@@ -43,6 +43,7 @@ from s3encfs.crypto import s3ec_format as fmt
 from s3encfs.crypto.s3ec_codec import ERROR_KEY  # presented instead of refused metadata
 from s3encfs.crypto.s3ec_keyrings import S3ECKeys
 
+from .bodies import FileRange
 from .errors import NotFound, StoreError, UploadRestart
 from .s3 import ListPage, ObjectInfo, ObjectStore, StoreStats
 from .s3ec_upload import S3ECUpload
@@ -358,7 +359,8 @@ class S3ECStore(ObjectStore):
         return up
 
     def upload_part(self, key: str, upload_id: str, part_number: int,
-                    body: bytes | bytearray) -> str:
+                    body: bytes | bytearray | FileRange) -> str:
+        body = body.read() if isinstance(body, FileRange) else body  # (file_parts is False)
         self._upload(key, upload_id).add(part_number, body, self._sender(key, upload_id))
         # a token the caller hands back at completion (which ignores it): no hash of 8 MiB
         return f"s3ec-{part_number}-{len(body)}-{secrets.token_hex(4)}"
