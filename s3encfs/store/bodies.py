@@ -52,13 +52,17 @@ def fill(fd: int, offset: int, out: memoryview) -> None:
         done += got
 
 
-class FileRangeStream(io.RawIOBase):
-    """A `FileRange` as the seekable stream an awscrt request body reads (`readinto`)."""
+class BodyStream(io.RawIOBase):
+    """A seekable request body of `length` bytes that awscrt reads with `readinto`; a
+    subclass says where bytes [pos, pos + len(out)) come from (`_fill`)."""
 
-    def __init__(self, rng: FileRange) -> None:
+    def __init__(self, length: int) -> None:
         super().__init__()
-        self._rng = rng
+        self._length = length
         self._pos = 0
+
+    def _fill(self, pos: int, out: memoryview) -> None:
+        raise NotImplementedError
 
     def readable(self) -> bool:
         return True
@@ -67,17 +71,39 @@ class FileRangeStream(io.RawIOBase):
         return True
 
     def readinto(self, out: Any) -> int:
-        n = max(0, min(len(out), self._rng.length - self._pos))
+        n = max(0, min(len(out), self._length - self._pos))
         if n:
-            view = memoryview(out).cast("B")[:n]
-            fill(self._rng.fd, self._rng.offset + self._pos, view)
+            self._fill(self._pos, memoryview(out).cast("B")[:n])
             self._pos += n
         return n
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._rng.length}[whence]
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._length}[whence]
         self._pos = max(0, base + offset)
         return self._pos
 
     def tell(self) -> int:
         return self._pos
+
+
+class FileRangeStream(BodyStream):
+    """A `FileRange` as a request body stream, read from the file as it is sent."""
+
+    def __init__(self, rng: FileRange) -> None:
+        super().__init__(rng.length)
+        self._rng = rng
+
+    def _fill(self, pos: int, out: memoryview) -> None:
+        fill(self._rng.fd, self._rng.offset + pos, out)
+
+
+class BufferStream(BodyStream):
+    """A request body read straight out of the caller's buffer: `io.BytesIO` shares a `bytes`
+    object but copies a bytearray (S3EC's reused ciphertext buffers, store/s3ec_upload.py)."""
+
+    def __init__(self, buf: bytearray) -> None:
+        self._view = memoryview(buf)
+        super().__init__(len(self._view))
+
+    def _fill(self, pos: int, out: memoryview) -> None:
+        out[:] = self._view[pos:pos + len(out)]

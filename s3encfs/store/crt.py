@@ -50,9 +50,9 @@ from botocore.exceptions import (
 )
 
 from . import crt_wire as wire
-from .bodies import FileRange
+from .bodies import BufferStream, FileRange
 from .crt_calls import GET_PART_BYTES, CrtCalls
-from .crt_exchange import BufferStream, Exchange, client_error, s3_answer_error, transport_error
+from .crt_exchange import Exchange, client_error, s3_answer_error, transport_error
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,6 @@ back, and the mapping of S3 and CRT errors to the botocore exceptions the store 
 
 from __future__ import annotations
 
-import io
 import time
 from typing import Any
 
@@ -26,36 +25,6 @@ _UNREACHABLE = ("AWS_IO_SOCKET", "AWS_IO_DNS", "AWS_IO_TLS", "AWS_ERROR_HTTP_CON
 # aws-c-s3 errors that stand for an S3 answer: (S3 error code, HTTP status)
 _S3_ANSWERS = {"AWS_ERROR_S3_SLOW_DOWN": ("SlowDown", 503),
                "AWS_ERROR_S3_INTERNAL_ERROR": ("InternalError", 500)}
-
-
-class BufferStream(io.RawIOBase):
-    """A request body read straight out of the caller's buffer: `io.BytesIO` shares a `bytes`
-    object but copies a bytearray (S3EC's reused ciphertext buffers, store/s3ec_upload.py)."""
-
-    def __init__(self, buf: bytearray) -> None:
-        super().__init__()
-        self._view = memoryview(buf)
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def readinto(self, out: Any) -> int:
-        n = max(0, min(len(out), len(self._view) - self._pos))
-        out[:n] = self._view[self._pos:self._pos + n]
-        self._pos += n
-        return n
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
-
-    def tell(self) -> int:
-        return self._pos
 
 
 class Body:
