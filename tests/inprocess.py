@@ -3,6 +3,7 @@ in-process benchmarks (bench/read_path.py, bench/s3ec_path.py) share."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,19 @@ def run_core(core: FsCore, job: Callable[[FsCore], Awaitable[Any]], *, close: bo
     if close:
         core.close()
     return out[0]
+
+
+def uploaded_random_file(s3server: Any, bucket: str, mode: str, tmp_path: Path,
+                         monkeypatch: Any, size: int) -> bytes:
+    """`size` random bytes written as "f" in the root of `bucket` by an in-process core of
+    `mode` (its cache under tmp_path/"w"), until S3 has them; the server's credentials set in
+    the environment for the cores the test makes next. Returns the bytes."""
+    for k, v in s3server.env().items():
+        monkeypatch.setenv(k, v)
+    data = os.urandom(size)
+    run_core(plain_or_client_core(s3server.endpoint, bucket, mode, tmp_path / "w"),
+             lambda c: write_file(c, "f", data))
+    return data
 
 
 async def write_file(core: FsCore, name: str, data: bytes, *, chunk: int = MiB) -> None:

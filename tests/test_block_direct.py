@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from inprocess import plain_or_client_core, run_core, write_file
+from inprocess import plain_or_client_core, run_core, uploaded_random_file
 
 from s3encfs.cache import direct
 from s3encfs.cache.direct import DirectWriter
@@ -49,11 +49,8 @@ def resident_pages(path: Path) -> int:
 def test_a_cold_read_leaves_its_blocks_on_disk_exactly_and_out_of_the_page_cache(
         mode: str, s3server: Any, bucket: str, monkeypatch: pytest.MonkeyPatch,
         tmp_path: Path) -> None:
-    for k, v in s3server.env().items():
-        monkeypatch.setenv(k, v)
-    data = os.urandom(12 * MiB + 12345)  # a partial last block too
-    writer = plain_or_client_core(s3server.endpoint, bucket, mode, tmp_path / "w")
-    run_core(writer, lambda c: write_file(c, "f", data))
+    data = uploaded_random_file(s3server, bucket, mode, tmp_path, monkeypatch,
+                                12 * MiB + 12345)  # a partial last block too
     cold = plain_or_client_core(s3server.endpoint, bucket, mode, tmp_path / "r")
 
     async def read_all(c: FsCore) -> tuple[bytes, Any]:

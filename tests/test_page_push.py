@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import trio
-from inprocess import plain_or_client_core, run_core, write_file
+from inprocess import plain_or_client_core, run_core, uploaded_random_file
 from mounting import S3ENCFS, keyenv, mount_factory  # noqa: F401
 
 from s3encfs.control import control_socket_path, query
@@ -31,11 +31,8 @@ SIZE = 16 * MiB
 def test_a_randomly_read_file_is_stored_whole_into_the_kernel_until_a_writer_opens_it(
         mode: str, s3server: Any, bucket: str, monkeypatch: pytest.MonkeyPatch,
         tmp_path: Path) -> None:
-    for k, v in s3server.env().items():
-        monkeypatch.setenv(k, v)
-    data = os.urandom(SIZE)
-    writer = plain_or_client_core(s3server.endpoint, bucket, mode, tmp_path / "w")
-    run_core(writer, lambda c: write_file(c, "f", data))
+    data = uploaded_random_file(s3server, bucket, mode, tmp_path, monkeypatch,
+                                SIZE)
     core = plain_or_client_core(s3server.endpoint, bucket, mode, tmp_path / "r")
     stored: dict[int, bytes] = {}
     core.pages.store_fn = lambda inode, off, buf: stored.__setitem__(off, bytes(buf))

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import trio
-from inprocess import plain_or_client_core, run_core, write_file
+from inprocess import plain_or_client_core, run_core, uploaded_random_file
 
 from s3encfs.cache.blocks import BlockCache
 from s3encfs.fs import reader
@@ -45,11 +45,8 @@ def _record_gets(core: FsCore) -> list[tuple[int, int]]:
 def test_a_cold_sequential_read_is_whole_read_ahead_gets(mode: str, s3server: Any, bucket: str,
                                                         monkeypatch: pytest.MonkeyPatch,
                                                         tmp_path: Path) -> None:
-    for k, v in s3server.env().items():
-        monkeypatch.setenv(k, v)
-    data = os.urandom(40 * MiB + 12345)
-    run_core(plain_or_client_core(s3server.endpoint, bucket, mode, tmp_path / "w"),
-             lambda c: write_file(c, "f", data))
+    data = uploaded_random_file(s3server, bucket, mode, tmp_path, monkeypatch,
+                                40 * MiB + 12345)
     core = plain_or_client_core(s3server.endpoint, bucket, mode, tmp_path / "r")
     gets = _record_gets(core)
 
@@ -122,11 +119,7 @@ def test_claims_of_read_ahead_stopped_before_its_gets_are_failed_not_left_pendin
         s3server: Any, bucket: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """A reader waiting on a claimed run must not hang when the run's task never sends its GET
     (cancelled while waiting for a download slot, e.g. at unmount): its waiters get an error."""
-    for k, v in s3server.env().items():
-        monkeypatch.setenv(k, v)
-    data = os.urandom(20 * MiB)
-    run_core(plain_or_client_core(s3server.endpoint, bucket, "none", tmp_path / "w"),
-             lambda c: write_file(c, "f", data))
+    uploaded_random_file(s3server, bucket, "none", tmp_path, monkeypatch, 20 * MiB)
     core = plain_or_client_core(s3server.endpoint, bucket, "none", tmp_path / "r")
     claimed: list[Any] = []
 

@@ -10,12 +10,11 @@ tier. In process, against SeaweedFS, with the CRT client the mount uses.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
-from inprocess import plain_or_client_core, run_core, write_file
+from inprocess import plain_or_client_core, run_core, uploaded_random_file
 
 from s3encfs.fs.core import FsCore
 
@@ -45,11 +44,8 @@ async def _read_all(core: FsCore, size: int) -> bytes:
 def test_read_ahead_bookkeeping_once_per_block(mode: str, s3server: Any, bucket: str,
                                                monkeypatch: pytest.MonkeyPatch,
                                                tmp_path: Path) -> None:
-    for k, v in s3server.env().items():
-        monkeypatch.setenv(k, v)
-    data = os.urandom(24 * MiB)
-    writer = plain_or_client_core(s3server.endpoint, bucket, mode, tmp_path / "w")
-    run_core(writer, lambda c: write_file(c, "f", data))
+    data = uploaded_random_file(s3server, bucket, mode, tmp_path, monkeypatch,
+                                24 * MiB)
     cold = plain_or_client_core(s3server.endpoint, bucket, mode, tmp_path / "r")
     calls = {"where": 0, "advise": 0}
     _counting(cold, calls)
@@ -75,11 +71,8 @@ def test_a_plain_read_within_a_block_is_a_view_of_the_cached_block_not_a_copy(
     split into blocks, the block sliced into the read, the read joined. Now a plain read within
     one block is a read-only view of the cached block (pyfuse3 replies from any buffer), and a
     run's blocks are views of the run's one buffer (cache/memtier.py)."""
-    for k, v in s3server.env().items():
-        monkeypatch.setenv(k, v)
-    data = os.urandom(20 * MiB + 5)
-    writer = plain_or_client_core(s3server.endpoint, bucket, "none", tmp_path / "w")
-    run_core(writer, lambda c: write_file(c, "f", data))
+    data = uploaded_random_file(s3server, bucket, "none", tmp_path, monkeypatch,
+                                20 * MiB + 5)
     cold = plain_or_client_core(s3server.endpoint, bucket, "none", tmp_path / "r")
 
     async def job(c: FsCore) -> list[Any]:
