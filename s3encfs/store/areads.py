@@ -27,10 +27,14 @@ class StoreAwaitedReads(StoreReads):
         """`ahead`/`aget_range` can run: the client is a `CrtClient` itself (not a wrapper:
         tests record requests that way), and this store reads as `StoreReads` does (a store
         that transforms reads — S3EC decrypts, as-of views pin versions — never skips them)."""
-        if self.stats.client != "crt":
-            return False
-        if type(self).get_range is not StoreReads.get_range or \
-                type(self).head is not StoreReads.head:
+        return self.stats.client == "crt" and self._untransformed_on_crt(
+            ("get_range", StoreReads.get_range), ("head", StoreReads.head))
+
+    def _untransformed_on_crt(self, *methods: tuple[str, Any]) -> bool:
+        """Whether no subclass overrides any of `methods` ((name, the base function) pairs: a
+        store that transforms them) and the client is a `CrtClient` itself, not a wrapper
+        (tests record requests that way): the CRT-only fast paths may then skip those methods."""
+        if any(getattr(type(self), name) is not base for name, base in methods):
             return False
         from .crt import CrtClient
 

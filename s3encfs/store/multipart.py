@@ -22,11 +22,7 @@ class StoreMultipart(StoreAwaitedReads):
         """`upload_part` sends a `FileRange` body from the file as it goes (the CRT reads it
         into its own buffer): no bytes of the part are built in Python.  False where the part
         is transformed (S3EC encrypts it) or the client takes only bytes."""
-        if type(self).upload_part is not StoreMultipart.upload_part:
-            return False
-        from .crt import CrtClient
-
-        return isinstance(self.client, CrtClient)  # not wrapped (tests record requests)
+        return self._untransformed_on_crt(("upload_part", StoreMultipart.upload_part))
 
     def create_multipart(self, key: str, metadata: dict[str, str]) -> str:
         resp = self._call(
