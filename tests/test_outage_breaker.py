@@ -83,17 +83,17 @@ def test_outage_fails_fast_then_everything_lands(mode, bucket, proxy, mount_fact
     took = time.monotonic() - t0
     print(f"[{mode}] uncached read failed in {took:.2f} s: {exc.value!r}")
     assert exc.value.errno == errno.EIO
-    assert took < 2.0, took
+    assert took < 5.0, took  # fails fast: a retry schedule takes ~17 s (5 s leaves room for load)
 
     t0 = time.monotonic()
     assert not (root / "never-heard-of").exists()  # a name S3 might hold: asked, fails fast
-    assert time.monotonic() - t0 < 2.0
+    assert time.monotonic() - t0 < 5.0
 
     t0 = time.monotonic()
     assert (root / "warm").read_bytes() == warm  # cached data reads
     (root / "local").write_bytes(b"local work goes on")  # create in a known directory
     assert sorted(os.listdir(root)) == ["cold", "during", "local", "sub", "warm"]
-    assert time.monotonic() - t0 < 5.0
+    assert time.monotonic() - t0 < 8.0
     st = status(m)
     assert st["s3_breaker"] == "open" and st["s3_fast_failures"] >= 1, st
     assert st["s3_unreachable_since"] is not None
