@@ -154,17 +154,43 @@ class StagingFile:
         flags = os.O_RDWR | (os.O_CREAT if create else 0)
         self.fd = fd if fd is not None else os.open(path, flags, 0o600)
         self._lock = threading.Lock()
+        # client mode (ObjectSlots): the slots that hold, as last written here, a whole
+        # segment sealed by `_whole_of` (that slot cipher's object cipher) — see `segments_of`
+        self._whole: set[int] = set()
+        self._whole_of: Any = None
 
     def write_segment(self, index: int, plaintext: bytes | memoryview) -> None:
-        """Store a whole segment (padded to segment_size with zeros)."""
+        """Store a whole segment (padded to segment_size with zeros).  The writes of one
+        staging file are serialized by its node's lock (fs/content.py)."""
         if len(plaintext) < self.segment_size:
             plaintext = bytes(plaintext) + bytes(self.segment_size - len(plaintext))
-        if self.cipher.overhead == 0:
+        slots = self.cipher
+        if slots.overhead == 0:
             pwrite_all(self.fd, plaintext, index * self.slot)
             return
+        self._whole.discard(index)  # until the write succeeded, the slot's bytes are unknown
         buf = scratch("seal", self.slot)  # sealed into this thread's buffer, then written
-        n = self.cipher.seal_into(self.file_id, index, plaintext, buf)
+        n = slots.seal_into(self.file_id, index, plaintext, buf)
         pwrite_all(self.fd, memoryview(buf)[:n], index * self.slot)
+        if n == self.slot and slots.whole_slots_are_segments:
+            if self._whole_of is not slots:  # a new version's slot cipher: start over
+                self._whole, self._whole_of = set(), slots
+            self._whole.add(index)
+
+    def segments_of(self, cipher: Any, first: int, stop: int) -> bool:
+        """Whether slots [first, stop) are, as they are on disk, the object bytes `cipher`
+        seals for those segments (none of them the object's last): each was last written here
+        as a whole slot by an ObjectSlots of `cipher` (so its bytes are that segment sealed
+        with last = 0, not a short slot under the slot key).  Known from the writes, without
+        reading the slots: an upload may then send the range of the file as it is
+        (fs/uploader.staged_range).  A slot written by an earlier open of this file (replay)
+        is not known: False."""
+        slots = self._whole_of
+        if slots is None or slots is not self.cipher or \
+                getattr(slots, "cipher", None) is not cipher:
+            return False
+        whole = self._whole
+        return all(i in whole for i in range(first, stop))
 
     def write_plain_span(self, offset: int, data: bytes | memoryview) -> None:
         """Fast path for identity slots: the staging file is the plaintext itself."""
@@ -210,6 +236,7 @@ class StagingFile:
         return plain
 
     def truncate_segments(self, count: int) -> None:
+        self._whole = {i for i in self._whole if i < count}
         os.ftruncate(self.fd, count * self.slot)
 
     def close(self) -> None:
