@@ -81,6 +81,7 @@ def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
 
 
 _scratch = threading.local()
+RUN_SEGMENTS = 16  # whole segments sealed into one buffer and written at once (1 MiB + 448)
 
 
 def scratch(name: str, size: int) -> bytearray:
@@ -176,6 +177,39 @@ class StagingFile:
             if self._whole_of is not slots:  # a new version's slot cipher: start over
                 self._whole, self._whole_of = set(), slots
             self._whole.add(index)
+
+    def write_segments(self, first: int, data: bytes | memoryview) -> None:
+        """Store len(data) // segment_size whole segments from `first` on (`data` holds
+        exactly that many): sealed side by side into this thread's buffer and written with one
+        pwrite per RUN_SEGMENTS of them, not one per segment (a 1 MiB FUSE write in client
+        mode was 16 pwrites of 64 KiB + 28).  A short slot's unused rest of its place is
+        written as zeros (only its first n + 32 bytes are ever read)."""
+        S, slot, slots = self.segment_size, self.slot, self.cipher
+        count = len(data) // S
+        view = memoryview(data)
+        if slots.overhead == 0 or count == 1:
+            for j in range(count):
+                self.write_segment(first + j, view[j * S:(j + 1) * S])
+            return
+        buf = memoryview(scratch("seal-run", min(count, RUN_SEGMENTS) * slot))
+        for lo in range(0, count, RUN_SEGMENTS):
+            hi = min(count, lo + RUN_SEGMENTS)
+            for j in range(lo, hi):  # until the write succeeded, these slots are unknown
+                self._whole.discard(first + j)
+            whole = []
+            for j in range(lo, hi):
+                at = (j - lo) * slot
+                n = slots.seal_into(self.file_id, first + j, view[j * S:(j + 1) * S],
+                                    buf[at:at + slot])
+                if n < slot:
+                    buf[at + n:at + slot] = bytes(slot - n)
+                elif slots.whole_slots_are_segments:
+                    whole.append(first + j)
+            pwrite_all(self.fd, buf[:(hi - lo) * slot], (first + lo) * slot)
+            if whole:
+                if self._whole_of is not slots:
+                    self._whole, self._whole_of = set(), slots
+                self._whole.update(whole)
 
     def segments_of(self, cipher: Any, first: int, stop: int) -> bool:
         """Whether slots [first, stop) are, as they are on disk, the object bytes `cipher`
