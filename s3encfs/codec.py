@@ -106,7 +106,7 @@ class SlotCipher(Protocol):
     def seal(self, file_id: str, index: int, plaintext: bytes) -> bytes: ...
 
     def seal_into(self, file_id: str, index: int, plaintext: bytes | memoryview,
-                  out: bytearray) -> int:
+                  out: bytearray | memoryview) -> int:
         """`seal`'s bytes written at the start of `out`; how many."""
         ...
 
@@ -193,7 +193,7 @@ class IdentitySlots:
         return plaintext
 
     def seal_into(self, file_id: str, index: int, plaintext: bytes | memoryview,
-                  out: bytearray) -> int:
+                  out: bytearray | memoryview) -> int:
         n = len(plaintext)
         out[:n] = plaintext
         return n

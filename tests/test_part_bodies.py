@@ -1,6 +1,8 @@
-"""Plain-mode upload parts are ranges of the staging file, read by the CRT as it sends them
-(store/bodies.py): no part is built as Python bytes, and what S3 gets is byte for byte what was
-written, with zeros where the staging file has none (its unwritten tail)."""
+"""Upload parts are ranges of the staging file, read by the CRT as it sends them
+(store/bodies.py): in plain mode every part of written segments, in client mode every part
+whose slots are whole segments sealed with the version's key (ObjectSlots) and hold none of
+the object's last segment.  What S3 gets is byte for byte what was written, with zeros where
+the staging file has none (its unwritten tail)."""
 
 from __future__ import annotations
 
@@ -77,13 +79,13 @@ async def _read(core: FsCore, names: tuple[str, ...]) -> list[bytes]:
 
 
 @pytest.mark.parametrize("mode", ["none", "client"])
-def test_parts_of_a_big_file_are_staging_ranges_in_plain_mode(s3server: Any, bucket: str,
-                                                              tmp_path: Path,
-                                                              mode: str) -> None:
-    """Streamed parts (while written) and the rest (at close) alike; client mode seals its
-    parts, so they stay bytes.  `holey` is extended past its last write: its 5th part ends
-    in a segment written only 100 bytes into (a range past the staging file's end: zeros),
-    its 6th holds no written segment (built as bytes)."""
+def test_parts_of_a_big_file_are_staging_ranges(s3server: Any, bucket: str, tmp_path: Path,
+                                                mode: str) -> None:
+    """Streamed parts (while written) and the rest (at close) alike.  `holey` is extended
+    past its last write: its 5th part ends in a segment written only 100 bytes into (a range
+    past the staging file's end: zeros; in client mode a short slot, so bytes), its 6th holds
+    no written segment (built as bytes).  Client mode: the 5th part of `big` holds the last
+    segment (sealed with last = 1 at upload: bytes)."""
     core = plain_or_client_core(s3server.endpoint, bucket, mode, tmp_path / "c",
                                 part_segments=80)  # 5 MiB parts
     bodies = _record_parts(core)
@@ -107,4 +109,39 @@ def test_parts_of_a_big_file_are_staging_ranges_in_plain_mode(s3server: Any, buc
     if mode == "none":
         assert ranged == sent - {("holey", 6)}, sorted(sent - ranged)
     else:
-        assert not ranged
+        assert ranged == sent - {("holey", 5), ("holey", 6), ("big", 5)}, sorted(sent - ranged)
+
+
+def test_client_part_with_a_rewritten_short_slot_is_built(s3server: Any, bucket: str,
+                                                         tmp_path: Path) -> None:
+    """A slot rewritten as a short slot (a segment that now ends in zeros: sealed under the
+    slot key, not as the object's segment) takes its part out of the ranges, and a slot
+    written whole again puts it back; the object reads back byte for byte."""
+    core = plain_or_client_core(s3server.endpoint, bucket, "client", tmp_path / "c",
+                                part_segments=80, upload_delay=60)
+    bodies = _record_parts(core)
+    S = 64 * 1024
+    data = bytearray(os.urandom(16 * MiB + 100))
+    data[2 * MiB + 3 * S + 10:2 * MiB + 4 * S] = bytes(S - 10)  # part 1: a short slot
+    data[7 * MiB:7 * MiB + S] = bytes(S)  # part 2: short, then rewritten whole
+
+    async def job(core: FsCore) -> None:
+        node = await core.create_file(core.root, "f", 0o100644, 0, 0)
+        await core.open(node, True)
+        await core.write(node, 0, os.urandom(4 * MiB))  # whole slots, rewritten below
+        for off in range(0, len(data), MiB):
+            await core.write(node, off, bytes(data[off:off + MiB]))
+        await core.write(node, 7 * MiB, os.urandom(S))
+        data[7 * MiB:7 * MiB + S] = b"x" * S
+        await core.write(node, 7 * MiB, b"x" * S)
+        await core.release(node, True)
+        await core.flush_all()
+
+    run_core(core, job)
+    reader = plain_or_client_core(s3server.endpoint, bucket, "client", tmp_path / "r")
+    assert run_core(reader, lambda c: _read(c, ("f",))) == [bytes(data)]
+    sent = {n: b for _k, n, b in bodies}
+    assert sorted(sent) == [1, 2, 3, 4]
+    assert not isinstance(sent[1], FileRange)  # its short slot
+    assert isinstance(sent[2], FileRange) and isinstance(sent[3], FileRange)
+    assert not isinstance(sent[4], FileRange)  # the object's last segment

@@ -201,3 +201,47 @@ def test_a_zero_padded_segment_in_a_view_is_measured_as_fast_as_bytes() -> None:
             meaningful_len(data)
         timings.append(time.process_time() - t)
     assert timings[1] < 4 * timings[0] + 0.01, timings
+
+
+def test_a_run_of_segments_is_written_at_once_and_reads_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`StagingFile.write_segments`: whole segments sealed side by side and written with one
+    pwrite per 16 of them; each slot holds what `write_segment` would have written (a short
+    slot's unused rest is zeros), reads back, and only whole slots of the version's key count
+    as the object's segments (`segments_of`, what a file-range part relies on)."""
+    import os
+
+    codec = ClientCodec({"k1": K1}, "k1")
+    cipher, _meta = codec.new_object()
+    slots = StagingSlots(K1).for_content(cipher)
+    segs = [os.urandom(SEG) for _ in range(20)]
+    segs[3] = b"tail" + bytes(SEG - 4)  # a short slot inside the run
+    staging = StagingFile(str(tmp_path / "s"), "f1", SEG, slots)
+    writes: list[int] = []
+    real = os.pwrite
+
+    def pwrite(fd: int, data: Any, off: int) -> int:
+        writes.append(len(data))
+        return real(fd, data, off)
+
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    staging.write_segments(2, b"".join(segs))
+    monkeypatch.setattr(os, "pwrite", real)
+    slot = SEG + env.SEGMENT_OVERHEAD
+    assert writes == [16 * slot, 4 * slot]
+    for j, seg in enumerate(segs):
+        assert staging.read_segment(2 + j) == seg
+    raw = os.pread(staging.fd, slot, (2 + 3) * slot)
+    assert raw[32 + 4:] == bytes(slot - 36)  # the short slot: be32 + nonce + 4 + tag, zeros
+    assert staging.segments_of(cipher, 2, 5) and staging.segments_of(cipher, 6, 22)
+    assert not staging.segments_of(cipher, 2, 6)  # the short slot
+    assert not staging.segments_of(cipher, 1, 3)  # never written
+    other, _ = codec.new_object()
+    assert not staging.segments_of(other, 6, 22)
+    staging.write_segment(5, b"x" * SEG)
+    assert staging.segments_of(cipher, 2, 22)
+    staging.truncate_segments(10)
+    assert staging.segments_of(cipher, 2, 10) and not staging.segments_of(cipher, 9, 11)
+    staging.cipher = slots.for_content(other, slots)  # the next version's key
+    assert not staging.segments_of(cipher, 2, 10) and not staging.segments_of(other, 2, 10)
+    staging.close()

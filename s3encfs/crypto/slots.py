@@ -78,7 +78,7 @@ class StagingSlots:
         return bytes(memoryview(out)[:self.seal_into(file_id, index, plaintext, out)])
 
     def seal_into(self, file_id: str, index: int, plaintext: bytes | memoryview,
-                  out: bytearray, meaningful: int | None = None) -> int:
+                  out: bytearray | memoryview, meaningful: int | None = None) -> int:
         """`seal` into `out` (at least len(plaintext) + overhead bytes); the sealed length. No
         new buffer per slot: a 64 KiB seal's fresh ciphertext and its nonce prefix were two
         allocations and a copy on top of the AES-GCM pass (W1 seals 16,384 of them per GiB).
@@ -189,7 +189,7 @@ class ObjectSlots:
         return bytes(memoryview(out)[:self.seal_into(file_id, index, plaintext, out)])
 
     def seal_into(self, file_id: str, index: int, plaintext: bytes | memoryview,
-                  out: bytearray) -> int:
+                  out: bytearray | memoryview) -> int:
         n = meaningful_len(plaintext)
         if len(plaintext) != self.cipher.segment_size or \
                 n + SHORT_OVERHEAD <= len(plaintext) + self.overhead:

@@ -230,22 +230,29 @@ def _write_segments(c: Content, src: SegmentSource, S: int, off: int, data: byte
     end = off + len(data)
     first, last = off // S, (end - 1) // S if data else off // S
     view = memoryview(data)
-    for i in range(first, last + 1):
+    i = first
+    while i <= last:
         s0 = i * S
         a, b = max(off, s0), min(end, s0 + S)
         chunk = view[a - off:b - off]
         full = a == s0 and b == s0 + S
+        if full and not fast:  # this and the next whole segments: sealed straight from the
+            stop = min(last + 1, end // S)  # caller's buffer, side by side, written at once
+            c.staging.write_segments(i, view[s0 - off:stop * S - off])
+            for j in range(i, stop):
+                c.dirty.add(j)
+            i = stop
+            continue
         was_dirty = i in c.dirty
         if fast and (full or was_dirty or not src.base_backed(i)):
             c.staging.write_plain_span(a, chunk)
-        elif full:  # sealed straight from the caller's buffer
-            c.staging.write_segment(i, chunk)
         else:
             cur = bytearray(src.plain(i))
             cur[a - s0:b - s0] = chunk
             c.staging.write_segment(i, memoryview(cur))
         if not was_dirty:
             c.dirty.add(i)
+        i += 1
 
 
 def _failed_write(node: Node, c: Content, exc: Exception) -> pyfuse3.FUSEError:

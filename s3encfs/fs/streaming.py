@@ -122,8 +122,9 @@ class Streamer:
                 first, stop = k * st.per, (k + 1) * st.per
                 cipher, staging = c.cipher, c.staging
                 S = deps.segment_size
+                # plain mode, and client mode's whole slots: the CRT reads the staging file
                 rng = staged_range(deps.store, cipher, staging, c.dirty, S, first, stop,
-                                   stop * S)  # plain mode: the CRT reads the staging file
+                                   stop * S + 1)  # (+1: no segment of the part is the last)
                 upload_id = st.upload_id
 
                 def send() -> str:

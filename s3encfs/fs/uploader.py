@@ -51,16 +51,21 @@ def staged_range(store: ObjectStore, cipher: ObjectCipher, staging: StagingFile 
                  dirty: DirtySet, segment_size: int, first: int, end: int,
                  size: int) -> FileRange | None:
     """Segments [first, end) of a file of `size` bytes as a range of its staging file, when
-    those bytes go to S3 as they are: plain mode (no object cipher, no staging seal), every
-    segment written here, and a store that sends file ranges (store/bodies.py).  None: build
-    the part's bytes."""
-    if staging is None or not isinstance(cipher, IdentityCipher) or \
-            staging.cipher.overhead or not store.file_parts:
+    those bytes go to S3 as they are, every segment written here, and the store sends file
+    ranges (store/bodies.py): plain mode (no object cipher, no staging seal), or client mode
+    when every slot of the range is that segment as the object holds it (ObjectSlots: a
+    whole slot sealed with `cipher`, and none of them the object's last segment —
+    `StagingFile.segments_of`).  A streamed part passes a `size` past its end (its
+    segments are not the last).  None: build the part's bytes."""
+    if staging is None or not store.file_parts or \
+            not all(i in dirty for i in range(first, end)):
         return None
-    if not all(i in dirty for i in range(first, end)):
-        return None
-    start = first * segment_size
-    return FileRange(staging.fd, start, max(0, min(end * segment_size, size) - start))
+    if isinstance(cipher, IdentityCipher) and not staging.cipher.overhead:
+        start = first * segment_size
+        return FileRange(staging.fd, start, max(0, min(end * segment_size, size) - start))
+    if end * segment_size < size and staging.segments_of(cipher, first, end):
+        return FileRange(staging.fd, first * staging.slot, (end - first) * staging.slot)
+    return None
 
 
 @dataclass
