@@ -95,8 +95,13 @@ def read_index_at(store: ObjectStore, layout: Layout, key: str) -> DirIndex | No
 
 def write_index(store: ObjectStore, layout: Layout, parts: tuple[str, ...],
                 index: DirIndex) -> None:
+    store.put(*index_object(layout, parts, index), {})
+
+
+def index_object(layout: Layout, parts: tuple[str, ...], index: DirIndex) -> tuple[str, bytes]:
+    """(key, body) of the index object of the directory at `parts`."""
     key = layout.index_key(parts)
-    store.put(key, layout.codec.seal_blob("idx:" + key, index.to_bytes()), {})
+    return key, layout.codec.seal_blob("idx:" + key, index.to_bytes())
 
 
 def metadata_rewritten(store: ObjectStore, layout: Layout, journal: Journal,
