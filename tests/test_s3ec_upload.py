@@ -20,6 +20,7 @@ from s3encfs.fs.core import FsConfig, FsCore
 from s3encfs.store import s3ec_upload
 from s3encfs.store.bodies import FileRange
 from s3encfs.store.errors import UploadRestart
+from s3encfs.store.s3 import ObjectStore
 from s3encfs.store.s3ec import S3ECStore
 from s3encfs.store.sealed_spool import PartSpool
 
@@ -216,8 +217,9 @@ def test_an_early_file_range_waits_for_its_turn(
     memory nor spooled: its thread waits and encrypts it from the file when its turn comes."""
     monkeypatch.setattr(s3ec_upload, "_WAIT", 60.0)
     kept: list[int] = []
+    real_read = s3ec_upload.S3ECUpload._read
     monkeypatch.setattr(s3ec_upload.S3ECUpload, "_read",
-                        staticmethod(lambda rng: kept.append(rng.offset) or pytest.fail("kept")))
+                        staticmethod(lambda rng: (kept.append(rng.offset), real_read(rng))[1]))
     data = [os.urandom(PART) for _ in range(3)] + [os.urandom(PART + 1)]
     fd, rngs = _ranges(tmp_path, data)
     uid = st.create_multipart("f", {})
@@ -239,7 +241,8 @@ def test_an_early_file_range_waits_for_its_turn(
         for t in early:
             t.join(10)
         assert _sent(s3, bucket, "f", uid) == [1, 2, 3] and not errors and not kept
-        send(4)
+        send(4)  # the file's end: kept for the tag
+        assert not errors and kept == [3 * PART]
         st.complete_multipart("f", uid, [(n, "") for n in range(1, 5)])
     finally:
         os.close(fd)
@@ -275,7 +278,7 @@ def test_a_part_that_cannot_be_read_breaks_the_upload(
     can only start again (UploadRestart), never complete with a part missing or re-encrypted."""
     data = [os.urandom(1000), os.urandom(PART)]
     path = tmp_path / "wo"
-    path.write_bytes(data[1])
+    path.write_bytes(data[1] * 2)  # part 2 does not reach the end: not kept for the tag
     fd = os.open(path, os.O_WRONLY)  # preadv fails: EBADF
     try:
         uid = st.create_multipart("f", {})
@@ -325,7 +328,7 @@ def test_a_file_range_after_a_kept_part_does_not_wait(
     is missing before it: part 2's arrival makes part 1 non-final, both go at once (S3
     would refuse to complete a non-final part this small: the upload is aborted)."""
     monkeypatch.setattr(s3ec_upload, "_WAIT", 60.0)
-    fd, rngs = _ranges(tmp_path, [os.urandom(1000), os.urandom(PART)])
+    fd, rngs = _ranges(tmp_path, [os.urandom(1000), os.urandom(PART), os.urandom(10)])
     uid = st.create_multipart("f", {})
     try:
         st.upload_part("f", uid, 1, rngs[0])
@@ -360,3 +363,36 @@ def test_an_early_part_that_cannot_be_read_is_not_there(
     finally:
         os.close(bad)
     assert ref_decrypt(*_read(s3, bucket, "f")) == b"".join(data)
+
+
+def test_a_last_part_reaching_the_file_end_carries_the_tag(
+        st: S3ECStore, s3: Any, bucket: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full-size part whose range ends at its file's end is kept for the completion, which
+    appends the tag to it: no 16-byte part of its own (one request fewer). Were a part to
+    follow it after all, that part's arrival sends it as a non-final part."""
+    sent: list[int] = []
+    real = ObjectStore.upload_part
+    monkeypatch.setattr(ObjectStore, "upload_part",
+                        lambda self, k, u, n, b: (sent.append(n), real(self, k, u, n, b))[-1])
+    data = [os.urandom(PART) for _ in range(3)]
+    fd, rngs = _ranges(tmp_path, data)
+    try:
+        uid = st.create_multipart("f", {})
+        for n in (1, 2, 3):
+            st.upload_part("f", uid, n, rngs[n - 1])
+        assert _sent(s3, bucket, "f", uid) == [1, 2]  # part 3 ends the file: kept
+        st.complete_multipart("f", uid, [(1, ""), (2, ""), (3, "")])
+        assert sent == [1, 2, 3]
+        assert ref_decrypt(*_read(s3, bucket, "f")) == b"".join(data)
+        sent.clear()
+        uid = st.create_multipart("g", {})
+        st.upload_part("g", uid, 1, rngs[2])  # at the end of the file when it arrived
+        os.pwrite(fd, data[0], 3 * PART)  # the file grew: another part follows
+        st.upload_part("g", uid, 2, FileRange(fd, 3 * PART, PART - 5))
+        assert _sent(s3, bucket, "g", uid) == [1]
+        st.complete_multipart("g", uid, [(1, ""), (2, "")])
+        assert sent == [1, 2]
+        assert ref_decrypt(*_read(s3, bucket, "g")) == data[2] + data[0][:PART - 5]
+    finally:
+        os.close(fd)

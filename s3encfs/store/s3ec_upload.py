@@ -6,7 +6,9 @@ smallest non-final part (5 MiB: should it turn out to be the last, the tag goes 
 more part) or part ``n+1`` has arrived (so it is not the last). The streaming uploader's parts
 therefore go to S3 while the file is still written, each from the thread that brought it, so
 the sends run in parallel while the encryption stays in order. Completion encrypts what is left,
-the tag appended to the last part (or sent alone when every part went already).
+the tag appended to the last part (or sent alone when every part went already). A file range
+that reaches its file's end is probably the last part: it waits for part ``n+1`` or the
+completion, which appends the tag to it (no 16-byte part of its own: one request fewer).
 
 Nothing is copied to local disk on the way: a part that is its turn is encrypted into a reused
 ciphertext buffer, from the caller's bytes or, for a range of the staging file (`FileRange`,
@@ -27,6 +29,7 @@ gives a fresh data key and message id.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -62,6 +65,7 @@ class S3ECUpload:
         self._broken = ""
         self._free: list[bytearray] = []
         self._waiting: set[int] = set()  # early file ranges whose threads wait for their turn
+        self._last: set[int] = set()  # parts whose file range reached the end of its file
         self._lock = threading.Lock()
         self._turn = threading.Condition(self._lock)  # notified when `_next` moves or breaks
 
@@ -82,8 +86,11 @@ class S3ECUpload:
         with self._lock:
             if self._broken or number < self._next:
                 raise self._restart(f"part {number} sent again after it was encrypted")
+            at_end = isinstance(body, FileRange) and \
+                body.offset + len(body) >= os.fstat(body.fd).st_size
             self._drop(number)
             self._sizes[number] = len(body)
+            (self._last.add if at_end else self._last.discard)(number)
             if isinstance(body, FileRange):
                 self._wait_turn(number)
             batch = self._ready(number, body)
@@ -148,8 +155,8 @@ class S3ECUpload:
         whose own thread waits for its turn: that thread encrypts it)."""
         out: list[tuple[int, bytearray]] = []
         try:
-            while self._next in self._sizes and (self._sizes[self._next] >= MIN_PART
-                                                 or self._next + 1 in self._sizes):
+            while self._next in self._sizes and (self._next + 1 in self._sizes or (
+                    self._sizes[self._next] >= MIN_PART and self._next not in self._last)):
                 n = self._next
                 if n != number and n in self._waiting:
                     break
