@@ -396,3 +396,35 @@ def test_a_last_part_reaching_the_file_end_carries_the_tag(
         assert ref_decrypt(*_read(s3, bucket, "g")) == data[2] + data[0][:PART - 5]
     finally:
         os.close(fd)
+
+
+def test_parts_out_of_order_stop_waiting(
+        st: S3ECStore, s3: Any, bucket: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sparse or parallel write: a part far ahead of the next to encrypt is kept at once, and
+    after one wait timed out no part of that upload waits any more (a stalled streamer would
+    hold up the close for a second per part)."""
+    data = [os.urandom(PART) for _ in range(12)]
+    fd, rngs = _ranges(tmp_path, data)
+    uid = st.create_multipart("f", {})
+
+    def returns(n: int) -> bool:
+        t = threading.Thread(target=st.upload_part, args=("f", uid, n, rngs[n - 1]))
+        t.start()
+        t.join(20)
+        return not t.is_alive()
+
+    try:
+        monkeypatch.setattr(s3ec_upload, "_WAIT", 60.0)
+        assert returns(11)  # 10 parts ahead: kept, no wait
+        monkeypatch.setattr(s3ec_upload, "_WAIT", 0.1)
+        st.upload_part("f", uid, 3, rngs[2])  # waits for parts 1 and 2, times out: kept
+        monkeypatch.setattr(s3ec_upload, "_WAIT", 60.0)
+        assert returns(4) and returns(2)  # kept at once
+        assert _sent(s3, bucket, "f", uid) == []
+        for n in (1, 5, 6, 7, 8, 9, 10, 12):
+            st.upload_part("f", uid, n, rngs[n - 1])
+        st.complete_multipart("f", uid, [(n, "") for n in range(1, 13)])
+    finally:
+        os.close(fd)
+    assert ref_decrypt(*_read(s3, bucket, "f")) == b"".join(data)

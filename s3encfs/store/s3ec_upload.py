@@ -13,10 +13,11 @@ completion, which appends the tag to it (no 16-byte part of its own: one request
 Nothing is copied to local disk on the way: a part that is its turn is encrypted into a reused
 ciphertext buffer, from the caller's bytes or, for a range of the staging file (`FileRange`,
 the filesystem's parts), read straight into that buffer and encrypted in place: no plaintext
-part is built. A file range that arrives before its turn waits for it (up to `_WAIT`: the part
-before it is normally a moment behind, its thread having started first); only parts still not
-their turn after that, and bytes, are kept: in memory up to `_HOLD` bytes, beyond that in a
-sealed spool (`PartSpool`; a ranged copy of a big object sends 512 MiB parts four at a time).
+part is built. A file range that arrives shortly before its turn waits for it (up to `_WAIT`:
+the part before it is normally a moment behind, its thread having started first; after one
+wait timed out, no more waits in this upload); only parts still not their turn after that,
+and bytes, are kept: in memory up to `_HOLD` bytes, beyond that in a sealed spool
+(`PartSpool`; a ranged copy of a big object sends 512 MiB parts four at a time).
 A file range is read only during `add`, so the caller's file may change once it returned.
 
 The stream's (data key, message id) pair must never encrypt two different plaintexts at one
@@ -47,6 +48,7 @@ _PARALLEL = 4  # sends of one batch at a time (a batch: parts that waited for an
 _HOLD = 32 * 1024 * 1024  # bytes of early parts kept in memory before they go to the spool
 _SPARE = 4  # ciphertext buffers kept for reuse
 _WAIT = 1.0  # seconds a file range that arrived early waits for its turn before it is kept
+_AHEAD = 8  # ... if at most this many parts ahead (the uploader has 8 in flight, streaming 4)
 Send = Callable[[int, bytearray], str]  # (S3 part number, ciphertext) -> etag
 Body = bytes | bytearray | FileRange
 
@@ -66,6 +68,7 @@ class S3ECUpload:
         self._free: list[bytearray] = []
         self._waiting: set[int] = set()  # early file ranges whose threads wait for their turn
         self._last: set[int] = set()  # parts whose file range reached the end of its file
+        self._patient = True  # no wait has timed out: the parts come in order (a sequential write)
         self._lock = threading.Lock()
         self._turn = threading.Condition(self._lock)  # notified when `_next` moves or breaks
 
@@ -115,7 +118,11 @@ class S3ECUpload:
 
     def _wait_turn(self, number: int) -> None:
         """Under the lock: while a part before `number` is missing (or waits itself), wait up
-        to `_WAIT` for it; meanwhile no other thread takes this part (it is not in memory)."""
+        to `_WAIT` for it; meanwhile no other thread takes this part (it is not in memory).
+        Not for a part far ahead, nor once a wait timed out: the parts of this upload do not
+        come in order (a sparse or parallel write), and waiting would only stall them."""
+        if not self._patient or number - self._next > _AHEAD:
+            return
         self._waiting.add(number)
         deadline = time.monotonic() + _WAIT
         try:
@@ -123,6 +130,7 @@ class S3ECUpload:
                                            for i in range(self._next, number)):
                 left = deadline - time.monotonic()
                 if left <= 0:
+                    self._patient = False
                     return
                 self._turn.wait(left)
         finally:
