@@ -354,10 +354,7 @@ class S3ECStore(ObjectStore):
                                 "encrypted or is unknown; it must start again", key=key)
         return up
 
-    @property
-    def file_parts(self) -> bool:
-        """A `FileRange` part is read during `upload_part`, into its ciphertext buffer."""
-        return True
+    file_parts = True  # a FileRange part is read during upload_part (s3ec_upload.py)
 
     def upload_part(self, key: str, upload_id: str, part_number: int,
                     body: bytes | bytearray | FileRange) -> str:
