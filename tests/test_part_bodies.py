@@ -1,8 +1,9 @@
 """Upload parts are ranges of the staging file, read by the CRT as it sends them
 (store/bodies.py): in plain mode every part of written segments, in client mode every part
 whose slots are whole segments sealed with the version's key (ObjectSlots) and hold none of
-the object's last segment.  What S3 gets is byte for byte what was written, with zeros where
-the staging file has none (its unwritten tail)."""
+the object's last segment, and S3EC's (read into the part's ciphertext buffer).  What S3 gets
+is byte for byte what was written, with zeros where the staging file has none (its unwritten
+tail)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,11 @@ import pytest
 import trio
 from inprocess import MiB, plain_or_client_core, run_core
 
-from s3encfs.fs.core import FsCore
+from s3encfs.crypto.s3ec_codec import S3ECCodec
+from s3encfs.crypto.s3ec_keyrings import AesKeyring, S3ECKeys
+from s3encfs.fs.core import FsConfig, FsCore
 from s3encfs.store.bodies import FileRange
+from s3encfs.store.s3ec import S3ECStore
 
 
 @pytest.fixture(autouse=True)
@@ -78,16 +82,26 @@ async def _read(core: FsCore, names: tuple[str, ...]) -> list[bytes]:
     return got
 
 
-@pytest.mark.parametrize("mode", ["none", "client"])
+def _core(endpoint: str, bucket: str, mode: str, cache: Path, **cfg: Any) -> FsCore:
+    if mode != "s3ec":
+        return plain_or_client_core(endpoint, bucket, mode, cache, **cfg)
+    store = S3ECStore(bucket, s3ec=S3ECKeys([AesKeyring("k", bytes(range(32)), {})]),
+                      spool_dir=str(cache / "spool"), endpoint_url=endpoint, s3_client="crt")
+    return FsCore(store, S3ECCodec(), "", FsConfig(cache_dir=str(cache), upload_delay=0,
+                                                   **cfg))
+
+
+@pytest.mark.parametrize("mode", ["none", "client", "s3ec"])
 def test_parts_of_a_big_file_are_staging_ranges(s3server: Any, bucket: str, tmp_path: Path,
                                                 mode: str) -> None:
     """Streamed parts (while written) and the rest (at close) alike.  `holey` is extended
     past its last write: its 5th part ends in a segment written only 100 bytes into (a range
     past the staging file's end: zeros; in client mode a short slot, so bytes), its 6th holds
     no written segment (built as bytes).  Client mode: the 5th part of `big` holds the last
-    segment (sealed with last = 1 at upload: bytes)."""
-    core = plain_or_client_core(s3server.endpoint, bucket, mode, tmp_path / "c",
-                                part_segments=80)  # 5 MiB parts
+    segment (sealed with last = 1 at upload: bytes).  S3EC reads a range into the part's
+    ciphertext buffer (store/s3ec_upload.py)."""
+    core = _core(s3server.endpoint, bucket, mode, tmp_path / "c",
+                 part_segments=80)  # 5 MiB parts
     bodies = _record_parts(core)
     big = os.urandom(23 * MiB + 100)
     holey = os.urandom(25 * MiB - 64 * 1024 + 100)
@@ -98,7 +112,7 @@ def test_parts_of_a_big_file_are_staging_ranges(s3server: Any, bucket: str, tmp_
         await core.flush_all()
 
     run_core(core, job)
-    reader = plain_or_client_core(s3server.endpoint, bucket, mode, tmp_path / "r")
+    reader = _core(s3server.endpoint, bucket, mode, tmp_path / "r")
     got = run_core(reader, lambda c: _read(c, ("big", "holey")))
     assert got == [big, holey + bytes(27 * MiB - len(holey))]
     names = {core.key_of(n): name for name, n in core.root.children.items()}
@@ -106,7 +120,7 @@ def test_parts_of_a_big_file_are_staging_ranges(s3server: Any, bucket: str, tmp_
     sent = {(names[k], n) for k, n, _b in bodies}
     assert {n for k, n in sent if k == "big"} == {1, 2, 3, 4, 5}
     assert {n for k, n in sent if k == "holey"} == {1, 2, 3, 4, 5, 6}
-    if mode == "none":
+    if mode != "client":
         assert ranged == sent - {("holey", 6)}, sorted(sent - ranged)
     else:
         assert ranged == sent - {("holey", 5), ("holey", 6), ("big", 5)}, sorted(sent - ranged)

@@ -5,6 +5,8 @@ that the tests' independent decoder reads byte-exact (or the upload starts again
 from __future__ import annotations
 
 import os
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,9 @@ from s3encfs.crypto.s3ec_codec import S3ECCodec
 from s3encfs.crypto.s3ec_keyrings import AesKeyring, S3ECKeys
 from s3encfs.fs.core import FsConfig, FsCore
 from s3encfs.store import s3ec_upload
+from s3encfs.store.bodies import FileRange
 from s3encfs.store.errors import UploadRestart
+from s3encfs.store.s3 import ObjectStore
 from s3encfs.store.s3ec import S3ECStore
 from s3encfs.store.sealed_spool import PartSpool
 
@@ -171,3 +175,256 @@ def test_fs_rewrite_of_a_streamed_part_starts_a_new_upload(
 
 def _uploads(s3: Any, bucket: str) -> list[str]:
     return [u["UploadId"] for u in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
+
+
+def _ranges(tmp_path: Path, data: list[bytes]) -> tuple[int, list[FileRange]]:
+    """`data` written one after another into a file: its fd and each part as a range of it."""
+    path = tmp_path / "staging"
+    path.write_bytes(b"".join(data))
+    fd = os.open(path, os.O_RDWR)
+    offs = [sum(len(d) for d in data[:i]) for i in range(len(data))]
+    return fd, [FileRange(fd, o, len(d)) for o, d in zip(offs, data, strict=True)]
+
+
+def test_file_range_parts_are_read_into_their_ciphertext_buffers(
+        st: S3ECStore, s3: Any, bucket: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The filesystem's parts are ranges of the staging file (file_parts): a part that is its
+    turn is read straight into its ciphertext buffer and encrypted there (no plaintext part
+    built), during upload_part only, so the file may change once it returned."""
+    assert st.file_parts
+    monkeypatch.setattr(FileRange, "read", lambda self: pytest.fail("plaintext part built"))
+    data = [os.urandom(PART), os.urandom(PART), os.urandom(1000)]
+    fd, rngs = _ranges(tmp_path, data)
+    try:
+        uid = st.create_multipart("f", {})
+        st.upload_part("f", uid, 1, rngs[0])
+        assert _sent(s3, bucket, "f", uid) == [1]
+        os.pwrite(fd, b"\0" * PART, 0)  # after upload_part returned: not what part 1 holds
+        st.upload_part("f", uid, 2, rngs[1])
+        st.upload_part("f", uid, 3, rngs[2])  # the small last part is kept (read) for the tag
+        os.pwrite(fd, b"\0" * 1000, 2 * PART)
+        st.complete_multipart("f", uid, [(1, ""), (2, ""), (3, "")])
+    finally:
+        os.close(fd)
+    assert ref_decrypt(*_read(s3, bucket, "f")) == b"".join(data)
+
+
+def test_an_early_file_range_waits_for_its_turn(
+        st: S3ECStore, s3: Any, bucket: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Part 3 arriving before parts 1 and 2 (their threads a moment late) is neither kept in
+    memory nor spooled: its thread waits and encrypts it from the file when its turn comes."""
+    monkeypatch.setattr(s3ec_upload, "_WAIT", 60.0)
+    kept: list[int] = []
+    real_read = s3ec_upload.S3ECUpload._read
+    monkeypatch.setattr(s3ec_upload.S3ECUpload, "_read",
+                        staticmethod(lambda rng: (kept.append(rng.offset), real_read(rng))[1]))
+    data = [os.urandom(PART) for _ in range(3)] + [os.urandom(PART + 1)]
+    fd, rngs = _ranges(tmp_path, data)
+    uid = st.create_multipart("f", {})
+    errors: list[BaseException] = []
+
+    def send(n: int) -> None:
+        try:
+            st.upload_part("f", uid, n, rngs[n - 1])
+        except BaseException as exc:
+            errors.append(exc)
+
+    try:
+        early = [threading.Thread(target=send, args=(n,)) for n in (3, 2)]
+        for t in early:
+            t.start()
+            time.sleep(0.1)
+        assert all(t.is_alive() for t in early) and _sent(s3, bucket, "f", uid) == []
+        send(1)
+        for t in early:
+            t.join(10)
+        assert _sent(s3, bucket, "f", uid) == [1, 2, 3] and not errors and not kept
+        send(4)  # the file's end: kept for the tag
+        assert not errors and kept == [3 * PART]
+        st.complete_multipart("f", uid, [(n, "") for n in range(1, 5)])
+    finally:
+        os.close(fd)
+    assert ref_decrypt(*_read(s3, bucket, "f")) == b"".join(data)
+
+
+def test_an_early_file_range_whose_turn_does_not_come_is_kept(
+        st: S3ECStore, s3: Any, bucket: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """After `_WAIT` the early part is read into memory (as bytes are kept): the caller may
+    then change its file, the object holds what upload_part was given."""
+    monkeypatch.setattr(s3ec_upload, "_WAIT", 0.2)
+    data = [os.urandom(PART), os.urandom(PART), os.urandom(PART)]
+    fd, rngs = _ranges(tmp_path, data)
+    try:
+        uid = st.create_multipart("f", {})
+        st.upload_part("f", uid, 2, rngs[1])  # returns after _WAIT, part 2 kept
+        assert _sent(s3, bucket, "f", uid) == []
+        os.pwrite(fd, b"\0" * PART, PART)
+        st.upload_part("f", uid, 1, rngs[0])
+        assert _sent(s3, bucket, "f", uid) == [1, 2]
+        st.upload_part("f", uid, 3, rngs[2])
+        st.complete_multipart("f", uid, [(1, ""), (2, ""), (3, "")])
+    finally:
+        os.close(fd)
+    assert ref_decrypt(*_read(s3, bucket, "f")) == b"".join(data)
+
+
+def test_a_part_that_cannot_be_read_breaks_the_upload(
+        st: S3ECStore, s3: Any, bucket: str, tmp_path: Path) -> None:
+    """Part 1 (small: kept until part 2 says it is not the last) is encrypted, then part 2's
+    file read fails: the GCM stream moved past part 1, which was never sent, so the upload
+    can only start again (UploadRestart), never complete with a part missing or re-encrypted."""
+    data = [os.urandom(1000), os.urandom(PART)]
+    path = tmp_path / "wo"
+    path.write_bytes(data[1] * 2)  # part 2 does not reach the end: not kept for the tag
+    fd = os.open(path, os.O_WRONLY)  # preadv fails: EBADF
+    try:
+        uid = st.create_multipart("f", {})
+        st.upload_part("f", uid, 1, data[0])
+        with pytest.raises(OSError):
+            st.upload_part("f", uid, 2, FileRange(fd, 0, PART))
+        with pytest.raises(UploadRestart):
+            st.upload_part("f", uid, 3, os.urandom(PART))
+        with pytest.raises(UploadRestart):
+            st.complete_multipart("f", uid, [(1, ""), (2, "")])
+    finally:
+        os.close(fd)
+    assert _sent(s3, bucket, "f", uid) == []
+    st.abort_multipart("f", uid)
+
+
+def test_abort_releases_a_part_waiting_for_its_turn(
+        st: S3ECStore, s3: Any, bucket: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(s3ec_upload, "_WAIT", 60.0)
+    fd, rngs = _ranges(tmp_path, [os.urandom(PART), os.urandom(PART)])
+    uid = st.create_multipart("f", {})
+    got: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            st.upload_part("f", uid, 2, rngs[1])
+        except BaseException as exc:
+            got.append(exc)
+
+    waiter = threading.Thread(target=send)
+    try:
+        waiter.start()
+        time.sleep(0.2)
+        assert waiter.is_alive()
+        st.abort_multipart("f", uid)
+        waiter.join(10)
+        assert not waiter.is_alive() and len(got) == 1 and isinstance(got[0], UploadRestart)
+    finally:
+        os.close(fd)
+
+
+def test_a_file_range_after_a_kept_part_does_not_wait(
+        st: S3ECStore, s3: Any, bucket: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Part 1 is small and kept (it may be the last); part 2 is not its turn yet, but nothing
+    is missing before it: part 2's arrival makes part 1 non-final, both go at once (S3
+    would refuse to complete a non-final part this small: the upload is aborted)."""
+    monkeypatch.setattr(s3ec_upload, "_WAIT", 60.0)
+    fd, rngs = _ranges(tmp_path, [os.urandom(1000), os.urandom(PART), os.urandom(10)])
+    uid = st.create_multipart("f", {})
+    try:
+        st.upload_part("f", uid, 1, rngs[0])
+        assert _sent(s3, bucket, "f", uid) == []
+        second = threading.Thread(target=st.upload_part, args=("f", uid, 2, rngs[1]))
+        second.start()
+        second.join(20)
+        assert not second.is_alive() and _sent(s3, bucket, "f", uid) == [1, 2]
+    finally:
+        os.close(fd)
+        st.abort_multipart("f", uid)
+
+
+def test_an_early_part_that_cannot_be_read_is_not_there(
+        st: S3ECStore, s3: Any, bucket: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kept after its wait, an early part's read fails: the call fails and the part counts as
+    never sent (nothing was encrypted); sent again, the upload completes."""
+    monkeypatch.setattr(s3ec_upload, "_WAIT", 0.1)
+    data = [os.urandom(PART), os.urandom(PART)]
+    path = tmp_path / "wo"
+    path.write_bytes(data[1])
+    bad = os.open(path, os.O_WRONLY)
+    try:
+        uid = st.create_multipart("f", {})
+        with pytest.raises(OSError):
+            st.upload_part("f", uid, 2, FileRange(bad, 0, PART))
+        st.upload_part("f", uid, 1, data[0])
+        assert _sent(s3, bucket, "f", uid) == [1]  # not part 2: it is not there
+        st.upload_part("f", uid, 2, data[1])
+        st.complete_multipart("f", uid, [(1, ""), (2, "")])
+    finally:
+        os.close(bad)
+    assert ref_decrypt(*_read(s3, bucket, "f")) == b"".join(data)
+
+
+def test_a_last_part_reaching_the_file_end_carries_the_tag(
+        st: S3ECStore, s3: Any, bucket: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full-size part whose range ends at its file's end is kept for the completion, which
+    appends the tag to it: no 16-byte part of its own (one request fewer). Were a part to
+    follow it after all, that part's arrival sends it as a non-final part."""
+    sent: list[int] = []
+    real = ObjectStore.upload_part
+    monkeypatch.setattr(ObjectStore, "upload_part",
+                        lambda self, k, u, n, b: (sent.append(n), real(self, k, u, n, b))[-1])
+    data = [os.urandom(PART) for _ in range(3)]
+    fd, rngs = _ranges(tmp_path, data)
+    try:
+        uid = st.create_multipart("f", {})
+        for n in (1, 2, 3):
+            st.upload_part("f", uid, n, rngs[n - 1])
+        assert _sent(s3, bucket, "f", uid) == [1, 2]  # part 3 ends the file: kept
+        st.complete_multipart("f", uid, [(1, ""), (2, ""), (3, "")])
+        assert sent == [1, 2, 3]
+        assert ref_decrypt(*_read(s3, bucket, "f")) == b"".join(data)
+        sent.clear()
+        uid = st.create_multipart("g", {})
+        st.upload_part("g", uid, 1, rngs[2])  # at the end of the file when it arrived
+        os.pwrite(fd, data[0], 3 * PART)  # the file grew: another part follows
+        st.upload_part("g", uid, 2, FileRange(fd, 3 * PART, PART - 5))
+        assert _sent(s3, bucket, "g", uid) == [1]
+        st.complete_multipart("g", uid, [(1, ""), (2, "")])
+        assert sent == [1, 2]
+        assert ref_decrypt(*_read(s3, bucket, "g")) == data[2] + data[0][:PART - 5]
+    finally:
+        os.close(fd)
+
+
+def test_parts_out_of_order_stop_waiting(
+        st: S3ECStore, s3: Any, bucket: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sparse or parallel write: a part far ahead of the next to encrypt is kept at once, and
+    after one wait timed out no part of that upload waits any more (a stalled streamer would
+    hold up the close for a second per part)."""
+    data = [os.urandom(PART) for _ in range(12)]
+    fd, rngs = _ranges(tmp_path, data)
+    uid = st.create_multipart("f", {})
+
+    def returns(n: int) -> bool:
+        t = threading.Thread(target=st.upload_part, args=("f", uid, n, rngs[n - 1]))
+        t.start()
+        t.join(20)
+        return not t.is_alive()
+
+    try:
+        monkeypatch.setattr(s3ec_upload, "_WAIT", 60.0)
+        assert returns(11)  # 10 parts ahead: kept, no wait
+        monkeypatch.setattr(s3ec_upload, "_WAIT", 0.1)
+        st.upload_part("f", uid, 3, rngs[2])  # waits for parts 1 and 2, times out: kept
+        monkeypatch.setattr(s3ec_upload, "_WAIT", 60.0)
+        assert returns(4) and returns(2)  # kept at once
+        assert _sent(s3, bucket, "f", uid) == []
+        for n in (1, 5, 6, 7, 8, 9, 10, 12):
+            st.upload_part("f", uid, n, rngs[n - 1])
+        st.complete_multipart("f", uid, [(n, "") for n in range(1, 13)])
+    finally:
+        os.close(fd)
+    assert ref_decrypt(*_read(s3, bucket, "f")) == b"".join(data)

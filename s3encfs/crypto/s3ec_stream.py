@@ -25,9 +25,11 @@ class Encryptor:
         self._count(len(plaintext))
         return self._enc.update(plaintext)
 
-    def update_into(self, plaintext: bytes | bytearray, out: bytearray | memoryview) -> int:
+    def update_into(self, plaintext: bytes | bytearray | memoryview,
+                    out: bytearray | memoryview) -> int:
         """As `update`, into the caller's buffer (at least len(plaintext) bytes): a reused
-        buffer costs no fresh pages (a new 8 MiB `bytes` per part cost 8x the AES itself)."""
+        buffer costs no fresh pages (a new 8 MiB `bytes` per part cost 8x the AES itself).
+        `out` may be `plaintext` itself (GCM encrypts in place)."""
         self._count(len(plaintext))
         return int(self._enc.update_into(plaintext, out))
 

@@ -15,12 +15,9 @@ this class is the whole S3EC boundary:
 * HEAD results are checked: an object that is not S3EC, is legacy CBC, or has no matching key
   is presented with an error marker the codec turns into EIO (logged here once per ETag).
 * Every PUT and every multipart upload gets a fresh data key and message id (V2: IV): the
-  caller's cipher metadata is ignored, so a (key, nonce) pair can never be reused. A multipart
-  upload is created for real at once (the journal knows its id), its parts are encrypted
-  strictly in order, each the moment its turn comes (s3ec_upload.py), the tag appended to the
-  last part; an upload encrypts at most once, and one whose parts can no longer be completed
-  raises UploadRestart (the caller sends the object again). UploadPartCopy becomes a verified
-  read.
+  caller's cipher metadata is ignored, so a (key, nonce) pair can never be reused. Multipart
+  parts are encrypted strictly in order as their turns come (s3ec_upload.py); UploadPartCopy
+  becomes a verified read.
 * Metadata-only copies (chmod, utime, xattrs) carry every S3EC key of the source unchanged and
   re-seal the POSIX attributes (`s3ec_attrs`); the copy is conditional on the ETag whose keys
   were read.
@@ -341,9 +338,8 @@ class S3ECStore(ObjectStore):
 
     # -- multipart: parts encrypted in order as early as is safe (s3ec_upload.py) -------------
     def create_multipart(self, key: str, metadata: dict[str, str]) -> str:
-        """A real upload (so the journal knows its id and a crash gets it aborted) whose fresh
-        data key and message id are fixed now; its parts are encrypted in order as soon as
-        each one's turn comes (s3ec_upload.py)."""
+        """A real upload (the journal knows its id, a crash gets it aborted) whose fresh data
+        key and message id are fixed now."""
         ck, meta = self._fresh(metadata)
         upload_id = super().create_multipart(key, meta)
         with self._lock:
@@ -358,9 +354,10 @@ class S3ECStore(ObjectStore):
                                 "encrypted or is unknown; it must start again", key=key)
         return up
 
+    file_parts = True  # a FileRange part is read during upload_part (s3ec_upload.py)
+
     def upload_part(self, key: str, upload_id: str, part_number: int,
                     body: bytes | bytearray | FileRange) -> str:
-        body = body.read() if isinstance(body, FileRange) else body  # (file_parts is False)
         self._upload(key, upload_id).add(part_number, body, self._sender(key, upload_id))
         # a token the caller hands back at completion (which ignores it): no hash of 8 MiB
         return f"s3ec-{part_number}-{len(body)}-{secrets.token_hex(4)}"
@@ -396,5 +393,7 @@ class S3ECStore(ObjectStore):
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
         with self._lock:
-            self._uploads.pop(upload_id, None)
+            up = self._uploads.pop(upload_id, None)
+        if up is not None:
+            up.abandon()  # parts waiting for their turn give up
         super().abort_multipart(key, upload_id)
