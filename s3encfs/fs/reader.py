@@ -216,9 +216,10 @@ class Reader(DirPrefetch):
 
     async def _prefetch_one(self, obj: ObjectRef, block: int, run: int,
                             claimed: Claim | None = None) -> None:
+        awaited = self.store.awaitable_reads
         try:
-            if self.store.awaitable_reads:  # on the CRT: no worker thread parked on the GET
-                await self._fetch_run(obj, block, run, claimed)
+            if awaited:  # on the CRT: no worker thread parked on the GET
+                await self._fetch_run(obj, block, run, claimed)  # pushes the run's pages too
             else:
                 await trio.to_thread.run_sync(
                     partial(self.blocks.get_block, obj.key, obj.etag, obj.obj_size, block,
@@ -229,7 +230,8 @@ class Reader(DirPrefetch):
         finally:
             for i in range(block, block + run):
                 self._prefetching.discard((obj.key, obj.etag, i))
-        await self._push_blocks(obj, list(range(block, block + run)))
+        if not awaited:
+            await self._push_blocks(obj, list(range(block, block + run)))
 
     async def _fetch_run(self, obj: ObjectRef, block: int, run: int,
                          claimed: Claim | None) -> None:
@@ -237,7 +239,11 @@ class Reader(DirPrefetch):
         else those still missing once a `prefetch_limiter` slot is free (a block a reader
         fetched meanwhile is skipped, not the rest of the run with it). The slot is held until
         the disk-tier write of what it fetched is done: it bounds the fetched runs held in
-        memory (with it released first, a slow disk let them pile up: W2 peak RSS 352 MiB)."""
+        memory (with it released first, a slow disk let them pile up: W2 peak RSS 352 MiB).
+        A file being pushed into the page cache (fs/pagepush.py) gets the run's pages stored
+        by a task of its own started as the GET is done, from memory: pushed after the disk
+        write, other runs had often evicted the blocks from the memory tier by then, and the
+        trio thread read them back from disk (W3). The push does not hold the slot."""
         key, etag, size = obj.key, obj.etag, obj.obj_size
         pending: Claim = []
         fetched: list[tuple[int, Block]] = []
@@ -255,6 +261,9 @@ class Reader(DirPrefetch):
                             fetched += await self.blocks.afetch_claimed(key, etag, size, pending)
                             b = pending[-1][0]
                         b += 1
+                if self.nursery is not None and self.pages.get(obj) is not None:
+                    self.nursery.start_soon(background, self._push_blocks, obj,
+                                            list(range(block, block + run)))
                 if fetched:  # in the slot: it bounds the runs held in memory (RSS)
                     await self.blocks.write_behind(key, etag, fetched)
         except BaseException as exc:  # cancelled before its GET: its waiters must not hang
