@@ -180,10 +180,13 @@ class Reader(DirPrefetch):
         last_block = (obj.obj_size - 1) // self.block_bytes if obj.obj_size else -1
         end = min(first_block + window, last_block + 1)
         ident = (obj.key, obj.etag)
-        if self._ra_scanned.get(ident) == (first_block, end):
+        prev = self._ra_scanned.get(ident)
+        if prev == (first_block, end):
             return  # the same window as the last read's (reads smaller than a block)
         advised = self._advised.get(ident, -1)
         b = first_block
+        if prev is not None and prev[0] <= first_block <= prev[1]:
+            b = prev[1]  # a reader moving on: the blocks up to the last scan's stop were seen
         while b < end:
             tier = self._ra_tier(obj, b)
             if tier is not None:
@@ -206,7 +209,7 @@ class Reader(DirPrefetch):
             self._advised.clear()
             self._ra_scanned.clear()
         self._advised[ident] = advised
-        self._ra_scanned[ident] = (first_block, end)
+        self._ra_scanned[ident] = (first_block, min(b, end))  # where this scan stopped
 
     def _ra_tier(self, obj: ObjectRef, b: int) -> str | None:
         """Where block b is for read-ahead: "mem" (also: being prefetched), "disk" or None."""
