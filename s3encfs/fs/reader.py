@@ -140,8 +140,11 @@ class Reader(DirPrefetch):
         per = self.cfg.segs_per_block * self.seg.segment_size  # plaintext bytes per block
         return [(b * per, min(obj.plain_size, (b + 1) * per)) for b in blocks]
 
-    async def _push_blocks(self, obj: ObjectRef, blocks: list[int]) -> None:
-        """Plaintext of these blocks (local ones only) into the kernel's page cache."""
+    async def _push_blocks(self, obj: ObjectRef, blocks: list[int], *,
+                           fetch: bool = True) -> None:
+        """Plaintext of these blocks (local ones only) into the kernel's page cache. `fetch`
+        False: a block not local when its turn comes is skipped (left to FUSE reads), not
+        brought in (a read-ahead run's push: another GET of a block it just fetched)."""
         st = self.pages.get(obj)
         if st is None:
             return
@@ -154,6 +157,8 @@ class Reader(DirPrefetch):
             return self._local_read(src, partial(src.base_range, lo, hi))
 
         async def ensure(lo: int, hi: int) -> None:
+            if not fetch:
+                return
             if self.store.awaitable_reads:
                 await self._fetch_blocks(obj, lo, hi, 1)
             else:
@@ -265,8 +270,8 @@ class Reader(DirPrefetch):
                             b = pending[-1][0]
                         b += 1
                 if self.nursery is not None and self.pages.get(obj) is not None:
-                    self.nursery.start_soon(background, self._push_blocks, obj,
-                                            list(range(block, block + run)))
+                    self.nursery.start_soon(background, partial(self._push_blocks, fetch=False),
+                                            obj, list(range(block, block + run)))
                 if fetched:  # in the slot: it bounds the runs held in memory (RSS)
                     await self.blocks.write_behind(key, etag, fetched)
         except BaseException as exc:  # cancelled before its GET: its waiters must not hang
