@@ -88,3 +88,24 @@ def test_a_plain_read_within_a_block_is_a_view_of_the_cached_block_not_a_copy(
     # blocks of one run share its buffer: 21 reads, a handful of GETs' buffers behind them
     assert len({id(v.obj) for v in views}) <= cold.store.stats.as_dict()["requests"].get(
         "GetObject", 0)
+
+
+@pytest.mark.parametrize("mode", ["none", "client"])
+def test_a_sequential_reader_looks_at_each_block_of_its_window_once(
+        mode: str, s3server: Any, bucket: str, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    """A mounted `dd bs=1M` sends 1 MiB reads: one per block, so "once per block entered"
+    still looked again at every block of the 48-block window already fetched on every read.
+    The window is now scanned on from where the last read's scan stopped."""
+    data = uploaded_random_file(s3server, bucket, mode, tmp_path, monkeypatch, 40 * MiB)
+    cold = plain_or_client_core(s3server.endpoint, bucket, mode, tmp_path / "r")
+    calls = {"where": 0, "advise": 0}
+    _counting(cold, calls)
+
+    async def read_all(core: FsCore) -> bytes:
+        node = await core.lookup(core.root, "f")
+        return b"".join([await core.read(node, off, MiB) for off in range(0, len(data), MiB)])
+
+    assert run_core(cold, read_all) == data
+    blocks = -(-len(data) // cold.blocks.block_bytes)
+    assert calls["where"] <= 2 * blocks, calls  # before: 147 here (52 after)

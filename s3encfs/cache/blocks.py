@@ -27,9 +27,8 @@ WRITE_BEHIND = 4  # disk-tier writes started for callers that did not wait for t
 class BlockCache(DiskTier):
     def __init__(self, directory: str, store: ObjectStore, block_bytes: int, max_bytes: int,
                  mem_bytes: int = 64 * 1024 * 1024):
-        super().__init__(directory, max_bytes)
+        super().__init__(directory, max_bytes, block_bytes)
         self.store = store
-        self.block_bytes = block_bytes
         self.mem_bytes = mem_bytes
         self._mem = MemTier(mem_bytes)
         self._inflight: dict[tuple[str, str, int], Future[Block]] = {}

@@ -22,6 +22,7 @@ import threading
 
 ALIGN = 4096  # O_DIRECT's alignment of buffer, offset and length (a page: fits every device)
 _KEEP = 8  # aligned buffers kept for reuse (one per write in flight)
+STAGE = 1024 * 1024 + ALIGN  # the most one aligned buffer holds (a block, client mode's too)
 
 
 class DirectWriter:
@@ -32,8 +33,9 @@ class DirectWriter:
         self._lock = threading.Lock()
         self._free: list[mmap.mmap] = []
 
-    def write(self, path: str, data: bytes | memoryview) -> None:
-        """Create (or replace the contents of) `path` with exactly `data`."""
+    def write(self, path: str, data: list[bytes | memoryview]) -> None:
+        """Create (or replace the contents of) `path` with exactly the buffers of `data`,
+        end to end."""
         if self.enabled:
             try:
                 self._write_direct(path, data)
@@ -43,28 +45,34 @@ class DirectWriter:
                     raise
                 self.enabled = False  # this filesystem cannot: buffered from now on
         with open(path, "wb") as f:
-            f.write(data)
+            for piece in data:
+                f.write(piece)
 
-    def _write_direct(self, path: str, data: bytes | memoryview) -> None:
-        n = len(data)
-        padded = -(-n // ALIGN) * ALIGN
-        buf = self._take(padded)
+    def _write_direct(self, path: str, data: list[bytes | memoryview]) -> None:
+        """Through one aligned buffer of at most STAGE bytes: each full one written at the
+        next aligned offset, the tail padded and the file truncated to the exact length."""
+        n = sum(len(piece) for piece in data)
+        buf = self._take(min(-(-n // ALIGN) * ALIGN, STAGE))
         try:
-            buf[:n] = data
-            if padded > n:
-                buf[n:padded] = bytes(padded - n)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC |
                          os.O_DIRECT, 0o600)
             try:
-                view = memoryview(buf)
-                try:
-                    done = 0
-                    while done < padded:  # O_DIRECT writes may be short (then aligned)
-                        done += os.write(fd, view[done:padded])
-                finally:
-                    view.release()
-                if padded > n:
-                    os.ftruncate(fd, n)
+                fill = 0
+                for piece in data:
+                    pos = 0
+                    while pos < len(piece):
+                        take = min(len(piece) - pos, len(buf) - fill)
+                        buf[fill:fill + take] = piece[pos:pos + take]
+                        fill, pos = fill + take, pos + take
+                        if fill == len(buf):
+                            _write_all(fd, buf, fill)
+                            fill = 0
+                if fill:
+                    padded = -(-fill // ALIGN) * ALIGN
+                    buf[fill:padded] = bytes(padded - fill)
+                    _write_all(fd, buf, padded)
+                    if padded > fill:
+                        os.ftruncate(fd, n)
             finally:
                 os.close(fd)
         finally:
@@ -83,3 +91,14 @@ class DirectWriter:
                 self._free.append(buf)
                 return
         buf.close()
+
+
+def _write_all(fd: int, buf: mmap.mmap, n: int) -> None:
+    """buf[:n] (n aligned) at the file's offset; O_DIRECT writes may be short (then aligned)."""
+    view = memoryview(buf)
+    try:
+        done = 0
+        while done < n:
+            done += os.write(fd, view[done:n])
+    finally:
+        view.release()

@@ -92,10 +92,7 @@ class VerifiedBlockCache(BlockCache):
             path = self._path(key, etag, b)
             os.replace(tmp, path)
             start, end = self.block_range(obj_size, b)
-            with self._lock:
-                old = self._disk.pop(path, 0)
-                self._disk[path] = end - start
-                self._disk_total += end - start - old
+            self._register(path, end - start)
         tmps.clear()
         start, end = self.block_range(obj_size, block)
         data = self._disk_get(self._path(key, etag, block), end - start)

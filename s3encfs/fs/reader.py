@@ -140,8 +140,11 @@ class Reader(DirPrefetch):
         per = self.cfg.segs_per_block * self.seg.segment_size  # plaintext bytes per block
         return [(b * per, min(obj.plain_size, (b + 1) * per)) for b in blocks]
 
-    async def _push_blocks(self, obj: ObjectRef, blocks: list[int]) -> None:
-        """Plaintext of these blocks (local ones only) into the kernel's page cache."""
+    async def _push_blocks(self, obj: ObjectRef, blocks: list[int], *,
+                           fetch: bool = True) -> None:
+        """Plaintext of these blocks (local ones only) into the kernel's page cache. `fetch`
+        False: a block not local when its turn comes is skipped (left to FUSE reads), not
+        brought in (a read-ahead run's push: another GET of a block it just fetched)."""
         st = self.pages.get(obj)
         if st is None:
             return
@@ -154,6 +157,8 @@ class Reader(DirPrefetch):
             return self._local_read(src, partial(src.base_range, lo, hi))
 
         async def ensure(lo: int, hi: int) -> None:
+            if not fetch:
+                return
             if self.store.awaitable_reads:
                 await self._fetch_blocks(obj, lo, hi, 1)
             else:
@@ -180,10 +185,13 @@ class Reader(DirPrefetch):
         last_block = (obj.obj_size - 1) // self.block_bytes if obj.obj_size else -1
         end = min(first_block + window, last_block + 1)
         ident = (obj.key, obj.etag)
-        if self._ra_scanned.get(ident) == (first_block, end):
+        prev = self._ra_scanned.get(ident)
+        if prev == (first_block, end):
             return  # the same window as the last read's (reads smaller than a block)
         advised = self._advised.get(ident, -1)
         b = first_block
+        if prev is not None and prev[0] <= first_block <= prev[1]:
+            b = prev[1]  # a reader moving on: the blocks up to the last scan's stop were seen
         while b < end:
             tier = self._ra_tier(obj, b)
             if tier is not None:
@@ -206,7 +214,7 @@ class Reader(DirPrefetch):
             self._advised.clear()
             self._ra_scanned.clear()
         self._advised[ident] = advised
-        self._ra_scanned[ident] = (first_block, end)
+        self._ra_scanned[ident] = (first_block, min(b, end))  # where this scan stopped
 
     def _ra_tier(self, obj: ObjectRef, b: int) -> str | None:
         """Where block b is for read-ahead: "mem" (also: being prefetched), "disk" or None."""
@@ -216,9 +224,10 @@ class Reader(DirPrefetch):
 
     async def _prefetch_one(self, obj: ObjectRef, block: int, run: int,
                             claimed: Claim | None = None) -> None:
+        awaited = self.store.awaitable_reads
         try:
-            if self.store.awaitable_reads:  # on the CRT: no worker thread parked on the GET
-                await self._fetch_run(obj, block, run, claimed)
+            if awaited:  # on the CRT: no worker thread parked on the GET
+                await self._fetch_run(obj, block, run, claimed)  # pushes the run's pages too
             else:
                 await trio.to_thread.run_sync(
                     partial(self.blocks.get_block, obj.key, obj.etag, obj.obj_size, block,
@@ -229,7 +238,8 @@ class Reader(DirPrefetch):
         finally:
             for i in range(block, block + run):
                 self._prefetching.discard((obj.key, obj.etag, i))
-        await self._push_blocks(obj, list(range(block, block + run)))
+        if not awaited:
+            await self._push_blocks(obj, list(range(block, block + run)))
 
     async def _fetch_run(self, obj: ObjectRef, block: int, run: int,
                          claimed: Claim | None) -> None:
@@ -237,7 +247,11 @@ class Reader(DirPrefetch):
         else those still missing once a `prefetch_limiter` slot is free (a block a reader
         fetched meanwhile is skipped, not the rest of the run with it). The slot is held until
         the disk-tier write of what it fetched is done: it bounds the fetched runs held in
-        memory (with it released first, a slow disk let them pile up: W2 peak RSS 352 MiB)."""
+        memory (with it released first, a slow disk let them pile up: W2 peak RSS 352 MiB).
+        A file being pushed into the page cache (fs/pagepush.py) gets the run's pages stored
+        by a task of its own started as the GET is done, from memory: pushed after the disk
+        write, other runs had often evicted the blocks from the memory tier by then, and the
+        trio thread read them back from disk (W3). The push does not hold the slot."""
         key, etag, size = obj.key, obj.etag, obj.obj_size
         pending: Claim = []
         fetched: list[tuple[int, Block]] = []
@@ -255,6 +269,9 @@ class Reader(DirPrefetch):
                             fetched += await self.blocks.afetch_claimed(key, etag, size, pending)
                             b = pending[-1][0]
                         b += 1
+                if self.nursery is not None and self.pages.get(obj) is not None:
+                    self.nursery.start_soon(background, partial(self._push_blocks, fetch=False),
+                                            obj, list(range(block, block + run)))
                 if fetched:  # in the slot: it bounds the runs held in memory (RSS)
                     await self.blocks.write_behind(key, etag, fetched)
         except BaseException as exc:  # cancelled before its GET: its waiters must not hang
