@@ -16,9 +16,9 @@ from s3encfs.fs.core import FsCore
 from s3encfs.fs.listing import read_index
 
 
-@pytest.mark.parametrize("mode", ["none", "client"])
-def test_markers_and_small_indexes_go_up_without_a_worker_thread(
-        s3server, bucket, tmp_path, monkeypatch, mode):
+def _core_counting_threads(s3server: Any, bucket: str, tmp_path: Any, monkeypatch: Any,
+                           mode: str) -> tuple[FsCore, list[str]]:
+    """A fresh core whose worker-thread calls (`core.run`) are listed by function name."""
     for k, v in s3server.env().items():
         monkeypatch.setenv(k, v)
     core = plain_or_client_core(s3server.endpoint, bucket, mode, tmp_path / "c")
@@ -30,6 +30,13 @@ def test_markers_and_small_indexes_go_up_without_a_worker_thread(
         return await real_run(fn, *a, **kw)
 
     monkeypatch.setattr(core, "run", counted)
+    return core, threaded
+
+
+@pytest.mark.parametrize("mode", ["none", "client"])
+def test_markers_and_small_indexes_go_up_without_a_worker_thread(
+        s3server, bucket, tmp_path, monkeypatch, mode):
+    core, threaded = _core_counting_threads(s3server, bucket, tmp_path, monkeypatch, mode)
 
     async def job(c: FsCore) -> None:
         d = await c.mkdir(c.root, "d", stat.S_IFDIR | 0o750, 0, 0)
@@ -55,18 +62,8 @@ def test_markers_and_small_indexes_go_up_without_a_worker_thread(
 
 def test_a_big_index_is_still_built_on_a_worker_thread(s3server, bucket, tmp_path,
                                                       monkeypatch):
-    for k, v in s3server.env().items():
-        monkeypatch.setenv(k, v)
     monkeypatch.setattr(upload, "AWAITED_INDEX", 2)
-    core = plain_or_client_core(s3server.endpoint, bucket, "none", tmp_path / "c")
-    threaded: list[str] = []
-    real_run = core.run
-
-    async def counted(fn: Any, *a: Any, **kw: Any) -> Any:
-        threaded.append(getattr(fn, "__name__", repr(fn)))
-        return await real_run(fn, *a, **kw)
-
-    monkeypatch.setattr(core, "run", counted)
+    core, threaded = _core_counting_threads(s3server, bucket, tmp_path, monkeypatch, "none")
 
     async def job(c: FsCore) -> None:
         for i in range(3):
