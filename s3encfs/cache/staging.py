@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from collections.abc import Iterable
 from typing import Any
 
 from s3encfs.codec import SlotCipher
@@ -201,9 +202,7 @@ class StagingFile:
         n = slots.seal_into(self.file_id, index, plaintext, buf)
         pwrite_all(self.fd, memoryview(buf)[:n], index * self.slot)
         if n == self.slot and slots.whole_slots_are_segments:
-            if self._whole_of is not slots:  # a new version's slot cipher: start over
-                self._whole, self._whole_of = set(), slots
-            self._whole.add(index)
+            self._mark_whole(slots, (index,))
 
     def write_segments(self, first: int, data: bytes | memoryview) -> None:
         """Store len(data) // segment_size whole segments from `first` on (`data` holds
@@ -234,9 +233,13 @@ class StagingFile:
                     whole.append(first + j)
             pwrite_all(self.fd, buf[:(hi - lo) * slot], (first + lo) * slot)
             if whole:
-                if self._whole_of is not slots:
-                    self._whole, self._whole_of = set(), slots
-                self._whole.update(whole)
+                self._mark_whole(slots, whole)
+
+    def _mark_whole(self, slots: Any, indices: Iterable[int]) -> None:
+        """Slots just written whole by `slots` (an ObjectSlots): see `segments_of`."""
+        if self._whole_of is not slots:  # a new version's slot cipher: start over
+            self._whole, self._whole_of = set(), slots
+        self._whole.update(indices)
 
     def segments_of(self, cipher: Any, first: int, stop: int) -> bool:
         """Whether slots [first, stop) are, as they are on disk, the object bytes `cipher`
