@@ -236,7 +236,7 @@ class Upload(Conflicts):
         d.index_dirty = False
         index = DirIndex(files, dirs, self_meta)
         if self.store.awaitable_puts and len(files) + len(dirs) <= AWAITED_INDEX:
-            await self.store.aput(*index_object(self.layout, d.parts, index), {})
+            await self._put_small(*index_object(self.layout, d.parts, index), {})
         else:
             await self.run(write_index, self.store, self.layout, d.parts, index)
         settled = [(child, row) for child, row, meta in done_rows
@@ -270,8 +270,13 @@ class Upload(Conflicts):
     async def _put_marker(self, node: Node) -> None:
         """PUT a new directory's `dir/` marker (node.lock held)."""
         meta = attrs_to_meta(node.attrs) if not self.codec.encrypts_names else {}
-        if self.store.awaitable_puts:  # no worker thread hand-off (~100 us each on W4)
-            await self.store.aput(self.layout.dir_prefix(node.parts), b"", meta)
-        else:
-            await self.run(self.store.put, self.layout.dir_prefix(node.parts), b"", meta)
+        await self._put_small(self.layout.dir_prefix(node.parts), b"", meta)
         node.marker_pending = False
+
+    async def _put_small(self, key: str, body: bytes, meta: dict[str, str]) -> None:
+        """A small body's PUT: awaited on the trio thread where the store can (no worker
+        thread hand-off, ~100 us each on W4), else on a worker thread."""
+        if self.store.awaitable_puts:
+            await self.store.aput(key, body, meta)
+        else:
+            await self.run(self.store.put, key, body, meta)
