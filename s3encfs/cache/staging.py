@@ -95,6 +95,17 @@ def scratch(name: str, size: int) -> bytearray:
     return buf
 
 
+def _moved(old: str, path: str) -> bool:
+    """Rename a pooled file to `path`; one that cannot be is unlinked (False)."""
+    try:
+        os.rename(old, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(old)
+        return False
+    return True
+
+
 class StagingPool:
     """Emptied staging files, kept for the next new file instead of unlinked (issue 16).
 
@@ -136,21 +147,11 @@ class StagingPool:
         """An empty file renamed to `path`, open for reading and writing; None: none kept."""
         while self._free:
             old, fd = self._free.pop()
-            try:
-                os.rename(old, path)
-            except OSError:
-                os.close(fd)
-                with contextlib.suppress(OSError):
-                    os.unlink(old)
-                continue
-            return fd
+            if _moved(old, path):
+                return fd
+            os.close(fd)
         while self._closed:
-            old = self._closed.pop()
-            try:
-                os.rename(old, path)
-            except OSError:
-                with contextlib.suppress(OSError):
-                    os.unlink(old)
+            if not _moved(self._closed.pop(), path):
                 continue
             try:
                 return os.open(path, os.O_RDWR)  # no O_CREAT: only the file given back
