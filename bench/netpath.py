@@ -99,8 +99,9 @@ class Meter:
     """Counts one workload: S3 requests by kind through the proxy, the FS daemon's CPU (every
     mount session of the workload, from `Peer.cpu_total`), s3encfs's FUSE requests."""
 
-    def __init__(self, proxy: ProxyProcess | None) -> None:
+    def __init__(self, proxy: ProxyProcess | None, server_pid: int | None = None) -> None:
         self.proxy = proxy
+        self.server_pid = server_pid  # the S3 server's process: its CPU over each workload
         self._start: dict[str, Any] = {}
 
     def begin(self, peer: Any) -> None:
@@ -110,6 +111,7 @@ class Meter:
             "proxy_cpu": self.proxy.cpu_s() if self.proxy else None,
             "cpu": peer.cpu_total,
             "fuse": peer.fuse_total,
+            "server_cpu": proc_cpu_s(self.server_pid) if self.server_pid else None,
         }
 
     def _proxy_stats(self) -> dict[str, Any] | None:
@@ -126,6 +128,10 @@ class Meter:
         out["cpu_s"] = round(cpu, 2)
         if getattr(peer, "counts_fuse", False):
             out["fuse_requests"] = peer.fuse_total - self._start.get("fuse", 0)
+        s0 = self._start.get("server_cpu")
+        s1 = proc_cpu_s(self.server_pid) if self.server_pid else None
+        if s0 is not None and s1 is not None:
+            out["server_cpu_s"] = round(s1 - s0, 2)
         a, b = self._start.get("proxy"), self._proxy_stats()
         if a is not None and b is not None:
             kinds = _diff(a["requests"], b["requests"])

@@ -43,6 +43,7 @@ class Ctx:
     workdir: Path
     s3: Any  # a boto3 S3 client, always direct to the server (setup, checks; never counted)
     tag: str = ""  # appended to every peer's bucket name: one set of buckets per network set
+    server_pid: int | None = None  # the S3 server's process (its CPU per workload)
 
 
 def _mount_dev(mnt: Path) -> str | None:

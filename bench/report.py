@@ -128,6 +128,9 @@ def render(results: Results, peers: list[str]) -> str:
     if cpu_rows:
         out.append("CPU seconds of the FUSE daemon over the workload's mount sessions:")
         out.append(_table(["workload", *peers], cpu_rows))
+    out += _per_peer(results, peers, order,
+                     "CPU seconds of the S3 server (SeaweedFS) over the workload:",
+                     lambda r: f"{r['server_cpu_s']:.1f}" if "server_cpu_s" in r else None)
     out += count_tables(results, peers, order)
     warns = [
         f"  {w} {p}: {r['warn']}" for w in order for p, r in results[w].items() if r.get("warn")

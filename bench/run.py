@@ -267,7 +267,7 @@ def run_peer(bs: BenchSet, name: str, plan: Plan, work: list[str], extra: dict[s
         for w in work + memory:
             bs.put(w, name, Result(status=f"error: setup: {e}"[:300]))
         return
-    runner = Runner(peer, plan, log, Meter(bs.proxy))
+    runner = Runner(peer, plan, log, Meter(bs.proxy, bs.ctx.server_pid))
     for w, r in runner.run_all(work).items():
         bs.put(w, name, r)
     if memory:
@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         server.start()
         base = Ctx(endpoint=server.endpoint, access_key=server.access_key,
                    secret_key=server.secret_key, env=dict(server.env()), workdir=workdir,
-                   s3=server.client())  # fmt: skip
+                   s3=server.client(), server_pid=server.pid)  # fmt: skip
         extra = {"selected": selected, "names": names, "many_bucket": None,
                  "not_ready": s3encfs_ready() if any(n.startswith("s3encfs") for n in names)
                  else None}  # fmt: skip

@@ -63,6 +63,8 @@ class Result:
     cpu_ms_per_req: float | None = None  # daemon CPU / S3 requests
     fuse_requests: int | None = None  # s3encfs only: FUSE requests its `status` counted
     proxy_cpu_s: float | None = None  # the latency proxy's own CPU over the workload
+    server_cpu_s: float | None = None  # the S3 server's (SeaweedFS) CPU over the workload
+    durable_s: float | None = None  # W4: seconds from rsync's exit until durably unmounted
     warn: str = ""  # the workload finished but not cleanly (e.g. rsync exit 23)
 
     def to_json(self) -> dict[str, Any]:
@@ -361,8 +363,10 @@ class Runner:
             RSYNC_PARTIAL,
         )
         warn = rsync_warning()
+        t_rsync = time.monotonic()
         rss = self.durable_unmount(dl)
         secs = time.monotonic() - t0
+        durable = time.monotonic() - t_rsync
         n = self.tree_count()
         objects = len(list_sizes(self.peer, bucket))
         return Result(
@@ -372,6 +376,7 @@ class Runner:
             cpu_s=self.peer.last_cpu_s,
             warn=warn,
             note=f"{n} entries, {objects} objects in bucket",
+            durable_s=round(durable, 2),
         )
 
     def w5(self) -> Result:

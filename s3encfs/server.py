@@ -75,6 +75,11 @@ class SeaweedS3:
         self._log: Any = None
         self._die_with_parent = die_with_parent
 
+    @property
+    def pid(self) -> int | None:
+        """The running server's process id (None before `start`)."""
+        return self._proc.pid if self._proc is not None else None
+
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self, timeout: float = 90) -> None:

@@ -172,3 +172,30 @@ def test_w4_runs_on_an_unversioned_bucket_and_w4v_on_its_own_versioned_one() -> 
     out = r.run_all(["W4", "W4v", "W6a"])
     assert calls == [("rsync", "bench-rclone")] and s3.versioned == []
     assert out["W4v"].status == out["W6a"].status == "skipped"
+
+
+def test_meter_reports_the_servers_cpu_over_the_workload() -> None:
+    """With the S3 server's pid, `Meter` reports that process's CPU since `begin` (SeaweedFS
+    spends about as much CPU per small PUT as the daemon: W4 is bound by both); the report
+    shows it as a table of its own."""
+    import os
+    import time
+
+    from bench.netpath import Meter
+
+    peer = SimpleNamespace(cpu_total=0.0, fuse_total=0, counts_fuse=False)
+    meter = Meter(None, server_pid=os.getpid())  # this process stands in for the server
+    meter.begin(peer)
+    t = time.process_time()
+    while time.process_time() - t < 0.3:
+        pass
+    got = meter.end(peer)
+    assert 0.2 <= got["server_cpu_s"] <= 5
+    meter = Meter(None)  # no server process known: no figure, never a made-up 0
+    meter.begin(peer)
+    assert "server_cpu_s" not in meter.end(peer)
+    doc = _doc(0, 2.0)
+    doc["results"]["W4"]["s3encfs-plain"]["server_cpu_s"] = 7.31
+    text = report.render_sets({"rtt0": doc})
+    assert "CPU seconds of the S3 server (SeaweedFS) over the workload:" in text
+    assert "7.3" in text
