@@ -283,3 +283,33 @@ def test_a_short_write_is_sealed_from_its_own_bytes_never_padded(
     assert seen == [SEG]
     assert st.read_segment(1) == near_full + bytes(1)
     st.close()
+
+
+def test_a_slot_subkey_is_derived_once_per_file_across_hundreds_of_files(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A first backup seals each small file at its write and opens it at its upload, hundreds
+    of files later: past the 256 AES contexts kept, the file's subkey is remembered (32 bytes),
+    so the reopening takes no second HKDF (session 14); the slots still open, and a file id
+    never seen still gets its own key."""
+    from s3encfs.crypto import slots as slots_mod
+
+    derived: list[bytes] = []
+    real = env.hkdf
+
+    def counting(master: bytes, info: bytes, *a: Any, **kw: Any) -> bytes:
+        derived.append(info)
+        return real(master, info, *a, **kw)
+
+    monkeypatch.setattr(slots_mod.env, "hkdf", counting)
+    slots = StagingSlots(K1)
+    data = b"x" * 1000 + bytes(SEG - 1000)
+    sealed = [slots.seal(f"f{i}", 0, data) for i in range(600)]
+    assert len(derived) == 600
+    out = bytearray(SEG)
+    for i in range(600):  # the first 344 AES contexts are gone by now
+        assert slots.open_into(f"f{i}", 0, sealed[i], out) == 1000 and out[:1000] == data[:1000]
+    assert len(derived) == 600
+    with pytest.raises(IntegrityError):
+        slots.open_whole("f600", 0, sealed[0], out)
+    assert len(derived) == 601
+    assert StagingSlots(K1).open_into("f3", 0, sealed[3], out) == 1000  # the same subkey

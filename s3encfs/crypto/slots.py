@@ -25,6 +25,7 @@ _SHORT_AAD = b"s3encfs/v2/slot-short\x00"
 _SLOT_LEN = struct.Struct(">I")
 SHORT_OVERHEAD = _SLOT_LEN.size + env.SEGMENT_OVERHEAD  # 32
 _ZEROS = {n: bytes(n) for n in (4096, 256)}
+SUBKEYS_KEPT = 4096  # per-file slot subkeys remembered: more than the pending-file limit
 
 
 def meaningful_len(data: bytes | bytearray | memoryview) -> int:
@@ -57,9 +58,14 @@ class StagingSlots:
 
     overhead = env.SEGMENT_OVERHEAD
 
-    def __init__(self, cache_key: bytes, max_cached: int = 256) -> None:
+    def __init__(self, cache_key: bytes, max_cached: int = 256,
+                 max_keys: int = SUBKEYS_KEPT) -> None:
         self._key = cache_key
         self._aeads: LruDict[str, AESGCM] = LruDict(max_cached)
+        # and the subkeys themselves, many more of them (32 bytes each, where an AES context
+        # is ~2.7 KB): a first backup's file is sealed at its write and opened at its upload
+        # seconds and hundreds of files later, and each such reopening paid a second HKDF
+        self._subkeys: LruDict[str, bytes] = LruDict(max_keys)
         self._lock = threading.Lock()  # seal/open run in worker threads
 
     def _aead(self, file_id: str) -> AESGCM:
@@ -67,10 +73,14 @@ class StagingSlots:
             aead = self._aeads.get(file_id)
             if aead is not None:
                 return aead
-        info = _SLOT_INFO + b"\x00" + file_id.encode("utf-8", "surrogateescape")
-        aead = AESGCM(env.hkdf(self._key, info))
+            key = self._subkeys.get(file_id)
+        if key is None:
+            key = env.hkdf(self._key, _SLOT_INFO + b"\x00" +
+                           file_id.encode("utf-8", "surrogateescape"))
+        aead = AESGCM(key)
         with self._lock:
             self._aeads[file_id] = aead
+            self._subkeys[file_id] = key
         return aead
 
     def seal(self, file_id: str, index: int, plaintext: bytes) -> bytes:
