@@ -110,6 +110,14 @@ class SlotCipher(Protocol):
         """`seal`'s bytes written at the start of `out`; how many."""
         ...
 
+    def seal_short_into(self, file_id: str, index: int, plaintext: bytes | memoryview,
+                        out: bytearray | memoryview, segment_size: int) -> int | None:
+        """The slot of a segment that is `plaintext` followed by zeros up to `segment_size`,
+        sealed into `out` as `seal_into` seals the padded segment, without padding it first
+        (a small file's write); the sealed length, or None when that slot is not the short
+        form (the caller pads the segment and calls `seal_into`)."""
+        ...
+
     def open(self, file_id: str, index: int, data: bytes) -> bytes: ...
 
     def open_into(self, file_id: str, index: int, data: bytes | memoryview,
@@ -197,6 +205,10 @@ class IdentitySlots:
         n = len(plaintext)
         out[:n] = plaintext
         return n
+
+    def seal_short_into(self, file_id: str, index: int, plaintext: bytes | memoryview,
+                        out: bytearray | memoryview, segment_size: int) -> int | None:
+        return None  # no short form: the staging file is the plaintext itself
 
     def open(self, file_id: str, index: int, data: bytes) -> bytes:
         return data

@@ -165,3 +165,39 @@ def test_rows_sealed_as_blobs_by_the_previous_version_still_open(tmp_path: Path)
     assert [(r.row_id, r.path, r.data) for r in j.rows()] == [(7, "old/file", {"file_id": "old"})]
     j.update(7, "old/moved", {"file_id": "old"}, "file")
     assert [r.path for r in j.rows()] == ["old/moved"]
+
+
+def test_an_update_that_keeps_the_path_does_not_seal_it_again(tmp_path: Path) -> None:
+    """A row write that keeps the row's path rewrites kind and data only (session 14: one
+    AES-GCM seal less per row write); the sealed path still opens for its row after updates,
+    a rename's new path is sealed and written, and a removed row's id starts over."""
+    p = tmp_path / "journal.sqlite"
+    j = sealed_journal(p)
+    purposes: list[str] = []
+    seal = j._rows.seal
+
+    def counting(purpose: str, plain: bytes) -> bytes:
+        purposes.append(purpose)
+        return seal(purpose, plain)
+
+    j._rows.seal = counting  # type: ignore[method-assign]
+    a = j.add("file", "d/.name.XYZ", {"dirty": "00"})
+    stored = "SELECT path FROM pending WHERE id=?"
+    before = j._db.conn.execute(stored, (a,)).fetchone()[0]
+    for n in range(3):
+        j.update(a, "d/.name.XYZ", {"dirty": f"{n:02x}"}, "file")
+    assert purposes == [f"journal:{a}:path", f"journal:{a}:data"] + [f"journal:{a}:data"] * 3
+    assert j._db.conn.execute(stored, (a,)).fetchone()[0] == before
+    j.update(a, "d/name", {"dirty": "ff"}, "meta")  # a rename: the new path is sealed
+    assert purposes[-2:] == [f"journal:{a}:path", f"journal:{a}:data"]
+    assert [(r.row_id, r.kind, r.path, r.data) for r in j.rows()] == \
+        [(a, "meta", "d/name", {"dirty": "ff"})]
+    j.update(a, "d/name", {"dirty": "fe"}, "file")
+    j.close()
+    j2 = sealed_journal(p)  # what is on disk opens in a new journal (a remount's replay)
+    assert [(r.row_id, r.kind, r.path, r.data) for r in j2.rows()] == \
+        [(a, "file", "d/name", {"dirty": "fe"})]
+    j2.update(a, "d/name", {"dirty": "fd"}, "file")  # not written by this object: sealed anew
+    j2.remove(a)
+    assert j2.rows() == []
+    j2.close()

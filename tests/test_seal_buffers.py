@@ -245,3 +245,71 @@ def test_a_run_of_segments_is_written_at_once_and_reads_back(
     staging.cipher = slots.for_content(other, slots)  # the next version's key
     assert not staging.segments_of(cipher, 2, 10) and not staging.segments_of(other, 2, 10)
     staging.close()
+
+
+@pytest.mark.parametrize("object_slots", [False, True])
+def test_a_short_write_is_sealed_from_its_own_bytes_never_padded(
+        tmp_path: Path, fixed_nonce: None, object_slots: bool,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A small file's one write (fs/content._write_segments of a new segment) reaches
+    `write_segment` as its own bytes: the short slot is sealed from them, the same bytes as
+    sealing the zero-padded segment, with no 64 KiB padded copy made and scanned (session 14);
+    a segment whose zeros do not leave room for the short form is padded and sealed whole."""
+    codec = ClientCodec({"k": K1}, "k")
+    slots: Any = codec.slot_cipher(str(tmp_path))
+    if object_slots:
+        slots = slots.for_content(codec.new_object()[0])
+    seen: list[int] = []
+    inner = slots.seal_into
+
+    def recording(file_id: str, index: int, plaintext: Any, out: Any, *a: Any) -> int:
+        seen.append(len(plaintext))
+        return inner(file_id, index, plaintext, out, *a)
+
+    monkeypatch.setattr(slots, "seal_into", recording)
+    st = StagingFile(str(tmp_path / "s"), "f1", SEG, slots)
+    data = b"#include <stdio.h>\n" * 700 + bytes(5)  # 13,305 bytes, 5 of them zeros
+    st.write_segment(0, memoryview(data))
+    assert seen == []  # not padded to 64 KiB and handed to seal_into
+    expected = bytearray(SEG + 100)
+    n = inner("f1", 0, data + bytes(SEG - len(data)), expected)  # the padded segment's slot
+    assert (tmp_path / "s").read_bytes() == bytes(expected[:n])
+    assert n == len(data) - 5 + 32
+    assert st.read_segment(0) == data + bytes(SEG - len(data))
+    out = bytearray(SEG)
+    assert bytes(st.read_segment_into(0, out)) == data + bytes(SEG - len(data))
+    near_full = bytes(range(1, 256)) * (SEG // 255)  # 65,535 bytes: no room for a short slot
+    st.write_segment(1, near_full)
+    assert seen == [SEG]
+    assert st.read_segment(1) == near_full + bytes(1)
+    st.close()
+
+
+def test_a_slot_subkey_is_derived_once_per_file_across_hundreds_of_files(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A first backup seals each small file at its write and opens it at its upload, hundreds
+    of files later: past the 256 AES contexts kept, the file's subkey is remembered (32 bytes),
+    so the reopening takes no second HKDF (session 14); the slots still open, and a file id
+    never seen still gets its own key."""
+    from s3encfs.crypto import slots as slots_mod
+
+    derived: list[bytes] = []
+    real = env.hkdf
+
+    def counting(master: bytes, info: bytes, *a: Any, **kw: Any) -> bytes:
+        derived.append(info)
+        return real(master, info, *a, **kw)
+
+    monkeypatch.setattr(slots_mod.env, "hkdf", counting)
+    slots = StagingSlots(K1)
+    data = b"x" * 1000 + bytes(SEG - 1000)
+    sealed = [slots.seal(f"f{i}", 0, data) for i in range(600)]
+    assert len(derived) == 600
+    out = bytearray(SEG)
+    for i in range(600):  # the first 344 AES contexts are gone by now
+        assert slots.open_into(f"f{i}", 0, sealed[i], out) == 1000 and out[:1000] == data[:1000]
+    assert len(derived) == 600
+    with pytest.raises(IntegrityError):
+        slots.open_whole("f600", 0, sealed[0], out)
+    assert len(derived) == 601
+    assert StagingSlots(K1).open_into("f3", 0, sealed[3], out) == 1000  # the same subkey

@@ -95,6 +95,18 @@ def scratch(name: str, size: int) -> bytearray:
     return buf
 
 
+_ZEROS: dict[int, memoryview] = {}
+
+
+def _zeros(size: int) -> memoryview:
+    """`size` zero bytes, shared and read-only (a short slot's padding is copied from them: no
+    new zero-filled bytes object per read)."""
+    z = _ZEROS.get(size)
+    if z is None:
+        z = _ZEROS[size] = memoryview(bytes(size))
+    return z
+
+
 def _moved(old: str, path: str) -> bool:
     """Rename a pooled file to `path`; one that cannot be is unlinked (False)."""
     try:
@@ -192,15 +204,21 @@ class StagingFile:
     def write_segment(self, index: int, plaintext: bytes | memoryview) -> None:
         """Store a whole segment (padded to segment_size with zeros).  The writes of one
         staging file are serialized by its node's lock (fs/content.py)."""
-        if len(plaintext) < self.segment_size:
-            plaintext = bytes(plaintext) + bytes(self.segment_size - len(plaintext))
         slots = self.cipher
+        short = len(plaintext) < self.segment_size
+        if short and slots.overhead == 0:
+            plaintext = bytes(plaintext) + bytes(self.segment_size - len(plaintext))
         if slots.overhead == 0:
             pwrite_all(self.fd, plaintext, index * self.slot)
             return
         self._whole.discard(index)  # until the write succeeded, the slot's bytes are unknown
         buf = scratch("seal", self.slot)  # sealed into this thread's buffer, then written
-        n = slots.seal_into(self.file_id, index, plaintext, buf)
+        n = slots.seal_short_into(self.file_id, index, plaintext, buf, self.segment_size) \
+            if short else None  # a short slot: sealed from the bytes given, never padded
+        if n is None:
+            if short:
+                plaintext = bytes(plaintext) + bytes(self.segment_size - len(plaintext))
+            n = slots.seal_into(self.file_id, index, plaintext, buf)
         pwrite_all(self.fd, memoryview(buf)[:n], index * self.slot)
         if n == self.slot and slots.whole_slots_are_segments:
             self._mark_whole(slots, (index,))
@@ -275,7 +293,7 @@ class StagingFile:
                 raise OSError(f"staging file {self.path} is short at segment {index}")
             n = self.cipher.open_into(self.file_id, index, raw[:got], dst)
         if n < self.segment_size:  # a short read (past the end) or a short sealed slot
-            dst[n:] = bytes(self.segment_size - n)
+            dst[n:] = _zeros(self.segment_size)[:self.segment_size - n]
         return dst
 
     def read_sealed_into(self, index: int, out: memoryview, cipher: Any) -> bool:

@@ -246,6 +246,8 @@ def _write_segments(c: Content, src: SegmentSource, S: int, off: int, data: byte
         was_dirty = i in c.dirty
         if fast and (full or was_dirty or not src.base_backed(i)):
             c.staging.write_plain_span(a, chunk)
+        elif a == s0 and not was_dirty and not src.base_backed(i):
+            c.staging.write_segment(i, chunk)  # the rest is zeros (`plain` of a new segment)
         else:
             cur = bytearray(src.plain(i))
             cur[a - s0:b - s0] = chunk
