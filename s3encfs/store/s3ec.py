@@ -149,8 +149,7 @@ class S3ECStore(ObjectStore):
                 if k not in fmt.ALL_NAMES and k not in (ERROR_KEY, s3ec_attrs.ATTRS_KEY)}
 
     def _fresh(self, metadata: dict[str, str]) -> tuple[fmt.ContentKey, dict[str, str]]:
-        ck, s3meta, dk = self.s3ec.new_object()
-        env = fmt.parse_envelope(s3meta)
+        ck, s3meta, dk, env = self.s3ec.new_object()
         self._keep_opened(fmt.compact_json(s3meta), (env, ck, dk))
         return ck, {**s3meta, **s3ec_attrs.seal(dk, env, self._attrs_of(metadata))}
 
