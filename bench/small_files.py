@@ -1,7 +1,7 @@
-"""W4 in process (no FUSE): CPU per small file of rsync's request sequence, plain vs client.
+"""W4 in process (no FUSE): CPU per small file of rsync's request sequence, plain vs client/s3ec.
 
     python -m bench.small_files [--tree /usr/include/linux] [--files 2000] [--rounds 2]
-                                [--modes plain,client] [--profile N] [--count]
+                                [--modes plain,client,s3ec] [--profile N] [--count]
 
 Each round, for each mode in turn (alternating, so the machine's load hits both alike): a fresh
 bucket and cache, then `fs/operations.Operations` is driven with the requests rsync's receiver
@@ -98,12 +98,19 @@ async def rsync_file(ops: Any, parent: int, name: str, data: bytes, mode: int,
         raise OSError(errno.ENOENT, name)
 
 
+KEK = bytes(range(32))  # s3ec: the raw AES keyring's key (as `make bench`'s s3ec-aes key)
+
+
 def codec_for(mode: str) -> Any:
     from s3encfs.codec import IdentityCodec
     from s3encfs.crypto.client_codec import ClientCodec
 
     if mode == "plain":
         return IdentityCodec()
+    if mode == "s3ec":
+        from s3encfs.crypto.s3ec_codec import S3ECCodec
+
+        return S3ECCodec()
     return ClientCodec({"k1": bytes(range(32))}, "k1", name_scheme=2)
 
 
@@ -115,7 +122,15 @@ def one_run(endpoint: str, bucket: str, cache: str, mode: str,
     from s3encfs.server import REGION
     from s3encfs.store.s3 import ObjectStore
 
-    store = ObjectStore(bucket, endpoint_url=endpoint, region=REGION, s3_client="crt")
+    args: dict[str, Any] = {"endpoint_url": endpoint, "region": REGION, "s3_client": "crt"}
+    if mode == "s3ec":
+        from s3encfs.crypto.s3ec_keyrings import AesKeyring, S3ECKeys
+        from s3encfs.store.s3ec import S3ECStore
+
+        store: ObjectStore = S3ECStore(bucket, s3ec=S3ECKeys([AesKeyring("bench", KEK, {})]),
+                                       spool_dir=os.path.join(cache, "s3ec"), **args)
+    else:
+        store = ObjectStore(bucket, **args)
     core = FsCore(store, codec_for(mode), "", FsConfig(
         cache_dir=cache, uid=CTX.uid, gid=CTX.gid,
         conditional_writes=os.environ.get("BENCH_UNCONDITIONAL") != "1"))
@@ -147,7 +162,8 @@ def one_run(endpoint: str, bucket: str, cache: str, mode: str,
                    "server_cpu_s": round(server_cpu() - srv, 2),
                    "journal_writes": core.journal.writes,
                    "loop_passes": core.stats.get("upload_loop_passes", 0),
-                   "uploads": core.stats.get("uploads", 0)})
+                   "uploads": core.stats.get("uploads", 0),
+                   "requests": dict(core.store.stats.as_dict()["requests"])})
     THREADS.clear()
     THREADS.update(thread_cpu())
     ru2 = resource.getrusage(resource.RUSAGE_SELF)

@@ -102,7 +102,7 @@ def keys(version: int = 3, kind: str = "aes", **kw: object) -> S3ECKeys:
 
 
 def write(k: S3ECKeys, plaintext: bytes) -> tuple[dict[str, str], bytes]:
-    ck, meta, _ = k.new_object()
+    ck, meta, _, _ = k.new_object()
     return meta, s3ec_stream.encrypt_body(ck, plaintext)
 
 

@@ -69,7 +69,7 @@ def read_ours(s3: Any, bucket: str, key: str, keys: S3ECKeys) -> bytes:
 
 def write_ours(s3: Any, bucket: str, key: str, keys: S3ECKeys, data: bytes,
                part: int = 8 * MiB) -> dict[str, str]:
-    ck, meta, _ = keys.new_object()
+    ck, meta, _, _ = keys.new_object()
     enc = s3ec_stream.Encryptor(ck)
     if len(data) <= part:
         s3.put_object(Bucket=bucket, Key=key, Body=enc.update(data) + enc.finish(), Metadata=meta)

@@ -309,8 +309,9 @@ class S3ECKeys:
         raise MissingS3ECKey(f"no S3EC key for wrap {env.wrap_alg!r} with description "
                              f"{sorted(env.description)!r}")
 
-    def new_object(self) -> tuple[fmt.ContentKey, dict[str, str], bytes]:
-        """Fresh data key (and message id / IV): content key, S3EC metadata, data key."""
+    def new_object(self) -> tuple[fmt.ContentKey, dict[str, str], bytes, fmt.Envelope]:
+        """Fresh data key (and message id / IV): content key, S3EC metadata, data key, and
+        that metadata parsed (the envelope every reader will see)."""
         w = self.writer.generate(self.version)
         if self.version == 3:
             mid = os.urandom(fmt.MESSAGE_ID_LEN)
@@ -321,7 +322,7 @@ class S3ECKeys:
             iv = os.urandom(fmt.IV_LEN)
             meta = fmt.build_metadata(2, w.wrap_alg, w.edk, w.description, iv=iv)
         env = fmt.parse_envelope(meta)
-        return fmt.content_key(env, w.data_key), meta, w.data_key
+        return fmt.content_key(env, w.data_key), meta, w.data_key, env
 
     def open_object(self, metadata: Mapping[str, str]) -> tuple[fmt.ContentKey, bytes]:
         """Content key and data key of an existing object (V3: commitment checked)."""

@@ -42,9 +42,10 @@ from s3encfs.crypto.s3ec_keyrings import S3ECKeys
 
 from .bodies import FileRange
 from .errors import NotFound, StoreError, UploadRestart
-from .s3 import ListPage, ObjectInfo, ObjectStore, StoreStats
+from .s3 import ListPage, ObjectInfo, ObjectStore
 from .s3ec_upload import S3ECUpload
 from .sealed_spool import Spool, Views
+from .stats import SectionStats
 
 log = logging.getLogger("s3encfs.s3ec")
 
@@ -55,17 +56,6 @@ _SUFFIX = fmt.INSTRUCTION_SUFFIX
 
 class TooLarge(OSError):
     """Plaintext over the GCM limit (2^36 - 32 bytes): EFBIG."""
-
-
-class S3ECStats(StoreStats):
-    """`status` shows S3EC counters (verified / refused objects, KMS calls and cache hits)."""
-
-    def __init__(self, extra: Callable[[], dict[str, int]]) -> None:
-        super().__init__()
-        self._extra = extra
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**super().as_dict(), "s3ec": self._extra()}
 
 
 def _plain_key(key: str) -> bool:
@@ -90,7 +80,9 @@ class S3ECStore(ObjectStore):
         self._uploads: dict[str, S3ECUpload] = {}
         self._warned: set[tuple[str, str]] = set()
         self.s3ec_stats = {"verified_objects": 0, "verify_failures": 0, "refused_objects": 0}
-        self.stats = S3ECStats(lambda: {**self.s3ec_stats, **self.s3ec.kms_counters()})
+        # `status` shows S3EC counters (verified / refused objects, KMS calls and cache hits)
+        self.stats = SectionStats("s3ec", lambda: {**self.s3ec_stats,
+                                                   **self.s3ec.kms_counters()}, self.stats.client)
 
     # -- keys ----------------------------------------------------------------------------------
     def _s3ec_meta(self, key: str, meta: dict[str, str] | None) -> dict[str, str]:
@@ -119,11 +111,14 @@ class S3ECStore(ObjectStore):
         ck, dk = self.s3ec.open_object(s3)
         if not env.authenticated:
             raise fmt.LegacyRefused("legacy AES-CBC objects are not served by the mount")
+        self._keep_opened(ident, (env, ck, dk))
+        return env, ck, dk
+
+    def _keep_opened(self, ident: str, opened: tuple[fmt.Envelope, fmt.ContentKey, bytes]) -> None:
         with self._lock:
-            self._opened[ident] = (env, ck, dk)
+            self._opened[ident] = opened
             while len(self._opened) > 4096:
                 self._opened.popitem(last=False)
-        return env, ck, dk
 
     def _present(self, info: ObjectInfo) -> ObjectInfo:
         meta = info.metadata or {}
@@ -154,10 +149,8 @@ class S3ECStore(ObjectStore):
                 if k not in fmt.ALL_NAMES and k not in (ERROR_KEY, s3ec_attrs.ATTRS_KEY)}
 
     def _fresh(self, metadata: dict[str, str]) -> tuple[fmt.ContentKey, dict[str, str]]:
-        ck, s3meta, dk = self.s3ec.new_object()
-        env = fmt.parse_envelope(s3meta)
-        with self._lock:
-            self._opened[fmt.compact_json(s3meta)] = (env, ck, dk)
+        ck, s3meta, dk, env = self.s3ec.new_object()
+        self._keep_opened(fmt.compact_json(s3meta), (env, ck, dk))
         return ck, {**s3meta, **s3ec_attrs.seal(dk, env, self._attrs_of(metadata))}
 
     # -- reads ---------------------------------------------------------------------------------
@@ -290,15 +283,32 @@ class S3ECStore(ObjectStore):
         if _plain_key(key):  # markers stay plain and carry nothing readable
             return super().put(key, body, {} if not body else metadata, if_match=if_match,
                                if_none_match=if_none_match, content_type=content_type)
+        sealed, meta, view = self._sealed(body, metadata)
+        etag = super().put(key, sealed, meta, if_match=if_match, if_none_match=if_none_match,
+                           content_type=content_type)
+        self.views.publish(key, etag, view)  # we just wrote it: verified by construction
+        return etag
+
+    async def aput(self, key: str, body: bytes, metadata: dict[str, str], *,
+                   if_match: str | None = None, if_none_match: bool = False) -> str:
+        """`put` awaited on trio with no worker thread (the filesystem's small bodies, up to
+        1 MiB: encrypted here, AES-GCM costs ~50 us per MiB)."""
+        if _plain_key(key):
+            return await super().aput(key, body, {} if not body else metadata,
+                                      if_match=if_match, if_none_match=if_none_match)
+        sealed, meta, view = self._sealed(body, metadata)
+        etag = await super().aput(key, sealed, meta, if_match=if_match,
+                                  if_none_match=if_none_match)
+        self.views.publish(key, etag, view)
+        return etag
+
+    def _sealed(self, body: bytes, metadata: dict[str, str]
+                ) -> tuple[bytes, dict[str, str], Spool]:
+        """A new object's body encrypted under a fresh data key, its metadata, a view of it."""
         if len(body) > fmt.MAX_PLAINTEXT:
             raise TooLarge(errno.EFBIG, "file larger than the S3EC (AES-GCM) limit")
         ck, meta = self._fresh(metadata)
-        spool = self.views.new()
-        spool.write(body)
-        etag = super().put(key, s3ec_stream.encrypt_body(ck, body), meta, if_match=if_match,
-                           if_none_match=if_none_match, content_type=content_type)
-        self.views.publish(key, etag, spool)  # we just wrote it: verified by construction
-        return etag
+        return s3ec_stream.encrypt_body(ck, body), meta, self.views.written(body)
 
     def copy(self, src: str, dst: str, *, metadata: dict[str, str] | None = None,
              if_match: str | None = None) -> str:

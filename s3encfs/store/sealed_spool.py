@@ -127,6 +127,21 @@ class PartSpool:
         return sorted(self._parts)
 
 
+class BodyView(Spool):
+    """A view of a body this mount is writing, kept in memory: a small PUT makes no spool file
+    (its open, unlink and pwrite were ~0.2 ms of CPU per file in W4's thousands of small ones)."""
+
+    def __init__(self, body: bytes) -> None:  # no file: nothing to open or close
+        self.body = bytes(body)  # (a bytes object is not copied; a bytearray could change)
+        self.size = len(self.body)
+
+    def read(self, start: int, end: int) -> bytes:
+        return self.body[start:end] if start < end else b""
+
+
+MEM_VIEW = 64 * 1024  # written bodies up to this size are BodyViews (at most max_count: 16 MiB)
+
+
 class Views:
     """Verified plaintext of whole objects, keyed by (key, ETag); LRU bounded by bytes."""
 
@@ -147,6 +162,14 @@ class Views:
 
     def new(self) -> Spool:
         return Spool(self.dir)
+
+    def written(self, body: bytes) -> Spool:
+        """A view of `body`, which this mount is writing: in memory when small, else a spool."""
+        if len(body) <= MEM_VIEW:
+            return BodyView(body)
+        spool = self.new()
+        spool.write(body)
+        return spool
 
     def publish(self, key: str, etag: str, spool: Spool) -> None:
         spool.finish()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,3 +50,16 @@ class StoreStats:
                 "client": self.client,
             }
 
+
+
+class SectionStats(StoreStats):
+    """StoreStats with one more section in `as_dict` (S3EC's verified / refused objects and
+    KMS calls), read from `extra` at each call; the data plane (`client`) kept."""
+
+    def __init__(self, name: str, extra: Callable[[], dict[str, int]], client: str) -> None:
+        super().__init__(client=client)
+        self._name = name
+        self._extra = extra
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**super().as_dict(), self._name: self._extra()}

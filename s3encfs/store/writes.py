@@ -41,8 +41,8 @@ class StoreWrites(StoreMultipart):
         """`aput` can run: the CRT data plane, and no --bwlimit (whose wait blocks)."""
         if self.stats.client != "crt" or self.bwlimit is not None:
             return False
-        if type(self).put is not StoreWrites.put:
-            return False  # a store that transforms a PUT (S3EC encrypts in put) never skips it
+        if type(self).put is not StoreWrites.put and type(self).aput is StoreWrites.aput:
+            return False  # a store that transforms a PUT must transform aput too (S3EC does)
         from .crt import CrtClient
 
         return isinstance(self.client, CrtClient)  # not wrapped (tests record requests)
