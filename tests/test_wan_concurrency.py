@@ -318,3 +318,55 @@ def test_a_subtree_listing_lists_subdirectories_at_once(s3server: Any, bucket: s
     assert 2 <= most <= FAST_LIST_WAYS, most
     assert during == 0
     assert sorted(p for p in seen if not p.rsplit("/", 1)[-1].startswith("x")) == sorted(WIDE)
+
+
+def test_no_second_subtree_listing_over_a_directory_being_listed(s3server: Any, bucket: str,
+                                                                 tmp_path: Path) -> None:
+    """find's opendir of `a` prefetches a's subdirectories; one the prefetch is listing right
+    now (its listing read ahead taken, its index GET in flight) is not "never listed": before,
+    it started a second subtree LIST over it, whose directories then had their indexes read
+    again (a cold walk of /usr/include: up to 450 index GETs more, 826 → 1,272)."""
+    writer = plain_or_client_core(s3server.endpoint, bucket, "none", tmp_path / "w")
+    run_core(writer, _make_tree)
+    core = plain_or_client_core(s3server.endpoint, bucket, "none", tmp_path / "r")
+
+    async def job(core: FsCore) -> tuple[list[str], dict[str, Node]]:
+        await core.load_root()
+        core.prefetch_subdirs(core.root)
+        core._after_fast_list.clear()
+        await _settled(core)
+        await core.ensure_listed(core.root.children["a"])  # type: ignore[index]
+        a = core.root.children["a"]  # type: ignore[index]
+        b = a.children["b"]  # type: ignore[index]
+        pre = core.prelisted["a/b/"]
+        pre.index, pre.index_reading = None, None  # its read-ahead failed: b GETs it itself
+        real_get, gate = core.store.get, trio.Event()
+        token = trio.lowlevel.current_trio_token()
+
+        def held_get(key: str, *args: Any, **kw: Any) -> Any:
+            trio.from_thread.run(gate.wait, trio_token=token)
+            return real_get(key, *args, **kw)
+
+        lists: list[str] = []
+        real_pages = core.store.list_pages
+
+        def list_pages(prefix: str, delimiter: str | None = "/") -> Any:
+            lists.append(prefix)
+            return real_pages(prefix, delimiter)
+
+        core.store.get = held_get  # type: ignore[method-assign]
+        core.store.list_pages = list_pages  # type: ignore[method-assign]
+        async with trio.open_nursery() as n:
+            n.start_soon(core.ensure_listed, b)
+            with trio.fail_after(10):
+                while "a/b/" in core.prelisted:
+                    await trio.sleep(0.01)
+            core.prefetch_subdirs(a)  # opendir(a) while b is being listed
+            await trio.sleep(0.2)
+            gate.set()
+        await _settled(core)
+        return lists, await core.ensure_listed(b)
+
+    lists, children = run_core(core, job)
+    assert lists == []
+    assert sorted(children) == ["c", "x0", "x1"]

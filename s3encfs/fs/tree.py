@@ -56,10 +56,12 @@ class Tree(PendingRows):
                 return d.children
             known = {c.obj.key: (c.obj.etag, c.obj.meta) for c in (d.children or {}).values()
                      if c.obj is not None and not c.provisional}
-            listed, listed_at, ahead = await self._prelisted_for(d, force)
-            asked_at = listed_at
-            before, d.listed_at = d.listed_at, LISTING  # see LISTING
+            # LISTING (see there) from before the listing read ahead is taken: a prefetch of
+            # its parent's subdirectories leaves it alone meanwhile (fs/dirprefetch.py)
+            before, d.listed_at = d.listed_at, LISTING
             try:
+                listed, listed_at, ahead = await self._prelisted_for(d, force)
+                asked_at = listed_at
                 entries, index = await self.run(
                     load_directory, self.store, self.layout, self.journal, self.pool,
                     d.parts, self.cfg.uid, self.cfg.gid, self.mount_time, known, listed,
@@ -67,6 +69,9 @@ class Tree(PendingRows):
             except store_errors.StoreError as exc:
                 d.listed_at = before if d.listed_at == LISTING else d.listed_at
                 return self._listing_failed(d, exc)
+            except BaseException:  # cancelled: not left looking "being listed" for ever
+                d.listed_at = before if d.listed_at == LISTING else d.listed_at
+                raise
             if d is self.root and index is not None and index.self_attrs and d.row_id is None:
                 self._apply_self_attrs(d, index.self_attrs)
             self._merge(d, entries, asked_at)
