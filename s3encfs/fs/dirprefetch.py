@@ -13,7 +13,7 @@ import time
 import pyfuse3
 import trio
 
-from s3encfs.fs.listing import read_index_at
+from s3encfs.fs.listing import aread_index_at, read_index_at
 from s3encfs.fs.nodes import Node
 from s3encfs.fs.tasks import background
 from s3encfs.fs.tree import LISTING, Tree
@@ -238,7 +238,10 @@ class DirPrefetch(Tree):
         reading = listing.index_reading = trio.Event()
         try:
             key = self.layout.index_key_at(prefix)
-            listing.index = (await self.run(read_index_at, self.store, self.layout, key),)
+            if self.store.awaitable_gets:  # on the CRT: awaited, no worker thread a GET
+                listing.index = (await aread_index_at(self.store, self.layout, key),)
+            else:
+                listing.index = (await self.run(read_index_at, self.store, self.layout, key),)
             self.stats["index_read_ahead"] = self.stats.get("index_read_ahead", 0) + 1
         except store_errors.StoreError as exc:
             log.debug("index read-ahead of %r failed: %s", prefix, exc)

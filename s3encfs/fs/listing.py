@@ -86,6 +86,20 @@ def read_index_at(store: ObjectStore, layout: Layout, key: str) -> DirIndex | No
     except IntegrityError as exc:  # s3ec: the store decrypts (e.g. a public-key-only host)
         log.warning("ignoring unreadable directory index %s: %s", key, exc)
         return None
+    return open_index(layout, key, body)
+
+
+async def aread_index_at(store: ObjectStore, layout: Layout, key: str) -> DirIndex | None:
+    """`read_index_at` awaited on the CRT with no worker thread (`store.awaitable_gets`)."""
+    try:
+        body, _info = await store.aget(key)
+    except NotFound:
+        return None
+    return open_index(layout, key, body)
+
+
+def open_index(layout: Layout, key: str, body: bytes) -> DirIndex | None:
+    """The index in `body` (as read from `key`); None when it does not open."""
     try:
         return DirIndex.from_bytes(layout.codec.open_blob("idx:" + key, body))
     except (IntegrityError, ValueError, KeyError, IndexError) as exc:
