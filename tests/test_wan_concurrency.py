@@ -109,12 +109,21 @@ def test_cold_walk_reads_every_directory_index_ahead_once(mode: str, s3server: A
         await _settled(core)
         ahead = list(gets)
         gets.clear()
+        real_run = core.run
+
+        async def run(fn: Any, *args: Any) -> Any:
+            threaded.append(fn.__name__)
+            return await real_run(fn, *args)
+
+        core.run = run  # type: ignore[method-assign]
         out: dict[str, int] = {}
         await _walk(core, core.root, out)
         return ahead, gets, out
 
+    threaded: list[str] = []
     ahead, during, seen = run_core(core, job)
     assert during == []  # every listing of the walk took its index from the read-ahead
+    assert threaded == []  # ... and became entries with no worker thread (tree.Tree._load)
     assert len(ahead) == len(set(ahead)) == len(DIRS)
     # on the CRT, awaited: no worker thread a GET (a third of a cold walk's daemon CPU went
     # to the thread hops and GIL hand-offs of 826 index GETs)
@@ -383,3 +392,36 @@ def test_no_second_subtree_listing_over_a_directory_being_listed(s3server: Any, 
     lists, children = run_core(core, job)
     assert lists == []
     assert sorted(children) == ["c", "x0", "x1"]
+
+
+def test_a_read_ahead_listing_with_a_file_its_index_lacks_is_loaded_in_a_thread(
+        s3server: Any, bucket: str, s3: Any, tmp_path: Path) -> None:
+    """A file written by another tool (not in the directory's index) needs a HEAD for its
+    attributes: that listing still goes to `load_directory` in a worker thread, and the walk
+    sees the object's own metadata; the other directories need no thread."""
+    writer = plain_or_client_core(s3server.endpoint, bucket, "none", tmp_path / "w")
+    run_core(writer, _make_tree)
+    s3.put_object(Bucket=bucket, Key="a/d/foreign", Body=b"abc",
+                  Metadata={"mode": str(stat.S_IFREG | 0o700)})
+    core = plain_or_client_core(s3server.endpoint, bucket, "none", tmp_path / "r")
+    threaded: list[str] = []
+
+    async def job(core: FsCore) -> dict[str, int]:
+        await core.load_root()
+        core.prefetch_subdirs(core.root)
+        core._after_fast_list.clear()
+        await _settled(core)
+        real_run = core.run
+
+        async def run(fn: Any, *args: Any) -> Any:
+            threaded.append(f"{fn.__name__} {'/'.join(args[4]) if len(args) > 4 else ''}")
+            return await real_run(fn, *args)
+
+        core.run = run  # type: ignore[method-assign]
+        out: dict[str, int] = {}
+        await _walk(core, core.root, out)
+        return out
+
+    seen = run_core(core, job)
+    assert seen["a/d/foreign"] == 0o700 and seen["a/d/x0"] == 0o644
+    assert threaded == ["load_directory a/d"]
