@@ -50,6 +50,9 @@ def test_awaited_reads_match_the_blocking_ones_with_no_worker_thread(
         out["past-end"] = await st.aget_range("r/small", 200_000, 300_000)
         out["empty"] = await st.aget_range("r/small", 7, 7)
         out["head"] = await st.ahead("r/small")
+        out["whole"] = await st.aget("r/small")
+        with pytest.raises(errors.NotFound):
+            await st.aget("r/none")
         with pytest.raises(errors.PreconditionFailed):
             await st.aget_range("r/small", 0, 10, if_match="0" * 32)
         with pytest.raises(errors.NotFound):
@@ -65,6 +68,8 @@ def test_awaited_reads_match_the_blocking_ones_with_no_worker_thread(
     assert out["past-end"] == b"" and out["empty"] == b""
     head = st.head("r/small")
     assert out["head"] == head and head.metadata == {"mode": "33188"} and head.etag == e_small
+    data, info = out["whole"]
+    assert (data, info) == st.get("r/small") and data == small and info.etag == e_small
     ours = {op: n for op, n in st.stats.as_dict()["requests"].items() if op != "GetObjectBody"}
     assert ours == proxy.stats()["requests"], (ours, proxy.stats()["requests"])
     # a long range goes out as aws-c-s3's parallel part GETs (the wire count differs)
@@ -142,7 +147,9 @@ def test_awaited_reads_try_each_ssec_key_and_refuse_an_unencrypted_object(
         assert await reader.aget_range("c/x", 0, 5) == body[:5]
         assert proxy.count("GetObject") == gets + 1  # the key that opened it is tried first
         assert (await reader.ahead("c/x")).size == 5000
-        for call in (reader.aget_range("c/planted", 0, 5), reader.ahead("c/planted")):
+        assert (await reader.aget("c/x"))[0] == body
+        for call in (reader.aget_range("c/planted", 0, 5), reader.ahead("c/planted"),
+                     reader.aget("c/planted")):
             with pytest.raises(errors.StoreError):
                 await call
 
@@ -164,7 +171,15 @@ def test_boto3_and_transforming_stores_keep_the_threaded_reads(s3server, proxy, 
             return b""
 
     t = Transforming(bucket, endpoint_url=proxy.endpoint, region=REGION, s3_client="crt")
-    assert not t.awaitable_reads
+    assert not t.awaitable_reads and not t.awaitable_gets
+
+    class TransformingGets(ObjectStore):
+        def get(self, *a: Any, **k: Any) -> Any:
+            return b"", None
+
+    g = TransformingGets(bucket, endpoint_url=proxy.endpoint, region=REGION, s3_client="crt")
+    assert g.awaitable_reads and not g.awaitable_gets
+    assert not boto.awaitable_gets
 
 
 # -- the filesystem's read path ------------------------------------------------------------------

@@ -70,3 +70,26 @@ def test_error_documents_and_ranges() -> None:
     assert wire.range_length({}) == 0
     xml = wire.delete_body([{"Key": "a&b<c"}], quiet=True).decode()
     assert "<Key>a&amp;b&lt;c</Key>" in xml and "<Quiet>true</Quiet>" in xml
+
+
+def test_list_page_fields_decode_keys_only_when_s3_encoded_them() -> None:
+    ns = 'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"'
+    body = (f'<ListBucketResult {ns}><Name>b</Name><Prefix>a%2F</Prefix>'
+            '<EncodingType>url</EncodingType><IsTruncated>true</IsTruncated>'
+            '<NextContinuationToken>t+1/=</NextContinuationToken>'
+            '<Contents><Key>a/x+y%25%E6%97%A5</Key><LastModified>2026-11-27T03:44:01.123Z'
+            '</LastModified><ETag>&quot;e1&quot;</ETag><Size>12</Size></Contents>'
+            '<CommonPrefixes><Prefix>a/s%20d/</Prefix></CommonPrefixes></ListBucketResult>')
+    page = wire.list_fields(wire.parse_xml(body.encode()))
+    [obj] = page["Contents"]
+    assert obj["Key"] == "a/x y%日" and obj["Size"] == 12 and obj["ETag"] == '"e1"'
+    assert obj["LastModified"].timestamp() == 1795751041.123
+    assert page["CommonPrefixes"] == [{"Prefix": "a/s d/"}]
+    assert page["IsTruncated"] and page["NextContinuationToken"] == "t+1/="
+    plain = wire.list_fields(wire.parse_xml(body.replace(
+        "<EncodingType>url</EncodingType>", "").replace("<IsTruncated>true", "<IsTruncated>false")
+        .encode()))
+    assert plain["Contents"][0]["Key"] == "a/x+y%25%E6%97%A5" and not plain["IsTruncated"]
+    q = wire.list_query({"Prefix": "a b/", "Delimiter": "/", "ContinuationToken": "t+1/="})
+    assert q == ("continuation-token=t%2B1%2F%3D&delimiter=%2F&encoding-type=url"
+                 "&list-type=2&prefix=a%20b%2F")

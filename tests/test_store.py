@@ -134,6 +134,34 @@ def test_list_pages(store: ObjectStore) -> None:
     assert [o for p in store.list_pages("zzz/") for o in p.objects] == []
 
 
+def test_list_pages_on_the_crt_match_boto3(mkstore: MkStore, monkeypatch: pytest.MonkeyPatch,
+                                           s3_client: str) -> None:
+    """The CRT client answers LIST itself (not botocore's paginator, ~3x its CPU), with
+    the same keys, sizes, ETags and times as boto3, page after page."""
+    keys = ["l/a b", "l/a+b", "l/100%", "l/é ü", "l/&<>\"'", "l/x?y=z#", "l/s d/f",
+            "l/~t", "l/a%2Fb", "l/日本/語"]
+    ref = mkstore(s3_client="boto3")
+    for k in keys:
+        ref.put(k, b"x", {})
+    store = mkstore()
+    if s3_client == "crt":  # botocore never sees a LIST of this store
+        monkeypatch.setattr(store.client._fallback, "list_objects_v2", None)
+        monkeypatch.setattr(store.client._fallback, "get_paginator", None)
+    real = store.client.list_objects_v2
+    monkeypatch.setattr(store.client, "list_objects_v2", lambda **kw: real(MaxKeys=3, **kw))
+
+    def listing(st: ObjectStore, prefix: str, delimiter: str | None) -> tuple[Any, Any, int]:
+        pages = list(st.list_pages(prefix, delimiter))
+        return ([(o.key, o.size, o.etag, int(o.last_modified)) for p in pages for o in p.objects],
+                [x for p in pages for x in p.prefixes], len(pages))
+
+    for prefix, delimiter in (("l/", "/"), ("l/", None), ("l/s d/", "/"), ("l/日本/", None)):
+        objs, prefixes, pages = listing(store, prefix, delimiter)
+        assert (objs, prefixes) == listing(ref, prefix, delimiter)[:2]
+        assert pages > 1 or prefix != "l/"  # MaxKeys=3: several pages, followed by token
+    assert sorted(o[0] for o in listing(store, "l/", None)[0]) == sorted(keys)
+
+
 def test_copy_metadata_and_conditions(store: ObjectStore) -> None:
     etag = store.put("src", b"payload", {"mode": "1"})
     store.copy("src", "dst")

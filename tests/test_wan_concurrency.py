@@ -46,10 +46,11 @@ async def _make_tree(core: FsCore, dirs: tuple[str, ...] = DIRS) -> None:
     await core.flush_all()
 
 
-def _count_index_gets(core: FsCore) -> list[str]:
-    """Record every GET of a directory index from now on (worker threads and trio alike)."""
+def _count_index_gets(core: FsCore, awaited: list[str] | None = None) -> list[str]:
+    """Record every GET of a directory index from now on (worker threads and trio alike);
+    those awaited on the CRT with no worker thread (`aget`) also go to `awaited`."""
     seen: list[str] = []
-    real = core.store.get
+    real, areal = core.store.get, core.store.aget
     control = core.layout.control_prefix() + "idx/"
 
     def get(key: str, *a: Any, **kw: Any) -> Any:
@@ -57,7 +58,15 @@ def _count_index_gets(core: FsCore) -> list[str]:
             seen.append(key)
         return real(key, *a, **kw)
 
+    async def aget(key: str) -> Any:
+        if key.startswith(control):
+            seen.append(key)
+            if awaited is not None:
+                awaited.append(key)
+        return await areal(key)
+
     core.store.get = get  # type: ignore[method-assign]
+    core.store.aget = aget  # type: ignore[method-assign]
     return seen
 
 
@@ -90,21 +99,35 @@ def test_cold_walk_reads_every_directory_index_ahead_once(mode: str, s3server: A
     run_core(writer, _make_tree)
     core = plain_or_client_core(s3server.endpoint, bucket, mode, tmp_path / "r")
 
+    awaited: list[str] = []
+
     async def job(core: FsCore) -> tuple[list[str], list[str], dict[str, int]]:
         await core.load_root()
-        gets = _count_index_gets(core)
+        gets = _count_index_gets(core, awaited)
         core.prefetch_subdirs(core.root)  # the walk's first readdir
         core._after_fast_list.clear()  # no background listing: the walk lists each one
         await _settled(core)
         ahead = list(gets)
         gets.clear()
+        real_run = core.run
+
+        async def run(fn: Any, *args: Any) -> Any:
+            threaded.append(fn.__name__)
+            return await real_run(fn, *args)
+
+        core.run = run  # type: ignore[method-assign]
         out: dict[str, int] = {}
         await _walk(core, core.root, out)
         return ahead, gets, out
 
+    threaded: list[str] = []
     ahead, during, seen = run_core(core, job)
     assert during == []  # every listing of the walk took its index from the read-ahead
+    assert threaded == []  # ... and became entries with no worker thread (tree.Tree._load)
     assert len(ahead) == len(set(ahead)) == len(DIRS)
+    # on the CRT, awaited: no worker thread a GET (a third of a cold walk's daemon CPU went
+    # to the thread hops and GIL hand-offs of 826 index GETs)
+    assert awaited == ahead
     assert seen["a/b"] == 0o750 and seen["a"] == 0o755  # the attributes the indexes hold
     assert sorted(p for p in seen if not p.rsplit("/", 1)[-1].startswith("x")) == sorted(DIRS)
     assert core.stats["index_read_ahead"] == len(DIRS)
@@ -121,14 +144,13 @@ def test_a_first_listing_waits_for_the_index_get_in_flight(s3server: Any, bucket
     async def job(core: FsCore) -> tuple[list[str], dict[str, Node]]:
         await core.load_root()
         gets = _count_index_gets(core)
-        real, gate = core.store.get, trio.Event()
-        token = trio.lowlevel.current_trio_token()
+        real, gate = core.store.aget, trio.Event()
 
-        def held_get(key: str, *a: Any, **kw: Any) -> Any:
-            trio.from_thread.run(gate.wait, trio_token=token)
-            return real(key, *a, **kw)
+        async def held_aget(key: str) -> Any:  # the read-ahead's GET, awaited on the CRT
+            await gate.wait()
+            return await real(key)
 
-        core.store.get = held_get  # type: ignore[method-assign]
+        core.store.aget = held_aget  # type: ignore[method-assign]
         core.prefetch_subdirs(core.root)
         core._after_fast_list.clear()  # only this test's listing of a takes "a/"
         with trio.fail_after(30):
@@ -318,3 +340,88 @@ def test_a_subtree_listing_lists_subdirectories_at_once(s3server: Any, bucket: s
     assert 2 <= most <= FAST_LIST_WAYS, most
     assert during == 0
     assert sorted(p for p in seen if not p.rsplit("/", 1)[-1].startswith("x")) == sorted(WIDE)
+
+
+def test_no_second_subtree_listing_over_a_directory_being_listed(s3server: Any, bucket: str,
+                                                                 tmp_path: Path) -> None:
+    """find's opendir of `a` prefetches a's subdirectories; one the prefetch is listing right
+    now (its listing read ahead taken, its index GET in flight) is not "never listed": before,
+    it started a second subtree LIST over it, whose directories then had their indexes read
+    again (a cold walk of /usr/include: up to 450 index GETs more, 826 → 1,272)."""
+    writer = plain_or_client_core(s3server.endpoint, bucket, "none", tmp_path / "w")
+    run_core(writer, _make_tree)
+    core = plain_or_client_core(s3server.endpoint, bucket, "none", tmp_path / "r")
+
+    async def job(core: FsCore) -> tuple[list[str], dict[str, Node]]:
+        await core.load_root()
+        core.prefetch_subdirs(core.root)
+        core._after_fast_list.clear()
+        await _settled(core)
+        await core.ensure_listed(core.root.children["a"])  # type: ignore[index]
+        a = core.root.children["a"]  # type: ignore[index]
+        b = a.children["b"]  # type: ignore[index]
+        pre = core.prelisted["a/b/"]
+        pre.index, pre.index_reading = None, None  # its read-ahead failed: b GETs it itself
+        real_get, gate = core.store.get, trio.Event()
+        token = trio.lowlevel.current_trio_token()
+
+        def held_get(key: str, *args: Any, **kw: Any) -> Any:
+            trio.from_thread.run(gate.wait, trio_token=token)
+            return real_get(key, *args, **kw)
+
+        lists: list[str] = []
+        real_pages = core.store.list_pages
+
+        def list_pages(prefix: str, delimiter: str | None = "/") -> Any:
+            lists.append(prefix)
+            return real_pages(prefix, delimiter)
+
+        core.store.get = held_get  # type: ignore[method-assign]
+        core.store.list_pages = list_pages  # type: ignore[method-assign]
+        async with trio.open_nursery() as n:
+            n.start_soon(core.ensure_listed, b)
+            with trio.fail_after(10):
+                while "a/b/" in core.prelisted:
+                    await trio.sleep(0.01)
+            core.prefetch_subdirs(a)  # opendir(a) while b is being listed
+            await trio.sleep(0.2)
+            gate.set()
+        await _settled(core)
+        return lists, await core.ensure_listed(b)
+
+    lists, children = run_core(core, job)
+    assert lists == []
+    assert sorted(children) == ["c", "x0", "x1"]
+
+
+def test_a_read_ahead_listing_with_a_file_its_index_lacks_is_loaded_in_a_thread(
+        s3server: Any, bucket: str, s3: Any, tmp_path: Path) -> None:
+    """A file written by another tool (not in the directory's index) needs a HEAD for its
+    attributes: that listing still goes to `load_directory` in a worker thread, and the walk
+    sees the object's own metadata; the other directories need no thread."""
+    writer = plain_or_client_core(s3server.endpoint, bucket, "none", tmp_path / "w")
+    run_core(writer, _make_tree)
+    s3.put_object(Bucket=bucket, Key="a/d/foreign", Body=b"abc",
+                  Metadata={"mode": str(stat.S_IFREG | 0o700)})
+    core = plain_or_client_core(s3server.endpoint, bucket, "none", tmp_path / "r")
+    threaded: list[str] = []
+
+    async def job(core: FsCore) -> dict[str, int]:
+        await core.load_root()
+        core.prefetch_subdirs(core.root)
+        core._after_fast_list.clear()
+        await _settled(core)
+        real_run = core.run
+
+        async def run(fn: Any, *args: Any) -> Any:
+            threaded.append(f"{fn.__name__} {'/'.join(args[4]) if len(args) > 4 else ''}")
+            return await real_run(fn, *args)
+
+        core.run = run  # type: ignore[method-assign]
+        out: dict[str, int] = {}
+        await _walk(core, core.root, out)
+        return out
+
+    seen = run_core(core, job)
+    assert seen["a/d/foreign"] == 0o700 and seen["a/d/x0"] == 0o644
+    assert threaded == ["load_directory a/d"]

@@ -13,10 +13,10 @@ import time
 import pyfuse3
 import trio
 
-from s3encfs.fs.listing import read_index_at
+from s3encfs.fs.listing import aread_index_at, read_index_at
 from s3encfs.fs.nodes import Node
 from s3encfs.fs.tasks import background
-from s3encfs.fs.tree import Tree
+from s3encfs.fs.tree import LISTING, Tree
 from s3encfs.fs.treelist import DirListing, SubtreeSplitter
 from s3encfs.store import errors as store_errors
 
@@ -45,7 +45,12 @@ class DirPrefetch(Tree):
         if self.nursery is None or d.children is None:
             return
         now = time.monotonic()
+        # one being listed now (LISTING; its listing read ahead already taken) is neither
+        # prefetched nor cold: find's opendir of a directory whose subdirectories the
+        # prefetch was listing started a second subtree LIST over them (and read their
+        # indexes again: up to 450 GETs more in a cold walk of /usr/include)
         subdirs = [c for c in d.children.values() if c.is_dir and not forgot_children(c)
+                   and c.listed_at != LISTING
                    and (c.children is None or now - c.listed_at >= self.cfg.dir_ttl)]
         if self.cfg.fast_list and self.cfg.dir_ttl > 0:
             # never-listed subdirectories: one LIST of the whole subtree (1 request per 1,000
@@ -233,7 +238,10 @@ class DirPrefetch(Tree):
         reading = listing.index_reading = trio.Event()
         try:
             key = self.layout.index_key_at(prefix)
-            listing.index = (await self.run(read_index_at, self.store, self.layout, key),)
+            if self.store.awaitable_gets:  # on the CRT: awaited, no worker thread a GET
+                listing.index = (await aread_index_at(self.store, self.layout, key),)
+            else:
+                listing.index = (await self.run(read_index_at, self.store, self.layout, key),)
             self.stats["index_read_ahead"] = self.stats.get("index_read_ahead", 0) + 1
         except store_errors.StoreError as exc:
             log.debug("index read-ahead of %r failed: %s", prefix, exc)

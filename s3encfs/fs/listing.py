@@ -86,6 +86,20 @@ def read_index_at(store: ObjectStore, layout: Layout, key: str) -> DirIndex | No
     except IntegrityError as exc:  # s3ec: the store decrypts (e.g. a public-key-only host)
         log.warning("ignoring unreadable directory index %s: %s", key, exc)
         return None
+    return open_index(layout, key, body)
+
+
+async def aread_index_at(store: ObjectStore, layout: Layout, key: str) -> DirIndex | None:
+    """`read_index_at` awaited on the CRT with no worker thread (`store.awaitable_gets`)."""
+    try:
+        body, _info = await store.aget(key)
+    except NotFound:
+        return None
+    return open_index(layout, key, body)
+
+
+def open_index(layout: Layout, key: str, body: bytes) -> DirIndex | None:
+    """The index in `body` (as read from `key`); None when it does not open."""
     try:
         return DirIndex.from_bytes(layout.codec.open_blob("idx:" + key, body))
     except (IntegrityError, ValueError, KeyError, IndexError) as exc:
@@ -166,14 +180,40 @@ def load_directory(store: ObjectStore, layout: Layout, journal: Journal, pool: T
                                    known_objects or {}, entries)
     inline = need_head if len(need_head) <= HEAD_INLINE_LIMIT else []
     known.extend(_head_inline(store, journal, pool, inline))
-    for name, info, meta in known:
-        attrs, corrupt = attrs_from_object(layout, info, meta, uid, gid)
-        obj = ObjectRef(info.key, info.etag, info.size, attrs.size, meta)
-        entries[name] = Entry(name, attrs, obj, corrupt)
+    _add_files(layout, entries, known, uid, gid)
     if not inline:
         for name, info in need_head:
             entries[name] = _provisional_entry(layout, name, info, uid, gid)
     return list(entries.values()), index
+
+
+def entries_read_ahead(layout: Layout, parts: tuple[str, ...], uid: int, gid: int,
+                       default_time: float,
+                       known_objects: dict[str, tuple[str, dict[str, str]]],
+                       listed: tuple[list[ObjectInfo], list[str]], index: DirIndex | None,
+                       ) -> list[Entry] | None:
+    """`load_directory`'s entries from a listing and index read ahead, when every file's
+    metadata is known at its ETag from the index or `known_objects`: no request and no
+    attribute cache (whose lock a worker thread may hold), so the caller needs no worker
+    thread.  None when some file would need either: `load_directory` then does it all."""
+    prefix = layout.dir_prefix(parts)
+    parent = "/".join(parts)
+    files, prefixes = listed
+    entries = _dir_entries(layout, prefix, parent, prefixes, index, uid, gid, default_time)
+    known, need_head = _sort_files(layout, None, prefix, parent, files, index, known_objects,
+                                   entries)
+    if need_head:
+        return None
+    _add_files(layout, entries, known, uid, gid)
+    return list(entries.values())
+
+
+def _add_files(layout: Layout, entries: dict[str, Entry],
+               known: list[tuple[str, ObjectInfo, dict[str, str]]], uid: int, gid: int) -> None:
+    for name, info, meta in known:
+        attrs, corrupt = attrs_from_object(layout, info, meta, uid, gid)
+        obj = ObjectRef(info.key, info.etag, info.size, attrs.size, meta)
+        entries[name] = Entry(name, attrs, obj, corrupt)
 
 
 def _list_one_level(store: ObjectStore, prefix: str) -> tuple[list[ObjectInfo], list[str]]:
@@ -226,14 +266,15 @@ def _dir_entries(layout: Layout, prefix: str, parent: str, prefixes: list[str],
     return entries
 
 
-def _sort_files(layout: Layout, journal: Journal, prefix: str, parent: str,
+def _sort_files(layout: Layout, journal: Journal | None, prefix: str, parent: str,
                 files: list[ObjectInfo], index: DirIndex | None,
                 known_objects: dict[str, tuple[str, dict[str, str]]],
                 entries: dict[str, Entry],
                 ) -> tuple[list[tuple[str, ObjectInfo, dict[str, str]]],
                            list[tuple[str, ObjectInfo]]]:
     """Files whose metadata is known at this ETag (index, `known_objects`, attribute cache),
-    and the rest, which need a HEAD.  A name that is also a directory shows the directory."""
+    and the rest, which need a HEAD (with no `journal`: the cache is not asked).  A name that
+    is also a directory shows the directory."""
     need_head: list[tuple[str, ObjectInfo]] = []
     known: list[tuple[str, ObjectInfo, dict[str, str]]] = []
     for info in files:
@@ -252,7 +293,7 @@ def _sort_files(layout: Layout, journal: Journal, prefix: str, parent: str,
         if hit is not None and hit[0] == info.etag:
             known.append((name, info, hit[1]))
             continue
-        cached = journal.cached_meta(info.key, info.etag)
+        cached = journal.cached_meta(info.key, info.etag) if journal is not None else None
         if cached is not None:
             known.append((name, info, cached))
         else:

@@ -20,6 +20,7 @@ from s3encfs.fs.listing import (
     DirIndex,
     Entry,
     attrs_from_object,
+    entries_read_ahead,
     head_many,
     load_directory,
 )
@@ -37,6 +38,7 @@ log = logging.getLogger("s3encfs.fs")
 # the LIST was asked: the listing lacks it, and it is no longer a node `_merge` could keep, so
 # the directory is listed again at its next use instead of answering ENOENT for --dir-ttl.
 LISTING = -1e300
+INLINE_ENTRIES = 2000  # a listing read ahead up to this size becomes entries on the trio thread
 
 
 class Tree(PendingRows):
@@ -56,17 +58,19 @@ class Tree(PendingRows):
                 return d.children
             known = {c.obj.key: (c.obj.etag, c.obj.meta) for c in (d.children or {}).values()
                      if c.obj is not None and not c.provisional}
-            listed, listed_at, ahead = await self._prelisted_for(d, force)
-            asked_at = listed_at
-            before, d.listed_at = d.listed_at, LISTING  # see LISTING
+            # LISTING (see there) from before the listing read ahead is taken: a prefetch of
+            # its parent's subdirectories leaves it alone meanwhile (fs/dirprefetch.py)
+            before, d.listed_at = d.listed_at, LISTING
             try:
-                entries, index = await self.run(
-                    load_directory, self.store, self.layout, self.journal, self.pool,
-                    d.parts, self.cfg.uid, self.cfg.gid, self.mount_time, known, listed,
-                    ahead)
+                listed, listed_at, ahead = await self._prelisted_for(d, force)
+                asked_at = listed_at
+                entries, index = await self._load(d, known, listed, ahead)
             except store_errors.StoreError as exc:
                 d.listed_at = before if d.listed_at == LISTING else d.listed_at
                 return self._listing_failed(d, exc)
+            except BaseException:  # cancelled: not left looking "being listed" for ever
+                d.listed_at = before if d.listed_at == LISTING else d.listed_at
+                raise
             if d is self.root and index is not None and index.self_attrs and d.row_id is None:
                 self._apply_self_attrs(d, index.self_attrs)
             self._merge(d, entries, asked_at)
@@ -75,6 +79,23 @@ class Tree(PendingRows):
                 self.nursery.start_soon(background, self._resolve_children, d)
             assert d.children is not None
             return d.children
+
+    async def _load(self, d: Node, known: dict[str, tuple[str, dict[str, str]]],
+                    listed: tuple[list[ObjectInfo], list[str]] | None,
+                    ahead: tuple[DirIndex | None] | None,
+                    ) -> tuple[list[Entry], DirIndex | None]:
+        """`load_directory` in a worker thread; a listing and index read ahead whose files
+        the index knows (a cold walk's) are turned into entries here, with no thread hop
+        (826 of them in a walk of /usr/include), if small enough not to hold FUSE up."""
+        if listed is not None and ahead is not None and \
+                len(listed[0]) + len(listed[1]) <= INLINE_ENTRIES:
+            entries = entries_read_ahead(self.layout, d.parts, self.cfg.uid, self.cfg.gid,
+                                         self.mount_time, known, listed, ahead[0])
+            if entries is not None:
+                return entries, ahead[0]
+        return await self.run(load_directory, self.store, self.layout, self.journal,
+                              self.pool, d.parts, self.cfg.uid, self.cfg.gid, self.mount_time,
+                              known, listed, ahead)
 
     def _listing_failed(self, d: Node, exc: store_errors.StoreError) -> dict[str, Node]:
         """What this mount knew of `d`, when a refresh LIST failed in an outage; else EIO."""

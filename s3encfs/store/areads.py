@@ -30,6 +30,11 @@ class StoreAwaitedReads(StoreReads):
         return self.stats.client == "crt" and self._untransformed_on_crt(
             ("get_range", StoreReads.get_range), ("head", StoreReads.head))
 
+    @property
+    def awaitable_gets(self) -> bool:
+        """`aget` can run: `awaitable_reads`, and no subclass transforms `get` either."""
+        return self.awaitable_reads and self._untransformed_on_crt(("get", StoreReads.get))
+
     def _untransformed_on_crt(self, *methods: tuple[str, Any]) -> bool:
         """Whether no subclass overrides any of `methods` ((name, the base function) pairs: a
         store that transforms them) and the client is a `CrtClient` itself, not a wrapper
@@ -66,6 +71,21 @@ class StoreAwaitedReads(StoreReads):
         info = _info(key, await self._awith_read_key(key, attempt))
         self._remember(key, info.metadata)
         return info
+
+    async def aget(self, key: str) -> tuple[bytes, ObjectInfo]:
+        """`get` of a whole object, awaited (only when `awaitable_gets`)."""
+        from . import crt_async
+
+        async def attempt(args: dict[str, Any]) -> tuple[bytes, ObjectInfo]:
+            resp = await self._acall("GetObject", key, crt_async.get_object, Key=key, **args)
+            data = self._read_body(key, resp)
+            info = _info(key, resp)
+            info.size = len(data)
+            return data, info
+
+        data, info = await self._awith_read_key(key, attempt)
+        self._remember(key, info.metadata)
+        return data, info
 
     async def aget_range(self, key: str, start: int, end: int, *,
                          if_match: str | None = None) -> bytes:

@@ -74,6 +74,19 @@ class CrtCalls:
                                            **self.read_request(params, get=True))
         return self.get_response(status, headers, data)
 
+    def list_objects_v2(self, *, Bucket: str, **params: Any) -> dict[str, Any]:
+        """One page, as boto3's `list_objects_v2` (the fields `wire.list_fields` names)."""
+        query = wire.list_query(params)
+        extra = {k: v for k, v in params.items() if k not in wire.LIST_PARAMS}
+        status, headers, body = self._send("ListObjectsV2", "GET", Bucket, None, query=query,
+                                           headers=wire.request_headers(extra))
+        root = wire.parse_xml(body)  # parsed once: _checked_xml parses it twice
+        if root is None or not root.tag.endswith("ListBucketResult"):
+            root = self._checked_xml("ListObjectsV2", status, headers, body)  # raises <Error>
+        resp = wire.response_fields(status, headers)
+        resp.update(wire.list_fields(root))
+        return resp
+
     def put_object(self, *, Bucket: str, Key: str, Body: bytes = b"",
                    **params: Any) -> dict[str, Any]:
         body = bytes(Body)
