@@ -162,6 +162,25 @@ def test_list_pages_on_the_crt_match_boto3(mkstore: MkStore, monkeypatch: pytest
     assert sorted(o[0] for o in listing(store, "l/", None)[0]) == sorted(keys)
 
 
+def test_a_truncated_list_page_without_a_next_token_is_an_error(
+        mkstore: MkStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A page that says more follow but names no token is refused, never taken as the end of a
+    whole listing (a short listing would look like deleted files)."""
+    store = mkstore()
+    for k in ("t/a", "t/b", "t/c"):
+        store.put(k, b"x", {})
+    real = store.client.list_objects_v2
+
+    def truncated(**kw: Any) -> dict[str, Any]:
+        page = real(MaxKeys=1, **kw)
+        page.pop("NextContinuationToken", None)
+        return page
+
+    monkeypatch.setattr(store.client, "list_objects_v2", truncated)
+    with pytest.raises(StoreError):
+        list(store.list_pages("t/", None))
+
+
 def test_copy_metadata_and_conditions(store: ObjectStore) -> None:
     etag = store.put("src", b"payload", {"mode": "1"})
     store.copy("src", "dst")

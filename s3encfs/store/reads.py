@@ -148,6 +148,8 @@ class StoreReads(StoreCore):
                 token = page.get("NextContinuationToken") if page.get("IsTruncated") else None
                 if token is not None and token == params.get("ContinuationToken"):
                     raise PaginationError(message=f"the same next token came twice: {token}")
+                if page.get("IsTruncated") and not token:  # never a short listing as whole
+                    raise PaginationError(message="a truncated LIST page without a next token")
             except (ClientError, BotoCoreError) as exc:
                 self.breaker.failed(exc)
                 self.stats.record("ListObjectsV2", error=True)
