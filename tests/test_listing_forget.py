@@ -178,3 +178,93 @@ def test_names_made_here_survive_drop_caches_after_a_subtree_listing(bucket, mou
         pin.wait()
     _drop_caches()  # everything is in S3: P, d, e are forgotten and made again
     assert [(top / "P/d/e/f2").exists(), (top / "P/d/e/k").exists()] == [True, True]
+
+
+async def _index_after_forgetting_siblings(fs: Driver) -> None:
+    """P/b (0700) and P/f land; the kernel forgets both (clean: they leave memory and P's
+    listing); then a new name in P rewrites P's index.  The index is where b's attrs live and
+    where f's entry spares a HEAD: written from the incomplete listing, it dropped both, and a
+    cold mount showed b as 0755 (`.d..p.....` on every rsync after a `drop_caches`)."""
+    from s3encfs.fs.listing import read_index
+
+    core = fs.ops.core
+    await _mkdir(fs, "P")
+    pino = await fs.ino("P")
+    await fs.ops.mkdir(pino, b"b", stat.S_IFDIR | 0o700, CTX)
+    await _write(fs, "P/f", b"data")
+    await core.flush_all()
+    p = core.root.children["P"]
+    await _write(fs, "P/g", b"new")  # P's index is due again, once g lands
+    await _forget_all(fs, p.children["b"])
+    await _forget_all(fs, p.children["f"])
+    assert sorted(p.children) == ["g"] and p.listed_at == -math.inf
+    await core.flush_all()
+    index = read_index(core.store, core.layout, ("P",))
+    assert index is not None
+    assert core.codec.encode_name("P", "b") in index.dirs
+    assert sorted(index.files) == sorted(core.codec.encode_name("P", n) for n in ("f", "g"))
+
+
+@pytest.mark.parametrize("mode", ["none", "client"])
+def test_an_index_written_after_a_forget_keeps_the_forgotten_names(
+        mode: str, s3server: Any, bucket: str, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    store = _store(s3server, bucket, monkeypatch)
+    codec = make_codec(mode)
+
+    async def run() -> None:
+        async with filesystem(store, codec, "", tmp_path / "cache", [False]) as fs:
+            await _index_after_forgetting_siblings(fs)
+        async with filesystem(store, codec, "", tmp_path / "cold", [False]) as fs:
+            b = await fs.ops.getattr(await fs.ino("P/b"), CTX)
+            assert stat.S_IMODE(b.st_mode) == 0o700
+            assert (await fs.ops.getattr(await fs.ino("P/f"), CTX)).st_size == 4
+
+    trio.run(run)
+
+
+def _tree_with_modes(src: Path) -> None:
+    """Directories of three modes and set mtimes, each with files: what a backup holds."""
+    for i in range(24):
+        d = src / f"d{i:02}" / f"s{i % 3}"
+        d.mkdir(parents=True, exist_ok=True)
+        for j in range(12):
+            (d / f"f{j}").write_bytes(b"x" * (j * 37))
+            (d.parent / f"g{j}").write_bytes(b"y" * j)
+    for k, d in enumerate(sorted(p for p in src.rglob("*") if p.is_dir())):
+        d.chmod((0o700, 0o750, 0o755)[k % 3])
+        os.utime(d, (1_600_000_000 + k, 1_600_000_000 + k))
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(not os.access(DROP_CACHES, os.W_OK), reason="needs root (drop_caches)")
+@pytest.mark.parametrize("mode", ["none", "client"])
+def test_an_rsync_under_drop_caches_reads_back_unchanged_from_a_cold_mount(
+        mode: str, bucket: str, mount_factory: Any, tmp_path: Path) -> None:
+    """The kernel forgets landed names while rsync still fills their directories: every index
+    rewritten meanwhile must keep them (subdirectory attrs live only there)."""
+    src = tmp_path / "src"
+    _tree_with_modes(src)
+    m = mount_factory(bucket, mode, extra=["--upload-delay", "0.3"])
+    stop = threading.Event()
+
+    def forget_loop() -> None:
+        while not stop.is_set():
+            os.sync()
+            DROP_CACHES.write_text("2")
+            time.sleep(0.05)
+
+    t = threading.Thread(target=forget_loop, daemon=True)
+    t.start()
+    try:
+        subprocess.run(["rsync", "-a", f"{src}/", f"{m.mountpoint}/"], check=True, timeout=240)
+        m.flush()
+    finally:
+        stop.set()
+        t.join()
+    m.stop()
+    cold = mount_factory(bucket, mode, name="cold")
+    out = subprocess.run(["rsync", "-a", "-n", "--itemize-changes", f"{src}/",
+                          f"{cold.mountpoint}/"], check=True, capture_output=True, text=True,
+                         timeout=240).stdout
+    assert out == ""

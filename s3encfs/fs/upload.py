@@ -8,6 +8,7 @@ what" (upload) and "Upload identity and conflicts".
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 import trio
@@ -213,8 +214,17 @@ class Upload(Conflicts):
         if d.unlinked:
             return
         # what this mount knows, even if the listing is older than dir_ttl: entries are only
-        # hints checked against each object's ETag, so no fresh LIST is needed to write them
-        children = d.children if d.children is not None else await self.ensure_listed(d)
+        # hints checked against each object's ETag, so no fresh LIST is needed to write them.
+        # Not a listing a forgotten child left incomplete (-inf, `drop_forgotten`): the index
+        # is the only home of a subdirectory's attrs, and it would lose the forgotten names —
+        # listed again first (a failed LIST fails this write, which is retried).
+        children = d.children
+        for _attempt in range(3):
+            if children is not None and d.listed_at != -math.inf:
+                break
+            children = await self.ensure_listed(d)  # a FORGET during the LIST leaves -inf
+        else:
+            raise store_errors.StoreError("the listing kept losing forgotten names")
         parent = d.path
         files: dict[str, tuple[str, dict[str, str]]] = {}
         dirs: dict[str, dict[str, str]] = {}
