@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from s3encfs.codec import IntegrityError, UndecodableName
+from s3encfs.crypto.names import SIDE_SUFFIX
 
 log = logging.getLogger("s3encfs.rekey")
 
@@ -183,10 +184,58 @@ class Converter:
                 attrs[self.dst.codec.encode_name("/".join(parts), name)] = meta
         self_attrs = index.self_attrs if index is not None and not parts else None
         write_index(self.dst.store, self.dst.layout, parts, DirIndex({}, attrs, self_attrs))
+        self._sweep_orphan_sides(parts)
         if not self._same_index_key(parts):
             self.src.raw.delete(self.src.layout.index_key(parts))
         if parts and self.src.layout.dir_prefix(parts) != self.dst.layout.dir_prefix(parts):
             self.src.store.delete(self.src.layout.dir_prefix(parts))
+
+    def _sweep_orphan_sides(self, parts: tuple[str, ...]) -> None:
+        """Delete the source's long-name side objects in a converted directory whose name is
+        gone: a kill between the DELETE of a hashed name and that of its side object
+        (store/longnames.py deletes the name first, so a name never loses its record) leaves
+        one, and the source listing hides side objects, so nothing else would ever remove it.
+        Only a side object that authenticates under the source's name key goes (in the root,
+        an S3EC target's plain names share the prefix), and only if neither an object, a
+        marker nor anything below its name exists."""
+        from s3encfs.store.errors import NotFound
+        from s3encfs.store.longnames import is_side_key
+
+        src = self.src
+        if getattr(src.codec, "name_scheme", 1) != 2:
+            return
+        prefix = src.layout.dir_prefix(parts)
+        for page in src.raw.list_pages(prefix):
+            for o in page.objects:
+                rel = o.key[len(prefix):]
+                if "/" in rel or not is_side_key(rel):
+                    continue
+                name_key = o.key[: -len(SIDE_SUFFIX)]
+                try:
+                    body, _info = src.raw.get(o.key)
+                except NotFound:
+                    continue
+                if not src.codec.learn_long(rel[: -len(SIDE_SUFFIX)], body):
+                    continue  # not ours: left alone (`check` reports it)
+                if self._name_in_use(name_key):
+                    continue
+                log.info("deleting an orphaned long-name side object %s", o.key)
+                src.raw.delete(o.key)
+
+    def _name_in_use(self, name_key: str) -> bool:
+        from s3encfs.store.errors import NotFound
+
+        for key in (name_key, name_key + "/"):
+            try:
+                self.src.raw.head(key)
+                return True
+            except NotFound:
+                pass
+        for page in self.src.raw.list_pages(name_key + "/", None):
+            if page.objects or page.prefixes:
+                return True
+            break
+        return False
 
     def _plain_dir_name(self, parts: tuple[str, ...], enc: str) -> str | None:
         for side in (self.src, self.dst):
